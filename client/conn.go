@@ -1,0 +1,368 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"securefastchat/proto"
+)
+
+// DialOptions configure Dial.
+type DialOptions struct {
+	// KnownServers is the pin file (host:port -> fingerprint). If empty,
+	// nothing is pinned and every contact is a first contact.
+	KnownServers string
+	// ServerKey, if set, is the fingerprint the server must present, even
+	// on first contact.
+	ServerKey string
+	// NoPinNew refuses an unknown server instead of pinning its key.
+	NoPinNew bool
+	// Dial opens the byte stream. If nil, a TCP dialer is used.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// HandshakeTimeout bounds the handshake. If zero, 10 s.
+	HandshakeTimeout time.Duration
+	// Deliveries is the capacity of the delivery channel. If zero, 1024.
+	Deliveries int
+}
+
+// Conn is one authenticated, encrypted connection to a server: requests
+// and their responses, and the stream of deliveries the server pushes.
+// Its methods are safe for concurrent use.
+type Conn struct {
+	// Static after Dial.
+	nc        net.Conn
+	addr      string
+	serverKey proto.PublicKey
+	firstPin  bool
+
+	// Guarded by wmu.
+	wmu  sync.Mutex
+	sess *proto.Session
+	wbuf []byte
+
+	// Guarded by mu.
+	mu      sync.Mutex
+	nextID  uint32
+	waiters map[uint32]chan response
+	err     error // why the connection ended
+
+	deliveries chan *proto.Deliver
+	closeOnce  sync.Once
+	closed     chan struct{} // closed when the connection has ended
+	readerDone chan struct{}
+	reason     uint8 // the server's Close reason, if it sent one
+}
+
+type response struct {
+	t    proto.MsgType
+	body []byte
+}
+
+// Dial connects to addr and runs the handshake. The server's key is
+// checked against opts.ServerKey and the pin file; a key that differs from
+// the pinned one fails with a *KeyChangedError before any credential is
+// sent, and an unknown key is pinned (unless NoPinNew).
+func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
+	if opts.Dial == nil {
+		opts.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	want := ""
+	if opts.ServerKey != "" {
+		fp, err := proto.NormalizeFingerprint(opts.ServerKey)
+		if err != nil {
+			return nil, err
+		}
+		want = fp
+	}
+	var pinned *proto.PublicKey
+	var pinnedFP string
+	if opts.KnownServers != "" {
+		k, fp, err := lookupPin(opts.KnownServers, addr)
+		if err != nil {
+			return nil, err
+		}
+		pinned, pinnedFP = k, fp
+	}
+	if want != "" && pinnedFP != "" && want != pinnedFP {
+		return nil, &KeyChangedError{Addr: addr, Pinned: pinnedFP, Presented: want}
+	}
+	c, err := dialOnce(ctx, addr, opts, pinned)
+	if err != nil {
+		if pinned != nil && !errors.Is(err, proto.ErrUnsupportedVersion) && ctx.Err() == nil {
+			// The server may hold another key: ask for it (first-contact
+			// shape, sending nothing) so the error can show both.
+			if probe, perr := dialOnce(ctx, addr, opts, nil); perr == nil {
+				got := probe.serverKey.Fingerprint()
+				probe.Close()
+				if got != pinnedFP {
+					return nil, &KeyChangedError{Addr: addr, Pinned: pinnedFP, Presented: got}
+				}
+			}
+		}
+		return nil, err
+	}
+	got := c.serverKey.Fingerprint()
+	if want != "" && got != want {
+		c.Close()
+		return nil, &KeyChangedError{Addr: addr, Pinned: want, Presented: got, Expected: true}
+	}
+	if pinned == nil && opts.KnownServers != "" {
+		if opts.NoPinNew {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s presents %s", ErrUnknownServer, addr, got)
+		}
+		if err := addPin(opts.KnownServers, addr, c.serverKey); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.firstPin = true
+	}
+	return c, nil
+}
+
+func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.PublicKey) (*Conn, error) {
+	nc, err := opts.Dial(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConnect, err)
+	}
+	dl := time.Now().Add(opts.HandshakeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	_ = nc.SetDeadline(dl)
+	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: pinned})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if err := proto.WriteFrame(nc, hs.Hello()); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%w: sending hello: %v", ErrConnect, err)
+	}
+	var buf [proto.MaxHelloLen]byte
+	reply, err := proto.ReadSmallFrame(nc, buf[:])
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("%w: no handshake reply: %v", proto.ErrHandshakeFailed, err)
+	}
+	sess, key, err := hs.Finish(reply)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	n := opts.Deliveries
+	if n == 0 {
+		n = 1024
+	}
+	c := &Conn{
+		nc: nc, addr: addr, serverKey: key, sess: sess,
+		waiters:    make(map[uint32]chan response),
+		deliveries: make(chan *proto.Deliver, n),
+		closed:     make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+	go c.readLoop()
+	return c, nil
+}
+
+// ServerKey returns the server's static key.
+func (c *Conn) ServerKey() proto.PublicKey { return c.serverKey }
+
+// PinnedNow reports whether Dial pinned the server's key just now (first
+// contact).
+func (c *Conn) PinnedNow() bool { return c.firstPin }
+
+// Deliveries returns the messages the server pushes. The caller must Ack
+// each one it has processed. The channel is closed when the connection ends.
+func (c *Conn) Deliveries() <-chan *proto.Deliver { return c.deliveries }
+
+// Done is closed when the connection has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.closed }
+
+// Err returns why the connection ended, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// CloseReason returns the reason of the server's Close frame, if any.
+func (c *Conn) CloseReason() uint8 {
+	<-c.readerDone
+	return c.reason
+}
+
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	fr := proto.NewFrameReader(c.nc, proto.MaxFrameLen)
+	defer fr.Release()
+	plain := make([]byte, 0, proto.MaxFrameLen)
+	for {
+		p, err := fr.Next()
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
+			return
+		}
+		msg, err := c.sess.Open(plain[:0], p)
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
+			return
+		}
+		t, id, body, err := proto.ParseHeader(msg)
+		if err != nil {
+			c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
+			return
+		}
+		switch t {
+		case proto.TDeliver:
+			d := new(proto.Deliver)
+			if err := d.Parse(append([]byte(nil), body...)); err != nil {
+				c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
+				return
+			}
+			select {
+			case c.deliveries <- d:
+			case <-c.closed:
+				return
+			}
+		case proto.TClose:
+			var m proto.Close
+			if m.Parse(body) == nil {
+				c.reason = m.Reason
+			}
+			c.fail(&ClosedError{Reason: c.reason})
+			return
+		default:
+			c.mu.Lock()
+			w := c.waiters[id]
+			delete(c.waiters, id)
+			c.mu.Unlock()
+			if w != nil {
+				w <- response{t: t, body: append([]byte(nil), body...)}
+			}
+		}
+	}
+}
+
+// fail ends the connection with err (the first error wins).
+func (c *Conn) fail(err error) {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.closed)
+		c.nc.Close()
+		go func() {
+			<-c.readerDone
+			close(c.deliveries)
+		}()
+	})
+}
+
+// send seals and writes one message.
+func (c *Conn) send(msg []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var err error
+	c.wbuf, err = c.sess.Seal(c.wbuf[:0], msg)
+	if err != nil {
+		c.fail(err)
+		return err
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
+		return c.Err()
+	}
+	return nil
+}
+
+// Request sends a request built by build (which appends the message with
+// the given id) and waits for its response. An Error response is returned
+// as a *proto.RemoteError.
+func (c *Conn) Request(ctx context.Context, build func(b []byte, id uint32) []byte) (proto.MsgType, []byte, error) {
+	ch := make(chan response, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return 0, nil, err
+	}
+	c.nextID++
+	if c.nextID == 0 {
+		c.nextID = 1
+	}
+	id := c.nextID
+	c.waiters[id] = ch
+	c.mu.Unlock()
+	if err := c.send(build(nil, id)); err != nil {
+		return 0, nil, err
+	}
+	select {
+	case r := <-ch:
+		if r.t == proto.TError {
+			var e proto.Error
+			if err := e.Parse(r.body); err != nil {
+				return 0, nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+			}
+			return r.t, nil, &proto.RemoteError{Code: e.Code, Message: string(e.Message)}
+		}
+		return r.t, r.body, nil
+	case <-c.closed:
+		return 0, nil, c.Err()
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.waiters, id)
+		c.mu.Unlock()
+		return 0, nil, ctx.Err()
+	}
+}
+
+// expect checks a response's type.
+func expect(t, want proto.MsgType, err error) error {
+	if err != nil {
+		return err
+	}
+	if t != want {
+		return fmt.Errorf("%w: response type %#x, want %#x", ErrProtocol, uint8(t), uint8(want))
+	}
+	return nil
+}
+
+// Ack acknowledges a delivery.
+func (c *Conn) Ack(serverID uint64) error {
+	return c.send((&proto.Ack{ServerID: serverID}).Append(nil, 0))
+}
+
+// Ping checks the connection is alive.
+func (c *Conn) Ping(ctx context.Context) error {
+	t, _, err := c.Request(ctx, func(b []byte, id uint32) []byte { return (&proto.Ping{}).Append(b, proto.TPing, id) })
+	return expect(t, proto.TPong, err)
+}
+
+// SendRaw sends a message without waiting for any response. Tests use it
+// to speak the protocol directly.
+func (c *Conn) SendRaw(msg []byte) error { return c.send(msg) }
+
+// Close sends Close and closes the connection.
+func (c *Conn) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		_ = c.send((&proto.Close{Reason: proto.CloseNormal}).Append(nil, 0))
+		c.fail(ErrClosed)
+	}
+	<-c.readerDone
+	return nil
+}

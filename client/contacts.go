@@ -1,0 +1,138 @@
+package client
+
+import (
+	"bufio"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"securefastchat/proto"
+)
+
+// PeerKeys are another user's verified public keys.
+type PeerKeys struct {
+	User    string
+	Box     proto.PublicKey
+	Sign    []byte
+	Changed bool // differ from the keys pinned before
+	shared  *[32]byte
+}
+
+// Fingerprint identifies the pair of keys.
+func (k *PeerKeys) Fingerprint() string {
+	return proto.Fingerprint(append(k.Box.Bytes(), k.Sign...))
+}
+
+// contacts pins other users' keys in a file, one line per user:
+//
+//	name x25519:<hex> ed25519:<hex>
+//
+// and caches the keys fetched in this session.
+type contacts struct {
+	path string
+
+	mu     sync.Mutex
+	pinned map[string]*PeerKeys
+	fetch  map[string]*PeerKeys // fetched and checked during this session
+}
+
+func loadContacts(path string) (*contacts, error) {
+	ct := &contacts{path: path, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return ct, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: reading contacts: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
+			continue
+		}
+		bad := fmt.Errorf("client: %s line %d: malformed", path, n)
+		if len(fields) != 3 || !strings.HasPrefix(fields[1], "x25519:") || !strings.HasPrefix(fields[2], "ed25519:") {
+			return nil, bad
+		}
+		box, err1 := hex.DecodeString(fields[1][len("x25519:"):])
+		sign, err2 := hex.DecodeString(fields[2][len("ed25519:"):])
+		if err1 != nil || err2 != nil || len(sign) != 32 {
+			return nil, bad
+		}
+		k, err := proto.ParsePublicKey(box)
+		if err != nil {
+			return nil, bad
+		}
+		ct.pinned[fields[0]] = &PeerKeys{User: fields[0], Box: k, Sign: sign}
+	}
+	return ct, sc.Err()
+}
+
+// fresh returns keys already fetched and checked in this session.
+func (ct *contacts) fresh(user string) *PeerKeys {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.fetch[user]
+}
+
+// forget drops the session's cached keys of user, so they are fetched again.
+func (ct *contacts) forget(user string) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	delete(ct.fetch, user)
+}
+
+// pin records fetched keys; it reports the old fingerprint if they differ
+// from the pinned ones.
+func (ct *contacts) pin(k *PeerKeys) (old string, changed bool, err error) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.fetch[k.User] = k
+	p := ct.pinned[k.User]
+	if p != nil && p.Box.Equal(k.Box) && string(p.Sign) == string(k.Sign) {
+		return "", false, nil
+	}
+	if p != nil {
+		old, changed = p.Fingerprint(), true
+	}
+	ct.pinned[k.User] = k
+	return old, changed, ct.save()
+}
+
+// save rewrites the file atomically.
+func (ct *contacts) save() error {
+	if err := os.MkdirAll(filepath.Dir(ct.path), 0o700); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	var b strings.Builder
+	for name, k := range ct.pinned {
+		fmt.Fprintf(&b, "%s x25519:%s ed25519:%s\n", name, k.Box.String(), hex.EncodeToString(k.Sign))
+	}
+	return writeFileAtomic(ct.path, []byte(b.String()))
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("client: %w", err)
+	}
+	_, werr := tmp.Write(data)
+	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
+		return fmt.Errorf("client: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("client: writing %s: %w", path, err)
+	}
+	return nil
+}

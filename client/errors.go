@@ -1,0 +1,77 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	"securefastchat/proto"
+)
+
+// Sentinel errors. Callers test them with errors.Is; errors the server
+// sent are *proto.RemoteError and match proto.ErrorCode values.
+var (
+	// ErrConnect: the server could not be reached.
+	ErrConnect = errors.New("client: cannot connect to the server")
+	// ErrConnectionLost: the connection broke.
+	ErrConnectionLost = errors.New("client: connection lost")
+	// ErrProtocol: the server sent something this client cannot read.
+	ErrProtocol = errors.New("client: protocol error")
+	// ErrClosed: the connection was closed by this side.
+	ErrClosed = errors.New("client: connection closed")
+	// ErrServerKeyChanged: the server presented a key other than the
+	// pinned or expected one. See KeyChangedError.
+	ErrServerKeyChanged = errors.New("client: SERVER KEY CHANGED")
+	// ErrUnknownServer: the server is not pinned and pinning was refused.
+	ErrUnknownServer = errors.New("client: unknown server key")
+	// ErrBadIdentity: the identity file does not open with this password
+	// or is damaged.
+	ErrBadIdentity = errors.New("client: cannot open the identity key (wrong password or damaged file)")
+	// ErrNoIdentity: no identity key for this user in the home directory.
+	ErrNoIdentity = errors.New("client: no identity key for this user in the home directory")
+	// ErrPeerKey: a peer's published keys are malformed or badly signed.
+	ErrPeerKey = errors.New("client: the peer's keys do not verify")
+	// ErrRejected: a received message failed its end-to-end checks.
+	ErrRejected = errors.New("client: message rejected")
+	// ErrFileTooLarge: a file over the size limit.
+	ErrFileTooLarge = errors.New("client: file too large")
+)
+
+// KeyChangedError reports a server key that differs from the pinned (or
+// expected) one. Nothing was sent to that server.
+type KeyChangedError struct {
+	Addr      string
+	Pinned    string // the fingerprint pinned or expected
+	Presented string // the fingerprint the server presented
+	Expected  bool   // Pinned came from --server-key rather than the pin file
+}
+
+func (e *KeyChangedError) Error() string {
+	what := "pinned"
+	if e.Expected {
+		what = "expected"
+	}
+	return fmt.Sprintf("SERVER KEY CHANGED for %s: %s %s, server presents %s; no credentials were sent. "+
+		"If the operator really changed the key, check the new fingerprint with them and remove the old line from known_servers",
+		e.Addr, what, e.Pinned, e.Presented)
+}
+
+// Is makes errors.Is(err, ErrServerKeyChanged) true.
+func (e *KeyChangedError) Is(target error) bool { return target == ErrServerKeyChanged }
+
+// ClosedError: the server closed the connection with a reason.
+type ClosedError struct{ Reason uint8 }
+
+func (e *ClosedError) Error() string {
+	switch e.Reason {
+	case proto.CloseReplaced:
+		return "client: closed by the server: logged in elsewhere"
+	case proto.CloseShutdown:
+		return "client: closed by the server: shutting down"
+	case proto.CloseSlowConsume:
+		return "client: closed by the server: too slow reading"
+	}
+	return fmt.Sprintf("client: closed by the server (reason %d)", e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrConnectionLost) true.
+func (e *ClosedError) Unwrap() error { return ErrConnectionLost }

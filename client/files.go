@@ -1,0 +1,114 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"securefastchat/proto"
+)
+
+// fileWindow is how many chunks of one file may be in flight at once.
+const fileWindow = 8
+
+// FileReceipt reports a sent file.
+type FileReceipt struct {
+	Name   string
+	Size   int64
+	Chunks int
+}
+
+// SendFile sends the file at path to user in sealed chunks of
+// proto.FileChunkData bytes, several in flight at once. Each chunk is a
+// message of its own, so other messages on the connection are never held
+// up behind a large file. progress, if not nil, is called with the bytes
+// acknowledged so far.
+func (c *Client) SendFile(ctx context.Context, to, path string, progress func(done, total int64)) (*FileReceipt, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("client: %s is not a regular file", path)
+	}
+	size := st.Size()
+	if size > c.cfg.MaxFileSize {
+		return nil, fmt.Errorf("%w: %s is %d bytes, limit %d", ErrFileTooLarge, path, size, c.cfg.MaxFileSize)
+	}
+	name := safeFileName(filepath.Base(path))
+	if name == "" {
+		return nil, fmt.Errorf("client: %s has no usable file name", path)
+	}
+	if _, err := c.PeerKeys(ctx, to); err != nil {
+		return nil, err
+	}
+	count := int((size + proto.FileChunkData - 1) / proto.FileChunkData)
+	if count == 0 {
+		count = 1
+	}
+	fileID := make([]byte, proto.MsgIDLen)
+	if _, err := rand.Read(fileID); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		firstErr error
+		done     int64
+		wg       sync.WaitGroup
+		sem      = make(chan struct{}, fileWindow)
+	)
+	for i := 0; i < count; i++ {
+		data := make([]byte, min(int64(proto.FileChunkData), size-int64(i)*proto.FileChunkData))
+		if _, err := io.ReadFull(f, data); err != nil {
+			cancel()
+			wg.Wait()
+			return nil, fmt.Errorf("client: reading %s: %w", path, err)
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		ch := proto.FileChunk{FileID: fileID, Name: []byte(name), Size: uint64(size), Index: uint32(i), Count: uint32(count), Data: data}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := c.sendBody(ctx, to, proto.KindFile, ch.Append(nil))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				cancel()
+				return
+			}
+			done += int64(len(ch.Data))
+			if progress != nil {
+				progress(done, size)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return &FileReceipt{Name: name, Size: size, Chunks: count}, nil
+}

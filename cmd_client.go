@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"securefastchat/client"
+	"securefastchat/proto"
+)
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	fs        *flag.FlagSet
+	server    *string
+	user      *string
+	home      *string
+	serverKey *string
+	maxFile   *int64
+}
+
+func newClientFlags(name, synopsis, about string) *clientFlags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cf := &clientFlags{
+		fs:        fs,
+		server:    fs.String("server", "127.0.0.1:7878", "server address host:port"),
+		user:      fs.String("user", "", "your user name (required)"),
+		home:      fs.String("home", defaultHome(), "client home directory: keys and pins (or SFC_HOME)"),
+		serverKey: fs.String("server-key", "", "the server key fingerprint to require (from 'securefastchat fingerprint')"),
+		maxFile:   fs.Int64("max-file", 100<<20, "largest file to send or receive, in bytes"),
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat %s\n\n%s\nThe password comes from SFC_PASSWORD or, on a terminal, a prompt.\n\n", synopsis, about)
+		fs.PrintDefaults()
+	}
+	return cf
+}
+
+func (cf *clientFlags) parse(args []string) error {
+	if err := cf.fs.Parse(args); err != nil {
+		return err
+	}
+	if *cf.user == "" {
+		return usagef("--user is required")
+	}
+	if !proto.ValidUsername([]byte(*cf.user)) {
+		return usagef("--user %q is not a valid name: use 1 to 32 characters of a-z A-Z 0-9 _", *cf.user)
+	}
+	if *cf.serverKey != "" {
+		if _, err := proto.NormalizeFingerprint(*cf.serverKey); err != nil {
+			return usagef("--server-key: %v", err)
+		}
+	}
+	return nil
+}
+
+func (cf *clientFlags) config() client.Config {
+	return client.Config{
+		Addr: *cf.server, Home: *cf.home, ServerKey: *cf.serverKey, MaxFileSize: *cf.maxFile,
+		OnPeerKeyChange: func(user, oldFP, newFP string) {
+			fmt.Fprintf(os.Stderr, "WARNING: %s's keys have CHANGED (was %s, now %s).\n"+
+				"WARNING: they may have reinstalled, or someone may be intercepting your messages. Verify with them out of band.\n", user, oldFP, newFP)
+		},
+		OnReject: func(from string, err error) {
+			fmt.Fprintf(os.Stderr, "WARNING: dropped a message from %s: %v\n", from, err)
+		},
+	}
+}
+
+// defaultHome is SFC_HOME, or the user config directory's securefastchat.
+func defaultHome() string {
+	if h := os.Getenv("SFC_HOME"); h != "" {
+		return h
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "securefastchat")
+	}
+	return ".securefastchat"
+}
+
+// password reads SFC_PASSWORD, or prompts on a terminal (twice if confirm).
+func password(confirm bool) (string, error) {
+	if p, ok := os.LookupEnv("SFC_PASSWORD"); ok {
+		return p, nil
+	}
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return "", errors.New("no password: set SFC_PASSWORD or run on a terminal")
+	}
+	fmt.Fprint(os.Stderr, "Password: ")
+	p, err := term.ReadPassword(fd)
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return "", fmt.Errorf("reading password: %w", err)
+	}
+	if confirm {
+		fmt.Fprint(os.Stderr, "Password again: ")
+		q, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return "", fmt.Errorf("reading password: %w", err)
+		}
+		if string(p) != string(q) {
+			return "", errors.New("the passwords do not match")
+		}
+	}
+	return string(p), nil
+}
+
+func timeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 60*time.Second)
+}
+
+func notePin(c *client.Client, addr string) {
+	if c.Conn().PinnedNow() {
+		fmt.Fprintf(os.Stderr, "Pinned the key of %s: %s\n(compare it with the operator's 'securefastchat fingerprint')\n", addr, c.ServerKey().Fingerprint())
+	}
+}
+
+func cmdSignup(args []string) error {
+	cf := newClientFlags("signup", "signup --server ADDR --user NAME", "Creates an account and a new identity key in the home directory.")
+	if err := cf.parse(args); err != nil {
+		return err
+	}
+	if cf.fs.NArg() != 0 {
+		return usagef("signup takes no arguments")
+	}
+	pw, err := password(true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	c, err := client.Signup(ctx, cf.config(), *cf.user, pw)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	notePin(c, *cf.server)
+	fmt.Printf("Signed up as %s. Identity key saved in %s\n", c.Display(), client.IdentityPath(*cf.home, c.User()))
+	return nil
+}
+
+func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
+	pw, err := password(false)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	c, err := client.Login(ctx, cfg, *cf.user, pw)
+	if err != nil {
+		return nil, err
+	}
+	notePin(c, *cf.server)
+	return c, nil
+}
+
+func cmdSend(args []string) error {
+	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER TEXT... | --file PATH",
+		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it.")
+	to := cf.fs.String("to", "", "the receiver (required)")
+	file := cf.fs.String("file", "", "send this file instead of text")
+	if err := cf.parse(args); err != nil {
+		return err
+	}
+	if *to == "" {
+		return usagef("--to is required")
+	}
+	text := strings.Join(cf.fs.Args(), " ")
+	if (*file == "") == (text == "") {
+		return usagef("give either TEXT or --file PATH")
+	}
+	if *file != "" {
+		if _, err := os.Stat(*file); err != nil {
+			return fmt.Errorf("cannot read --file: %w", err)
+		}
+	}
+	c, err := login(cf, cf.config())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if *file != "" {
+		r, err := c.SendFile(ctx, *to, *file, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("Sent %s (%d bytes) to %s.\n", r.Name, r.Size, *to)
+		return nil
+	}
+	if max := client.MaxTextLen(c.User(), strings.ToLower(*to)); len(text) > max {
+		return fmt.Errorf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), max)
+	}
+	r, err := c.SendText(ctx, *to, text)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
+	return nil
+}
+
+// recvJSON is one line of recv --json.
+type recvJSON struct {
+	ID     uint64 `json:"id"`
+	Sender string `json:"sender"`
+	Group  string `json:"group,omitempty"`
+	Kind   string `json:"kind"`
+	Text   string `json:"text,omitempty"`
+	File   string `json:"file,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	Time   string `json:"time"`
+	Sent   string `json:"sent"`
+	// KeyChanged: the sender's keys changed since they were pinned.
+	KeyChanged bool `json:"key_changed,omitempty"`
+}
+
+func cmdRecv(args []string) error {
+	cf := newClientFlags("recv", "recv --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]",
+		"Prints the messages you receive, decrypted. With --wait it stays connected\nthat long; without, it leaves once nothing has arrived for a second.")
+	wait := cf.fs.Duration("wait", 0, "stay connected this long")
+	asJSON := cf.fs.Bool("json", false, "print one JSON object per line")
+	out := cf.fs.String("out", ".", "folder for received files")
+	if err := cf.parse(args); err != nil {
+		return err
+	}
+	if cf.fs.NArg() != 0 {
+		return usagef("recv takes no arguments")
+	}
+	if st, err := os.Stat(*out); err != nil || !st.IsDir() {
+		return usagef("--out %s is not a folder", *out)
+	}
+	cfg := cf.config()
+	cfg.OutDir = *out
+	c, err := login(cf, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var end <-chan time.Time
+	if *wait > 0 {
+		end = time.After(*wait)
+	}
+	quiet := time.Second
+	enc := json.NewEncoder(os.Stdout)
+	for {
+		var idle <-chan time.Time
+		if *wait == 0 {
+			idle = time.After(quiet)
+		}
+		select {
+		case m, ok := <-c.Messages():
+			if !ok {
+				return nil
+			}
+			if *asJSON {
+				j := recvJSON{ID: m.ServerID, Sender: m.From, Kind: "text", Text: m.Text,
+					Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged}
+				if m.File != nil {
+					j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
+				}
+				if err := enc.Encode(j); err != nil {
+					return err
+				}
+				continue
+			}
+			ts := m.ServerTime.Local().Format("2006-01-02 15:04:05")
+			if m.File != nil {
+				fmt.Printf("[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, m.File.Name, m.File.Size, m.File.Path)
+			} else {
+				fmt.Printf("[%s] %s: %s\n", ts, m.From, m.Text)
+			}
+		case <-c.Conn().Done():
+			return c.Conn().Err()
+		case <-end:
+			return nil
+		case <-idle:
+			return nil
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"securefastchat/balancer"
+	"securefastchat/internal/passwd"
+	"securefastchat/internal/server"
+	"securefastchat/shard"
+)
+
+// defaultDataDir is $XDG_DATA_HOME/securefastchat, or
+// ~/.local/share/securefastchat, or ./securefastchat-data.
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "securefastchat")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "securefastchat")
+	}
+	return "securefastchat-data"
+}
+
+func cmdServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:7878", "address to listen on")
+	data := fs.String("data", defaultDataDir(), "data directory (store and server key)")
+	shards := fs.Int("shards", runtime.NumCPU(), "number of shards")
+	strategy := fs.String("strategy", "round-robin", "shard strategy: "+strings.Join(balancer.Names(), ", "))
+	argon := fs.String("argon2", passwd.Default.String(), "password hashing cost, t=ITER,m=KIB,p=THREADS (at least "+passwd.Floor.String()+")")
+	weak := fs.Bool("insecure-weak-argon2", false, "allow --argon2 below the floor (tests and benchmarks only)")
+	hashConc := fs.Int("hash-concurrency", passwd.DefaultConcurrency, "password hashes run at once (bounds memory)")
+	maxUnauth := fs.Int("max-unauth", 4096, "connections that have not logged in, at most")
+	maxUnauthIP := fs.Int("max-unauth-per-ip", 256, "connections that have not logged in, per address")
+	msgRate := fs.Duration("msg-every", time.Second, "one more text message per user allowed every DURATION (burst --msg-burst); 0 turns message limits off")
+	msgBurst := fs.Int("msg-burst", 60, "text messages a user may send at once")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\n\n", defaultDataDir())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("serve takes no arguments (got %q)", fs.Args())
+	}
+	if *shards < 1 {
+		return usagef("--shards must be at least 1")
+	}
+	params, err := passwd.ParseParams(*argon)
+	if err != nil {
+		return usagef("--argon2: %v", err)
+	}
+	if !*weak && !params.AtLeast(passwd.Floor) {
+		return usagef("--argon2 %s is below the floor %s; add --insecure-weak-argon2 only for tests", params, passwd.Floor)
+	}
+	if _, err := balancer.ParseStrategy(*strategy); err != nil {
+		return usagef("%v", err)
+	}
+	logger, err := newLogger(*logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	every := *msgRate
+	if every == 0 {
+		every = -1
+	}
+	srv, err := server.Start(server.Config{
+		DataDir: *data, Listen: *listen, Strategy: *strategy,
+		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc,
+		Shard: shard.Options{
+			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
+			MsgEvery: every, MsgBurst: *msgBurst,
+		},
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	var serveErr error
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String())
+	case serveErr = <-srv.Done():
+		logger.Error("accept loop stopped", "err", serveErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if serveErr != nil && !errors.Is(serveErr, balancer.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level: %v", err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, usagef("--log-format must be text or json")
+}
+
+func cmdFingerprint(args []string) error {
+	fs := flag.NewFlagSet("fingerprint", flag.ContinueOnError)
+	data := fs.String("data", defaultDataDir(), "the server's data directory")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat fingerprint [--data DIR]\n\nPrints the server key's fingerprint, for clients' --server-key.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	kp, err := server.LoadKey(*data)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("no server key in %s (start the server once to create it)", *data)
+		}
+		return err
+	}
+	fmt.Println(kp.Public.Fingerprint())
+	return nil
+}

@@ -1,0 +1,320 @@
+// Package account signs users up, logs them in and resumes their sessions:
+// password hashing with bounded concurrency, session tokens, and the
+// throttles against guessing and enumeration. One Service serves all
+// shards, so every limit is global.
+//
+// Refusals are returned as proto.ErrorCode values (which are errors), so
+// the caller can send them to the client as they are. Login gives the same
+// code, proto.CodeInvalidCredentials, for an unknown user, a wrong password,
+// a disabled account and a throttled account, after the same argon2 work.
+package account
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"securefastchat/internal/passwd"
+	"securefastchat/internal/ratelimit"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// Limits are the throttles. The zero value of a field means its default.
+type Limits struct {
+	LoginBurst, SignupBurst, LookupBurst int
+	LoginEvery, SignupEvery, LookupEvery time.Duration
+	// FailuresBeforeThrottle failures per account within FailureWindow
+	// throttle the account for ThrottleFor.
+	FailuresBeforeThrottle int
+	FailureWindow          time.Duration
+	ThrottleFor            time.Duration
+}
+
+// DefaultLimits are the production throttles.
+var DefaultLimits = Limits{
+	LoginBurst: 20, LoginEvery: 3 * time.Second, // 20 a minute per address
+	SignupBurst: 6, SignupEvery: 30 * time.Second, // per address
+	LookupBurst: 100, LookupEvery: 9 * time.Second, // per user: 100 per 15 min
+	FailuresBeforeThrottle: 10, FailureWindow: 15 * time.Minute, ThrottleFor: 15 * time.Minute,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	pick := func(v, def int) int {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	pickD := func(v, def time.Duration) time.Duration {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	return Limits{
+		LoginBurst: pick(l.LoginBurst, d.LoginBurst), LoginEvery: pickD(l.LoginEvery, d.LoginEvery),
+		SignupBurst: pick(l.SignupBurst, d.SignupBurst), SignupEvery: pickD(l.SignupEvery, d.SignupEvery),
+		LookupBurst: pick(l.LookupBurst, d.LookupBurst), LookupEvery: pickD(l.LookupEvery, d.LookupEvery),
+		FailuresBeforeThrottle: pick(l.FailuresBeforeThrottle, d.FailuresBeforeThrottle),
+		FailureWindow:          pickD(l.FailureWindow, d.FailureWindow),
+		ThrottleFor:            pickD(l.ThrottleFor, d.ThrottleFor),
+	}
+}
+
+// Session lifetimes.
+const (
+	SessionIdle = 30 * 24 * time.Hour
+	SessionMax  = 90 * 24 * time.Hour
+)
+
+// Options configure a Service.
+type Options struct {
+	// Hasher hashes passwords. Required.
+	Hasher *passwd.Hasher
+	// Limits are the throttles; zero fields take DefaultLimits.
+	Limits Limits
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
+}
+
+// Service runs account operations. It is safe for concurrent use.
+type Service struct {
+	st     *store.Store
+	hasher *passwd.Hasher
+	now    func() time.Time
+
+	loginIP  *ratelimit.Limiter
+	signupIP *ratelimit.Limiter
+	lookups  *ratelimit.Limiter
+	failures *ratelimit.Throttle
+}
+
+// New returns a Service over st.
+func New(st *store.Store, o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	l := o.Limits.withDefaults()
+	return &Service{
+		st: st, hasher: o.Hasher, now: o.Now,
+		loginIP:  ratelimit.New(l.LoginBurst, l.LoginEvery, o.Now),
+		signupIP: ratelimit.New(l.SignupBurst, l.SignupEvery, o.Now),
+		lookups:  ratelimit.New(l.LookupBurst, l.LookupEvery, o.Now),
+		failures: ratelimit.NewThrottle(l.FailuresBeforeThrottle, l.FailureWindow, l.ThrottleFor, o.Now),
+	}
+}
+
+// Hasher returns the password hasher in use.
+func (s *Service) Hasher() *passwd.Hasher { return s.hasher }
+
+// Result is a successful signup, login or resume.
+type Result struct {
+	User    string // canonical
+	Display string
+	Token   []byte // nil for a resume: the presented token stays valid
+	Expires time.Time
+}
+
+// Signup creates an account with its public keys and logs it in.
+func (s *Service) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys) (*Result, error) {
+	if !s.signupIP.Allow(addr) {
+		return nil, proto.CodeRateLimited
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return nil, proto.CodeInvalidUsername
+	}
+	if len(password) < proto.MinPasswordLen || len(password) > proto.MaxPasswordLen {
+		return nil, proto.CodeInvalidPassword
+	}
+	if err := proto.VerifyKeys(canon, keys); err != nil {
+		return nil, proto.CodeInvalidKey
+	}
+	if taken, err := s.st.UserExists(string(canon)); err != nil {
+		return nil, fmt.Errorf("account: signup: %w", err)
+	} else if taken {
+		return nil, proto.CodeUsernameTaken
+	}
+	phc, err := s.hasher.Hash(ctx, password)
+	if err != nil {
+		return nil, fmt.Errorf("account: hashing: %w", err)
+	}
+	u := &store.User{
+		Name: string(canon), Display: string(user), PasswordHash: phc,
+		BoxKey: copyB(keys.BoxKey), SignKey: copyB(keys.SignKey), KeySig: copyB(keys.KeySig),
+		Created: s.now(),
+	}
+	if err := s.st.CreateUser(u); err != nil {
+		if errors.Is(err, store.ErrUserExists) {
+			return nil, proto.CodeUsernameTaken
+		}
+		return nil, storageErr("signup", err)
+	}
+	return s.newSession(u)
+}
+
+// Login checks a password and opens a session.
+func (s *Service) Login(ctx context.Context, addr string, user, password []byte) (*Result, error) {
+	if !s.loginIP.Allow(addr) {
+		return nil, proto.CodeRateLimited
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil || len(password) > proto.MaxPasswordLen {
+		// No account can match: spend the same work as a wrong password.
+		if _, _, err := s.hasher.Verify(ctx, "", password[:min(len(password), proto.MaxPasswordLen)]); err != nil {
+			return nil, err
+		}
+		return nil, proto.CodeInvalidCredentials
+	}
+	name := string(canon)
+	u, err := s.st.GetUser(name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("account: login: %w", err)
+	}
+	phc := ""
+	if u != nil {
+		phc = u.PasswordHash
+	}
+	ok, rehash, err := s.hasher.Verify(ctx, phc, password)
+	if err != nil {
+		return nil, fmt.Errorf("account: verifying: %w", err)
+	}
+	if s.failures.Throttled(name) {
+		return nil, proto.CodeInvalidCredentials
+	}
+	if !ok || u == nil || u.Disabled {
+		s.failures.Fail(name)
+		return nil, proto.CodeInvalidCredentials
+	}
+	s.failures.Succeed(name)
+	if rehash {
+		if phc, err := s.hasher.Hash(ctx, password); err == nil {
+			_ = s.st.SetPasswordHash(name, phc) // best effort: the old hash still works
+		}
+	}
+	return s.newSession(u)
+}
+
+// Resume checks a session token presented after a fresh handshake.
+func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
+	if !s.loginIP.Allow(addr) {
+		return nil, proto.CodeRateLimited
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil || len(token) != proto.TokenLen {
+		return nil, proto.CodeInvalidToken
+	}
+	h := store.HashToken(token)
+	ss, err := s.st.GetSession(h)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, proto.CodeInvalidToken
+	} else if err != nil {
+		return nil, fmt.Errorf("account: resume: %w", err)
+	}
+	now := s.now()
+	if ss.User != string(canon) {
+		return nil, proto.CodeInvalidToken
+	}
+	if now.Sub(ss.LastSeen) > SessionIdle || now.Sub(ss.Created) > SessionMax {
+		_ = s.st.DeleteSession(h)
+		return nil, proto.CodeInvalidToken
+	}
+	u, err := s.st.GetUser(ss.User)
+	if err != nil || u.Disabled {
+		return nil, proto.CodeInvalidToken
+	}
+	if err := s.st.TouchSession(h, now); err != nil {
+		return nil, storageErr("resume", err)
+	}
+	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now)}, nil
+}
+
+// Logout revokes the session of token.
+func (s *Service) Logout(token []byte) error {
+	if err := s.st.DeleteSession(store.HashToken(token)); err != nil {
+		return storageErr("logout", err)
+	}
+	return nil
+}
+
+// Available reports whether a name can be signed up. It shares the signup
+// limit, since it reveals the same thing.
+func (s *Service) Available(addr string, user []byte) (bool, error) {
+	if !s.signupIP.Allow(addr) {
+		return false, proto.CodeRateLimited
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return false, proto.CodeInvalidUsername
+	}
+	taken, err := s.st.UserExists(string(canon))
+	if err != nil {
+		return false, fmt.Errorf("account: checking name: %w", err)
+	}
+	return !taken, nil
+}
+
+// Keys returns another user's public keys for requester. Lookups are
+// limited per requester.
+func (s *Service) Keys(requester string, user []byte) (*store.User, error) {
+	if !s.lookups.Allow(requester) {
+		return nil, proto.CodeRateLimited
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return nil, proto.CodeInvalidUsername
+	}
+	u, err := s.st.GetUser(string(canon))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Disabled) {
+		return nil, proto.CodeNoSuchUser
+	} else if err != nil {
+		return nil, fmt.Errorf("account: lookup: %w", err)
+	}
+	return u, nil
+}
+
+// Exists reports whether a canonical name is an account; a miss counts
+// toward requester's lookup limit.
+func (s *Service) Exists(requester, canon string) (bool, error) {
+	ok, err := s.st.UserExists(canon)
+	if err != nil {
+		return false, fmt.Errorf("account: lookup: %w", err)
+	}
+	if !ok && !s.lookups.Allow(requester) {
+		return false, proto.CodeRateLimited
+	}
+	return ok, nil
+}
+
+func (s *Service) newSession(u *store.User) (*Result, error) {
+	token := make([]byte, proto.TokenLen)
+	if _, err := rand.Read(token); err != nil {
+		return nil, fmt.Errorf("account: reading randomness: %w", err)
+	}
+	now := s.now()
+	if err := s.st.PutSession(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now}); err != nil {
+		return nil, storageErr("session", err)
+	}
+	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now)}, nil
+}
+
+func expiry(created, now time.Time) time.Time {
+	idle, abs := now.Add(SessionIdle), created.Add(SessionMax)
+	if idle.Before(abs) {
+		return idle
+	}
+	return abs
+}
+
+func storageErr(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return fmt.Errorf("account: %s: %w (%v)", op, proto.CodeStorageUnavailable, err)
+	}
+	return fmt.Errorf("account: %s: %w", op, err)
+}
+
+func copyB(b []byte) []byte { return append([]byte(nil), b...) }

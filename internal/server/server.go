@@ -1,0 +1,148 @@
+// Package server assembles a securefastchat server from its parts: the
+// store, the account service, the shard set and the balancer. main and the
+// tests use it, so both run the same server.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"securefastchat/balancer"
+	"securefastchat/internal/account"
+	"securefastchat/internal/passwd"
+	"securefastchat/proto"
+	"securefastchat/shard"
+	"securefastchat/store"
+)
+
+// DBFileName is the store's file in the data directory.
+const DBFileName = "securefastchat.db"
+
+// Config configures a server. Zero fields take defaults.
+type Config struct {
+	// DataDir holds the store and the server key. Required.
+	DataDir string
+	// Listen is the address to listen on. If empty, 127.0.0.1:7878.
+	Listen string
+	// Listener, if set, is used instead of listening on Listen.
+	Listener net.Listener
+	// Strategy names the shard strategy. If empty, round-robin.
+	Strategy string
+	// Argon2 are the password hashing parameters. If zero, passwd.Default.
+	Argon2 passwd.Params
+	// AllowWeakArgon2 permits parameters below passwd.Floor (tests and
+	// benchmarks only; the server logs a warning).
+	AllowWeakArgon2 bool
+	// HashConcurrency bounds parallel password hashes. If zero, 4.
+	HashConcurrency int
+	// Limits are the account throttles.
+	Limits account.Limits
+	// Shard configures the shard set; Static, Accounts and Logger are
+	// filled in here.
+	Shard shard.Options
+	// Logger receives the logs. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a running server.
+type Server struct {
+	Store    *store.Store
+	Accounts *account.Service
+	Set      *shard.Set
+	Balancer *balancer.Balancer
+	Key      *proto.KeyPair
+
+	ln      net.Listener
+	log     *slog.Logger
+	serveCh chan error
+}
+
+// Start opens the store, loads or creates the server key, starts the shards
+// and begins accepting.
+func Start(cfg Config) (_ *Server, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data directory is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:7878"
+	}
+	if cfg.Strategy == "" {
+		cfg.Strategy = "round-robin"
+	}
+	if cfg.Argon2 == (passwd.Params{}) {
+		cfg.Argon2 = passwd.Default
+	}
+	strat, err := balancer.ParseStrategy(cfg.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.AllowWeakArgon2 && !cfg.Argon2.AtLeast(passwd.Floor) {
+		cfg.Logger.Warn("password hashing below the production floor; use only for tests and benchmarks", "argon2", cfg.Argon2.String())
+	}
+	hasher, err := passwd.NewHasher(cfg.Argon2, cfg.HashConcurrency, cfg.AllowWeakArgon2)
+	if err != nil {
+		return nil, err
+	}
+	key, created, err := LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		cfg.Logger.Info("created server key", "fingerprint", key.Public.Fingerprint())
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, DBFileName), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now})
+	so := cfg.Shard
+	so.Static, so.Accounts, so.Logger = key, acc, cfg.Logger
+	set, err := shard.New(so)
+	if err != nil {
+		return nil, err
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			_ = set.Shutdown(context.Background())
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	s := &Server{Store: st, Accounts: acc, Set: set, Key: key, ln: ln, log: cfg.Logger, serveCh: make(chan error, 1)}
+	s.Balancer = balancer.New(set, strat, cfg.Logger)
+	go func() { s.serveCh <- s.Balancer.Serve(ln) }()
+	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "shards", set.Len(), "strategy", strat.Name(),
+		"argon2", cfg.Argon2.String(), "data", cfg.DataDir, "fingerprint", key.Public.Fingerprint())
+	return s, nil
+}
+
+// Addr returns the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Done returns a channel that yields the accept loop's error if it stops
+// by itself.
+func (s *Server) Done() <-chan error { return s.serveCh }
+
+// Shutdown stops accepting, closes every connection with a Close frame,
+// waits for in-flight work and closes the store. It is safe to call once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	_ = s.Balancer.Close()
+	err := s.Set.Shutdown(ctx)
+	if cerr := s.Store.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	s.log.Info("stopped")
+	return err
+}

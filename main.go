@@ -1,0 +1,60 @@
+// Command securefastchat is an end-to-end encrypted chat server and its
+// command-line client, in one binary.
+//
+//	securefastchat serve        run the server
+//	securefastchat fingerprint  print the server key's fingerprint
+//	securefastchat signup       create an account
+//	securefastchat send         send a direct message or a file
+//	securefastchat recv         print received messages
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `securefastchat: end-to-end encrypted chat server and client
+
+Usage:
+  securefastchat serve       [--listen ADDR] [--data DIR] [--shards N] [--strategy S] ...
+  securefastchat fingerprint [--data DIR]
+  securefastchat signup      --server ADDR --user NAME
+  securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH
+  securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
+  securefastchat version
+
+Run "securefastchat COMMAND --help" for a command's flags.
+Passwords come from SFC_PASSWORD or, on a terminal, a prompt.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "serve":
+		err = cmdServe(args)
+	case "fingerprint":
+		err = cmdFingerprint(args)
+	case "signup":
+		err = cmdSignup(args)
+	case "send":
+		err = cmdSend(args)
+	case "recv":
+		err = cmdRecv(args)
+	case "version", "--version":
+		fmt.Println("securefastchat", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "securefastchat: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	os.Exit(exitCode(err))
+}

@@ -1,0 +1,76 @@
+package main
+
+// What the user sees. Wording rules:
+//   - an error is one line on stderr, "securefastchat: " and what went wrong,
+//     then, where there is one, what to do about it;
+//   - never print a password, a token or a private key;
+//   - exit 0 on success, 1 on a failure, 2 on bad usage.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
+	"securefastchat/client"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// usageError is bad command-line usage (exit 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "securefastchat: "+describe(err))
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// describe turns an error into the line the user reads.
+func describe(err error) string {
+	var kc *client.KeyChangedError
+	switch {
+	case errors.As(err, &kc):
+		return kc.Error()
+	case errors.Is(err, client.ErrConnect):
+		return err.Error() + " (is the server running, and is --server right?)"
+	case errors.Is(err, proto.CodeInvalidCredentials):
+		return "wrong user name or password (or the account is temporarily throttled after failed attempts)"
+	case errors.Is(err, proto.CodeUsernameTaken):
+		return "that user name is taken; pick another"
+	case errors.Is(err, proto.CodeInvalidUsername):
+		return "invalid user name: use 1 to 32 characters of a-z A-Z 0-9 _"
+	case errors.Is(err, proto.CodeInvalidPassword):
+		return fmt.Sprintf("invalid password: use %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)
+	case errors.Is(err, proto.CodeNoSuchRecipient), errors.Is(err, proto.CodeNoSuchUser):
+		return "no such user on this server"
+	case errors.Is(err, proto.CodeRecipientOffline):
+		return "the receiver is not online; the message was not delivered (offline delivery is not available yet); try again later"
+	case errors.Is(err, proto.CodeRecipientBusy):
+		return "the receiver is not keeping up; the message was not delivered; try again"
+	case errors.Is(err, proto.CodeRateLimited):
+		return "too many attempts; wait a while and retry"
+	case errors.Is(err, client.ErrBadIdentity):
+		return "cannot open your identity key with this password (wrong password, or the file is damaged)"
+	case errors.Is(err, client.ErrNoIdentity):
+		return err.Error() + "; sign up from this home directory, or pass the --home you signed up with"
+	case errors.Is(err, store.ErrLocked):
+		return err.Error() + " (another server is running on this data directory)"
+	case errors.Is(err, store.ErrCorrupt):
+		return err.Error() + " (the file was left untouched; restore it from a backup)"
+	}
+	return err.Error()
+}

@@ -1,0 +1,90 @@
+package proto
+
+import "fmt"
+
+// ErrorCode is the code of an Error message. An ErrorCode is itself an
+// error, so callers can test a RemoteError with errors.Is(err, CodeX).
+// The list is documented in docs/PROTOCOL.md; codes are never reused.
+type ErrorCode uint16
+
+// Error codes.
+const (
+	CodeBadRequest         ErrorCode = 1  // the request did not parse
+	CodeUnauthenticated    ErrorCode = 2  // the request needs a login first
+	CodeInvalidCredentials ErrorCode = 3  // unknown user, wrong password or disabled account (never told apart)
+	CodeRateLimited        ErrorCode = 4  // too many attempts; retry later
+	CodeInvalidUsername    ErrorCode = 5  // not 1 to 32 of a-z A-Z 0-9 _
+	CodeUsernameTaken      ErrorCode = 6  // the name (compared without case) exists
+	CodeInvalidPassword    ErrorCode = 7  // not 8 to 1024 bytes
+	CodeInvalidKey         ErrorCode = 8  // a public key that is malformed, low order or badly signed
+	CodeInvalidToken       ErrorCode = 9  // unknown, expired, revoked or another user's token
+	CodeNoSuchRecipient    ErrorCode = 10 // no user by that name
+	CodeTooLarge           ErrorCode = 11 // a body over the limit
+	CodeRecipientOffline   ErrorCode = 12 // the receiver is not connected (retryable)
+	CodeUnsupported        ErrorCode = 13 // a message type this server does not know
+	CodeInternal           ErrorCode = 14 // a server fault; retryable
+	CodeStorageUnavailable ErrorCode = 15 // the store refused the write; retryable
+	CodeAlreadyLoggedIn    ErrorCode = 16 // login or signup on a connection that is logged in
+	CodeNoSuchUser         ErrorCode = 17 // lookup of a user that does not exist
+	CodeForbidden          ErrorCode = 18 // not allowed for this user
+	CodeRecipientBusy      ErrorCode = 19 // the receiver's connection is full; retry later
+	CodeTooManyRecipients  ErrorCode = 20 // reserved for multi-recipient requests
+	CodeServerShuttingDown ErrorCode = 21 // the server is stopping; reconnect later
+	CodeUnsupportedFeature ErrorCode = 22 // a flag or kind this server does not accept
+	CodeSignupClosed       ErrorCode = 23 // the server takes no new accounts
+	CodeConnectionLimit    ErrorCode = 25 // too many connections
+)
+
+var codeNames = map[ErrorCode]string{
+	CodeBadRequest:         "bad_request",
+	CodeUnauthenticated:    "unauthenticated",
+	CodeInvalidCredentials: "invalid_credentials",
+	CodeRateLimited:        "rate_limited",
+	CodeInvalidUsername:    "invalid_username",
+	CodeUsernameTaken:      "username_taken",
+	CodeInvalidPassword:    "invalid_password",
+	CodeInvalidKey:         "invalid_key",
+	CodeInvalidToken:       "invalid_token",
+	CodeNoSuchRecipient:    "no_such_recipient",
+	CodeTooLarge:           "too_large",
+	CodeRecipientOffline:   "recipient_offline",
+	CodeUnsupported:        "unsupported",
+	CodeInternal:           "internal",
+	CodeStorageUnavailable: "storage_unavailable",
+	CodeAlreadyLoggedIn:    "already_logged_in",
+	CodeNoSuchUser:         "no_such_user",
+	CodeForbidden:          "forbidden",
+	CodeRecipientBusy:      "recipient_busy",
+	CodeTooManyRecipients:  "too_many_recipients",
+	CodeServerShuttingDown: "server_shutting_down",
+	CodeUnsupportedFeature: "unsupported_feature",
+	CodeSignupClosed:       "signup_closed",
+	CodeConnectionLimit:    "connection_limit",
+}
+
+// String returns the code's name, as in docs/PROTOCOL.md.
+func (c ErrorCode) String() string {
+	if n, ok := codeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("error_%d", uint16(c))
+}
+
+// Error makes an ErrorCode usable as an error and with errors.Is.
+func (c ErrorCode) Error() string { return c.String() }
+
+// RemoteError is an Error message received from the peer.
+type RemoteError struct {
+	Code    ErrorCode
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Message == "" {
+		return e.Code.String()
+	}
+	return e.Code.String() + ": " + e.Message
+}
+
+// Unwrap lets errors.Is match the code.
+func (e *RemoteError) Unwrap() error { return e.Code }

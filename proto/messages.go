@@ -1,0 +1,385 @@
+package proto
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// MsgType is the first byte of every sealed frame's plaintext.
+type MsgType uint8
+
+// MsgHeaderLen is the size of the message header: type(1) | id(4).
+// The id is chosen by the client for a request and echoed in its response;
+// server pushes (Deliver) carry id 0.
+const MsgHeaderLen = 5
+
+// Message types. Strings are str8 (u8 length + bytes) or str16 (u16 length
+// + bytes); integers are big endian; "rest" runs to the end of the frame.
+const (
+	// Client to server.
+	TSignup        MsgType = 0x01 // user str8 | password str16 | box_key 32 | sign_key 32 | key_sig 64
+	TLogin         MsgType = 0x02 // user str8 | password str16
+	TResume        MsgType = 0x03 // user str8 | token 32
+	TCheckUsername MsgType = 0x04 // user str8
+	TLogout        MsgType = 0x05 // (empty): revokes this session's token
+	TGetKeys       MsgType = 0x10 // user str8
+	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body rest
+	TAck           MsgType = 0x12 // server_id u64
+	TPing          MsgType = 0x20 // data rest (<= 64)
+
+	// Either direction.
+	TClose MsgType = 0x3F // reason u8
+
+	// Server to client.
+	TOK        MsgType = 0x80 // (empty)
+	TError     MsgType = 0x81 // code u16 | message str16
+	TLoginOK   MsgType = 0x82 // user str8 | token 32 | expires i64 (unix seconds)
+	TKeys      MsgType = 0x83 // user str8 | box_key 32 | sign_key 32 | key_sig 64
+	TSent      MsgType = 0x84 // server_id u64 | time i64 (unix ms) | status u8
+	TDeliver   MsgType = 0x85 // server_id u64 | time i64 (unix ms) | from str8 | msg_id 16 | kind u8 | body rest
+	TPong      MsgType = 0x86 // data rest (<= 64)
+	TAvailable MsgType = 0x87 // available u8 (0 or 1)
+)
+
+// Field sizes and limits.
+const (
+	TokenLen    = 32
+	MsgIDLen    = 16
+	SignKeyLen  = 32
+	KeySigLen   = 64
+	MaxPingData = 64
+	// MaxBodyLen is the largest sealed body of one message (60 KiB).
+	// Larger payloads (files) travel as several messages.
+	MaxBodyLen = 60 << 10
+)
+
+// Message kinds (the kind byte of SendDM and Deliver).
+const (
+	KindText uint8 = 1
+	KindFile uint8 = 2
+)
+
+// Sent statuses.
+const (
+	// StatusDelivered: the receiver's client acknowledged the message.
+	StatusDelivered uint8 = 1
+)
+
+// Close reasons.
+const (
+	CloseNormal      uint8 = 0
+	CloseReplaced    uint8 = 1 // the user logged in on another connection
+	CloseShutdown    uint8 = 2 // the server is stopping
+	CloseSlowConsume uint8 = 3 // the receiver did not read fast enough
+	CloseRekey       uint8 = 4 // the nonce counter reached its limit
+	CloseProtocol    uint8 = 5 // the peer broke the protocol
+)
+
+// AppendHeader appends a message header.
+func AppendHeader(b []byte, t MsgType, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(b, byte(t)), id)
+}
+
+// ParseHeader splits a message into its type, id and body.
+func ParseHeader(b []byte) (MsgType, uint32, []byte, error) {
+	if len(b) < MsgHeaderLen {
+		return 0, 0, nil, fmt.Errorf("%w: message of %d bytes", ErrMalformed, len(b))
+	}
+	return MsgType(b[0]), binary.BigEndian.Uint32(b[1:]), b[MsgHeaderLen:], nil
+}
+
+// Keys are a user's public end-to-end keys: an X25519 box key and the
+// Ed25519 key that signs it.
+type Keys struct {
+	BoxKey  []byte // 32
+	SignKey []byte // 32
+	KeySig  []byte // 64: Ed25519(SignKey, KeySigContext || user || BoxKey)
+}
+
+// Signup asks for a new account.
+type Signup struct {
+	User, Password []byte
+	Keys
+}
+
+// Append appends the message to b.
+func (m *Signup) Append(b []byte, id uint32) []byte {
+	b = AppendHeader(b, TSignup, id)
+	b = appendStr16(appendStr8(b, m.User), m.Password)
+	return m.Keys.append(b)
+}
+
+// Parse decodes a body.
+func (m *Signup) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Password = d.str8(), d.str16()
+	m.Keys.parse(&d)
+	return d.done()
+}
+
+func (k *Keys) append(b []byte) []byte {
+	b = append(b, k.BoxKey...)
+	b = append(b, k.SignKey...)
+	return append(b, k.KeySig...)
+}
+
+func (k *Keys) parse(d *dec) {
+	k.BoxKey, k.SignKey, k.KeySig = d.fixed(KeyLen), d.fixed(SignKeyLen), d.fixed(KeySigLen)
+}
+
+// Login authenticates with a password.
+type Login struct{ User, Password []byte }
+
+// Append appends the message to b.
+func (m *Login) Append(b []byte, id uint32) []byte {
+	return appendStr16(appendStr8(AppendHeader(b, TLogin, id), m.User), m.Password)
+}
+
+// Parse decodes a body.
+func (m *Login) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Password = d.str8(), d.str16()
+	return d.done()
+}
+
+// Resume authenticates with a session token after a fresh handshake.
+type Resume struct{ User, Token []byte }
+
+// Append appends the message to b.
+func (m *Resume) Append(b []byte, id uint32) []byte {
+	return append(appendStr8(AppendHeader(b, TResume, id), m.User), m.Token...)
+}
+
+// Parse decodes a body.
+func (m *Resume) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Token = d.str8(), d.fixed(TokenLen)
+	return d.done()
+}
+
+// UserReq is the body of CheckUsername and GetKeys: one user name.
+type UserReq struct{ User []byte }
+
+// Append appends the message with type t to b.
+func (m *UserReq) Append(b []byte, t MsgType, id uint32) []byte {
+	return appendStr8(AppendHeader(b, t, id), m.User)
+}
+
+// Parse decodes a body.
+func (m *UserReq) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User = d.str8()
+	return d.done()
+}
+
+// SendDM carries one end-to-end sealed direct message.
+type SendDM struct {
+	To    []byte
+	MsgID []byte // 16, chosen by the sender; the server drops repeats
+	Kind  uint8
+	Body  []byte // sealed; at most MaxBodyLen
+}
+
+// Append appends the message to b.
+func (m *SendDM) Append(b []byte, id uint32) []byte {
+	b = appendStr8(AppendHeader(b, TSendDM, id), m.To)
+	b = append(append(b, m.MsgID...), m.Kind)
+	return append(b, m.Body...)
+}
+
+// Parse decodes a body.
+func (m *SendDM) Parse(body []byte) error {
+	d := dec{b: body}
+	m.To, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()
+	m.Body = d.rest(MaxBodyLen)
+	if d.err == nil && len(m.Body) == 0 {
+		d.err = fmt.Errorf("%w: empty body", ErrMalformed)
+	}
+	return d.done()
+}
+
+// Ack acknowledges one delivered message by its server id.
+type Ack struct{ ServerID uint64 }
+
+// Append appends the message to b.
+func (m *Ack) Append(b []byte, id uint32) []byte {
+	return binary.BigEndian.AppendUint64(AppendHeader(b, TAck, id), m.ServerID)
+}
+
+// Parse decodes a body.
+func (m *Ack) Parse(body []byte) error {
+	d := dec{b: body}
+	m.ServerID = d.u64()
+	return d.done()
+}
+
+// Ping and Pong carry up to MaxPingData bytes back.
+type Ping struct{ Data []byte }
+
+// Append appends the message with type t (TPing or TPong) to b.
+func (m *Ping) Append(b []byte, t MsgType, id uint32) []byte {
+	return append(AppendHeader(b, t, id), m.Data...)
+}
+
+// Parse decodes a body.
+func (m *Ping) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Data = d.rest(MaxPingData)
+	return d.done()
+}
+
+// Close ends a session. After sending it a peer sends nothing more.
+type Close struct{ Reason uint8 }
+
+// Append appends the message to b.
+func (m *Close) Append(b []byte, id uint32) []byte {
+	return append(AppendHeader(b, TClose, id), m.Reason)
+}
+
+// Parse decodes a body.
+func (m *Close) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Reason = d.u8()
+	return d.done()
+}
+
+// Error answers a request that failed.
+type Error struct {
+	Code    ErrorCode
+	Message []byte
+}
+
+// Append appends the message to b.
+func (m *Error) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint16(AppendHeader(b, TError, id), uint16(m.Code))
+	return appendStr16(b, m.Message)
+}
+
+// Parse decodes a body.
+func (m *Error) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Code, m.Message = ErrorCode(d.u16()), d.str16()
+	return d.done()
+}
+
+// LoginOK answers Signup, Login and Resume.
+type LoginOK struct {
+	User    []byte // the display form of the name
+	Token   []byte // 32
+	Expires int64  // unix seconds
+}
+
+// Append appends the message to b.
+func (m *LoginOK) Append(b []byte, id uint32) []byte {
+	b = append(appendStr8(AppendHeader(b, TLoginOK, id), m.User), m.Token...)
+	return binary.BigEndian.AppendUint64(b, uint64(m.Expires))
+}
+
+// Parse decodes a body.
+func (m *LoginOK) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Token, m.Expires = d.str8(), d.fixed(TokenLen), int64(d.u64())
+	return d.done()
+}
+
+// KeysReply answers GetKeys.
+type KeysReply struct {
+	User []byte
+	Keys
+}
+
+// Append appends the message to b.
+func (m *KeysReply) Append(b []byte, id uint32) []byte {
+	return m.Keys.append(appendStr8(AppendHeader(b, TKeys, id), m.User))
+}
+
+// Parse decodes a body.
+func (m *KeysReply) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User = d.str8()
+	m.Keys.parse(&d)
+	return d.done()
+}
+
+// Sent acknowledges a SendDM.
+type Sent struct {
+	ServerID uint64
+	Time     int64 // unix milliseconds
+	Status   uint8
+}
+
+// Append appends the message to b.
+func (m *Sent) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, TSent, id), m.ServerID)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
+	return append(b, m.Status)
+}
+
+// Parse decodes a body.
+func (m *Sent) Parse(body []byte) error {
+	d := dec{b: body}
+	m.ServerID, m.Time, m.Status = d.u64(), int64(d.u64()), d.u8()
+	return d.done()
+}
+
+// Deliver pushes a message to its receiver.
+type Deliver struct {
+	ServerID uint64
+	Time     int64 // unix milliseconds, stamped by the server
+	From     []byte
+	MsgID    []byte // 16
+	Kind     uint8
+	Body     []byte
+}
+
+// Append appends the message to b.
+func (m *Deliver) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, TDeliver, id), m.ServerID)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
+	b = append(appendStr8(b, m.From), m.MsgID...)
+	return append(append(b, m.Kind), m.Body...)
+}
+
+// Parse decodes a body.
+func (m *Deliver) Parse(body []byte) error {
+	d := dec{b: body}
+	m.ServerID, m.Time = d.u64(), int64(d.u64())
+	m.From, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()
+	m.Body = d.rest(MaxBodyLen)
+	if d.err == nil && len(m.Body) == 0 {
+		d.err = fmt.Errorf("%w: empty body", ErrMalformed)
+	}
+	return d.done()
+}
+
+// Available answers CheckUsername.
+type Available struct{ Available bool }
+
+// Append appends the message to b.
+func (m *Available) Append(b []byte, id uint32) []byte {
+	v := byte(0)
+	if m.Available {
+		v = 1
+	}
+	return append(AppendHeader(b, TAvailable, id), v)
+}
+
+// Parse decodes a body.
+func (m *Available) Parse(body []byte) error {
+	d := dec{b: body}
+	v := d.u8()
+	if d.err == nil && v > 1 {
+		d.err = fmt.Errorf("%w: available byte %d", ErrMalformed, v)
+	}
+	m.Available = v == 1
+	return d.done()
+}
+
+// AppendEmpty appends a message that has no body (TOK, TLogout).
+func AppendEmpty(b []byte, t MsgType, id uint32) []byte { return AppendHeader(b, t, id) }
+
+// ParseEmpty checks a body is empty.
+func ParseEmpty(body []byte) error {
+	d := dec{b: body}
+	return d.done()
+}

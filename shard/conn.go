@@ -1,0 +1,613 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"securefastchat/internal/account"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+var (
+	errConnClosed   = errors.New("shard: connection closed")
+	errSlowConsumer = errors.New("shard: slow consumer")
+)
+
+// Pools. Output buffers start small and are kept only while small;
+// message buffers come in two sizes so a 256-byte message does not pin
+// 64 KiB while it waits in a shard's inbox.
+const (
+	outBufSize    = 16 << 10
+	smallMsgSize  = 1 << 10
+	largeMsgSize  = proto.MaxPlaintextLen
+	keepOutBufMax = 64 << 10
+)
+
+var (
+	outPool      = sync.Pool{New: func() any { b := make([]byte, 0, outBufSize); return &b }}
+	smallMsgPool = sync.Pool{New: func() any { b := make([]byte, 0, smallMsgSize); return &b }}
+	largeMsgPool = sync.Pool{New: func() any { b := make([]byte, 0, largeMsgSize); return &b }}
+)
+
+func getMsgBuf(n int) *[]byte {
+	if n <= smallMsgSize {
+		return smallMsgPool.Get().(*[]byte)
+	}
+	return largeMsgPool.Get().(*[]byte)
+}
+
+func putMsgBuf(b *[]byte) {
+	if b == nil {
+		return
+	}
+	*b = (*b)[:0]
+	if cap(*b) <= smallMsgSize {
+		smallMsgPool.Put(b)
+	} else {
+		largeMsgPool.Put(b)
+	}
+}
+
+// conn is one client connection.
+type conn struct {
+	// Static after construction.
+	sh    *Shard
+	set   *Set
+	nc    net.Conn
+	ip    string
+	start time.Time
+
+	// Owned by the reader goroutine.
+	log       *slog.Logger
+	fr        *proto.FrameReader
+	admitted  bool // holds a place in the gate
+	authed    bool
+	user      string // canonical; set before the conn is published in the directory
+	token     []byte // this session's token, for logout
+	frameDL   bool   // a frame deadline is set for the frame being read
+	closeRecv bool   // the peer sent Close
+
+	// Owned by the shard loop.
+	pending []pendingAck
+
+	// Guarded by wmu.
+	wmu     sync.Mutex
+	sess    *proto.Session // its send half; the reader uses the receive half
+	out     *[]byte        // sealed frames waiting for the writer; nil when empty
+	writing bool           // a writer goroutine is running
+	closed  bool           // no more output is accepted
+}
+
+func newConn(sh *Shard, nc net.Conn, ip string) *conn {
+	return &conn{sh: sh, set: sh.set, nc: nc, ip: ip, start: sh.set.opts.Now(), admitted: true}
+}
+
+// run is the reader goroutine.
+func (c *conn) run() {
+	defer c.cleanup()
+	defer func() {
+		if r := recover(); r != nil {
+			c.set.Stats.Panics.Add(1)
+			c.logger().Error("shard: panic in connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	if !c.handshake() {
+		return
+	}
+	for {
+		p, err := c.fr.Next()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		pb := proto.GetPlainBuf()
+		msg, err := c.sess.Open((*pb)[:0], p)
+		if err != nil {
+			proto.PutPlainBuf(pb)
+			c.set.Stats.ProtocolErrors.Add(1)
+			c.logger().Info("closing connection: frame failed to open", "err", err)
+			return
+		}
+		ok := c.handle(msg)
+		proto.PutPlainBuf(pb)
+		if !ok {
+			return
+		}
+	}
+}
+
+func (c *conn) logger() *slog.Logger {
+	if c.log == nil {
+		c.log = c.set.log.With("shard", c.sh.id, "remote", c.ip)
+	}
+	return c.log
+}
+
+func (c *conn) readFailed(err error) {
+	switch {
+	case c.closeRecv:
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		c.logger().Debug("connection ended without Close (abnormal end)", "user", c.user)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.logger().Debug("connection timed out", "user", c.user, "authed", c.authed)
+	case errors.Is(err, proto.ErrFrameTooLarge), errors.Is(err, proto.ErrFrameTooShort):
+		c.set.Stats.ProtocolErrors.Add(1)
+		c.logger().Info("closing connection: bad frame length", "err", err)
+	case errors.Is(err, net.ErrClosed):
+	default:
+		c.logger().Debug("read failed", "err", err)
+	}
+}
+
+// handshake runs the server side of the handshake under an absolute
+// deadline. It reads exactly one small frame, so nothing is buffered for a
+// peer that has not finished.
+func (c *conn) handshake() bool {
+	o := &c.set.opts
+	_ = c.nc.SetDeadline(c.start.Add(o.HandshakeTimeout))
+	var buf [proto.MaxHelloLen]byte
+	hello, err := proto.ReadSmallFrame(c.nc, buf[:])
+	if err != nil {
+		c.set.Stats.HandshakeFailed.Add(1)
+		c.logger().Debug("handshake: reading hello", "err", err)
+		return false
+	}
+	reply, sess, err := proto.ServerHandshake(proto.ServerConfig{Static: o.Static}, hello)
+	if err != nil {
+		c.set.Stats.HandshakeFailed.Add(1)
+		c.logger().Debug("handshake failed", "err", err)
+		if reply != nil {
+			_ = proto.WriteFrame(c.nc, reply)
+		}
+		return false
+	}
+	if err := proto.WriteFrame(c.nc, reply); err != nil {
+		c.set.Stats.HandshakeFailed.Add(1)
+		return false
+	}
+	c.wmu.Lock()
+	c.sess = sess
+	c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Time{})
+	_ = c.nc.SetReadDeadline(c.start.Add(o.LoginTimeout))
+	c.fr = proto.NewFrameReader(c.nc, proto.MaxFrameLen)
+	c.fr.BeforeRead = c.beforeRead
+	return true
+}
+
+// beforeRead sets read deadlines once logged in: an idle deadline while no
+// frame has started, and an absolute per-frame deadline once one has (not
+// extended per byte, against slowloris). Before login the absolute login
+// deadline set at the handshake stays.
+func (c *conn) beforeRead(partial bool) {
+	if !c.authed {
+		return
+	}
+	o := &c.set.opts
+	if !partial {
+		c.frameDL = false
+		_ = c.nc.SetReadDeadline(o.Now().Add(o.IdleTimeout))
+		return
+	}
+	if !c.frameDL {
+		c.frameDL = true
+		_ = c.nc.SetReadDeadline(o.Now().Add(o.FrameTimeout))
+	}
+}
+
+// handle processes one request; false closes the connection.
+func (c *conn) handle(msg []byte) bool {
+	t, id, body, err := proto.ParseHeader(msg)
+	if err != nil {
+		c.replyErr(0, proto.CodeBadRequest, "message shorter than its header")
+		return true
+	}
+	c.frameDL = false
+	switch t {
+	case proto.TSignup, proto.TLogin, proto.TResume:
+		if c.authed {
+			c.replyErr(id, proto.CodeAlreadyLoggedIn, "this connection is logged in")
+			return true
+		}
+		return c.login(t, id, body)
+	case proto.TCheckUsername:
+		var m proto.UserReq
+		if err := m.Parse(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		ok, err := c.set.opts.Accounts.Available(c.ip, m.User)
+		if err != nil {
+			c.replyFailure(id, err)
+			return true
+		}
+		c.reply((&proto.Available{Available: ok}).Append(nil, id))
+	case proto.TPing:
+		var m proto.Ping
+		if err := m.Parse(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		c.reply(m.Append(nil, proto.TPong, id))
+	case proto.TClose:
+		c.closeRecv = true
+		c.closeGraceful(proto.CloseNormal)
+		return false
+	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck:
+		if !c.authed {
+			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
+			return true
+		}
+		return c.handleAuthed(t, id, body)
+	default:
+		c.replyErr(id, proto.CodeUnsupported, fmt.Sprintf("message type %#x is not supported", uint8(t)))
+	}
+	return true
+}
+
+func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
+	switch t {
+	case proto.TSendDM:
+		c.sendDM(id, body)
+	case proto.TAck:
+		var m proto.Ack
+		if err := m.Parse(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		c.sh.post(event{kind: evAck, c: c, serverID: m.ServerID})
+	case proto.TGetKeys:
+		var m proto.UserReq
+		if err := m.Parse(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		u, err := c.set.opts.Accounts.Keys(c.user, m.User)
+		if err != nil {
+			c.replyFailure(id, err)
+			return true
+		}
+		r := proto.KeysReply{User: []byte(u.Name), Keys: proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey, KeySig: u.KeySig}}
+		c.reply(r.Append(nil, id))
+	case proto.TLogout:
+		if err := proto.ParseEmpty(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		if c.token != nil {
+			if err := c.set.opts.Accounts.Logout(c.token); err != nil {
+				c.replyFailure(id, err)
+				return true
+			}
+		}
+		c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+		c.closeGraceful(proto.CloseNormal)
+		return false
+	}
+	return true
+}
+
+func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
+	o := &c.set.opts
+	ctx, cancel := context.WithDeadline(context.Background(), c.start.Add(o.LoginTimeout))
+	defer cancel()
+	var res *account.Result
+	var err error
+	switch t {
+	case proto.TSignup:
+		var m proto.Signup
+		if err = m.Parse(body); err == nil {
+			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys)
+		}
+	case proto.TLogin:
+		var m proto.Login
+		if err = m.Parse(body); err == nil {
+			res, err = o.Accounts.Login(ctx, c.ip, m.User, m.Password)
+		}
+	case proto.TResume:
+		var m proto.Resume
+		if err = m.Parse(body); err == nil {
+			res, err = o.Accounts.Resume(c.ip, m.User, m.Token)
+			if err == nil {
+				res.Token = append([]byte(nil), m.Token...)
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, proto.ErrMalformed) || errors.Is(err, proto.ErrTooLarge) {
+			c.replyBad(id, err)
+			return true
+		}
+		c.set.Stats.LoginsFailed.Add(1)
+		c.replyFailure(id, err)
+		return true
+	}
+	c.authed, c.user, c.token = true, res.User, res.Token
+	c.log = c.logger().With("user", c.user)
+	c.admitted = false
+	c.set.gate.release(c.ip)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
+	if old := c.set.dir.register(c.user, c); old != nil {
+		old.closeGraceful(proto.CloseReplaced)
+	}
+	c.set.Stats.LoginsOK.Add(1)
+	c.logger().Info("logged in", "kind", loginKind(t))
+	return true
+}
+
+func loginKind(t proto.MsgType) string {
+	switch t {
+	case proto.TSignup:
+		return "signup"
+	case proto.TResume:
+		return "resume"
+	}
+	return "password"
+}
+
+// sendDM is the per-message path: parse, check, stamp, and hand the
+// message to the receiver's shard.
+func (c *conn) sendDM(id uint32, body []byte) {
+	var m proto.SendDM
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	if m.Kind != proto.KindText && m.Kind != proto.KindFile {
+		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
+		return
+	}
+	if s := c.set; s.msgs != nil {
+		if m.Kind == proto.KindText && !s.msgs.Allow(c.user) || !s.msgBytes.AllowN(c.user, float64(len(m.Body))) {
+			c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
+			return
+		}
+	}
+	var canon [proto.MaxUsernameLen]byte
+	to, err := proto.AppendCanonicalUsername(canon[:0], m.To)
+	if err != nil {
+		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return
+	}
+	rc := c.set.dir.lookup(to)
+	if rc == nil {
+		c.recipientNotOnline(id, to)
+		return
+	}
+	d := proto.Deliver{
+		ServerID: c.set.newServerID(),
+		Time:     c.set.opts.Now().UnixMilli(),
+		From:     []byte(c.user),
+		MsgID:    m.MsgID, Kind: m.Kind, Body: m.Body,
+	}
+	buf := getMsgBuf(proto.MsgHeaderLen + 8 + 8 + 1 + len(d.From) + proto.MsgIDLen + 1 + len(m.Body))
+	*buf = d.Append(*buf, 0)
+	if !rc.sh.post(event{kind: evRoute, c: rc, from: c, reqID: id, serverID: d.ServerID, time: d.Time, buf: buf}) {
+		putMsgBuf(buf)
+		c.replyErr(id, proto.CodeRecipientOffline, "the receiver is not connected")
+	}
+}
+
+func (c *conn) recipientNotOnline(id uint32, to []byte) {
+	ok, err := c.set.opts.Accounts.Exists(c.user, string(to))
+	switch {
+	case err != nil:
+		c.replyFailure(id, err)
+	case !ok:
+		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+	default:
+		c.replyErr(id, proto.CodeRecipientOffline, "the receiver is not connected")
+	}
+}
+
+// cleanup runs when the reader exits.
+func (c *conn) cleanup() {
+	c.abort()
+	if c.fr != nil {
+		c.fr.Release()
+	}
+	if c.admitted {
+		c.set.gate.release(c.ip)
+	}
+	if c.authed {
+		c.set.dir.unregister(c.user, c)
+		c.logger().Info("logged out")
+	}
+	if !c.sh.post(event{kind: evGone, c: c}) {
+		// The shard has stopped; nobody else will account for c.
+		c.sh.mu.Lock()
+		delete(c.sh.conns, c)
+		c.sh.mu.Unlock()
+		c.sh.nconns.Add(-1)
+	}
+}
+
+// reply queues a response.
+func (c *conn) reply(msg []byte) { _ = c.enqueue(msg) }
+
+func (c *conn) replyErr(id uint32, code proto.ErrorCode, text string) {
+	c.reply((&proto.Error{Code: code, Message: []byte(text)}).Append(nil, id))
+}
+
+func (c *conn) replyBad(id uint32, err error) {
+	if errors.Is(err, proto.ErrTooLarge) {
+		c.replyErr(id, proto.CodeTooLarge, err.Error())
+		return
+	}
+	c.replyErr(id, proto.CodeBadRequest, err.Error())
+}
+
+// replyFailure sends the code an account or store error carries, or
+// internal for anything else (logged, never sent in full).
+func (c *conn) replyFailure(id uint32, err error) {
+	var code proto.ErrorCode
+	switch {
+	case errors.As(err, &code):
+		c.replyErr(id, code, codeText(code))
+	case errors.Is(err, store.ErrUnavailable):
+		c.replyErr(id, proto.CodeStorageUnavailable, "storage is unavailable; retry later")
+	case errors.Is(err, context.DeadlineExceeded):
+		c.replyErr(id, proto.CodeRateLimited, "the server is busy; retry later")
+	default:
+		c.logger().Error("request failed", "err", err)
+		c.replyErr(id, proto.CodeInternal, "internal error")
+	}
+}
+
+func codeText(code proto.ErrorCode) string {
+	switch code {
+	case proto.CodeInvalidCredentials:
+		return "invalid credentials"
+	case proto.CodeRateLimited:
+		return "too many attempts; retry later"
+	case proto.CodeInvalidUsername:
+		return proto.ErrInvalidUsername.Error()[len("proto: "):]
+	case proto.CodeUsernameTaken:
+		return "that user name is taken"
+	case proto.CodeInvalidPassword:
+		return fmt.Sprintf("a password is %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)
+	case proto.CodeInvalidKey:
+		return "the public keys are malformed, of low order or not signed"
+	case proto.CodeInvalidToken:
+		return "the session token is not valid; log in with the password"
+	case proto.CodeNoSuchUser:
+		return "no such user"
+	}
+	return code.String()
+}
+
+// enqueue seals msg into the output queue and makes sure a writer runs.
+// It never blocks on the network.
+func (c *conn) enqueue(msg []byte) error {
+	c.wmu.Lock()
+	if c.closed || c.sess == nil {
+		c.wmu.Unlock()
+		return errConnClosed
+	}
+	if c.out == nil {
+		c.out = outPool.Get().(*[]byte)
+	}
+	if len(*c.out)+len(msg)+proto.FrameHeaderLen+proto.SealOverhead > c.set.opts.MaxPending {
+		c.wmu.Unlock()
+		c.set.Stats.SlowConsumers.Add(1)
+		c.logger().Info("closing slow consumer", "queued_bytes", c.set.opts.MaxPending)
+		c.abort()
+		return errSlowConsumer
+	}
+	var err error
+	*c.out, err = c.sess.Seal(*c.out, msg)
+	if err != nil {
+		c.wmu.Unlock()
+		c.logger().Info("closing connection: cannot seal", "err", err)
+		c.abort()
+		return err
+	}
+	if !c.writing {
+		c.writing = true
+		c.set.wg.Add(1)
+		go c.writeLoop()
+	}
+	c.wmu.Unlock()
+	return nil
+}
+
+// writeLoop writes everything queued, one write per batch, and exits when
+// the queue is empty. After a graceful close it closes the socket once the
+// queue has drained.
+func (c *conn) writeLoop() {
+	defer c.set.wg.Done()
+	o := &c.set.opts
+	for {
+		c.wmu.Lock()
+		buf := c.out
+		c.out = nil
+		closed := c.closed
+		if buf == nil {
+			c.writing = false
+			c.wmu.Unlock()
+			if closed {
+				c.nc.Close()
+			}
+			return
+		}
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(o.Now().Add(o.WriteTimeout))
+		_, err := c.nc.Write(*buf)
+		if cap(*buf) <= keepOutBufMax {
+			*buf = (*buf)[:0]
+			outPool.Put(buf)
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.set.Stats.SlowConsumers.Add(1)
+				c.logger().Info("closing slow consumer: write deadline passed")
+			}
+			c.wmu.Lock()
+			c.writing = false
+			c.wmu.Unlock()
+			c.abort()
+			return
+		}
+	}
+}
+
+// closeGraceful queues a Close frame; the writer closes the socket once
+// everything queued before it is written.
+func (c *conn) closeGraceful(reason uint8) {
+	c.wmu.Lock()
+	if c.closed {
+		c.wmu.Unlock()
+		return
+	}
+	if c.sess == nil {
+		c.closed = true
+		c.wmu.Unlock()
+		c.nc.Close()
+		return
+	}
+	if c.out == nil {
+		c.out = outPool.Get().(*[]byte)
+	}
+	var err error
+	*c.out, err = c.sess.Seal(*c.out, (&proto.Close{Reason: reason}).Append(nil, 0))
+	c.closed = true
+	if err == nil && !c.writing {
+		c.writing = true
+		c.set.wg.Add(1)
+		go c.writeLoop()
+	}
+	writing := c.writing
+	c.wmu.Unlock()
+	if !writing {
+		c.nc.Close()
+	}
+}
+
+// abort closes the socket at once, dropping queued output.
+func (c *conn) abort() {
+	c.wmu.Lock()
+	c.closed = true
+	if c.out != nil && !c.writing {
+		putOut(c.out)
+		c.out = nil
+	}
+	c.wmu.Unlock()
+	c.nc.Close()
+}
+
+func putOut(b *[]byte) {
+	if cap(*b) <= keepOutBufMax {
+		*b = (*b)[:0]
+		outPool.Put(b)
+	}
+}

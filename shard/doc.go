@@ -1,0 +1,38 @@
+// Package shard runs securefastchat's connections. A Set holds N shards;
+// each shard is a goroutine that owns its connections and the messages
+// routed to them, and shards hand messages to each other over channels.
+//
+// # Connections
+//
+// Every connection has one reader goroutine: it runs the handshake under an
+// absolute deadline, then login under another, then reads, decrypts and
+// handles requests. It holds a read buffer only while input is pending, so
+// an idle connection holds none. Output goes through a per-connection queue
+// guarded by a mutex: frames are sealed into a pooled buffer, and a writer
+// goroutine, started only while there is output, writes everything queued in
+// one call. An idle connection therefore costs one parked goroutine and no
+// buffers.
+//
+// # Direct messages
+//
+//	sender's reader --route--> receiver's shard --seal, queue--> receiver
+//	receiver's reader --ack--> receiver's shard --Sent(delivered)--> sender
+//
+// The sender's reader stamps the message with a server id and time, looks the
+// receiver up in the directory and passes the message to the receiver's
+// shard. That shard queues it on the receiver's connection and remembers it
+// as pending until the receiver's client acknowledges it; only then does the
+// sender get Sent with StatusDelivered. So an acknowledged message has
+// reached the receiver's client, and nothing acknowledged is lost.
+//
+// # Slow consumers
+//
+// A connection's queued output is capped (Options.MaxPending, 4 MiB) and
+// every write has a deadline (Options.WriteTimeout, 10 s); at most
+// Options.MaxUnacked deliveries may wait for the receiver's ack. A message
+// that would pass either limit is refused to its sender with
+// recipient_busy; past the byte cap or the write deadline the receiver is
+// disconnected as a slow consumer and every message still pending for it is
+// refused to its sender with recipient_offline (not acknowledged, so the
+// sender retries). A slow receiver never blocks its shard or a sender.
+package shard

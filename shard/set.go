@@ -1,0 +1,230 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"securefastchat/internal/account"
+	"securefastchat/internal/ratelimit"
+	"securefastchat/proto"
+)
+
+// Options configure a Set. Zero fields take the documented defaults.
+type Options struct {
+	// Shards is the number of shards. If zero, 1 is used.
+	Shards int
+	// Static is the server's long-term key pair. Required.
+	Static *proto.KeyPair
+	// Accounts runs signup and login. Required.
+	Accounts *account.Service
+	// Logger receives the logs. If nil, slog.Default() is used.
+	Logger *slog.Logger
+
+	// HandshakeTimeout is the absolute deadline for the handshake, from
+	// accept. If zero, 5 s.
+	HandshakeTimeout time.Duration
+	// LoginTimeout is the absolute deadline for login, from accept. If
+	// zero, 10 s.
+	LoginTimeout time.Duration
+	// IdleTimeout closes a logged-in connection that sends nothing (clients
+	// ping). If zero, 5 min.
+	IdleTimeout time.Duration
+	// FrameTimeout bounds how long one frame may take to arrive once it has
+	// started. If zero, 30 s.
+	FrameTimeout time.Duration
+	// WriteTimeout is the deadline of each write. If zero, 10 s.
+	WriteTimeout time.Duration
+	// MaxPending caps the bytes queued for one connection. If zero, 4 MiB.
+	MaxPending int
+	// MaxUnacked caps deliveries waiting for one receiver's ack. If zero, 128.
+	MaxUnacked int
+
+	// MaxUnauth caps connections that have not logged in, in all; past it
+	// new connections are closed at once. If zero, 4096.
+	MaxUnauth int
+	// MaxUnauthPerIP caps them per remote address. If zero, 256.
+	MaxUnauthPerIP int
+	// HandshakeBurst and HandshakeEvery are the per-address handshake token
+	// bucket. If zero, a burst of 100 and one more every 20 ms (50/s).
+	HandshakeBurst int
+	HandshakeEvery time.Duration
+
+	// MsgBurst and MsgEvery limit text messages per user; file chunks
+	// spend MsgBytesBurst / MsgBytesPerSec instead. Zero means the
+	// defaults (60, one per second; 128 MiB, 8 MiB/s); a negative MsgEvery
+	// turns message limits off (benchmarks do, and say so).
+	MsgBurst       int
+	MsgEvery       time.Duration
+	MsgBytesBurst  int
+	MsgBytesPerSec int
+
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defI := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defI(&o.Shards, 1)
+	def(&o.HandshakeTimeout, 5*time.Second)
+	def(&o.LoginTimeout, 10*time.Second)
+	def(&o.IdleTimeout, 5*time.Minute)
+	def(&o.FrameTimeout, 30*time.Second)
+	def(&o.WriteTimeout, 10*time.Second)
+	defI(&o.MaxPending, 4<<20)
+	defI(&o.MaxUnacked, 128)
+	defI(&o.MaxUnauth, 4096)
+	defI(&o.MaxUnauthPerIP, 256)
+	defI(&o.HandshakeBurst, 100)
+	def(&o.HandshakeEvery, 20*time.Millisecond)
+	defI(&o.MsgBurst, 60)
+	def(&o.MsgEvery, time.Second)
+	defI(&o.MsgBytesBurst, 128<<20)
+	defI(&o.MsgBytesPerSec, 8<<20)
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// ErrClosed is returned by Handoff after Shutdown has begun.
+var ErrClosed = errors.New("shard: set is shut down")
+
+// Set is the server core: the shards, the directory of who is online
+// where, and the limits shared by all shards.
+type Set struct {
+	// Static after construction.
+	opts     Options
+	log      *slog.Logger
+	shards   []*Shard
+	dir      directory
+	gate     gate
+	msgs     *ratelimit.Limiter
+	msgBytes *ratelimit.Limiter
+
+	// Lifecycle.
+	closing  atomic.Bool
+	wg       sync.WaitGroup // every goroutine the set starts
+	stopOnce sync.Once
+
+	nextServerID atomic.Uint64
+
+	// Counters.
+	Stats Stats
+}
+
+// Stats are the set's counters.
+type Stats struct {
+	Accepted        atomic.Int64
+	Refused         atomic.Int64 // closed at admission (caps, handshake rate)
+	HandshakeFailed atomic.Int64
+	LoginsOK        atomic.Int64
+	LoginsFailed    atomic.Int64
+	Routed          atomic.Int64 // messages handed to a receiver's connection
+	Delivered       atomic.Int64 // messages acked by their receiver
+	SlowConsumers   atomic.Int64
+	ProtocolErrors  atomic.Int64 // connections closed for a bad frame
+	Panics          atomic.Int64
+}
+
+// New starts a Set's shards.
+func New(opts Options) (*Set, error) {
+	if opts.Static == nil || opts.Accounts == nil {
+		return nil, errors.New("shard: Options.Static and Options.Accounts are required")
+	}
+	opts.setDefaults()
+	s := &Set{opts: opts, log: opts.Logger}
+	s.dir.init()
+	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
+	if opts.MsgEvery > 0 {
+		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
+		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)
+	}
+	s.nextServerID.Store(uint64(opts.Now().UnixNano()))
+	for i := 0; i < opts.Shards; i++ {
+		sh := newShard(s, i)
+		s.shards = append(s.shards, sh)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			sh.loop()
+		}()
+	}
+	return s, nil
+}
+
+// Len returns the number of shards.
+func (s *Set) Len() int { return len(s.shards) }
+
+// Shard returns shard i.
+func (s *Set) Shard(i int) *Shard { return s.shards[i] }
+
+// Online returns how many users are logged in.
+func (s *Set) Online() int { return s.dir.len() }
+
+// Handoff gives a new connection to shard i over its channel. After
+// Shutdown has begun it closes the connection and returns ErrClosed.
+func (s *Set) Handoff(i int, nc net.Conn) error {
+	if s.closing.Load() {
+		nc.Close()
+		return ErrClosed
+	}
+	sh := s.shards[i]
+	select {
+	case sh.in <- event{kind: evAdd, nc: nc}:
+		return nil
+	case <-sh.done:
+		nc.Close()
+		return ErrClosed
+	}
+}
+
+// Shutdown closes every connection with a Close frame, lets in-flight work
+// finish and waits for every goroutine of the set. It is idempotent; if ctx
+// ends first, the remaining connections are cut and it still waits.
+func (s *Set) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	s.stopOnce.Do(func() {
+		for _, sh := range s.shards {
+			close(sh.stop)
+		}
+	})
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, sh := range s.shards {
+			sh.forceClose()
+		}
+		<-done
+		return ctx.Err()
+	}
+}
+
+// go starts a goroutine the set waits for.
+func (s *Set) goTracked(fn func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+}
+
+func (s *Set) newServerID() uint64 { return s.nextServerID.Add(1) }

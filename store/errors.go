@@ -1,0 +1,18 @@
+package store
+
+import "errors"
+
+// Sentinel errors. Callers test them with errors.Is.
+var (
+	// ErrNotFound: no record under that key.
+	ErrNotFound = errors.New("store: not found")
+	// ErrUserExists: a user with that canonical name exists.
+	ErrUserExists = errors.New("store: user exists")
+	// ErrLocked: another process holds the data file.
+	ErrLocked = errors.New("store: database locked by another process")
+	// ErrCorrupt: the file is not a readable store. It is left untouched.
+	ErrCorrupt = errors.New("store: database file is corrupt or not a securefastchat store")
+	// ErrUnavailable: a write failed (disk full, I/O error); nothing was
+	// committed and the caller may retry.
+	ErrUnavailable = errors.New("store: storage unavailable")
+)

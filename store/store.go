@@ -1,0 +1,161 @@
+// Package store keeps securefastchat's durable state in one bbolt file:
+// accounts with their password hashes and public end-to-end keys, and
+// session tokens. Its API speaks in its own types; no bbolt type leaks out,
+// so another backend can be added behind the same methods.
+//
+// Every write goes through a bbolt read-write transaction with fsync on
+// (NoSync is never set): when a method returns nil, the data is on disk.
+// Byte slices read from bbolt are copied before the transaction ends.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names, all in one place.
+var (
+	bucketUsers    = []byte("users")    // canonical name -> user record
+	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
+	bucketMeta     = []byte("meta")     // settings: "schema" -> version
+	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta}
+)
+
+const schemaVersion = 1
+
+// DefaultLockTimeout is how long Open waits for another process to release
+// the file lock.
+const DefaultLockTimeout = 2 * time.Second
+
+// Options configures Open. The zero value works.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock. If zero,
+	// DefaultLockTimeout is used.
+	LockTimeout time.Duration
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
+}
+
+// Store is the durable state of one server. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	now  func() time.Time
+	path string
+}
+
+// Open opens or creates the store file at path (its directory is created
+// with mode 0700). It fails with ErrLocked if another process holds the
+// file, and with ErrCorrupt if the file cannot be read as a store; it
+// never deletes or rewrites an unreadable file.
+func Open(path string, opts *Options) (s *Store, err error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.LockTimeout == 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: creating data directory: %w", err)
+	}
+	// bbolt panics on some corrupt pages; a corrupt file must give an error.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.LockTimeout})
+	if err != nil {
+		switch {
+		case errors.Is(err, bolt.ErrTimeout):
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+			return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+		}
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	s = &Store{db: db, now: o.Now, path: path}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get([]byte("schema")); v != nil {
+			if len(v) != 1 || v[0] != schemaVersion {
+				return fmt.Errorf("%w: schema %v, this build reads %d", ErrCorrupt, v, schemaVersion)
+			}
+			return nil
+		}
+		return meta.Put([]byte("schema"), []byte{schemaVersion})
+	})
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("store: initialising: %w", err)
+	}
+	return err
+}
+
+// Path returns the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the file. Writes that returned nil are already on disk.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: closing: %w", err)
+	}
+	return nil
+}
+
+// Check verifies the file's page structure, as `bbolt check` does.
+func (s *Store) Check() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w: %v", ErrCorrupt, errors.Join(errs...))
+		}
+		return nil
+	})
+}
+
+// update runs fn in a read-write transaction and maps storage failures to
+// ErrUnavailable so callers can tell a retryable fault from a refusal.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	err := s.db.Update(fn)
+	if err == nil || isRefusal(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+func isRefusal(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt)
+}
+
+// copyBytes copies a slice read from bbolt, which is valid only inside the
+// transaction.
+func copyBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}

@@ -1,0 +1,248 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// User is one account. Name is the canonical (lower-case) name, the key
+// of the record; Display is the form the user signed up with.
+type User struct {
+	Name         string
+	Display      string
+	PasswordHash string // argon2id PHC string
+	BoxKey       []byte // X25519, 32 bytes
+	SignKey      []byte // Ed25519, 32 bytes
+	KeySig       []byte // Ed25519 signature over the box key, 64 bytes
+	Created      time.Time
+	Disabled     bool
+}
+
+// user record: version u8 (1) | display str8 | phc str16 | box 32 | sign 32
+// | sig 64 | created i64 (unix ns) | flags u8 (bit 0 disabled)
+const userRecordVersion = 1
+
+func (u *User) marshal() []byte {
+	b := make([]byte, 0, 1+1+len(u.Display)+2+len(u.PasswordHash)+32+32+64+8+1)
+	b = append(b, userRecordVersion, byte(len(u.Display)))
+	b = append(b, u.Display...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(u.PasswordHash)))
+	b = append(b, u.PasswordHash...)
+	b = append(b, u.BoxKey...)
+	b = append(b, u.SignKey...)
+	b = append(b, u.KeySig...)
+	b = binary.BigEndian.AppendUint64(b, uint64(u.Created.UnixNano()))
+	var flags byte
+	if u.Disabled {
+		flags |= 1
+	}
+	return append(b, flags)
+}
+
+func unmarshalUser(name string, b []byte) (*User, error) {
+	bad := fmt.Errorf("%w: user record %q", ErrCorrupt, name)
+	take := func(n int) []byte {
+		if n > len(b) {
+			b = nil
+			return nil
+		}
+		v := append([]byte(nil), b[:n]...)
+		b = b[n:]
+		return v
+	}
+	if len(b) < 2 || b[0] != userRecordVersion {
+		return nil, bad
+	}
+	n8 := int(b[1])
+	b = b[2:]
+	display := take(n8)
+	l := take(2)
+	if l == nil {
+		return nil, bad
+	}
+	phc := take(int(binary.BigEndian.Uint16(l)))
+	box, sign, sig, created, flags := take(32), take(32), take(64), take(8), take(1)
+	if flags == nil || len(b) != 0 {
+		return nil, bad
+	}
+	return &User{
+		Name: name, Display: string(display), PasswordHash: string(phc),
+		BoxKey: box, SignKey: sign, KeySig: sig,
+		Created: time.Unix(0, int64(binary.BigEndian.Uint64(created))), Disabled: flags[0]&1 != 0,
+	}, nil
+}
+
+// CreateUser stores a new user. It fails with ErrUserExists if the
+// canonical name is taken; concurrent calls for one name let exactly one
+// succeed.
+func (s *Store) CreateUser(u *User) error {
+	if u.Created.IsZero() {
+		u.Created = s.now()
+	}
+	rec := u.marshal()
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(u.Name)) != nil {
+			return ErrUserExists
+		}
+		return b.Put([]byte(u.Name), rec)
+	})
+}
+
+// GetUser returns the user with that canonical name, or ErrNotFound.
+func (s *Store) GetUser(name string) (*User, error) {
+	var u *User
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketUsers).Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		u, err = unmarshalUser(name, v) // copies every field
+		return err
+	})
+	return u, err
+}
+
+// UserExists reports whether a canonical name is taken.
+func (s *Store) UserExists(name string) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketUsers).Get([]byte(name)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// SetPasswordHash replaces a user's password hash (a rehash with new
+// parameters, or a password change).
+func (s *Store) SetPasswordHash(name, phc string) error {
+	return s.updateUser(name, func(u *User) { u.PasswordHash = phc })
+}
+
+// SetDisabled disables or enables a user.
+func (s *Store) SetDisabled(name string, disabled bool) error {
+	return s.updateUser(name, func(u *User) { u.Disabled = disabled })
+}
+
+func (s *Store) updateUser(name string, fn func(*User)) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketUsers)
+		v := b.Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		u, err := unmarshalUser(name, v)
+		if err != nil {
+			return err
+		}
+		fn(u)
+		return b.Put([]byte(name), u.marshal())
+	})
+}
+
+// Session is a login session, found by the SHA-256 of its token. The
+// token itself is never stored.
+type Session struct {
+	TokenHash [32]byte
+	User      string
+	Created   time.Time
+	LastSeen  time.Time
+}
+
+// HashToken returns the key a token is stored under.
+func HashToken(token []byte) [32]byte { return sha256.Sum256(token) }
+
+// session record: version u8 (1) | user str8 | created i64 | last_seen i64
+func (ss *Session) marshal() []byte {
+	b := append(make([]byte, 0, 2+len(ss.User)+16), 1, byte(len(ss.User)))
+	b = append(b, ss.User...)
+	b = binary.BigEndian.AppendUint64(b, uint64(ss.Created.UnixNano()))
+	return binary.BigEndian.AppendUint64(b, uint64(ss.LastSeen.UnixNano()))
+}
+
+func unmarshalSession(h [32]byte, b []byte) (*Session, error) {
+	if len(b) < 2 || b[0] != 1 || len(b) != 2+int(b[1])+16 {
+		return nil, fmt.Errorf("%w: session record", ErrCorrupt)
+	}
+	n := int(b[1])
+	return &Session{
+		TokenHash: h,
+		User:      string(b[2 : 2+n]),
+		Created:   time.Unix(0, int64(binary.BigEndian.Uint64(b[2+n:]))),
+		LastSeen:  time.Unix(0, int64(binary.BigEndian.Uint64(b[2+n+8:]))),
+	}, nil
+}
+
+// PutSession stores a session.
+func (s *Store) PutSession(ss *Session) error {
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSessions).Put(ss.TokenHash[:], ss.marshal())
+	})
+}
+
+// GetSession returns the session stored under a token hash, or ErrNotFound.
+func (s *Store) GetSession(h [32]byte) (*Session, error) {
+	var ss *Session
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSessions).Get(h[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		ss, err = unmarshalSession(h, v)
+		return err
+	})
+	return ss, err
+}
+
+// TouchSession records a use of the session.
+func (s *Store) TouchSession(h [32]byte, when time.Time) error {
+	return s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSessions)
+		v := b.Get(h[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		ss, err := unmarshalSession(h, v)
+		if err != nil {
+			return err
+		}
+		ss.LastSeen = when
+		return b.Put(h[:], ss.marshal())
+	})
+}
+
+// DeleteSession revokes one session. Deleting a missing one is not an error.
+func (s *Store) DeleteSession(h [32]byte) error {
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Delete(h[:]) })
+}
+
+// DeleteUserSessions revokes every session of a user and returns how many.
+func (s *Store) DeleteUserSessions(user string) (int, error) {
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSessions)
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; {
+			var h [32]byte
+			copy(h[:], k)
+			ss, err := unmarshalSession(h, v)
+			if err == nil && ss.User == user {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+				k, v = c.Seek(h[:]) // Delete moves the cursor; re-seek past the key
+				continue
+			}
+			k, v = c.Next()
+		}
+		return nil
+	})
+	return n, err
+}

@@ -71,18 +71,14 @@ func (d *dec) fixed(n int) []byte {
 func (d *dec) str8() []byte  { return d.fixed(int(d.u8())) }
 func (d *dec) str16() []byte { return d.fixed(int(d.u16())) }
 
-// rest returns what is left, which must be at most max bytes.
-func (d *dec) rest(max int) []byte {
-	if d.err != nil {
+// bytes16 reads a u16 length and that many bytes, at most max.
+func (d *dec) bytes16(max int) []byte {
+	n := int(d.u16())
+	if d.err == nil && n > max {
+		d.err = fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, max)
 		return nil
 	}
-	if len(d.b) > max {
-		d.err = fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(d.b), max)
-		return nil
-	}
-	v := d.b
-	d.b = nil
-	return v
+	return d.fixed(n)
 }
 
 // done reports the first error, or trailing bytes.

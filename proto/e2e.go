@@ -68,7 +68,8 @@ func (in *Inner) Append(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// Parse decodes an inner plaintext. Padding must be zero.
+// Parse decodes an inner plaintext. Padding must be zero and shorter than
+// PadBucket (minimal), so no strict prefix of a valid inner parses.
 func (in *Inner) Parse(b []byte) error {
 	d := dec{b: b}
 	if v := d.u8(); d.err == nil && v != InnerVersion {
@@ -84,6 +85,9 @@ func (in *Inner) Parse(b []byte) error {
 	}
 	if len(b)%PadBucket != 0 {
 		return fmt.Errorf("%w: inner length %d is not padded", ErrMalformed, len(b))
+	}
+	if len(d.b) >= PadBucket {
+		return fmt.Errorf("%w: padding of %d bytes is not minimal", ErrMalformed, len(d.b))
 	}
 	for _, c := range d.b {
 		if c != 0 {
@@ -154,7 +158,7 @@ func VerifyKeys(canonicalUser []byte, k *Keys) error {
 
 // FileChunk is the body of a KindFile message: one piece of a file.
 //
-//	file_id 16 | name str16 | size u64 | index u32 | count u32 | data rest
+//	file_id 16 | name str16 | size u64 | index u32 | count u32 | data str16
 type FileChunk struct {
 	FileID       []byte
 	Name         []byte
@@ -172,7 +176,7 @@ func (f *FileChunk) Append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, f.Size)
 	b = binary.BigEndian.AppendUint32(b, f.Index)
 	b = binary.BigEndian.AppendUint32(b, f.Count)
-	return append(b, f.Data...)
+	return appendStr16(b, f.Data)
 }
 
 // Parse decodes a chunk.
@@ -180,7 +184,7 @@ func (f *FileChunk) Parse(b []byte) error {
 	d := dec{b: b}
 	f.FileID, f.Name = d.fixed(MsgIDLen), d.str16()
 	f.Size, f.Index, f.Count = d.u64(), d.u32(), d.u32()
-	f.Data = d.rest(MaxBodyLen)
+	f.Data = d.bytes16(FileChunkData)
 	if d.err == nil && (f.Count == 0 || f.Index >= f.Count) {
 		d.err = fmt.Errorf("%w: chunk %d of %d", ErrMalformed, f.Index, f.Count)
 	}

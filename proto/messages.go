@@ -14,7 +14,9 @@ type MsgType uint8
 const MsgHeaderLen = 5
 
 // Message types. Strings are str8 (u8 length + bytes) or str16 (u16 length
-// + bytes); integers are big endian; "rest" runs to the end of the frame.
+// + bytes); integers are big endian. Every field has a fixed or explicit
+// length and nothing may follow the last one, so no strict prefix of a
+// message parses.
 const (
 	// Client to server.
 	TSignup        MsgType = 0x01 // user str8 | password str16 | box_key 32 | sign_key 32 | key_sig 64
@@ -23,9 +25,9 @@ const (
 	TCheckUsername MsgType = 0x04 // user str8
 	TLogout        MsgType = 0x05 // (empty): revokes this session's token
 	TGetKeys       MsgType = 0x10 // user str8
-	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body rest
+	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body str16 (<= MaxBodyLen)
 	TAck           MsgType = 0x12 // server_id u64
-	TPing          MsgType = 0x20 // data rest (<= 64)
+	TPing          MsgType = 0x20 // data str8 (<= 64)
 
 	// Either direction.
 	TClose MsgType = 0x3F // reason u8
@@ -36,8 +38,8 @@ const (
 	TLoginOK   MsgType = 0x82 // user str8 | token 32 | expires i64 (unix seconds)
 	TKeys      MsgType = 0x83 // user str8 | box_key 32 | sign_key 32 | key_sig 64
 	TSent      MsgType = 0x84 // server_id u64 | time i64 (unix ms) | status u8
-	TDeliver   MsgType = 0x85 // server_id u64 | time i64 (unix ms) | from str8 | msg_id 16 | kind u8 | body rest
-	TPong      MsgType = 0x86 // data rest (<= 64)
+	TDeliver   MsgType = 0x85 // server_id u64 | time i64 (unix ms) | from str8 | msg_id 16 | kind u8 | body str16
+	TPong      MsgType = 0x86 // data str8 (<= 64)
 	TAvailable MsgType = 0x87 // available u8 (0 or 1)
 )
 
@@ -184,14 +186,14 @@ type SendDM struct {
 func (m *SendDM) Append(b []byte, id uint32) []byte {
 	b = appendStr8(AppendHeader(b, TSendDM, id), m.To)
 	b = append(append(b, m.MsgID...), m.Kind)
-	return append(b, m.Body...)
+	return appendStr16(b, m.Body)
 }
 
 // Parse decodes a body.
 func (m *SendDM) Parse(body []byte) error {
 	d := dec{b: body}
 	m.To, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()
-	m.Body = d.rest(MaxBodyLen)
+	m.Body = d.bytes16(MaxBodyLen)
 	if d.err == nil && len(m.Body) == 0 {
 		d.err = fmt.Errorf("%w: empty body", ErrMalformed)
 	}
@@ -218,13 +220,16 @@ type Ping struct{ Data []byte }
 
 // Append appends the message with type t (TPing or TPong) to b.
 func (m *Ping) Append(b []byte, t MsgType, id uint32) []byte {
-	return append(AppendHeader(b, t, id), m.Data...)
+	return appendStr8(AppendHeader(b, t, id), m.Data)
 }
 
 // Parse decodes a body.
 func (m *Ping) Parse(body []byte) error {
 	d := dec{b: body}
-	m.Data = d.rest(MaxPingData)
+	m.Data = d.str8()
+	if d.err == nil && len(m.Data) > MaxPingData {
+		d.err = fmt.Errorf("%w: ping data of %d bytes", ErrTooLarge, len(m.Data))
+	}
 	return d.done()
 }
 
@@ -337,7 +342,7 @@ func (m *Deliver) Append(b []byte, id uint32) []byte {
 	b = binary.BigEndian.AppendUint64(AppendHeader(b, TDeliver, id), m.ServerID)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
 	b = append(appendStr8(b, m.From), m.MsgID...)
-	return append(append(b, m.Kind), m.Body...)
+	return appendStr16(append(b, m.Kind), m.Body)
 }
 
 // Parse decodes a body.
@@ -345,7 +350,7 @@ func (m *Deliver) Parse(body []byte) error {
 	d := dec{b: body}
 	m.ServerID, m.Time = d.u64(), int64(d.u64())
 	m.From, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()
-	m.Body = d.rest(MaxBodyLen)
+	m.Body = d.bytes16(MaxBodyLen)
 	if d.err == nil && len(m.Body) == 0 {
 		d.err = fmt.Errorf("%w: empty body", ErrMalformed)
 	}

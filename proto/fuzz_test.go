@@ -1,0 +1,392 @@
+package proto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"testing/iotest"
+)
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the fuzz seed corpora in testdata/fuzz")
+
+// reencode parses a message by its type and encodes it again.
+func reencode(msg []byte) ([]byte, error) {
+	t, id, body, err := ParseHeader(msg)
+	if err != nil {
+		return nil, err
+	}
+	switch t {
+	case TSignup:
+		var m Signup
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TLogin:
+		var m Login
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TResume:
+		var m Resume
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TCheckUsername, TGetKeys:
+		var m UserReq
+		err = m.Parse(body)
+		return m.Append(nil, t, id), err
+	case TSendDM:
+		var m SendDM
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TAck:
+		var m Ack
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TPing, TPong:
+		var m Ping
+		err = m.Parse(body)
+		return m.Append(nil, t, id), err
+	case TClose:
+		var m Close
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TError:
+		var m Error
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TLoginOK:
+		var m LoginOK
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TKeys:
+		var m KeysReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TSent:
+		var m Sent
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDeliver:
+		var m Deliver
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TAvailable:
+		var m Available
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TOK, TLogout:
+		return AppendEmpty(nil, t, id), ParseEmpty(body)
+	}
+	return nil, ErrUnknownType
+}
+
+func seedMessages() [][]byte {
+	id16 := bytes.Repeat([]byte{0xab}, 16)
+	k32 := bytes.Repeat([]byte{1}, 32)
+	keys := Keys{BoxKey: k32, SignKey: k32, KeySig: bytes.Repeat([]byte{2}, 64)}
+	return [][]byte{
+		(&Signup{User: []byte("alice"), Password: []byte("password1"), Keys: keys}).Append(nil, 1),
+		(&Login{User: []byte("alice"), Password: []byte("password1")}).Append(nil, 2),
+		(&Resume{User: []byte("alice"), Token: k32}).Append(nil, 3),
+		(&UserReq{User: []byte("bob")}).Append(nil, TCheckUsername, 4),
+		(&UserReq{User: []byte("bob")}).Append(nil, TGetKeys, 5),
+		(&SendDM{To: []byte("bob"), MsgID: id16, Kind: KindText, Body: []byte("sealed")}).Append(nil, 6),
+		(&Ack{ServerID: 77}).Append(nil, 0),
+		(&Ping{Data: []byte("hi")}).Append(nil, TPing, 7),
+		(&Ping{}).Append(nil, TPong, 7),
+		(&Close{Reason: CloseShutdown}).Append(nil, 0),
+		(&Error{Code: CodeRateLimited, Message: []byte("slow down")}).Append(nil, 8),
+		(&LoginOK{User: []byte("Alice"), Token: k32, Expires: 1700000000}).Append(nil, 9),
+		(&KeysReply{User: []byte("bob"), Keys: keys}).Append(nil, 10),
+		(&Sent{ServerID: 1, Time: 2, Status: StatusDelivered}).Append(nil, 11),
+		(&Deliver{ServerID: 1, Time: 2, From: []byte("alice"), MsgID: id16, Kind: KindFile, Body: []byte("sealed")}).Append(nil, 0),
+		(&Available{Available: true}).Append(nil, 12),
+		AppendEmpty(nil, TOK, 13),
+		AppendEmpty(nil, TLogout, 14),
+	}
+}
+
+func seedInner() [][]byte {
+	in := Inner{Kind: KindText, From: []byte("alice"), To: []byte("bob"), MsgID: bytes.Repeat([]byte{9}, 16), SentAt: 42, Body: []byte("hello")}
+	a, _ := in.Append(nil)
+	in.Body = bytes.Repeat([]byte("x"), 300)
+	b, _ := in.Append(nil)
+	return [][]byte{a, b}
+}
+
+func seedChunks() [][]byte {
+	c := FileChunk{FileID: bytes.Repeat([]byte{3}, 16), Name: []byte("a.txt"), Size: 5, Index: 0, Count: 1, Data: []byte("hello")}
+	return [][]byte{c.Append(nil)}
+}
+
+func seedHellos(t testing.TB) (client, server [][]byte) {
+	s := mustKey(t, "server static")
+	for _, pinned := range []*PublicKey{&s.Public, nil} {
+		ch, _ := NewClientHandshake(ClientConfig{ServerKey: pinned, Rand: &detRand{seed: "c"}})
+		reply, _, err := ServerHandshake(ServerConfig{Static: &s, Rand: &detRand{seed: "s"}}, ch.Hello())
+		if err != nil {
+			t.Fatal(err)
+		}
+		client = append(client, ch.Hello())
+		server = append(server, reply)
+	}
+	return client, server
+}
+
+// writeCorpus keeps the seeds as files in testdata/fuzz/NAME, the form
+// `go test -fuzz` reads.
+func writeCorpus(t testing.TB, name string, seeds [][]byte, extra ...string) {
+	if !*updateCorpus {
+		return
+	}
+	dir := filepath.Join("testdata", "fuzz", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seeds {
+		content := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		for _, e := range extra {
+			content += e + "\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// checkPrefixes fails if any strict prefix of a valid input parses.
+func checkPrefixes(t *testing.T, in []byte, parse func([]byte) error) {
+	for n := 0; n < len(in); n++ {
+		if parse(in[:n]) == nil {
+			t.Fatalf("strict prefix of %d/%d bytes parses: %x", n, len(in), in)
+		}
+	}
+}
+
+func FuzzMessage(f *testing.F) {
+	seeds := seedMessages()
+	writeCorpus(f, "FuzzMessage", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := reencode(in)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("round trip changed the message:\n in %x\nout %x", in, out)
+		}
+		checkPrefixes(t, in, func(b []byte) error { _, err := reencode(b); return err })
+	})
+}
+
+func FuzzClientHello(f *testing.F) {
+	ch, _ := seedHellos(f)
+	writeCorpus(f, "FuzzClientHello", ch)
+	for _, s := range ch {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := ParseClientHello(in)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(h.Marshal(), in) {
+			t.Fatalf("round trip changed the hello")
+		}
+		checkPrefixes(t, in, func(b []byte) error { _, err := ParseClientHello(b); return err })
+	})
+}
+
+func FuzzServerHello(f *testing.F) {
+	_, sh := seedHellos(f)
+	writeCorpus(f, "FuzzServerHello", sh)
+	for _, s := range sh {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		h, err := ParseServerHello(in)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(h.Marshal(), in) {
+			t.Fatalf("round trip changed the hello")
+		}
+		checkPrefixes(t, in, func(b []byte) error { _, err := ParseServerHello(b); return err })
+	})
+}
+
+// FuzzServerHandshake feeds arbitrary hellos to the server side: it must
+// never panic, and a hello it accepts must be one a client could finish.
+func FuzzServerHandshake(f *testing.F) {
+	ch, _ := seedHellos(f)
+	for _, s := range ch {
+		f.Add(s)
+	}
+	s := mustKey(f, "server static")
+	f.Fuzz(func(t *testing.T, in []byte) {
+		reply, sess, err := ServerHandshake(ServerConfig{Static: &s}, in)
+		if err == nil && (sess == nil || reply == nil) {
+			t.Fatal("success without a session")
+		}
+	})
+}
+
+func FuzzFrames(f *testing.F) {
+	seeds := [][]byte{frameBytes([]byte("a"), []byte("bc")), frameBytes(bytes.Repeat([]byte{1}, 1000)), {0, 0}, {0xff, 0xff, 1}}
+	writeCorpus(f, "FuzzFrames", seeds, "uint16(1)")
+	for _, s := range seeds {
+		f.Add(s, uint16(1))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, split uint16) {
+		read := func(r io.Reader) ([][]byte, int, error) {
+			fr := NewFrameReader(r, 0)
+			var frames [][]byte
+			used := 0
+			for {
+				p, err := fr.Next()
+				if err != nil {
+					return frames, used, err
+				}
+				if len(p) == 0 || len(p) > MaxFrameLen {
+					t.Fatalf("frame of %d bytes", len(p))
+				}
+				frames = append(frames, append([]byte(nil), p...))
+				used += FrameHeaderLen + len(p)
+			}
+		}
+		whole, used, errWhole := read(bytes.NewReader(in))
+		// Round trip: the frames re-encode to the bytes they came from.
+		if !bytes.Equal(frameBytes(whole...), in[:used]) {
+			t.Fatal("frames do not re-encode to their input")
+		}
+		// Split delivery gives the same frames and the same error.
+		cut := int(split) % (len(in) + 1)
+		r := io.MultiReader(iotest.OneByteReader(bytes.NewReader(in[:cut])), bytes.NewReader(in[cut:]))
+		parts, _, errSplit := read(r)
+		if len(parts) != len(whole) || (errWhole == nil) != (errSplit == nil) {
+			t.Fatalf("split delivery: %d frames (%v), whole: %d (%v)", len(parts), errSplit, len(whole), errWhole)
+		}
+		for i := range parts {
+			if !bytes.Equal(parts[i], whole[i]) {
+				t.Fatalf("frame %d differs when split", i)
+			}
+		}
+		// A strict prefix of the complete frames never yields the last one.
+		if used > 0 {
+			got, _, _ := read(bytes.NewReader(in[:used-1]))
+			if len(got) == len(whole) {
+				t.Fatal("a strict prefix yields every frame")
+			}
+		}
+	})
+}
+
+func FuzzOpen(f *testing.F) {
+	s := mustKey(f, "server static")
+	f.Add([]byte("0123456789abcdef0123"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		_, ss, _, _ := handshake(t, s, &s.Public)
+		if _, err := ss.Open(nil, in); err == nil {
+			t.Fatal("a frame not sealed with the session key opened")
+		}
+	})
+}
+
+func FuzzInner(f *testing.F) {
+	seeds := seedInner()
+	writeCorpus(f, "FuzzInner", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var m Inner
+		if m.Parse(in) != nil {
+			return
+		}
+		out, err := m.Append(nil)
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("round trip: %v", err)
+		}
+		checkPrefixes(t, in, func(b []byte) error { var m Inner; return m.Parse(b) })
+	})
+}
+
+func FuzzFileChunk(f *testing.F) {
+	seeds := seedChunks()
+	writeCorpus(f, "FuzzFileChunk", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var c FileChunk
+		if c.Parse(in) != nil {
+			return
+		}
+		if !bytes.Equal(c.Append(nil), in) {
+			t.Fatal("round trip changed the chunk")
+		}
+		checkPrefixes(t, in, func(b []byte) error { var c FileChunk; return c.Parse(b) })
+	})
+}
+
+func FuzzUsername(f *testing.F) {
+	seeds := [][]byte{[]byte("Alice"), []byte("a_1"), []byte("\xc3\x28"), []byte("ａｌｉｃｅ"), []byte("a\x00b"), []byte("\u202eevil")}
+	writeCorpus(f, "FuzzUsername", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := AppendCanonicalUsername(nil, in)
+		if err != nil {
+			return
+		}
+		if !ValidUsername(c) || !bytes.Equal(bytes.ToLower(in), c) {
+			t.Fatalf("canonical form %q of %q", c, in)
+		}
+		if c2, _ := AppendCanonicalUsername(nil, c); !bytes.Equal(c, c2) {
+			t.Fatal("canonicalisation is not idempotent")
+		}
+	})
+}
+
+func FuzzVerifyKeys(f *testing.F) {
+	pub, priv, _ := ed25519.GenerateKey(&detRand{seed: "sign"})
+	box := mustKey(f, "box")
+	sig := ed25519.Sign(priv, KeySigMessage([]byte("alice"), box.Public.Bytes()))
+	f.Add([]byte("alice"), box.Public.Bytes(), []byte(pub), sig)
+	f.Fuzz(func(t *testing.T, user, boxKey, signKey, sig []byte) {
+		k := Keys{BoxKey: boxKey, SignKey: signKey, KeySig: sig}
+		if VerifyKeys(user, &k) == nil {
+			if _, err := ParsePublicKey(boxKey); err != nil {
+				t.Fatal("a low-order box key verified")
+			}
+		}
+	})
+}
+
+func TestStrictPrefixesOfSeeds(t *testing.T) {
+	for _, s := range seedMessages() {
+		checkPrefixes(t, s, func(b []byte) error { _, err := reencode(b); return err })
+	}
+	for _, s := range seedInner() {
+		checkPrefixes(t, s, func(b []byte) error { var m Inner; return m.Parse(b) })
+	}
+	ch, sh := seedHellos(t)
+	for _, s := range ch {
+		checkPrefixes(t, s, func(b []byte) error { _, err := ParseClientHello(b); return err })
+	}
+	for _, s := range sh {
+		checkPrefixes(t, s, func(b []byte) error { _, err := ParseServerHello(b); return err })
+	}
+}
+
+func TestUnknownType(t *testing.T) {
+	if _, err := reencode(AppendHeader(nil, 0x7e, 1)); err != ErrUnknownType {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -311,22 +311,32 @@ func (c *Conn) Request(ctx context.Context, build func(b []byte, id uint32) []by
 	}
 	select {
 	case r := <-ch:
-		if r.t == proto.TError {
-			var e proto.Error
-			if err := e.Parse(r.body); err != nil {
-				return 0, nil, fmt.Errorf("%w: %v", ErrProtocol, err)
-			}
-			return r.t, nil, &proto.RemoteError{Code: e.Code, Message: string(e.Message)}
-		}
-		return r.t, r.body, nil
+		return parseResponse(r)
 	case <-c.closed:
-		return 0, nil, c.Err()
+		// A response that arrived just before the connection ended wins.
+		select {
+		case r := <-ch:
+			return parseResponse(r)
+		default:
+			return 0, nil, c.Err()
+		}
 	case <-ctx.Done():
 		c.mu.Lock()
 		delete(c.waiters, id)
 		c.mu.Unlock()
 		return 0, nil, ctx.Err()
 	}
+}
+
+func parseResponse(r response) (proto.MsgType, []byte, error) {
+	if r.t == proto.TError {
+		var e proto.Error
+		if err := e.Parse(r.body); err != nil {
+			return 0, nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		return r.t, nil, &proto.RemoteError{Code: e.Code, Message: string(e.Message)}
+	}
+	return r.t, r.body, nil
 }
 
 // expect checks a response's type.

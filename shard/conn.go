@@ -412,7 +412,12 @@ func (c *conn) recipientNotOnline(id uint32, to []byte) {
 
 // cleanup runs when the reader exits.
 func (c *conn) cleanup() {
-	c.abort()
+	c.wmu.Lock()
+	draining := c.closed && c.writing // a graceful close: the writer closes the socket
+	c.wmu.Unlock()
+	if !draining {
+		c.abort()
+	}
 	if c.fr != nil {
 		c.fr.Release()
 	}

@@ -28,11 +28,12 @@
 // # Slow consumers
 //
 // A connection's queued output is capped (Options.MaxPending, 4 MiB) and
-// every write has a deadline (Options.WriteTimeout, 10 s); at most
-// Options.MaxUnacked deliveries may wait for the receiver's ack. A message
-// that would pass either limit is refused to its sender with
-// recipient_busy; past the byte cap or the write deadline the receiver is
-// disconnected as a slow consumer and every message still pending for it is
-// refused to its sender with recipient_offline (not acknowledged, so the
-// sender retries). A slow receiver never blocks its shard or a sender.
+// every write has a deadline (Options.WriteTimeout, 10 s). At most
+// Options.MaxUnacked deliveries (128) may wait for the receiver's ack, and
+// none longer than Options.AckTimeout (30 s). A message that would pass the
+// byte cap or the unacked cap is refused to its sender with recipient_busy.
+// A receiver past the byte cap, the write deadline or the ack timeout is
+// disconnected as a slow consumer, and every message still pending for it
+// is refused to its sender with recipient_offline: not acknowledged, so the
+// sender knows to retry. A slow receiver never blocks its shard or a sender.
 package shard

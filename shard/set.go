@@ -43,6 +43,9 @@ type Options struct {
 	MaxPending int
 	// MaxUnacked caps deliveries waiting for one receiver's ack. If zero, 128.
 	MaxUnacked int
+	// AckTimeout disconnects a receiver that has left a delivery unacked
+	// this long (a stuck client). If zero, 30 s.
+	AckTimeout time.Duration
 
 	// MaxUnauth caps connections that have not logged in, in all; past it
 	// new connections are closed at once. If zero, 4096.
@@ -86,6 +89,7 @@ func (o *Options) setDefaults() {
 	def(&o.WriteTimeout, 10*time.Second)
 	defI(&o.MaxPending, 4<<20)
 	defI(&o.MaxUnacked, 128)
+	def(&o.AckTimeout, 30*time.Second)
 	defI(&o.MaxUnauth, 4096)
 	defI(&o.MaxUnauthPerIP, 256)
 	defI(&o.HandshakeBurst, 100)
@@ -137,7 +141,7 @@ type Stats struct {
 	LoginsFailed    atomic.Int64
 	Routed          atomic.Int64 // messages handed to a receiver's connection
 	Delivered       atomic.Int64 // messages acked by their receiver
-	SlowConsumers   atomic.Int64
+	SlowConsumers   atomic.Int64 // receivers cut off: queue full, write deadline or ack timeout
 	ProtocolErrors  atomic.Int64 // connections closed for a bad frame
 	Panics          atomic.Int64
 }

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"securefastchat/proto"
 )
@@ -35,7 +36,8 @@ type event struct {
 // pendingAck is a delivery waiting for its receiver's ack.
 type pendingAck struct {
 	serverID uint64
-	time     int64
+	time     int64 // the server's stamp, unix ms
+	queued   time.Time
 	from     *conn
 	reqID    uint32
 }
@@ -61,6 +63,7 @@ type Shard struct {
 
 	// Owned by the loop.
 	scratch []byte
+	waiting map[*conn]struct{} // connections with deliveries pending
 
 	// Counters, read by the balancer's strategies and by stats.
 	nconns atomic.Int64 // open connections, logged in or not
@@ -75,6 +78,7 @@ func newShard(s *Set, id int) *Shard {
 		done:    make(chan struct{}),
 		conns:   make(map[*conn]struct{}),
 		scratch: make([]byte, 0, 256),
+		waiting: make(map[*conn]struct{}),
 	}
 }
 
@@ -91,6 +95,8 @@ func (sh *Shard) loop() {
 	defer close(sh.done)
 	stop := sh.stop
 	stopping := false
+	tick := time.NewTicker(sh.set.opts.AckTimeout / 4)
+	defer tick.Stop()
 	for {
 		if stopping {
 			sh.mu.Lock()
@@ -103,6 +109,8 @@ func (sh *Shard) loop() {
 		select {
 		case ev := <-sh.in:
 			sh.handle(ev, stopping)
+		case <-tick.C:
+			sh.reapStuck()
 		case <-stop:
 			stopping, stop = true, nil
 			sh.mu.Lock()
@@ -167,7 +175,10 @@ func (sh *Shard) route(ev event) {
 		sh.reply(ev.from, ev.reqID, code)
 		return
 	}
-	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, from: ev.from, reqID: ev.reqID})
+	if len(rc.pending) == 0 {
+		sh.waiting[rc] = struct{}{}
+	}
+	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID})
 	sh.msgs.Add(1)
 	sh.set.Stats.Routed.Add(1)
 }
@@ -178,6 +189,9 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 			continue
 		}
 		rc.pending = append(rc.pending[:i], rc.pending[i+1:]...)
+		if len(rc.pending) == 0 {
+			delete(sh.waiting, rc)
+		}
 		sh.set.Stats.Delivered.Add(1)
 		m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
 		sh.scratch = m.Append(sh.scratch[:0], p.reqID)
@@ -193,10 +207,25 @@ func (sh *Shard) gone(c *conn) {
 		sh.reply(p.from, p.reqID, proto.CodeRecipientOffline)
 	}
 	c.pending = nil
+	delete(sh.waiting, c)
 	sh.mu.Lock()
 	delete(sh.conns, c)
 	sh.mu.Unlock()
 	sh.nconns.Add(-1)
+}
+
+// reapStuck disconnects receivers whose oldest delivery has waited longer
+// than AckTimeout; their pending deliveries are refused when they are gone.
+func (sh *Shard) reapStuck() {
+	now := sh.set.opts.Now()
+	for c := range sh.waiting {
+		if len(c.pending) > 0 && now.Sub(c.pending[0].queued) > sh.set.opts.AckTimeout {
+			sh.set.Stats.SlowConsumers.Add(1)
+			c.logger().Info("closing stuck receiver: deliveries not acknowledged", "pending", len(c.pending))
+			c.abort()
+			delete(sh.waiting, c)
+		}
+	}
 }
 
 // reply sends an error response to a sender from the shard loop.

@@ -350,9 +350,9 @@ func expect(t, want proto.MsgType, err error) error {
 	return nil
 }
 
-// Ack acknowledges a delivery.
-func (c *Conn) Ack(serverID uint64) error {
-	return c.send((&proto.Ack{ServerID: serverID}).Append(nil, 0))
+// Ack acknowledges deliveries (at most proto.MaxAckIDs at once).
+func (c *Conn) Ack(serverIDs ...uint64) error {
+	return c.send((&proto.Ack{ServerIDs: serverIDs}).Append(nil, 0))
 }
 
 // Ping checks the connection is alive.

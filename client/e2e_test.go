@@ -602,7 +602,7 @@ func TestCommandsBeforeLogin(t *testing.T) {
 		"send": func(b []byte, id uint32) []byte {
 			return (&proto.SendDM{To: []byte("bob"), MsgID: make([]byte, 16), Kind: 1, Body: []byte("x")}).Append(b, id)
 		},
-		"ack": func(b []byte, id uint32) []byte { return (&proto.Ack{ServerID: 1}).Append(b, id) },
+		"ack": func(b []byte, id uint32) []byte { return (&proto.Ack{ServerIDs: []uint64{1}}).Append(b, id) },
 		"keys": func(b []byte, id uint32) []byte {
 			return (&proto.UserReq{User: []byte("bob")}).Append(b, proto.TGetKeys, id)
 		},

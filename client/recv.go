@@ -59,9 +59,11 @@ func newReceiver(c *Client) *receiver {
 
 // run serves one connection's deliveries until it ends or the client stops.
 // Each delivery is acknowledged once it has been handed to the application
-// (or rejected for good), never before.
+// (or rejected for good), never before; the acks of a burst go in one frame.
 func (r *receiver) run(conn *Conn) {
-	for d := range conn.Deliveries() {
+	ch := conn.Deliveries()
+	acks := make([]uint64, 0, proto.MaxAckIDs)
+	for d := range ch {
 		msg, err := r.open(d)
 		if err != nil {
 			if r.c.cfg.OnReject != nil {
@@ -74,7 +76,11 @@ func (r *receiver) run(conn *Conn) {
 				return
 			}
 		}
-		_ = conn.Ack(d.ServerID)
+		acks = append(acks, d.ServerID)
+		if len(ch) == 0 || len(acks) == proto.MaxAckIDs {
+			_ = conn.Ack(acks...)
+			acks = acks[:0]
+		}
 	}
 }
 

@@ -43,8 +43,14 @@ func reencode(msg []byte) ([]byte, error) {
 		return m.Append(nil, id), err
 	case TAck:
 		var m Ack
-		err = m.Parse(body)
-		return m.Append(nil, id), err
+		if err = m.Parse(body); err != nil {
+			return nil, err
+		}
+		ids, err := ParseAckIDs(body)
+		if err != nil || ids.Len() != len(m.ServerIDs) || ids.At(0) != m.ServerIDs[0] {
+			return nil, fmt.Errorf("ParseAckIDs disagrees with Parse: %v", err)
+		}
+		return m.Append(nil, id), nil
 	case TPing, TPong:
 		var m Ping
 		err = m.Parse(body)
@@ -94,7 +100,8 @@ func seedMessages() [][]byte {
 		(&UserReq{User: []byte("bob")}).Append(nil, TCheckUsername, 4),
 		(&UserReq{User: []byte("bob")}).Append(nil, TGetKeys, 5),
 		(&SendDM{To: []byte("bob"), MsgID: id16, Kind: KindText, Body: []byte("sealed")}).Append(nil, 6),
-		(&Ack{ServerID: 77}).Append(nil, 0),
+		(&Ack{ServerIDs: []uint64{77}}).Append(nil, 0),
+		(&Ack{ServerIDs: []uint64{1, 2, 3}}).Append(nil, 0),
 		(&Ping{Data: []byte("hi")}).Append(nil, TPing, 7),
 		(&Ping{}).Append(nil, TPong, 7),
 		(&Close{Reason: CloseShutdown}).Append(nil, 0),

@@ -26,7 +26,7 @@ const (
 	TLogout        MsgType = 0x05 // (empty): revokes this session's token
 	TGetKeys       MsgType = 0x10 // user str8
 	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body str16 (<= MaxBodyLen)
-	TAck           MsgType = 0x12 // server_id u64
+	TAck           MsgType = 0x12 // count u8 (1..255) | server_id u64 x count
 	TPing          MsgType = 0x20 // data str8 (<= 64)
 
 	// Either direction.
@@ -200,20 +200,56 @@ func (m *SendDM) Parse(body []byte) error {
 	return d.done()
 }
 
-// Ack acknowledges one delivered message by its server id.
-type Ack struct{ ServerID uint64 }
+// MaxAckIDs is the most deliveries one Ack can acknowledge.
+const MaxAckIDs = 255
 
-// Append appends the message to b.
+// Ack acknowledges delivered messages by their server ids; a receiver
+// batches the acks of a burst into one frame.
+type Ack struct{ ServerIDs []uint64 }
+
+// Append appends the message to b. It panics on more than MaxAckIDs ids
+// (a caller bug).
 func (m *Ack) Append(b []byte, id uint32) []byte {
-	return binary.BigEndian.AppendUint64(AppendHeader(b, TAck, id), m.ServerID)
+	if len(m.ServerIDs) == 0 || len(m.ServerIDs) > MaxAckIDs {
+		panic("proto: an Ack carries 1 to 255 ids")
+	}
+	b = append(AppendHeader(b, TAck, id), byte(len(m.ServerIDs)))
+	for _, s := range m.ServerIDs {
+		b = binary.BigEndian.AppendUint64(b, s)
+	}
+	return b
 }
 
-// Parse decodes a body.
+// Parse decodes a body into m.ServerIDs, reusing its capacity.
 func (m *Ack) Parse(body []byte) error {
 	d := dec{b: body}
-	m.ServerID = d.u64()
+	n := int(d.u8())
+	if d.err == nil && n == 0 {
+		return fmt.Errorf("%w: empty ack", ErrMalformed)
+	}
+	m.ServerIDs = m.ServerIDs[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		m.ServerIDs = append(m.ServerIDs, d.u64())
+	}
 	return d.done()
 }
+
+// AckIDs is a parsed Ack body read in place, without allocating.
+type AckIDs []byte
+
+// ParseAckIDs checks an Ack body and returns its ids.
+func ParseAckIDs(body []byte) (AckIDs, error) {
+	if len(body) < 1 || body[0] == 0 || len(body) != 1+8*int(body[0]) {
+		return nil, fmt.Errorf("%w: ack of %d bytes", ErrMalformed, len(body))
+	}
+	return AckIDs(body[1:]), nil
+}
+
+// Len returns the number of ids.
+func (a AckIDs) Len() int { return len(a) / 8 }
+
+// At returns id i.
+func (a AckIDs) At(i int) uint64 { return binary.BigEndian.Uint64(a[8*i:]) }
 
 // Ping and Pong carry up to MaxPingData bytes back.
 type Ping struct{ Data []byte }

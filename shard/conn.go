@@ -29,7 +29,7 @@ const (
 	outBufSize    = 16 << 10
 	smallMsgSize  = 1 << 10
 	largeMsgSize  = proto.MaxPlaintextLen
-	keepOutBufMax = 64 << 10
+	keepOutBufMax = 1 << 20
 )
 
 var (
@@ -259,12 +259,14 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	case proto.TSendDM:
 		c.sendDM(id, body)
 	case proto.TAck:
-		var m proto.Ack
-		if err := m.Parse(body); err != nil {
+		ids, err := proto.ParseAckIDs(body)
+		if err != nil {
 			c.replyBad(id, err)
 			return true
 		}
-		c.sh.post(event{kind: evAck, c: c, serverID: m.ServerID})
+		for i := 0; i < ids.Len(); i++ {
+			c.sh.post(event{kind: evAck, c: c, serverID: ids.At(i)})
+		}
 	case proto.TGetKeys:
 		var m proto.UserReq
 		if err := m.Parse(body); err != nil {

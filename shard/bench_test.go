@@ -1,0 +1,128 @@
+package shard
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"securefastchat/internal/account"
+	"securefastchat/internal/passwd"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// discardConn is a net.Conn whose writes succeed at once and whose reads
+// block until Close, so the benchmark measures the server's work alone.
+type discardConn struct{ closed chan struct{} }
+
+func (c discardConn) Read([]byte) (int, error)         { <-c.closed; return 0, io.EOF }
+func (c discardConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c discardConn) Close() error                     { return nil }
+func (c discardConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c discardConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+func (c discardConn) SetDeadline(time.Time) error      { return nil }
+func (c discardConn) SetReadDeadline(time.Time) error  { return nil }
+func (c discardConn) SetWriteDeadline(time.Time) error { return nil }
+
+// benchPair builds a set with two logged-in connections on different
+// shards, each with the client side of its session.
+func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *proto.Session) {
+	st, err := store.Open(filepath.Join(b.TempDir(), "db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	h, err := passwd.NewHasher(passwd.Weak, 1, true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	static, _ := proto.NewKeyPair(rand.Reader)
+	s, err = New(Options{Shards: 2, Static: &static, Accounts: account.New(st, account.Options{Hasher: h}),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MsgEvery: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	mk := func(shard int, user string) (*conn, *proto.Session) {
+		ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public})
+		reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: &static}, ch.Hello())
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs, _, err := ch.Finish(reply)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
+		c.sess, c.authed, c.user, c.admitted = ss, true, user, false
+		s.dir.register(user, c)
+		return c, cs
+	}
+	sender, sendC = mk(0, "alice")
+	receiver, recvC = mk(1, "bob")
+	return
+}
+
+// BenchmarkDMPath measures one direct message through the server: open
+// the sender's frame, parse, stamp, route to the receiver's shard, seal it
+// for the receiver and write it; then open the receiver's ack, match it
+// and seal the Sent for the sender. The client-side sealing of the two
+// frames is included (it is what a client does per message).
+func BenchmarkDMPath(b *testing.B) {
+	s, sender, receiver, sendC, recvC := benchPair(b)
+	body := make([]byte, 256+proto.SealedOverhead)
+	msgID := make([]byte, 16)
+	dm := proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: body}
+	var msg, frame, plain []byte
+	var ids [1]uint64
+	plain = make([]byte, 0, proto.MaxFrameLen)
+	run := func(c *conn, cs *proto.Session) {
+		frame, _ = cs.Seal(frame[:0], msg)
+		p, err := c.sess.Open(plain[:0], frame[proto.FrameHeaderLen:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.handle(p)
+	}
+	one := func(i int) {
+		msg = dm.Append(msg[:0], uint32(i))
+		run(sender, sendC)
+		ids[0] = s.nextServerID.Load()
+		msg = (&proto.Ack{ServerIDs: ids[:]}).Append(msg[:0], 0)
+		run(receiver, recvC)
+	}
+	for i := 0; i < 1000; i++ { // warm the pools
+		one(i)
+	}
+	waitDelivered(b, s, 1000)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		one(i)
+	}
+	waitDelivered(b, s, int64(1000+b.N))
+}
+
+func waitDelivered(b *testing.B, s *Set, n int64) {
+	for s.Stats.Delivered.Load() < n {
+		time.Sleep(10 * time.Microsecond)
+	}
+}
+
+// TestDMPathAllocs keeps the steady-state path allocation-free.
+func TestDMPathAllocs(t *testing.T) {
+	res := testing.Benchmark(BenchmarkDMPath)
+	if res.N == 0 {
+		t.Fatal("benchmark did not run")
+	}
+	t.Logf("DM path: %s, %d allocs/op, %d B/op", res.T/time.Duration(res.N), res.AllocsPerOp(), res.AllocedBytesPerOp())
+	if res.AllocsPerOp() != 0 {
+		t.Fatalf("%d allocations per message on the steady-state path", res.AllocsPerOp())
+	}
+}

@@ -45,7 +45,7 @@ func newClientFlags(name, synopsis, about string) *clientFlags {
 }
 
 func (cf *clientFlags) parse(args []string) error {
-	if err := cf.fs.Parse(args); err != nil {
+	if err := parseFlags(cf.fs, args); err != nil {
 		return err
 	}
 	if *cf.user == "" {

@@ -51,7 +51,7 @@ func cmdServe(args []string) error {
 		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\n\n", defaultDataDir())
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -133,7 +133,7 @@ func cmdFingerprint(args []string) error {
 		fmt.Fprintf(fs.Output(), "Usage: securefastchat fingerprint [--data DIR]\n\nPrints the server key's fingerprint, for clients' --server-key.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	kp, err := server.LoadKey(*data)

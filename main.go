@@ -53,7 +53,7 @@ func main() {
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:
-		fmt.Fprintf(os.Stderr, "securefastchat: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(os.Stderr, "securefastchat: unknown command %q (run 'securefastchat help')\n", cmd)
 		os.Exit(2)
 	}
 	os.Exit(exitCode(err))

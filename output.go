@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 
 	"securefastchat/client"
@@ -23,6 +24,22 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// parseFlags parses a command's flags. A bad flag is one line naming the
+// command's --help; --help prints the usage and exits 0.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	fs.SetOutput(os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	case err != nil:
+		return usagef("%s: %v (see 'securefastchat %s --help')", fs.Name(), err, fs.Name())
+	}
+	return nil
+}
 
 func exitCode(err error) int {
 	if err == nil {

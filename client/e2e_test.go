@@ -685,3 +685,34 @@ func TestPeerKeyChangeWarning(t *testing.T) {
 		t.Fatalf("warnings: %v", warned)
 	}
 }
+
+// Text messages are limited per user (burst, then one a second); the
+// limit is global to the server, not per shard.
+func TestMessageRateLimit(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) {
+		c.Shard.MsgBurst = 5
+		c.Shard.MsgEvery = time.Hour
+	})
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	for i := 0; i < 5; i++ {
+		if _, err := alice.SendText(ctxT(t), "bob", "x"); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		recvOne(t, bob)
+	}
+	if _, err := alice.SendText(ctxT(t), "bob", "one too many"); !errors.Is(err, proto.CodeRateLimited) {
+		t.Fatalf("sixth message: %v", err)
+	}
+	// Reconnecting on another shard does not reset the budget.
+	if err := alice.Reconnect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendText(ctxT(t), "bob", "after reconnect"); !errors.Is(err, proto.CodeRateLimited) {
+		t.Fatalf("after reconnect: %v", err)
+	}
+	// Bob's budget is his own.
+	if _, err := bob.SendText(ctxT(t), "alice", "hi"); err != nil {
+		t.Fatal(err)
+	}
+}

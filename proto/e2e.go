@@ -134,6 +134,7 @@ func OpenBody(dst, sealed []byte, shared *[32]byte) ([]byte, error) {
 }
 
 // KeySigMessage is what a user's Ed25519 key signs to vouch for a box key.
+// user must be a valid user name.
 func KeySigMessage(user []byte, boxKey []byte) []byte {
 	m := make([]byte, 0, len(KeySigContext)+1+len(user)+len(boxKey))
 	m = append(m, KeySigContext...)
@@ -144,6 +145,9 @@ func KeySigMessage(user []byte, boxKey []byte) []byte {
 // VerifyKeys checks the key lengths, the box key's point and the signature
 // over it for the canonical user name.
 func VerifyKeys(canonicalUser []byte, k *Keys) error {
+	if !ValidUsername(canonicalUser) {
+		return ErrInvalidUsername
+	}
 	if len(k.BoxKey) != KeyLen || len(k.SignKey) != ed25519.PublicKeySize || len(k.KeySig) != ed25519.SignatureSize {
 		return fmt.Errorf("%w: wrong key lengths", ErrBadKey)
 	}

@@ -301,3 +301,23 @@ func TestHelloBitFlips(t *testing.T) {
 		}
 	}
 }
+
+// T45: no compression or other unknown option can be negotiated: unknown
+// flag bits in either hello are refused.
+func TestUnknownFlagsRefused(t *testing.T) {
+	server := mustKey(t, "server static")
+	ch, _ := NewClientHandshake(ClientConfig{})
+	hello := append([]byte(nil), ch.Hello()...)
+	hello[6] |= 0x02
+	if _, s, err := ServerHandshake(ServerConfig{Static: &server}, hello); !errors.Is(err, ErrBadHello) || s != nil {
+		t.Fatalf("client flag 0x02: %v", err)
+	}
+	reply, _, err := ServerHandshake(ServerConfig{Static: &server}, ch.Hello())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply[1] |= 0x02
+	if _, _, err := ch.Finish(reply); !errors.Is(err, ErrBadHello) {
+		t.Fatalf("server flag 0x02: %v", err)
+	}
+}

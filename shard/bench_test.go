@@ -59,7 +59,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 			b.Fatal(err)
 		}
 		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
-		c.sess, c.authed, c.user, c.admitted = ss, true, user, false
+		c.sess, c.authed, c.user = ss, true, user
 		s.dir.register(user, c)
 		return c, cs
 	}

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -69,7 +70,6 @@ type conn struct {
 	// Owned by the reader goroutine.
 	log       *slog.Logger
 	fr        *proto.FrameReader
-	admitted  bool // holds a place in the gate
 	authed    bool
 	user      string // canonical; set before the conn is published in the directory
 	token     []byte // this session's token, for logout
@@ -78,6 +78,9 @@ type conn struct {
 
 	// Owned by the shard loop.
 	pending []pendingAck
+
+	// Guarded by the gate's mutex.
+	gateElem *list.Element // place among connections not logged in
 
 	// Guarded by wmu.
 	wmu     sync.Mutex
@@ -88,7 +91,7 @@ type conn struct {
 }
 
 func newConn(sh *Shard, nc net.Conn, ip string) *conn {
-	return &conn{sh: sh, set: sh.set, nc: nc, ip: ip, start: sh.set.opts.Now(), admitted: true}
+	return &conn{sh: sh, set: sh.set, nc: nc, ip: ip, start: sh.set.opts.Now()}
 }
 
 // run is the reader goroutine.
@@ -335,8 +338,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	}
 	c.authed, c.user, c.token = true, res.User, res.Token
 	c.log = c.logger().With("user", c.user)
-	c.admitted = false
-	c.set.gate.release(c.ip)
+	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
 	if old := c.set.dir.register(c.user, c); old != nil {
@@ -423,9 +425,7 @@ func (c *conn) cleanup() {
 	if c.fr != nil {
 		c.fr.Release()
 	}
-	if c.admitted {
-		c.set.gate.release(c.ip)
-	}
+	c.set.gate.release(c)
 	if c.authed {
 		c.set.dir.unregister(c.user, c)
 		c.logger().Info("logged out")

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"container/list"
 	"hash/maphash"
 	"sync"
 
@@ -69,14 +70,19 @@ func (d *directory) len() int {
 }
 
 // gate admits new connections: a per-address handshake token bucket and
-// caps on connections that have not logged in, in all and per address.
-// All checks are cheap and run before any key agreement.
+// caps on connections that have not logged in, per address and in all. All
+// checks are cheap and run before any key agreement. At the per-address cap
+// a new connection is refused; at the global cap the oldest connection that
+// has not logged in is closed to make room, so idle connections from many
+// addresses cannot lock out a client that completes its login in
+// milliseconds.
 type gate struct {
 	max, maxPerIP int
 	rate          *ratelimit.Limiter
-	mu            sync.Mutex
-	total         int
-	perIP         map[string]int
+
+	mu    sync.Mutex
+	order list.List // of *conn, oldest first
+	perIP map[string]int
 }
 
 func (g *gate) init(max, maxPerIP int, rate *ratelimit.Limiter) {
@@ -84,33 +90,47 @@ func (g *gate) init(max, maxPerIP int, rate *ratelimit.Limiter) {
 	g.perIP = make(map[string]int)
 }
 
-func (g *gate) admit(ip string) bool {
-	if !g.rate.Allow(ip) {
-		return false
+// admit records c as not logged in. It returns false if c must be refused,
+// and the connection evicted to make room, if any.
+func (g *gate) admit(c *conn) (ok bool, evicted *conn) {
+	if !g.rate.Allow(c.ip) {
+		return false, nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.total >= g.max || g.perIP[ip] >= g.maxPerIP {
-		return false
+	if g.perIP[c.ip] >= g.maxPerIP {
+		return false, nil
 	}
-	g.total++
-	g.perIP[ip]++
-	return true
+	if g.order.Len() >= g.max {
+		evicted = g.removeLocked(g.order.Front())
+	}
+	c.gateElem = g.order.PushBack(c)
+	g.perIP[c.ip]++
+	return true, evicted
 }
 
-func (g *gate) release(ip string) {
+// release removes c (at login or close); releasing twice is harmless.
+func (g *gate) release(c *conn) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.total--
-	if g.perIP[ip] <= 1 {
-		delete(g.perIP, ip)
-	} else {
-		g.perIP[ip]--
+	if c.gateElem != nil {
+		g.removeLocked(c.gateElem)
 	}
+}
+
+func (g *gate) removeLocked(e *list.Element) *conn {
+	c := g.order.Remove(e).(*conn)
+	c.gateElem = nil
+	if g.perIP[c.ip] <= 1 {
+		delete(g.perIP, c.ip)
+	} else {
+		g.perIP[c.ip]--
+	}
+	return c
 }
 
 func (g *gate) unauthenticated() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.total
+	return g.order.Len()
 }

@@ -48,9 +48,10 @@ type Options struct {
 	AckTimeout time.Duration
 
 	// MaxUnauth caps connections that have not logged in, in all; past it
-	// new connections are closed at once. If zero, 4096.
+	// the oldest of them is closed to make room. If zero, 4096.
 	MaxUnauth int
-	// MaxUnauthPerIP caps them per remote address. If zero, 256.
+	// MaxUnauthPerIP caps them per remote address; past it new connections
+	// are refused. If zero, 256.
 	MaxUnauthPerIP int
 	// HandshakeBurst and HandshakeEvery are the per-address handshake token
 	// bucket. If zero, a burst of 100 and one more every 20 ms (50/s).
@@ -135,7 +136,8 @@ type Set struct {
 // Stats are the set's counters.
 type Stats struct {
 	Accepted        atomic.Int64
-	Refused         atomic.Int64 // closed at admission (caps, handshake rate)
+	Refused         atomic.Int64 // closed at admission (per-address cap, handshake rate)
+	Evicted         atomic.Int64 // not logged in, closed to make room at the global cap
 	HandshakeFailed atomic.Int64
 	LoginsOK        atomic.Int64
 	LoginsFailed    atomic.Int64

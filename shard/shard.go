@@ -146,13 +146,22 @@ func (sh *Shard) handle(ev event, stopping bool) {
 func (sh *Shard) add(nc net.Conn, stopping bool) {
 	s := sh.set
 	s.Stats.Accepted.Add(1)
-	ip := remoteIP(nc)
-	if stopping || !s.gate.admit(ip) {
+	c := newConn(sh, nc, remoteIP(nc))
+	if stopping {
 		s.Stats.Refused.Add(1)
 		nc.Close()
 		return
 	}
-	c := newConn(sh, nc, ip)
+	ok, evicted := s.gate.admit(c)
+	if evicted != nil {
+		s.Stats.Evicted.Add(1)
+		evicted.abort()
+	}
+	if !ok {
+		s.Stats.Refused.Add(1)
+		nc.Close()
+		return
+	}
 	sh.mu.Lock()
 	sh.conns[c] = struct{}{}
 	sh.mu.Unlock()

@@ -119,8 +119,8 @@ func timeout() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 60*time.Second)
 }
 
-func notePin(c *client.Client, addr string) {
-	if c.Conn().PinnedNow() {
+func notePin(c *client.Client, addr string, wasPinned bool) {
+	if !wasPinned {
 		fmt.Fprintf(os.Stderr, "Pinned the key of %s: %s\n(compare it with the operator's 'securefastchat fingerprint')\n", addr, c.ServerKey().Fingerprint())
 	}
 }
@@ -133,18 +133,28 @@ func cmdSignup(args []string) error {
 	if cf.fs.NArg() != 0 {
 		return usagef("signup takes no arguments")
 	}
-	pw, err := password(true)
+	wasPinned, err := client.Pinned(*cf.home, *cf.server)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := timeout()
 	defer cancel()
+	// Check the name first, so nobody types a password twice for a taken name.
+	if ok, err := client.Available(ctx, cf.config(), *cf.user); err != nil {
+		return err
+	} else if !ok {
+		return proto.CodeUsernameTaken
+	}
+	pw, err := password(true)
+	if err != nil {
+		return err
+	}
 	c, err := client.Signup(ctx, cf.config(), *cf.user, pw)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	notePin(c, *cf.server)
+	notePin(c, *cf.server, wasPinned)
 	fmt.Printf("Signed up as %s. Identity key saved in %s\n", c.Display(), client.IdentityPath(*cf.home, c.User()))
 	return nil
 }
@@ -154,13 +164,17 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	wasPinned, err := client.Pinned(*cf.home, *cf.server)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := timeout()
 	defer cancel()
 	c, err := client.Login(ctx, cfg, *cf.user, pw)
 	if err != nil {
 		return nil, err
 	}
-	notePin(c, *cf.server)
+	notePin(c, *cf.server, wasPinned)
 	return c, nil
 }
 

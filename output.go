@@ -62,6 +62,10 @@ func describe(err error) string {
 	switch {
 	case errors.As(err, &kc):
 		return kc.Error()
+	case errors.Is(err, proto.ErrUnsupportedVersion):
+		return "the server speaks another protocol version than this client; upgrade the older of the two (" + err.Error() + ")"
+	case errors.Is(err, proto.ErrHandshakeFailed):
+		return err.Error() + " (the server's identity could not be confirmed; nothing was sent)"
 	case errors.Is(err, client.ErrConnect):
 		return err.Error() + " (is the server running, and is --server right?)"
 	case errors.Is(err, proto.CodeInvalidCredentials):

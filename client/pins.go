@@ -65,3 +65,9 @@ func addPin(path, addr string, k proto.PublicKey) error {
 	}
 	return nil
 }
+
+// Pinned reports whether a server key is pinned for addr in home.
+func Pinned(home, addr string) (bool, error) {
+	k, _, err := lookupPin(KnownServersPath(home), addr)
+	return k != nil, err
+}

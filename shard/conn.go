@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"securefastchat/internal/account"
@@ -67,8 +68,10 @@ type conn struct {
 	ip    string
 	start time.Time
 
+	// Any goroutine: the logger, with the user once logged in.
+	log atomic.Pointer[slog.Logger]
+
 	// Owned by the reader goroutine.
-	log       *slog.Logger
 	fr        *proto.FrameReader
 	authed    bool
 	user      string // canonical; set before the conn is published in the directory
@@ -92,6 +95,19 @@ type conn struct {
 
 func newConn(sh *Shard, nc net.Conn, ip string) *conn {
 	return &conn{sh: sh, set: sh.set, nc: nc, ip: ip, start: sh.set.opts.Now()}
+}
+
+// logger returns the connection's logger (made on first use, so a refused
+// connection costs none).
+func (c *conn) logger() *slog.Logger {
+	if l := c.log.Load(); l != nil {
+		return l
+	}
+	l := c.set.log.With("shard", c.sh.id, "remote", c.ip)
+	if c.log.CompareAndSwap(nil, l) {
+		return l
+	}
+	return c.log.Load()
 }
 
 // run is the reader goroutine.
@@ -126,13 +142,6 @@ func (c *conn) run() {
 			return
 		}
 	}
-}
-
-func (c *conn) logger() *slog.Logger {
-	if c.log == nil {
-		c.log = c.set.log.With("shard", c.sh.id, "remote", c.ip)
-	}
-	return c.log
 }
 
 func (c *conn) readFailed(err error) {
@@ -337,7 +346,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		return true
 	}
 	c.authed, c.user, c.token = true, res.User, res.Token
-	c.log = c.logger().With("user", c.user)
+	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))

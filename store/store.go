@@ -1,6 +1,6 @@
 // Package store keeps securefastchat's durable state in one bbolt file:
-// accounts with their password hashes and public end-to-end keys, and
-// session tokens. Its API speaks in its own types; no bbolt type leaks out,
+// accounts with their password hashes and public end-to-end keys, session
+// tokens, and the queues of ciphertext waiting for offline receivers. Its API speaks in its own types; no bbolt type leaks out,
 // so another backend can be added behind the same methods.
 //
 // Every write goes through a bbolt read-write transaction with fsync on
@@ -23,7 +23,7 @@ var (
 	bucketUsers    = []byte("users")    // canonical name -> user record
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
-	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta}
+	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs}
 )
 
 const schemaVersion = 1
@@ -148,7 +148,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 }
 
 func isRefusal(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrQueueFull)
 }
 
 // copyBytes copies a slice read from bbolt, which is valid only inside the

@@ -1,0 +1,191 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Op is one write for a Batcher: an enqueue, a dequeue, or neither (a
+// barrier: its Done runs once everything submitted before it is on disk).
+type Op struct {
+	// Put enqueues a message (with de-duplication and the queue limits).
+	Put *Queued
+	// DelUser and DelIDs dequeue delivered messages.
+	DelUser string
+	DelIDs  []uint64
+	// Done, if set, is called from the batcher's goroutine once the
+	// transaction holding the op has committed (or failed). It must not
+	// block.
+	Done func(Result)
+}
+
+// Result is the outcome of an Op.
+type Result struct {
+	ServerID uint64 // for Put: the id stored (the first one, for a repeat)
+	Dup      bool   // for Put: the (sender, msg_id) was stored before
+	Err      error  // nil, ErrQueueFull, or ErrUnavailable (nothing committed)
+}
+
+// BatcherOptions configure a Batcher.
+type BatcherOptions struct {
+	// Limits cap each receiver's queue.
+	Limits QueueLimits
+	// MaxBatch is the most ops in one transaction. If zero, 4096.
+	MaxBatch int
+	// Queue is the capacity of the submission channel. If zero, 16384.
+	Queue int
+}
+
+// Batcher is the store's group committer: one goroutine takes every
+// pending op and applies them in one read-write transaction, so many
+// writers share one fsync. Submit never waits for the disk.
+type Batcher struct {
+	s    *Store
+	o    BatcherOptions
+	ch   chan *Op
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	mu     sync.RWMutex // held for reading by Submit, for writing by Close
+	closed bool
+
+	// Counters.
+	commits, ops int64
+	commitTime   time.Duration
+	statsMu      sync.Mutex
+}
+
+// NewBatcher starts a group committer over s. Close stops it.
+func (s *Store) NewBatcher(o BatcherOptions) *Batcher {
+	if o.MaxBatch == 0 {
+		o.MaxBatch = 4096
+	}
+	if o.Queue == 0 {
+		o.Queue = 16384
+	}
+	b := &Batcher{s: s, o: o, ch: make(chan *Op, o.Queue), stop: make(chan struct{}), done: make(chan struct{})}
+	go b.loop()
+	return b
+}
+
+// Limits returns the queue limits in force.
+func (b *Batcher) Limits() QueueLimits { return b.o.Limits }
+
+// Submit queues op for the next commit. It waits only if the submission
+// channel is full (backpressure), and fails with ErrClosed after Close.
+func (b *Batcher) Submit(op *Op) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return ErrClosed
+	}
+	b.ch <- op
+	return nil
+}
+
+// Stats returns the number of commits and ops so far and the total time
+// spent committing.
+func (b *Batcher) Stats() (commits, ops int64, commitTime time.Duration) {
+	b.statsMu.Lock()
+	defer b.statsMu.Unlock()
+	return b.commits, b.ops, b.commitTime
+}
+
+// Close commits what was submitted and stops. It is idempotent.
+func (b *Batcher) Close() {
+	b.once.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		close(b.stop)
+	})
+	<-b.done
+}
+
+func (b *Batcher) loop() {
+	defer close(b.done)
+	batch := make([]*Op, 0, b.o.MaxBatch)
+	for {
+		select {
+		case op := <-b.ch:
+			batch = append(batch[:0], op)
+		case <-b.stop:
+			// Closed: nothing more can be submitted; drain and finish.
+			for {
+				select {
+				case op := <-b.ch:
+					b.commit(append(batch[:0], op))
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < b.o.MaxBatch {
+			select {
+			case op := <-b.ch:
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		b.commit(batch)
+	}
+}
+
+// update runs one transaction; a panic inside bbolt (a corrupt page) is
+// an error, not the end of the committer.
+func (b *Batcher) update(fn func(tx *bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: panic in transaction: %v", ErrCorrupt, r)
+		}
+	}()
+	return b.s.db.Update(fn)
+}
+
+func (b *Batcher) commit(batch []*Op) {
+	results := make([]Result, len(batch))
+	start := time.Now()
+	err := b.update(func(tx *bolt.Tx) error {
+		w := newWtx(tx)
+		for i, op := range batch {
+			results[i] = Result{}
+			if op.Put != nil {
+				id, dup, err := w.enqueue(op.Put, b.o.Limits)
+				if err != nil && !errors.Is(err, ErrQueueFull) {
+					return err
+				}
+				results[i] = Result{ServerID: id, Dup: dup, Err: err}
+			}
+			if op.DelUser != "" {
+				if _, err := w.dequeue(op.DelUser, op.DelIDs); err != nil {
+					return err
+				}
+			}
+		}
+		return w.finish()
+	})
+	d := time.Since(start)
+	if err != nil {
+		// Nothing in the batch was committed.
+		for i := range results {
+			results[i] = Result{Err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
+		}
+	}
+	b.statsMu.Lock()
+	b.commits++
+	b.ops += int64(len(batch))
+	b.commitTime += d
+	b.statsMu.Unlock()
+	for i, op := range batch {
+		if op.Done != nil {
+			op.Done(results[i])
+		}
+	}
+}

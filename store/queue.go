@@ -1,0 +1,356 @@
+package store
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Queue buckets.
+var (
+	bucketQueue  = []byte("queue")  // receiver -> bucket of server_id (u64 BE) -> queued record
+	bucketQStats = []byte("qstats") // receiver -> count u64 | bytes u64
+	bucketMsgIDs = []byte("msgids") // sender NUL msg_id -> server_id u64 | stored i64 | receiver
+	keyMaxID     = []byte("max_server_id")
+)
+
+// Queued is one message waiting in a receiver's queue: ciphertext and the
+// envelope the server needs to deliver it.
+type Queued struct {
+	ServerID uint64
+	To       string // canonical receiver
+	From     string // canonical sender
+	MsgID    [16]byte
+	Kind     uint8
+	Time     int64     // the server's stamp, unix ms
+	Stored   time.Time // when it entered the queue; expiry counts from here
+	Body     []byte
+}
+
+// size is what a record counts against its receiver's byte limit.
+func (q *Queued) size() int64 { return int64(len(q.Body) + len(q.From) + 64) }
+
+// queued record: version u8 (1) | time i64 | stored i64 | from str8 |
+// msg_id 16 | kind u8 | body (to the end)
+func (q *Queued) marshal() []byte {
+	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body))
+	b = append(b, 1)
+	b = binary.BigEndian.AppendUint64(b, uint64(q.Time))
+	b = binary.BigEndian.AppendUint64(b, uint64(q.Stored.UnixNano()))
+	b = append(b, byte(len(q.From)))
+	b = append(b, q.From...)
+	b = append(b, q.MsgID[:]...)
+	b = append(b, q.Kind)
+	return append(b, q.Body...)
+}
+
+func unmarshalQueued(to string, key, v []byte) (*Queued, error) {
+	if len(key) != 8 || len(v) < 18 || v[0] != 1 || len(v) < 18+int(v[17])+17 {
+		return nil, fmt.Errorf("%w: queued record for %s", ErrCorrupt, to)
+	}
+	n := int(v[17])
+	q := &Queued{
+		ServerID: binary.BigEndian.Uint64(key),
+		To:       to,
+		Time:     int64(binary.BigEndian.Uint64(v[1:])),
+		Stored:   time.Unix(0, int64(binary.BigEndian.Uint64(v[9:]))),
+		From:     string(v[18 : 18+n]),
+	}
+	copy(q.MsgID[:], v[18+n:])
+	q.Kind = v[18+n+16]
+	q.Body = copyBytes(v[18+n+17:])
+	return q, nil
+}
+
+func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+func msgIDKey(from string, id [16]byte) []byte {
+	k := append([]byte(from), 0)
+	return append(k, id[:]...)
+}
+
+// QueueLimits cap one receiver's queue. Zero fields mean no limit.
+type QueueLimits struct {
+	Count int64
+	Bytes int64
+}
+
+type qstats struct{ count, bytes int64 }
+
+func getStats(b *bolt.Bucket, user string) qstats {
+	v := b.Get([]byte(user))
+	if len(v) != 16 {
+		return qstats{}
+	}
+	return qstats{int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))}
+}
+
+func putStats(b *bolt.Bucket, user string, st qstats) error {
+	if st.count <= 0 {
+		return b.Delete([]byte(user))
+	}
+	v := binary.BigEndian.AppendUint64(nil, uint64(st.count))
+	return b.Put([]byte(user), binary.BigEndian.AppendUint64(v, uint64(max(st.bytes, 0))))
+}
+
+// wtx batches the bookkeeping of one write transaction: queue stats and
+// the highest server id are written once at the end, not per message.
+type wtx struct {
+	tx      *bolt.Tx
+	stats   map[string]*qstats
+	buckets map[string]*bolt.Bucket
+	maxID   uint64
+}
+
+func newWtx(tx *bolt.Tx) *wtx {
+	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}}
+}
+
+func (w *wtx) stat(user string) *qstats {
+	st := w.stats[user]
+	if st == nil {
+		v := getStats(w.tx.Bucket(bucketQStats), user)
+		st = &v
+		w.stats[user] = st
+	}
+	return st
+}
+
+func (w *wtx) queue(user string, create bool) (*bolt.Bucket, error) {
+	if b := w.buckets[user]; b != nil {
+		return b, nil
+	}
+	var b *bolt.Bucket
+	var err error
+	if create {
+		b, err = w.tx.Bucket(bucketQueue).CreateBucketIfNotExists([]byte(user))
+	} else {
+		b = w.tx.Bucket(bucketQueue).Bucket([]byte(user))
+	}
+	if b != nil {
+		w.buckets[user] = b
+	}
+	return b, err
+}
+
+// finish writes the aggregated bookkeeping.
+func (w *wtx) finish() error {
+	stats := w.tx.Bucket(bucketQStats)
+	for u, st := range w.stats {
+		if err := putStats(stats, u, *st); err != nil {
+			return err
+		}
+	}
+	meta := w.tx.Bucket(bucketMeta)
+	if v := meta.Get(keyMaxID); w.maxID > 0 && (len(v) != 8 || binary.BigEndian.Uint64(v) < w.maxID) {
+		return meta.Put(keyMaxID, idKey(w.maxID))
+	}
+	return nil
+}
+
+// enqueue adds q. A (sender, msg_id) already stored returns its server id
+// and dup; a full queue returns ErrQueueFull and changes nothing.
+func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
+	ids := w.tx.Bucket(bucketMsgIDs)
+	mk := msgIDKey(q.From, q.MsgID)
+	if v := ids.Get(mk); len(v) >= 8 {
+		return binary.BigEndian.Uint64(v), true, nil
+	}
+	st := w.stat(q.To)
+	if lim.Count > 0 && st.count+1 > lim.Count || lim.Bytes > 0 && st.bytes+q.size() > lim.Bytes {
+		return 0, false, ErrQueueFull
+	}
+	qb, err := w.queue(q.To, true)
+	if err != nil {
+		return 0, false, err
+	}
+	if err := qb.Put(idKey(q.ServerID), q.marshal()); err != nil {
+		return 0, false, err
+	}
+	rec := binary.BigEndian.AppendUint64(nil, q.ServerID)
+	rec = binary.BigEndian.AppendUint64(rec, uint64(q.Stored.UnixNano()))
+	if err := ids.Put(mk, append(rec, q.To...)); err != nil {
+		return 0, false, err
+	}
+	st.count++
+	st.bytes += q.size()
+	w.maxID = max(w.maxID, q.ServerID)
+	return q.ServerID, false, nil
+}
+
+// dequeue deletes delivered messages; missing ones are skipped.
+func (w *wtx) dequeue(user string, ids []uint64) (int, error) {
+	qb, _ := w.queue(user, false)
+	if qb == nil {
+		return 0, nil
+	}
+	st := w.stat(user)
+	n := 0
+	for _, id := range ids {
+		k := idKey(id)
+		v := qb.Get(k)
+		if v == nil {
+			continue
+		}
+		q, err := unmarshalQueued(user, k, v)
+		if err != nil {
+			return n, err
+		}
+		if err := qb.Delete(k); err != nil {
+			return n, err
+		}
+		st.count--
+		st.bytes -= q.size()
+		n++
+	}
+	return n, nil
+}
+
+// Enqueue stores messages in one transaction (tests and tools; the server
+// goes through a Batcher). It returns one error per message.
+func (s *Store) Enqueue(msgs []*Queued, lim QueueLimits) ([]error, error) {
+	errs := make([]error, len(msgs))
+	err := s.update(func(tx *bolt.Tx) error {
+		w := newWtx(tx)
+		for i, q := range msgs {
+			_, _, errs[i] = w.enqueue(q, lim)
+			if errs[i] != nil && errs[i] != ErrQueueFull {
+				return errs[i]
+			}
+		}
+		return w.finish()
+	})
+	return errs, err
+}
+
+// Dequeue deletes a receiver's delivered messages.
+func (s *Store) Dequeue(user string, ids []uint64) error {
+	return s.update(func(tx *bolt.Tx) error {
+		w := newWtx(tx)
+		if _, err := w.dequeue(user, ids); err != nil {
+			return err
+		}
+		return w.finish()
+	})
+}
+
+// Peek returns up to n of user's queued messages with server ids above
+// after, in server id order (the order they were accepted).
+func (s *Store) Peek(user string, after uint64, n int) ([]*Queued, error) {
+	var out []*Queued
+	err := s.db.View(func(tx *bolt.Tx) error {
+		qb := tx.Bucket(bucketQueue).Bucket([]byte(user))
+		if qb == nil {
+			return nil
+		}
+		c := qb.Cursor()
+		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
+			q, err := unmarshalQueued(user, k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, q)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// QueueLen returns how many messages and bytes wait for user.
+func (s *Store) QueueLen(user string) (count, bytes int64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		st := getStats(tx.Bucket(bucketQStats), user)
+		count, bytes = st.count, st.bytes
+		return nil
+	})
+	return
+}
+
+// MaxServerID returns the highest server id ever queued, so ids stay
+// increasing across restarts.
+func (s *Store) MaxServerID() (uint64, error) {
+	var id uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyMaxID); len(v) == 8 {
+			id = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return id, err
+}
+
+// Sweep deletes queued messages stored before cutoff, and the
+// de-duplication records of the same age, one receiver per transaction.
+// It returns how many messages it deleted.
+func (s *Store) Sweep(cutoff time.Time) (int, error) {
+	var users []string
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueue).ForEachBucket(func(k []byte) error {
+			users = append(users, string(k))
+			return nil
+		})
+	}); err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, u := range users {
+		var expired []uint64
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			qb := tx.Bucket(bucketQueue).Bucket([]byte(u))
+			if qb == nil {
+				return nil
+			}
+			return qb.ForEach(func(k, v []byte) error {
+				if len(v) >= 17 && int64(binary.BigEndian.Uint64(v[9:])) < cutoff.UnixNano() {
+					expired = append(expired, binary.BigEndian.Uint64(k))
+				}
+				return nil
+			})
+		}); err != nil {
+			return total, err
+		}
+		if len(expired) == 0 {
+			continue
+		}
+		var n int
+		err := s.update(func(tx *bolt.Tx) error {
+			// Re-check inside the write transaction: only what is still
+			// expired goes.
+			qb := tx.Bucket(bucketQueue).Bucket([]byte(u))
+			var still []uint64
+			for _, id := range expired {
+				if v := qb.Get(idKey(id)); len(v) >= 17 && int64(binary.BigEndian.Uint64(v[9:])) < cutoff.UnixNano() {
+					still = append(still, id)
+				}
+			}
+			w := newWtx(tx)
+			var err error
+			if n, err = w.dequeue(u, still); err != nil {
+				return err
+			}
+			return w.finish()
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketMsgIDs).Cursor()
+		for k, v := c.First(); k != nil; {
+			if len(v) >= 16 && int64(binary.BigEndian.Uint64(v[8:])) < cutoff.UnixNano() {
+				next := append([]byte(nil), k...)
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				k, v = c.Seek(next)
+				continue
+			}
+			k, v = c.Next()
+		}
+		return nil
+	})
+	return total, err
+}

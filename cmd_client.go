@@ -180,7 +180,7 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 
 func cmdSend(args []string) error {
 	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER TEXT... | --file PATH",
-		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it.")
+		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or, if they are away, once the server has stored it\non disk for them.")
 	to := cf.fs.String("to", "", "the receiver (required)")
 	file := cf.fs.String("file", "", "send this file instead of text")
 	if err := cf.parse(args); err != nil {
@@ -219,6 +219,10 @@ func cmdSend(args []string) error {
 	r, err := c.SendText(ctx, *to, text)
 	if err != nil {
 		return err
+	}
+	if r.Status == proto.StatusQueued {
+		fmt.Printf("Queued for %s (id %d): they are away; it will be delivered when they are back.\n", *to, r.ServerID)
+		return nil
 	}
 	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
 	return nil

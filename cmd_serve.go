@@ -18,6 +18,7 @@ import (
 	"securefastchat/internal/passwd"
 	"securefastchat/internal/server"
 	"securefastchat/shard"
+	"securefastchat/store"
 )
 
 // defaultDataDir is $XDG_DATA_HOME/securefastchat, or
@@ -45,6 +46,9 @@ func cmdServe(args []string) error {
 	maxUnauthIP := fs.Int("max-unauth-per-ip", 256, "connections that have not logged in, per address")
 	msgRate := fs.Duration("msg-every", time.Second, "one more text message per user allowed every DURATION (burst --msg-burst); 0 turns message limits off")
 	msgBurst := fs.Int("msg-burst", 60, "text messages a user may send at once")
+	retention := fs.Duration("retention", server.DefaultRetention, "how long a queued message waits for an offline receiver before it is deleted")
+	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
+	queueBytes := fs.Int64("queue-max-bytes", 100<<20, "bytes queued for one receiver, at most")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
@@ -59,6 +63,12 @@ func cmdServe(args []string) error {
 	}
 	if *shards < 1 {
 		return usagef("--shards must be at least 1")
+	}
+	if *retention < time.Minute {
+		return usagef("--retention must be at least a minute")
+	}
+	if *queueCount < 1 || *queueBytes < 64<<10 {
+		return usagef("--queue-max-messages must be at least 1 and --queue-max-bytes at least 65536")
 	}
 	params, err := passwd.ParseParams(*argon)
 	if err != nil {
@@ -80,10 +90,11 @@ func cmdServe(args []string) error {
 	}
 	srv, err := server.Start(server.Config{
 		DataDir: *data, Listen: *listen, Strategy: *strategy,
-		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc,
+		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
 		Shard: shard.Options{
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
 			MsgEvery: every, MsgBurst: *msgBurst,
+			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
 		},
 		Logger: logger,
 	})

@@ -78,10 +78,12 @@ func describe(err error) string {
 		return fmt.Sprintf("invalid password: use %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)
 	case errors.Is(err, proto.CodeNoSuchRecipient), errors.Is(err, proto.CodeNoSuchUser):
 		return "no such user on this server"
-	case errors.Is(err, proto.CodeRecipientOffline):
-		return "the receiver is not online; the message was not delivered (offline delivery is not available yet); try again later"
-	case errors.Is(err, proto.CodeRecipientBusy):
-		return "the receiver is not keeping up; the message was not delivered; try again"
+	case errors.Is(err, proto.CodeQueueFull):
+		return "the receiver's queue is full (they have been away a long time); the message was not accepted; try again later"
+	case errors.Is(err, proto.CodeStorageUnavailable):
+		return "the server could not store the message (its disk may be full); it was not accepted; try again later"
+	case errors.Is(err, proto.CodeRecipientOffline), errors.Is(err, proto.CodeRecipientBusy):
+		return "the message was not accepted; try again"
 	case errors.Is(err, proto.CodeRateLimited):
 		return "too many attempts; wait a while and retry"
 	case errors.Is(err, client.ErrBadIdentity):

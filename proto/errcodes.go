@@ -32,7 +32,8 @@ const (
 	CodeServerShuttingDown ErrorCode = 21 // the server is stopping; reconnect later
 	CodeUnsupportedFeature ErrorCode = 22 // a flag or kind this server does not accept
 	CodeSignupClosed       ErrorCode = 23 // the server takes no new accounts
-	CodeConnectionLimit    ErrorCode = 25 // too many connections
+	CodeConnectionLimit    ErrorCode = 24 // too many connections
+	CodeQueueFull          ErrorCode = 25 // the receiver's queue is at its limit; nothing queued was dropped
 )
 
 var codeNames = map[ErrorCode]string{
@@ -60,6 +61,7 @@ var codeNames = map[ErrorCode]string{
 	CodeUnsupportedFeature: "unsupported_feature",
 	CodeSignupClosed:       "signup_closed",
 	CodeConnectionLimit:    "connection_limit",
+	CodeQueueFull:          "recipient_queue_full",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

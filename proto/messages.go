@@ -65,6 +65,9 @@ const (
 const (
 	// StatusDelivered: the receiver's client acknowledged the message.
 	StatusDelivered uint8 = 1
+	// StatusQueued: the receiver is away or slow; the message is stored
+	// durably (fsynced) and will be delivered when the receiver is back.
+	StatusQueued uint8 = 2
 )
 
 // Close reasons.

@@ -550,9 +550,9 @@ func TestLoginStorm(t *testing.T) {
 	t.Logf("auth: 200 parallel wrong logins -> %v; max concurrent hashes %d; process RSS %d MiB", codes, s.Accounts.Hasher().MaxActive(), rssKiB()>>10)
 }
 
-// A receiver that stops reading, or never acks, is cut off: senders get a
-// refusal (never a false "delivered") and are never blocked; the shard
-// keeps serving everyone else.
+// A receiver that stops reading, or never acks, is cut off, and what was
+// sent to it is queued: senders get Sent(queued), never a false
+// "delivered", and are never blocked; the shard keeps serving everyone else.
 func TestSlowConsumer(t *testing.T) {
 	s := testserver.Start(t, func(c *server.Config) {
 		c.Limits.SignupBurst = 100
@@ -565,8 +565,8 @@ func TestSlowConsumer(t *testing.T) {
 	carol := testserver.Signup(t, s, "carol")
 	for _, mode := range []string{"never reads", "reads but never acks"} {
 		r := dialRaw(t, s)
-		r.signup("stuck" + fmt.Sprint(len(mode)))
 		stuck := "stuck" + fmt.Sprint(len(mode))
+		r.signup(stuck)
 		if mode == "reads but never acks" {
 			go io.Copy(io.Discard, r.nc)
 		}
@@ -575,7 +575,7 @@ func TestSlowConsumer(t *testing.T) {
 			n, size = 5, 1000 // fits every cap: only the ack timeout catches it
 		}
 		var wg sync.WaitGroup
-		var delivered, refused atomic.Int64
+		var delivered, queued atomic.Int64
 		start := time.Now()
 		for i := 0; i < n; i++ {
 			wg.Add(1)
@@ -583,13 +583,14 @@ func TestSlowConsumer(t *testing.T) {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				defer cancel()
-				_, err := alice.SendText(ctx, stuck, strings.Repeat("z", size))
-				if err == nil {
-					delivered.Add(1)
-				} else if errors.Is(err, proto.CodeRecipientBusy) || errors.Is(err, proto.CodeRecipientOffline) {
-					refused.Add(1)
-				} else {
+				rc, err := alice.SendText(ctx, stuck, strings.Repeat("z", size))
+				switch {
+				case err != nil:
 					t.Errorf("%s: %v", mode, err)
+				case rc.Status == proto.StatusQueued:
+					queued.Add(1)
+				default:
+					delivered.Add(1)
 				}
 			}()
 		}
@@ -599,11 +600,14 @@ func TestSlowConsumer(t *testing.T) {
 		}
 		<-carol.Messages()
 		wg.Wait()
-		if delivered.Load() != 0 || refused.Load() != int64(n) {
-			t.Fatalf("%s: delivered %d refused %d", mode, delivered.Load(), refused.Load())
+		if delivered.Load() != 0 || queued.Load() != int64(n) {
+			t.Fatalf("%s: delivered %d queued %d", mode, delivered.Load(), queued.Load())
 		}
 		expectClosed(t, r.nc, 5*time.Second)
-		t.Logf("%s: %d senders refused within %v", mode, n, time.Since(start).Round(time.Millisecond))
+		if c, _, _ := s.Store.QueueLen(stuck); c != int64(n) {
+			t.Fatalf("%s: %d messages in the queue, want %d", mode, c, n)
+		}
+		t.Logf("%s: %d sends queued within %v", mode, n, time.Since(start).Round(time.Millisecond))
 	}
 	if s.Set.Stats.SlowConsumers.Load() < 2 {
 		t.Fatalf("slow consumers counted: %d", s.Set.Stats.SlowConsumers.Load())

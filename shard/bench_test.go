@@ -42,7 +42,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 		b.Fatal(err)
 	}
 	static, _ := proto.NewKeyPair(rand.Reader)
-	s, err = New(Options{Shards: 2, Static: &static, Accounts: account.New(st, account.Options{Hasher: h}),
+	s, err = New(Options{Shards: 2, Static: &static, Accounts: account.New(st, account.Options{Hasher: h}), Store: st,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MsgEvery: -1})
 	if err != nil {
 		b.Fatal(err)
@@ -60,6 +60,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 		}
 		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
 		c.sess, c.authed, c.user = ss, true, user
+		c.backlog, c.barrier = false, false // logged in with an empty queue
 		s.dir.register(user, c)
 		return c, cs
 	}

@@ -80,7 +80,12 @@ type conn struct {
 	closeRecv bool   // the peer sent Close
 
 	// Owned by the shard loop.
-	pending []pendingAck
+	pending     []pendingAck
+	backlog     bool   // the store may hold messages for the user not yet fetched
+	barrier     bool   // waiting for the login barrier: deliver nothing yet
+	persisting  int    // messages for the user this loop sent to the committer, not yet committed
+	lastFetched uint64 // the highest server id fetched from the store
+	dead        bool   // gone has run
 
 	// Guarded by the gate's mutex.
 	gateElem *list.Element // place among connections not logged in
@@ -353,6 +358,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	if old := c.set.dir.register(c.user, c); old != nil {
 		old.closeGraceful(proto.CloseReplaced)
 	}
+	c.sh.post(event{kind: evLogin, c: c})
 	c.set.Stats.LoginsOK.Add(1)
 	c.logger().Info("logged in", "kind", loginKind(t))
 	return true
@@ -394,7 +400,7 @@ func (c *conn) sendDM(id uint32, body []byte) {
 	}
 	rc := c.set.dir.lookup(to)
 	if rc == nil {
-		c.recipientNotOnline(id, to)
+		c.queueForOffline(id, to, &m)
 		return
 	}
 	d := proto.Deliver{
@@ -411,16 +417,22 @@ func (c *conn) sendDM(id uint32, body []byte) {
 	}
 }
 
-func (c *conn) recipientNotOnline(id uint32, to []byte) {
+// queueForOffline stores a message for a receiver who is not connected;
+// the sender gets Sent(queued) once it is on disk.
+func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM) {
 	ok, err := c.set.opts.Accounts.Exists(c.user, string(to))
 	switch {
 	case err != nil:
 		c.replyFailure(id, err)
+		return
 	case !ok:
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
-	default:
-		c.replyErr(id, proto.CodeRecipientOffline, "the receiver is not connected")
+		return
 	}
+	now := c.set.opts.Now()
+	q := &store.Queued{To: string(to), From: c.user, Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
+	copy(q.MsgID[:], m.MsgID)
+	c.set.submitPut(q, c, id, nil)
 }
 
 // cleanup runs when the reader exits.

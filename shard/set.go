@@ -12,6 +12,7 @@ import (
 	"securefastchat/internal/account"
 	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/store"
 )
 
 // Options configure a Set. Zero fields take the documented defaults.
@@ -22,6 +23,11 @@ type Options struct {
 	Static *proto.KeyPair
 	// Accounts runs signup and login. Required.
 	Accounts *account.Service
+	// Store holds the receivers' queues. Required.
+	Store *store.Store
+	// QueueLimits cap each receiver's queue. Zero fields take 10,000
+	// messages and 100 MiB.
+	QueueLimits store.QueueLimits
 	// Logger receives the logs. If nil, slog.Default() is used.
 	Logger *slog.Logger
 
@@ -44,7 +50,8 @@ type Options struct {
 	// MaxUnacked caps deliveries waiting for one receiver's ack. If zero, 128.
 	MaxUnacked int
 	// AckTimeout disconnects a receiver that has left a delivery unacked
-	// this long (a stuck client). If zero, 30 s.
+	// this long (a stuck client); what it had not acknowledged is queued.
+	// If zero, 10 s.
 	AckTimeout time.Duration
 
 	// MaxUnauth caps connections that have not logged in, in all; past it
@@ -90,7 +97,13 @@ func (o *Options) setDefaults() {
 	def(&o.WriteTimeout, 10*time.Second)
 	defI(&o.MaxPending, 4<<20)
 	defI(&o.MaxUnacked, 128)
-	def(&o.AckTimeout, 30*time.Second)
+	def(&o.AckTimeout, 10*time.Second)
+	if o.QueueLimits.Count == 0 {
+		o.QueueLimits.Count = 10_000
+	}
+	if o.QueueLimits.Bytes == 0 {
+		o.QueueLimits.Bytes = 100 << 20
+	}
 	defI(&o.MaxUnauth, 4096)
 	defI(&o.MaxUnauthPerIP, 256)
 	defI(&o.HandshakeBurst, 100)
@@ -121,6 +134,7 @@ type Set struct {
 	gate     gate
 	msgs     *ratelimit.Limiter
 	msgBytes *ratelimit.Limiter
+	batcher  *store.Batcher // the group committer of the queues
 
 	// Lifecycle.
 	closing  atomic.Bool
@@ -143,6 +157,10 @@ type Stats struct {
 	LoginsFailed    atomic.Int64
 	Routed          atomic.Int64 // messages handed to a receiver's connection
 	Delivered       atomic.Int64 // messages acked by their receiver
+	Queued          atomic.Int64 // messages stored for a receiver who was away or slow
+	FromQueue       atomic.Int64 // messages delivered from the store
+	QueueFull       atomic.Int64 // messages refused: the receiver's queue was full
+	StoreErrors     atomic.Int64 // commits that failed (disk full, I/O)
 	SlowConsumers   atomic.Int64 // receivers cut off: queue full, write deadline or ack timeout
 	ProtocolErrors  atomic.Int64 // connections closed for a bad frame
 	Panics          atomic.Int64
@@ -150,8 +168,8 @@ type Stats struct {
 
 // New starts a Set's shards.
 func New(opts Options) (*Set, error) {
-	if opts.Static == nil || opts.Accounts == nil {
-		return nil, errors.New("shard: Options.Static and Options.Accounts are required")
+	if opts.Static == nil || opts.Accounts == nil || opts.Store == nil {
+		return nil, errors.New("shard: Options.Static, Options.Accounts and Options.Store are required")
 	}
 	opts.setDefaults()
 	s := &Set{opts: opts, log: opts.Logger}
@@ -161,7 +179,14 @@ func New(opts Options) (*Set, error) {
 		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
 		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)
 	}
-	s.nextServerID.Store(uint64(opts.Now().UnixNano()))
+	// Server ids only grow, across restarts too: start past the clock and
+	// past every id ever stored.
+	maxID, err := opts.Store.MaxServerID()
+	if err != nil {
+		return nil, err
+	}
+	s.nextServerID.Store(max(uint64(opts.Now().UnixNano()), maxID+1))
+	s.batcher = opts.Store.NewBatcher(store.BatcherOptions{Limits: opts.QueueLimits, NewID: s.newServerID})
 	for i := 0; i < opts.Shards; i++ {
 		sh := newShard(s, i)
 		s.shards = append(s.shards, sh)
@@ -212,16 +237,20 @@ func (s *Set) Shutdown(ctx context.Context) error {
 	})
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		for _, sh := range s.shards {
 			sh.forceClose()
 		}
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	// Every connection is gone and its unacknowledged deliveries were
+	// handed to the committer: commit them before the store closes.
+	s.batcher.Close()
+	return err
 }
 
 // go starts a goroutine the set waits for.

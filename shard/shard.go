@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"runtime/debug"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"securefastchat/proto"
+	"securefastchat/store"
 )
 
 type evKind uint8
@@ -18,6 +20,7 @@ const (
 	evRoute                   // a message for one of this shard's connections
 	evAck                     // a receiver acknowledged a delivery
 	evGone                    // a connection's reader has exited
+	evLogin                   // a connection logged in: deliver its queue first
 )
 
 // event is what goes over a shard's channel. It is passed by value and
@@ -25,7 +28,7 @@ const (
 type event struct {
 	kind     evKind
 	nc       net.Conn // evAdd
-	c        *conn    // evRoute, evAck: the receiver; evGone: the connection
+	c        *conn    // evRoute, evAck: the receiver; evGone, evLogin: the connection
 	from     *conn    // evRoute: the sender
 	reqID    uint32   // evRoute: the sender's request id
 	serverID uint64   // evRoute, evAck
@@ -38,13 +41,31 @@ type pendingAck struct {
 	serverID uint64
 	time     int64 // the server's stamp, unix ms
 	queued   time.Time
-	from     *conn
-	reqID    uint32
+	stored   bool    // it came from the store: the ack dequeues it
+	from     *conn   // direct only: the sender, who gets Sent on the ack
+	reqID    uint32  // direct only
+	buf      *[]byte // direct only: the Deliver plaintext, kept to persist it if the receiver goes away
 }
 
+// mail is a note from the committer to a shard loop; it goes through a
+// mutex-guarded mailbox so the committer never blocks on a shard.
+type mail struct {
+	c    *conn
+	kind mailKind
+}
+
+type mailKind uint8
+
+const (
+	mailBarrier   mailKind = iota + 1 // the login barrier has committed
+	mailCommitted                     // a message this loop persisted for c has committed
+	mailWake                          // something was queued for c's user: fetch
+)
+
 // inboxSize bounds each shard's channel. A full inbox makes senders'
-// readers wait (backpressure on their sockets); the shard loop itself never
-// sends on a channel, so shards cannot deadlock each other.
+// readers wait (backpressure on their sockets). The shard loop sends on
+// no shard's channel and the committer on none at all, so they cannot
+// deadlock each other.
 const inboxSize = 4096
 
 // Shard is one goroutine-backed shard.
@@ -53,6 +74,7 @@ type Shard struct {
 	set  *Set
 	id   int
 	in   chan event
+	kick chan struct{} // capacity 1: mail is waiting
 	stop chan struct{} // closed by Set.Shutdown
 	done chan struct{} // closed when the loop has returned
 
@@ -60,6 +82,10 @@ type Shard struct {
 	// forceClose reads.
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+
+	// Guarded by mailMu.
+	mailMu  sync.Mutex
+	mailbox []mail
 
 	// Owned by the loop.
 	scratch []byte
@@ -74,6 +100,7 @@ func newShard(s *Set, id int) *Shard {
 	return &Shard{
 		set: s, id: id,
 		in:      make(chan event, inboxSize),
+		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		conns:   make(map[*conn]struct{}),
@@ -109,6 +136,8 @@ func (sh *Shard) loop() {
 		select {
 		case ev := <-sh.in:
 			sh.handle(ev, stopping)
+		case <-sh.kick:
+			sh.readMail()
 		case <-tick.C:
 			sh.reapStuck()
 		case <-stop:
@@ -122,15 +151,17 @@ func (sh *Shard) loop() {
 	}
 }
 
-// handle processes one event. A panic is contained to the event: it is
-// counted and logged, and the shard goes on.
+// guard contains a panic to the event being handled: it is counted and
+// logged, and the shard goes on.
+func (sh *Shard) guard() {
+	if r := recover(); r != nil {
+		sh.set.Stats.Panics.Add(1)
+		sh.set.log.Error("shard: panic handling event", "shard", sh.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	}
+}
+
 func (sh *Shard) handle(ev event, stopping bool) {
-	defer func() {
-		if r := recover(); r != nil {
-			sh.set.Stats.Panics.Add(1)
-			sh.set.log.Error("shard: panic handling event", "shard", sh.id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		}
-	}()
+	defer sh.guard()
 	switch ev.kind {
 	case evAdd:
 		sh.add(ev.nc, stopping)
@@ -140,6 +171,8 @@ func (sh *Shard) handle(ev event, stopping bool) {
 		sh.ack(ev.c, ev.serverID)
 	case evGone:
 		sh.gone(ev.c)
+	case evLogin:
+		sh.login(ev.c)
 	}
 }
 
@@ -152,6 +185,9 @@ func (sh *Shard) add(nc net.Conn, stopping bool) {
 		nc.Close()
 		return
 	}
+	// Until its login has passed the committer barrier, anything routed to
+	// the connection is queued, so the queue keeps its order.
+	c.backlog, c.barrier = true, true
 	ok, evicted := s.gate.admit(c)
 	if evicted != nil {
 		s.Stats.Evicted.Add(1)
@@ -169,27 +205,81 @@ func (sh *Shard) add(nc net.Conn, stopping bool) {
 	s.goTracked(c.run)
 }
 
+// login starts a logged-in connection with its queue: a barrier through
+// the committer makes sure every message accepted for the user before now
+// is on disk, then the queue is delivered before anything new.
+func (sh *Shard) login(c *conn) {
+	err := sh.set.batcher.Submit(&store.Op{Done: func(store.Result) { sh.post2(mail{c: c, kind: mailBarrier}) }})
+	if err != nil {
+		c.barrier = false // shutting down: nothing more will commit
+	}
+}
+
+// route delivers a message to a connection of this shard, or queues it
+// when the receiver has a backlog, is full, slow or gone.
 func (sh *Shard) route(ev event) {
-	defer putMsgBuf(ev.buf)
 	rc := ev.c
-	if len(rc.pending) >= sh.set.opts.MaxUnacked {
-		sh.reply(ev.from, ev.reqID, proto.CodeRecipientBusy)
+	if rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
+		sh.persist(rc, ev.from, ev.reqID, ev.buf)
+		putMsgBuf(ev.buf)
 		return
 	}
 	if err := rc.enqueue(*ev.buf); err != nil {
-		code := proto.CodeRecipientOffline
-		if err == errSlowConsumer {
-			code = proto.CodeRecipientBusy
-		}
-		sh.reply(ev.from, ev.reqID, code)
+		sh.persist(rc, ev.from, ev.reqID, ev.buf)
+		putMsgBuf(ev.buf)
 		return
 	}
 	if len(rc.pending) == 0 {
 		sh.waiting[rc] = struct{}{}
 	}
-	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID})
+	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID, buf: ev.buf})
 	sh.msgs.Add(1)
 	sh.set.Stats.Routed.Add(1)
+}
+
+// persist queues a Deliver plaintext for rc's user through the committer;
+// the sender gets Sent(queued) once it is on disk.
+func (sh *Shard) persist(rc *conn, from *conn, reqID uint32, buf *[]byte) {
+	if rc.dead {
+		sh.set.persist(rc.user, *buf, from, reqID, nil)
+		return
+	}
+	rc.persisting++
+	rc.backlog = true
+	sh.set.persist(rc.user, *buf, from, reqID, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
+}
+
+// fetch delivers queued messages up to the unacked limit.
+func (sh *Shard) fetch(c *conn) {
+	if c.barrier || c.dead {
+		return
+	}
+	for c.backlog && len(c.pending) < sh.set.opts.MaxUnacked {
+		items, err := sh.set.opts.Store.Peek(c.user, c.lastFetched, sh.set.opts.MaxUnacked-len(c.pending))
+		if err != nil {
+			c.logger().Error("reading the queue", "err", err)
+			return
+		}
+		if len(items) == 0 {
+			if c.persisting == 0 {
+				c.backlog = false
+			}
+			return
+		}
+		for _, q := range items {
+			d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
+			sh.scratch = d.Append(sh.scratch[:0], 0)
+			if err := c.enqueue(sh.scratch); err != nil {
+				return // the connection is going; its queue stays for next time
+			}
+			if len(c.pending) == 0 {
+				sh.waiting[c] = struct{}{}
+			}
+			c.pending = append(c.pending, pendingAck{serverID: q.ServerID, time: q.Time, queued: sh.set.opts.Now(), stored: true})
+			c.lastFetched = q.ServerID
+			sh.set.Stats.FromQueue.Add(1)
+		}
+	}
 }
 
 func (sh *Shard) ack(rc *conn, serverID uint64) {
@@ -202,18 +292,31 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 			delete(sh.waiting, rc)
 		}
 		sh.set.Stats.Delivered.Add(1)
-		m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
-		sh.scratch = m.Append(sh.scratch[:0], p.reqID)
-		_ = p.from.enqueue(sh.scratch) // a sender that has gone needs no ack
+		if p.stored {
+			sh.set.dequeue(rc.user, p.serverID)
+		} else {
+			m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
+			sh.scratch = m.Append(sh.scratch[:0], p.reqID)
+			_ = p.from.enqueue(sh.scratch) // a sender that has gone needs no ack
+			putMsgBuf(p.buf)
+		}
+		if rc.backlog {
+			sh.fetch(rc)
+		}
 		return
 	}
 }
 
-// gone forgets a connection whose reader has exited; every delivery still
-// waiting for its ack is refused to its sender, who will retry.
+// gone forgets a connection whose reader has exited. Deliveries it had not
+// acknowledged are queued for its user (the queued ones are still there),
+// and their senders get Sent(queued) once they are on disk.
 func (sh *Shard) gone(c *conn) {
+	c.dead = true
 	for _, p := range c.pending {
-		sh.reply(p.from, p.reqID, proto.CodeRecipientOffline)
+		if !p.stored {
+			sh.set.persist(c.user, *p.buf, p.from, p.reqID, nil)
+			putMsgBuf(p.buf)
+		}
 	}
 	c.pending = nil
 	delete(sh.waiting, c)
@@ -223,8 +326,40 @@ func (sh *Shard) gone(c *conn) {
 	sh.nconns.Add(-1)
 }
 
+// post2 leaves mail for the loop without ever blocking.
+func (sh *Shard) post2(m mail) {
+	sh.mailMu.Lock()
+	sh.mailbox = append(sh.mailbox, m)
+	sh.mailMu.Unlock()
+	select {
+	case sh.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (sh *Shard) readMail() {
+	defer sh.guard()
+	sh.mailMu.Lock()
+	box := sh.mailbox
+	sh.mailbox = nil
+	sh.mailMu.Unlock()
+	for _, m := range box {
+		c := m.c
+		switch m.kind {
+		case mailBarrier:
+			c.barrier = false
+		case mailCommitted:
+			c.persisting--
+			c.backlog = true
+		case mailWake:
+			c.backlog = true
+		}
+		sh.fetch(c)
+	}
+}
+
 // reapStuck disconnects receivers whose oldest delivery has waited longer
-// than AckTimeout; their pending deliveries are refused when they are gone.
+// than AckTimeout; their pending deliveries are queued when they are gone.
 func (sh *Shard) reapStuck() {
 	now := sh.set.opts.Now()
 	for c := range sh.waiting {
@@ -275,4 +410,67 @@ func remoteIP(nc net.Conn) string {
 		return a.String()
 	}
 	return host
+}
+
+// persist queues a Deliver plaintext for user through the committer. The
+// sender (if any) gets Sent(queued) with the stored id once it is on disk,
+// or an error; then the user's current connection, if any, is told to
+// fetch, and after (if set) runs in the committer's goroutine.
+func (s *Set) persist(user string, deliver []byte, from *conn, reqID uint32, after func()) {
+	_, _, body, _ := proto.ParseHeader(deliver)
+	var d proto.Deliver
+	if err := d.Parse(body); err != nil {
+		panic("shard: persisting a malformed Deliver: " + err.Error())
+	}
+	q := &store.Queued{To: user, From: string(d.From), Kind: d.Kind, Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...)}
+	copy(q.MsgID[:], d.MsgID)
+	s.submitPut(q, from, reqID, after)
+}
+
+// submitPut sends a Put to the committer with the reply to its sender.
+// Once it has committed, the receiver's current connection (whichever it
+// is by then) is told to fetch.
+func (s *Set) submitPut(q *store.Queued, from *conn, reqID uint32, after func()) {
+	err := s.batcher.Submit(&store.Op{Put: q, Done: func(r store.Result) {
+		s.persisted(q, r, from, reqID)
+		if after != nil {
+			after()
+		}
+		if r.Err == nil {
+			if rc := s.dir.lookup([]byte(q.To)); rc != nil {
+				rc.sh.post2(mail{c: rc, kind: mailWake})
+			}
+		}
+	}})
+	if err != nil && from != nil {
+		from.replyErr(reqID, proto.CodeServerShuttingDown, "the server is shutting down; retry")
+	}
+}
+
+// persisted answers the sender of a queued message.
+func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint32) {
+	switch {
+	case r.Err == nil:
+		s.Stats.Queued.Add(1)
+		if from != nil {
+			m := proto.Sent{ServerID: r.ServerID, Time: q.Time, Status: proto.StatusQueued}
+			_ = from.enqueue(m.Append(nil, reqID))
+		}
+	case errors.Is(r.Err, store.ErrQueueFull):
+		s.Stats.QueueFull.Add(1)
+		if from != nil {
+			from.replyErr(reqID, proto.CodeQueueFull, "the receiver's queue is full; nothing was lost, retry later")
+		}
+	default:
+		s.Stats.StoreErrors.Add(1)
+		s.log.Error("queueing a message failed", "err", r.Err)
+		if from != nil {
+			from.replyErr(reqID, proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
+		}
+	}
+}
+
+// dequeue removes a delivered message from the store (batched).
+func (s *Set) dequeue(user string, id uint64) {
+	_ = s.batcher.Submit(&store.Op{DelUser: user, DelIDs: []uint64{id}})
 }

@@ -38,6 +38,11 @@ type BatcherOptions struct {
 	MaxBatch int
 	// Queue is the capacity of the submission channel. If zero, 16384.
 	Queue int
+	// NewID assigns server ids to enqueued messages at commit time, so a
+	// queue's order is the order of commits and a reader that has seen
+	// every id up to N never misses a later commit. If nil, Put keeps the
+	// ServerID it carries.
+	NewID func() uint64
 }
 
 // Batcher is the store's group committer: one goroutine takes every
@@ -157,6 +162,9 @@ func (b *Batcher) commit(batch []*Op) {
 		for i, op := range batch {
 			results[i] = Result{}
 			if op.Put != nil {
+				if b.o.NewID != nil {
+					op.Put.ServerID = b.o.NewID()
+				}
 				id, dup, err := w.enqueue(op.Put, b.o.Limits)
 				if err != nil && !errors.Is(err, ErrQueueFull) {
 					return err

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync/atomic"
+	"time"
 
 	"securefastchat/balancer"
 	"securefastchat/internal/account"
@@ -44,9 +46,18 @@ type Config struct {
 	// Shard configures the shard set; Static, Accounts and Logger are
 	// filled in here.
 	Shard shard.Options
+	// Retention is how long a queued message waits for its receiver
+	// before the sweeper deletes it. If zero, 7 days.
+	Retention time.Duration
+	// SweepEvery is how often the sweeper runs (it also runs at start).
+	// If zero, one hour.
+	SweepEvery time.Duration
 	// Logger receives the logs. If nil, slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultRetention is how long queued messages are kept by default.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // Server is a running server.
 type Server struct {
@@ -56,9 +67,16 @@ type Server struct {
 	Balancer *balancer.Balancer
 	Key      *proto.KeyPair
 
+	// Expired counts queued messages the sweeper deleted.
+	Expired atomic.Int64
+
 	ln      net.Listener
 	log     *slog.Logger
 	serveCh chan error
+	cfg     Config
+
+	sweepStop chan struct{}
+	sweepDone chan struct{}
 }
 
 // Start opens the store, loads or creates the server key, starts the shards
@@ -78,6 +96,15 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	if cfg.Argon2 == (passwd.Params{}) {
 		cfg.Argon2 = passwd.Default
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.SweepEvery == 0 {
+		cfg.SweepEvery = time.Hour
+	}
+	if cfg.Shard.Now == nil {
+		cfg.Shard.Now = time.Now
 	}
 	strat, err := balancer.ParseStrategy(cfg.Strategy)
 	if err != nil {
@@ -108,7 +135,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	}()
 	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now})
 	so := cfg.Shard
-	so.Static, so.Accounts, so.Logger = key, acc, cfg.Logger
+	so.Static, so.Accounts, so.Store, so.Logger = key, acc, st, cfg.Logger
 	set, err := shard.New(so)
 	if err != nil {
 		return nil, err
@@ -120,11 +147,14 @@ func Start(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
-	s := &Server{Store: st, Accounts: acc, Set: set, Key: key, ln: ln, log: cfg.Logger, serveCh: make(chan error, 1)}
+	s := &Server{Store: st, Accounts: acc, Set: set, Key: key, ln: ln, log: cfg.Logger, serveCh: make(chan error, 1), cfg: cfg,
+		sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
+	s.Sweep() // before serving: nothing expired is ever delivered
+	go s.sweeper()
 	s.Balancer = balancer.New(set, strat, cfg.Logger)
 	go func() { s.serveCh <- s.Balancer.Serve(ln) }()
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "shards", set.Len(), "strategy", strat.Name(),
-		"argon2", cfg.Argon2.String(), "data", cfg.DataDir, "fingerprint", key.Public.Fingerprint())
+		"argon2", cfg.Argon2.String(), "data", cfg.DataDir, "retention", cfg.Retention.String(), "fingerprint", key.Public.Fingerprint())
 	return s, nil
 }
 
@@ -139,10 +169,41 @@ func (s *Server) Done() <-chan error { return s.serveCh }
 // waits for in-flight work and closes the store. It is safe to call once.
 func (s *Server) Shutdown(ctx context.Context) error {
 	_ = s.Balancer.Close()
+	close(s.sweepStop)
+	<-s.sweepDone
 	err := s.Set.Shutdown(ctx)
 	if cerr := s.Store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
 	s.log.Info("stopped")
 	return err
+}
+
+// Sweep deletes queued messages older than the retention and logs how
+// many it deleted. It returns that number.
+func (s *Server) Sweep() int {
+	cutoff := s.cfg.Shard.Now().Add(-s.cfg.Retention)
+	n, err := s.Store.Sweep(cutoff)
+	if err != nil {
+		s.log.Error("expiry sweep failed", "err", err)
+	}
+	if n > 0 || err != nil {
+		s.log.Info("expiry sweep", "expired", n, "retention", s.cfg.Retention.String())
+	}
+	s.Expired.Add(int64(n))
+	return n
+}
+
+func (s *Server) sweeper() {
+	defer close(s.sweepDone)
+	t := time.NewTicker(s.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.Sweep()
+		case <-s.sweepStop:
+			return
+		}
+	}
 }

@@ -48,6 +48,12 @@ type Config struct {
 	PingInterval time.Duration
 	// Messages is the capacity of the Messages channel. If zero, 256.
 	Messages int
+	// NoReconnect turns off reconnecting by itself when the connection
+	// drops.
+	NoReconnect bool
+	// OnConnection, if set, is called when the connection drops (up false,
+	// with the reason) and when it is back (up true).
+	OnConnection func(up bool, err error)
 }
 
 func (c *Config) setDefaults() error {
@@ -95,9 +101,11 @@ type Client struct {
 	id       *Identity
 	contacts *contacts
 
-	mu    sync.Mutex
-	conn  *Conn
-	token []byte
+	mu       sync.Mutex
+	conn     *Conn
+	token    []byte
+	changed  chan struct{} // closed when conn is replaced
+	fatalErr error         // why reconnecting stopped for good
 
 	msgs   chan *Message
 	recv   *receiver
@@ -205,10 +213,16 @@ func newClient(cfg Config, canon string, id *Identity, conn *Conn, ok *proto.Log
 	c := &Client{
 		cfg: cfg, user: canon, display: string(ok.User), id: id, contacts: ct,
 		conn: conn, token: append([]byte(nil), ok.Token...),
-		msgs: make(chan *Message, cfg.Messages),
-		stop: make(chan struct{}),
+		changed: make(chan struct{}),
+		msgs:    make(chan *Message, cfg.Messages),
+		stop:    make(chan struct{}),
 	}
-	c.recv = newReceiver(c)
+	seen, err := openSeenLog(filepath.Join(UserDir(cfg.Home, canon), "seen"))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c.recv = newReceiver(c, seen)
 	c.startConn(conn)
 	return c, nil
 }
@@ -220,6 +234,13 @@ func (c *Client) startConn(conn *Conn) {
 		defer c.wg.Done()
 		c.recv.run(conn)
 	}()
+	if !c.cfg.NoReconnect {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.supervise(conn)
+		}()
+	}
 	if c.cfg.PingInterval > 0 {
 		c.wg.Add(1)
 		go func() {
@@ -286,10 +307,88 @@ func (c *Client) Reconnect(ctx context.Context) error {
 	c.mu.Lock()
 	old := c.conn
 	c.conn = conn
+	close(c.changed)
+	c.changed = make(chan struct{})
 	c.mu.Unlock()
 	old.Close()
 	c.startConn(conn)
+	if c.cfg.OnConnection != nil {
+		c.cfg.OnConnection(true, nil)
+	}
 	return nil
+}
+
+// supervise waits for conn to end and, unless the client is closing or
+// the server said this login was replaced, reconnects with backoff.
+func (c *Client) supervise(conn *Conn) {
+	select {
+	case <-conn.Done():
+	case <-c.stop:
+		return
+	}
+	if c.Conn() != conn {
+		return // replaced by Reconnect already
+	}
+	err := conn.Err()
+	var ce *ClosedError
+	if errors.As(err, &ce) && ce.Reason == proto.CloseReplaced || errors.Is(err, ErrClosed) {
+		return
+	}
+	if c.cfg.OnConnection != nil {
+		c.cfg.OnConnection(false, err)
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(backoff):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Reconnect(ctx)
+		cancel()
+		if err == nil {
+			return // the new connection has its own supervisor
+		}
+		if errors.Is(err, proto.CodeInvalidToken) || errors.Is(err, ErrServerKeyChanged) || errors.Is(err, proto.ErrUnsupportedVersion) {
+			c.mu.Lock()
+			c.fatalErr = err
+			close(c.changed)
+			c.changed = make(chan struct{})
+			c.mu.Unlock()
+			if c.cfg.OnConnection != nil {
+				c.cfg.OnConnection(false, err)
+			}
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// waitReconnect waits until the connection is no longer old (or ctx ends,
+// or reconnecting has failed for good).
+func (c *Client) waitReconnect(ctx context.Context, old *Conn) error {
+	for {
+		c.mu.Lock()
+		cur, ch, fatal := c.conn, c.changed, c.fatalErr
+		c.mu.Unlock()
+		if fatal != nil {
+			return fatal
+		}
+		if cur != old {
+			return nil
+		}
+		if c.cfg.NoReconnect {
+			return old.Err()
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.stop:
+			return ErrClosed
+		}
+	}
 }
 
 // Logout revokes the session token and closes the connection.
@@ -384,6 +483,25 @@ func (c *Client) SendText(ctx context.Context, to, text string) (*Receipt, error
 }
 
 func (c *Client) sendBody(ctx context.Context, to string, kind uint8, body []byte) (*Receipt, error) {
+	out, err := c.Prepare(ctx, to, kind, body)
+	if err != nil {
+		return nil, err
+	}
+	return c.Send(ctx, out)
+}
+
+// Outgoing is a message sealed for its receiver and not yet acknowledged.
+// Sending it again sends the same bytes with the same msg_id, so the
+// server and the receiver drop the repeat.
+type Outgoing struct {
+	To    string // canonical
+	MsgID []byte
+	Kind  uint8
+	body  []byte // sealed
+}
+
+// Prepare seals body for user (a proto.Kind* message).
+func (c *Client) Prepare(ctx context.Context, to string, kind uint8, body []byte) (*Outgoing, error) {
 	pk, err := c.PeerKeys(ctx, to)
 	if err != nil {
 		return nil, err
@@ -401,8 +519,31 @@ func (c *Client) sendBody(ctx context.Context, to string, kind uint8, body []byt
 	if err != nil {
 		return nil, err
 	}
-	m := proto.SendDM{To: []byte(pk.User), MsgID: msgID, Kind: kind, Body: sealed}
-	t, rb, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	return &Outgoing{To: pk.User, MsgID: msgID, Kind: kind, body: sealed}, nil
+}
+
+// Send sends a prepared message and waits for the server's Sent: the
+// receiver's client has it, or the server has stored it on disk. If the
+// connection drops first, it waits for the client to reconnect and sends
+// the same message again, until ctx ends.
+func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
+	m := proto.SendDM{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
+	var t proto.MsgType
+	var rb []byte
+	var err error
+	for {
+		conn := c.Conn()
+		t, rb, err = conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		var re *proto.RemoteError
+		retry := errors.Is(err, ErrConnectionLost) ||
+			errors.As(err, &re) && re.Code == proto.CodeServerShuttingDown
+		if !retry || ctx.Err() != nil {
+			break
+		}
+		if werr := c.waitReconnect(ctx, conn); werr != nil {
+			return nil, fmt.Errorf("%w (reconnecting: %v)", err, werr)
+		}
+	}
 	if err := expect(t, proto.TSent, err); err != nil {
 		return nil, err
 	}

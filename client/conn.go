@@ -365,6 +365,12 @@ func (c *Conn) Ping(ctx context.Context) error {
 // to speak the protocol directly.
 func (c *Conn) SendRaw(msg []byte) error { return c.send(msg) }
 
+// Abort drops the connection without a Close frame, as a crash would.
+func (c *Conn) Abort() {
+	c.fail(ErrClosed)
+	<-c.readerDone
+}
+
 // Close sends Close and closes the connection.
 func (c *Conn) Close() error {
 	select {

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,30 +37,28 @@ type ReceivedFile struct {
 	Size int64
 }
 
-// seenMax bounds the message ids remembered for de-duplication.
-const seenMax = 100_000
-
 // maxOpenFiles bounds files being received at once; the oldest is dropped.
 const maxOpenFiles = 32
 
 // receiver opens deliveries, checks them, drops repeats, assembles files
 // and hands messages to the application.
 type receiver struct {
-	c *Client
+	c    *Client
+	seen *seenLog
 
 	mu    sync.Mutex
-	seen  map[string]struct{} // sender NUL msg_id
-	order []string
 	files map[[proto.MsgIDLen]byte]*incomingFile
 }
 
-func newReceiver(c *Client) *receiver {
-	return &receiver{c: c, seen: map[string]struct{}{}, files: map[[proto.MsgIDLen]byte]*incomingFile{}}
+func newReceiver(c *Client, seen *seenLog) *receiver {
+	removeStalePartials(c.cfg.OutDir)
+	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}}
 }
 
 // run serves one connection's deliveries until it ends or the client stops.
 // Each delivery is acknowledged once it has been handed to the application
-// (or rejected for good), never before; the acks of a burst go in one frame.
+// (or rejected for good) and recorded in the seen log on disk, never
+// before; the acks of a burst go in one frame, after one fsync.
 func (r *receiver) run(conn *Conn) {
 	ch := conn.Deliveries()
 	acks := make([]uint64, 0, proto.MaxAckIDs)
@@ -78,6 +77,10 @@ func (r *receiver) run(conn *Conn) {
 		}
 		acks = append(acks, d.ServerID)
 		if len(ch) == 0 || len(acks) == proto.MaxAckIDs {
+			if err := errors.Join(r.syncFiles(), r.seen.sync()); err != nil {
+				conn.fail(err) // not durable: do not ack; it comes again
+				return
+			}
 			_ = conn.Ack(acks...)
 			acks = acks[:0]
 		}
@@ -111,8 +114,8 @@ func (r *receiver) open(d *proto.Deliver) (*Message, error) {
 	if string(in.From) != from || string(in.To) != r.c.user || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != d.Kind {
 		return nil, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
 	}
-	if r.isDup(from + "\x00" + string(in.MsgID)) {
-		return nil, nil
+	if r.seen.has(from, in.MsgID) {
+		return nil, nil // a redelivery or a resend: shown once already
 	}
 	msg := &Message{
 		ServerID: d.ServerID, From: from, To: r.c.user, Kind: in.Kind,
@@ -122,11 +125,16 @@ func (r *receiver) open(d *proto.Deliver) (*Message, error) {
 	switch in.Kind {
 	case proto.KindText:
 		msg.Text = string(in.Body)
+		r.seen.add(from, in.MsgID)
 		return msg, nil
 	case proto.KindFile:
 		f, err := r.fileChunk(from, in.Body)
-		if err != nil || f == nil {
+		if err != nil {
 			return nil, err
+		}
+		r.seen.add(from, in.MsgID)
+		if f == nil {
+			return nil, nil // more chunks to come
 		}
 		msg.File = f
 		return msg, nil
@@ -134,32 +142,75 @@ func (r *receiver) open(d *proto.Deliver) (*Message, error) {
 	return nil, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
 }
 
-func (r *receiver) isDup(key string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.seen[key]; ok {
-		return true
-	}
-	r.seen[key] = struct{}{}
-	r.order = append(r.order, key)
-	if len(r.order) > seenMax {
-		delete(r.seen, r.order[0])
-		r.order = r.order[1:]
-	}
-	return false
+// incomingFile is a file being assembled in OutDir as
+// .incoming-<file id>.part, with its header and the chunks received so far
+// in .incoming-<file id>.state. Both are synced before the chunks are
+// acknowledged, so a file resumes after the client restarts.
+type incomingFile struct {
+	id    [proto.MsgIDLen]byte
+	from  string
+	name  string
+	size  uint64
+	count uint32
+	got   []bool
+	n     uint32
+	f     *os.File
+	dirty bool
 }
 
-// incomingFile is a file being assembled in a temporary file in OutDir.
-type incomingFile struct {
-	from   string
-	name   string
-	size   uint64
-	count  uint32
-	got    []bool
-	n      uint32
-	f      *os.File
-	start  time.Time
-	closed bool
+func incomingPath(dir string, id [proto.MsgIDLen]byte, ext string) string {
+	return filepath.Join(dir, fmt.Sprintf(".incoming-%x.%s", id, ext))
+}
+
+// state: from \n name \n size \n count \n one character per chunk (0 or 1)
+func (f *incomingFile) state() []byte {
+	b := []byte(fmt.Sprintf("%s\n%s\n%d\n%d\n", f.from, f.name, f.size, f.count))
+	for _, g := range f.got {
+		if g {
+			b = append(b, '1')
+		} else {
+			b = append(b, '0')
+		}
+	}
+	return append(b, '\n')
+}
+
+// openIncoming reopens a partial file left by an earlier run, or starts one.
+func openIncoming(dir string, id [proto.MsgIDLen]byte, from, name string, size uint64, count uint32) (*incomingFile, error) {
+	f := &incomingFile{id: id, from: from, name: name, size: size, count: count, got: make([]bool, count)}
+	if st, err := os.ReadFile(incomingPath(dir, id, "state")); err == nil {
+		lines := strings.Split(string(st), "\n")
+		if len(lines) >= 5 && lines[0] == from && lines[1] == name && lines[2] == fmt.Sprint(size) && lines[3] == fmt.Sprint(count) && len(lines[4]) == int(count) {
+			for i, c := range lines[4] {
+				if c == '1' {
+					f.got[i] = true
+					f.n++
+				}
+			}
+		}
+	}
+	pf, err := os.OpenFile(incomingPath(dir, id, "part"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("client: receiving file: %w", err)
+	}
+	f.f = pf
+	return f, nil
+}
+
+// sync makes the chunks written so far durable, with the state that
+// lists them.
+func (f *incomingFile) sync(dir string) error {
+	if !f.dirty {
+		return nil
+	}
+	if err := f.f.Sync(); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(incomingPath(dir, f.id, "state"), f.state()); err != nil {
+		return err
+	}
+	f.dirty = false
+	return nil
 }
 
 func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
@@ -185,18 +236,18 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	}
 	var id [proto.MsgIDLen]byte
 	copy(id[:], ch.FileID)
+	dir := r.c.cfg.OutDir
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f := r.files[id]
 	if f == nil {
 		if len(r.files) >= maxOpenFiles {
-			r.dropOldestLocked()
+			r.closeOldestLocked()
 		}
-		tmp, err := os.CreateTemp(r.c.cfg.OutDir, ".incoming-*.part")
-		if err != nil {
-			return nil, fmt.Errorf("client: receiving file: %w", err)
+		var err error
+		if f, err = openIncoming(dir, id, from, name, ch.Size, ch.Count); err != nil {
+			return nil, err
 		}
-		f = &incomingFile{from: from, name: name, size: ch.Size, count: ch.Count, got: make([]bool, ch.Count), f: tmp, start: time.Now()}
 		r.files[id] = f
 	}
 	if f.from != from || f.name != name || f.size != ch.Size || f.count != ch.Count {
@@ -210,61 +261,85 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	}
 	f.got[ch.Index] = true
 	f.n++
+	f.dirty = true
 	if f.n < f.count {
 		return nil, nil
 	}
 	delete(r.files, id)
-	return f.finish(r.c.cfg.OutDir)
+	return f.finish(dir)
+}
+
+// syncFiles makes every partial file touched since the last call durable.
+func (r *receiver) syncFiles() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.files {
+		if err := f.sync(r.c.cfg.OutDir); err != nil {
+			return fmt.Errorf("client: receiving file: %w", err)
+		}
+	}
+	return nil
 }
 
 func (f *incomingFile) finish(dir string) (*ReceivedFile, error) {
-	tmp := f.f.Name()
-	if err := f.f.Truncate(int64(f.size)); err != nil {
-		f.abort()
-		return nil, err
-	}
-	if err := f.f.Sync(); err != nil {
-		f.abort()
-		return nil, err
+	part := f.f.Name()
+	err := f.f.Truncate(int64(f.size))
+	if err == nil {
+		err = f.f.Sync()
 	}
 	f.f.Close()
-	path, err := uniquePath(dir, f.name)
+	var path string
 	if err == nil {
-		err = os.Link(tmp, path)
+		if path, err = uniquePath(dir, f.name); err == nil {
+			err = os.Link(part, path)
+		}
 	}
-	os.Remove(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("client: saving file: %w", err)
 	}
+	os.Remove(part)
+	os.Remove(incomingPath(dir, f.id, "state"))
 	return &ReceivedFile{Name: f.name, Path: path, Size: int64(f.size)}, nil
 }
 
-func (f *incomingFile) abort() {
-	f.f.Close()
-	os.Remove(f.f.Name())
-}
-
-func (r *receiver) dropOldestLocked() {
-	var oldest [proto.MsgIDLen]byte
-	var t time.Time
+// closeOldestLocked closes (but keeps on disk) one partial file to bound
+// open files; it is reopened if more of it arrives.
+func (r *receiver) closeOldestLocked() {
 	for id, f := range r.files {
-		if t.IsZero() || f.start.Before(t) {
-			oldest, t = id, f.start
-		}
-	}
-	if f := r.files[oldest]; f != nil {
-		f.abort()
-		delete(r.files, oldest)
+		_ = f.sync(r.c.cfg.OutDir)
+		f.f.Close()
+		delete(r.files, id)
+		return
 	}
 }
 
-// close removes partial files.
+// close closes the seen log and the partial files, which stay on disk to
+// be resumed.
 func (r *receiver) close() {
+	r.seen.close()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, f := range r.files {
-		f.abort()
+		_ = f.sync(r.c.cfg.OutDir)
+		f.f.Close()
 		delete(r.files, id)
+	}
+}
+
+// removeStalePartials deletes partial files older than anything the server
+// could still deliver.
+func removeStalePartials(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".incoming-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > seenKeep {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
 	}
 }
 

@@ -205,6 +205,9 @@ func (s *Set) Len() int { return len(s.shards) }
 // Shard returns shard i.
 func (s *Set) Shard(i int) *Shard { return s.shards[i] }
 
+// Batcher returns the group committer of the queues.
+func (s *Set) Batcher() *store.Batcher { return s.batcher }
+
 // Online returns how many users are logged in.
 func (s *Set) Online() int { return s.dir.len() }
 

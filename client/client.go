@@ -289,6 +289,10 @@ func (c *Client) Conn() *Conn {
 // ServerKey returns the server's key.
 func (c *Client) ServerKey() proto.PublicKey { return c.Conn().ServerKey() }
 
+// DuplicatesDropped returns how many received messages were repeats
+// (redeliveries or resends) dropped before the application saw them.
+func (c *Client) DuplicatesDropped() int64 { return c.recv.dups.Load() }
+
 // Messages returns decrypted, verified messages. It is closed by Close.
 func (c *Client) Messages() <-chan *Message { return c.msgs }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"securefastchat/proto"
@@ -45,6 +46,7 @@ const maxOpenFiles = 32
 type receiver struct {
 	c    *Client
 	seen *seenLog
+	dups atomic.Int64 // repeats dropped before the application saw them
 
 	mu    sync.Mutex
 	files map[[proto.MsgIDLen]byte]*incomingFile
@@ -63,7 +65,7 @@ func (r *receiver) run(conn *Conn) {
 	ch := conn.Deliveries()
 	acks := make([]uint64, 0, proto.MaxAckIDs)
 	for d := range ch {
-		msg, err := r.open(d)
+		msg, seen, err := r.open(d)
 		if err != nil {
 			if r.c.cfg.OnReject != nil {
 				r.c.cfg.OnReject(string(d.From), err)
@@ -72,8 +74,13 @@ func (r *receiver) run(conn *Conn) {
 			select {
 			case r.c.msgs <- msg:
 			case <-r.c.stop:
-				return
+				return // not handed over: not seen, not acknowledged
 			}
+		}
+		// Only now is it the application's: remember it, so a redelivery
+		// or a resend is dropped.
+		if seen {
+			r.seen.add(string(d.From), d.MsgID)
 		}
 		acks = append(acks, d.ServerID)
 		if len(ch) == 0 || len(acks) == proto.MaxAckIDs {
@@ -87,13 +94,16 @@ func (r *receiver) run(conn *Conn) {
 	}
 }
 
-func (r *receiver) open(d *proto.Deliver) (*Message, error) {
+// open opens and checks a delivery. seen reports that it was opened and
+// must be remembered once handed over (a file chunk is handed over when it
+// is written).
+func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	from := string(d.From)
 	pk, err := r.c.PeerKeys(ctx, from)
 	if err != nil {
-		return nil, fmt.Errorf("%w: sender keys: %v", ErrRejected, err)
+		return nil, false, fmt.Errorf("%w: sender keys: %v", ErrRejected, err)
 	}
 	plain, err := proto.OpenBody(nil, d.Body, pk.shared)
 	if err != nil && !pk.Changed {
@@ -104,18 +114,19 @@ func (r *receiver) open(d *proto.Deliver) (*Message, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: does not open with %s's key", ErrRejected, from)
+		return nil, false, fmt.Errorf("%w: does not open with %s's key", ErrRejected, from)
 	}
 	var in proto.Inner
 	if err := in.Parse(plain); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRejected, err)
+		return nil, false, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
 	// The envelope is the server's word; the inner fields are the sender's.
 	if string(in.From) != from || string(in.To) != r.c.user || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != d.Kind {
-		return nil, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
+		return nil, false, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
 	}
 	if r.seen.has(from, in.MsgID) {
-		return nil, nil // a redelivery or a resend: shown once already
+		r.dups.Add(1)
+		return nil, false, nil // a redelivery or a resend: shown once already
 	}
 	msg := &Message{
 		ServerID: d.ServerID, From: from, To: r.c.user, Kind: in.Kind,
@@ -125,21 +136,19 @@ func (r *receiver) open(d *proto.Deliver) (*Message, error) {
 	switch in.Kind {
 	case proto.KindText:
 		msg.Text = string(in.Body)
-		r.seen.add(from, in.MsgID)
-		return msg, nil
+		return msg, true, nil
 	case proto.KindFile:
 		f, err := r.fileChunk(from, in.Body)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		r.seen.add(from, in.MsgID)
 		if f == nil {
-			return nil, nil // more chunks to come
+			return nil, true, nil // more chunks to come; this one is written
 		}
 		msg.File = f
-		return msg, nil
+		return msg, true, nil
 	}
-	return nil, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
+	return nil, false, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
 }
 
 // incomingFile is a file being assembled in OutDir as

@@ -24,8 +24,8 @@ import (
 
 // Limits are the throttles. The zero value of a field means its default.
 type Limits struct {
-	LoginBurst, SignupBurst, LookupBurst int
-	LoginEvery, SignupEvery, LookupEvery time.Duration
+	LoginBurst, SignupBurst, LookupBurst, ResumeBurst int
+	LoginEvery, SignupEvery, LookupEvery, ResumeEvery time.Duration
 	// FailuresBeforeThrottle failures per account within FailureWindow
 	// throttle the account for ThrottleFor.
 	FailuresBeforeThrottle int
@@ -38,6 +38,9 @@ var DefaultLimits = Limits{
 	LoginBurst: 20, LoginEvery: 3 * time.Second, // 20 a minute per address
 	SignupBurst: 6, SignupEvery: 30 * time.Second, // per address
 	LookupBurst: 100, LookupEvery: 9 * time.Second, // per user: 100 per 15 min
+	// Resumes spend no password hash and a 256-bit token cannot be guessed;
+	// after a restart every client behind one address reconnects at once.
+	ResumeBurst: 200, ResumeEvery: 50 * time.Millisecond,
 	FailuresBeforeThrottle: 10, FailureWindow: 15 * time.Minute, ThrottleFor: 15 * time.Minute,
 }
 
@@ -59,6 +62,7 @@ func (l Limits) withDefaults() Limits {
 		LoginBurst: pick(l.LoginBurst, d.LoginBurst), LoginEvery: pickD(l.LoginEvery, d.LoginEvery),
 		SignupBurst: pick(l.SignupBurst, d.SignupBurst), SignupEvery: pickD(l.SignupEvery, d.SignupEvery),
 		LookupBurst: pick(l.LookupBurst, d.LookupBurst), LookupEvery: pickD(l.LookupEvery, d.LookupEvery),
+		ResumeBurst: pick(l.ResumeBurst, d.ResumeBurst), ResumeEvery: pickD(l.ResumeEvery, d.ResumeEvery),
 		FailuresBeforeThrottle: pick(l.FailuresBeforeThrottle, d.FailuresBeforeThrottle),
 		FailureWindow:          pickD(l.FailureWindow, d.FailureWindow),
 		ThrottleFor:            pickD(l.ThrottleFor, d.ThrottleFor),
@@ -88,6 +92,7 @@ type Service struct {
 	now    func() time.Time
 
 	loginIP  *ratelimit.Limiter
+	resumeIP *ratelimit.Limiter
 	signupIP *ratelimit.Limiter
 	lookups  *ratelimit.Limiter
 	failures *ratelimit.Throttle
@@ -102,6 +107,7 @@ func New(st *store.Store, o Options) *Service {
 	return &Service{
 		st: st, hasher: o.Hasher, now: o.Now,
 		loginIP:  ratelimit.New(l.LoginBurst, l.LoginEvery, o.Now),
+		resumeIP: ratelimit.New(l.ResumeBurst, l.ResumeEvery, o.Now),
 		signupIP: ratelimit.New(l.SignupBurst, l.SignupEvery, o.Now),
 		lookups:  ratelimit.New(l.LookupBurst, l.LookupEvery, o.Now),
 		failures: ratelimit.NewThrottle(l.FailuresBeforeThrottle, l.FailureWindow, l.ThrottleFor, o.Now),
@@ -201,7 +207,7 @@ func (s *Service) Login(ctx context.Context, addr string, user, password []byte)
 
 // Resume checks a session token presented after a fresh handshake.
 func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
-	if !s.loginIP.Allow(addr) {
+	if !s.resumeIP.Allow(addr) {
 		return nil, proto.CodeRateLimited
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)

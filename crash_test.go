@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/store"
+)
+
+var crashRounds = flag.Int("crash.rounds", 10, "SIGKILL rounds in TestCrashLosesNothing (the nightly run uses 50)")
+
+// child is the server binary running as a child process.
+type child struct {
+	t    *testing.T
+	addr string
+	data string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+}
+
+func (c *child) start() time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	c.cmd = exec.Command(binPath, "serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
+		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0")
+	c.logs = &syncBuffer{}
+	c.cmd.Stderr = c.logs
+	if err := c.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if nc, err := net.Dial("tcp", c.addr); err == nil {
+			nc.Close()
+			return time.Since(start)
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("server did not restart:\n%s", c.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *child) kill() {
+	c.cmd.Process.Signal(syscall.SIGKILL)
+	c.cmd.Wait()
+}
+
+// TestCrashLosesNothing (F1) drives senders and receivers through the
+// client package against the real binary, kills the server with SIGKILL
+// at random moments, restarts it on the same data directory, and checks
+// that every message whose sender got an ack was received exactly once.
+func TestCrashLosesNothing(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	testStart := time.Now()
+	srv := &child{t: t, addr: addr, data: t.TempDir()}
+	srv.start()
+	defer srv.kill()
+
+	// Senders send until the kill rounds are over, at most perSender each.
+	const senders, receivers, perSender = 8, 4, 20000
+	kdf := client.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+	nextIP := 10
+	cfg := func() client.Config {
+		// Each client dials from its own loopback address, as users do.
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(nextIP))}
+		nextIP++
+		dial := func(ctx context.Context, a string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: src}
+			return d.DialContext(ctx, "tcp", a)
+		}
+		return client.Config{Addr: addr, Home: t.TempDir(), OutDir: t.TempDir(), KDF: kdf, PingInterval: -1, Dial: dial}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	// Receivers: half stay online, half come and go.
+	type recv struct {
+		name string
+		cfg  client.Config
+		mu   sync.Mutex
+		c    *client.Client
+		got  map[string]int
+		dups int64
+	}
+	var rs []*recv
+	for i := 0; i < receivers; i++ {
+		r := &recv{name: fmt.Sprintf("r%d", i), cfg: cfg(), got: map[string]int{}}
+		c, err := client.Signup(ctx, r.cfg, r.name, "receiver pass")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.c = c
+		rs = append(rs, r)
+	}
+	var wgRecv sync.WaitGroup
+	consume := func(r *recv, c *client.Client) {
+		defer wgRecv.Done()
+		for m := range c.Messages() {
+			r.mu.Lock()
+			r.got[m.Text]++
+			r.mu.Unlock()
+		}
+	}
+	for _, r := range rs {
+		wgRecv.Add(1)
+		go consume(r, r.c)
+	}
+
+	var sent, acked, failed atomic.Int64
+	var ackedMu sync.Mutex
+	ackedSet := map[string]string{} // text -> receiver
+	var wgSend sync.WaitGroup
+	stopSending := make(chan struct{})
+	for i := 0; i < senders; i++ {
+		c, err := client.Signup(ctx, cfg(), fmt.Sprintf("s%d", i), "sender pass")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wgSend.Add(1)
+		go func() {
+			defer wgSend.Done()
+			for j := 0; j < perSender; j++ {
+				select {
+				case <-stopSending:
+					return
+				default:
+				}
+				to := fmt.Sprintf("r%d", (i+j)%receivers)
+				text := fmt.Sprintf("s%d-%d", i, j)
+				sent.Add(1)
+				sctx, scancel := context.WithTimeout(ctx, time.Minute)
+				_, err := c.SendText(sctx, to, text)
+				scancel()
+				if err != nil {
+					if failed.Add(1) <= 3 {
+						t.Logf("send %s: %v", text, err)
+					}
+					continue
+				}
+				acked.Add(1)
+				ackedMu.Lock()
+				ackedSet[text] = to
+				ackedMu.Unlock()
+			}
+		}()
+	}
+
+	// Kill the server at random moments; toggle half the receivers.
+	checks := 0
+	var maxRestart time.Duration
+	sendersDone := make(chan struct{})
+	go func() { wgSend.Wait(); close(sendersDone) }()
+	for round := 0; round < *crashRounds; round++ {
+		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
+		if round%2 == 0 {
+			r := rs[receivers-1-round/2%2]
+			r.c.Close() // offline for a while
+		}
+		srv.kill()
+		st, err := store.Open(filepath.Join(srv.data, "securefastchat.db"), nil)
+		if err != nil {
+			t.Fatalf("round %d: store after kill: %v", round, err)
+		}
+		if err := st.Check(); err != nil {
+			t.Fatalf("round %d: bbolt check: %v", round, err)
+		}
+		st.Close()
+		checks++
+		if d := srv.start(); d > maxRestart {
+			maxRestart = d
+		}
+		if round%2 == 0 {
+			r := rs[receivers-1-round/2%2]
+			c, err := client.Login(ctx, r.cfg, r.name, "receiver pass")
+			if err != nil {
+				t.Fatalf("receiver back: %v", err)
+			}
+			r.mu.Lock()
+			r.dups += r.c.DuplicatesDropped()
+			r.c = c
+			r.mu.Unlock()
+			wgRecv.Add(1)
+			go consume(r, c)
+		}
+	}
+	t.Logf("%v: rounds done", time.Since(testStart))
+	close(stopSending)
+	<-sendersDone
+	t.Logf("%v: senders done", time.Since(testStart))
+
+	// Everything acked must arrive; wait for it.
+	deadline := time.Now().Add(20 * time.Second)
+	var lost, dupShown int
+	for {
+		lost, dupShown = 0, 0
+		ackedMu.Lock()
+		for text, to := range ackedSet {
+			r := rs[to[1]-'0']
+			r.mu.Lock()
+			n := r.got[text]
+			r.mu.Unlock()
+			if n == 0 {
+				lost++
+			}
+			if n > 1 {
+				dupShown++
+			}
+		}
+		ackedMu.Unlock()
+		if lost == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%v: all acked received (lost %d)", time.Since(testStart), lost)
+	if lost > 0 {
+		// Where are they? Stop the server and look in the store.
+		srv.kill()
+		st, err := store.Open(filepath.Join(srv.data, "securefastchat.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			n, _, _ := st.QueueLen(r.name)
+			q, _ := st.Peek(r.name, 0, 5)
+			var ids []uint64
+			for _, m := range q {
+				ids = append(ids, m.ServerID)
+			}
+			t.Logf("queue of %s: %d waiting; first ids %v", r.name, n, ids)
+		}
+		st.Close()
+		ackedMu.Lock()
+		shown := 0
+		for text, to := range ackedSet {
+			r := rs[to[1]-'0']
+			r.mu.Lock()
+			if r.got[text] == 0 && shown < 10 {
+				t.Logf("missing %s for %s", text, to)
+				shown++
+			}
+			r.mu.Unlock()
+		}
+		ackedMu.Unlock()
+	}
+	var received, rawDups int64
+	for _, r := range rs {
+		r.mu.Lock()
+		received += int64(len(r.got))
+		rawDups += r.dups + r.c.DuplicatesDropped()
+		r.mu.Unlock()
+		r.c.Close()
+	}
+	wgRecv.Wait()
+	t.Logf("%v: receivers closed", time.Since(testStart))
+	t.Logf("faults: F1 kill -9: %d rounds, sent %d, acked %d, send errors %d, received %d, lost %d, duplicates dropped by the client %d, duplicates shown %d; bbolt check %d/%d OK; slowest restart %v",
+		*crashRounds, sent.Load(), acked.Load(), failed.Load(), received, lost, rawDups, dupShown, checks, checks, maxRestart.Round(time.Millisecond))
+	if lost != 0 || dupShown != 0 {
+		t.Fatalf("lost %d, duplicates shown %d", lost, dupShown)
+	}
+	if acked.Load() != sent.Load() {
+		t.Errorf("%d sends never acknowledged", sent.Load()-acked.Load())
+	}
+	if maxRestart > 2*time.Second {
+		t.Errorf("a restart took %v", maxRestart)
+	}
+}

@@ -52,20 +52,32 @@ func (c *child) start() time.Duration {
 	}
 }
 
-func (c *child) kill() {
-	c.cmd.Process.Signal(syscall.SIGKILL)
-	c.cmd.Wait()
+func (c *child) kill() { c.stop(syscall.SIGKILL) }
+
+// stop sends sig and waits for the process; after SIGTERM it must exit 0.
+func (c *child) stop(sig syscall.Signal) {
+	c.cmd.Process.Signal(sig)
+	err := c.cmd.Wait()
+	if sig == syscall.SIGTERM && err != nil {
+		c.t.Errorf("exit after SIGTERM: %v\n%s", err, c.logs)
+	}
 }
 
 // TestCrashLosesNothing (F1) drives senders and receivers through the
 // client package against the real binary, kills the server with SIGKILL
 // at random moments, restarts it on the same data directory, and checks
 // that every message whose sender got an ack was received exactly once.
-func TestCrashLosesNothing(t *testing.T) {
+func TestCrashLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGKILL, *crashRounds) }
+
+// TestGracefulRestartLosesNothing (F9) does the same with SIGTERM: the
+// server stops accepting, queues what was in flight, closes the store and
+// exits 0, and nothing acknowledged is lost.
+func TestGracefulRestartLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGTERM, 5) }
+
+func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	testStart := time.Now()
 	srv := &child{t: t, addr: addr, data: t.TempDir()}
 	srv.start()
 	defer srv.kill()
@@ -165,13 +177,13 @@ func TestCrashLosesNothing(t *testing.T) {
 	var maxRestart time.Duration
 	sendersDone := make(chan struct{})
 	go func() { wgSend.Wait(); close(sendersDone) }()
-	for round := 0; round < *crashRounds; round++ {
+	for round := 0; round < rounds; round++ {
 		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
 		if round%2 == 0 {
 			r := rs[receivers-1-round/2%2]
 			r.c.Close() // offline for a while
 		}
-		srv.kill()
+		srv.stop(sig)
 		st, err := store.Open(filepath.Join(srv.data, "securefastchat.db"), nil)
 		if err != nil {
 			t.Fatalf("round %d: store after kill: %v", round, err)
@@ -198,10 +210,8 @@ func TestCrashLosesNothing(t *testing.T) {
 			go consume(r, c)
 		}
 	}
-	t.Logf("%v: rounds done", time.Since(testStart))
 	close(stopSending)
 	<-sendersDone
-	t.Logf("%v: senders done", time.Since(testStart))
 
 	// Everything acked must arrive; wait for it.
 	deadline := time.Now().Add(20 * time.Second)
@@ -227,7 +237,6 @@ func TestCrashLosesNothing(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("%v: all acked received (lost %d)", time.Since(testStart), lost)
 	if lost > 0 {
 		// Where are they? Stop the server and look in the store.
 		srv.kill()
@@ -267,9 +276,9 @@ func TestCrashLosesNothing(t *testing.T) {
 		r.c.Close()
 	}
 	wgRecv.Wait()
-	t.Logf("%v: receivers closed", time.Since(testStart))
-	t.Logf("faults: F1 kill -9: %d rounds, sent %d, acked %d, send errors %d, received %d, lost %d, duplicates dropped by the client %d, duplicates shown %d; bbolt check %d/%d OK; slowest restart %v",
-		*crashRounds, sent.Load(), acked.Load(), failed.Load(), received, lost, rawDups, dupShown, checks, checks, maxRestart.Round(time.Millisecond))
+	name := map[syscall.Signal]string{syscall.SIGKILL: "F1 kill -9", syscall.SIGTERM: "F9 SIGTERM"}[sig]
+	t.Logf("faults: %s: %d rounds, sent %d, acked %d, send errors %d, received %d, lost %d, duplicates dropped by the client %d, duplicates shown %d; bbolt check %d/%d OK; slowest restart %v",
+		name, rounds, sent.Load(), acked.Load(), failed.Load(), received, lost, rawDups, dupShown, checks, checks, maxRestart.Round(time.Millisecond))
 	if lost != 0 || dupShown != 0 {
 		t.Fatalf("lost %d, duplicates shown %d", lost, dupShown)
 	}

@@ -634,3 +634,78 @@ func TestShutdownSaysSo(t *testing.T) {
 		t.Fatalf("client saw %v", c.Conn().Err())
 	}
 }
+
+// (r *raw) login resumes a session with a token.
+func (r *raw) resume(user string, token []byte) {
+	r.send((&proto.Resume{User: []byte(user), Token: token}).Append(nil, r.nextID()))
+	if typ, _, _, err := r.recv(); err != nil || typ != proto.TLoginOK {
+		r.t.Fatalf("resume: %#x %v", typ, err)
+	}
+}
+
+// F6: a sender that disconnects at any byte of a message frame leaves
+// nothing stored; one that disconnects after the commit but before the ack
+// arrives resends with the same msg_id, and the message is stored once.
+func TestSenderCutMidFrame(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) {
+		c.Limits.SignupBurst = 100
+		c.Limits.ResumeBurst = 1000
+		c.Shard.HandshakeBurst = 1000
+	})
+	testserver.Signup(t, s, "bob").Close()
+	r := dialRaw(t, s)
+	id, _ := client.NewIdentity()
+	r.send((&proto.Signup{User: []byte("alice"), Password: []byte(pw), Keys: id.PublicKeys("alice")}).Append(nil, r.nextID()))
+	_, _, body, err := r.recv()
+	var ok proto.LoginOK
+	if err != nil || ok.Parse(body) != nil {
+		t.Fatal(err)
+	}
+	token := append([]byte(nil), ok.Token...)
+	msgID := bytes.Repeat([]byte{0x42}, 16)
+	dm := (&proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: bytes.Repeat([]byte{9}, 120)}).Append(nil, 1)
+	frameLen := len(r.seal(dm))
+	r.nc.Close()
+	cuts := 0
+	for k := 1; k < frameLen; k++ {
+		c := dialRaw(t, s)
+		c.resume("alice", token)
+		c.nc.Write(c.seal(dm)[:k])
+		c.nc.Close()
+		cuts++
+	}
+	// The server has seen every cut connection end.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Set.Shard(0).Conns()+s.Set.Shard(1).Conns() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, _, _ := s.Store.QueueLen("bob"); n != 0 {
+		t.Fatalf("a partial frame was stored: %d queued", n)
+	}
+	// Whole frame, then the connection is cut before the ack is read.
+	c := dialRaw(t, s)
+	c.resume("alice", token)
+	c.nc.Write(c.seal(dm))
+	c.nc.Close()
+	for n, _, _ := s.Store.QueueLen("bob"); n != 1 && time.Now().Before(deadline); n, _, _ = s.Store.QueueLen("bob") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The retry with the same msg_id is stored once and answered with the
+	// same id.
+	var ids []uint64
+	for i := 0; i < 2; i++ {
+		c := dialRaw(t, s)
+		c.resume("alice", token)
+		c.send(dm)
+		typ, _, body, err := c.recv()
+		var sent proto.Sent
+		if err != nil || typ != proto.TSent || sent.Parse(body) != nil || sent.Status != proto.StatusQueued {
+			t.Fatalf("retry %d: %#x %v", i, typ, err)
+		}
+		ids = append(ids, sent.ServerID)
+	}
+	if n, _, _ := s.Store.QueueLen("bob"); n != 1 || ids[0] != ids[1] {
+		t.Fatalf("%d stored, ids %v", n, ids)
+	}
+	t.Logf("faults: F6 sender cut at %d byte offsets of one frame: 0 stored; cut after the commit then retried twice: stored once (id %d)", cuts, ids[0])
+}

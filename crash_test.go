@@ -29,11 +29,20 @@ type child struct {
 	logs *syncBuffer
 }
 
-func (c *child) start() time.Duration {
+func (c *child) start() time.Duration { return c.startWith("") }
+
+// startWith starts the server, through "bash -c 'PREFIX binary ...'" when
+// prefix is set (to set limits), and waits until it accepts.
+func (c *child) startWith(prefix string) time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	c.cmd = exec.Command(binPath, "serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
-		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0")
+	args := []string{"serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
+		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0"}
+	if prefix == "" {
+		c.cmd = exec.Command(binPath, args...)
+	} else {
+		c.cmd = exec.Command("bash", append([]string{"-c", prefix + ` "$0" "$@"`, binPath}, args...)...)
+	}
 	c.logs = &syncBuffer{}
 	c.cmd.Stderr = c.logs
 	if err := c.cmd.Start(); err != nil {

@@ -233,9 +233,9 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 	if err != nil || u.Disabled {
 		return nil, proto.CodeInvalidToken
 	}
-	if err := s.st.TouchSession(h, now); err != nil {
+	if err := s.st.TouchSession(h, now); err != nil && !errors.Is(err, store.ErrUnavailable) {
 		return nil, storageErr("resume", err)
-	}
+	} // when the disk is full, last_seen is not updated; the login goes on
 	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now)}, nil
 }
 
@@ -303,7 +303,11 @@ func (s *Service) newSession(u *store.User) (*Result, error) {
 	}
 	now := s.now()
 	if err := s.st.PutSession(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now}); err != nil {
-		return nil, storageErr("session", err)
+		if !errors.Is(err, store.ErrUnavailable) {
+			return nil, storageErr("session", err)
+		}
+		// The disk is full: let the user in (to read what is queued) with
+		// a token that is not stored; resuming will ask for the password.
 	}
 	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now)}, nil
 }

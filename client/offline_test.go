@@ -263,10 +263,28 @@ func TestExpiry(t *testing.T) {
 	mu.Lock()
 	now = now.Add(2 * time.Minute) // "old" is 61 minutes old, "young" 2
 	mu.Unlock()
+	// Between sweeps, an expired message is not served either (F2/F10).
+	bob := login(t, bobCfg, "bob")
+	if m := recvOne(t, bob); m.Text != "young" {
+		t.Fatalf("got %q", m.Text)
+	}
+	waitQueueEmpty(t, s, "bob")
+	bob.Close()
+	if n := s.Set.Stats.ExpiredAtFetch.Load(); n != 1 {
+		t.Fatalf("expired at fetch: %d", n)
+	}
+	alice.SendText(ctxT(t), "bob", "young")
+	mu.Lock()
+	now = now.Add(59 * time.Minute)
+	mu.Unlock()
+	alice.SendText(ctxT(t), "bob", "young")
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
 	if n := s.Sweep(); n != 1 {
 		t.Fatalf("swept %d, want 1", n)
 	}
-	bob := login(t, bobCfg, "bob")
+	bob = login(t, bobCfg, "bob")
 	if m := recvOne(t, bob); m.Text != "young" {
 		t.Fatalf("got %q", m.Text)
 	}

@@ -229,6 +229,7 @@ func (c *conn) handle(msg []byte) bool {
 		return true
 	}
 	c.frameDL = false
+	failpoint("handle", c.user)
 	switch t {
 	case proto.TSignup, proto.TLogin, proto.TResume:
 		if c.authed {

@@ -28,6 +28,9 @@ type Options struct {
 	// QueueLimits cap each receiver's queue. Zero fields take 10,000
 	// messages and 100 MiB.
 	QueueLimits store.QueueLimits
+	// Retention is how long a queued message may wait; an older one is
+	// never delivered, even between sweeps. If zero, 7 days.
+	Retention time.Duration
 	// Logger receives the logs. If nil, slog.Default() is used.
 	Logger *slog.Logger
 
@@ -98,6 +101,7 @@ func (o *Options) setDefaults() {
 	defI(&o.MaxPending, 4<<20)
 	defI(&o.MaxUnacked, 128)
 	def(&o.AckTimeout, 10*time.Second)
+	def(&o.Retention, 7*24*time.Hour)
 	if o.QueueLimits.Count == 0 {
 		o.QueueLimits.Count = 10_000
 	}
@@ -159,6 +163,7 @@ type Stats struct {
 	Delivered       atomic.Int64 // messages acked by their receiver
 	Queued          atomic.Int64 // messages stored for a receiver who was away or slow
 	FromQueue       atomic.Int64 // messages delivered from the store
+	ExpiredAtFetch  atomic.Int64 // queued messages found expired when fetched (deleted, not served)
 	QueueFull       atomic.Int64 // messages refused: the receiver's queue was full
 	StoreErrors     atomic.Int64 // commits that failed (disk full, I/O)
 	SlowConsumers   atomic.Int64 // receivers cut off: queue full, write deadline or ack timeout

@@ -166,6 +166,13 @@ func (sh *Shard) handle(ev event, stopping bool) {
 	case evAdd:
 		sh.add(ev.nc, stopping)
 	case evRoute:
+		defer func() {
+			if r := recover(); r != nil {
+				// Not acknowledged: the sender may retry.
+				sh.reply(ev.from, ev.reqID, proto.CodeInternal)
+				panic(r)
+			}
+		}()
 		sh.route(ev)
 	case evAck:
 		sh.ack(ev.c, ev.serverID)
@@ -219,6 +226,7 @@ func (sh *Shard) login(c *conn) {
 // when the receiver has a backlog, is full, slow or gone.
 func (sh *Shard) route(ev event) {
 	rc := ev.c
+	failpoint("route", rc.user)
 	if rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
 		sh.persist(rc, ev.from, ev.reqID, ev.buf)
 		putMsgBuf(ev.buf)
@@ -266,7 +274,14 @@ func (sh *Shard) fetch(c *conn) {
 			}
 			return
 		}
+		cutoff := sh.set.opts.Now().Add(-sh.set.opts.Retention)
 		for _, q := range items {
+			c.lastFetched = q.ServerID
+			if q.Stored.Before(cutoff) {
+				sh.set.dequeue(c.user, q.ServerID) // expired: never served
+				sh.set.Stats.ExpiredAtFetch.Add(1)
+				continue
+			}
 			d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
 			sh.scratch = d.Append(sh.scratch[:0], 0)
 			if err := c.enqueue(sh.scratch); err != nil {
@@ -276,7 +291,6 @@ func (sh *Shard) fetch(c *conn) {
 				sh.waiting[c] = struct{}{}
 			}
 			c.pending = append(c.pending, pendingAck{serverID: q.ServerID, time: q.Time, queued: sh.set.opts.Now(), stored: true})
-			c.lastFetched = q.ServerID
 			sh.set.Stats.FromQueue.Add(1)
 		}
 	}

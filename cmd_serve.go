@@ -88,6 +88,11 @@ func cmdServe(args []string) error {
 	if every == 0 {
 		every = -1
 	}
+	// Signals first: a SIGTERM during startup (the first sweep can take a
+	// while on a big store) waits for startup to finish, then shuts down.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
 	srv, err := server.Start(server.Config{
 		DataDir: *data, Listen: *listen, Strategy: *strategy,
 		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
@@ -101,9 +106,6 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	var serveErr error
 	select {
 	case s := <-sig:

@@ -31,6 +31,16 @@ type child struct {
 
 func (c *child) start() time.Duration { return c.startWith("") }
 
+// spawn starts the server without waiting for it.
+func (c *child) spawn() *exec.Cmd {
+	cmd := exec.Command(binPath, "serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
+		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0")
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	return cmd
+}
+
 // startWith starts the server, through "bash -c 'PREFIX binary ...'" when
 // prefix is set (to set limits), and waits until it accepts.
 func (c *child) startWith(prefix string) time.Duration {

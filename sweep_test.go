@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -101,4 +104,25 @@ func TestKillDuringSweep(t *testing.T) {
 	}
 	t.Logf("faults: F2 kill -9 during the sweep: %d rounds (messages left after each kill: %v of %d), %d unexpired kept every time, every expired one gone after a clean start",
 		rounds, left, users*perUser, users*perUser/2)
+}
+
+// TestCorruptStoreRefused (F5): the binary refuses a corrupt data file with
+// a clear message, exits non-zero, and leaves the file untouched.
+func TestCorruptStoreRefused(t *testing.T) {
+	data := t.TempDir()
+	path := filepath.Join(data, "securefastchat.db")
+	bad := []byte(strings.Repeat("this is not a database ", 2000))
+	if err := os.WriteFile(path, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, nil, "serve", "--data", data, "--listen", "127.0.0.1:0")
+	if r.code != 1 || !strings.Contains(r.stderr, "corrupt") || !strings.Contains(r.stderr, "left untouched") {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, bad) {
+		t.Fatal("the corrupt file was changed")
+	}
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	t.Logf("faults: F5 corrupt store: refused with exit 1, file untouched: %s", lines[len(lines)-1])
 }

@@ -29,6 +29,25 @@ type child struct {
 	logs *syncBuffer
 }
 
+// newChild prepares a server child on a free loopback port and a fresh
+// data directory; the test kills it at the end.
+func newChild(t *testing.T) *child {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := &child{t: t, addr: addr, data: t.TempDir()}
+	t.Cleanup(func() {
+		if c.cmd != nil && c.cmd.ProcessState == nil {
+			c.cmd.Process.Kill()
+			c.cmd.Wait()
+		}
+	})
+	return c
+}
+
 func (c *child) start() time.Duration { return c.startWith("") }
 
 // spawn starts the server without waiting for it.
@@ -94,12 +113,9 @@ func TestCrashLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGKILL, *cras
 func TestGracefulRestartLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGTERM, 5) }
 
 func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	srv := &child{t: t, addr: addr, data: t.TempDir()}
+	srv := newChild(t)
+	addr := srv.addr
 	srv.start()
-	defer srv.kill()
 
 	// Senders send until the kill rounds are over, at most perSender each.
 	const senders, receivers, perSender = 8, 4, 20000

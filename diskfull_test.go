@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,11 +22,8 @@ import (
 // storage_unavailable and no ack, the server does not crash, receivers can
 // still log in, and after a restart with room every acked message arrives.
 func TestDiskFull(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	data := t.TempDir()
-	srv := &child{t: t, addr: addr, data: data}
+	srv := newChild(t)
+	addr, data := srv.addr, srv.data
 	// bbolt grows its file 32 KiB, 64 KiB, 128 KiB, 256 KiB...: a 200 KiB
 	// limit lets it start and fills up after a few hundred messages.
 	srv.startWith("ulimit -f 200; exec")
@@ -94,7 +90,6 @@ func TestDiskFull(t *testing.T) {
 	}
 	st.Close()
 	srv.startWith("exec")
-	defer srv.kill()
 	bob, err = client.Login(ctx, bobCfg, "bob", "bob password")
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,11 +21,8 @@ import (
 // nothing unexpired was ever removed; after a final clean start nothing
 // expired is left to be served.
 func TestKillDuringSweep(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	data := t.TempDir()
-	srv := &child{t: t, addr: addr, data: data}
+	srv := newChild(t)
+	data := srv.data
 	srv.start() // makes the key and the store
 	srv.stop(syscall.SIGTERM)
 

@@ -106,6 +106,7 @@ type Client struct {
 	token    []byte
 	changed  chan struct{} // closed when conn is replaced
 	fatalErr error         // why reconnecting stopped for good
+	closing  bool          // Close has begun: no new connection may start
 
 	msgs   chan *Message
 	recv   *receiver
@@ -309,13 +310,18 @@ func (c *Client) Reconnect(ctx context.Context) error {
 		return err
 	}
 	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		conn.Close()
+		return ErrClosed
+	}
 	old := c.conn
 	c.conn = conn
 	close(c.changed)
 	c.changed = make(chan struct{})
+	c.startConn(conn) // under mu, so Close cannot miss it
 	c.mu.Unlock()
 	old.Close()
-	c.startConn(conn)
 	if c.cfg.OnConnection != nil {
 		c.cfg.OnConnection(true, nil)
 	}
@@ -407,8 +413,12 @@ func (c *Client) Logout(ctx context.Context) error {
 // Close closes the connection and stops the client's goroutines.
 func (c *Client) Close() error {
 	c.closed.Do(func() {
+		c.mu.Lock()
+		c.closing = true
+		conn := c.conn
+		c.mu.Unlock()
 		close(c.stop)
-		c.Conn().Close()
+		conn.Close()
 		c.wg.Wait()
 		c.recv.close()
 		close(c.msgs)

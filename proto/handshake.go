@@ -215,17 +215,22 @@ type ClientHandshake struct {
 	hello []byte
 }
 
+// defaults fills in the randomness and the version range.
+func defaults(r *io.Reader, minV, maxV *uint8) {
+	if *r == nil {
+		*r = rand.Reader
+	}
+	if *minV == 0 {
+		*minV = MinVersion
+	}
+	if *maxV == 0 {
+		*maxV = MaxVersion
+	}
+}
+
 // NewClientHandshake makes the ephemeral key and the ClientHello.
 func NewClientHandshake(cfg ClientConfig) (*ClientHandshake, error) {
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = MinVersion
-	}
-	if cfg.MaxVersion == 0 {
-		cfg.MaxVersion = MaxVersion
-	}
+	defaults(&cfg.Rand, &cfg.MinVersion, &cfg.MaxVersion)
 	eph, err := NewKeyPair(cfg.Rand)
 	if err != nil {
 		return nil, err
@@ -323,15 +328,7 @@ type ServerConfig struct {
 //
 // The cheap checks (length, magic, versions) run before any key agreement.
 func ServerHandshake(cfg ServerConfig, clientHello []byte) ([]byte, *Session, error) {
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Reader
-	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = MinVersion
-	}
-	if cfg.MaxVersion == 0 {
-		cfg.MaxVersion = MaxVersion
-	}
+	defaults(&cfg.Rand, &cfg.MinVersion, &cfg.MaxVersion)
 	ch, err := ParseClientHello(clientHello)
 	if err != nil {
 		if errors.Is(err, ErrUnsupportedVersion) {

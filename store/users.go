@@ -66,8 +66,8 @@ func unmarshalUser(name string, b []byte) (*User, error) {
 	}
 	phc := take(int(binary.BigEndian.Uint16(l)))
 	box, sign, sig, created, flags := take(32), take(32), take(64), take(8), take(1)
-	if flags == nil || len(b) != 0 {
-		return nil, bad
+	if flags == nil || len(b) != 0 || flags[0]&^1 != 0 {
+		return nil, bad // unknown flags: not a record this build wrote
 	}
 	return &User{
 		Name: name, Display: string(display), PasswordHash: string(phc),

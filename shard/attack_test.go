@@ -453,6 +453,13 @@ func TestIdleFlood(t *testing.T) {
 	if open.Load() != 0 {
 		t.Fatalf("%d idle connections were not reaped", open.Load())
 	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Set.Unauthenticated() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.Set.Unauthenticated(); n != 0 {
+		t.Fatalf("%d connections still counted as unauthenticated", n)
+	}
 	if s.Set.Stats.LoginsOK.Load() != 20 {
 		t.Fatalf("%d logins, want 20 (replayed hellos must not log in)", s.Set.Stats.LoginsOK.Load())
 	}

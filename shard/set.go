@@ -213,6 +213,9 @@ func (s *Set) Shard(i int) *Shard { return s.shards[i] }
 // Batcher returns the group committer of the queues.
 func (s *Set) Batcher() *store.Batcher { return s.batcher }
 
+// Unauthenticated returns how many connections have not logged in yet.
+func (s *Set) Unauthenticated() int { return s.gate.unauthenticated() }
+
 // Online returns how many users are logged in.
 func (s *Set) Online() int { return s.dir.len() }
 

@@ -1,0 +1,292 @@
+package proto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Group membership is client-authoritative: every roster change is a
+// Statement signed by the member it concerns or by a current admin, and the
+// statements form a hash chain per group. A client replays the chain with
+// Roster.Apply and trusts no member list the server did not prove with it,
+// so a malicious server cannot slip a member in.
+//
+//	statement = version u8 (1) | group str8 | seq u32 | prev 32 | op u8
+//	            | target str8 | signer str8 | sig 64
+//
+// prev is the SHA-256 of the previous statement's bytes (zero for seq 0);
+// sig is Ed25519 by signer over GroupSigContext and every byte before sig.
+const (
+	StatementVersion = 1
+	GroupSigContext  = "securefastchat v1 group statement"
+	GroupMsgContext  = "securefastchat v1 group message"
+	GroupKeyLen      = 32
+)
+
+// Roster operations.
+const (
+	OpCreate  uint8 = 1 // seq 0: signer founds the group and is its admin
+	OpAdd     uint8 = 2 // an admin adds target as a member
+	OpRemove  uint8 = 3 // an admin removes target (not the last admin)
+	OpLeave   uint8 = 4 // target leaves (signer == target)
+	OpPromote uint8 = 5 // an admin makes target an admin
+)
+
+// Roster errors.
+var (
+	ErrBadStatement = errors.New("proto: malformed group statement")
+	ErrBadChain     = errors.New("proto: group statement does not follow the chain")
+	ErrNotAllowed   = errors.New("proto: group statement not allowed by the roster")
+	ErrBadSignature = errors.New("proto: group statement signature does not verify")
+)
+
+// Statement is one signed roster change.
+type Statement struct {
+	Group  []byte
+	Seq    uint32
+	Prev   [32]byte
+	Op     uint8
+	Target []byte
+	Signer []byte
+	Sig    []byte // 64
+}
+
+func (s *Statement) appendUnsigned(b []byte) []byte {
+	b = appendStr8(append(b, StatementVersion), s.Group)
+	b = binary.BigEndian.AppendUint32(b, s.Seq)
+	b = append(append(b, s.Prev[:]...), s.Op)
+	return appendStr8(appendStr8(b, s.Target), s.Signer)
+}
+
+// signedBytes is what the signer signs.
+func (s *Statement) signedBytes() []byte {
+	return s.appendUnsigned([]byte(GroupSigContext))
+}
+
+// Append appends the statement (signature included) to b.
+func (s *Statement) Append(b []byte) []byte { return append(s.appendUnsigned(b), s.Sig...) }
+
+// Hash is the SHA-256 of the statement's bytes, the next statement's prev.
+func (s *Statement) Hash() [32]byte { return sha256.Sum256(s.Append(nil)) }
+
+// Sign signs the statement with the signer's Ed25519 key.
+func (s *Statement) Sign(key ed25519.PrivateKey) { s.Sig = ed25519.Sign(key, s.signedBytes()) }
+
+// Parse decodes a statement. Names must be valid user or group names.
+func (s *Statement) Parse(b []byte) error {
+	d := dec{b: b}
+	if v := d.u8(); d.err == nil && v != StatementVersion {
+		return fmt.Errorf("%w: version %d", ErrBadStatement, v)
+	}
+	s.Group, s.Seq = d.str8(), d.u32()
+	copy(s.Prev[:], d.fixed(32))
+	s.Op, s.Target, s.Signer, s.Sig = d.u8(), d.str8(), d.str8(), d.fixed(ed25519.SignatureSize)
+	if err := d.done(); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadStatement, err)
+	}
+	if !ValidUsername(s.Group) || !ValidUsername(s.Target) || !ValidUsername(s.Signer) || s.Op < OpCreate || s.Op > OpPromote {
+		return fmt.Errorf("%w: names or op", ErrBadStatement)
+	}
+	return nil
+}
+
+// RosterMember is one member of a group.
+type RosterMember struct {
+	Name  string // canonical
+	Admin bool
+}
+
+// Roster is a group's membership as proved by its statement chain. The
+// member list keeps join order (the oldest first).
+type Roster struct {
+	Group   string
+	Seq     uint32   // the last statement applied
+	Last    [32]byte // its hash
+	Members []RosterMember
+}
+
+// SignKeyFunc returns a user's Ed25519 key, or nil if unknown.
+type SignKeyFunc func(user string) ed25519.PublicKey
+
+// Index returns the position of a member, or -1.
+func (r *Roster) Index(name string) int {
+	for i, m := range r.Members {
+		if m.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// IsAdmin reports whether name is an admin of the group.
+func (r *Roster) IsAdmin(name string) bool {
+	i := r.Index(name)
+	return i >= 0 && r.Members[i].Admin
+}
+
+func (r *Roster) admins() int {
+	n := 0
+	for _, m := range r.Members {
+		if m.Admin {
+			n++
+		}
+	}
+	return n
+}
+
+// Names returns the members' names in join order.
+func (r *Roster) Names() []string {
+	out := make([]string, len(r.Members))
+	for i, m := range r.Members {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// Clone returns a copy that Apply can change without touching r.
+func (r *Roster) Clone() *Roster {
+	c := *r
+	c.Members = append([]RosterMember(nil), r.Members...)
+	return &c
+}
+
+// Apply checks a statement against the roster (chain, rights, signature)
+// and applies it. r is nil before the create statement. On error the
+// roster is unchanged.
+func (r *Roster) Apply(s *Statement, keys SignKeyFunc) (*Roster, error) {
+	signer, target := string(s.Signer), string(s.Target)
+	var next *Roster
+	if r == nil {
+		if s.Op != OpCreate || s.Seq != 0 || s.Prev != ([32]byte{}) || signer != target {
+			return nil, fmt.Errorf("%w: a group starts with its creator's create statement", ErrBadChain)
+		}
+		next = &Roster{Group: string(s.Group), Members: []RosterMember{{Name: signer, Admin: true}}}
+	} else {
+		if string(s.Group) != r.Group || s.Seq != r.Seq+1 || s.Prev != r.Last {
+			return nil, fmt.Errorf("%w: seq %d after %d", ErrBadChain, s.Seq, r.Seq)
+		}
+		next = r.Clone()
+		ti := next.Index(target)
+		switch s.Op {
+		case OpAdd:
+			if !r.IsAdmin(signer) || ti >= 0 {
+				return nil, fmt.Errorf("%w: %s cannot add %s", ErrNotAllowed, signer, target)
+			}
+			next.Members = append(next.Members, RosterMember{Name: target})
+		case OpRemove:
+			if !r.IsAdmin(signer) || ti < 0 || signer == target || next.Members[ti].Admin && r.admins() == 1 {
+				return nil, fmt.Errorf("%w: %s cannot remove %s", ErrNotAllowed, signer, target)
+			}
+			next.Members = append(next.Members[:ti], next.Members[ti+1:]...)
+		case OpLeave:
+			if signer != target || ti < 0 {
+				return nil, fmt.Errorf("%w: only a member can leave, by itself", ErrNotAllowed)
+			}
+			wasLastAdmin := next.Members[ti].Admin && r.admins() == 1
+			next.Members = append(next.Members[:ti], next.Members[ti+1:]...)
+			if wasLastAdmin && len(next.Members) > 0 {
+				next.Members[0].Admin = true // the oldest member takes over
+			}
+		case OpPromote:
+			if !r.IsAdmin(signer) || ti < 0 || next.Members[ti].Admin {
+				return nil, fmt.Errorf("%w: %s cannot promote %s", ErrNotAllowed, signer, target)
+			}
+			next.Members[ti].Admin = true
+		default:
+			return nil, fmt.Errorf("%w: op %d after create", ErrBadChain, s.Op)
+		}
+	}
+	key := keys(signer)
+	if key == nil || !ed25519.Verify(key, s.signedBytes(), s.Sig) {
+		return nil, fmt.Errorf("%w: by %s", ErrBadSignature, signer)
+	}
+	next.Seq, next.Last = s.Seq, s.Hash()
+	return next, nil
+}
+
+// ReplayRoster applies a whole chain from the create statement.
+func ReplayRoster(chain []*Statement, keys SignKeyFunc) (*Roster, error) {
+	var r *Roster
+	for i, s := range chain {
+		next, err := r.Apply(s, keys)
+		if err != nil {
+			return nil, fmt.Errorf("statement %d: %w", i, err)
+		}
+		r = next
+	}
+	if r == nil {
+		return nil, fmt.Errorf("%w: empty chain", ErrBadChain)
+	}
+	return r, nil
+}
+
+// NewGroupKey makes a random group key.
+func NewGroupKey(r io.Reader) (*[GroupKeyLen]byte, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	var k [GroupKeyLen]byte
+	if _, err := io.ReadFull(r, k[:]); err != nil {
+		return nil, err
+	}
+	return &k, nil
+}
+
+// wrapInfo binds a wrapped key to its group, epoch and member, so a wrap
+// cannot be replayed into another group or epoch.
+func wrapInfo(group []byte, epoch uint32, member []byte) []byte {
+	b := appendStr8(append([]byte("securefastchat v1 group key"), 0), group)
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	return appendStr8(b, member)
+}
+
+// WrapGroupKey seals a group key for one member: box from the wrapper's
+// box key to the member's, over info || key.
+//
+//	wrapped = nonce(24) | box(info || key)
+func WrapGroupKey(key *[GroupKeyLen]byte, group []byte, epoch uint32, member []byte, shared *[32]byte, r io.Reader) ([]byte, error) {
+	plain := append(wrapInfo(group, epoch, member), key[:]...)
+	return SealBody(nil, plain, shared, r)
+}
+
+// UnwrapGroupKey opens a wrapped key and checks it was made for this
+// group, epoch and member.
+func UnwrapGroupKey(wrapped, group []byte, epoch uint32, member []byte, shared *[32]byte) (*[GroupKeyLen]byte, error) {
+	plain, err := OpenBody(nil, wrapped, shared)
+	if err != nil {
+		return nil, err
+	}
+	info := wrapInfo(group, epoch, member)
+	if len(plain) != len(info)+GroupKeyLen || !bytes.Equal(plain[:len(info)], info) {
+		return nil, fmt.Errorf("%w: wrapped key for another group, epoch or member", ErrDecrypt)
+	}
+	var k [GroupKeyLen]byte
+	copy(k[:], plain[len(info):])
+	return &k, nil
+}
+
+// GroupMsgSigned is what a sender signs for a group message: the group,
+// the epoch, the message id and the ciphertext.
+func GroupMsgSigned(group []byte, epoch uint32, msgID, ciphertext []byte) []byte {
+	b := appendStr8([]byte(GroupMsgContext), group)
+	b = binary.BigEndian.AppendUint32(b, epoch)
+	b = append(b, msgID...)
+	return append(b, ciphertext...)
+}
+
+// SealGroup encrypts a group message body with the epoch key (secretbox,
+// random nonce): nonce(24) | secretbox(inner).
+func SealGroup(inner []byte, key *[GroupKeyLen]byte, r io.Reader) ([]byte, error) {
+	return SealBody(nil, inner, key, r)
+}
+
+// OpenGroup decrypts a group message body.
+func OpenGroup(sealed []byte, key *[GroupKeyLen]byte) ([]byte, error) {
+	return OpenBody(nil, sealed, key)
+}

@@ -1,0 +1,183 @@
+package proto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"testing"
+)
+
+type signer struct {
+	keys map[string]ed25519.PrivateKey
+}
+
+func newSigners(names ...string) *signer {
+	s := &signer{keys: map[string]ed25519.PrivateKey{}}
+	for _, n := range names {
+		_, k, _ := ed25519.GenerateKey(&detRand{seed: "sign " + n})
+		s.keys[n] = k
+	}
+	return s
+}
+
+func (s *signer) pub(user string) ed25519.PublicKey {
+	k, ok := s.keys[user]
+	if !ok {
+		return nil
+	}
+	return k.Public().(ed25519.PublicKey)
+}
+
+// stmt makes the next statement of a chain, signed by by.
+func (s *signer) stmt(r *Roster, op uint8, target, by string) *Statement {
+	st := &Statement{Group: []byte("team"), Op: op, Target: []byte(target), Signer: []byte(by)}
+	if r != nil {
+		st.Seq, st.Prev = r.Seq+1, r.Last
+	}
+	st.Sign(s.keys[by])
+	return st
+}
+
+func TestRosterRules(t *testing.T) {
+	s := newSigners("ann", "bob", "cat", "dan", "eve")
+	r, err := (*Roster)(nil).Apply(s.stmt(nil, OpCreate, "ann", "ann"), s.pub)
+	if err != nil || !r.IsAdmin("ann") {
+		t.Fatalf("create: %v", err)
+	}
+	step := func(op uint8, target, by string, wantErr error) {
+		t.Helper()
+		next, err := r.Apply(s.stmt(r, op, target, by), s.pub)
+		if wantErr != nil {
+			if !errors.Is(err, wantErr) {
+				t.Fatalf("op %d %s by %s: got %v, want %v", op, target, by, err, wantErr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("op %d %s by %s: %v", op, target, by, err)
+		}
+		r = next
+	}
+	step(OpAdd, "bob", "ann", nil)
+	step(OpAdd, "cat", "ann", nil)
+	step(OpAdd, "dan", "bob", ErrNotAllowed)   // T40: a non-admin cannot add
+	step(OpRemove, "cat", "bob", ErrNotAllowed) // nor remove
+	step(OpAdd, "bob", "ann", ErrNotAllowed)    // already a member
+	step(OpRemove, "ann", "ann", ErrNotAllowed) // the last admin cannot be removed (T42), nor remove itself
+	step(OpLeave, "cat", "bob", ErrNotAllowed)  // leave is signed by the one leaving
+	step(OpPromote, "bob", "ann", nil)
+	step(OpRemove, "cat", "bob", nil)
+	step(OpAdd, "dan", "bob", nil)
+	step(OpLeave, "ann", "ann", nil)
+	step(OpLeave, "bob", "bob", nil) // the last admin leaves: dan (the oldest left) takes over
+	if got := r.Names(); len(got) != 1 || got[0] != "dan" || !r.IsAdmin("dan") {
+		t.Fatalf("roster %+v", r.Members)
+	}
+	// Forged signature: eve signs as dan.
+	st := s.stmt(r, OpAdd, "eve", "dan")
+	st.Sign(s.keys["eve"])
+	if _, err := r.Apply(st, s.pub); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("forged statement: %v", err)
+	}
+	// Chain: a replayed or out-of-order statement is refused.
+	old := s.stmt(r, OpAdd, "eve", "dan")
+	r2, err := r.Apply(old, s.pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.Apply(old, s.pub); !errors.Is(err, ErrBadChain) {
+		t.Fatalf("replayed statement: %v", err)
+	}
+	bad := s.stmt(r2, OpAdd, "ann", "dan")
+	bad.Prev[0] ^= 1
+	bad.Sign(s.keys["dan"])
+	if _, err := r2.Apply(bad, s.pub); !errors.Is(err, ErrBadChain) {
+		t.Fatalf("wrong prev: %v", err)
+	}
+}
+
+// A server that edits the chain (drops, reorders or forges a statement)
+// cannot make a client accept a member.
+func TestReplayRosterRejectsServerEdits(t *testing.T) {
+	s := newSigners("ann", "bob", "mallory")
+	var chain []*Statement
+	var r *Roster
+	add := func(st *Statement) {
+		var err error
+		r, err = r.Apply(st, s.pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain = append(chain, st)
+	}
+	add(s.stmt(nil, OpCreate, "ann", "ann"))
+	add(s.stmt(r, OpAdd, "bob", "ann"))
+	if got, err := ReplayRoster(chain, s.pub); err != nil || len(got.Members) != 2 {
+		t.Fatalf("replay: %v", err)
+	}
+	// The server appends an unsigned-by-an-admin add of mallory.
+	forged := &Statement{Group: []byte("team"), Seq: r.Seq + 1, Prev: r.Last, Op: OpAdd, Target: []byte("mallory"), Signer: []byte("mallory")}
+	forged.Sign(s.keys["mallory"])
+	if _, err := ReplayRoster(append(chain, forged), s.pub); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("server-forged add: %v", err)
+	}
+	// It drops bob's add and claims mallory was added by ann with a copied signature.
+	copied := *chain[1]
+	copied.Target = []byte("mallory")
+	if _, err := ReplayRoster([]*Statement{chain[0], &copied}, s.pub); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("edited statement: %v", err)
+	}
+}
+
+func TestGroupKeyWrap(t *testing.T) {
+	ann, _ := NewKeyPair(&detRand{seed: "ann box"})
+	bob, _ := NewKeyPair(&detRand{seed: "bob box"})
+	key, _ := NewGroupKey(nil)
+	shared := SharedKey(&ann.Private, bob.Public)
+	w, err := WrapGroupKey(key, []byte("team"), 3, []byte("bob"), shared, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := SharedKey(&bob.Private, ann.Public)
+	got, err := UnwrapGroupKey(w, []byte("team"), 3, []byte("bob"), back)
+	if err != nil || *got != *key {
+		t.Fatalf("unwrap: %v", err)
+	}
+	// Replayed into another epoch, group or member, it does not open.
+	for _, c := range []struct {
+		g string
+		e uint32
+		m string
+	}{{"team", 4, "bob"}, {"other", 3, "bob"}, {"team", 3, "eve"}} {
+		if _, err := UnwrapGroupKey(w, []byte(c.g), c.e, []byte(c.m), back); err == nil {
+			t.Fatalf("wrap opened as %+v", c)
+		}
+	}
+	sealed, _ := SealGroup([]byte("hello group"), key, nil)
+	if p, err := OpenGroup(sealed, key); err != nil || string(p) != "hello group" {
+		t.Fatalf("open: %q %v", p, err)
+	}
+	other, _ := NewGroupKey(nil)
+	if _, err := OpenGroup(sealed, other); err == nil {
+		t.Fatal("opened with another epoch's key")
+	}
+}
+
+func FuzzStatement(f *testing.F) {
+	s := newSigners("ann", "bob")
+	st := s.stmt(nil, OpCreate, "ann", "ann")
+	f.Add(st.Append(nil))
+	writeCorpus(f, "FuzzStatement", [][]byte{st.Append(nil)})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var st Statement
+		if st.Parse(in) != nil {
+			return
+		}
+		if !bytes.Equal(st.Append(nil), in) {
+			t.Fatal("round trip changed the statement")
+		}
+		checkPrefixes(t, in, func(b []byte) error { var s Statement; return s.Parse(b) })
+		// Applying it never panics, whatever it says.
+		(*Roster)(nil).Apply(&st, s.pub)
+	})
+}

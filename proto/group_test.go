@@ -60,7 +60,7 @@ func TestRosterRules(t *testing.T) {
 	}
 	step(OpAdd, "bob", "ann", nil)
 	step(OpAdd, "cat", "ann", nil)
-	step(OpAdd, "dan", "bob", ErrNotAllowed)   // T40: a non-admin cannot add
+	step(OpAdd, "dan", "bob", ErrNotAllowed)    // T40: a non-admin cannot add
 	step(OpRemove, "cat", "bob", ErrNotAllowed) // nor remove
 	step(OpAdd, "bob", "ann", ErrNotAllowed)    // already a member
 	step(OpRemove, "ann", "ann", ErrNotAllowed) // the last admin cannot be removed (T42), nor remove itself

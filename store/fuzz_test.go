@@ -16,8 +16,10 @@ func FuzzRecords(f *testing.F) {
 	f.Add(uint8(1), ss.marshal())
 	q := qmsg("bob", "alice", 7, "sealed body", time.Unix(1_700_000_000, 9))
 	f.Add(uint8(2), q.marshal())
+	g := &GroupState{Name: "team", Seq: 3, Epoch: 2, Created: time.Unix(5, 6), Members: []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}}
+	f.Add(uint8(3), g.marshal())
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
-		switch kind % 3 {
+		switch kind % 4 {
 		case 0:
 			u, err := unmarshalUser("alice", b)
 			if err == nil && !bytes.Equal(u.marshal(), b) {
@@ -32,6 +34,11 @@ func FuzzRecords(f *testing.F) {
 			q, err := unmarshalQueued("bob", idKey(7), b)
 			if err == nil && !bytes.Equal(q.marshal(), b) {
 				t.Fatal("queued record does not round trip")
+			}
+		case 3:
+			g, err := unmarshalGroup("team", b)
+			if err == nil && !bytes.Equal(g.marshal(), b) {
+				t.Fatal("group record does not round trip")
 			}
 		}
 	})

@@ -1,6 +1,7 @@
 // Package store keeps securefastchat's durable state in one bbolt file:
 // accounts with their password hashes and public end-to-end keys, session
-// tokens, and the queues of ciphertext waiting for offline receivers. Its API speaks in its own types; no bbolt type leaks out,
+// tokens, the queues of ciphertext waiting for offline receivers, and
+// groups: their signed roster statements and members' wrapped keys. Its API speaks in its own types; no bbolt type leaks out,
 // so another backend can be added behind the same methods.
 //
 // Every write goes through a bbolt read-write transaction with fsync on
@@ -24,7 +25,8 @@ var (
 	bucketUsers    = []byte("users")    // canonical name -> user record
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
-	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs}
+	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
+		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups}
 )
 
 const schemaVersion = 1
@@ -149,7 +151,8 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 }
 
 func isRefusal(err error) bool {
-	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrQueueFull)
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) ||
+		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict)
 }
 
 // copyBytes copies a slice read from bbolt, which is valid only inside the

@@ -189,3 +189,12 @@ func TestCorruptRecordIsAnError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// Unknown flag bits make a user record corrupt (found by FuzzRecords).
+func TestUserRecordUnknownFlags(t *testing.T) {
+	rec := testUser("alice").marshal()
+	rec[len(rec)-1] = 0xfc
+	if _, err := unmarshalUser("alice", rec); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,75 @@
+package store
+
+import (
+	"errors"
+	"sort"
+	"testing"
+	"time"
+)
+
+func TestGroups(t *testing.T) {
+	s := openTemp(t)
+	g := &GroupState{Name: "team", Seq: 0, Last: [32]byte{1}, Epoch: 1, EpochSeq: 0, Created: time.Unix(1_700_000_000, 0),
+		Members: []GroupMember{{Name: "ann", Admin: true}}}
+	e1 := &Epoch{N: 1, RosterSeq: 0, Wrapper: "ann", Keys: map[string][]byte{"ann": []byte("wrapped-ann-1")}}
+	if err := s.CreateGroup(g, []byte("statement 0"), e1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateGroup(g, []byte("again"), nil); !errors.Is(err, ErrGroupExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	// ann adds bob, with epoch 2 for both.
+	next := *g
+	next.Seq, next.Last, next.Epoch, next.EpochSeq = 1, [32]byte{2}, 2, 1
+	next.Members = []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}
+	e2 := &Epoch{N: 2, RosterSeq: 1, Wrapper: "ann", Keys: map[string][]byte{"ann": []byte("a2"), "bob": []byte("b2")}}
+	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1"), e2); err != nil {
+		t.Fatal(err)
+	}
+	// A concurrent change based on the old state loses.
+	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1b"), nil); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale change: %v", err)
+	}
+	got, err := s.Group("team")
+	if err != nil || got.Seq != 1 || got.Epoch != 2 || len(got.Members) != 2 || got.Members[1].Name != "bob" {
+		t.Fatalf("state %+v %v", got, err)
+	}
+	if m, a := got.Member("bob"); !m || a {
+		t.Fatal("bob's membership")
+	}
+	chain, more, err := s.GroupChain("team", 0, 1<<20)
+	if err != nil || more || len(chain) != 2 || string(chain[1]) != "statement 1" {
+		t.Fatalf("chain %q %v %v", chain, more, err)
+	}
+	if chain, more, _ := s.GroupChain("team", 0, 5); len(chain) != 1 || !more {
+		t.Fatalf("paged chain %q %v", chain, more)
+	}
+	// bob has only the epoch he was in; ann has both.
+	if k, _ := s.MemberKeys("team", "bob", 0); len(k) != 1 || k[0].Epoch != 2 || string(k[0].Wrapped) != "b2" || k[0].Wrapper != "ann" {
+		t.Fatalf("bob's keys %+v", k)
+	}
+	if k, _ := s.MemberKeys("team", "ann", 0); len(k) != 2 {
+		t.Fatalf("ann's keys %+v", k)
+	}
+	if k, _ := s.MemberKeys("team", "ann", 2); len(k) != 1 {
+		t.Fatalf("ann's keys from epoch 2: %+v", k)
+	}
+	// bob leaves: the index follows.
+	left := next
+	left.Seq, left.Members = 2, []GroupMember{{Name: "ann", Admin: true}}
+	if err := s.ChangeGroup(&left, 1, 2, []byte("statement 2"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := s.UserGroups("bob"); len(gs) != 0 {
+		t.Fatalf("bob still in %v", gs)
+	}
+	s.CreateGroup(&GroupState{Name: "other", Members: []GroupMember{{Name: "ann", Admin: true}}}, []byte("s"), nil)
+	gs, _ := s.UserGroups("ann")
+	sort.Strings(gs)
+	if len(gs) != 2 || gs[0] != "other" || gs[1] != "team" {
+		t.Fatalf("ann's groups %v", gs)
+	}
+	if _, err := s.Group("nope"); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+}

@@ -34,6 +34,11 @@ const (
 	CodeSignupClosed       ErrorCode = 23 // the server takes no new accounts
 	CodeConnectionLimit    ErrorCode = 24 // too many connections
 	CodeQueueFull          ErrorCode = 25 // the receiver's queue is at its limit; nothing queued was dropped
+	CodeNoSuchGroup        ErrorCode = 26 // no such group, or the requester is not a member (never told apart)
+	CodeRekeyNeeded        ErrorCode = 27 // the group's key epoch is behind its roster: fetch, rekey, resend
+	CodeGroupTaken         ErrorCode = 28 // a group by that name exists
+	CodeGroupFull          ErrorCode = 29 // the group is at MaxGroupMembers
+	CodeStaleGroup         ErrorCode = 30 // the change was based on an old roster or epoch: fetch and retry
 )
 
 var codeNames = map[ErrorCode]string{
@@ -62,6 +67,11 @@ var codeNames = map[ErrorCode]string{
 	CodeSignupClosed:       "signup_closed",
 	CodeConnectionLimit:    "connection_limit",
 	CodeQueueFull:          "recipient_queue_full",
+	CodeNoSuchGroup:        "no_such_group",
+	CodeRekeyNeeded:        "rekey_needed",
+	CodeGroupTaken:         "group_taken",
+	CodeGroupFull:          "group_full",
+	CodeStaleGroup:         "stale_group",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

@@ -83,8 +83,36 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Available
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TOK, TLogout:
+	case TOK, TLogout, TGroupList:
 		return AppendEmpty(nil, t, id), ParseEmpty(body)
+	case TGroupChange:
+		var m GroupChange
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TGroupChain, TGroupKeys:
+		var m GroupReq
+		err = m.Parse(body)
+		return m.Append(nil, t, id), err
+	case TSendGroup:
+		var m SendGroup
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TGroups:
+		var m Groups
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TGroupChainReply:
+		var m GroupChainReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TGroupKeysReply:
+		var m GroupKeysReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDeliverGroup:
+		var m DeliverGroup
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	}
 	return nil, ErrUnknownType
 }
@@ -113,6 +141,16 @@ func seedMessages() [][]byte {
 		(&Available{Available: true}).Append(nil, 12),
 		AppendEmpty(nil, TOK, 13),
 		AppendEmpty(nil, TLogout, 14),
+		(&GroupChange{Group: []byte("team"), Statement: []byte("stmt"), Epoch: 2, RosterSeq: 1, Part: 1, Parts: 1,
+			Keys: []WrappedFor{{Member: []byte("ann"), Wrapped: []byte("w1")}, {Member: []byte("bob"), Wrapped: []byte("w2")}}}).Append(nil, 15),
+		AppendEmpty(nil, TGroupList, 16),
+		(&GroupReq{Group: []byte("team"), From: 3}).Append(nil, TGroupChain, 17),
+		(&GroupReq{Group: []byte("team"), From: 1}).Append(nil, TGroupKeys, 18),
+		(&SendGroup{Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 19),
+		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
+		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
+		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, 22),
+		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
 	}
 }
 

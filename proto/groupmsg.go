@@ -1,0 +1,252 @@
+package proto
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Group message types.
+const (
+	TGroupChange MsgType = 0x40 // group str8 | statement str16 | epoch u32 | roster_seq u32 | part u16 | parts u16 | count u16 | (member str8 | wrapped str8) x count
+	TGroupList   MsgType = 0x41 // (empty)
+	TGroupChain  MsgType = 0x42 // group str8 | from u32
+	TGroupKeys   MsgType = 0x43 // group str8 | from_epoch u32
+	TSendGroup   MsgType = 0x44 // group str8 | epoch u32 | msg_id 16 | body str16 | sig 64
+
+	TGroups          MsgType = 0x88 // count u16 | name str8 x count
+	TGroupChainReply MsgType = 0x89 // group str8 | more u8 | count u16 | statement str16 x count
+	TGroupKeysReply  MsgType = 0x8A // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | wrapper str8 | wrapped str8) x count
+	TDeliverGroup    MsgType = 0x8B // server_id u64 | time i64 (unix ms) | group str8 | from str8 | epoch u32 | msg_id 16 | body str16 | sig 64
+)
+
+// Group limits.
+const (
+	// MaxGroupMembers caps a group's roster.
+	MaxGroupMembers = 1024
+	// MaxEpochParts caps the parts of one epoch upload.
+	MaxEpochParts = 16
+	// MaxWrappedLen bounds one wrapped key.
+	MaxWrappedLen = 255
+)
+
+// WrappedFor is one member's wrapped key in an upload.
+type WrappedFor struct {
+	Member  []byte
+	Wrapped []byte
+}
+
+// GroupChange carries a roster statement, a new key epoch, or both. An
+// epoch's wrapped keys may span several parts (1-based Part of Parts); the
+// server applies the change when the last part arrives, answering the
+// others with OK. A create is a change whose statement is the create
+// statement, with epoch 1.
+type GroupChange struct {
+	Group     []byte
+	Statement []byte // empty: a rekey only
+	Epoch     uint32 // 0: no new epoch (a leave)
+	RosterSeq uint32 // the statement the epoch is wrapped for
+	Part      uint16
+	Parts     uint16
+	Keys      []WrappedFor
+}
+
+// Append appends the message to b.
+func (m *GroupChange) Append(b []byte, id uint32) []byte {
+	b = appendStr16(appendStr8(AppendHeader(b, TGroupChange, id), m.Group), m.Statement)
+	b = binary.BigEndian.AppendUint32(b, m.Epoch)
+	b = binary.BigEndian.AppendUint32(b, m.RosterSeq)
+	b = binary.BigEndian.AppendUint16(b, m.Part)
+	b = binary.BigEndian.AppendUint16(b, m.Parts)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Keys)))
+	for _, k := range m.Keys {
+		b = appendStr8(appendStr8(b, k.Member), k.Wrapped)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *GroupChange) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group, m.Statement = d.str8(), d.str16()
+	m.Epoch, m.RosterSeq = d.u32(), d.u32()
+	m.Part, m.Parts = d.u16(), d.u16()
+	n := int(d.u16())
+	if d.err == nil && (m.Parts == 0 || m.Part == 0 || m.Part > m.Parts || m.Parts > MaxEpochParts || n > MaxGroupMembers) {
+		d.err = fmt.Errorf("%w: part %d of %d, %d keys", ErrMalformed, m.Part, m.Parts, n)
+	}
+	m.Keys = m.Keys[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Keys = append(m.Keys, WrappedFor{Member: d.str8(), Wrapped: d.str8()})
+	}
+	return d.done()
+}
+
+// GroupReq asks for a group's chain (from a seq) or keys (from an epoch).
+type GroupReq struct {
+	Group []byte
+	From  uint32
+}
+
+// Append appends the message with type t (TGroupChain or TGroupKeys).
+func (m *GroupReq) Append(b []byte, t MsgType, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.From)
+}
+
+// Parse decodes a body.
+func (m *GroupReq) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group, m.From = d.str8(), d.u32()
+	return d.done()
+}
+
+// Groups lists group names.
+type Groups struct{ Names [][]byte }
+
+// Append appends the message to b.
+func (m *Groups) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint16(AppendHeader(b, TGroups, id), uint16(len(m.Names)))
+	for _, n := range m.Names {
+		b = appendStr8(b, n)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *Groups) Parse(body []byte) error {
+	d := dec{b: body}
+	n := int(d.u16())
+	m.Names = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Names = append(m.Names, d.str8())
+	}
+	return d.done()
+}
+
+// GroupChainReply returns statements in order; More says more follow.
+type GroupChainReply struct {
+	Group      []byte
+	More       bool
+	Statements [][]byte
+}
+
+// Append appends the message to b.
+func (m *GroupChainReply) Append(b []byte, id uint32) []byte {
+	b = appendStr8(AppendHeader(b, TGroupChainReply, id), m.Group)
+	more := byte(0)
+	if m.More {
+		more = 1
+	}
+	b = binary.BigEndian.AppendUint16(append(b, more), uint16(len(m.Statements)))
+	for _, s := range m.Statements {
+		b = appendStr16(b, s)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *GroupChainReply) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group = d.str8()
+	more := d.u8()
+	n := int(d.u16())
+	if d.err == nil && more > 1 {
+		d.err = fmt.Errorf("%w: more byte %d", ErrMalformed, more)
+	}
+	m.More = more == 1
+	m.Statements = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Statements = append(m.Statements, d.str16())
+	}
+	return d.done()
+}
+
+// EpochKeyMsg is one of the requester's wrapped keys.
+type EpochKeyMsg struct {
+	Epoch     uint32
+	RosterSeq uint32
+	Wrapper   []byte
+	Wrapped   []byte
+}
+
+// GroupKeysReply returns the requester's wrapped keys and the current epoch.
+type GroupKeysReply struct {
+	Group   []byte
+	Current uint32
+	Keys    []EpochKeyMsg
+}
+
+// Append appends the message to b.
+func (m *GroupKeysReply) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TGroupKeysReply, id), m.Group), m.Current)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Keys)))
+	for _, k := range m.Keys {
+		b = binary.BigEndian.AppendUint32(b, k.Epoch)
+		b = binary.BigEndian.AppendUint32(b, k.RosterSeq)
+		b = appendStr8(appendStr8(b, k.Wrapper), k.Wrapped)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *GroupKeysReply) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group, m.Current = d.str8(), d.u32()
+	n := int(d.u16())
+	m.Keys = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Keys = append(m.Keys, EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Wrapper: d.str8(), Wrapped: d.str8()})
+	}
+	return d.done()
+}
+
+// SendGroup sends a message to a group under its current epoch.
+type SendGroup struct {
+	Group []byte
+	Epoch uint32
+	MsgID []byte // 16
+	Body  []byte // secretbox under the epoch key
+	Sig   []byte // 64: Ed25519 over GroupMsgSigned
+}
+
+// Append appends the message to b.
+func (m *SendGroup) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TSendGroup, id), m.Group), m.Epoch)
+	return append(appendStr16(append(b, m.MsgID...), m.Body), m.Sig...)
+}
+
+// Parse decodes a body.
+func (m *SendGroup) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group, m.Epoch, m.MsgID = d.str8(), d.u32(), d.fixed(MsgIDLen)
+	m.Body, m.Sig = d.bytes16(MaxBodyLen), d.fixed(64)
+	return d.done()
+}
+
+// DeliverGroup pushes a group message to a member.
+type DeliverGroup struct {
+	ServerID uint64
+	Time     int64
+	Group    []byte
+	From     []byte
+	Epoch    uint32
+	MsgID    []byte
+	Body     []byte
+	Sig      []byte
+}
+
+// Append appends the message to b.
+func (m *DeliverGroup) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, TDeliverGroup, id), m.ServerID)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
+	b = binary.BigEndian.AppendUint32(appendStr8(appendStr8(b, m.Group), m.From), m.Epoch)
+	return append(appendStr16(append(b, m.MsgID...), m.Body), m.Sig...)
+}
+
+// Parse decodes a body.
+func (m *DeliverGroup) Parse(body []byte) error {
+	d := dec{b: body}
+	m.ServerID, m.Time = d.u64(), int64(d.u64())
+	m.Group, m.From, m.Epoch, m.MsgID = d.str8(), d.str8(), d.u32(), d.fixed(MsgIDLen)
+	m.Body, m.Sig = d.bytes16(MaxBodyLen), d.fixed(64)
+	return d.done()
+}

@@ -108,6 +108,9 @@ type Client struct {
 	fatalErr error         // why reconnecting stopped for good
 	closing  bool          // Close has begun: no new connection may start
 
+	groupsMu sync.Mutex
+	groupsM  map[string]*groupView
+
 	msgs   chan *Message
 	recv   *receiver
 	stop   chan struct{}

@@ -74,10 +74,11 @@ type conn struct {
 	// Owned by the reader goroutine.
 	fr        *proto.FrameReader
 	authed    bool
-	user      string // canonical; set before the conn is published in the directory
-	token     []byte // this session's token, for logout
-	frameDL   bool   // a frame deadline is set for the frame being read
-	closeRecv bool   // the peer sent Close
+	user      string       // canonical; set before the conn is published in the directory
+	token     []byte       // this session's token, for logout
+	frameDL   bool         // a frame deadline is set for the frame being read
+	closeRecv bool         // the peer sent Close
+	upload    *groupUpload // a multi-part group change under way
 
 	// Owned by the shard loop.
 	pending     []pendingAck
@@ -260,7 +261,8 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeRecv = true
 		c.closeGraceful(proto.CloseNormal)
 		return false
-	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck:
+	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck,
+		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -276,6 +278,12 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	switch t {
 	case proto.TSendDM:
 		c.sendDM(id, body)
+	case proto.TGroupChange:
+		c.groupChange(id, body)
+	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
+		c.groupRead(t, id, body)
+	case proto.TSendGroup:
+		c.replyErr(id, proto.CodeUnsupportedFeature, "group messages are not served by this version yet")
 	case proto.TAck:
 		ids, err := proto.ParseAckIDs(body)
 		if err != nil {

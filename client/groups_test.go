@@ -1,0 +1,187 @@
+package client_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"slices"
+	"testing"
+
+	"securefastchat/client"
+	"securefastchat/internal/server"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+func members(t *testing.T, c *client.Client, group string) []string {
+	t.Helper()
+	ms, err := c.GroupMembers(ctxT(t), group)
+	if err != nil {
+		t.Fatalf("%s: members of %s: %v", c.User(), group, err)
+	}
+	var out []string
+	for _, m := range ms {
+		n := m.Name
+		if m.Admin {
+			n += "*"
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func epochs(t *testing.T, c *client.Client, group string) []uint32 {
+	t.Helper()
+	es, _, err := c.GroupEpochs(ctxT(t), group)
+	if err != nil {
+		t.Fatalf("%s: epochs of %s: %v", c.User(), group, err)
+	}
+	slices.Sort(es)
+	return es
+}
+
+func TestGroupMembership(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	carol := testserver.Signup(t, s, "carol")
+	testserver.Signup(t, s, "dave").Close()
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "Team"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.CreateGroup(ctx, "team"); !errors.Is(err, proto.CodeGroupTaken) {
+		t.Fatalf("taken name: %v", err)
+	}
+	if err := alice.AddMember(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddMember(ctx, "team", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"alice*", "bob", "carol"}
+	for _, c := range []*client.Client{alice, bob, carol} {
+		if got := members(t, c, "team"); !slices.Equal(got, want) {
+			t.Fatalf("%s sees %v", c.User(), got)
+		}
+	}
+	// Each epoch is wrapped for the members of its roster only: a new
+	// member cannot read what came before.
+	if e := epochs(t, alice, "team"); !slices.Equal(e, []uint32{1, 2, 3}) {
+		t.Fatalf("alice's epochs %v", e)
+	}
+	if e := epochs(t, bob, "team"); !slices.Equal(e, []uint32{2, 3}) {
+		t.Fatalf("bob's epochs %v", e)
+	}
+	if e := epochs(t, carol, "team"); !slices.Equal(e, []uint32{3}) {
+		t.Fatalf("carol's epochs %v", e)
+	}
+	k3a, _ := alice.GroupKey(ctx, "team", 3)
+	k3c, _ := carol.GroupKey(ctx, "team", 3)
+	if *k3a != *k3c {
+		t.Fatal("members hold different keys for one epoch")
+	}
+
+	// T40: a non-admin's add is refused by the client and by the server.
+	if err := bob.AddMember(ctx, "team", "dave"); !errors.Is(err, proto.ErrNotAllowed) {
+		t.Fatalf("bob's add (client): %v", err)
+	}
+	if err := rawChange(t, bob, "team", proto.OpAdd, "dave"); !errors.Is(err, proto.CodeForbidden) {
+		t.Fatalf("bob's add (server): %v", err)
+	}
+	// T42: adding a user who does not exist; removing the last admin.
+	if err := alice.AddMember(ctx, "team", "nobody"); err == nil {
+		t.Fatal("added a user who does not exist")
+	}
+	if err := rawChange(t, alice, "team", proto.OpRemove, "alice"); !errors.Is(err, proto.CodeForbidden) {
+		t.Fatalf("removing the last admin: %v", err)
+	}
+
+	// Remove carol: the next epoch is wrapped for alice and bob only, and
+	// carol can no longer read the group.
+	if err := alice.RemoveMember(ctx, "team", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochs(t, bob, "team"); !slices.Equal(e, []uint32{2, 3, 4}) {
+		t.Fatalf("bob's epochs after the removal %v", e)
+	}
+	if _, err := carol.GroupMembers(ctx, "team"); !errors.Is(err, proto.CodeNoSuchGroup) {
+		t.Fatalf("removed member reads the group: %v", err)
+	}
+	// bob leaves; the key is behind the roster until someone rekeys.
+	if err := bob.LeaveGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.Store.Group("team"); g.EpochSeq == g.Seq {
+		t.Fatal("a leave must leave the epoch behind the roster")
+	}
+	if err := alice.Rekey(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if e := epochs(t, alice, "team"); !slices.Equal(e, []uint32{1, 2, 3, 4, 5}) {
+		t.Fatalf("alice's epochs after the rekey %v", e)
+	}
+	if gs, _ := bob.Groups(ctx); len(gs) != 0 {
+		t.Fatalf("bob still lists %v", gs)
+	}
+	if gs, _ := alice.Groups(ctx); !slices.Equal(gs, []string{"team"}) {
+		t.Fatalf("alice lists %v", gs)
+	}
+	// The store holds no plaintext group key.
+	db, _ := os.ReadFile(s.Store.Path())
+	for e := uint32(1); e <= 5; e++ {
+		k, _ := alice.GroupKey(ctx, "team", e)
+		if bytes.Contains(db, k[:]) {
+			t.Fatalf("epoch %d's key is in the store in the clear", e)
+		}
+	}
+}
+
+// rawChange sends a signed statement with no epoch, bypassing the
+// client's own checks, to test the server's.
+func rawChange(t *testing.T, c *client.Client, group string, op uint8, target string) error {
+	chain, err := c.GroupChain(ctxT(t), group)
+	if err != nil {
+		return err
+	}
+	last := chain[len(chain)-1]
+	s := &proto.Statement{Group: []byte(group), Seq: last.Seq + 1, Prev: last.Hash(), Op: op, Target: []byte(target), Signer: []byte(c.User())}
+	s.Sign(c.Identity().Sign)
+	m := proto.GroupChange{Group: []byte(group), Statement: s.Append(nil), Part: 1, Parts: 1}
+	_, _, err = c.Conn().Request(ctxT(t), func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	return err
+}
+
+// A malicious server that slips a member into the chain is caught: the
+// client does not trust the member list.
+func TestServerCannotSlipAMemberIn(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	mallory := testserver.Signup(t, s, "mallory")
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.GroupMembers(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	// The server appends "mallory adds mallory", signed by mallory (the
+	// only key it can get a signature from), and puts her in its state.
+	g, _ := s.Store.Group("team")
+	forged := &proto.Statement{Group: []byte("team"), Seq: g.Seq + 1, Prev: g.Last, Op: proto.OpAdd, Target: []byte("mallory"), Signer: []byte("mallory")}
+	forged.Sign(mallory.Identity().Sign)
+	next := *g
+	next.Seq, next.Last = forged.Seq, forged.Hash()
+	next.Members = append(append([]store.GroupMember(nil), g.Members...), store.GroupMember{Name: "mallory"})
+	if err := s.Store.ChangeGroup(&next, g.Seq, g.Epoch, forged.Append(nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.GroupMembers(ctx, "team"); !errors.Is(err, client.ErrGroupChain) {
+		t.Fatalf("alice accepted a server-forged member: %v", err)
+	}
+	// And she will not wrap a key for the forged roster.
+	if err := alice.Rekey(ctx, "team"); !errors.Is(err, client.ErrGroupChain) {
+		t.Fatalf("rekey over a forged roster: %v", err)
+	}
+}

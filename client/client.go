@@ -545,12 +545,18 @@ func (c *Client) Prepare(ctx context.Context, to string, kind uint8, body []byte
 // the same message again, until ctx ends.
 func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 	m := proto.SendDM{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
+	return c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+}
+
+// sendRequest sends a message request and waits for its Sent, sending the
+// same bytes again after a reconnect if the connection drops first.
+func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error) {
 	var t proto.MsgType
 	var rb []byte
 	var err error
 	for {
 		conn := c.Conn()
-		t, rb, err = conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		t, rb, err = conn.Request(ctx, build)
 		var re *proto.RemoteError
 		retry := errors.Is(err, ErrConnectionLost) ||
 			errors.As(err, &re) && re.Code == proto.CodeServerShuttingDown

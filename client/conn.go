@@ -50,7 +50,7 @@ type Conn struct {
 	waiters map[uint32]chan response
 	err     error // why the connection ended
 
-	deliveries chan *proto.Deliver
+	deliveries chan *Delivery
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection has ended
 	readerDone chan struct{}
@@ -168,7 +168,7 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 	c := &Conn{
 		nc: nc, addr: addr, serverKey: key, sess: sess,
 		waiters:    make(map[uint32]chan response),
-		deliveries: make(chan *proto.Deliver, n),
+		deliveries: make(chan *Delivery, n),
 		closed:     make(chan struct{}),
 		readerDone: make(chan struct{}),
 	}
@@ -183,9 +183,17 @@ func (c *Conn) ServerKey() proto.PublicKey { return c.serverKey }
 // contact).
 func (c *Conn) PinnedNow() bool { return c.firstPin }
 
+// Delivery is one message the server pushed: a direct message or a group
+// message (exactly one of DM and Group is set).
+type Delivery struct {
+	ServerID uint64
+	DM       *proto.Deliver
+	Group    *proto.DeliverGroup
+}
+
 // Deliveries returns the messages the server pushes. The caller must Ack
 // each one it has processed. The channel is closed when the connection ends.
-func (c *Conn) Deliveries() <-chan *proto.Deliver { return c.deliveries }
+func (c *Conn) Deliveries() <-chan *Delivery { return c.deliveries }
 
 // Done is closed when the connection has ended; Err then says why.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
@@ -225,14 +233,24 @@ func (c *Conn) readLoop() {
 			return
 		}
 		switch t {
-		case proto.TDeliver:
-			d := new(proto.Deliver)
-			if err := d.Parse(append([]byte(nil), body...)); err != nil {
+		case proto.TDeliver, proto.TDeliverGroup:
+			dl := new(Delivery)
+			var err error
+			if t == proto.TDeliver {
+				dl.DM = new(proto.Deliver)
+				err = dl.DM.Parse(append([]byte(nil), body...))
+				dl.ServerID = dl.DM.ServerID
+			} else {
+				dl.Group = new(proto.DeliverGroup)
+				err = dl.Group.Parse(append([]byte(nil), body...))
+				dl.ServerID = dl.Group.ServerID
+			}
+			if err != nil {
 				c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
 				return
 			}
 			select {
-			case c.deliveries <- d:
+			case c.deliveries <- dl:
 			case <-c.closed:
 				return
 			}

@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"time"
 
 	"securefastchat/proto"
 )
@@ -18,10 +20,11 @@ const wrapsPerPart = 300
 
 // groupView is what this client has verified of a group.
 type groupView struct {
-	chain   []*proto.Statement
-	rosters []*proto.Roster // rosters[seq] is the roster after statement seq
-	keys    map[uint32]*[proto.GroupKeyLen]byte
-	current uint32 // the server's current epoch, as last fetched
+	chain    []*proto.Statement
+	rosters  []*proto.Roster // rosters[seq] is the roster after statement seq
+	keys     map[uint32]*[proto.GroupKeyLen]byte
+	epochSeq map[uint32]uint32 // epoch -> the roster statement it was made for
+	current  uint32            // the server's current epoch, as last fetched
 }
 
 func (g *groupView) roster() *proto.Roster { return g.rosters[len(g.rosters)-1] }
@@ -48,7 +51,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	defer c.groupsMu.Unlock()
 	g := c.groupsM[name]
 	if g == nil {
-		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}}
+		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{}}
 	}
 	conn := c.Conn()
 	keys := c.signKeyFunc(ctx)
@@ -106,6 +109,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 				return nil, err
 			}
 			g.keys[k.Epoch] = key
+			g.epochSeq[k.Epoch] = k.RosterSeq
 		}
 		if len(r.Keys) == 0 || r.Keys[len(r.Keys)-1].Epoch >= r.Current {
 			break
@@ -323,4 +327,48 @@ func (c *Client) GroupChain(ctx context.Context, group string) ([]*proto.Stateme
 		return nil, err
 	}
 	return append([]*proto.Statement(nil), g.chain...), nil
+}
+
+// SendGroupText seals text with the group's current key, signs it and
+// sends it to every member. If the key is behind the roster (someone left
+// since), it makes a new epoch first. It returns once every member's client
+// has it or it is stored for them.
+func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receipt, error) {
+	name, err := proto.CanonicalUsername(group)
+	if err != nil {
+		return nil, &proto.RemoteError{Code: proto.CodeNoSuchGroup, Message: "no such group"}
+	}
+	msgID := make([]byte, proto.MsgIDLen)
+	if _, err := rand.Read(msgID); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		g, err := c.group(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		key, have := g.keys[g.current]
+		if !have || g.epochSeq[g.current] != g.roster().Seq {
+			if err := c.Rekey(ctx, name); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
+				return nil, err
+			}
+			continue
+		}
+		in := proto.Inner{Kind: proto.KindText, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: []byte(text)}
+		plain, err := in.Append(nil)
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := proto.SealGroup(plain, key, nil)
+		if err != nil {
+			return nil, err
+		}
+		m := proto.SendGroup{Group: []byte(name), Epoch: g.current, MsgID: msgID, Body: sealed,
+			Sig: ed25519.Sign(c.id.Sign, proto.GroupMsgSigned([]byte(name), g.current, msgID, sealed))}
+		r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {
+			continue // the roster moved under us: refresh and send again (same id)
+		}
+		return r, err
+	}
 }

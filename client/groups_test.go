@@ -185,3 +185,120 @@ func TestServerCannotSlipAMemberIn(t *testing.T) {
 		t.Fatalf("rekey over a forged roster: %v", err)
 	}
 }
+
+func recvGroup(t *testing.T, c *client.Client) *client.Message {
+	t.Helper()
+	m := recvOne(t, c)
+	if m.Group == "" {
+		t.Fatalf("%s got a direct message %+v", c.User(), m)
+	}
+	return m
+}
+
+// The end-to-end test: two members on different shards get a
+// group message once; a removed member cannot read what follows, with
+// every key it ever had; a member offline gets it at login; after a leave
+// the next sender rekeys.
+func TestGroupMessages(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100; c.Shard.MsgEvery = -1 })
+	alice := testserver.Signup(t, s, "alice") // shard 0
+	bob := testserver.Signup(t, s, "bob")     // shard 1
+	carol := testserver.Signup(t, s, "carol") // shard 0
+	daveCfg := testserver.ClientConfig(t, s)
+	signup(t, daveCfg, "dave").Close() // offline
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"bob", "carol", "dave"} {
+		if err := alice.AddMember(ctx, "team", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := alice.SendGroupText(ctx, "team", "hello team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != proto.StatusQueued { // dave is offline
+		t.Fatalf("receipt %+v", r)
+	}
+	for _, c := range []*client.Client{bob, carol} {
+		m := recvGroup(t, c)
+		if m.Text != "hello team" || m.From != "alice" || m.Group != "team" {
+			t.Fatalf("%s got %+v", c.User(), m)
+		}
+	}
+	// Bob answers; alice gets it once.
+	if _, err := bob.SendGroupText(ctx, "team", "hi alice"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, alice); m.Text != "hi alice" || m.From != "bob" {
+		t.Fatalf("alice got %+v", m)
+	}
+	recvGroup(t, carol)
+	carolEpochs := epochs(t, carol, "team")
+
+	// Remove carol, then send: dave (offline) keeps the ciphertext in the
+	// store, and carol can open it with none of her keys.
+	if err := alice.RemoveMember(ctx, "team", "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroupText(ctx, "team", "after carol left"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, bob); m.Text != "after carol left" {
+		t.Fatalf("bob got %q", m.Text)
+	}
+	queued, _ := s.Store.Peek("dave", 0, 10)
+	var after *store.Queued
+	for _, q := range queued {
+		if q.Group == "team" && q.Epoch > carolEpochs[len(carolEpochs)-1] {
+			after = q
+		}
+	}
+	if after == nil {
+		t.Fatal("no message under the new epoch in dave's queue")
+	}
+	for _, e := range carolEpochs {
+		k, err := carol.GroupKey(ctx, "team", e)
+		if err == nil {
+			if _, err := proto.OpenGroup(after.Body, k); err == nil {
+				t.Fatalf("carol's epoch %d key opens the message sent after her removal", e)
+			}
+		}
+	}
+	select {
+	case m := <-carol.Messages():
+		t.Fatalf("carol received %q after her removal", m.Text)
+	default:
+	}
+	// dave comes online: he gets everything sent while he was away, once.
+	dave := login(t, daveCfg, "dave")
+	var got []string
+	for len(got) < 3 {
+		got = append(got, recvGroup(t, dave).Text)
+	}
+	if !slices.Equal(got, []string{"hello team", "hi alice", "after carol left"}) {
+		t.Fatalf("dave got %v", got)
+	}
+	// bob leaves; alice's next send makes the new key for alice and dave.
+	if err := bob.LeaveGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	before := epochs(t, alice, "team")
+	if _, err := alice.SendGroupText(ctx, "team", "after bob left"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, dave); m.Text != "after bob left" || m.Epoch <= before[len(before)-1] {
+		t.Fatalf("dave got %+v, epochs before %v", m, before)
+	}
+	// bob is no member: he cannot even fetch his keys.
+	if _, _, err := bob.GroupEpochs(ctx, "team"); !errors.Is(err, proto.CodeNoSuchGroup) {
+		t.Fatalf("bob still reads the group's keys: %v", err)
+	}
+	// Non-members cannot send.
+	m := proto.SendGroup{Group: []byte("team"), Epoch: 1, MsgID: make([]byte, 16), Body: []byte("x"), Sig: make([]byte, 64)}
+	if _, _, err := carol.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) }); !errors.Is(err, proto.CodeNoSuchGroup) {
+		t.Fatalf("a non-member's send: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"os"
@@ -26,6 +27,8 @@ type Message struct {
 	File       *ReceivedFile
 	SentAt     time.Time // the sender's clock
 	ServerTime time.Time // when the server accepted it
+	Group      string    // set for a group message
+	Epoch      uint32    // the group key epoch it was sealed under
 	// PeerKeyChanged: the sender's keys differ from the ones pinned
 	// before this message.
 	PeerKeyChanged bool
@@ -64,11 +67,22 @@ func newReceiver(c *Client, seen *seenLog) *receiver {
 func (r *receiver) run(conn *Conn) {
 	ch := conn.Deliveries()
 	acks := make([]uint64, 0, proto.MaxAckIDs)
-	for d := range ch {
-		msg, seen, err := r.open(d)
+	for dl := range ch {
+		var msg *Message
+		var seen bool
+		var err error
+		var from string
+		var msgID []byte
+		if dl.Group != nil {
+			from, msgID = string(dl.Group.From), dl.Group.MsgID
+			msg, seen, err = r.openGroup(dl.Group)
+		} else {
+			from, msgID = string(dl.DM.From), dl.DM.MsgID
+			msg, seen, err = r.open(dl.DM)
+		}
 		if err != nil {
 			if r.c.cfg.OnReject != nil {
-				r.c.cfg.OnReject(string(d.From), err)
+				r.c.cfg.OnReject(from, err)
 			}
 		} else if msg != nil {
 			select {
@@ -80,9 +94,9 @@ func (r *receiver) run(conn *Conn) {
 		// Only now is it the application's: remember it, so a redelivery
 		// or a resend is dropped.
 		if seen {
-			r.seen.add(string(d.From), d.MsgID)
+			r.seen.add(from, msgID)
 		}
-		acks = append(acks, d.ServerID)
+		acks = append(acks, dl.ServerID)
 		if len(ch) == 0 || len(acks) == proto.MaxAckIDs {
 			if err := errors.Join(r.syncFiles(), r.seen.sync()); err != nil {
 				conn.fail(err) // not durable: do not ack; it comes again
@@ -149,6 +163,50 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 		return msg, true, nil
 	}
 	return nil, false, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
+}
+
+// openGroup checks a group message: the sender was a member of the roster
+// the epoch was made for, the signature is the sender's, and the body opens
+// with the epoch key and names the same sender, group and id.
+func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	from, group := string(d.From), string(d.Group)
+	if r.seen.has(from, d.MsgID) {
+		r.dups.Add(1)
+		return nil, false, nil
+	}
+	g, err := r.c.group(ctx, group)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
+	}
+	key := g.keys[d.Epoch]
+	seq, ok := g.epochSeq[d.Epoch]
+	if key == nil || !ok {
+		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)
+	}
+	if int(seq) >= len(g.rosters) || g.rosters[seq].Index(from) < 0 {
+		return nil, false, fmt.Errorf("%w: %s was not a member of %s for epoch %d", ErrRejected, from, group, d.Epoch)
+	}
+	signKey := r.c.signKeyFunc(ctx)(from)
+	if signKey == nil || !ed25519.Verify(signKey, proto.GroupMsgSigned(d.Group, d.Epoch, d.MsgID, d.Body), d.Sig) {
+		return nil, false, fmt.Errorf("%w: the signature is not %s's", ErrRejected, from)
+	}
+	plain, err := proto.OpenGroup(d.Body, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: does not open with epoch %d's key", ErrRejected, d.Epoch)
+	}
+	var in proto.Inner
+	if err := in.Parse(plain); err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText {
+		return nil, false, fmt.Errorf("%w: sealed sender, group or id do not match", ErrRejected)
+	}
+	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind, Text: string(in.Body),
+		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time)}
+	copy(msg.MsgID[:], in.MsgID)
+	return msg, true, nil
 }
 
 // incomingFile is a file being assembled in OutDir as

@@ -283,7 +283,7 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
 		c.groupRead(t, id, body)
 	case proto.TSendGroup:
-		c.replyErr(id, proto.CodeUnsupportedFeature, "group messages are not served by this version yet")
+		c.sendGroup(id, body)
 	case proto.TAck:
 		ids, err := proto.ParseAckIDs(body)
 		if err != nil {

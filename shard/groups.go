@@ -294,3 +294,54 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 		c.reply(r.Append(nil, id))
 	}
 }
+
+// sendGroup fans a group message out: one event per shard carrying that
+// shard's receivers, and a durable put per offline member. The sender gets
+// Sent once every member has acknowledged it or it is stored for them.
+func (c *conn) sendGroup(id uint32, body []byte) {
+	var m proto.SendGroup
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	if s := c.set; s.msgs != nil && !s.msgs.Allow(c.user) {
+		c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
+		return
+	}
+	g := c.memberGroup(id, m.Group)
+	if g == nil {
+		return
+	}
+	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq {
+		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members: fetch it, rekey if needed, and send again")
+		return
+	}
+	now := c.set.opts.Now()
+	d := proto.DeliverGroup{ServerID: c.set.newServerID(), Time: now.UnixMilli(), Group: m.Group, From: []byte(c.user),
+		Epoch: m.Epoch, MsgID: m.MsgID, Body: m.Body, Sig: m.Sig}
+	gmsg := d.Append(nil, 0)
+	ack := &groupAck{from: c, reqID: id, serverID: d.ServerID, time: d.Time}
+	ack.remaining.Store(int32(len(g.Members) - 1))
+	if len(g.Members) == 1 {
+		c.reply((&proto.Sent{ServerID: d.ServerID, Time: d.Time, Status: proto.StatusDelivered}).Append(nil, id))
+		return
+	}
+	byShard := map[*Shard][]*conn{}
+	for _, mem := range g.Members {
+		if mem.Name == c.user {
+			continue
+		}
+		if rc := c.set.dir.lookup([]byte(mem.Name)); rc != nil {
+			byShard[rc.sh] = append(byShard[rc.sh], rc)
+		} else {
+			c.set.persistGroup(mem.Name, gmsg, ack)
+		}
+	}
+	for sh, recips := range byShard {
+		if !sh.post(event{kind: evRouteGroup, recips: recips, gmsg: gmsg, gack: ack, serverID: d.ServerID, time: d.Time}) {
+			for _, rc := range recips {
+				c.set.persistGroup(rc.user, gmsg, ack)
+			}
+		}
+	}
+}

@@ -16,11 +16,12 @@ import (
 type evKind uint8
 
 const (
-	evAdd   evKind = iota + 1 // a new connection from the balancer
-	evRoute                   // a message for one of this shard's connections
-	evAck                     // a receiver acknowledged a delivery
-	evGone                    // a connection's reader has exited
-	evLogin                   // a connection logged in: deliver its queue first
+	evAdd        evKind = iota + 1 // a new connection from the balancer
+	evRoute                        // a message for one of this shard's connections
+	evAck                          // a receiver acknowledged a delivery
+	evGone                         // a connection's reader has exited
+	evLogin                        // a connection logged in: deliver its queue first
+	evRouteGroup                   // a group message for some of this shard's connections
 )
 
 // event is what goes over a shard's channel. It is passed by value and
@@ -34,6 +35,43 @@ type event struct {
 	serverID uint64   // evRoute, evAck
 	time     int64    // evRoute: the server's stamp, unix ms
 	buf      *[]byte  // evRoute: the Deliver plaintext, pooled
+	recips   []*conn  // evRouteGroup: the receivers on this shard
+	gmsg     []byte   // evRouteGroup: the DeliverGroup plaintext, shared read-only
+	gack     *groupAck
+}
+
+// groupAck collects a group message's outcomes: the sender gets Sent once
+// every receiver has acknowledged it or it is stored for them, or the
+// first refusal.
+type groupAck struct {
+	remaining atomic.Int32
+	queued    atomic.Bool
+	failed    atomic.Bool
+	from      *conn
+	reqID     uint32
+	serverID  uint64
+	time      int64
+}
+
+// done records one receiver's outcome.
+func (g *groupAck) done(queued bool) {
+	if queued {
+		g.queued.Store(true)
+	}
+	if g.remaining.Add(-1) == 0 && !g.failed.Load() {
+		st := proto.StatusDelivered
+		if g.queued.Load() {
+			st = proto.StatusQueued
+		}
+		_ = g.from.enqueue((&proto.Sent{ServerID: g.serverID, Time: g.time, Status: st}).Append(nil, g.reqID))
+	}
+}
+
+// fail answers the sender with the first refusal; the rest is ignored.
+func (g *groupAck) fail(code proto.ErrorCode, text string) {
+	if g.failed.CompareAndSwap(false, true) {
+		g.from.replyErr(g.reqID, code, text)
+	}
 }
 
 // pendingAck is a delivery waiting for its receiver's ack.
@@ -41,10 +79,12 @@ type pendingAck struct {
 	serverID uint64
 	time     int64 // the server's stamp, unix ms
 	queued   time.Time
-	stored   bool    // it came from the store: the ack dequeues it
-	from     *conn   // direct only: the sender, who gets Sent on the ack
-	reqID    uint32  // direct only
-	buf      *[]byte // direct only: the Deliver plaintext, kept to persist it if the receiver goes away
+	stored   bool      // it came from the store: the ack dequeues it
+	from     *conn     // direct only: the sender, who gets Sent on the ack
+	reqID    uint32    // direct only
+	buf      *[]byte   // direct only: the Deliver plaintext, kept to persist it if the receiver goes away
+	gack     *groupAck // group only: the message's shared outcome
+	gmsg     []byte    // group only: the DeliverGroup plaintext
 }
 
 // mail is a note from the committer to a shard loop; it goes through a
@@ -180,6 +220,10 @@ func (sh *Shard) handle(ev event, stopping bool) {
 		sh.gone(ev.c)
 	case evLogin:
 		sh.login(ev.c)
+	case evRouteGroup:
+		for _, rc := range ev.recips {
+			sh.routeGroup(rc, ev)
+		}
 	}
 }
 
@@ -245,6 +289,24 @@ func (sh *Shard) route(ev event) {
 	sh.set.Stats.Routed.Add(1)
 }
 
+// routeGroup delivers a group message to one receiver, or queues it.
+func (sh *Shard) routeGroup(rc *conn, ev event) {
+	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
+		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
+		return
+	}
+	if err := rc.enqueue(ev.gmsg); err != nil {
+		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
+		return
+	}
+	if len(rc.pending) == 0 {
+		sh.waiting[rc] = struct{}{}
+	}
+	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), gack: ev.gack, gmsg: ev.gmsg})
+	sh.msgs.Add(1)
+	sh.set.Stats.Routed.Add(1)
+}
+
 // persist queues a Deliver plaintext for rc's user through the committer;
 // the sender gets Sent(queued) once it is on disk.
 func (sh *Shard) persist(rc *conn, from *conn, reqID uint32, buf *[]byte) {
@@ -282,8 +344,13 @@ func (sh *Shard) fetch(c *conn) {
 				sh.set.Stats.ExpiredAtFetch.Add(1)
 				continue
 			}
-			d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
-			sh.scratch = d.Append(sh.scratch[:0], 0)
+			if q.Group != "" {
+				d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
+				sh.scratch = d.Append(sh.scratch[:0], 0)
+			} else {
+				d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
+				sh.scratch = d.Append(sh.scratch[:0], 0)
+			}
 			if err := c.enqueue(sh.scratch); err != nil {
 				return // the connection is going; its queue stays for next time
 			}
@@ -308,6 +375,8 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 		sh.set.Stats.Delivered.Add(1)
 		if p.stored {
 			sh.set.dequeue(rc.user, p.serverID)
+		} else if p.gack != nil {
+			p.gack.done(false)
 		} else {
 			m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
 			sh.scratch = m.Append(sh.scratch[:0], p.reqID)
@@ -327,7 +396,11 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 func (sh *Shard) gone(c *conn) {
 	c.dead = true
 	for _, p := range c.pending {
-		if !p.stored {
+		switch {
+		case p.stored:
+		case p.gack != nil:
+			sh.set.persistGroup(c.user, p.gmsg, p.gack)
+		default:
 			sh.set.persist(c.user, *p.buf, p.from, p.reqID, nil)
 			putMsgBuf(p.buf)
 		}
@@ -439,6 +512,38 @@ func (s *Set) persist(user string, deliver []byte, from *conn, reqID uint32, aft
 	q := &store.Queued{To: user, From: string(d.From), Kind: d.Kind, Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...)}
 	copy(q.MsgID[:], d.MsgID)
 	s.submitPut(q, from, reqID, after)
+}
+
+// persistGroup queues a group message for one member; its outcome goes to
+// the message's shared ack.
+func (s *Set) persistGroup(user string, gmsg []byte, gack *groupAck) {
+	_, _, body, _ := proto.ParseHeader(gmsg)
+	var d proto.DeliverGroup
+	if err := d.Parse(body); err != nil {
+		panic("shard: persisting a malformed DeliverGroup: " + err.Error())
+	}
+	q := &store.Queued{To: user, From: string(d.From), Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...),
+		Group: string(d.Group), Epoch: d.Epoch, Sig: append([]byte(nil), d.Sig...)}
+	copy(q.MsgID[:], d.MsgID)
+	err := s.batcher.Submit(&store.Op{Put: q, Done: func(r store.Result) {
+		switch {
+		case r.Err == nil:
+			s.Stats.Queued.Add(1)
+			gack.done(true)
+			if rc := s.dir.lookup([]byte(user)); rc != nil {
+				rc.sh.post2(mail{c: rc, kind: mailWake})
+			}
+		case errors.Is(r.Err, store.ErrQueueFull):
+			s.Stats.QueueFull.Add(1)
+			gack.fail(proto.CodeQueueFull, "a member's queue is full; retry later")
+		default:
+			s.Stats.StoreErrors.Add(1)
+			gack.fail(proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
+		}
+	}})
+	if err != nil {
+		gack.fail(proto.CodeServerShuttingDown, "the server is shutting down; retry")
+	}
 }
 
 // submitPut sends a Put to the committer with the reply to its sender.

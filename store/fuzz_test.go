@@ -16,6 +16,9 @@ func FuzzRecords(f *testing.F) {
 	f.Add(uint8(1), ss.marshal())
 	q := qmsg("bob", "alice", 7, "sealed body", time.Unix(1_700_000_000, 9))
 	f.Add(uint8(2), q.marshal())
+	qg := qmsg("bob", "alice", 8, "group body", time.Unix(1_700_000_000, 9))
+	qg.Group, qg.Epoch, qg.Sig = "team", 3, make([]byte, 64)
+	f.Add(uint8(2), qg.marshal())
 	g := &GroupState{Name: "team", Seq: 3, Epoch: 2, Created: time.Unix(5, 6), Members: []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}}
 	f.Add(uint8(3), g.marshal())
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {

@@ -12,7 +12,7 @@ import (
 var (
 	bucketQueue  = []byte("queue")  // receiver -> bucket of server_id (u64 BE) -> queued record
 	bucketQStats = []byte("qstats") // receiver -> count u64 | bytes u64
-	bucketMsgIDs = []byte("msgids") // sender NUL msg_id -> server_id u64 | stored i64 | receiver
+	bucketMsgIDs = []byte("msgids") // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
 	keyMaxID     = []byte("max_server_id")
 )
 
@@ -27,28 +27,46 @@ type Queued struct {
 	Time     int64     // the server's stamp, unix ms
 	Stored   time.Time // when it entered the queue; expiry counts from here
 	Body     []byte
+	// A group message also carries its group, epoch and the sender's
+	// signature.
+	Group string
+	Epoch uint32
+	Sig   []byte
 }
 
 // size is what a record counts against its receiver's byte limit.
-func (q *Queued) size() int64 { return int64(len(q.Body) + len(q.From) + 64) }
+func (q *Queued) size() int64 {
+	return int64(len(q.Body) + len(q.From) + len(q.Group) + len(q.Sig) + 64)
+}
 
-// queued record: version u8 (1) | time i64 | stored i64 | from str8 |
-// msg_id 16 | kind u8 | body (to the end)
+// queued record: version u8 (1: direct, 2: group) | time i64 | stored i64
+// | from str8 | msg_id 16 | kind u8 | [group str8 | epoch u32 | sig 64]
+// | body (to the end)
 func (q *Queued) marshal() []byte {
-	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body))
-	b = append(b, 1)
+	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body)+1+len(q.Group)+4+len(q.Sig))
+	if q.Group != "" {
+		b = append(b, 2)
+	} else {
+		b = append(b, 1)
+	}
 	b = binary.BigEndian.AppendUint64(b, uint64(q.Time))
 	b = binary.BigEndian.AppendUint64(b, uint64(q.Stored.UnixNano()))
 	b = append(b, byte(len(q.From)))
 	b = append(b, q.From...)
 	b = append(b, q.MsgID[:]...)
 	b = append(b, q.Kind)
+	if q.Group != "" {
+		b = append(append(b, byte(len(q.Group))), q.Group...)
+		b = binary.BigEndian.AppendUint32(b, q.Epoch)
+		b = append(b, q.Sig...)
+	}
 	return append(b, q.Body...)
 }
 
 func unmarshalQueued(to string, key, v []byte) (*Queued, error) {
-	if len(key) != 8 || len(v) < 18 || v[0] != 1 || len(v) < 18+int(v[17])+17 {
-		return nil, fmt.Errorf("%w: queued record for %s", ErrCorrupt, to)
+	bad := fmt.Errorf("%w: queued record for %s", ErrCorrupt, to)
+	if len(key) != 8 || len(v) < 18 || (v[0] != 1 && v[0] != 2) || len(v) < 18+int(v[17])+17 {
+		return nil, bad
 	}
 	n := int(v[17])
 	q := &Queued{
@@ -60,14 +78,28 @@ func unmarshalQueued(to string, key, v []byte) (*Queued, error) {
 	}
 	copy(q.MsgID[:], v[18+n:])
 	q.Kind = v[18+n+16]
-	q.Body = copyBytes(v[18+n+17:])
+	rest := v[18+n+17:]
+	if v[0] == 2 {
+		if len(rest) < 1 || len(rest) < 1+int(rest[0])+4+64 || rest[0] == 0 {
+			return nil, bad
+		}
+		g := int(rest[0])
+		q.Group = string(rest[1 : 1+g])
+		q.Epoch = binary.BigEndian.Uint32(rest[1+g:])
+		q.Sig = copyBytes(rest[1+g+4 : 1+g+4+64])
+		rest = rest[1+g+4+64:]
+	}
+	q.Body = copyBytes(rest)
 	return q, nil
 }
 
 func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 
-func msgIDKey(from string, id [16]byte) []byte {
-	k := append([]byte(from), 0)
+// msgIDKey is the de-duplication key: a repeat is the same message id from
+// the same sender to the same receiver (a group message is stored once per
+// member).
+func msgIDKey(from, to string, id [16]byte) []byte {
+	k := append(append(append([]byte(from), 0), to...), 0)
 	return append(k, id[:]...)
 }
 
@@ -154,7 +186,7 @@ func (w *wtx) finish() error {
 // and dup; a full queue returns ErrQueueFull and changes nothing.
 func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
 	ids := w.tx.Bucket(bucketMsgIDs)
-	mk := msgIDKey(q.From, q.MsgID)
+	mk := msgIDKey(q.From, q.To, q.MsgID)
 	if v := ids.Get(mk); len(v) >= 8 {
 		return binary.BigEndian.Uint64(v), true, nil
 	}

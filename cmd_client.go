@@ -179,17 +179,40 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 }
 
 func cmdSend(args []string) error {
-	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER TEXT... | --file PATH",
+	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...",
 		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or, if they are away, once the server has stored it\non disk for them.")
-	to := cf.fs.String("to", "", "the receiver (required)")
+	to := cf.fs.String("to", "", "the receiver")
+	group := cf.fs.String("group", "", "send TEXT to this group instead")
 	file := cf.fs.String("file", "", "send this file instead of text")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
-	if *to == "" {
-		return usagef("--to is required")
-	}
 	text := strings.Join(cf.fs.Args(), " ")
+	if *group != "" {
+		if *to != "" || *file != "" || text == "" {
+			return usagef("--group takes TEXT, and neither --to nor --file")
+		}
+		c, err := login(cf, cf.config())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		r, err := c.SendGroupText(ctx, *group, text)
+		if err != nil {
+			return err
+		}
+		if r.Status == proto.StatusQueued {
+			fmt.Printf("Sent to %s (id %d): delivered to the members online, stored for the others.\n", *group, r.ServerID)
+		} else {
+			fmt.Printf("Delivered to every member of %s (id %d).\n", *group, r.ServerID)
+		}
+		return nil
+	}
+	if *to == "" {
+		return usagef("--to (or --group) is required")
+	}
 	if (*file == "") == (text == "") {
 		return usagef("give either TEXT or --file PATH")
 	}
@@ -282,7 +305,7 @@ func cmdRecv(args []string) error {
 				return nil
 			}
 			if *asJSON {
-				j := recvJSON{ID: m.ServerID, Sender: m.From, Kind: "text", Text: m.Text,
+				j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
 					Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged}
 				if m.File != nil {
 					j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
@@ -293,9 +316,12 @@ func cmdRecv(args []string) error {
 				continue
 			}
 			ts := m.ServerTime.Local().Format("2006-01-02 15:04:05")
-			if m.File != nil {
+			switch {
+			case m.File != nil:
 				fmt.Printf("[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, m.File.Name, m.File.Size, m.File.Path)
-			} else {
+			case m.Group != "":
+				fmt.Printf("[%s] %s in %s: %s\n", ts, m.From, m.Group, m.Text)
+			default:
 				fmt.Printf("[%s] %s: %s\n", ts, m.From, m.Text)
 			}
 		case <-c.Conn().Done():

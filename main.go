@@ -6,6 +6,7 @@
 //	securefastchat signup       create an account
 //	securefastchat send         send a direct message or a file
 //	securefastchat recv         print received messages
+//	securefastchat group        create and manage groups
 package main
 
 import (
@@ -19,7 +20,8 @@ Usage:
   securefastchat serve       [--listen ADDR] [--data DIR] [--shards N] [--strategy S] ...
   securefastchat fingerprint [--data DIR]
   securefastchat signup      --server ADDR --user NAME
-  securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH
+  securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...
+  securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
   securefastchat version
 
@@ -48,6 +50,8 @@ func main() {
 		err = cmdSend(args)
 	case "recv":
 		err = cmdRecv(args)
+	case "group":
+		err = cmdGroup(args)
 	case "version", "--version":
 		fmt.Println("securefastchat", version)
 	case "help", "-h", "--help":

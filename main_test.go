@@ -158,7 +158,7 @@ func TestCommandLine(t *testing.T) {
 		{"server down", alice, []string{"send", "--server", "127.0.0.1:1", "--user", "alice", "--to", "bob", "x"}, 1, "cannot connect"},
 		{"bad flag", alice, []string{"send", "--bogus"}, 2, "send: flag provided but not defined: -bogus (see 'securefastchat send --help')"},
 		{"invalid name", alice, []string{"signup", "--user", "no-dashes"}, 2, "not a valid name"},
-		{"missing --to", alice, []string{"send", "--user", "alice", "x"}, 2, "--to is required"},
+		{"missing --to", alice, []string{"send", "--user", "alice", "x"}, 2, "--to (or --group) is required"},
 		{"no password", []string{alice[0], "SFC_PASSWORD="}, []string{"send", "--server", addr, "--user", "alice", "--to", "bob", "x"}, 1, "wrong user name or password"},
 		{"wrong server key", []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=whatever123"}, []string{"signup", "--server", addr, "--user", "zed", "--server-key", "SHA256:" + strings.Repeat("A", 43)}, 1, "SERVER KEY CHANGED"},
 		{"unknown command", nil, []string{"frobnicate"}, 2, "unknown command"},
@@ -296,6 +296,47 @@ func TestDeps(t *testing.T) {
 	for _, dep := range strings.Fields(string(out)) {
 		if dep == "testing" || strings.Contains(dep, "testserver") {
 			t.Errorf("the binary links %s", dep)
+		}
+	}
+}
+
+// TestGroupCommands drives the group commands of the binary.
+func TestGroupCommands(t *testing.T) {
+	addr, _, _ := serve(t, t.TempDir())
+	env := func(u string) []string {
+		return []string{"SFC_HOME=" + filepath.Join(t.TempDir(), u), "SFC_PASSWORD=" + u + " password"}
+	}
+	homes := map[string][]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		homes[u] = env(u)
+		if r := run(t, homes[u], "signup", "--server", addr, "--user", u); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u, r)
+		}
+	}
+	steps := []struct {
+		who  string
+		args []string
+		code int
+		want string
+	}{
+		{"alice", []string{"group", "create", "team"}, 0, "Created group team"},
+		{"alice", []string{"group", "add", "team", "bob"}, 0, "Added bob"},
+		{"alice", []string{"group", "add", "team", "carol"}, 0, "Added carol"},
+		{"bob", []string{"group", "members", "team"}, 0, "alice (admin)\nbob\ncarol"},
+		{"bob", []string{"group", "add", "team", "alice"}, 1, "not allowed"},
+		{"bob", []string{"group", "create", "team"}, 1, "exists"},
+		{"alice", []string{"send", "--group", "team", "hello", "team"}, 0, "stored for the others"},
+		{"carol", []string{"recv", "--json"}, 0, `"group":"team"`},
+		{"carol", []string{"group", "leave", "team"}, 0, "Left team"},
+		{"carol", []string{"group", "members", "team"}, 1, "not a member"},
+		{"bob", []string{"group", "list"}, 0, "team"},
+		{"bob", []string{"group", "frob"}, 2, "usage"},
+	}
+	for _, s := range steps {
+		args := append([]string{s.args[0], "--server", addr, "--user", s.who}, s.args[1:]...)
+		r := run(t, homes[s.who], args...)
+		if r.code != s.code || !strings.Contains(r.stdout+r.stderr, s.want) {
+			t.Fatalf("%s %v: exit %d, stdout %q, stderr %q", s.who, s.args, r.code, r.stdout, r.stderr)
 		}
 	}
 }

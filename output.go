@@ -84,6 +84,14 @@ func describe(err error) string {
 		return "the server could not store the message (its disk may be full); it was not accepted; try again later"
 	case errors.Is(err, proto.CodeRecipientOffline), errors.Is(err, proto.CodeRecipientBusy):
 		return "the message was not accepted; try again"
+	case errors.Is(err, proto.CodeNoSuchGroup):
+		return "no such group, or you are not a member"
+	case errors.Is(err, proto.CodeGroupTaken):
+		return "a group by that name exists; pick another"
+	case errors.Is(err, proto.ErrNotAllowed), errors.Is(err, proto.CodeForbidden):
+		return "not allowed: only a group's admins add, remove and promote members, and its last admin cannot be removed"
+	case errors.Is(err, client.ErrGroupChain):
+		return err.Error() + " (the server may be tampering with the group; nothing was sent)"
 	case errors.Is(err, proto.CodeRateLimited):
 		return "too many attempts; wait a while and retry"
 	case errors.Is(err, client.ErrBadIdentity):

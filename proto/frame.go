@@ -92,6 +92,15 @@ func (fr *FrameReader) SetMax(max int) {
 // Buffered reports whether a buffer is held (input is pending).
 func (fr *FrameReader) Buffered() bool { return fr.buf != nil }
 
+// Pending returns how many bytes are buffered past the last frame
+// returned (0 means the next Next will read from the stream).
+func (fr *FrameReader) Pending() int {
+	if fr.buf == nil {
+		return 0
+	}
+	return fr.end - fr.start
+}
+
 // Release returns the buffer to the pool. The reader stays usable.
 func (fr *FrameReader) Release() {
 	if fr.buf != nil {

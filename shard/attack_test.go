@@ -27,14 +27,14 @@ const pw = "correct horse battery"
 
 // raw speaks the protocol by hand, so a test can send what no client would.
 type raw struct {
-	t    *testing.T
+	t    testing.TB
 	nc   net.Conn
 	sess *proto.Session
 	fr   *proto.FrameReader
 	id   uint32
 }
 
-func dialTCP(t *testing.T, addr, from string) net.Conn {
+func dialTCP(t testing.TB, addr, from string) net.Conn {
 	t.Helper()
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if from != "" {
@@ -49,7 +49,7 @@ func dialTCP(t *testing.T, addr, from string) net.Conn {
 }
 
 // dialRaw connects and completes the handshake.
-func dialRaw(t *testing.T, s *server.Server) *raw {
+func dialRaw(t testing.TB, s *server.Server) *raw {
 	t.Helper()
 	nc := dialTCP(t, s.Addr(), "")
 	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &s.Key.Public})

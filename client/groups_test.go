@@ -3,9 +3,11 @@ package client_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"securefastchat/client"
 	"securefastchat/internal/server"
@@ -300,5 +302,44 @@ func TestGroupMessages(t *testing.T) {
 	m := proto.SendGroup{Group: []byte("team"), Epoch: 1, MsgID: make([]byte, 16), Body: []byte("x"), Sig: make([]byte, 64)}
 	if _, _, err := carol.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) }); !errors.Is(err, proto.CodeNoSuchGroup) {
 		t.Fatalf("a non-member's send: %v", err)
+	}
+}
+
+// Looking up the keys of users one shares a group with is not limited: a
+// fresh session of an admin looks up every member again to wrap a key.
+func TestGroupKeyLookupsNotLimited(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) {
+		c.Limits.SignupBurst = 100
+		c.Limits.LookupBurst = 4
+		c.Limits.LookupEvery = time.Hour
+	})
+	cfg := testserver.ClientConfig(t, s)
+	alice := signup(t, cfg, "alice")
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ { // three lookups of new members: limited
+		u := fmt.Sprint("u", i)
+		testserver.Signup(t, s, u).Close()
+		if err := alice.AddMember(ctx, "big", u); err != nil {
+			t.Fatalf("add %s: %v", u, err)
+		}
+	}
+	alice.Close()
+	alice = login(t, cfg, "alice")
+	// A new epoch needs all three members' keys again: only one lookup of
+	// the limit is left, but co-members do not count.
+	if err := alice.Rekey(ctx, "big"); err != nil {
+		t.Fatalf("rekey from a fresh session: %v", err)
+	}
+	// Strangers still count.
+	testserver.Signup(t, s, "x1").Close()
+	testserver.Signup(t, s, "x2").Close()
+	if _, err := alice.PeerKeys(ctx, "x1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.PeerKeys(ctx, "x2"); !errors.Is(err, proto.CodeRateLimited) {
+		t.Fatalf("a stranger's lookup past the limit: %v", err)
 	}
 }

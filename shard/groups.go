@@ -345,3 +345,26 @@ func (c *conn) sendGroup(id uint32, body []byte) {
 		}
 	}
 }
+
+// sharesGroup reports whether the requester and user are members of a
+// common group.
+func (c *conn) sharesGroup(user []byte) bool {
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return false
+	}
+	mine, err := c.set.opts.Store.UserGroups(c.user)
+	if err != nil || len(mine) == 0 {
+		return false
+	}
+	theirs, err := c.set.opts.Store.UserGroups(string(canon))
+	if err != nil {
+		return false
+	}
+	for _, g := range theirs {
+		if slices.Contains(mine, g) {
+			return true
+		}
+	}
+	return false
+}

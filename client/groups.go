@@ -23,9 +23,19 @@ type groupView struct {
 	chain    []*proto.Statement
 	rosters  []*proto.Roster // rosters[seq] is the roster after statement seq
 	keys     map[uint32]*[proto.GroupKeyLen]byte
-	epochSeq map[uint32]uint32 // epoch -> the roster statement it was made for
-	current  uint32            // the server's current epoch, as last fetched
+	epochSeq map[uint32]uint32    // epoch -> the roster statement it was made for
+	created  map[uint32]time.Time // epoch -> when it was made (server's clock)
+	current  uint32               // the server's current epoch, as last fetched
+	sent     map[uint32]int       // messages this client sent under each epoch
 }
+
+// Key rotation (besides every membership change): a sender makes a new
+// epoch when the current one is older than RotateAfter or it has sent
+// RotateAfterMessages under it.
+const (
+	RotateAfter         = 7 * 24 * time.Hour
+	RotateAfterMessages = 100
+)
 
 func (g *groupView) roster() *proto.Roster { return g.rosters[len(g.rosters)-1] }
 
@@ -51,7 +61,8 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	defer c.groupsMu.Unlock()
 	g := c.groupsM[name]
 	if g == nil {
-		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{}}
+		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
+			created: map[uint32]time.Time{}, sent: map[uint32]int{}}
 	}
 	conn := c.Conn()
 	keys := c.signKeyFunc(ctx)
@@ -110,6 +121,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 			}
 			g.keys[k.Epoch] = key
 			g.epochSeq[k.Epoch] = k.RosterSeq
+			g.created[k.Epoch] = time.UnixMilli(k.Created)
 		}
 		if len(r.Keys) == 0 || r.Keys[len(r.Keys)-1].Epoch >= r.Current {
 			break
@@ -348,7 +360,8 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 			return nil, err
 		}
 		key, have := g.keys[g.current]
-		if !have || g.epochSeq[g.current] != g.roster().Seq {
+		stale := time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages
+		if !have || g.epochSeq[g.current] != g.roster().Seq || stale && attempt == 0 {
 			if err := c.Rekey(ctx, name); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
 				return nil, err
 			}
@@ -368,6 +381,11 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 		r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {
 			continue // the roster moved under us: refresh and send again (same id)
+		}
+		if err == nil {
+			c.groupsMu.Lock()
+			g.sent[m.Epoch]++
+			c.groupsMu.Unlock()
 		}
 		return r, err
 	}

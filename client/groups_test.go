@@ -343,3 +343,25 @@ func TestGroupKeyLookupsNotLimited(t *testing.T) {
 		t.Fatalf("a stranger's lookup past the limit: %v", err)
 	}
 }
+
+// Keys rotate after 100 messages from a sender, as well as on every
+// membership change.
+func TestGroupKeyRotation(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 })
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	ctx := ctxT(t)
+	alice.CreateGroup(ctx, "team")
+	alice.AddMember(ctx, "team", "bob")
+	_, start, _ := alice.GroupEpochs(ctx, "team")
+	for i := 0; i < client.RotateAfterMessages+1; i++ {
+		if _, err := alice.SendGroupText(ctx, "team", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		recvGroup(t, bob)
+	}
+	_, now, _ := alice.GroupEpochs(ctx, "team")
+	if now != start+1 {
+		t.Fatalf("epoch %d after %d messages, started at %d", now, client.RotateAfterMessages+1, start)
+	}
+}

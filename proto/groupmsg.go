@@ -15,7 +15,7 @@ const (
 
 	TGroups          MsgType = 0x88 // count u16 | name str8 x count
 	TGroupChainReply MsgType = 0x89 // group str8 | more u8 | count u16 | statement str16 x count
-	TGroupKeysReply  MsgType = 0x8A // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | wrapper str8 | wrapped str8) x count
+	TGroupKeysReply  MsgType = 0x8A // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 (unix ms) | wrapper str8 | wrapped str8) x count
 	TDeliverGroup    MsgType = 0x8B // server_id u64 | time i64 (unix ms) | group str8 | from str8 | epoch u32 | msg_id 16 | body str16 | sig 64
 )
 
@@ -164,6 +164,7 @@ func (m *GroupChainReply) Parse(body []byte) error {
 type EpochKeyMsg struct {
 	Epoch     uint32
 	RosterSeq uint32
+	Created   int64 // unix ms, the server's clock
 	Wrapper   []byte
 	Wrapped   []byte
 }
@@ -182,6 +183,7 @@ func (m *GroupKeysReply) Append(b []byte, id uint32) []byte {
 	for _, k := range m.Keys {
 		b = binary.BigEndian.AppendUint32(b, k.Epoch)
 		b = binary.BigEndian.AppendUint32(b, k.RosterSeq)
+		b = binary.BigEndian.AppendUint64(b, uint64(k.Created))
 		b = appendStr8(appendStr8(b, k.Wrapper), k.Wrapped)
 	}
 	return b
@@ -194,7 +196,7 @@ func (m *GroupKeysReply) Parse(body []byte) error {
 	n := int(d.u16())
 	m.Keys = nil
 	for i := 0; i < n && d.err == nil; i++ {
-		m.Keys = append(m.Keys, EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Wrapper: d.str8(), Wrapped: d.str8()})
+		m.Keys = append(m.Keys, EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Created: int64(d.u64()), Wrapper: d.str8(), Wrapped: d.str8()})
 	}
 	return d.done()
 }

@@ -111,7 +111,7 @@ func (c *conn) applyGroupChange(group string, up *groupUpload) (proto.ErrorCode,
 	}
 	var epoch *store.Epoch
 	if up.epoch != 0 {
-		epoch = &store.Epoch{N: up.epoch, RosterSeq: up.rosterSeq, Wrapper: c.user, Keys: up.keys}
+		epoch = &store.Epoch{N: up.epoch, RosterSeq: up.rosterSeq, Created: c.set.opts.Now(), Wrapper: c.user, Keys: up.keys}
 	}
 	next := cur
 	var stmt *proto.Statement
@@ -289,7 +289,7 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 		}
 		r := proto.GroupKeysReply{Group: m.Group, Current: g.Epoch}
 		for _, k := range keys[:min(len(keys), maxKeysReply)] {
-			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Wrapper: []byte(k.Wrapper), Wrapped: k.Wrapped})
+			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), Wrapped: k.Wrapped})
 		}
 		c.reply(r.Append(nil, id))
 	}

@@ -60,6 +60,7 @@ func (g *GroupState) Member(name string) (member, admin bool) {
 type Epoch struct {
 	N         uint32
 	RosterSeq uint32
+	Created   time.Time
 	Wrapper   string
 	Keys      map[string][]byte // member -> wrapped key
 }
@@ -68,6 +69,7 @@ type Epoch struct {
 type EpochKey struct {
 	Epoch     uint32
 	RosterSeq uint32
+	Created   time.Time
 	Wrapper   string
 	Wrapped   []byte
 }
@@ -134,7 +136,9 @@ func putEpoch(tx *bolt.Tx, group string, e *Epoch) error {
 	if err != nil {
 		return err
 	}
+	// epoch header: roster_seq u32 | created i64 | wrapper str8
 	hdr := binary.BigEndian.AppendUint32(nil, e.RosterSeq)
+	hdr = binary.BigEndian.AppendUint64(hdr, uint64(e.Created.UnixNano()))
 	hdr = append(append(hdr, byte(len(e.Wrapper))), e.Wrapper...)
 	if err := kb.Put(append(seqKey(e.N), 0), hdr); err != nil {
 		return err
@@ -299,10 +303,11 @@ func (s *Store) MemberKeys(name, member string, fromEpoch uint32) ([]EpochKey, e
 			}
 			n := binary.BigEndian.Uint32(k)
 			w := kb.Get(append(seqKey(n), member...))
-			if w == nil || len(v) < 5 || len(v) != 5+int(v[4]) {
+			if w == nil || len(v) < 13 || len(v) != 13+int(v[12]) {
 				continue
 			}
-			out = append(out, EpochKey{Epoch: n, RosterSeq: binary.BigEndian.Uint32(v), Wrapper: string(v[5:]), Wrapped: copyBytes(w)})
+			out = append(out, EpochKey{Epoch: n, RosterSeq: binary.BigEndian.Uint32(v),
+				Created: time.Unix(0, int64(binary.BigEndian.Uint64(v[4:]))), Wrapper: string(v[13:]), Wrapped: copyBytes(w)})
 		}
 		return nil
 	})

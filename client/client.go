@@ -108,8 +108,9 @@ type Client struct {
 	fatalErr error         // why reconnecting stopped for good
 	closing  bool          // Close has begun: no new connection may start
 
-	groupsMu sync.Mutex
+	groupsMu sync.Mutex // guards groupsM and the views in it
 	groupsM  map[string]*groupView
+	changeMu sync.Mutex // one group change at a time
 
 	msgs   chan *Message
 	recv   *receiver

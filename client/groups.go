@@ -158,8 +158,36 @@ func (c *Client) unwrap(ctx context.Context, g *groupView, name string, k *proto
 }
 
 // change signs a statement (if op != 0) and sends it with a new epoch
-// wrapped for the roster after it (if withEpoch).
+// wrapped for the roster after it (if withEpoch). Changes from one client
+// go one at a time: the parts of one epoch must not interleave with
+// another's on the connection.
 func (c *Client) change(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
+	c.changeMu.Lock()
+	defer c.changeMu.Unlock()
+	return c.changeLocked(ctx, name, op, target, withEpoch)
+}
+
+// rekeyIfNeeded makes a new epoch unless, once it holds the change lock,
+// the current one is fine (another send may just have made it).
+func (c *Client) rekeyIfNeeded(ctx context.Context, name string, rotate bool) error {
+	c.changeMu.Lock()
+	defer c.changeMu.Unlock()
+	g, err := c.group(ctx, name)
+	if err != nil {
+		return err
+	}
+	c.groupsMu.Lock()
+	_, have := g.keys[g.current]
+	behind := g.epochSeq[g.current] != g.roster().Seq
+	stale := rotate && (time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages)
+	c.groupsMu.Unlock()
+	if have && !behind && !stale {
+		return nil
+	}
+	return c.changeLocked(ctx, name, 0, "", true)
+}
+
+func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
 	var g *groupView
 	var roster *proto.Roster
 	var epoch uint32 = 1
@@ -168,8 +196,10 @@ func (c *Client) change(ctx context.Context, name string, op uint8, target strin
 		if g, err = c.group(ctx, name); err != nil {
 			return err
 		}
-		roster = g.roster()
+		c.groupsMu.Lock()
+		roster = g.roster().Clone()
 		epoch = g.current + 1
+		c.groupsMu.Unlock()
 	}
 	var raw []byte
 	rosterSeq := uint32(0)
@@ -301,6 +331,8 @@ func (c *Client) GroupMembers(ctx context.Context, group string) ([]proto.Roster
 	if err != nil {
 		return nil, err
 	}
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
 	return append([]proto.RosterMember(nil), g.roster().Members...), nil
 }
 
@@ -310,7 +342,9 @@ func (c *Client) GroupKey(ctx context.Context, group string, epoch uint32) (*[pr
 	if err != nil {
 		return nil, err
 	}
+	c.groupsMu.Lock()
 	k := g.keys[epoch]
+	c.groupsMu.Unlock()
 	if k == nil {
 		return nil, fmt.Errorf("client: no key for epoch %d of %s", epoch, group)
 	}
@@ -324,6 +358,8 @@ func (c *Client) GroupEpochs(ctx context.Context, group string) ([]uint32, uint3
 	if err != nil {
 		return nil, 0, err
 	}
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
 	var out []uint32
 	for e := range g.keys {
 		out = append(out, e)
@@ -338,6 +374,8 @@ func (c *Client) GroupChain(ctx context.Context, group string) ([]*proto.Stateme
 	if err != nil {
 		return nil, err
 	}
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
 	return append([]*proto.Statement(nil), g.chain...), nil
 }
 
@@ -359,10 +397,13 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 		if err != nil {
 			return nil, err
 		}
+		c.groupsMu.Lock()
 		key, have := g.keys[g.current]
+		current, behind := g.current, g.epochSeq[g.current] != g.roster().Seq
 		stale := time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages
-		if !have || g.epochSeq[g.current] != g.roster().Seq || stale && attempt == 0 {
-			if err := c.Rekey(ctx, name); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
+		c.groupsMu.Unlock()
+		if !have || behind || stale && attempt == 0 {
+			if err := c.rekeyIfNeeded(ctx, name, attempt == 0); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
 				return nil, err
 			}
 			continue
@@ -376,8 +417,8 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 		if err != nil {
 			return nil, err
 		}
-		m := proto.SendGroup{Group: []byte(name), Epoch: g.current, MsgID: msgID, Body: sealed,
-			Sig: ed25519.Sign(c.id.Sign, proto.GroupMsgSigned([]byte(name), g.current, msgID, sealed))}
+		m := proto.SendGroup{Group: []byte(name), Epoch: current, MsgID: msgID, Body: sealed,
+			Sig: ed25519.Sign(c.id.Sign, proto.GroupMsgSigned([]byte(name), current, msgID, sealed))}
 		r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {
 			continue // the roster moved under us: refresh and send again (same id)

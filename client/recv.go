@@ -180,12 +180,15 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
 	}
+	r.c.groupsMu.Lock() // views are shared with other goroutines' fetches
 	key := g.keys[d.Epoch]
 	seq, ok := g.epochSeq[d.Epoch]
+	member := ok && int(seq) < len(g.rosters) && g.rosters[seq].Index(from) >= 0
+	r.c.groupsMu.Unlock()
 	if key == nil || !ok {
 		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)
 	}
-	if int(seq) >= len(g.rosters) || g.rosters[seq].Index(from) < 0 {
+	if !member {
 		return nil, false, fmt.Errorf("%w: %s was not a member of %s for epoch %d", ErrRejected, from, group, d.Epoch)
 	}
 	signKey := r.c.signKeyFunc(ctx)(from)

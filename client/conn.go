@@ -37,7 +37,6 @@ type Conn struct {
 	nc        net.Conn
 	addr      string
 	serverKey proto.PublicKey
-	firstPin  bool
 
 	// Guarded by wmu.
 	wmu  sync.Mutex
@@ -125,7 +124,6 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 			c.Close()
 			return nil, err
 		}
-		c.firstPin = true
 	}
 	return c, nil
 }
@@ -178,10 +176,6 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 
 // ServerKey returns the server's static key.
 func (c *Conn) ServerKey() proto.PublicKey { return c.serverKey }
-
-// PinnedNow reports whether Dial pinned the server's key just now (first
-// contact).
-func (c *Conn) PinnedNow() bool { return c.firstPin }
 
 // Delivery is one message the server pushed: a direct message or a group
 // message (exactly one of DM and Group is set).

@@ -27,7 +27,7 @@ const (
 	CodeAlreadyLoggedIn    ErrorCode = 16 // login or signup on a connection that is logged in
 	CodeNoSuchUser         ErrorCode = 17 // lookup of a user that does not exist
 	CodeForbidden          ErrorCode = 18 // not allowed for this user
-	CodeRecipientBusy      ErrorCode = 19 // the receiver's connection is full; retry later
+	CodeRecipientBusy      ErrorCode = 19 // reserved: busy receivers are now queued for
 	CodeTooManyRecipients  ErrorCode = 20 // reserved for multi-recipient requests
 	CodeServerShuttingDown ErrorCode = 21 // the server is stopping; reconnect later
 	CodeUnsupportedFeature ErrorCode = 22 // a flag or kind this server does not accept

@@ -421,8 +421,9 @@ func (c *conn) sendDM(id uint32, body []byte) {
 	buf := getMsgBuf(proto.MsgHeaderLen + 8 + 8 + 1 + len(d.From) + proto.MsgIDLen + 1 + len(m.Body))
 	*buf = d.Append(*buf, 0)
 	if !rc.sh.post(event{kind: evRoute, c: rc, from: c, reqID: id, serverID: d.ServerID, time: d.Time, buf: buf}) {
+		// The receiver's shard has stopped: queue it, as for anyone away.
+		c.set.persist(rc.user, *buf, c, id, nil)
 		putMsgBuf(buf)
-		c.replyErr(id, proto.CodeRecipientOffline, "the receiver is not connected")
 	}
 }
 

@@ -22,18 +22,20 @@
 // receiver up in the directory and passes the message to the receiver's
 // shard. That shard queues it on the receiver's connection and remembers it
 // as pending until the receiver's client acknowledges it; only then does the
-// sender get Sent with StatusDelivered. So an acknowledged message has
-// reached the receiver's client, and nothing acknowledged is lost.
+// sender get Sent with StatusDelivered. A receiver who is offline, has a
+// backlog, or cannot keep up gets the message through the store instead: it
+// is committed (group commit, fsync) before the sender gets
+// Sent(StatusQueued). Either way nothing acknowledged is lost.
 //
 // # Slow consumers
 //
 // A connection's queued output is capped (Options.MaxPending, 4 MiB) and
 // every write has a deadline (Options.WriteTimeout, 10 s). At most
 // Options.MaxUnacked deliveries (128) may wait for the receiver's ack, and
-// none longer than Options.AckTimeout (30 s). A message that would pass the
-// byte cap or the unacked cap is refused to its sender with recipient_busy.
-// A receiver past the byte cap, the write deadline or the ack timeout is
-// disconnected as a slow consumer, and every message still pending for it
-// is refused to its sender with recipient_offline: not acknowledged, so the
-// sender knows to retry. A slow receiver never blocks its shard or a sender.
+// none longer than Options.AckTimeout (10 s). A message that would pass the
+// byte cap or the unacked cap is queued in the store. A receiver past the
+// byte cap, the write deadline or the ack timeout is disconnected as a slow
+// consumer, and every message still pending for it is queued, its sender
+// getting Sent(queued) once it is on disk. A slow receiver never blocks its
+// shard or a sender.
 package shard

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"securefastchat/balancer"
+	"securefastchat/internal/account"
 	"securefastchat/internal/passwd"
 	"securefastchat/internal/server"
 	"securefastchat/shard"
@@ -49,10 +50,11 @@ func cmdServe(args []string) error {
 	retention := fs.Duration("retention", server.DefaultRetention, "how long a queued message waits for an offline receiver before it is deleted")
 	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
 	queueBytes := fs.Int64("queue-max-bytes", 100<<20, "bytes queued for one receiver, at most")
+	lookups := fs.Int("key-lookups", account.DefaultLimits.LookupBurst, "key lookups of users outside one's groups, per user per 15 minutes (against enumeration)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\n\n", defaultDataDir())
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\nSIGTERM or SIGINT shuts it down cleanly; SIGUSR1 logs its counters.\n\n", defaultDataDir())
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -66,6 +68,9 @@ func cmdServe(args []string) error {
 	}
 	if *retention < time.Minute {
 		return usagef("--retention must be at least a minute")
+	}
+	if *lookups < 1 {
+		return usagef("--key-lookups must be at least 1")
 	}
 	if *queueCount < 1 || *queueBytes < 64<<10 {
 		return usagef("--queue-max-messages must be at least 1 and --queue-max-bytes at least 65536")
@@ -93,9 +98,13 @@ func cmdServe(args []string) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
 	srv, err := server.Start(server.Config{
 		DataDir: *data, Listen: *listen, Strategy: *strategy,
 		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
+		Limits: account.Limits{LookupBurst: *lookups, LookupEvery: 15 * time.Minute / time.Duration(*lookups)},
 		Shard: shard.Options{
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
 			MsgEvery: every, MsgBurst: *msgBurst,
@@ -107,11 +116,18 @@ func cmdServe(args []string) error {
 		return err
 	}
 	var serveErr error
-	select {
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
-	case serveErr = <-srv.Done():
-		logger.Error("accept loop stopped", "err", serveErr)
+wait:
+	for {
+		select {
+		case <-usr1:
+			logStats(logger, srv)
+		case s := <-sig:
+			logger.Info("shutting down", "signal", s.String())
+			break wait
+		case serveErr = <-srv.Done():
+			logger.Error("accept loop stopped", "err", serveErr)
+			break wait
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -122,6 +138,24 @@ func cmdServe(args []string) error {
 		return serveErr
 	}
 	return nil
+}
+
+// logStats logs the server's counters, per shard and in all, and the
+// process's goroutines and heap.
+func logStats(logger *slog.Logger, srv *server.Server) {
+	n := srv.Set.Len()
+	conns, msgs := make([]int64, n), make([]int64, n)
+	for i := range n {
+		conns[i], msgs[i] = srv.Set.Shard(i).Conns(), srv.Set.Shard(i).Messages()
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st := &srv.Set.Stats
+	logger.Info("stats", "shard_conns", conns, "shard_msgs", msgs, "online", srv.Set.Online(),
+		"logins_ok", st.LoginsOK.Load(), "logins_failed", st.LoginsFailed.Load(),
+		"routed", st.Routed.Load(), "delivered", st.Delivered.Load(), "queued", st.Queued.Load(),
+		"from_queue", st.FromQueue.Load(), "slow_consumers", st.SlowConsumers.Load(), "expired", srv.Expired.Load(),
+		"goroutines", runtime.NumGoroutine(), "heap_inuse", ms.HeapInuse, "stack_inuse", ms.StackInuse)
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {

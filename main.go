@@ -7,6 +7,7 @@
 //	securefastchat send         send a direct message or a file
 //	securefastchat recv         print received messages
 //	securefastchat group        create and manage groups
+//	securefastchat bench        measure a server under load
 package main
 
 import (
@@ -23,6 +24,7 @@ Usage:
   securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...
   securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
+  securefastchat bench       [--server ADDR | --embedded] [--scenario dm|latency|fanout|idle|login|mixed] ...
   securefastchat version
 
 Run "securefastchat COMMAND --help" for a command's flags.
@@ -52,6 +54,10 @@ func main() {
 		err = cmdRecv(args)
 	case "group":
 		err = cmdGroup(args)
+	case "bench":
+		err = cmdBench(args)
+	case "bench-worker":
+		err = cmdBenchWorker(args)
 	case "version", "--version":
 		fmt.Println("securefastchat", version)
 	case "help", "-h", "--help":

@@ -156,9 +156,7 @@ func Signup(ctx context.Context, cfg Config, user, password string) (*Client, er
 	if err != nil {
 		return nil, err
 	}
-	keys := id.PublicKeys(canon)
-	m := proto.Signup{User: []byte(user), Password: []byte(password), Keys: keys}
-	ok, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+	ok, err := conn.Signup(ctx, user, password, id.PublicKeys(canon))
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -183,8 +181,7 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 	if err != nil {
 		return nil, err
 	}
-	m := proto.Login{User: []byte(user), Password: []byte(password)}
-	ok, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+	ok, err := conn.Login(ctx, user, password)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -195,6 +192,26 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 		return nil, err
 	}
 	return newClient(cfg, canon, id, conn, ok)
+}
+
+// Signup asks for a new account on a fresh connection. keys must be the
+// user's published keys (Identity.PublicKeys). Most callers want the
+// package-level Signup, which also makes and saves the identity.
+func (c *Conn) Signup(ctx context.Context, user, password string, keys proto.Keys) (*proto.LoginOK, error) {
+	m := proto.Signup{User: []byte(user), Password: []byte(password), Keys: keys}
+	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+}
+
+// Login logs in on a fresh connection with a password.
+func (c *Conn) Login(ctx context.Context, user, password string) (*proto.LoginOK, error) {
+	m := proto.Login{User: []byte(user), Password: []byte(password)}
+	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+}
+
+// Resume logs in on a fresh connection with a session token.
+func (c *Conn) Resume(ctx context.Context, user string, token []byte) (*proto.LoginOK, error) {
+	m := proto.Resume{User: []byte(user), Token: token}
+	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 
 func loginRequest(ctx context.Context, conn *Conn, build func([]byte, uint32) []byte) (*proto.LoginOK, error) {
@@ -308,8 +325,7 @@ func (c *Client) Reconnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m := proto.Resume{User: []byte(c.user), Token: c.Token()}
-	if _, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) }); err != nil {
+	if _, err := conn.Resume(ctx, c.user, c.Token()); err != nil {
 		conn.Close()
 		return err
 	}

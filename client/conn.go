@@ -27,7 +27,18 @@ type DialOptions struct {
 	HandshakeTimeout time.Duration
 	// Deliveries is the capacity of the delivery channel. If zero, 1024.
 	Deliveries int
+	// OnDelivery, if set, receives every delivery on the connection's
+	// reader goroutine instead of the Deliveries channel, without copies:
+	// the Delivery and everything it points to are valid only during the
+	// call, and it must not block on a response from this connection. If
+	// it returns true the connection acknowledges the delivery, batching
+	// the acks of a burst into one frame.
+	OnDelivery func(*Delivery) bool
 }
+
+// maxQueuedOut bounds the sealed bytes waiting for the writer; senders
+// wait beyond it.
+const maxQueuedOut = 1 << 20
 
 // Conn is one authenticated, encrypted connection to a server: requests
 // and their responses, and the stream of deliveries the server pushes.
@@ -38,16 +49,23 @@ type Conn struct {
 	addr      string
 	serverKey proto.PublicKey
 
-	// Guarded by wmu.
-	wmu  sync.Mutex
-	sess *proto.Session
-	wbuf []byte
+	// Guarded by wmu. Senders seal into out; whoever finds no write in
+	// progress writes out (and what others add meanwhile) in one call.
+	wmu     sync.Mutex
+	wcond   sync.Cond // signalled when a write finishes
+	sess    *proto.Session
+	out     []byte
+	spare   []byte
+	writing bool
+	werr    error
 
 	// Guarded by mu.
 	mu      sync.Mutex
 	nextID  uint32
-	waiters map[uint32]chan response
+	waiters map[uint32]waiter
 	err     error // why the connection ended
+
+	onDelivery func(*Delivery) bool
 
 	deliveries chan *Delivery
 	closeOnce  sync.Once
@@ -59,6 +77,13 @@ type Conn struct {
 type response struct {
 	t    proto.MsgType
 	body []byte
+}
+
+// waiter is a request waiting for its response: a channel (Request) or a
+// callback (Go).
+type waiter struct {
+	ch chan response
+	fn func(proto.MsgType, []byte, error)
 }
 
 // Dial connects to addr and runs the handshake. The server's key is
@@ -165,11 +190,13 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 	}
 	c := &Conn{
 		nc: nc, addr: addr, serverKey: key, sess: sess,
-		waiters:    make(map[uint32]chan response),
+		waiters:    make(map[uint32]waiter),
 		deliveries: make(chan *Delivery, n),
 		closed:     make(chan struct{}),
 		readerDone: make(chan struct{}),
+		onDelivery: opts.OnDelivery,
 	}
+	c.wcond.L = &c.wmu
 	go c.readLoop()
 	return c, nil
 }
@@ -209,8 +236,25 @@ func (c *Conn) readLoop() {
 	defer close(c.readerDone)
 	fr := proto.NewFrameReader(c.nc, proto.MaxFrameLen)
 	defer fr.Release()
-	plain := make([]byte, 0, proto.MaxFrameLen)
+	var plain []byte // grows to the largest frame seen
+	var fast struct {
+		dl    Delivery
+		dm    proto.Deliver
+		group proto.DeliverGroup
+		acks  []uint64
+		msg   []byte
+	}
+	flushAcks := func() {
+		if len(fast.acks) > 0 {
+			fast.msg = (&proto.Ack{ServerIDs: fast.acks}).Append(fast.msg[:0], 0)
+			_ = c.write(fast.msg, false)
+			fast.acks = fast.acks[:0]
+		}
+	}
 	for {
+		if fr.Pending() == 0 {
+			flushAcks() // the end of a burst
+		}
 		p, err := fr.Next()
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
@@ -221,6 +265,7 @@ func (c *Conn) readLoop() {
 			c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
 			return
 		}
+		plain = msg[:0]
 		t, id, body, err := proto.ParseHeader(msg)
 		if err != nil {
 			c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
@@ -228,20 +273,44 @@ func (c *Conn) readLoop() {
 		}
 		switch t {
 		case proto.TDeliver, proto.TDeliverGroup:
-			dl := new(Delivery)
-			var err error
-			if t == proto.TDeliver {
-				dl.DM = new(proto.Deliver)
-				err = dl.DM.Parse(append([]byte(nil), body...))
-				dl.ServerID = dl.DM.ServerID
+			var dl *Delivery
+			if c.onDelivery != nil {
+				dl = &fast.dl
+				*dl = Delivery{}
+				if t == proto.TDeliver {
+					dl.DM = &fast.dm
+					err = dl.DM.Parse(body)
+				} else {
+					dl.Group = &fast.group
+					err = dl.Group.Parse(body)
+				}
 			} else {
-				dl.Group = new(proto.DeliverGroup)
-				err = dl.Group.Parse(append([]byte(nil), body...))
-				dl.ServerID = dl.Group.ServerID
+				dl = new(Delivery)
+				if t == proto.TDeliver {
+					dl.DM = new(proto.Deliver)
+					err = dl.DM.Parse(append([]byte(nil), body...))
+				} else {
+					dl.Group = new(proto.DeliverGroup)
+					err = dl.Group.Parse(append([]byte(nil), body...))
+				}
 			}
 			if err != nil {
 				c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
 				return
+			}
+			if dl.DM != nil {
+				dl.ServerID = dl.DM.ServerID
+			} else {
+				dl.ServerID = dl.Group.ServerID
+			}
+			if c.onDelivery != nil {
+				if c.onDelivery(dl) {
+					fast.acks = append(fast.acks, dl.ServerID)
+					if len(fast.acks) == proto.MaxAckIDs {
+						flushAcks()
+					}
+				}
+				continue
 			}
 			select {
 			case c.deliveries <- dl:
@@ -257,11 +326,20 @@ func (c *Conn) readLoop() {
 			return
 		default:
 			c.mu.Lock()
-			w := c.waiters[id]
+			w, ok := c.waiters[id]
 			delete(c.waiters, id)
 			c.mu.Unlock()
-			if w != nil {
-				w <- response{t: t, body: append([]byte(nil), body...)}
+			switch {
+			case !ok:
+			case w.fn != nil:
+				if t == proto.TError {
+					_, _, err := parseResponse(response{t: t, body: body})
+					w.fn(t, nil, err)
+				} else {
+					w.fn(t, body, nil)
+				}
+			default:
+				w.ch <- response{t: t, body: append([]byte(nil), body...)}
 			}
 		}
 	}
@@ -278,26 +356,82 @@ func (c *Conn) fail(err error) {
 		go func() {
 			<-c.readerDone
 			close(c.deliveries)
+			// Callbacks still waiting learn why; after the reader is done
+			// no response can race them.
+			c.mu.Lock()
+			var fns []func(proto.MsgType, []byte, error)
+			for id, w := range c.waiters {
+				if w.fn != nil {
+					fns = append(fns, w.fn)
+					delete(c.waiters, id)
+				}
+			}
+			c.mu.Unlock()
+			for _, fn := range fns {
+				fn(0, nil, err)
+			}
 		}()
 	})
 }
 
-// send seals and writes one message.
-func (c *Conn) send(msg []byte) error {
+// send seals one message and writes it. Messages sent while a write is
+// in progress go out together in the next write, so a busy connection
+// makes one system call for many messages.
+func (c *Conn) send(msg []byte) error { return c.write(msg, true) }
+
+// write is send; if wait is false it never waits for room (the reader's
+// acks: waiting there could wait on a peer that waits on us).
+func (c *Conn) write(msg []byte, wait bool) error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	for wait && c.writing && len(c.out) >= maxQueuedOut && c.werr == nil {
+		c.wcond.Wait()
+	}
+	if c.werr != nil {
+		c.wmu.Unlock()
+		return c.sendErr()
+	}
 	var err error
-	c.wbuf, err = c.sess.Seal(c.wbuf[:0], msg)
-	if err != nil {
+	if c.out, err = c.sess.Seal(c.out, msg); err != nil {
+		c.werr = err
+		c.wmu.Unlock()
 		c.fail(err)
 		return err
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.nc.Write(c.wbuf); err != nil {
-		c.fail(fmt.Errorf("%w: %v", ErrConnectionLost, err))
-		return c.Err()
+	if c.writing {
+		c.wmu.Unlock()
+		return nil // the writer takes it
+	}
+	c.writing = true
+	for len(c.out) > 0 && c.werr == nil {
+		buf := c.out
+		c.out = c.spare[:0]
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, werr := c.nc.Write(buf)
+		c.wmu.Lock()
+		c.spare = buf[:0]
+		if werr != nil {
+			c.werr = fmt.Errorf("%w: %v", ErrConnectionLost, werr)
+		}
+		c.wcond.Broadcast()
+	}
+	c.writing = false
+	failed := c.werr != nil
+	c.wmu.Unlock()
+	if failed {
+		return c.sendErr()
 	}
 	return nil
+}
+
+// sendErr ends the connection after a failed write and returns why it
+// ended.
+func (c *Conn) sendErr() error {
+	c.wmu.Lock()
+	werr := c.werr
+	c.wmu.Unlock()
+	c.fail(werr)
+	return c.Err()
 }
 
 // Request sends a request built by build (which appends the message with
@@ -305,19 +439,10 @@ func (c *Conn) send(msg []byte) error {
 // as a *proto.RemoteError.
 func (c *Conn) Request(ctx context.Context, build func(b []byte, id uint32) []byte) (proto.MsgType, []byte, error) {
 	ch := make(chan response, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
+	id, err := c.register(waiter{ch: ch})
+	if err != nil {
 		return 0, nil, err
 	}
-	c.nextID++
-	if c.nextID == 0 {
-		c.nextID = 1
-	}
-	id := c.nextID
-	c.waiters[id] = ch
-	c.mu.Unlock()
 	if err := c.send(build(nil, id)); err != nil {
 		return 0, nil, err
 	}
@@ -338,6 +463,47 @@ func (c *Conn) Request(ctx context.Context, build func(b []byte, id uint32) []by
 		c.mu.Unlock()
 		return 0, nil, ctx.Err()
 	}
+}
+
+// Go sends a request built by build and returns without waiting. done is
+// called once, on the connection's reader goroutine, with the response (an
+// Error response as a *proto.RemoteError; the body is valid only during
+// the call), or with the error that ended the connection. done must not
+// block.
+func (c *Conn) Go(build func(b []byte, id uint32) []byte, done func(t proto.MsgType, body []byte, err error)) error {
+	id, err := c.register(waiter{fn: done})
+	if err != nil {
+		return err
+	}
+	var buf [512]byte
+	if err := c.send(build(buf[:0], id)); err != nil {
+		c.mu.Lock()
+		_, pending := c.waiters[id]
+		delete(c.waiters, id)
+		c.mu.Unlock()
+		if !pending {
+			return nil // done has been or will be called
+		}
+		return err
+	}
+	return nil
+}
+
+// register gives a waiter a fresh request id.
+func (c *Conn) register(w waiter) (uint32, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	for {
+		c.nextID++
+		if _, busy := c.waiters[c.nextID]; c.nextID != 0 && !busy {
+			break
+		}
+	}
+	c.waiters[c.nextID] = w
+	return c.nextID, nil
 }
 
 func parseResponse(r response) (proto.MsgType, []byte, error) {

@@ -79,17 +79,36 @@ func unmarshalUser(name string, b []byte) (*User, error) {
 // CreateUser stores a new user. It fails with ErrUserExists if the
 // canonical name is taken; concurrent calls for one name let exactly one
 // succeed.
-func (s *Store) CreateUser(u *User) error {
-	if u.Created.IsZero() {
-		u.Created = s.now()
+func (s *Store) CreateUser(u *User) error { return s.CreateUsers([]*User{u}, nil) }
+
+// CreateUsers stores new users and, if given, sessions for them, in one
+// transaction: all of them or, if any name is taken (ErrUserExists),
+// none. It is for imports and load tests that make many accounts.
+func (s *Store) CreateUsers(us []*User, sessions []*Session) error {
+	recs := make([][]byte, len(us))
+	for i, u := range us {
+		if u.Created.IsZero() {
+			u.Created = s.now()
+		}
+		recs[i] = u.marshal()
 	}
-	rec := u.marshal()
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketUsers)
-		if b.Get([]byte(u.Name)) != nil {
-			return ErrUserExists
+		for i, u := range us {
+			if b.Get([]byte(u.Name)) != nil {
+				return fmt.Errorf("%w: %s", ErrUserExists, u.Name)
+			}
+			if err := b.Put([]byte(u.Name), recs[i]); err != nil {
+				return err
+			}
 		}
-		return b.Put([]byte(u.Name), rec)
+		sb := tx.Bucket(bucketSessions)
+		for _, ss := range sessions {
+			if err := sb.Put(ss.TokenHash[:], ss.marshal()); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 

@@ -69,10 +69,12 @@ func (l Limits) withDefaults() Limits {
 	}
 }
 
-// Session lifetimes.
+// Session lifetimes. A session's last use is recorded at most once per
+// TouchEvery, so the idle expiry is exact to within that.
 const (
 	SessionIdle = 30 * 24 * time.Hour
 	SessionMax  = 90 * 24 * time.Hour
+	TouchEvery  = time.Hour
 )
 
 // Options configure a Service.
@@ -233,9 +235,13 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 	if err != nil || u.Disabled {
 		return nil, proto.CodeInvalidToken
 	}
-	if err := s.st.TouchSession(h, now); err != nil && !errors.Is(err, store.ErrUnavailable) {
-		return nil, storageErr("resume", err)
-	} // when the disk is full, last_seen is not updated; the login goes on
+	// last_seen only measures idleness in days: write it (a synced
+	// transaction) at most once per TouchEvery, not on every reconnect.
+	if now.Sub(ss.LastSeen) >= TouchEvery {
+		if err := s.st.TouchSession(h, now); err != nil && !errors.Is(err, store.ErrUnavailable) {
+			return nil, storageErr("resume", err)
+		} // when the disk is full, last_seen is not updated; the login goes on
+	}
 	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now)}, nil
 }
 

@@ -1,0 +1,356 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/proto"
+)
+
+// phases of a run: deliveries count toward the figures only while
+// measuring.
+const (
+	phaseWarmup int32 = iota
+	phaseMeasure
+	phaseDrain
+)
+
+// pair is a sender and its receiver, each on its own connection.
+type pair struct {
+	from, to *user
+	sc, rc   *client.Conn
+	key      *[32]byte // box key between them (the same from either side)
+	slots    chan struct{}
+	phase    *atomic.Int32
+
+	sent, delivered, queued, errs, received, inWindow atomic.Int64
+
+	mu      sync.Mutex // guards firstErr
+	firstEr error
+
+	hmu  sync.Mutex
+	hist hist
+
+	// The sender's buffers (one goroutine sends on a pair).
+	plain, sealed []byte
+	msgID         [proto.MsgIDLen]byte
+	rbuf          []byte // the receiver's
+}
+
+func (p *pair) fail(err error) {
+	p.errs.Add(1)
+	p.mu.Lock()
+	if p.firstEr == nil {
+		p.firstEr = err
+	}
+	p.mu.Unlock()
+}
+
+// onDelivery opens a direct message as a real client does: the box, then
+// the inner envelope's checks; the latency is from the send time sealed
+// inside.
+func (p *pair) onDelivery(d *client.Delivery) bool {
+	if d.DM == nil {
+		return true
+	}
+	plain, err := proto.OpenBody(p.rbuf[:0], d.DM.Body, p.key)
+	p.rbuf = plain[:0]
+	var in proto.Inner
+	if err == nil {
+		err = in.Parse(plain)
+	}
+	if err == nil && (!bytes.Equal(in.From, d.DM.From) || !bytes.Equal(in.MsgID, d.DM.MsgID) || string(in.To) != p.to.name) {
+		err = fmt.Errorf("bench: sealed envelope does not match")
+	}
+	if err != nil {
+		p.fail(fmt.Errorf("bench: opening a message for %s: %w", p.to.name, err))
+		return true
+	}
+	p.received.Add(1)
+	if p.phase.Load() == phaseMeasure {
+		p.inWindow.Add(1)
+		p.hmu.Lock()
+		p.hist.add(time.Duration(time.Now().UnixNano() - in.SentAt))
+		p.hmu.Unlock()
+	}
+	return true
+}
+
+// send seals one message of size bytes and sends it without waiting; a
+// window slot must be held, and is given back when the server answers.
+func (p *pair) send(size int, body []byte) error {
+	if _, err := rand.Read(p.msgID[:]); err != nil {
+		return err
+	}
+	in := proto.Inner{Kind: proto.KindText, From: []byte(p.from.name), To: []byte(p.to.name), MsgID: p.msgID[:],
+		SentAt: time.Now().UnixNano(), Body: body[:size]}
+	var err error
+	if p.plain, err = in.Append(p.plain[:0]); err != nil {
+		return err
+	}
+	if p.sealed, err = proto.SealBody(p.sealed[:0], p.plain, p.key, nil); err != nil {
+		return err
+	}
+	m := proto.SendDM{To: []byte(p.to.name), MsgID: p.msgID[:], Kind: proto.KindText, Body: p.sealed}
+	p.sent.Add(1)
+	err = p.sc.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, p.onSent)
+	if err != nil {
+		<-p.slots
+		p.fail(err)
+	}
+	return err
+}
+
+func (p *pair) onSent(t proto.MsgType, body []byte, err error) {
+	<-p.slots
+	if err == nil && t != proto.TSent {
+		err = fmt.Errorf("bench: answer %#x to a message", uint8(t))
+	}
+	var s proto.Sent
+	if err == nil {
+		err = s.Parse(body)
+	}
+	if err != nil {
+		p.fail(fmt.Errorf("bench: sending from %s: %w", p.from.name, err))
+		return
+	}
+	if s.Status == proto.StatusQueued {
+		p.queued.Add(1)
+	} else {
+		p.delivered.Add(1)
+	}
+}
+
+// openPairs connects users[2i] to users[2i+1], sender and receiver each on
+// its own connection.
+func (r *run) openPairs(ctx context.Context, users []*user, window int, phase *atomic.Int32) ([]*pair, error) {
+	return r.openPairsAt(ctx, users, 0, window, phase, true)
+}
+
+// openPairsAt is openPairs for users that start at index first of the
+// run's users (for source addresses); receivers stay offline unless
+// online.
+func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int, phase *atomic.Int32, online bool) ([]*pair, error) {
+	ps := make([]*pair, len(users)/2)
+	for i := range ps {
+		from, to := users[2*i], users[2*i+1]
+		ps[i] = &pair{from: from, to: to, key: proto.SharedKey(&from.id.Box.Private, to.id.Box.Public),
+			slots: make(chan struct{}, window), phase: phase}
+	}
+	err := parallel(ctx, len(ps), 32, func(i int) error {
+		p := ps[i]
+		var err error
+		if online {
+			if p.rc, err = r.t.login(ctx, first+2*i+1, p.to, client.DialOptions{OnDelivery: p.onDelivery}); err != nil {
+				return err
+			}
+		}
+		p.sc, err = r.t.login(ctx, first+2*i, p.from, client.DialOptions{OnDelivery: func(*client.Delivery) bool { return true }})
+		return err
+	}, func(done int) { r.progress("%s: connected %d of %d pairs", r.cfg.Scenario, done, len(ps)) })
+	if err != nil {
+		closePairs(ps)
+		return nil, err
+	}
+	return ps, nil
+}
+
+func closePairs(ps []*pair) {
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		for _, c := range []*client.Conn{p.sc, p.rc} {
+			if c != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); c.Close() }()
+			}
+		}
+	}
+	wg.Wait()
+}
+
+// parallel runs fn(0..n-1) on at most width goroutines, stopping at the
+// first error, and reports progress every 100.
+func parallel(ctx context.Context, n, width int, fn func(i int) error, progress func(done int)) error {
+	var next, done atomic.Int64
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	for w := 0; w < min(width, n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				mu.Lock()
+				stop := first != nil
+				mu.Unlock()
+				if i >= n || stop || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					return
+				}
+				if d := done.Add(1); progress != nil && d%100 == 0 {
+					progress(int(d))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// dm runs the dm scenario (every sender keeps its window full) or, if
+// paced, the latency one (a fixed total rate, spread over the pairs).
+func (r *run) dm(ctx context.Context, res *Result, paced bool) error {
+	cfg := r.cfg
+	var phase atomic.Int32
+	ps, err := r.openPairs(ctx, r.t.users, cfg.Window, &phase)
+	if err != nil {
+		return err
+	}
+	defer closePairs(ps)
+	res.Unit = "msgs/s"
+	body := make([]byte, cfg.Size)
+	copy(body, "securefastchat bench ")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if paced {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
+			defer tick.Stop()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				p := ps[i%len(ps)]
+				select {
+				case p.slots <- struct{}{}:
+					_ = p.send(cfg.Size, body)
+				default: // the pair's window is full: a missed tick
+					p.fail(fmt.Errorf("bench: %s's window is full at a light rate", p.from.name))
+				}
+			}
+		}()
+	} else {
+		for _, p := range ps {
+			wg.Add(1)
+			go func() { defer wg.Done(); p.keepSending(stop, cfg.Size, body, 0) }()
+		}
+	}
+	r.measure(ctx, res, func() int64 { return receivedOf(ps) }, phase.Store)
+	close(stop)
+	wg.Wait()
+	r.drain(ps)
+	var h hist
+	for _, p := range ps {
+		p.hmu.Lock()
+		h.merge(&p.hist)
+		p.hmu.Unlock()
+		res.Count += p.inWindow.Load()
+		res.Sent += p.sent.Load()
+		res.Delivered += p.delivered.Load()
+		res.Queued += p.queued.Load()
+		res.Received += p.received.Load()
+		res.Errors += p.errs.Load()
+	}
+	res.Latency = h.latency()
+	return pairsErr(ps, res)
+}
+
+// keepSending keeps the pair's window full until stop, pausing after each
+// message if pause is set.
+func (p *pair) keepSending(stop <-chan struct{}, size int, body []byte, pause time.Duration) {
+	for {
+		select {
+		case <-stop:
+			return
+		case p.slots <- struct{}{}:
+		}
+		if p.send(size, body) != nil {
+			return
+		}
+		if pause > 0 {
+			time.Sleep(pause)
+		}
+	}
+}
+
+// measure runs the warm-up and the measured window while the load runs,
+// telling setPhase when each starts, and fills res's server figures.
+func (r *run) measure(ctx context.Context, res *Result, count func() int64, setPhase func(int32)) {
+	r.watch(ctx, r.cfg.Warmup, "warming up", count)
+	w := r.t.begin()
+	setPhase(phaseMeasure)
+	r.watch(ctx, r.cfg.Duration, "measuring", count)
+	setPhase(phaseDrain)
+	w.end(res)
+}
+
+// watch waits d, printing the rate of count every second.
+func (r *run) watch(ctx context.Context, d time.Duration, what string, count func() int64) {
+	end := time.Now().Add(d)
+	last, lastT := count(), time.Now()
+	for time.Now().Before(end) && ctx.Err() == nil {
+		time.Sleep(min(time.Second, time.Until(end)))
+		n, now := count(), time.Now()
+		r.progress("%s: %s, %.0f/s, %s left", r.cfg.Scenario, what, float64(n-last)/now.Sub(lastT).Seconds(),
+			time.Until(end).Round(time.Second))
+		last, lastT = n, now
+	}
+}
+
+// drain waits (at most 30 s) for every message in flight to be answered.
+func (r *run) drain(ps []*pair) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		busy := false
+		for _, p := range ps {
+			busy = busy || len(p.slots) > 0
+		}
+		if !busy {
+			// Answered; a delivery acked by the receiver is already
+			// counted, since Sent follows the receiver's ack.
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// pairsErr checks the counts add up: every message the server said was
+// delivered reached its receiver, and nothing failed.
+func pairsErr(ps []*pair, res *Result) error {
+	for _, p := range ps {
+		p.mu.Lock()
+		err := p.firstEr
+		p.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%d errors; first: %w", res.Errors, err)
+		}
+	}
+	if res.Received < res.Delivered {
+		return fmt.Errorf("bench: the server acknowledged %d messages as delivered, the receivers got %d", res.Delivered, res.Received)
+	}
+	if res.Sent != res.Delivered+res.Queued {
+		return fmt.Errorf("bench: %d messages sent, %d acknowledged", res.Sent, res.Delivered+res.Queued)
+	}
+	return nil
+}

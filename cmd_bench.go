@@ -37,6 +37,7 @@ func cmdBench(args []string) error {
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	serverLog := fs.Bool("server-log", false, "copy the embedded server's log to standard error")
+	serverProfile := fs.String("server-profile", "", "embedded server: write a CPU profile of the run to FILE")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: securefastchat bench [--server ADDR | --embedded] [--shards N] [--strategy S[,S...]]
                            [--clients N] [--scenario dm|latency|fanout|idle|login|mixed]
@@ -104,6 +105,7 @@ another host.
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
+	cfg.ServerProfile = *serverProfile
 	if *serverLog {
 		cfg.ServerLog = os.Stderr
 	}

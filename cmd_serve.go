@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ func cmdServe(args []string) error {
 	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
 	queueBytes := fs.Int64("queue-max-bytes", 100<<20, "bytes queued for one receiver, at most")
 	lookups := fs.Int("key-lookups", account.DefaultLimits.LookupBurst, "key lookups of users outside one's groups, per user per 15 minutes (against enumeration)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof reads it)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
@@ -92,6 +94,17 @@ func cmdServe(args []string) error {
 	every := *msgRate
 	if every == 0 {
 		every = -1
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	// Signals first: a SIGTERM during startup (the first sweep can take a
 	// while on a big store) waits for startup to finish, then shuts down.

@@ -54,6 +54,10 @@ type Config struct {
 	Progress io.Writer
 	// ServerLog receives the embedded server's log; nil discards it.
 	ServerLog io.Writer
+	// ServerProfile, if set, is where the embedded server writes a CPU
+	// profile of the run (one file per strategy: the name gets a suffix
+	// when there are several).
+	ServerProfile string
 }
 
 // Settings describe the server a run measured.

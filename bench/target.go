@@ -112,6 +112,12 @@ func (r *run) startEmbedded(ctx context.Context, strategy string, n int, pw stri
 	if !params.AtLeast(passwd.Floor) {
 		args = append(args, "--insecure-weak-argon2")
 	}
+	if prof := r.cfg.ServerProfile; prof != "" {
+		if len(r.cfg.Strategies) > 1 {
+			prof += "." + strategy
+		}
+		args = append(args, "--cpuprofile", prof)
+	}
 	t.cmd = exec.Command(r.cfg.Exe, args...)
 	t.cmd.Stdout = io.Discard
 	stderr, err := t.cmd.StderrPipe()

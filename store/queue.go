@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -134,10 +135,13 @@ type wtx struct {
 	stats   map[string]*qstats
 	buckets map[string]*bolt.Bucket
 	maxID   uint64
+	// De-duplication records to write, by key: written at the end in key
+	// order, since random keys inserted in order touch fewer pages.
+	newIDs map[string][]byte
 }
 
 func newWtx(tx *bolt.Tx) *wtx {
-	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}}
+	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}, newIDs: map[string][]byte{}}
 }
 
 func (w *wtx) stat(user string) *qstats {
@@ -169,6 +173,19 @@ func (w *wtx) queue(user string, create bool) (*bolt.Bucket, error) {
 
 // finish writes the aggregated bookkeeping.
 func (w *wtx) finish() error {
+	if len(w.newIDs) > 0 {
+		keys := make([]string, 0, len(w.newIDs))
+		for k := range w.newIDs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		ids := w.tx.Bucket(bucketMsgIDs)
+		for _, k := range keys {
+			if err := ids.Put([]byte(k), w.newIDs[k]); err != nil {
+				return err
+			}
+		}
+	}
 	stats := w.tx.Bucket(bucketQStats)
 	for u, st := range w.stats {
 		if err := putStats(stats, u, *st); err != nil {
@@ -185,9 +202,12 @@ func (w *wtx) finish() error {
 // enqueue adds q. A (sender, msg_id) already stored returns its server id
 // and dup; a full queue returns ErrQueueFull and changes nothing.
 func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
-	ids := w.tx.Bucket(bucketMsgIDs)
 	mk := msgIDKey(q.From, q.To, q.MsgID)
-	if v := ids.Get(mk); len(v) >= 8 {
+	v := w.newIDs[string(mk)] // a repeat within this transaction
+	if v == nil {
+		v = w.tx.Bucket(bucketMsgIDs).Get(mk)
+	}
+	if len(v) >= 8 {
 		return binary.BigEndian.Uint64(v), true, nil
 	}
 	st := w.stat(q.To)
@@ -203,9 +223,7 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err erro
 	}
 	rec := binary.BigEndian.AppendUint64(nil, q.ServerID)
 	rec = binary.BigEndian.AppendUint64(rec, uint64(q.Stored.UnixNano()))
-	if err := ids.Put(mk, append(rec, q.To...)); err != nil {
-		return 0, false, err
-	}
+	w.newIDs[string(mk)] = append(rec, q.To...)
 	st.count++
 	st.bytes += q.size()
 	w.maxID = max(w.maxID, q.ServerID)

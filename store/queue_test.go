@@ -165,3 +165,44 @@ func BenchmarkQueueDurable(b *testing.B) {
 	b.ReportMetric(float64(ops)/float64(max(commits, 1)), "msgs/commit")
 	_ = d
 }
+
+// TestBatchDedupWithinCommit: a repeat in the same commit as the first
+// copy is recognised (the de-duplication records are written at the end
+// of the transaction) and gets the first copy's id.
+func TestBatchDedupWithinCommit(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var next uint64
+	bt := s.NewBatcher(BatcherOptions{NewID: func() uint64 { next++; return next }})
+	defer bt.Close()
+	results := make([]Result, 3)
+	var wg sync.WaitGroup
+	for i := range results {
+		q := &Queued{To: "bob", From: "alice", Kind: 1, Stored: time.Now(), Body: []byte("x")}
+		q.MsgID[0] = byte(i / 2) // the first two share an id
+		wg.Add(1)
+		bt.Submit(&Op{Put: q, Done: func(r Result) { results[i] = r; wg.Done() }})
+	}
+	wg.Wait()
+	if results[0].Dup || !results[1].Dup || results[1].ServerID != results[0].ServerID || results[2].Dup {
+		t.Fatalf("results %+v", results)
+	}
+	if n, _, err := s.QueueLen("bob"); err != nil || n != 2 {
+		t.Fatalf("queue holds %d (%v), want 2", n, err)
+	}
+	// Certainly one transaction: Enqueue.
+	var msgs []*Queued
+	for i := 0; i < 2; i++ {
+		q := &Queued{ServerID: uint64(100 + i), To: "carol", From: "alice", Kind: 1, Stored: time.Now(), Body: []byte("x")}
+		msgs = append(msgs, q)
+	}
+	if _, err := s.Enqueue(msgs, QueueLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := s.QueueLen("carol"); err != nil || n != 1 {
+		t.Fatalf("carol's queue holds %d (%v), want 1", n, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -38,6 +39,7 @@ func cmdBench(args []string) error {
 	quiet := fs.Bool("quiet", false, "no progress line")
 	serverLog := fs.Bool("server-log", false, "copy the embedded server's log to standard error")
 	serverProfile := fs.String("server-profile", "", "embedded server: write a CPU profile of the run to FILE")
+	loadProfile := fs.String("load-profile", "", "write a CPU profile of the load side (this process) to FILE")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: securefastchat bench [--server ADDR | --embedded] [--shards N] [--strategy S[,S...]]
                            [--clients N] [--scenario dm|latency|fanout|idle|login|mixed]
@@ -108,6 +110,17 @@ another host.
 	cfg.ServerProfile = *serverProfile
 	if *serverLog {
 		cfg.ServerLog = os.Stderr
+	}
+	if *loadProfile != "" {
+		f, err := os.Create(*loadProfile)
+		if err != nil {
+			return fmt.Errorf("--load-profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--load-profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -278,6 +278,8 @@ func (r *run) dm(ctx context.Context, res *Result, paced bool) error {
 
 // keepSending keeps the pair's window full until stop, pausing after each
 // message if pause is set.
+// Whatever the window has room for when a slot frees goes out in one
+// write, as a client with several messages ready would send them.
 func (p *pair) keepSending(stop <-chan struct{}, size int, body []byte, pause time.Duration) {
 	for {
 		select {
@@ -285,7 +287,20 @@ func (p *pair) keepSending(stop <-chan struct{}, size int, body []byte, pause ti
 			return
 		case p.slots <- struct{}{}:
 		}
-		if p.send(size, body) != nil {
+		var err error
+		_ = p.sc.Batch(func() {
+			err = p.send(size, body)
+			for err == nil && pause == 0 {
+				select {
+				case p.slots <- struct{}{}:
+					err = p.send(size, body)
+					continue
+				default:
+				}
+				break
+			}
+		})
+		if err != nil {
 			return
 		}
 		if pause > 0 {

@@ -57,6 +57,7 @@ type Conn struct {
 	out     []byte
 	spare   []byte
 	writing bool
+	corked  int // Batch calls in progress: hold writes until the last ends
 	werr    error
 
 	// Guarded by mu.
@@ -397,10 +398,36 @@ func (c *Conn) write(msg []byte, wait bool) error {
 		c.fail(err)
 		return err
 	}
-	if c.writing {
+	if c.writing || c.corked > 0 {
 		c.wmu.Unlock()
-		return nil // the writer takes it
+		return nil // the writer, or the end of the batch, takes it
 	}
+	return c.flushLocked()
+}
+
+// Batch runs fn and sends what fn sends (with Go, Ack or SendRaw) in one
+// write when it returns: a sender with several messages ready makes one
+// system call, and the server reads them with one.
+func (c *Conn) Batch(fn func()) error {
+	c.wmu.Lock()
+	c.corked++
+	c.wmu.Unlock()
+	defer func() {
+		c.wmu.Lock()
+		c.corked--
+		if c.corked > 0 || c.writing || len(c.out) == 0 || c.werr != nil {
+			c.wmu.Unlock()
+			return
+		}
+		_ = c.flushLocked()
+	}()
+	fn()
+	return c.Err()
+}
+
+// flushLocked writes out, and what is added meanwhile, until it is empty.
+// It is called with wmu held and no write in progress, and unlocks it.
+func (c *Conn) flushLocked() error {
 	c.writing = true
 	for len(c.out) > 0 && c.werr == nil {
 		buf := c.out

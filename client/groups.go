@@ -393,9 +393,20 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		g, err := c.group(ctx, name)
-		if err != nil {
-			return nil, err
+		// The view this client holds is used as it is: the server refuses
+		// (rekey_needed) a message under an epoch that is not current for
+		// the roster, and the retry fetches what changed.
+		var g *groupView
+		if attempt == 0 {
+			c.groupsMu.Lock()
+			g = c.groupsM[name]
+			c.groupsMu.Unlock()
+		}
+		if g == nil {
+			var err error
+			if g, err = c.group(ctx, name); err != nil {
+				return nil, err
+			}
 		}
 		c.groupsMu.Lock()
 		key, have := g.keys[g.current]

@@ -96,6 +96,7 @@ type conn struct {
 	sess    *proto.Session // its send half; the reader uses the receive half
 	out     *[]byte        // sealed frames waiting for the writer; nil when empty
 	writing bool           // a writer goroutine is running
+	held    bool           // queued by a shard's batch, which starts the writer
 	closed  bool           // no more output is accepted
 }
 
@@ -526,7 +527,12 @@ func codeText(code proto.ErrorCode) string {
 
 // enqueue seals msg into the output queue and makes sure a writer runs.
 // It never blocks on the network.
-func (c *conn) enqueue(msg []byte) error {
+func (c *conn) enqueue(msg []byte) error { return c.enqueueHeld(nil, msg) }
+
+// enqueueHeld is enqueue from a shard's loop while it handles a batch of
+// events: the writer is started when the batch ends (releaseWrites), so
+// what the batch queues for one connection goes out in one write.
+func (c *conn) enqueueHeld(sh *Shard, msg []byte) error {
 	c.wmu.Lock()
 	if c.closed || c.sess == nil {
 		c.wmu.Unlock()
@@ -550,13 +556,35 @@ func (c *conn) enqueue(msg []byte) error {
 		c.abort()
 		return err
 	}
-	if !c.writing {
-		c.writing = true
-		c.set.wg.Add(1)
-		go c.writeLoop()
+	switch {
+	case c.writing:
+	case sh != nil && sh.batching:
+		if !c.held {
+			c.held = true
+			sh.held = append(sh.held, c)
+		}
+	default:
+		c.startWriterLocked()
 	}
 	c.wmu.Unlock()
 	return nil
+}
+
+// startWriterLocked starts the writer; c.wmu is held.
+func (c *conn) startWriterLocked() {
+	c.writing = true
+	c.set.wg.Add(1)
+	go c.writeLoop()
+}
+
+// release starts the writer for what a shard's batch queued.
+func (c *conn) release() {
+	c.wmu.Lock()
+	c.held = false
+	if !c.writing && c.out != nil && !c.closed && c.sess != nil {
+		c.startWriterLocked()
+	}
+	c.wmu.Unlock()
 }
 
 // writeLoop writes everything queued, one write per batch, and exits when

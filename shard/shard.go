@@ -128,8 +128,10 @@ type Shard struct {
 	mailbox []mail
 
 	// Owned by the loop.
-	scratch []byte
-	waiting map[*conn]struct{} // connections with deliveries pending
+	batching bool    // handling a batch of events: writes are held
+	held     []*conn // connections with writes held until the batch ends
+	scratch  []byte
+	waiting  map[*conn]struct{} // connections with deliveries pending
 
 	// Counters, read by the balancer's strategies and by stats.
 	nconns atomic.Int64 // open connections, logged in or not
@@ -175,7 +177,7 @@ func (sh *Shard) loop() {
 		}
 		select {
 		case ev := <-sh.in:
-			sh.handle(ev, stopping)
+			sh.handleBatch(ev, stopping)
 		case <-sh.kick:
 			sh.readMail()
 		case <-tick.C:
@@ -189,6 +191,32 @@ func (sh *Shard) loop() {
 			sh.mu.Unlock()
 		}
 	}
+}
+
+// maxBatch bounds the events handled before held writes are released.
+const maxBatch = 256
+
+// handleBatch handles ev and whatever else is waiting (up to maxBatch),
+// holding the writes they make until the end: a receiver of several
+// messages in the batch gets them in one write.
+func (sh *Shard) handleBatch(ev event, stopping bool) {
+	sh.batching = true
+	sh.handle(ev, stopping)
+	for n := 1; n < maxBatch; n++ {
+		select {
+		case ev = <-sh.in:
+			sh.handle(ev, stopping)
+			continue
+		default:
+		}
+		break
+	}
+	sh.batching = false
+	for i, c := range sh.held {
+		c.release()
+		sh.held[i] = nil
+	}
+	sh.held = sh.held[:0]
 }
 
 // guard contains a panic to the event being handled: it is counted and
@@ -276,7 +304,7 @@ func (sh *Shard) route(ev event) {
 		putMsgBuf(ev.buf)
 		return
 	}
-	if err := rc.enqueue(*ev.buf); err != nil {
+	if err := rc.enqueueHeld(sh, *ev.buf); err != nil {
 		sh.persist(rc, ev.from, ev.reqID, ev.buf)
 		putMsgBuf(ev.buf)
 		return
@@ -295,7 +323,7 @@ func (sh *Shard) routeGroup(rc *conn, ev event) {
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
 	}
-	if err := rc.enqueue(ev.gmsg); err != nil {
+	if err := rc.enqueueHeld(sh, ev.gmsg); err != nil {
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
 	}
@@ -380,7 +408,7 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 		} else {
 			m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
 			sh.scratch = m.Append(sh.scratch[:0], p.reqID)
-			_ = p.from.enqueue(sh.scratch) // a sender that has gone needs no ack
+			_ = p.from.enqueueHeld(sh, sh.scratch) // a sender that has gone needs no ack
 			putMsgBuf(p.buf)
 		}
 		if rc.backlog {

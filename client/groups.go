@@ -169,12 +169,19 @@ func (c *Client) change(ctx context.Context, name string, op uint8, target strin
 
 // rekeyIfNeeded makes a new epoch unless, once it holds the change lock,
 // the current one is fine (another send may just have made it).
+// The view is the one held (a sender that waited for another's rekey finds
+// it current); after a rekey it is fetched again, once.
 func (c *Client) rekeyIfNeeded(ctx context.Context, name string, rotate bool) error {
 	c.changeMu.Lock()
 	defer c.changeMu.Unlock()
-	g, err := c.group(ctx, name)
-	if err != nil {
-		return err
+	c.groupsMu.Lock()
+	g := c.groupsM[name]
+	c.groupsMu.Unlock()
+	if g == nil {
+		var err error
+		if g, err = c.group(ctx, name); err != nil {
+			return err
+		}
 	}
 	c.groupsMu.Lock()
 	_, have := g.keys[g.current]
@@ -184,7 +191,11 @@ func (c *Client) rekeyIfNeeded(ctx context.Context, name string, rotate bool) er
 	if have && !behind && !stale {
 		return nil
 	}
-	return c.changeLocked(ctx, name, 0, "", true)
+	if err := c.changeLocked(ctx, name, 0, "", true); err != nil {
+		return err
+	}
+	_, err := c.group(ctx, name)
+	return err
 }
 
 func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {

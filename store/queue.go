@@ -3,7 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -135,13 +134,10 @@ type wtx struct {
 	stats   map[string]*qstats
 	buckets map[string]*bolt.Bucket
 	maxID   uint64
-	// De-duplication records to write, by key: written at the end in key
-	// order, since random keys inserted in order touch fewer pages.
-	newIDs map[string][]byte
 }
 
 func newWtx(tx *bolt.Tx) *wtx {
-	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}, newIDs: map[string][]byte{}}
+	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}}
 }
 
 func (w *wtx) stat(user string) *qstats {
@@ -173,19 +169,6 @@ func (w *wtx) queue(user string, create bool) (*bolt.Bucket, error) {
 
 // finish writes the aggregated bookkeeping.
 func (w *wtx) finish() error {
-	if len(w.newIDs) > 0 {
-		keys := make([]string, 0, len(w.newIDs))
-		for k := range w.newIDs {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		ids := w.tx.Bucket(bucketMsgIDs)
-		for _, k := range keys {
-			if err := ids.Put([]byte(k), w.newIDs[k]); err != nil {
-				return err
-			}
-		}
-	}
 	stats := w.tx.Bucket(bucketQStats)
 	for u, st := range w.stats {
 		if err := putStats(stats, u, *st); err != nil {
@@ -202,12 +185,9 @@ func (w *wtx) finish() error {
 // enqueue adds q. A (sender, msg_id) already stored returns its server id
 // and dup; a full queue returns ErrQueueFull and changes nothing.
 func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
+	ids := w.tx.Bucket(bucketMsgIDs)
 	mk := msgIDKey(q.From, q.To, q.MsgID)
-	v := w.newIDs[string(mk)] // a repeat within this transaction
-	if v == nil {
-		v = w.tx.Bucket(bucketMsgIDs).Get(mk)
-	}
-	if len(v) >= 8 {
+	if v := ids.Get(mk); len(v) >= 8 {
 		return binary.BigEndian.Uint64(v), true, nil
 	}
 	st := w.stat(q.To)
@@ -223,7 +203,9 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err erro
 	}
 	rec := binary.BigEndian.AppendUint64(nil, q.ServerID)
 	rec = binary.BigEndian.AppendUint64(rec, uint64(q.Stored.UnixNano()))
-	w.newIDs[string(mk)] = append(rec, q.To...)
+	if err := ids.Put(mk, append(rec, q.To...)); err != nil {
+		return 0, false, err
+	}
 	st.count++
 	st.bytes += q.size()
 	w.maxID = max(w.maxID, q.ServerID)

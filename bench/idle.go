@@ -90,11 +90,20 @@ func (r *run) idle(ctx context.Context, res *Result) error {
 	st0 := r.t.serverStats()
 	var ws []*worker
 	defer func() {
+		// Closing a load process's input tells it to close its
+		// connections and exit; one that does not within 30 s is killed.
 		for _, w := range ws {
 			w.in.Close()
 		}
 		for _, w := range ws {
-			_ = w.cmd.Wait()
+			done := make(chan struct{})
+			go func() { _ = w.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = w.cmd.Process.Kill()
+				<-done
+			}
 		}
 	}()
 	per := int(math.Ceil(float64(len(r.t.users)) / float64(procs)))
@@ -106,6 +115,7 @@ func (r *run) idle(ctx context.Context, res *Result) error {
 			job.Users = append(job.Users, workerUser{Name: u.name, Token: u.token})
 		}
 		cmd := exec.Command(cfg.Exe, "bench-worker")
+		dieWithParent(cmd)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {

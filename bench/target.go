@@ -119,6 +119,7 @@ func (r *run) startEmbedded(ctx context.Context, strategy string, n int, pw stri
 		args = append(args, "--cpuprofile", prof)
 	}
 	t.cmd = exec.Command(r.cfg.Exe, args...)
+	dieWithParent(t.cmd)
 	t.cmd.Stdout = io.Discard
 	stderr, err := t.cmd.StderrPipe()
 	if err != nil {

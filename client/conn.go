@@ -407,7 +407,9 @@ func (c *Conn) write(msg []byte, wait bool) error {
 
 // Batch runs fn and sends what fn sends (with Go, Ack or SendRaw) in one
 // write when it returns: a sender with several messages ready makes one
-// system call, and the server reads them with one.
+// system call, and the server reads them with one. fn must not wait for a
+// response on this connection (Request): its request is not sent until fn
+// returns.
 func (c *Conn) Batch(fn func()) error {
 	c.wmu.Lock()
 	c.corked++

@@ -391,8 +391,10 @@ func localAddrs(n int) []string {
 func TestIdleFlood(t *testing.T) {
 	const perIP, ips = 250, 40
 	s := testserver.Start(t, func(c *server.Config) {
-		c.Shard.HandshakeTimeout = 2 * time.Second
-		c.Shard.LoginTimeout = 3 * time.Second
+		// Long enough that none is reaped before all 10,000 are dialled,
+		// even on a loaded machine: this test counts those closed at the cap.
+		c.Shard.HandshakeTimeout = 4 * time.Second
+		c.Shard.LoginTimeout = 5 * time.Second
 		c.Shard.HandshakeBurst = 100000 // this test is about the caps
 		c.Limits.SignupBurst = 100
 	})

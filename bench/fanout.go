@@ -110,6 +110,26 @@ func (m *member) onDelivery(d *client.Delivery) bool {
 	return true
 }
 
+// repeat runs fn on a goroutine of wg until stop or fn's first error,
+// which goes to fail.
+func repeat(wg *sync.WaitGroup, stop <-chan struct{}, fail func(error), fn func() error) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := fn(); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}()
+}
+
 // ownerClient signs up the group's owner with a throwaway home directory.
 func (r *run) ownerClient(ctx context.Context, name string) (*client.Client, func(), error) {
 	home, err := os.MkdirTemp("", "securefastchat-bench-home-")
@@ -187,34 +207,25 @@ func (r *run) fanout(ctx context.Context, res *Result) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < cfg.Window; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				t0 := time.Now()
-				sent.Add(1)
-				rc, err := owner.SendGroupText(ctx, g.name, text)
-				if err != nil {
-					g.fail(fmt.Errorf("bench: sending to the group: %w", err))
-					return
-				}
-				if rc.Status == proto.StatusQueued {
-					queued.Add(1)
-				} else {
-					delivered.Add(1)
-				}
-				if g.phase.Load() == phaseMeasure {
-					hmu.Lock()
-					h.add(time.Since(t0))
-					hmu.Unlock()
-				}
+		repeat(&wg, stop, g.fail, func() error {
+			t0 := time.Now()
+			sent.Add(1)
+			rc, err := owner.SendGroupText(ctx, g.name, text)
+			if err != nil {
+				return fmt.Errorf("bench: sending to the group: %w", err)
 			}
-		}()
+			if rc.Status == proto.StatusQueued {
+				queued.Add(1)
+			} else {
+				delivered.Add(1)
+			}
+			if g.phase.Load() == phaseMeasure {
+				hmu.Lock()
+				h.add(time.Since(t0))
+				hmu.Unlock()
+			}
+			return nil
+		})
 	}
 	total := func() (n int64) {
 		for _, m := range ms {

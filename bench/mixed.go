@@ -89,26 +89,8 @@ func (r *run) mixed(ctx context.Context, res *Result) error {
 		errMu.Unlock()
 	}
 	text := strings.Repeat("g", cfg.Size)
-	// until runs fn until stop or its first error.
-	until := func(fn func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := fn(); err != nil {
-					fail(err)
-					return
-				}
-			}
-		}()
-	}
 	for gi, g := range groups {
-		until(func() error {
+		repeat(&wg, stop, fail, func() error {
 			if _, err := owner.SendGroupText(ctx, g.name, text); err != nil {
 				gErrs.Add(1)
 				return fmt.Errorf("bench: group %d: %w", gi, err)
@@ -118,7 +100,7 @@ func (r *run) mixed(ctx context.Context, res *Result) error {
 		})
 	}
 	for ci, u := range churnUsers {
-		until(func() error {
+		repeat(&wg, stop, fail, func() error {
 			c, err := r.t.login(ctx, churnFirst+ci, u, client.DialOptions{})
 			if err != nil {
 				return err

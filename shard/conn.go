@@ -530,8 +530,9 @@ func codeText(code proto.ErrorCode) string {
 func (c *conn) enqueue(msg []byte) error { return c.enqueueHeld(nil, msg) }
 
 // enqueueHeld is enqueue from a shard's loop while it handles a batch of
-// events: the writer is started when the batch ends (releaseWrites), so
-// what the batch queues for one connection goes out in one write.
+// events: the writer is started when the batch ends (handleBatch calls
+// release), so what the batch queues for one connection goes out in one
+// write.
 func (c *conn) enqueueHeld(sh *Shard, msg []byte) error {
 	c.wmu.Lock()
 	if c.closed || c.sess == nil {

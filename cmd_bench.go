@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/term"
+
 	"securefastchat/balancer"
 	"securefastchat/bench"
 	"securefastchat/internal/passwd"
@@ -106,6 +108,7 @@ another host.
 	}
 	if !*quiet {
 		cfg.Progress = os.Stderr
+		cfg.ProgressTTY = term.IsTerminal(int(os.Stderr.Fd()))
 	}
 	cfg.ServerProfile = *serverProfile
 	if *serverLog {
@@ -125,7 +128,7 @@ another host.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	rs, err := bench.Run(ctx, cfg)
-	if cfg.Progress != nil {
+	if cfg.ProgressTTY {
 		fmt.Fprint(os.Stderr, "\r\033[K")
 	}
 	if len(rs) > 0 {

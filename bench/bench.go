@@ -52,6 +52,9 @@ type Config struct {
 
 	// Progress receives a progress line now and then; nil for none.
 	Progress io.Writer
+	// ProgressTTY: Progress is a terminal, where each line overwrites
+	// the last.
+	ProgressTTY bool
 	// ServerLog receives the embedded server's log; nil discards it.
 	ServerLog io.Writer
 	// ServerProfile, if set, is where the embedded server writes a CPU
@@ -266,8 +269,12 @@ type run struct {
 }
 
 func (r *run) progress(format string, args ...any) {
-	if r.cfg.Progress != nil {
+	switch {
+	case r.cfg.Progress == nil:
+	case r.cfg.ProgressTTY:
 		fmt.Fprintf(r.cfg.Progress, "\r\033[K"+format, args...)
+	default:
+		fmt.Fprintf(r.cfg.Progress, format+"\n", args...)
 	}
 }
 

@@ -57,6 +57,9 @@ type Config struct {
 	ProgressTTY bool
 	// ServerLog receives the embedded server's log; nil discards it.
 	ServerLog io.Writer
+	// capped says why Clients was lowered, if it was.
+	capped string
+
 	// ServerProfile, if set, is where the embedded server writes a CPU
 	// profile of the run (one file per strategy: the name gets a suffix
 	// when there are several).
@@ -195,6 +198,10 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Window < 0 || c.Window > 120 {
 		return fmt.Errorf("%w: --window must be 1 to 120 (the server holds 128 unacked per receiver)", ErrBadConfig)
+	}
+	if lim := openFileLimit(); c.Scenario == "idle" && c.Server == "" && c.Clients > lim-500 {
+		c.capped = fmt.Sprintf("capped at %d connections (asked for %d): the embedded server's open-file limit is %d", lim-500, c.Clients, lim)
+		c.Clients = lim - 500
 	}
 	if c.Server != "" && len(c.Strategies) > 1 {
 		return fmt.Errorf("%w: several strategies need the embedded server (a running server has its own)", ErrBadConfig)

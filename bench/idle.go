@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"securefastchat/client"
@@ -20,8 +21,18 @@ import (
 )
 
 // perProcess is how many connections one load process holds: well under
-// the open-file limit of 20,000 that some machines cannot raise.
-const perProcess = 9000
+// the open-file limit (20,000 on some machines, which cannot raise it).
+func perProcess() int { return max(100, min(9000, openFileLimit()-100)) }
+
+// openFileLimit is this process's open-file limit, which the processes it
+// starts inherit.
+func openFileLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 30
+	}
+	return int(rl.Cur)
+}
 
 // workerJob is what the bench sends an idle load process.
 type workerJob struct {
@@ -83,7 +94,10 @@ func (r *run) idle(ctx context.Context, res *Result) error {
 	res.Unit = "conns"
 	procs := cfg.Procs
 	if procs == 0 {
-		procs = (len(r.t.users) + perProcess - 1) / perProcess
+		procs = (len(r.t.users) + perProcess() - 1) / perProcess()
+	}
+	if cfg.capped != "" {
+		res.Notes = append(res.Notes, cfg.capped)
 	}
 	time.Sleep(500 * time.Millisecond) // let the fresh server settle
 	before := r.t.rss()
@@ -211,7 +225,11 @@ func (r *run) idle(ctx context.Context, res *Result) error {
 	}
 	res.Sent, res.Received = int64(sent), int64(got)
 	res.Probe = fmt.Sprintf("%d/%d delivered", got, sent)
-	res.Notes = append(res.Notes, fmt.Sprintf("%d load processes; connections opened in %.1f s from %d source addresses", len(ws), openSecs, min(len(sources), len(r.t.users))))
+	procWord := "load processes"
+	if len(ws) == 1 {
+		procWord = "load process"
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf("%d %s; connections opened in %.1f s from %d source addresses", len(ws), procWord, openSecs, min(len(sources), len(r.t.users))))
 	if got != sent {
 		return fmt.Errorf("bench: the probe delivered %d of %d messages between idle sessions", got, sent)
 	}

@@ -64,7 +64,6 @@ type worker struct {
 	in    io.WriteCloser
 	out   *bufio.Scanner
 	count int
-	last  workerMsg
 }
 
 func (w *worker) next() (workerMsg, error) {
@@ -164,7 +163,6 @@ func (r *run) idle(ctx context.Context, res *Result) error {
 				opened[i] = max(opened[i], m.Opened)
 				mu.Unlock()
 				if m.Ready {
-					w.last = m
 					errc <- nil
 					return
 				}

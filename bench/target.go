@@ -68,6 +68,16 @@ func (r *run) openTarget(ctx context.Context, strategy string) (*target, error) 
 	}
 	ip := net.ParseIP(host)
 	t.loopback = ip != nil && ip.IsLoopback() || host == "localhost"
+	if t.key == "" {
+		// First contact: pin the key the server presents now, before the
+		// load's connections, which all expect it.
+		c, err := t.dial(ctx, 0, client.DialOptions{})
+		if err != nil {
+			return nil, err
+		}
+		t.key = c.ServerKey().Fingerprint()
+		c.Close()
+	}
 	if err := r.signupUsers(ctx, t, n); err != nil {
 		return nil, err
 	}
@@ -273,14 +283,7 @@ func (t *target) dial(ctx context.Context, i int, opts client.DialOptions) (*cli
 			return d.DialContext(ctx, "tcp", addr)
 		}
 	}
-	c, err := client.Dial(ctx, t.addr, opts)
-	if err != nil {
-		return nil, err
-	}
-	if t.key == "" {
-		t.key = c.ServerKey().Fingerprint() // pinned from now on
-	}
-	return c, nil
+	return client.Dial(ctx, t.addr, opts)
 }
 
 // login dials and resumes user u's session.

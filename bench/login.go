@@ -69,7 +69,6 @@ func (r *run) login(ctx context.Context, res *Result) error {
 	w.end(res)
 	pw, secs := loop(cfg.Duration/2, "password logins", true)
 	res.PasswordLogins = float64(pw) / secs
-	res.Sent = res.Count
 	res.Errors = errs.Load()
 	res.Notes = append(res.Notes, fmt.Sprintf("%d password logins in %.1f s at argon2 %s", pw, secs, r.t.settings.Argon2),
 		fmt.Sprintf("%d connections logging in at once, each a new TCP connection and handshake", loginLoops))

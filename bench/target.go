@@ -423,11 +423,10 @@ func (t *target) rss() int64 {
 
 // window measures the server around a scenario's measured window.
 type window struct {
-	t             *target
-	start         time.Time
-	cpu0          float64
-	msgs0         []int64
-	Seconds, CPUs float64
+	t     *target
+	start time.Time
+	cpu0  float64
+	msgs0 []int64
 }
 
 func (t *target) begin() *window {

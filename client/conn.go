@@ -504,8 +504,7 @@ func (c *Conn) Go(build func(b []byte, id uint32) []byte, done func(t proto.MsgT
 	if err != nil {
 		return err
 	}
-	var buf [512]byte
-	if err := c.send(build(buf[:0], id)); err != nil {
+	if err := c.send(build(nil, id)); err != nil {
 		c.mu.Lock()
 		_, pending := c.waiters[id]
 		delete(c.waiters, id)

@@ -480,7 +480,7 @@ func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 		return k, nil
 	}
 	m := proto.UserReq{User: []byte(canon)}
-	t, body, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
+	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
 	if err := expect(t, proto.TKeys, err); err != nil {
 		return nil, err
 	}
@@ -568,22 +568,7 @@ func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 // sendRequest sends a message request and waits for its Sent, sending the
 // same bytes again after a reconnect if the connection drops first.
 func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error) {
-	var t proto.MsgType
-	var rb []byte
-	var err error
-	for {
-		conn := c.Conn()
-		t, rb, err = conn.Request(ctx, build)
-		var re *proto.RemoteError
-		retry := errors.Is(err, ErrConnectionLost) ||
-			errors.As(err, &re) && re.Code == proto.CodeServerShuttingDown
-		if !retry || ctx.Err() != nil {
-			break
-		}
-		if werr := c.waitReconnect(ctx, conn); werr != nil {
-			return nil, fmt.Errorf("%w (reconnecting: %v)", err, werr)
-		}
-	}
+	t, rb, err := c.request(ctx, build)
 	if err := expect(t, proto.TSent, err); err != nil {
 		return nil, err
 	}
@@ -592,6 +577,26 @@ func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return &Receipt{ServerID: s.ServerID, Time: time.UnixMilli(s.Time), Status: s.Status}, nil
+}
+
+// request sends a request that is safe to repeat (a read, or a message the
+// server de-duplicates by its msg_id) and returns the reply. If the
+// connection drops or the server says it is stopping before the reply, it
+// waits for the client to reconnect and sends it again, until ctx ends.
+func (c *Client) request(ctx context.Context, build func(b []byte, id uint32) []byte) (proto.MsgType, []byte, error) {
+	for {
+		conn := c.Conn()
+		t, rb, err := conn.Request(ctx, build)
+		var re *proto.RemoteError
+		retry := errors.Is(err, ErrConnectionLost) ||
+			errors.As(err, &re) && re.Code == proto.CodeServerShuttingDown
+		if !retry || ctx.Err() != nil {
+			return t, rb, err
+		}
+		if werr := c.waitReconnect(ctx, conn); werr != nil {
+			return 0, nil, fmt.Errorf("%w (reconnecting: %v)", err, werr)
+		}
+	}
 }
 
 // MaxTextLen is the longest text one message can carry for this pair of

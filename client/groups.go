@@ -64,11 +64,10 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
 			created: map[uint32]time.Time{}, sent: map[uint32]int{}}
 	}
-	conn := c.Conn()
 	keys := c.signKeyFunc(ctx)
 	for {
 		req := proto.GroupReq{Group: []byte(name), From: uint32(len(g.chain))}
-		t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
+		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
 		if err := expect(t, proto.TGroupChainReply, err); err != nil {
 			return nil, err
 		}
@@ -105,7 +104,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 			from = max(from, e+1)
 		}
 		req := proto.GroupReq{Group: []byte(name), From: from}
-		t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
+		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
 		if err := expect(t, proto.TGroupKeysReply, err); err != nil {
 			return nil, err
 		}
@@ -320,7 +319,7 @@ func (c *Client) Rekey(ctx context.Context, group string) error {
 
 // Groups lists the groups this user is in.
 func (c *Client) Groups(ctx context.Context) ([]string, error) {
-	t, body, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupList, id) })
+	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupList, id) })
 	if err := expect(t, proto.TGroups, err); err != nil {
 		return nil, err
 	}

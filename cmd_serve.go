@@ -19,6 +19,7 @@ import (
 	"securefastchat/internal/account"
 	"securefastchat/internal/passwd"
 	"securefastchat/internal/server"
+	"securefastchat/proto"
 	"securefastchat/shard"
 	"securefastchat/store"
 )
@@ -52,6 +53,9 @@ func cmdServe(args []string) error {
 	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
 	queueBytes := fs.Int64("queue-max-bytes", 100<<20, "bytes queued for one receiver, at most")
 	lookups := fs.Int("key-lookups", account.DefaultLimits.LookupBurst, "key lookups of users outside one's groups, per user per 15 minutes (against enumeration)")
+	presence := fs.String("presence", string(shard.PresenceContacts), "who sees a user come online and go: contacts (who shares a group or a direct conversation with them), all, or off")
+	broadcast := fs.String("broadcast", string(shard.BroadcastAnyone), "who may broadcast to everyone online: anyone, admins (see --admins), or off")
+	admins := fs.String("admins", "", "the server's admins, comma-separated user names")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof reads it)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -87,6 +91,21 @@ func cmdServe(args []string) error {
 	if _, err := balancer.ParseStrategy(*strategy); err != nil {
 		return usagef("%v", err)
 	}
+	presenceMode, err := shard.ParsePresenceMode(*presence)
+	if err != nil {
+		return usagef("--presence: %v", err)
+	}
+	broadcastPolicy, err := shard.ParseBroadcastPolicy(*broadcast)
+	if err != nil {
+		return usagef("--broadcast: %v", err)
+	}
+	adminNames, err := parseAdmins(*admins)
+	if err != nil {
+		return usagef("--admins: %v", err)
+	}
+	if broadcastPolicy == shard.BroadcastAdmins && len(adminNames) == 0 {
+		return usagef("--broadcast admins needs --admins NAME[,NAME...]")
+	}
 	logger, err := newLogger(*logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -121,6 +140,7 @@ func cmdServe(args []string) error {
 		Shard: shard.Options{
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
 			MsgEvery: every, MsgBurst: *msgBurst,
+			Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
 			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
 		},
 		Logger: logger,
@@ -168,6 +188,7 @@ func logStats(logger *slog.Logger, srv *server.Server) {
 		"logins_ok", st.LoginsOK.Load(), "logins_failed", st.LoginsFailed.Load(),
 		"routed", st.Routed.Load(), "delivered", st.Delivered.Load(), "queued", st.Queued.Load(),
 		"from_queue", st.FromQueue.Load(), "slow_consumers", st.SlowConsumers.Load(), "expired", srv.Expired.Load(),
+		"signals", st.Signals.Load(), "broadcasts", st.Broadcasts.Load(), "live_dropped", st.LiveDropped.Load(),
 		"goroutines", runtime.NumGoroutine(), "heap_inuse", ms.HeapInuse, "stack_inuse", ms.StackInuse)
 }
 
@@ -205,4 +226,22 @@ func cmdFingerprint(args []string) error {
 	}
 	fmt.Println(kp.Public.Fingerprint())
 	return nil
+}
+
+// parseAdmins reads a comma-separated list of user names into their
+// canonical forms.
+func parseAdmins(s string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		c, err := proto.CanonicalUsername(n)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a user name: %v", n, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

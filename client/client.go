@@ -54,6 +54,17 @@ type Config struct {
 	// OnConnection, if set, is called when the connection drops (up false,
 	// with the reason) and when it is back (up true).
 	OnConnection func(up bool, err error)
+	// OnEvent, if set, receives presence, typing, broadcasts and receipts.
+	// It is called from the client's goroutines (receipts from the one
+	// that receives messages), so it must be safe for concurrent use and
+	// return quickly.
+	OnEvent func(Event)
+	// OnFileProgress, if set, is told how much of a file being received
+	// has arrived (from the goroutine that receives messages).
+	OnFileProgress func(from, name string, id [proto.MsgIDLen]byte, got, size int64)
+	// DeliveryReceipts sends a delivery receipt to the sender of each
+	// message handed to the application.
+	DeliveryReceipts bool
 }
 
 func (c *Config) setDefaults() error {
@@ -112,11 +123,13 @@ type Client struct {
 	groupsM  map[string]*groupView
 	changeMu sync.Mutex // one group change at a time
 
-	msgs   chan *Message
-	recv   *receiver
-	stop   chan struct{}
-	wg     sync.WaitGroup
-	closed sync.Once
+	msgs     chan *Message
+	recv     *receiver
+	live     live
+	receipts *receipts
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closed   sync.Once
 }
 
 // Receipt is the server's acknowledgement of a sent message: the receiver's
@@ -235,22 +248,34 @@ func newClient(cfg Config, canon string, id *Identity, conn *Conn, ok *proto.Log
 	c := &Client{
 		cfg: cfg, user: canon, display: string(ok.User), id: id, contacts: ct,
 		conn: conn, token: append([]byte(nil), ok.Token...),
-		changed: make(chan struct{}),
-		msgs:    make(chan *Message, cfg.Messages),
-		stop:    make(chan struct{}),
+		changed:  make(chan struct{}),
+		msgs:     make(chan *Message, cfg.Messages),
+		stop:     make(chan struct{}),
+		receipts: newReceipts(),
 	}
+	c.live.ch = make(chan push, liveQueue)
 	seen, err := openSeenLog(filepath.Join(UserDir(cfg.Home, canon), "seen"))
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	c.recv = newReceiver(c, seen)
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		c.liveLoop()
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.receiptLoop()
+	}()
 	c.startConn(conn)
 	return c, nil
 }
 
 // startConn starts the goroutines that serve one connection.
 func (c *Client) startConn(conn *Conn) {
+	conn.OnPush(c.onPush)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -536,6 +561,11 @@ type Outgoing struct {
 
 // Prepare seals body for user (a proto.Kind* message).
 func (c *Client) Prepare(ctx context.Context, to string, kind uint8, body []byte) (*Outgoing, error) {
+	return c.prepare(ctx, to, kind, kind, body)
+}
+
+// prepare seals an inner of innerKind in an envelope of kind.
+func (c *Client) prepare(ctx context.Context, to string, kind, innerKind uint8, body []byte) (*Outgoing, error) {
 	pk, err := c.PeerKeys(ctx, to)
 	if err != nil {
 		return nil, err
@@ -544,7 +574,7 @@ func (c *Client) Prepare(ctx context.Context, to string, kind uint8, body []byte
 	if _, err := rand.Read(msgID); err != nil {
 		return nil, err
 	}
-	in := proto.Inner{Kind: kind, From: []byte(c.user), To: []byte(pk.User), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
+	in := proto.Inner{Kind: innerKind, From: []byte(c.user), To: []byte(pk.User), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
 	plain, err := in.Append(nil)
 	if err != nil {
 		return nil, err

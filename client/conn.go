@@ -68,11 +68,52 @@ type Conn struct {
 
 	onDelivery func(*Delivery) bool
 
+	// Guarded by pushMu: live pushes (presence, signals, broadcasts) and,
+	// until OnPush is set, the first of them kept for it.
+	pushMu sync.Mutex
+	onPush func(t proto.MsgType, body []byte)
+	early  []push
+
 	deliveries chan *Delivery
 	closeOnce  sync.Once
 	closed     chan struct{} // closed when the connection has ended
 	readerDone chan struct{}
 	reason     uint8 // the server's Close reason, if it sent one
+}
+
+// push is a live push kept until OnPush is set.
+type push struct {
+	t    proto.MsgType
+	body []byte
+}
+
+// maxEarlyPushes bounds the pushes kept before OnPush is set.
+const maxEarlyPushes = 256
+
+// OnPush sets the function that receives live pushes: TPresence,
+// TSignalMsg and TBroadcastMsg bodies. It runs on the connection's reader
+// goroutine, so it must not block; body is valid only during the call.
+// Pushes that arrived before it was set (the presence list follows the
+// login reply at once) are passed to it first.
+func (c *Conn) OnPush(fn func(t proto.MsgType, body []byte)) {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	c.onPush = fn
+	for _, p := range c.early {
+		fn(p.t, p.body)
+	}
+	c.early = nil
+}
+
+func (c *Conn) pushed(t proto.MsgType, body []byte) {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	switch {
+	case c.onPush != nil:
+		c.onPush(t, body)
+	case len(c.early) < maxEarlyPushes:
+		c.early = append(c.early, push{t: t, body: append([]byte(nil), body...)})
+	}
 }
 
 type response struct {
@@ -318,6 +359,8 @@ func (c *Conn) readLoop() {
 			case <-c.closed:
 				return
 			}
+		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg:
+			c.pushed(t, body)
 		case proto.TClose:
 			var m proto.Close
 			if m.Parse(body) == nil {

@@ -17,6 +17,7 @@ const fileWindow = 8
 
 // FileReceipt reports a sent file.
 type FileReceipt struct {
+	ID     [proto.MsgIDLen]byte // the file id: the receiver's ReceivedFile.ID and receipts name it
 	Name   string
 	Size   int64
 	Chunks int
@@ -28,6 +29,22 @@ type FileReceipt struct {
 // up behind a large file. progress, if not nil, is called with the bytes
 // acknowledged so far.
 func (c *Client) SendFile(ctx context.Context, to, path string, progress func(done, total int64)) (*FileReceipt, error) {
+	return c.SendFileAs(ctx, to, path, NewMsgID(), progress)
+}
+
+// NewMsgID returns a random message or file id.
+func NewMsgID() [proto.MsgIDLen]byte {
+	var id [proto.MsgIDLen]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		panic("client: no randomness: " + err.Error())
+	}
+	return id
+}
+
+// SendFileAs is SendFile with the file id chosen by the caller (an
+// application that shows the file before it has gone, and matches its
+// receipts, picks the id first).
+func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgIDLen]byte, progress func(done, total int64)) (*FileReceipt, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -55,10 +72,7 @@ func (c *Client) SendFile(ctx context.Context, to, path string, progress func(do
 	if count == 0 {
 		count = 1
 	}
-	fileID := make([]byte, proto.MsgIDLen)
-	if _, err := rand.Read(fileID); err != nil {
-		return nil, err
-	}
+	fileID := id[:]
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -110,5 +124,5 @@ func (c *Client) SendFile(ctx context.Context, to, path string, progress func(do
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	return &FileReceipt{Name: name, Size: size, Chunks: count}, nil
+	return &FileReceipt{ID: id, Name: name, Size: size, Chunks: count}, nil
 }

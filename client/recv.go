@@ -36,8 +36,9 @@ type Message struct {
 
 // ReceivedFile is a file that arrived whole.
 type ReceivedFile struct {
-	Name string // as the sender named it
-	Path string // where it was saved
+	ID   [proto.MsgIDLen]byte // the sender's file id (FileReceipt.ID)
+	Name string               // as the sender named it
+	Path string               // where it was saved
 	Size int64
 }
 
@@ -87,6 +88,7 @@ func (r *receiver) run(conn *Conn) {
 		} else if msg != nil {
 			select {
 			case r.c.msgs <- msg:
+				r.c.delivered(msg)
 			case <-r.c.stop:
 				return // not handed over: not seen, not acknowledged
 			}
@@ -135,7 +137,7 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 		return nil, false, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
 	// The envelope is the server's word; the inner fields are the sender's.
-	if string(in.From) != from || string(in.To) != r.c.user || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != d.Kind {
+	if string(in.From) != from || string(in.To) != r.c.user || !bytes.Equal(in.MsgID, d.MsgID) || !envelopeHolds(d.Kind, in.Kind) {
 		return nil, false, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
 	}
 	if r.seen.has(from, in.MsgID) {
@@ -151,6 +153,17 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	case proto.KindText:
 		msg.Text = string(in.Body)
 		return msg, true, nil
+	case proto.KindReceipt:
+		var rc proto.Receipt
+		if err := rc.Parse(in.Body); err != nil {
+			return nil, false, fmt.Errorf("%w: receipt: %v", ErrRejected, err)
+		}
+		ev := Event{Kind: EventReceipt, User: from, Receipt: rc.Type, Group: string(rc.Group), Time: msg.SentAt}
+		for _, id := range rc.MsgIDs {
+			ev.MsgIDs = append(ev.MsgIDs, [proto.MsgIDLen]byte(id))
+		}
+		r.c.emit(ev)
+		return nil, true, nil
 	case proto.KindFile:
 		f, err := r.fileChunk(from, in.Body)
 		if err != nil {
@@ -163,6 +176,12 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 		return msg, true, nil
 	}
 	return nil, false, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
+}
+
+// envelopeHolds says which inner kinds an envelope kind may carry: a
+// receipt travels as text, so the server cannot tell it apart.
+func envelopeHolds(envelope, inner uint8) bool {
+	return envelope == inner || envelope == proto.KindText && inner == proto.KindReceipt
 }
 
 // openGroup checks a group message: the sender was a member of the roster
@@ -332,6 +351,9 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	f.got[ch.Index] = true
 	f.n++
 	f.dirty = true
+	if p := r.c.cfg.OnFileProgress; p != nil {
+		p(from, f.name, id, int64(min(uint64(f.n)*proto.FileChunkData, f.size)), int64(f.size))
+	}
 	if f.n < f.count {
 		return nil, nil
 	}
@@ -369,7 +391,7 @@ func (f *incomingFile) finish(dir string) (*ReceivedFile, error) {
 	}
 	os.Remove(part)
 	os.Remove(incomingPath(dir, f.id, "state"))
-	return &ReceivedFile{Name: f.name, Path: path, Size: int64(f.size)}, nil
+	return &ReceivedFile{ID: f.id, Name: f.name, Path: path, Size: int64(f.size)}, nil
 }
 
 // closeOldestLocked closes (but keeps on disk) one partial file to bound

@@ -113,6 +113,30 @@ func reencode(msg []byte) ([]byte, error) {
 		var m DeliverGroup
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TSignal:
+		var m Signal
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TSignalMsg:
+		var m SignalMsg
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TPresence:
+		var m Presence
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TBroadcast:
+		var m Broadcast
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TBroadcastSent:
+		var m BroadcastSent
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TBroadcastMsg:
+		var m BroadcastMsg
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	}
 	return nil, ErrUnknownType
 }
@@ -151,7 +175,61 @@ func seedMessages() [][]byte {
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, 22),
 		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
+		(&Signal{To: []byte("bob"), Body: []byte("sealed")}).Append(nil, 23),
+		(&SignalMsg{From: []byte("alice"), Body: []byte("sealed")}).Append(nil, 0),
+		(&Presence{Reset: true, Entries: []PresenceEntry{{User: []byte("ann"), Online: true}, {User: []byte("bob")}}}).Append(nil, 0),
+		(&Presence{Entries: []PresenceEntry{{User: []byte("ann")}}}).Append(nil, 0),
+		(&Broadcast{Text: []byte("fire drill at 3 \u00e9")}).Append(nil, 24),
+		(&BroadcastSent{Count: 12}).Append(nil, 24),
+		(&BroadcastMsg{Time: 1700000000000, From: []byte("ann"), Text: []byte("hello all")}).Append(nil, 0),
 	}
+}
+
+func seedLiveBodies() [][]byte {
+	id16 := bytes.Repeat([]byte{0xab}, 16)
+	return [][]byte{
+		append([]byte{KindReceipt}, (&Receipt{Type: ReceiptDelivered, MsgIDs: [][]byte{id16}}).Append(nil)...),
+		append([]byte{KindReceipt}, (&Receipt{Type: ReceiptRead, Group: []byte("team"), MsgIDs: [][]byte{id16, id16}}).Append(nil)...),
+		append([]byte{KindTyping}, (&Typing{Active: true}).Append(nil)...),
+		append([]byte{KindTyping}, (&Typing{Group: []byte("team")}).Append(nil)...),
+	}
+}
+
+// reencodeLive parses a receipt or typing body (after its kind byte) and
+// encodes it again.
+func reencodeLive(in []byte) ([]byte, error) {
+	if len(in) == 0 {
+		return nil, ErrMalformed
+	}
+	switch in[0] {
+	case KindReceipt:
+		var r Receipt
+		err := r.Parse(in[1:])
+		return r.Append([]byte{in[0]}), err
+	case KindTyping:
+		var t Typing
+		err := t.Parse(in[1:])
+		return t.Append([]byte{in[0]}), err
+	}
+	return nil, ErrMalformed
+}
+
+func FuzzLiveBody(f *testing.F) {
+	seeds := seedLiveBodies()
+	writeCorpus(f, "FuzzLiveBody", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := reencodeLive(in)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(out, in) {
+			t.Fatalf("round trip changed the body:\n in %x\nout %x", in, out)
+		}
+		checkPrefixes(t, in, func(b []byte) error { _, err := reencodeLive(b); return err })
+	})
 }
 
 func seedInner() [][]byte {
@@ -420,6 +498,12 @@ func TestStrictPrefixesOfSeeds(t *testing.T) {
 	}
 	for _, s := range seedInner() {
 		checkPrefixes(t, s, func(b []byte) error { var m Inner; return m.Parse(b) })
+	}
+	for _, s := range seedLiveBodies() {
+		if _, err := reencodeLive(s); err != nil {
+			t.Fatalf("seed %x: %v", s, err)
+		}
+		checkPrefixes(t, s, func(b []byte) error { _, err := reencodeLive(b); return err })
 	}
 	ch, sh := seedHellos(t)
 	for _, s := range ch {

@@ -86,18 +86,24 @@ func (r *raw) send(msg []byte) {
 	}
 }
 
-// recv returns the next message (skipping deliveries unless wanted).
+// recv returns the next message, skipping live pushes (presence).
 func (r *raw) recv() (proto.MsgType, uint32, []byte, error) {
-	_ = r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	p, err := r.fr.Next()
-	if err != nil {
-		return 0, 0, nil, err
+	for {
+		_ = r.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		p, err := r.fr.Next()
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		msg, err := r.sess.Open(nil, p)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		t, id, body, err := proto.ParseHeader(msg)
+		if err == nil && (t == proto.TPresence || t == proto.TSignalMsg || t == proto.TBroadcastMsg) {
+			continue
+		}
+		return t, id, body, err
 	}
-	msg, err := r.sess.Open(nil, p)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	return proto.ParseHeader(msg)
 }
 
 func (r *raw) nextID() uint32 { r.id++; return r.id }

@@ -88,6 +88,11 @@ type conn struct {
 	lastFetched uint64 // the highest server id fetched from the store
 	dead        bool   // gone has run
 
+	// Guarded by liveMu: the users who see this user's presence (see
+	// live.go); nil until the first.
+	liveMu   sync.Mutex
+	contacts map[string]struct{}
+
 	// Guarded by the gate's mutex.
 	gateElem *list.Element // place among connections not logged in
 
@@ -263,7 +268,8 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeGraceful(proto.CloseNormal)
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck,
-		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup:
+		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup,
+		proto.TSignal, proto.TBroadcast:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -285,6 +291,10 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.groupRead(t, id, body)
 	case proto.TSendGroup:
 		c.sendGroup(id, body)
+	case proto.TSignal:
+		c.signal(id, body)
+	case proto.TBroadcast:
+		c.broadcast(id, body)
 	case proto.TAck:
 		ids, err := proto.ParseAckIDs(body)
 		if err != nil {
@@ -371,6 +381,8 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	c.sh.post(event{kind: evLogin, c: c})
 	c.set.Stats.LoginsOK.Add(1)
 	c.logger().Info("logged in", "kind", loginKind(t))
+	c.loadContacts()
+	c.cameOnline()
 	return true
 }
 
@@ -413,6 +425,7 @@ func (c *conn) sendDM(id uint32, body []byte) {
 		c.queueForOffline(id, to, &m)
 		return
 	}
+	c.noteContact(to, rc)
 	d := proto.Deliver{
 		ServerID: c.set.newServerID(),
 		Time:     c.set.opts.Now().UnixMilli(),
@@ -440,6 +453,7 @@ func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM) {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
 	}
+	c.noteContact(to, nil)
 	now := c.set.opts.Now()
 	q := &store.Queued{To: string(to), From: c.user, Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
 	copy(q.MsgID[:], m.MsgID)
@@ -459,7 +473,9 @@ func (c *conn) cleanup() {
 	}
 	c.set.gate.release(c)
 	if c.authed {
-		c.set.dir.unregister(c.user, c)
+		if c.set.dir.unregister(c.user, c) {
+			c.wentOffline()
+		}
 		c.logger().Info("logged out")
 	}
 	if !c.sh.post(event{kind: evGone, c: c}) {

@@ -49,14 +49,35 @@ func (d *directory) register(name string, c *conn) *conn {
 	return old
 }
 
-// unregister removes c, if it is still the user's connection.
-func (d *directory) unregister(name string, c *conn) {
+// unregister removes c, if it is still the user's connection, and says
+// whether it was.
+func (d *directory) unregister(name string, c *conn) bool {
 	st := &d.s[d.stripe([]byte(name))]
 	st.mu.Lock()
-	if st.m[name] == c {
+	was := st.m[name] == c
+	if was {
 		delete(st.m, name)
 	}
 	st.mu.Unlock()
+	return was
+}
+
+// each calls fn for every logged-in connection. fn runs with no lock held,
+// on a snapshot taken one stripe at a time.
+func (d *directory) each(fn func(c *conn)) {
+	var snap []*conn
+	for i := range d.s {
+		st := &d.s[i]
+		st.mu.RLock()
+		snap = snap[:0]
+		for _, c := range st.m {
+			snap = append(snap, c)
+		}
+		st.mu.RUnlock()
+		for _, c := range snap {
+			fn(c)
+		}
+	}
 }
 
 func (d *directory) len() int {

@@ -208,6 +208,9 @@ func (c *conn) applyGroupChange(group string, up *groupUpload) (proto.ErrorCode,
 		c.logger().Error("group change failed", "group", group, "err", err)
 		return proto.CodeInternal, "internal error"
 	}
+	if stmt != nil && stmt.Op == proto.OpAdd {
+		c.set.joined(string(stmt.Target), next.Members)
+	}
 	return 0, ""
 }
 

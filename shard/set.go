@@ -77,6 +77,23 @@ type Options struct {
 	MsgBytesBurst  int
 	MsgBytesPerSec int
 
+	// Presence says who is told when a user comes online or goes. If
+	// empty, PresenceContacts.
+	Presence PresenceMode
+	// Broadcast says who may broadcast. If empty, BroadcastAnyone.
+	Broadcast BroadcastPolicy
+	// Admins are the canonical names of the server's admins (who may
+	// broadcast under BroadcastAdmins).
+	Admins []string
+	// BroadcastBurst and BroadcastEvery limit broadcasts per user. If
+	// zero, a burst of 3 and one more every 20 s.
+	BroadcastBurst int
+	BroadcastEvery time.Duration
+	// SignalBurst and SignalEvery limit signals (typing) per user. If
+	// zero, a burst of 30 and one more every 200 ms.
+	SignalBurst int
+	SignalEvery time.Duration
+
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
 }
@@ -122,6 +139,20 @@ func (o *Options) setDefaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Presence == "" {
+		o.Presence = PresenceContacts
+	}
+	if o.Broadcast == "" {
+		o.Broadcast = BroadcastAnyone
+	}
+	if o.BroadcastBurst == 0 {
+		o.BroadcastBurst = 3
+	}
+	def(&o.BroadcastEvery, 20*time.Second)
+	if o.SignalBurst == 0 {
+		o.SignalBurst = 30
+	}
+	def(&o.SignalEvery, 200*time.Millisecond)
 }
 
 // ErrClosed is returned by Handoff after Shutdown has begun.
@@ -138,7 +169,10 @@ type Set struct {
 	gate     gate
 	msgs     *ratelimit.Limiter
 	msgBytes *ratelimit.Limiter
-	batcher  *store.Batcher // the group committer of the queues
+	// broadcasts and signals limit live signals per user.
+	broadcasts *ratelimit.Limiter
+	signals    *ratelimit.Limiter
+	batcher    *store.Batcher // the group committer of the queues
 
 	// Lifecycle.
 	closing  atomic.Bool
@@ -168,6 +202,9 @@ type Stats struct {
 	StoreErrors     atomic.Int64 // commits that failed (disk full, I/O)
 	SlowConsumers   atomic.Int64 // receivers cut off: queue full, write deadline or ack timeout
 	ProtocolErrors  atomic.Int64 // connections closed for a bad frame
+	Signals         atomic.Int64 // signals passed to a receiver online
+	Broadcasts      atomic.Int64 // broadcasts sent
+	LiveDropped     atomic.Int64 // live signals dropped for a receiver far behind
 	Panics          atomic.Int64
 }
 
@@ -180,6 +217,8 @@ func New(opts Options) (*Set, error) {
 	s := &Set{opts: opts, log: opts.Logger}
 	s.dir.init()
 	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
+	s.broadcasts = ratelimit.New(opts.BroadcastBurst, opts.BroadcastEvery, opts.Now)
+	s.signals = ratelimit.New(opts.SignalBurst, opts.SignalEvery, opts.Now)
 	if opts.MsgEvery > 0 {
 		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
 		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)

@@ -17,6 +17,9 @@ type Op struct {
 	// DelUser and DelIDs dequeue delivered messages.
 	DelUser string
 	DelIDs  []uint64
+	// Contact, if both are set, records two users as contacts of each
+	// other.
+	Contact [2]string
 	// Done, if set, is called from the batcher's goroutine once the
 	// transaction holding the op has committed (or failed). It must not
 	// block.
@@ -173,6 +176,11 @@ func (b *Batcher) commit(batch []*Op) {
 			}
 			if op.DelUser != "" {
 				if _, err := w.dequeue(op.DelUser, op.DelIDs); err != nil {
+					return err
+				}
+			}
+			if op.Contact[0] != "" && op.Contact[1] != "" {
+				if err := putContact(tx, op.Contact[0], op.Contact[1]); err != nil {
 					return err
 				}
 			}

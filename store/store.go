@@ -26,7 +26,7 @@ var (
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
 	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
-		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups}
+		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts}
 )
 
 const schemaVersion = 1

@@ -1,0 +1,273 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"securefastchat/proto"
+)
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// Event kinds.
+const (
+	// EventPresence: User came online or went (Online). With Reset, the
+	// server is about to send a full list: forget what was known (User is
+	// empty then).
+	EventPresence EventKind = iota + 1
+	// EventTyping: User started or stopped typing (Typing) to this user,
+	// or in Group.
+	EventTyping
+	// EventBroadcast: User sent Text to everyone online. A broadcast is
+	// NOT end-to-end encrypted: only the transport protected it, and the
+	// server could have read or changed it.
+	EventBroadcast
+	// EventReceipt: User's client got (proto.ReceiptDelivered) or User saw
+	// (proto.ReceiptRead) the messages MsgIDs this user sent them, directly
+	// or in Group. It is end-to-end sealed: the server cannot forge it.
+	EventReceipt
+)
+
+// Event is a live signal or a receipt.
+type Event struct {
+	Kind    EventKind
+	User    string // canonical
+	Online  bool
+	Reset   bool
+	Typing  bool
+	Group   string
+	Text    string
+	Time    time.Time
+	Receipt uint8
+	MsgIDs  [][proto.MsgIDLen]byte
+}
+
+// liveQueue is how many pushes wait for the live goroutine; beyond it
+// they are dropped (they are never stored by the server either).
+const liveQueue = 512
+
+// maxSignalAge bounds how old (by the sender's clock) a typing signal may
+// be: the server cannot replay an old one later.
+const maxSignalAge = 2 * time.Minute
+
+// live holds presence as the server last told it.
+type live struct {
+	mu     sync.Mutex
+	known  bool // a presence list has arrived on this connection
+	online map[string]bool
+	ch     chan push
+}
+
+// onPush is the connection's OnPush: it hands the push to liveLoop.
+func (c *Client) onPush(t proto.MsgType, body []byte) {
+	select {
+	case c.live.ch <- push{t: t, body: append([]byte(nil), body...)}:
+	default:
+	}
+}
+
+// liveLoop handles pushes off the connection's reader, since opening a
+// signal may need a key lookup on that connection.
+func (c *Client) liveLoop() {
+	for {
+		select {
+		case p := <-c.live.ch:
+			if err := c.handlePush(p); err != nil && c.cfg.OnReject != nil {
+				c.cfg.OnReject("", err)
+			}
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+func (c *Client) emit(ev Event) {
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(ev)
+	}
+}
+
+func (c *Client) handlePush(p push) error {
+	switch p.t {
+	case proto.TPresence:
+		var m proto.Presence
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: presence: %v", ErrProtocol, err)
+		}
+		c.live.mu.Lock()
+		if m.Reset || c.live.online == nil {
+			c.live.online = map[string]bool{}
+		}
+		c.live.known = true
+		for _, e := range m.Entries {
+			if e.Online {
+				c.live.online[string(e.User)] = true
+			} else {
+				delete(c.live.online, string(e.User))
+			}
+		}
+		c.live.mu.Unlock()
+		if m.Reset {
+			c.emit(Event{Kind: EventPresence, Reset: true})
+		}
+		for _, e := range m.Entries {
+			c.emit(Event{Kind: EventPresence, User: string(e.User), Online: e.Online})
+		}
+	case proto.TBroadcastMsg:
+		var m proto.BroadcastMsg
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: broadcast: %v", ErrProtocol, err)
+		}
+		c.emit(Event{Kind: EventBroadcast, User: string(m.From), Text: string(m.Text), Time: time.UnixMilli(m.Time)})
+	case proto.TSignalMsg:
+		var m proto.SignalMsg
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: signal: %v", ErrProtocol, err)
+		}
+		return c.openSignal(string(m.From), m.Body)
+	}
+	return nil
+}
+
+// openSignal opens a typing signal and checks it like a direct message:
+// the sealed sender and receiver match, and it is recent.
+func (c *Client) openSignal(from string, body []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pk, err := c.PeerKeys(ctx, from)
+	if err != nil {
+		return fmt.Errorf("%w: signal from %s: %v", ErrRejected, from, err)
+	}
+	plain, err := proto.OpenBody(nil, body, pk.shared)
+	if err != nil {
+		return fmt.Errorf("%w: a signal does not open with %s's key", ErrRejected, from)
+	}
+	var in proto.Inner
+	if err := in.Parse(plain); err != nil {
+		return fmt.Errorf("%w: signal: %v", ErrRejected, err)
+	}
+	if string(in.From) != from || string(in.To) != c.user || in.Kind != proto.KindTyping {
+		return fmt.Errorf("%w: a signal's sealed sender, receiver or kind do not match", ErrRejected)
+	}
+	if age := time.Since(time.Unix(0, in.SentAt)); age > maxSignalAge || age < -maxSignalAge {
+		return nil // stale or from a skewed clock: ignored
+	}
+	var t proto.Typing
+	if err := t.Parse(in.Body); err != nil {
+		return fmt.Errorf("%w: typing: %v", ErrRejected, err)
+	}
+	if len(t.Group) > 0 {
+		g, err := c.group(ctx, string(t.Group))
+		if err != nil {
+			return fmt.Errorf("%w: typing in %s: %v", ErrRejected, t.Group, err)
+		}
+		c.groupsMu.Lock()
+		member := g.roster().Index(from) >= 0
+		c.groupsMu.Unlock()
+		if !member {
+			return fmt.Errorf("%w: %s is not a member of %s", ErrRejected, from, t.Group)
+		}
+	}
+	c.emit(Event{Kind: EventTyping, User: from, Typing: t.Active, Group: string(t.Group), Time: time.Unix(0, in.SentAt)})
+	return nil
+}
+
+// Online returns the users the server says are online, sorted, and
+// whether the server tells presence at all (false until a presence list
+// has arrived, or when the server's presence is off).
+func (c *Client) Online() ([]string, bool) {
+	c.live.mu.Lock()
+	defer c.live.mu.Unlock()
+	out := make([]string, 0, len(c.live.online))
+	for u := range c.live.online {
+		out = append(out, u)
+	}
+	slices.Sort(out)
+	return out, c.live.known
+}
+
+// IsOnline reports whether the server said user is online.
+func (c *Client) IsOnline(user string) bool {
+	c.live.mu.Lock()
+	defer c.live.mu.Unlock()
+	return c.live.online[user]
+}
+
+// SendTyping tells a user (to), or the members of group, that this user
+// started or stopped typing. It is sealed end to end and never stored: a
+// user who is offline does not get it. In a group it goes to the members
+// presence says are online (to all of them if presence is unknown).
+func (c *Client) SendTyping(ctx context.Context, to, group string, active bool) error {
+	body := (&proto.Typing{Active: active, Group: []byte(group)}).Append(nil)
+	if group == "" {
+		return c.signal(ctx, to, body)
+	}
+	g, err := c.group(ctx, group)
+	if err != nil {
+		return err
+	}
+	c.groupsMu.Lock()
+	names := g.roster().Names()
+	c.groupsMu.Unlock()
+	c.live.mu.Lock()
+	known, online := c.live.known, c.live.online
+	var targets []string
+	for _, n := range names {
+		if n != c.user && (!known || online[n]) {
+			targets = append(targets, n)
+		}
+	}
+	c.live.mu.Unlock()
+	var errs []error
+	for _, n := range targets {
+		errs = append(errs, c.signal(ctx, n, body))
+	}
+	return errors.Join(errs...)
+}
+
+// signal seals a typing body for one user and sends it as a Signal.
+func (c *Client) signal(ctx context.Context, to string, body []byte) error {
+	pk, err := c.PeerKeys(ctx, to)
+	if err != nil {
+		return err
+	}
+	msgID := make([]byte, proto.MsgIDLen)
+	if _, err := rand.Read(msgID); err != nil {
+		return err
+	}
+	in := proto.Inner{Kind: proto.KindTyping, From: []byte(c.user), To: []byte(pk.User), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
+	plain, err := in.Append(nil)
+	if err != nil {
+		return err
+	}
+	sealed, err := proto.SealBody(nil, plain, pk.shared, nil)
+	if err != nil {
+		return err
+	}
+	return c.Conn().SendRaw((&proto.Signal{To: []byte(pk.User), Body: sealed}).Append(nil, 0))
+}
+
+// Broadcast sends text to everyone online and returns how many it
+// reached. It is NOT end-to-end encrypted: the server sees it. Servers may
+// allow it to anyone, to their admins only, or to no one.
+func (c *Client) Broadcast(ctx context.Context, text string) (int, error) {
+	m := proto.Broadcast{Text: []byte(text)}
+	if err := m.Parse(m.Append(nil, 0)[proto.MsgHeaderLen:]); err != nil {
+		return 0, fmt.Errorf("client: broadcast: %w", err)
+	}
+	t, body, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err := expect(t, proto.TBroadcastSent, err); err != nil {
+		return 0, err
+	}
+	var r proto.BroadcastSent
+	if err := r.Parse(body); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return int(r.Count), nil
+}

@@ -1,0 +1,280 @@
+package shard
+
+import (
+	"fmt"
+	"slices"
+
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// Live signals: presence, broadcast and ephemeral signals. They go
+// straight to the receivers' connections, are never stored, and are
+// dropped for a receiver whose output is full: a user who is away or
+// behind misses them, and the next login's presence list sets things
+// right.
+
+// PresenceMode says who is told when a user comes online or goes.
+type PresenceMode string
+
+// Presence modes.
+const (
+	// PresenceContacts tells a user's contacts: whoever shares a group
+	// with them or has exchanged a direct message with them.
+	PresenceContacts PresenceMode = "contacts"
+	// PresenceAll tells everyone online.
+	PresenceAll PresenceMode = "all"
+	// PresenceOff tells nobody.
+	PresenceOff PresenceMode = "off"
+)
+
+// BroadcastPolicy says who may broadcast.
+type BroadcastPolicy string
+
+// Broadcast policies.
+const (
+	BroadcastAnyone BroadcastPolicy = "anyone"
+	BroadcastAdmins BroadcastPolicy = "admins"
+	BroadcastOff    BroadcastPolicy = "off"
+)
+
+// ParsePresenceMode checks a presence mode's name.
+func ParsePresenceMode(s string) (PresenceMode, error) {
+	switch m := PresenceMode(s); m {
+	case PresenceContacts, PresenceAll, PresenceOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown presence mode %q: use contacts, all or off", s)
+}
+
+// ParseBroadcastPolicy checks a broadcast policy's name.
+func ParseBroadcastPolicy(s string) (BroadcastPolicy, error) {
+	switch p := BroadcastPolicy(s); p {
+	case BroadcastAnyone, BroadcastAdmins, BroadcastOff:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown broadcast policy %q: use anyone, admins or off", s)
+}
+
+// loadContacts reads the user's contacts from the store into c's set, at
+// login, merging with any that were added meanwhile.
+func (c *conn) loadContacts() {
+	names, err := c.set.opts.Store.Contacts(c.user)
+	if err != nil {
+		c.logger().Error("reading contacts", "err", err)
+		return
+	}
+	c.liveMu.Lock()
+	for _, n := range names {
+		c.addContactLocked(n)
+	}
+	c.liveMu.Unlock()
+}
+
+func (c *conn) addContactLocked(name string) bool {
+	if _, ok := c.contacts[name]; ok {
+		return false
+	}
+	if c.contacts == nil {
+		c.contacts = make(map[string]struct{})
+	}
+	c.contacts[name] = struct{}{}
+	return true
+}
+
+// contactList copies c's contacts.
+func (c *conn) contactList() []string {
+	c.liveMu.Lock()
+	defer c.liveMu.Unlock()
+	out := make([]string, 0, len(c.contacts))
+	for n := range c.contacts {
+		out = append(out, n)
+	}
+	return out
+}
+
+// cameOnline runs in c's reader once c is the user's connection: it sends
+// c the users online it may see (a full list, even if empty) and tells
+// them that c's user is online.
+func (c *conn) cameOnline() {
+	mode := c.set.opts.Presence
+	if mode == PresenceOff {
+		return
+	}
+	var online []string
+	c.set.forPresence(c, func(rc *conn) {
+		online = append(online, rc.user)
+		rc.sendPresence(c.user, true)
+	})
+	slices.Sort(online)
+	online = slices.Compact(online)
+	for first := true; first || len(online) > 0; first = false {
+		n := min(len(online), proto.MaxPresenceEntries)
+		m := proto.Presence{Reset: first}
+		for _, u := range online[:n] {
+			m.Entries = append(m.Entries, proto.PresenceEntry{User: []byte(u), Online: true})
+		}
+		online = online[n:]
+		_ = c.enqueue(m.Append(nil, 0))
+	}
+}
+
+// wentOffline tells the users who may see c's user that it has gone.
+func (c *conn) wentOffline() {
+	if c.set.opts.Presence == PresenceOff {
+		return
+	}
+	c.set.forPresence(c, func(rc *conn) { rc.sendPresence(c.user, false) })
+}
+
+// forPresence calls fn for each other online user's connection that sees
+// c's user come and go.
+func (s *Set) forPresence(c *conn, fn func(rc *conn)) {
+	if s.opts.Presence == PresenceAll {
+		s.dir.each(func(rc *conn) {
+			if rc != c && rc.user != c.user {
+				fn(rc)
+			}
+		})
+		return
+	}
+	for _, n := range c.contactList() {
+		if rc := s.dir.lookup([]byte(n)); rc != nil && rc != c {
+			fn(rc)
+		}
+	}
+}
+
+// sendPresence tells c that user came online or went.
+func (c *conn) sendPresence(user string, online bool) {
+	m := proto.Presence{Entries: []proto.PresenceEntry{{User: []byte(user), Online: online}}}
+	c.enqueueLive(m.Append(nil, 0))
+}
+
+// enqueueLive queues a live signal for c. It is dropped, rather than c
+// cut off as a slow consumer, when c's output is already half full.
+func (c *conn) enqueueLive(msg []byte) bool {
+	c.wmu.Lock()
+	full := c.out != nil && len(*c.out)+len(msg) > c.set.opts.MaxPending/2
+	c.wmu.Unlock()
+	if full {
+		c.set.Stats.LiveDropped.Add(1)
+		return false
+	}
+	return c.enqueue(msg) == nil
+}
+
+// noteContact records a direct message from c's user to another user. The
+// first one between a pair makes them contacts: stored, and each told of
+// the other's presence if both are online.
+func (c *conn) noteContact(to []byte, rc *conn) {
+	if string(to) == c.user {
+		return
+	}
+	c.liveMu.Lock()
+	_, known := c.contacts[string(to)]
+	if !known {
+		c.addContactLocked(string(to))
+	}
+	c.liveMu.Unlock()
+	if known {
+		return
+	}
+	_ = c.set.batcher.Submit(&store.Op{Contact: [2]string{c.user, string(to)}})
+	if rc != nil {
+		c.set.linkOnline(c, rc)
+	}
+}
+
+// linkOnline makes two online users contacts in memory and, under contact
+// presence, tells each that the other is online.
+func (s *Set) linkOnline(a, b *conn) {
+	a.liveMu.Lock()
+	na := a.addContactLocked(b.user)
+	a.liveMu.Unlock()
+	b.liveMu.Lock()
+	nb := b.addContactLocked(a.user)
+	b.liveMu.Unlock()
+	if s.opts.Presence != PresenceContacts {
+		return
+	}
+	if na || nb {
+		a.sendPresence(b.user, true)
+		b.sendPresence(a.user, true)
+	}
+}
+
+// joined links a user just added to a group with the members online.
+func (s *Set) joined(user string, members []store.GroupMember) {
+	nc := s.dir.lookup([]byte(user))
+	if nc == nil {
+		return
+	}
+	for _, m := range members {
+		if m.Name == user {
+			continue
+		}
+		if rc := s.dir.lookup([]byte(m.Name)); rc != nil {
+			s.linkOnline(nc, rc)
+		}
+	}
+}
+
+// signal passes an ephemeral sealed body to a user who is online now.
+func (c *conn) signal(id uint32, body []byte) {
+	var m proto.Signal
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	if !c.set.signals.Allow(c.user) {
+		if id != 0 {
+			c.replyErr(id, proto.CodeRateLimited, "signalling too fast; slow down")
+		}
+		return
+	}
+	to, err := proto.AppendCanonicalUsername(nil, m.To)
+	if err != nil {
+		return
+	}
+	// Dropped silently when the user is away: a signal is never queued,
+	// and its sender learns nothing it could not see from presence.
+	if rc := c.set.dir.lookup(to); rc != nil {
+		if rc.enqueueLive((&proto.SignalMsg{From: []byte(c.user), Body: m.Body}).Append(nil, 0)) {
+			c.set.Stats.Signals.Add(1)
+		}
+	}
+}
+
+// broadcast sends a text to everyone online but its sender.
+func (c *conn) broadcast(id uint32, body []byte) {
+	var m proto.Broadcast
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	switch c.set.opts.Broadcast {
+	case BroadcastOff:
+		c.replyErr(id, proto.CodeForbidden, "broadcasts are turned off on this server")
+		return
+	case BroadcastAdmins:
+		if !slices.Contains(c.set.opts.Admins, c.user) {
+			c.replyErr(id, proto.CodeForbidden, "only the server's admins may broadcast here")
+			return
+		}
+	}
+	if !c.set.broadcasts.Allow(c.user) {
+		c.replyErr(id, proto.CodeRateLimited, "broadcasting too often; wait a little")
+		return
+	}
+	msg := (&proto.BroadcastMsg{Time: c.set.opts.Now().UnixMilli(), From: []byte(c.user), Text: m.Text}).Append(nil, 0)
+	var n uint32
+	c.set.dir.each(func(rc *conn) {
+		if rc != c && rc.enqueueLive(msg) {
+			n++
+		}
+	})
+	c.set.Stats.Broadcasts.Add(1)
+	c.logger().Info("broadcast", "reached", n)
+	c.reply((&proto.BroadcastSent{Count: n}).Append(nil, id))
+}

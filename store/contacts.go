@@ -1,0 +1,73 @@
+package store
+
+import (
+	"bytes"
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketContacts records who has exchanged direct messages:
+// user NUL peer -> empty, written both ways. Presence uses it.
+var bucketContacts = []byte("contacts")
+
+func contactKey(user, peer string) []byte {
+	k := make([]byte, 0, len(user)+1+len(peer))
+	return append(append(append(k, user...), 0), peer...)
+}
+
+// putContact records a and b as contacts of each other.
+func putContact(tx *bolt.Tx, a, b string) error {
+	cb := tx.Bucket(bucketContacts)
+	if err := cb.Put(contactKey(a, b), nil); err != nil {
+		return err
+	}
+	return cb.Put(contactKey(b, a), nil)
+}
+
+// AddContact records a and b as contacts of each other (outside a batch).
+func (s *Store) AddContact(a, b string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putContact(tx, a, b) })
+}
+
+// Contacts returns the users user has exchanged direct messages with or
+// shares a group with, sorted, without user itself.
+func (s *Store) Contacts(user string) ([]string, error) {
+	set := map[string]struct{}{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := contactKey(user, "")
+		c := tx.Bucket(bucketContacts).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			set[string(k[len(prefix):])] = struct{}{}
+		}
+		ug := tx.Bucket(bucketUserGroups).Bucket([]byte(user))
+		if ug == nil {
+			return nil
+		}
+		gb := tx.Bucket(bucketGroups)
+		return ug.ForEach(func(name, _ []byte) error {
+			v := gb.Get(name)
+			if v == nil {
+				return nil
+			}
+			g, err := unmarshalGroup(string(name), v)
+			if err != nil {
+				return err
+			}
+			for _, m := range g.Members {
+				set[m.Name] = struct{}{}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	delete(set, user)
+	out := make([]string, 0, len(set))
+	for u := range set {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -4,6 +4,7 @@
 //	securefastchat serve        run the server
 //	securefastchat fingerprint  print the server key's fingerprint
 //	securefastchat signup       create an account
+//	securefastchat chat         the interactive terminal client
 //	securefastchat send         send a direct message or a file
 //	securefastchat recv         print received messages
 //	securefastchat group        create and manage groups
@@ -21,6 +22,7 @@ Usage:
   securefastchat serve       [--listen ADDR] [--data DIR] [--shards N] [--strategy S] ...
   securefastchat fingerprint [--data DIR]
   securefastchat signup      --server ADDR --user NAME
+  securefastchat chat        --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]
   securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...
   securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
@@ -48,6 +50,8 @@ func main() {
 		err = cmdFingerprint(args)
 	case "signup":
 		err = cmdSignup(args)
+	case "chat":
+		err = cmdChat(args)
 	case "send":
 		err = cmdSend(args)
 	case "recv":

@@ -564,14 +564,26 @@ func (c *Client) Prepare(ctx context.Context, to string, kind uint8, body []byte
 	return c.prepare(ctx, to, kind, kind, body)
 }
 
+// PrepareAs is Prepare with the message id chosen by the caller: an
+// application that keeps what was typed until it is sent (across restarts)
+// sends it with the same id every time, so the server and the receiver
+// keep one copy.
+func (c *Client) PrepareAs(ctx context.Context, to string, kind uint8, body []byte, id [proto.MsgIDLen]byte) (*Outgoing, error) {
+	return c.prepareAs(ctx, to, kind, kind, body, id[:])
+}
+
 // prepare seals an inner of innerKind in an envelope of kind.
 func (c *Client) prepare(ctx context.Context, to string, kind, innerKind uint8, body []byte) (*Outgoing, error) {
-	pk, err := c.PeerKeys(ctx, to)
-	if err != nil {
-		return nil, err
-	}
 	msgID := make([]byte, proto.MsgIDLen)
 	if _, err := rand.Read(msgID); err != nil {
+		return nil, err
+	}
+	return c.prepareAs(ctx, to, kind, innerKind, body, msgID)
+}
+
+func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8, body, msgID []byte) (*Outgoing, error) {
+	pk, err := c.PeerKeys(ctx, to)
+	if err != nil {
 		return nil, err
 	}
 	in := proto.Inner{Kind: innerKind, From: []byte(c.user), To: []byte(pk.User), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
@@ -394,14 +393,17 @@ func (c *Client) GroupChain(ctx context.Context, group string) ([]*proto.Stateme
 // since), it makes a new epoch first. It returns once every member's client
 // has it or it is stored for them.
 func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receipt, error) {
+	return c.SendGroupTextAs(ctx, group, text, NewMsgID())
+}
+
+// SendGroupTextAs is SendGroupText with the message id chosen by the
+// caller (see PrepareAs).
+func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
 	name, err := proto.CanonicalUsername(group)
 	if err != nil {
 		return nil, &proto.RemoteError{Code: proto.CodeNoSuchGroup, Message: "no such group"}
 	}
-	msgID := make([]byte, proto.MsgIDLen)
-	if _, err := rand.Read(msgID); err != nil {
-		return nil, err
-	}
+	msgID := id[:]
 	for attempt := 0; ; attempt++ {
 		// The view this client holds is used as it is: the server refuses
 		// (rekey_needed) a message under an epoch that is not current for

@@ -1,0 +1,297 @@
+// Package chat is the interactive terminal client: conversations, presence,
+// typing, receipts, files and slash commands, on the Charm bubbletea
+// framework. It keeps a local history sealed with the user's identity
+// (package history), keeps what was typed until the server has it (across
+// reconnects and restarts) and holds messages to a contact whose key has
+// changed until the user accepts the change.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"securefastchat/client"
+	"securefastchat/history"
+	"securefastchat/proto"
+)
+
+// Options configure a chat session.
+type Options struct {
+	// Config is the client configuration (server, home, pins). Run sets
+	// its callbacks, OutDir and DeliveryReceipts.
+	Config client.Config
+	// User and Password log in.
+	User, Password string
+	// Downloads receives files. If empty, <home>/downloads/<user>.
+	Downloads string
+	// NoReadReceipts stops telling senders when their messages were seen.
+	NoReadReceipts bool
+	// NoTyping stops telling others when this user types (and showing
+	// theirs is unaffected).
+	NoTyping bool
+	// In and Out are the terminal. If nil, stdin and stdout.
+	In  io.Reader
+	Out io.Writer
+	// AltScreen uses the terminal's alternate screen.
+	AltScreen bool
+}
+
+// app is what the model shares with the goroutines that work for it.
+// Everything here is safe for concurrent use.
+type app struct {
+	c       *client.Client
+	h       *history.History
+	opts    Options
+	addr    string
+	send    func(tea.Msg) // the program's Send
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	outbox  *outbox
+	warnMu  sync.Mutex
+	warned  map[string]bool // contacts whose key changed and was not accepted
+	started time.Time
+}
+
+// Run logs in, runs the interface until the user quits, and logs out of
+// the terminal cleanly. Messages typed but not yet accepted by the server
+// stay in the history and go out at the next start.
+func Run(o Options) error {
+	if o.In == nil {
+		o.In = os.Stdin
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	canon, err := proto.CanonicalUsername(o.User)
+	if err != nil {
+		return fmt.Errorf("chat: %w", err)
+	}
+	if o.Downloads == "" {
+		o.Downloads = filepath.Join(o.Config.Home, "downloads", canon)
+	}
+	if err := os.MkdirAll(o.Downloads, 0o700); err != nil {
+		return fmt.Errorf("chat: downloads folder: %w", err)
+	}
+	a := &app{opts: o, addr: o.Config.Addr, warned: map[string]bool{}, started: time.Now()}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	defer a.cancel()
+	m := newModel(a)
+	popts := []tea.ProgramOption{tea.WithInput(o.In), tea.WithOutput(o.Out)}
+	if o.AltScreen {
+		popts = append(popts, tea.WithAltScreen())
+	}
+	p := tea.NewProgram(m, popts...)
+	a.send = p.Send
+
+	cfg := o.Config
+	cfg.OutDir = o.Downloads
+	cfg.DeliveryReceipts = true
+	cfg.OnEvent = func(ev client.Event) { a.send(eventMsg(ev)) }
+	cfg.OnConnection = func(up bool, err error) { a.send(connMsg{up: up, err: err}) }
+	cfg.OnReject = func(from string, err error) {
+		a.send(noticeMsg{text: fmt.Sprintf("dropped a message from %s: %v", from, err)})
+	}
+	cfg.OnPeerKeyChange = func(user, oldFP, newFP string) {
+		a.setWarned(user, true) // before the send that looked the keys up goes on
+		a.send(keyChangeMsg{user: user, old: oldFP, new: newFP})
+	}
+	cfg.OnFileProgress = func(from, name string, id [proto.MsgIDLen]byte, got, size int64) {
+		a.send(progressMsg{id: id, name: name, peer: from, done: got, total: size})
+	}
+	// Callbacks block until the program runs; logging in first is fine:
+	// the client queues what arrives meanwhile.
+	ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
+	c, err := client.Login(ctx, cfg, o.User, o.Password)
+	cancel()
+	if err != nil {
+		return err
+	}
+	a.c = c
+	h, err := history.Open(filepath.Join(client.UserDir(cfg.Home, c.User()), "history.db"), c.LocalKey("history"))
+	if err != nil {
+		c.Close()
+		return err
+	}
+	a.h = h
+	a.outbox = newOutbox(a)
+	a.wg.Add(2)
+	go a.forwardMessages()
+	go a.outbox.run()
+
+	_, runErr := p.Run()
+	a.cancel()
+	c.Close()
+	a.wg.Wait()
+	h.Close()
+	return runErr
+}
+
+// forwardMessages stores each received message in the history, then hands
+// it to the interface.
+func (a *app) forwardMessages() {
+	defer a.wg.Done()
+	for m := range a.c.Messages() {
+		e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text}
+		if m.Group != "" {
+			e.Conv = "#" + m.Group
+		} else {
+			e.Conv = "@" + m.From
+		}
+		if m.File != nil {
+			e.ID, e.File, e.Size, e.Text = m.File.ID, m.File.Path, m.File.Size, m.File.Name
+		}
+		if err := a.h.Add(e); err != nil {
+			a.send(noticeMsg{text: "could not save to the history: " + err.Error()})
+		}
+		a.send(receivedMsg{e: e, keyChanged: m.PeerKeyChanged})
+	}
+}
+
+// isWarned reports whether user's key changed and was not accepted.
+func (a *app) isWarned(user string) bool {
+	a.warnMu.Lock()
+	defer a.warnMu.Unlock()
+	return a.warned[user]
+}
+
+func (a *app) setWarned(user string, on bool) {
+	a.warnMu.Lock()
+	if on {
+		a.warned[user] = true
+	} else {
+		delete(a.warned, user)
+	}
+	a.warnMu.Unlock()
+}
+
+// job is a typed message waiting to go: its history entry's seq and what
+// to send.
+type job struct {
+	seq  uint64
+	conv string
+	id   [proto.MsgIDLen]byte
+	text string
+}
+
+// outbox sends jobs one at a time, in the order typed. While the
+// connection is down the client waits for it to come back; a refusal that
+// may pass (rate limit, storage) is tried again with backoff; a message to
+// a contact whose key changed is held (the interface asks first).
+type outbox struct {
+	a    *app
+	mu   sync.Mutex
+	q    []job
+	kick chan struct{}
+}
+
+func newOutbox(a *app) *outbox { return &outbox{a: a, kick: make(chan struct{}, 1)} }
+
+func (o *outbox) add(j job) {
+	o.mu.Lock()
+	o.q = append(o.q, j)
+	o.mu.Unlock()
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (o *outbox) next() (job, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.q) == 0 {
+		return job{}, false
+	}
+	j := o.q[0]
+	o.q = o.q[1:]
+	return j, true
+}
+
+func (o *outbox) run() {
+	defer o.a.wg.Done()
+	for {
+		j, ok := o.next()
+		if !ok {
+			select {
+			case <-o.kick:
+				continue
+			case <-o.a.ctx.Done():
+				return
+			}
+		}
+		o.send(j)
+		if o.a.ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// permanent reports refusals that sending again cannot fix.
+func permanent(err error) bool {
+	for _, c := range []proto.ErrorCode{proto.CodeNoSuchRecipient, proto.CodeTooLarge, proto.CodeForbidden,
+		proto.CodeNoSuchGroup, proto.CodeBadRequest, proto.CodeUnsupportedFeature} {
+		if errors.Is(err, c) {
+			return true
+		}
+	}
+	return errors.Is(err, client.ErrPeerKey) || errors.Is(err, proto.ErrTooLarge)
+}
+
+func (o *outbox) send(j job) {
+	a := o.a
+	wait := time.Second
+	for {
+		var r *client.Receipt
+		var err error
+		if j.conv[0] == '@' {
+			peer := j.conv[1:]
+			var out *client.Outgoing
+			out, err = a.c.PrepareAs(a.ctx, peer, proto.KindText, []byte(j.text), j.id)
+			if err == nil && a.isWarned(peer) {
+				a.send(sentMsg{seq: j.seq, held: true})
+				return
+			}
+			if err == nil {
+				r, err = a.c.Send(a.ctx, out)
+			}
+		} else {
+			r, err = a.c.SendGroupTextAs(a.ctx, j.conv[1:], j.text, j.id)
+		}
+		if a.ctx.Err() != nil {
+			return // quitting: it stays in the history as sending
+		}
+		if err == nil {
+			a.send(sentMsg{seq: j.seq, status: r.Status})
+			return
+		}
+		if permanent(err) {
+			a.send(sentMsg{seq: j.seq, err: err})
+			return
+		}
+		a.send(noticeMsg{text: fmt.Sprintf("not sent yet (%v); trying again", err)})
+		select {
+		case <-time.After(wait):
+		case <-a.ctx.Done():
+			return
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+// do runs fn off the interface's goroutine and sends its result.
+func (a *app) do(fn func(ctx context.Context) tea.Msg) tea.Cmd {
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
+		defer cancel()
+		return fn(ctx)
+	}
+}

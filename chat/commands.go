@@ -1,0 +1,357 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"securefastchat/client"
+	"securefastchat/history"
+	"securefastchat/proto"
+)
+
+// command is one slash command.
+type command struct {
+	name, args, help string
+}
+
+var commands = []command{
+	{"/dm", "USER", "open a direct conversation"},
+	{"/group", "NAME", "open a group"},
+	{"/create", "NAME", "create a group (you are its admin) and open it"},
+	{"/add", "USER", "add a member to the open group (admins)"},
+	{"/remove", "USER", "remove a member from the open group (admins)"},
+	{"/leave", "", "leave the open group"},
+	{"/members", "", "list the open group's members"},
+	{"/file", "PATH", "send a file in the open direct conversation"},
+	{"/fingerprint", "[USER]", "the server's key fingerprint, or your safety number with USER"},
+	{"/verify", "USER", "mark USER verified, once you compared safety numbers out of band"},
+	{"/accept", "USER", "accept USER's changed key and send what was held"},
+	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
+	{"/help", "", "this help"},
+	{"/quit", "", "leave (what is not sent yet goes next time)"},
+}
+
+func helpLines() []string {
+	lines := []string{"Commands (Tab completes, Esc closes this panel):"}
+	for _, c := range commands {
+		lines = append(lines, fmt.Sprintf("  %-13s %-7s %s", c.name, c.args, c.help))
+	}
+	return append(lines,
+		"Plain text goes to the open conversation. Ctrl+T or Alt+Down/Up: next/previous conversation;",
+		"PgUp/PgDn: scroll; Ctrl+C: quit. Marks: sending, queued (stored for someone away), sent,",
+		"delivered (their client has it), read. Broadcasts are marked [NOT E2E].")
+}
+
+// refreshSuggestions offers the commands, with the names this client
+// knows, for Tab completion.
+func (m *model) refreshSuggestions() {
+	var users, groups []string
+	for k := range m.convs {
+		switch k[0] {
+		case '@':
+			users = append(users, k[1:])
+		case '#':
+			groups = append(groups, k[1:])
+		}
+	}
+	for u := range m.online {
+		if !contains(users, u) {
+			users = append(users, u)
+		}
+	}
+	sort.Strings(users)
+	sort.Strings(groups)
+	var s []string
+	for _, c := range commands {
+		switch c.args {
+		case "USER", "[USER]":
+			for _, u := range users {
+				s = append(s, c.name+" "+u)
+			}
+		case "NAME":
+			if c.name == "/group" {
+				for _, g := range groups {
+					s = append(s, c.name+" "+g)
+				}
+			}
+		}
+		if c.args == "" {
+			s = append(s, c.name)
+		} else {
+			s = append(s, c.name+" ")
+		}
+	}
+	m.input.SetSuggestions(s)
+}
+
+// enter handles a line the user typed.
+func (m *model) enter(line string) (tea.Cmd, bool) {
+	line = strings.TrimRight(line, " ")
+	if line == "" {
+		return nil, false
+	}
+	if !strings.HasPrefix(line, "/") || strings.HasPrefix(line, "//") {
+		return m.say(strings.TrimPrefix(line, "/")), false
+	}
+	name, arg, _ := strings.Cut(line, " ")
+	arg = strings.TrimSpace(arg)
+	m.status = ""
+	a := m.a
+	c := a.c
+	needArg := func(what string) bool {
+		if arg == "" {
+			m.status = fmt.Sprintf("%s needs %s", name, what)
+			return false
+		}
+		return true
+	}
+	group := ""
+	if strings.HasPrefix(m.open, "#") {
+		group = m.open[1:]
+	}
+	needGroup := func() bool {
+		if group == "" {
+			m.status = name + " works in a group: open one with /group NAME"
+			return false
+		}
+		return true
+	}
+	switch name {
+	case "/quit", "/exit":
+		return nil, true
+	case "/help":
+		m.info = helpLines()
+	case "/dm":
+		if !needArg("a user name") {
+			return nil, false
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			pk, err := c.PeerKeys(ctx, arg)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/dm %s: %w", arg, err)}
+			}
+			return resultMsg{open: "@" + pk.User}
+		}), false
+	case "/group", "/create":
+		if !needArg("a group name") {
+			return nil, false
+		}
+		g, err := proto.CanonicalUsername(arg)
+		if err != nil {
+			m.status = "group names are 1 to 32 of a-z 0-9 _"
+			return nil, false
+		}
+		create := name == "/create"
+		return a.do(func(ctx context.Context) tea.Msg {
+			if create {
+				if err := c.CreateGroup(ctx, g); err != nil {
+					return resultMsg{err: fmt.Errorf("/create %s: %w", g, err)}
+				}
+			}
+			ms, err := c.GroupMembers(ctx, g)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/group %s: %w", g, err)}
+			}
+			return resultMsg{open: "#" + g, info: memberLines(g, ms)}
+		}), false
+	case "/add", "/remove":
+		if !needGroup() || !needArg("a user name") {
+			return nil, false
+		}
+		add := name == "/add"
+		return a.do(func(ctx context.Context) tea.Msg {
+			var err error
+			if add {
+				err = c.AddMember(ctx, group, arg)
+			} else {
+				err = c.RemoveMember(ctx, group, arg)
+			}
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("%s %s: %w", name, arg, err)}
+			}
+			ms, err := c.GroupMembers(ctx, group)
+			if err != nil {
+				return resultMsg{err: err}
+			}
+			return resultMsg{info: memberLines(group, ms)}
+		}), false
+	case "/leave":
+		if !needGroup() {
+			return nil, false
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			if err := c.LeaveGroup(ctx, group); err != nil {
+				return resultMsg{err: fmt.Errorf("/leave: %w", err)}
+			}
+			return resultMsg{info: []string{"You left " + group + ". Its history stays on this machine."}}
+		}), false
+	case "/members":
+		if !needGroup() {
+			return nil, false
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			ms, err := c.GroupMembers(ctx, group)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/members: %w", err)}
+			}
+			return resultMsg{info: memberLines(group, ms)}
+		}), false
+	case "/file":
+		if !needArg("a file path") {
+			return nil, false
+		}
+		return m.sendFile(arg), false
+	case "/fingerprint":
+		if arg == "" {
+			m.info = []string{
+				"Server " + a.addr + ": " + c.ServerKey().Fingerprint(),
+				"Compare it with the operator's 'securefastchat fingerprint'.",
+				"Your keys: " + proto.Fingerprint(append(c.Identity().Box.Public.Bytes(), c.Identity().PublicKeys(c.User()).SignKey...)),
+			}
+			return nil, false
+		}
+		verified := m.verified
+		return a.do(func(ctx context.Context) tea.Msg {
+			pk, err := c.PeerKeys(ctx, arg)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/fingerprint %s: %w", arg, err)}
+			}
+			state := "not verified: compare the number with " + pk.User + " (in person or on a call), then /verify " + pk.User
+			if fp, ok := verified[pk.User]; ok && fp == pk.Fingerprint() {
+				state = "VERIFIED"
+			}
+			lines := []string{
+				"Safety number with " + pk.User + " (" + state + "):",
+				"  " + c.SafetyNumber(pk),
+				pk.User + "'s keys: " + pk.Fingerprint(),
+			}
+			return resultMsg{info: append(lines, qrLines(c.SafetyNumber(pk))...)}
+		}), false
+	case "/verify", "/accept":
+		if !needArg("a user name") {
+			return nil, false
+		}
+		verify := name == "/verify"
+		return a.do(func(ctx context.Context) tea.Msg {
+			pk, err := c.PeerKeys(ctx, arg)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("%s %s: %w", name, arg, err)}
+			}
+			return acceptMsg{user: pk.User, fingerprint: pk.Fingerprint(), verify: verify}
+		}), false
+	case "/broadcast":
+		if arg == "" {
+			m.openConv("!broadcast")
+			return nil, false
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			n, err := c.Broadcast(ctx, arg)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/broadcast: %w", err)}
+			}
+			return broadcastSentMsg{text: arg, reached: n}
+		}), false
+	default:
+		m.status = fmt.Sprintf("unknown command %s: /help lists them (start a message with // to send a slash)", name)
+	}
+	return nil, false
+}
+
+// acceptMsg: the user accepted (or verified) a contact's current key.
+type acceptMsg struct {
+	user, fingerprint string
+	verify            bool
+}
+
+type broadcastSentMsg struct {
+	text    string
+	reached int
+}
+
+func memberLines(group string, ms []proto.RosterMember) []string {
+	lines := []string{fmt.Sprintf("%s: %d members", group, len(ms))}
+	for _, mb := range ms {
+		role := ""
+		if mb.Admin {
+			role = " (admin)"
+		}
+		lines = append(lines, "  "+mb.Name+role)
+	}
+	return lines
+}
+
+// say sends text to the open conversation: stored first, then queued.
+func (m *model) say(text string) tea.Cmd {
+	key := m.open
+	switch {
+	case key == "":
+		m.status = "open a conversation first: /dm USER or /group NAME"
+		return nil
+	case key[0] == '!':
+		m.status = "this is the broadcast feed: use /broadcast TEXT"
+		return nil
+	}
+	limit := client.MaxTextLen(m.a.c.User(), key[1:])
+	if len(text) > limit {
+		m.status = fmt.Sprintf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), limit)
+		return nil
+	}
+	e := &history.Entry{Conv: key, ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Text: text, Time: time.Now(), Status: history.Sending}
+	if key[0] == '@' && m.a.isWarned(key[1:]) {
+		e.Status = history.Held
+		m.status = key[1:] + "'s key changed: the message is held until you /accept " + key[1:]
+	}
+	m.add(e)
+	if e.Status == history.Sending {
+		m.a.outbox.add(job{seq: e.Seq, conv: key, id: e.ID, text: text})
+	}
+	m.vp.GotoBottom()
+	m.typedAt = time.Time{}
+	if m.a.opts.NoTyping {
+		return nil
+	}
+	return m.sendTyping(key, false)
+}
+
+// sendFile sends a file to the open direct conversation with a progress
+// bar.
+func (m *model) sendFile(path string) tea.Cmd {
+	if !strings.HasPrefix(m.open, "@") {
+		m.status = "files go to one person: open a direct conversation with /dm USER"
+		return nil
+	}
+	peer := m.open[1:]
+	if strings.HasPrefix(path, "~/") {
+		if h, err := os.UserHomeDir(); err == nil {
+			path = filepath.Join(h, path[2:])
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil || !st.Mode().IsRegular() {
+		m.status = "/file: " + path + " is not a file I can read"
+		return nil
+	}
+	if m.a.isWarned(peer) {
+		m.status = peer + "'s key changed: /accept " + peer + " first"
+		return nil
+	}
+	abs, _ := filepath.Abs(path)
+	e := &history.Entry{Conv: m.open, ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Text: filepath.Base(path),
+		File: abs, Size: st.Size(), Time: time.Now(), Status: history.Sending}
+	m.add(e)
+	m.transfers[e.ID] = &transfer{name: e.Text, peer: peer, total: st.Size(), mine: true}
+	a, seq, id := m.a, e.Seq, e.ID
+	return func() tea.Msg {
+		_, err := a.c.SendFileAs(a.ctx, peer, abs, id, func(done, total int64) {
+			a.send(progressMsg{id: id, name: filepath.Base(abs), peer: peer, done: done, total: total, mine: true})
+		})
+		return fileSentMsg{seq: seq, err: err}
+	}
+}

@@ -1,0 +1,599 @@
+package chat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/progress"
+	"github.com/charmbracelet/bubbles/textinput"
+	"github.com/charmbracelet/bubbles/viewport"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"securefastchat/client"
+	"securefastchat/history"
+	"securefastchat/proto"
+)
+
+// Messages from the client's goroutines and from commands.
+type (
+	eventMsg client.Event
+	connMsg  struct {
+		up  bool
+		err error
+	}
+	noticeMsg   struct{ text string }
+	receivedMsg struct {
+		e          *history.Entry
+		keyChanged bool
+	}
+	keyChangeMsg struct{ user, old, new string }
+	sentMsg      struct {
+		seq    uint64
+		status uint8
+		held   bool
+		err    error
+	}
+	progressMsg struct {
+		id          [proto.MsgIDLen]byte
+		name, peer  string
+		done, total int64
+		mine        bool
+	}
+	fileSentMsg struct {
+		seq uint64
+		err error
+	}
+	// resultMsg is a command's outcome: lines for the info panel, a
+	// conversation to open, conversations to know about.
+	resultMsg struct {
+		info  []string
+		err   error
+		open  string
+		known []string
+	}
+	tickMsg time.Time
+)
+
+// typingTimeout is how long a typing indicator lasts without news; a
+// typing signal is sent again at most every typingEvery while typing.
+const (
+	typingTimeout = 6 * time.Second
+	typingEvery   = 3 * time.Second
+)
+
+// conv is one conversation: "@user", "#group" or "!broadcast".
+type conv struct {
+	key     string
+	entries []*history.Entry
+	unread  int
+	last    time.Time
+	typing  map[string]time.Time
+}
+
+// transfer is a file going up or down.
+type transfer struct {
+	name, peer  string
+	done, total int64
+	mine        bool
+}
+
+type model struct {
+	a *app
+
+	width, height int
+	convs         map[string]*conv
+	open          string
+	input         textinput.Model
+	vp            viewport.Model
+	bar           progress.Model
+
+	connected  bool
+	connErr    string
+	online     map[string]bool
+	presenceOn bool
+	info       []string // the info panel: help, command output
+	status     string   // one line: the last notice or error
+	bySeq      map[uint64]*history.Entry
+	byID       map[[proto.MsgIDLen]byte]*history.Entry // outgoing, for receipts
+	transfers  map[[proto.MsgIDLen]byte]*transfer
+	keyWarn    map[string]string // contact -> "old new" fingerprints, until accepted
+	verified   map[string]string // contact -> the fingerprint verified
+	members    map[string][]string
+	typedAt    time.Time // when a typing signal last went
+	typedTo    string
+}
+
+func newModel(a *app) *model {
+	in := textinput.New()
+	in.Prompt = "> "
+	in.Placeholder = "type a message, or /help"
+	in.ShowSuggestions = true
+	in.CharLimit = 16000
+	in.Focus()
+	m := &model{
+		a: a, convs: map[string]*conv{}, input: in, vp: viewport.New(80, 20),
+		bar:    progress.New(progress.WithDefaultGradient(), progress.WithWidth(30)),
+		online: map[string]bool{}, bySeq: map[uint64]*history.Entry{}, byID: map[[proto.MsgIDLen]byte]*history.Entry{},
+		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{},
+		members: map[string][]string{}, connected: true, width: 80, height: 24,
+	}
+	m.vp.KeyMap.Up.SetEnabled(false)
+	m.vp.KeyMap.Down.SetEnabled(false)
+	return m
+}
+
+func (m *model) Init() tea.Cmd {
+	m.load()
+	m.refreshSuggestions()
+	return tea.Batch(textinput.Blink, tick(), m.a.do(func(ctx context.Context) tea.Msg {
+		groups, err := m.a.c.Groups(ctx)
+		if err != nil {
+			return resultMsg{err: fmt.Errorf("listing your groups: %w", err)}
+		}
+		var known []string
+		for _, g := range groups {
+			known = append(known, "#"+g)
+		}
+		return resultMsg{known: known}
+	}))
+}
+
+func tick() tea.Cmd {
+	return tea.Tick(time.Second, func(t time.Time) tea.Msg { return tickMsg(t) })
+}
+
+// load reads the history and the settings, and queues what was typed but
+// never accepted by the server.
+func (m *model) load() {
+	all, bad, err := m.a.h.All()
+	if err != nil {
+		m.status = "could not read the history: " + err.Error()
+	} else if bad > 0 {
+		m.status = fmt.Sprintf("%d history records did not open and were skipped", bad)
+	}
+	for _, e := range all {
+		if e.Mine && e.Status == history.Sending && e.File != "" {
+			e.Status, e.Error = history.Failed, "interrupted: send it again with /file"
+			m.update(e)
+		}
+		m.place(e)
+		if e.Mine && e.Status == history.Sending {
+			m.a.outbox.add(job{seq: e.Seq, conv: e.Conv, id: e.ID, text: e.Text})
+		}
+	}
+	if v, _ := m.a.h.Meta("keywarns"); v != nil {
+		_ = json.Unmarshal(v, &m.keyWarn)
+	}
+	if v, _ := m.a.h.Meta("verified"); v != nil {
+		_ = json.Unmarshal(v, &m.verified)
+	}
+	for u := range m.keyWarn {
+		m.a.setWarned(u, true)
+	}
+	// Open the most recent conversation.
+	var best *conv
+	for _, c := range m.convs {
+		if best == nil || c.last.After(best.last) {
+			best = c
+		}
+	}
+	if best != nil {
+		m.open = best.key
+	}
+}
+
+// place puts an entry in its conversation.
+func (m *model) place(e *history.Entry) {
+	c := m.conv(e.Conv)
+	c.entries = append(c.entries, e)
+	if e.Time.After(c.last) {
+		c.last = e.Time
+	}
+	if e.Unread {
+		c.unread++
+	}
+	m.bySeq[e.Seq] = e
+	if e.Mine {
+		m.byID[e.ID] = e
+	}
+}
+
+func (m *model) conv(key string) *conv {
+	c := m.convs[key]
+	if c == nil {
+		c = &conv{key: key, typing: map[string]time.Time{}}
+		m.convs[key] = c
+	}
+	return c
+}
+
+// order returns the conversations, most recent first.
+func (m *model) order() []*conv {
+	out := make([]*conv, 0, len(m.convs))
+	for _, c := range m.convs {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].last.Equal(out[j].last) {
+			return out[i].last.After(out[j].last)
+		}
+		return out[i].key < out[j].key
+	})
+	return out
+}
+
+func (m *model) saveMeta(name string, v any) {
+	b, _ := json.Marshal(v)
+	if err := m.a.h.SetMeta(name, b); err != nil {
+		m.status = "could not save settings: " + err.Error()
+	}
+}
+
+// add records a new entry in the history and shows it.
+func (m *model) add(e *history.Entry) {
+	if err := m.a.h.Add(e); err != nil {
+		m.status = "could not save to the history: " + err.Error()
+	}
+	m.place(e)
+}
+
+func (m *model) update(e *history.Entry) {
+	if err := m.a.h.Update(e); err != nil {
+		m.status = "could not save to the history: " + err.Error()
+	}
+}
+
+func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	var cmds []tea.Cmd
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+	case tea.KeyMsg:
+		if cmd, quit := m.key(msg); quit {
+			return m, tea.Quit
+		} else if cmd != nil {
+			cmds = append(cmds, cmd)
+		}
+	case tickMsg:
+		m.expireTyping(time.Time(msg))
+		cmds = append(cmds, tick())
+	case connMsg:
+		m.connected = msg.up
+		m.connErr = ""
+		if !msg.up && msg.err != nil {
+			m.connErr = msg.err.Error()
+		}
+		if !msg.up {
+			m.online = map[string]bool{}
+		}
+	case noticeMsg:
+		m.status = clean(msg.text)
+	case receivedMsg:
+		m.place(msg.e)
+		if m.open == "" {
+			m.openConv(msg.e.Conv)
+		}
+		delete(m.conv(msg.e.Conv).typing, msg.e.From)
+	case eventMsg:
+		m.event(client.Event(msg))
+	case keyChangeMsg:
+		m.keyChanged(msg)
+	case sentMsg:
+		m.sent(msg)
+	case fileSentMsg:
+		if e := m.bySeq[msg.seq]; e != nil {
+			delete(m.transfers, e.ID)
+			if msg.err != nil {
+				e.Status, e.Error = history.Failed, msg.err.Error()
+			} else if e.Status < history.Sent {
+				e.Status = history.Sent
+			}
+			m.update(e)
+		}
+	case progressMsg:
+		t := m.transfers[msg.id]
+		if t == nil {
+			t = &transfer{name: msg.name, peer: msg.peer, mine: msg.mine}
+			m.transfers[msg.id] = t
+		}
+		t.done, t.total = msg.done, msg.total
+		if t.done >= t.total && !t.mine {
+			delete(m.transfers, msg.id) // the message itself follows
+		}
+	case acceptMsg:
+		m.accept(msg)
+	case broadcastSentMsg:
+		m.add(&history.Entry{Conv: "!broadcast", ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Plain: true,
+			Text: msg.text, Time: time.Now(), Status: history.Sent})
+		m.status = fmt.Sprintf("broadcast reached %d online", msg.reached)
+	case resultMsg:
+		for _, k := range msg.known {
+			m.conv(k)
+		}
+		if msg.err != nil {
+			m.status = "error: " + clean(msg.err.Error())
+		} else if len(msg.info) > 0 {
+			m.info = msg.info
+		}
+		if msg.open != "" {
+			m.openConv(msg.open)
+		}
+		m.refreshSuggestions()
+	}
+	var cmd tea.Cmd
+	if k, ok := msg.(tea.KeyMsg); ok && k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste {
+		// Fast typing (or a terminal that sends a word at once) comes as
+		// one message; its String() would match key names such as "down"
+		// in the input's bindings, so hand it over rune by rune.
+		for _, r := range k.Runes {
+			m.input, cmd = m.input.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: k.Alt})
+			cmds = append(cmds, cmd)
+		}
+	} else {
+		m.input, cmd = m.input.Update(msg)
+		cmds = append(cmds, cmd)
+	}
+	if k, ok := msg.(tea.KeyMsg); ok && (k.Type == tea.KeyRunes || k.Type == tea.KeySpace) {
+		cmds = append(cmds, m.typing())
+	}
+	m.markRead()
+	return m, tea.Batch(cmds...)
+}
+
+// key handles a key press; it returns quit to leave.
+func (m *model) key(k tea.KeyMsg) (cmd tea.Cmd, quit bool) {
+	if k.Type == tea.KeyRunes {
+		return nil, false // text, even if it spells a key's name ("down")
+	}
+	switch k.String() {
+	case "ctrl+c":
+		return nil, true
+	case "enter":
+		line := m.input.Value()
+		m.input.Reset()
+		return m.enter(line)
+	case "pgup":
+		m.vp.PageUp()
+	case "pgdown":
+		m.vp.PageDown()
+	case "alt+down", "ctrl+t":
+		m.cycle(1)
+	case "alt+up":
+		m.cycle(-1)
+	case "esc":
+		m.info = nil
+	}
+	return nil, false
+}
+
+func (m *model) cycle(step int) {
+	order := m.order()
+	if len(order) == 0 {
+		return
+	}
+	i := 0
+	for j, c := range order {
+		if c.key == m.open {
+			i = j
+		}
+	}
+	m.openConv(order[(i+step+len(order))%len(order)].key)
+}
+
+func (m *model) openConv(key string) {
+	m.conv(key)
+	m.open = key
+	m.info = nil
+	m.vp.GotoBottom()
+}
+
+// typing tells the open conversation that this user is typing, at most
+// every typingEvery.
+func (m *model) typing() tea.Cmd {
+	if m.a.opts.NoTyping || m.open == "" || m.open[0] == '!' || strings.HasPrefix(m.input.Value(), "/") {
+		return nil
+	}
+	if m.typedTo == m.open && time.Since(m.typedAt) < typingEvery {
+		return nil
+	}
+	m.typedTo, m.typedAt = m.open, time.Now()
+	return m.sendTyping(m.open, true)
+}
+
+func (m *model) sendTyping(key string, active bool) tea.Cmd {
+	c := m.a.c
+	return func() tea.Msg {
+		ctx, cancel := context.WithTimeout(m.a.ctx, 10*time.Second)
+		defer cancel()
+		if key[0] == '@' {
+			_ = c.SendTyping(ctx, key[1:], "", active)
+		} else {
+			_ = c.SendTyping(ctx, "", key[1:], active)
+		}
+		return nil
+	}
+}
+
+func (m *model) expireTyping(now time.Time) {
+	for _, c := range m.convs {
+		for u, t := range c.typing {
+			if now.Sub(t) > typingTimeout {
+				delete(c.typing, u)
+			}
+		}
+	}
+}
+
+func (m *model) event(ev client.Event) {
+	switch ev.Kind {
+	case client.EventPresence:
+		m.presenceOn = true
+		if ev.Reset {
+			m.online = map[string]bool{}
+			return
+		}
+		if ev.Online {
+			m.online[ev.User] = true
+		} else {
+			delete(m.online, ev.User)
+		}
+	case client.EventTyping:
+		key := "@" + ev.User
+		if ev.Group != "" {
+			key = "#" + ev.Group
+		}
+		c := m.conv(key)
+		if ev.Typing {
+			c.typing[ev.User] = time.Now()
+		} else {
+			delete(c.typing, ev.User)
+		}
+	case client.EventBroadcast:
+		m.add(&history.Entry{Conv: "!broadcast", From: ev.User, Text: ev.Text, Time: ev.Time, Plain: true, Unread: true})
+		if m.open == "" {
+			m.openConv("!broadcast")
+		}
+	case client.EventReceipt:
+		for _, id := range ev.MsgIDs {
+			e := m.byID[id]
+			if e == nil || !e.Mine {
+				continue
+			}
+			// Only the receiver of a message may say it has it.
+			if ev.Group == "" && e.Conv != "@"+ev.User || ev.Group != "" && e.Conv != "#"+ev.Group {
+				continue
+			}
+			changed := false
+			switch {
+			case ev.Receipt == proto.ReceiptRead && ev.Group != "":
+				if !contains(e.ReadBy, ev.User) {
+					e.ReadBy = append(e.ReadBy, ev.User)
+					changed = true
+				}
+				if e.Status < history.Delivered {
+					e.Status, changed = history.Delivered, true
+				}
+			case ev.Receipt == proto.ReceiptRead:
+				if e.Status != history.Read {
+					e.Status, changed = history.Read, true
+				}
+			case e.Status < history.Delivered:
+				e.Status, changed = history.Delivered, true
+			}
+			if changed {
+				m.update(e)
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *model) keyChanged(k keyChangeMsg) {
+	m.keyWarn[k.user] = k.old + " " + k.new
+	m.saveMeta("keywarns", m.keyWarn)
+	text := fmt.Sprintf("%s's KEY HAS CHANGED (was %s, now %s). They may have reinstalled, or someone may be intercepting. "+
+		"Messages to them are held: compare safety numbers (/fingerprint %s), then /accept %s.", k.user, k.old, k.new, k.user, k.user)
+	if _, ok := m.verified[k.user]; ok {
+		delete(m.verified, k.user)
+		m.saveMeta("verified", m.verified)
+		text = "VERIFIED CONTACT: " + text
+	}
+	m.add(&history.Entry{Conv: "@" + k.user, From: k.user, Text: text, Time: time.Now(), Notice: true, Unread: true})
+}
+
+func (m *model) sent(s sentMsg) {
+	e := m.bySeq[s.seq]
+	if e == nil {
+		return
+	}
+	switch {
+	case s.held:
+		e.Status = history.Held
+	case s.err != nil:
+		e.Status, e.Error = history.Failed, s.err.Error()
+	default:
+		st := history.Queued
+		switch {
+		case s.status == proto.StatusDelivered:
+			st = history.Delivered
+		case e.Conv[0] == '#':
+			st = history.Sent // some members have it, the others will
+		}
+		if e.Status < st || e.Status == history.Held {
+			e.Status = st
+		}
+	}
+	m.update(e)
+}
+
+// markRead marks what the open conversation shows as read, and tells the
+// senders unless read receipts are off.
+func (m *model) markRead() {
+	c := m.convs[m.open]
+	if c == nil || c.unread == 0 {
+		return
+	}
+	byFrom := map[string][][proto.MsgIDLen]byte{}
+	for _, e := range c.entries {
+		if !e.Unread {
+			continue
+		}
+		e.Unread = false
+		m.update(e)
+		if !e.Mine && !e.Notice && !e.Plain {
+			byFrom[e.From] = append(byFrom[e.From], e.ID)
+		}
+	}
+	c.unread = 0
+	if m.a.opts.NoReadReceipts {
+		return
+	}
+	group := ""
+	if c.key[0] == '#' {
+		group = c.key[1:]
+	}
+	for from, ids := range byFrom {
+		m.a.c.MarkRead(from, group, ids...)
+	}
+}
+
+// accept clears a contact's key warning (and with verify, records the
+// fingerprint the user compared), then sends what was held for them.
+func (m *model) accept(a acceptMsg) {
+	delete(m.keyWarn, a.user)
+	m.saveMeta("keywarns", m.keyWarn)
+	m.a.setWarned(a.user, false)
+	if a.verify {
+		m.verified[a.user] = a.fingerprint
+		m.saveMeta("verified", m.verified)
+		m.status = a.user + " is marked verified (" + a.fingerprint + ")"
+	} else {
+		m.status = "accepted " + a.user + "'s key " + a.fingerprint
+	}
+	held := 0
+	if c := m.convs["@"+a.user]; c != nil {
+		for _, e := range c.entries {
+			if e.Mine && e.Status == history.Held {
+				e.Status = history.Sending
+				m.update(e)
+				m.a.outbox.add(job{seq: e.Seq, conv: e.Conv, id: e.ID, text: e.Text})
+				held++
+			}
+		}
+	}
+	if held > 0 {
+		m.status += fmt.Sprintf("; sending %d held messages", held)
+	}
+}

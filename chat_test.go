@@ -1,0 +1,199 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+)
+
+// chatPassword is every test user's password.
+const chatPassword = "chat test password"
+
+// screenTerm is a tmux session running the chat client on its own tmux server.
+type screenTerm struct {
+	t      *testing.T
+	socket string
+	name   string
+}
+
+// tmuxOrSkip finds tmux; CI installs it and sets SFC_REQUIRE_TMUX, so
+// there a missing tmux fails instead of skipping.
+func tmuxOrSkip(t *testing.T) {
+	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("SFC_REQUIRE_TMUX") != "" {
+			t.Fatal("tmux is required (SFC_REQUIRE_TMUX is set) but not installed")
+		}
+		t.Skip("tmux not installed")
+	}
+}
+
+func (tm *screenTerm) tmux(args ...string) string {
+	tm.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-L", tm.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		tm.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// startChat runs "securefastchat chat" for user in a 100x30 terminal.
+func startChat(t *testing.T, socket, name string, args ...string) *screenTerm {
+	tm := &screenTerm{t: t, socket: socket, name: name}
+	cmd := binPath + " chat " + strings.Join(args, " ") + " 2>" + filepath.Join(t.TempDir(), "stderr") + "; sleep 600"
+	tm.tmux("new-session", "-d", "-s", name, "-x", "100", "-y", "30", "-e", "SFC_PASSWORD="+chatPassword, cmd)
+	return tm
+}
+
+func (tm *screenTerm) screen() string { return tm.tmux("capture-pane", "-p", "-t", tm.name) }
+
+// typeLine types text literally, then Enter.
+func (tm *screenTerm) typeLine(text string) {
+	tm.tmux("send-keys", "-t", tm.name, "-l", text)
+	tm.tmux("send-keys", "-t", tm.name, "Enter")
+}
+
+// waitFor waits until the screen matches re, failing with the screen
+// after 15 s.
+func (tm *screenTerm) waitFor(re string) string {
+	tm.t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		s := tm.screen()
+		if rx.MatchString(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("%s's screen never matched %q; it shows:\n%s", tm.name, re, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestChatInTerminal drives two chat clients in real terminals (tmux) as
+// users would, and reads their screens: a direct conversation with
+// delivered and read marks and typing, a broadcast marked as not
+// end-to-end, a file, history after a restart, a key-change warning that
+// holds messages until accepted, and sending through a server restart.
+func TestChatInTerminal(t *testing.T) {
+	tmuxOrSkip(t)
+	srv := newChild(t)
+	srv.start()
+	env := []string{"SFC_PASSWORD=" + chatPassword}
+	annHome, bobHome := t.TempDir(), t.TempDir()
+	for _, u := range []struct{ name, home string }{{"ann", annHome}, {"bob", bobHome}} {
+		if r := run(t, env, "signup", "--server", srv.addr, "--user", u.name, "--home", u.home); r.code != 0 {
+			t.Fatalf("signup %s: %s", u.name, r.stderr)
+		}
+	}
+	socket := fmt.Sprintf("sfc-test-%d", os.Getpid())
+	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })
+	annArgs := []string{"--server", srv.addr, "--user", "ann", "--home", annHome}
+	ann := startChat(t, socket, "ann", annArgs...)
+	bob := startChat(t, socket, "bob", "--server", srv.addr, "--user", "bob", "--home", bobHome)
+	ann.waitFor(`● connected`)
+	bob.waitFor(`● connected`)
+
+	// Bob looks at a group of his own, so ann's message arrives unread.
+	bob.typeLine("/create bobs")
+	bob.waitFor(`#bobs`)
+	ann.typeLine("/dm bob")
+	ann.waitFor(`@bob`)
+	ann.typeLine("hello bob, ünïcödé ✓ 日本語")
+	ann.waitFor(`ann: hello bob, ünïcödé ✓ 日本語  ✓✓ delivered`)
+	bob.waitFor(`ann \(1\)`) // unread in his list
+	bob.typeLine("/dm ann")
+	bob.waitFor(`ann: hello bob, ünïcödé ✓ 日本語`)
+	ann.waitFor(`hello bob, ünïcödé ✓ 日本語  ✓✓ read`)
+
+	// Typing shows on the other side, then the message.
+	bob.tmux("send-keys", "-t", bob.name, "-l", "on my way")
+	ann.waitFor(`bob typing…`)
+	bob.tmux("send-keys", "-t", bob.name, "Enter")
+	ann.waitFor(`bob: on my way`)
+	bob.waitFor(`bob: on my way  ✓✓ read`)
+
+	// A broadcast is shown as not end-to-end encrypted.
+	bob.typeLine("/broadcast fire drill at 3")
+	bob.waitFor(`broadcast reached 1 online`)
+	ann.waitFor(`!broadcast \(1\)`)
+	ann.typeLine("/broadcast")
+	ann.waitFor(`\[NOT E2E\] bob: fire drill at 3`)
+
+	// A file, saved on the other side and shown with its path.
+	file := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(file, []byte(strings.Repeat("notes\n", 20000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ann.typeLine("/dm bob")
+	ann.typeLine("/file " + file)
+	bob.waitFor(`ann: \[file\] notes.txt \(117.2 KiB\) saved to`)
+	saved := filepath.Join(bobHome, "downloads", "bob", "notes.txt")
+	if got, err := os.ReadFile(saved); err != nil || len(got) != 120000 {
+		t.Fatalf("received file: %d bytes, %v", len(got), err)
+	}
+	ann.waitFor(`ann: \[file\] notes.txt \(117.2 KiB\)  ✓✓ read`)
+
+	// Ann leaves; bob's key, as ann's client pinned it, is not the one the
+	// server now serves (as if bob had reinstalled, or someone stood in
+	// between).
+	ann.typeLine("/quit")
+	ann.waitFor(`^\s*$`)
+	pins := filepath.Join(annHome, "users", "ann", "contacts")
+	b, err := os.ReadFile(pins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := make([]byte, 32)
+	rand.Read(other)
+	changed := regexp.MustCompile(`bob x25519:[0-9a-f]+`).ReplaceAll(b, []byte("bob x25519:"+hex.EncodeToString(other)))
+	if err := os.WriteFile(pins, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ann.tmux("kill-session", "-t", "ann")
+	ann = startChat(t, socket, "ann", annArgs...)
+	ann.waitFor(`● connected`)
+	// The history is back after the restart.
+	ann.typeLine("/dm bob")
+	ann.waitFor(`hello bob, ünïcödé ✓ 日本語  ✓✓ read`)
+	ann.waitFor(`bob's KEY CHANGED`)
+	ann.typeLine("is this still you?")
+	ann.waitFor(`is this still you\?  ⚠ held: key changed`)
+	if strings.Contains(bob.screen(), "is this still you") {
+		t.Fatal("a held message reached bob")
+	}
+	ann.typeLine("/accept bob")
+	bob.waitFor(`ann: is this still you\?`)
+	ann.waitFor(`is this still you\?  ✓✓ (delivered|read)`)
+
+	// The server restarts: ann sees she is offline, what she types waits,
+	// and it goes once the client has reconnected by itself.
+	srv.stop(syscall.SIGTERM)
+	ann.waitFor(`OFFLINE`)
+	ann.typeLine("typed while the server was down")
+	ann.waitFor(`typed while the server was down  … sending`)
+	srv.start()
+	ann.waitFor(`● connected`)
+	bob.waitFor(`ann: typed while the server was down`)
+	ann.waitFor(`typed while the server was down  ✓✓ (delivered|read)`)
+
+	// Small terminals and resizes draw without the list, long lines wrap.
+	ann.tmux("resize-window", "-t", "ann", "-x", "40", "-y", "12")
+	ann.typeLine(strings.Repeat("wrap ", 20) + "end")
+	s := ann.waitFor(`end  ✓✓`)
+	for _, line := range strings.Split(s, "\n") {
+		if w := lipgloss.Width(line); w > 40 {
+			t.Fatalf("a line of %d cells in a 40-column terminal: %q", w, line)
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package chat
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"securefastchat/client"
+	"securefastchat/history"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+func TestClean(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain ✓ 日本語":              "plain ✓ 日本語",
+		"two\nlines":               "two\nlines",
+		"tab\there":                "tab    here",
+		"\x1b[2J\x1b]0;pwned\x07x": "\uFFFD[2J\uFFFD]0;pwned\uFFFDx",
+		"\u202eevil\u2066":         "evil",
+		"bad \xff utf8":            "bad \uFFFD utf8",
+		"\r\x00\u0085":             "\uFFFD\uFFFD\uFFFD",
+	} {
+		if got := clean(in); got != want {
+			t.Errorf("clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// testModel is a model on a real client of a real server, driven by calls
+// to Update as the program would make them.
+func testModel(t *testing.T) (*model, *client.Client, func(user string) *client.Client) {
+	t.Helper()
+	s := testserver.Start(t, nil)
+	signup := func(user string) *client.Client { return testserver.Signup(t, s, user) }
+	c := signup("ann")
+	h, err := history.Open(filepath.Join(t.TempDir(), "history.db"), c.LocalKey("history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	a := &app{c: c, h: h, addr: s.Addr(), warned: map[string]bool{}, send: func(tea.Msg) {}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	t.Cleanup(a.cancel)
+	a.outbox = newOutbox(a)
+	m := newModel(a)
+	m.load()
+	return m, c, signup
+}
+
+func (m *model) typeLine(s string) tea.Cmd {
+	m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)})
+	_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyEnter})
+	return cmd
+}
+
+// TestReceiptsOnlyFromTheReceiver: a receipt changes a message's mark
+// only if it comes from the user (or a member of the group) it was sent
+// to.
+func TestReceiptsOnlyFromTheReceiver(t *testing.T) {
+	m, _, signup := testModel(t)
+	signup("bob")
+	signup("eve")
+	m.openConv("@bob")
+	m.typeLine("for bob only")
+	e := m.convs["@bob"].entries[0]
+	if e.Status != history.Sending || e.Text != "for bob only" {
+		t.Fatalf("typed entry %+v", e)
+	}
+	receipt := func(from, group string, typ uint8) {
+		m.Update(eventMsg(client.Event{Kind: client.EventReceipt, User: from, Group: group, Receipt: typ, MsgIDs: [][proto.MsgIDLen]byte{e.ID}}))
+	}
+	receipt("eve", "", proto.ReceiptRead)
+	receipt("bob", "team", proto.ReceiptRead)
+	if e.Status != history.Sending {
+		t.Fatalf("a receipt from someone else changed the mark to %v", e.Status)
+	}
+	receipt("bob", "", proto.ReceiptDelivered)
+	if e.Status != history.Delivered {
+		t.Fatalf("after bob's delivery receipt: %v", e.Status)
+	}
+	receipt("bob", "", proto.ReceiptRead)
+	if e.Status != history.Read || !strings.Contains(m.View(), "for bob only  ✓✓ read") {
+		t.Fatalf("after bob's read receipt: %v\n%s", e.Status, m.View())
+	}
+	// A late delivery receipt does not take it back.
+	receipt("bob", "", proto.ReceiptDelivered)
+	if e.Status != history.Read {
+		t.Fatalf("a late delivery receipt set %v", e.Status)
+	}
+}
+
+// TestHeldUntilAccepted: with a key warning, what is typed is held, not
+// queued, until the user accepts the key.
+func TestHeldUntilAccepted(t *testing.T) {
+	m, _, signup := testModel(t)
+	signup("bob")
+	m.Update(keyChangeMsg{user: "bob", old: "SHA256:old", new: "SHA256:new"})
+	m.a.setWarned("bob", true)
+	m.openConv("@bob")
+	if v := m.View(); !strings.Contains(v, "bob's KEY CHANGED (was SHA256:old, now SHA256:new)") {
+		t.Fatalf("no warning shown:\n%s", v)
+	}
+	m.typeLine("wait for it")
+	var e *history.Entry
+	for _, x := range m.convs["@bob"].entries {
+		if x.Text == "wait for it" {
+			e = x
+		}
+	}
+	if e == nil || e.Status != history.Held {
+		t.Fatalf("typed entry %+v, want held", e)
+	}
+	if _, ok := m.a.outbox.next(); ok {
+		t.Fatal("a held message was queued for sending")
+	}
+	// Settings survive a restart of the client.
+	if v, _ := m.a.h.Meta("keywarns"); !strings.Contains(string(v), "SHA256:new") {
+		t.Fatalf("key warning not saved: %q", v)
+	}
+	m.Update(acceptMsg{user: "bob", fingerprint: "SHA256:new"})
+	if e.Status != history.Sending || m.a.isWarned("bob") {
+		t.Fatalf("after accept: %v, warned %v", e.Status, m.a.isWarned("bob"))
+	}
+	if j, ok := m.a.outbox.next(); !ok || j.seq != e.Seq || j.text != "wait for it" || j.id != e.ID {
+		t.Fatalf("after accept the outbox has %+v %v", j, ok)
+	}
+}
+
+// TestTypedWordsThatNameKeys: text typed in one burst that spells a key's
+// name ("down", "enter") is text, not that key.
+func TestTypedWordsThatNameKeys(t *testing.T) {
+	m, _, _ := testModel(t)
+	for _, w := range []string{"down", "up", "enter", "tab", "ctrl+c", "esc"} {
+		m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(w + " ")})
+	}
+	if got := m.input.Value(); got != "down up enter tab ctrl+c esc " {
+		t.Fatalf("input %q", got)
+	}
+}
+
+// TestOutboxSends: the outbox sends a typed message with the id it was
+// stored under, and reports the server's answer.
+func TestOutboxSends(t *testing.T) {
+	m, c, signup := testModel(t)
+	bob := signup("bob")
+	got := make(chan tea.Msg, 10)
+	m.a.send = func(msg tea.Msg) { got <- msg }
+	m.a.wg.Add(1)
+	go m.a.outbox.run()
+	defer func() { m.a.cancel(); m.a.wg.Wait() }()
+	m.openConv("@bob")
+	m.typeLine("through the outbox")
+	e := m.convs["@bob"].entries[0]
+	select {
+	case msg := <-bob.Messages():
+		if msg.Text != "through the outbox" || msg.MsgID != e.ID || msg.From != c.User() {
+			t.Fatalf("bob got %+v", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob got nothing")
+	}
+	select {
+	case msg := <-got:
+		s, ok := msg.(sentMsg)
+		if !ok || s.seq != e.Seq || s.err != nil {
+			t.Fatalf("outbox reported %+v", msg)
+		}
+		m.Update(s)
+		if e.Status != history.Delivered {
+			t.Fatalf("status %v after the server said delivered", e.Status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the outbox reported nothing")
+	}
+}

@@ -126,7 +126,8 @@ func notePin(c *client.Client, addr string, wasPinned bool) {
 }
 
 func cmdSignup(args []string) error {
-	cf := newClientFlags("signup", "signup --server ADDR --user NAME", "Creates an account and a new identity key in the home directory.")
+	cf := newClientFlags("signup", "signup --server ADDR --user NAME [--invite CODE]", "Creates an account and a new identity key in the home directory.\nOn a server that signs up by invitation, --invite gives the code its\noperator made with 'securefastchat admin invite'.")
+	invite := cf.fs.String("invite", "", "invite code (servers with --signup invite)")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
@@ -149,7 +150,9 @@ func cmdSignup(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.Signup(ctx, cf.config(), *cf.user, pw)
+	cfg := cf.config()
+	cfg.Invite = *invite
+	c, err := client.Signup(ctx, cfg, *cf.user, pw)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ import (
 
 	"securefastchat/balancer"
 	"securefastchat/internal/account"
+	"securefastchat/internal/admin"
+	"securefastchat/internal/metrics"
 	"securefastchat/internal/passwd"
 	"securefastchat/internal/server"
 	"securefastchat/proto"
@@ -56,14 +58,16 @@ func cmdServe(args []string) error {
 	presence := fs.String("presence", string(shard.PresenceContacts), "who sees a user come online and go: contacts (who shares a group or a direct conversation with them), all, or off")
 	broadcast := fs.String("broadcast", string(shard.BroadcastAnyone), "who may broadcast to everyone online: anyone, admins (see --admins), or off")
 	admins := fs.String("admins", "", "the server's admins, comma-separated user names")
+	adminAddr := fs.String("admin", "", "serve health, metrics, pprof and the admin API on ADDR (e.g. 127.0.0.1:9090); off if empty. Off loopback it needs SFC_ADMIN_TOKEN")
+	signupPolicy := fs.String("signup", string(account.SignupOpen), "who may sign up: open, invite (a code from 'admin invite'), or closed")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof reads it)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\nSIGTERM or SIGINT shuts it down cleanly; SIGUSR1 logs its counters.\n\n", defaultDataDir())
-		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\nSIGTERM or SIGINT shuts it down cleanly; SIGUSR1 logs its counters.\nEvery flag can also come from its environment variable; a flag given on\nthe command line wins.\n\n", defaultDataDir())
+		printDefaultsEnv(fs.Output(), fs)
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlagsEnv(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
@@ -106,6 +110,18 @@ func cmdServe(args []string) error {
 	if broadcastPolicy == shard.BroadcastAdmins && len(adminNames) == 0 {
 		return usagef("--broadcast admins needs --admins NAME[,NAME...]")
 	}
+	policy, err := account.ParseSignupPolicy(*signupPolicy)
+	if err != nil {
+		return usagef("--signup: %v", err)
+	}
+	adminToken := os.Getenv("SFC_ADMIN_TOKEN")
+	if *adminAddr != "" && adminToken == "" && !admin.IsLoopback(*adminAddr) {
+		return usagef("--admin %s is not a loopback address: set SFC_ADMIN_TOKEN (at least %d characters) so only you can use it", *adminAddr, admin.MinTokenLen)
+	}
+	if adminToken != "" && len(adminToken) < admin.MinTokenLen {
+		return usagef("SFC_ADMIN_TOKEN must be at least %d characters", admin.MinTokenLen)
+	}
+	mx := metrics.New()
 	logger, err := newLogger(*logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -141,12 +157,23 @@ func cmdServe(args []string) error {
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
 			MsgEvery: every, MsgBurst: *msgBurst,
 			Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
+			Observer:    mx,
 			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
 		},
+		Signup: policy,
 		Logger: logger,
 	})
 	if err != nil {
 		return err
+	}
+	mx.Register(srv)
+	var adm *admin.Admin
+	if *adminAddr != "" {
+		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Token: adminToken, Server: srv, Metrics: mx, Logger: logger})
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
 	}
 	var serveErr error
 wait:
@@ -164,7 +191,11 @@ wait:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	err = srv.Shutdown(ctx)
+	if adm != nil {
+		_ = adm.Close(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if serveErr != nil && !errors.Is(serveErr, balancer.ErrServerClosed) {

@@ -9,6 +9,9 @@
 //	securefastchat recv         print received messages
 //	securefastchat group        create and manage groups
 //	securefastchat bench        measure a server under load
+//	securefastchat admin        manage a running server's users, invites and stats
+//	securefastchat backup       take a hot backup; restore brings it back
+//	securefastchat health       check that a server answers
 package main
 
 import (
@@ -27,6 +30,10 @@ Usage:
   securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
   securefastchat bench       [--server ADDR | --embedded] [--scenario dm|latency|fanout|idle|login|mixed] ...
+  securefastchat admin       [--admin ADDR] users | disable USER | enable USER | revoke USER | delete USER | stats | invite
+  securefastchat backup      [--admin ADDR] OUT
+  securefastchat restore     BACKUP --data DIR
+  securefastchat health      [--server ADDR | --admin ADDR]
   securefastchat version
 
 Run "securefastchat COMMAND --help" for a command's flags.
@@ -60,6 +67,14 @@ func main() {
 		err = cmdGroup(args)
 	case "bench":
 		err = cmdBench(args)
+	case "admin":
+		err = cmdAdmin(args)
+	case "backup":
+		err = cmdBackup(args)
+	case "restore":
+		err = cmdRestore(args)
+	case "health":
+		err = cmdHealth(args)
 	case "bench-worker":
 		err = cmdBenchWorker(args)
 	case "version", "--version":

@@ -92,6 +92,10 @@ func describe(err error) string {
 		return "not allowed: only a group's admins add, remove and promote members, and its last admin cannot be removed"
 	case errors.Is(err, client.ErrGroupChain):
 		return err.Error() + " (the server may be tampering with the group; nothing was sent)"
+	case errors.Is(err, proto.CodeSignupClosed):
+		return "this server takes no new accounts; ask its operator"
+	case errors.Is(err, proto.CodeInvalidInvite):
+		return "this server signs up by invitation: --invite needs an unused, unexpired code from its operator ('securefastchat admin invite')"
 	case errors.Is(err, proto.CodeRateLimited):
 		return "too many attempts; wait a while and retry"
 	case errors.Is(err, client.ErrBadIdentity):

@@ -62,6 +62,9 @@ type Config struct {
 	// OnFileProgress, if set, is told how much of a file being received
 	// has arrived (from the goroutine that receives messages).
 	OnFileProgress func(from, name string, id [proto.MsgIDLen]byte, got, size int64)
+	// Invite is the invite code Signup presents, for servers that sign up
+	// by invitation only.
+	Invite string
 	// DeliveryReceipts sends a delivery receipt to the sender of each
 	// message handed to the application.
 	DeliveryReceipts bool
@@ -169,7 +172,7 @@ func Signup(ctx context.Context, cfg Config, user, password string) (*Client, er
 	if err != nil {
 		return nil, err
 	}
-	ok, err := conn.Signup(ctx, user, password, id.PublicKeys(canon))
+	ok, err := conn.SignupInvite(ctx, user, password, id.PublicKeys(canon), cfg.Invite)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -211,7 +214,16 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 // user's published keys (Identity.PublicKeys). Most callers want the
 // package-level Signup, which also makes and saves the identity.
 func (c *Conn) Signup(ctx context.Context, user, password string, keys proto.Keys) (*proto.LoginOK, error) {
+	return c.SignupInvite(ctx, user, password, keys, "")
+}
+
+// SignupInvite is Signup with an invite code, for servers that sign up by
+// invitation only ("" sends none).
+func (c *Conn) SignupInvite(ctx context.Context, user, password string, keys proto.Keys, invite string) (*proto.LoginOK, error) {
 	m := proto.Signup{User: []byte(user), Password: []byte(password), Keys: keys}
+	if invite != "" {
+		m.Invite = []byte(invite)
+	}
 	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 
@@ -387,6 +399,18 @@ func (c *Client) supervise(conn *Conn) {
 	err := conn.Err()
 	var ce *ClosedError
 	if errors.As(err, &ce) && ce.Reason == proto.CloseReplaced || errors.Is(err, ErrClosed) {
+		return
+	}
+	if errors.As(err, &ce) && ce.Reason == proto.CloseRevoked {
+		// The session is gone: reconnecting cannot succeed.
+		c.mu.Lock()
+		c.fatalErr = err
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+		if c.cfg.OnConnection != nil {
+			c.cfg.OnConnection(false, err)
+		}
 		return
 	}
 	if c.cfg.OnConnection != nil {

@@ -69,6 +69,8 @@ func (e *ClosedError) Error() string {
 		return "client: closed by the server: shutting down"
 	case proto.CloseSlowConsume:
 		return "client: closed by the server: too slow reading"
+	case proto.CloseRevoked:
+		return "client: closed by the server: an admin revoked this session or disabled the account; log in again"
 	}
 	return fmt.Sprintf("client: closed by the server (reason %d)", e.Reason)
 }

@@ -39,6 +39,7 @@ const (
 	CodeGroupTaken         ErrorCode = 28 // a group by that name exists
 	CodeGroupFull          ErrorCode = 29 // the group is at MaxGroupMembers
 	CodeStaleGroup         ErrorCode = 30 // the change was based on an old roster or epoch: fetch and retry
+	CodeInvalidInvite      ErrorCode = 31 // the invite code is unknown, used or expired
 )
 
 var codeNames = map[ErrorCode]string{
@@ -72,6 +73,7 @@ var codeNames = map[ErrorCode]string{
 	CodeGroupTaken:         "group_taken",
 	CodeGroupFull:          "group_full",
 	CodeStaleGroup:         "stale_group",
+	CodeInvalidInvite:      "invalid_invite",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

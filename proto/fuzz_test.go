@@ -25,6 +25,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Signup
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TSignupInvite:
+		var m Signup
+		err = m.ParseInvite(body)
+		return m.Append(nil, id), err
 	case TLogin:
 		var m Login
 		err = m.Parse(body)
@@ -148,6 +152,7 @@ func seedMessages() [][]byte {
 	return [][]byte{
 		(&Signup{User: []byte("alice"), Password: []byte("password1"), Keys: keys}).Append(nil, 1),
 		(&Login{User: []byte("alice"), Password: []byte("password1")}).Append(nil, 2),
+		(&Signup{User: []byte("alice"), Password: []byte("password1"), Keys: keys, Invite: []byte("K7Q2-MX4P-9TZA")}).Append(nil, 25),
 		(&Resume{User: []byte("alice"), Token: k32}).Append(nil, 3),
 		(&UserReq{User: []byte("bob")}).Append(nil, TCheckUsername, 4),
 		(&UserReq{User: []byte("bob")}).Append(nil, TGetKeys, 5),

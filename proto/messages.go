@@ -24,6 +24,7 @@ const (
 	TResume        MsgType = 0x03 // user str8 | token 32
 	TCheckUsername MsgType = 0x04 // user str8
 	TLogout        MsgType = 0x05 // (empty): revokes this session's token
+	TSignupInvite  MsgType = 0x06 // as TSignup, then invite str8: on servers that sign up by invitation
 	TGetKeys       MsgType = 0x10 // user str8
 	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body str16 (<= MaxBodyLen)
 	TAck           MsgType = 0x12 // count u8 (1..255) | server_id u64 x count
@@ -78,6 +79,7 @@ const (
 	CloseSlowConsume uint8 = 3 // the receiver did not read fast enough
 	CloseRekey       uint8 = 4 // the nonce counter reached its limit
 	CloseProtocol    uint8 = 5 // the peer broke the protocol
+	CloseRevoked     uint8 = 6 // an admin revoked the user's sessions or disabled the account
 )
 
 // AppendHeader appends a message header.
@@ -101,24 +103,47 @@ type Keys struct {
 	KeySig  []byte // 64: Ed25519(SignKey, KeySigContext || user || BoxKey)
 }
 
-// Signup asks for a new account.
+// Signup asks for a new account. With an Invite it is sent as
+// TSignupInvite.
 type Signup struct {
 	User, Password []byte
 	Keys
+	Invite []byte
 }
 
-// Append appends the message to b.
+// Append appends the message to b: TSignupInvite if it has an invite.
 func (m *Signup) Append(b []byte, id uint32) []byte {
-	b = AppendHeader(b, TSignup, id)
+	t := TSignup
+	if m.Invite != nil {
+		t = TSignupInvite
+	}
+	b = AppendHeader(b, t, id)
 	b = appendStr16(appendStr8(b, m.User), m.Password)
-	return m.Keys.append(b)
+	b = m.Keys.append(b)
+	if m.Invite != nil {
+		b = appendStr8(b, m.Invite)
+	}
+	return b
 }
 
-// Parse decodes a body.
+// Parse decodes a TSignup body.
 func (m *Signup) Parse(body []byte) error {
 	d := dec{b: body}
 	m.User, m.Password = d.str8(), d.str16()
 	m.Keys.parse(&d)
+	m.Invite = nil
+	return d.done()
+}
+
+// ParseInvite decodes a TSignupInvite body.
+func (m *Signup) ParseInvite(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Password = d.str8(), d.str16()
+	m.Keys.parse(&d)
+	m.Invite = d.str8()
+	if m.Invite == nil && d.err == nil {
+		m.Invite = []byte{}
+	}
 	return d.done()
 }
 

@@ -238,7 +238,7 @@ func (c *conn) handle(msg []byte) bool {
 	c.frameDL = false
 	failpoint("handle", c.user)
 	switch t {
-	case proto.TSignup, proto.TLogin, proto.TResume:
+	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume:
 		if c.authed {
 			c.replyErr(id, proto.CodeAlreadyLoggedIn, "this connection is logged in")
 			return true
@@ -342,10 +342,15 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	var res *account.Result
 	var err error
 	switch t {
-	case proto.TSignup:
+	case proto.TSignup, proto.TSignupInvite:
 		var m proto.Signup
-		if err = m.Parse(body); err == nil {
-			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys)
+		if t == proto.TSignup {
+			err = m.Parse(body)
+		} else {
+			err = m.ParseInvite(body)
+		}
+		if err == nil {
+			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys, m.Invite)
 		}
 	case proto.TLogin:
 		var m proto.Login
@@ -388,7 +393,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 
 func loginKind(t proto.MsgType) string {
 	switch t {
-	case proto.TSignup:
+	case proto.TSignup, proto.TSignupInvite:
 		return "signup"
 	case proto.TResume:
 		return "resume"
@@ -521,6 +526,10 @@ func (c *conn) replyFailure(id uint32, err error) {
 
 func codeText(code proto.ErrorCode) string {
 	switch code {
+	case proto.CodeSignupClosed:
+		return "this server takes no new accounts"
+	case proto.CodeInvalidInvite:
+		return "sign-up needs an unused, unexpired invite code"
 	case proto.CodeInvalidCredentials:
 		return "invalid credentials"
 	case proto.CodeRateLimited:

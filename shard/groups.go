@@ -325,6 +325,9 @@ func (c *conn) sendGroup(id uint32, body []byte) {
 	gmsg := d.Append(nil, 0)
 	ack := &groupAck{from: c, reqID: id, serverID: d.ServerID, time: d.Time}
 	ack.remaining.Store(int32(len(g.Members) - 1))
+	if ob := c.set.opts.Observer; ob != nil {
+		ob.FannedOut(len(g.Members) - 1)
+	}
 	if len(g.Members) == 1 {
 		c.reply((&proto.Sent{ServerID: d.ServerID, Time: d.Time, Status: proto.StatusDelivered}).Append(nil, id))
 		return

@@ -94,8 +94,25 @@ type Options struct {
 	SignalBurst int
 	SignalEvery time.Duration
 
+	// Observer, if set, is told of each message's delivery latency and
+	// each group message's fan-out (for metrics).
+	Observer Observer
+
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
+}
+
+// Observer receives measurements from the shards' hot paths; its methods
+// must be quick, safe for concurrent use and must not block.
+type Observer interface {
+	// Delivered: a message handed to a receiver online was acknowledged
+	// d after the server accepted it.
+	Delivered(d time.Duration)
+	// FannedOut: a group message went to n members besides its sender.
+	FannedOut(n int)
+	// Committed: the store committed a transaction of ops queue writes
+	// in d.
+	Committed(d time.Duration, ops int)
 }
 
 func (o *Options) setDefaults() {
@@ -230,7 +247,11 @@ func New(opts Options) (*Set, error) {
 		return nil, err
 	}
 	s.nextServerID.Store(max(uint64(opts.Now().UnixNano()), maxID+1))
-	s.batcher = opts.Store.NewBatcher(store.BatcherOptions{Limits: opts.QueueLimits, NewID: s.newServerID})
+	bo := store.BatcherOptions{Limits: opts.QueueLimits, NewID: s.newServerID}
+	if opts.Observer != nil {
+		bo.OnCommit = opts.Observer.Committed
+	}
+	s.batcher = opts.Store.NewBatcher(bo)
 	for i := 0; i < opts.Shards; i++ {
 		sh := newShard(s, i)
 		s.shards = append(s.shards, sh)
@@ -257,6 +278,22 @@ func (s *Set) Unauthenticated() int { return s.gate.unauthenticated() }
 
 // Online returns how many users are logged in.
 func (s *Set) Online() int { return s.dir.len() }
+
+// IsOnline reports whether a user (canonical name) is logged in.
+func (s *Set) IsOnline(user string) bool { return s.dir.lookup([]byte(user)) != nil }
+
+// Kick closes a user's connection, if any, telling the client its session
+// was revoked. It reports whether there was one. What was delivered to it
+// but not acknowledged stays queued.
+func (s *Set) Kick(user string) bool {
+	c := s.dir.lookup([]byte(user))
+	if c == nil {
+		return false
+	}
+	c.logger().Info("closing: sessions revoked by an admin")
+	c.closeGraceful(proto.CloseRevoked)
+	return true
+}
 
 // Handoff gives a new connection to shard i over its channel. After
 // Shutdown has begun it closes the connection and returns ErrClosed.

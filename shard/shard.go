@@ -401,6 +401,9 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 			delete(sh.waiting, rc)
 		}
 		sh.set.Stats.Delivered.Add(1)
+		if ob := sh.set.opts.Observer; ob != nil && !p.stored {
+			ob.Delivered(sh.set.opts.Now().Sub(p.queued))
+		}
 		if p.stored {
 			sh.set.dequeue(rc.user, p.serverID)
 		} else if p.gack != nil {

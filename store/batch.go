@@ -41,6 +41,9 @@ type BatcherOptions struct {
 	MaxBatch int
 	// Queue is the capacity of the submission channel. If zero, 16384.
 	Queue int
+	// OnCommit, if set, is told how long each transaction took and how
+	// many ops it held (from the batcher's goroutine; it must not block).
+	OnCommit func(d time.Duration, ops int)
 	// NewID assigns server ids to enqueued messages at commit time, so a
 	// queue's order is the order of commits and a reader that has seen
 	// every id up to N never misses a later commit. If nil, Put keeps the
@@ -193,6 +196,9 @@ func (b *Batcher) commit(batch []*Op) {
 		for i := range results {
 			results[i] = Result{Err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
 		}
+	}
+	if b.o.OnCommit != nil {
+		b.o.OnCommit(d, len(batch))
 	}
 	b.statsMu.Lock()
 	b.commits++

@@ -19,4 +19,6 @@ var (
 	// ErrUnavailable: a write failed (disk full, I/O error); nothing was
 	// committed and the caller may retry.
 	ErrUnavailable = errors.New("store: storage unavailable")
+	// ErrInvalidInvite: the invite code is unknown, used or expired.
+	ErrInvalidInvite = errors.New("store: invite code is unknown, used or expired")
 )

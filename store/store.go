@@ -26,7 +26,7 @@ var (
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
 	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
-		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts}
+		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites}
 )
 
 const schemaVersion = 1
@@ -152,7 +152,8 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 
 func isRefusal(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) ||
-		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict)
+		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict) ||
+		errors.Is(err, ErrInvalidInvite)
 }
 
 // copyBytes copies a slice read from bbolt, which is valid only inside the

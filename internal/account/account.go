@@ -77,8 +77,29 @@ const (
 	TouchEvery  = time.Hour
 )
 
+// SignupPolicy says who may create an account.
+type SignupPolicy string
+
+// Sign-up policies.
+const (
+	SignupOpen   SignupPolicy = "open"   // anyone
+	SignupInvite SignupPolicy = "invite" // whoever has an unused invite code (admin invite)
+	SignupClosed SignupPolicy = "closed" // no one; the operator creates no accounts either
+)
+
+// ParseSignupPolicy checks a policy's name.
+func ParseSignupPolicy(s string) (SignupPolicy, error) {
+	switch p := SignupPolicy(s); p {
+	case SignupOpen, SignupInvite, SignupClosed:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown sign-up policy %q: use open, invite or closed", s)
+}
+
 // Options configure a Service.
 type Options struct {
+	// Signup is who may sign up. If empty, SignupOpen.
+	Signup SignupPolicy
 	// Hasher hashes passwords. Required.
 	Hasher *passwd.Hasher
 	// Limits are the throttles; zero fields take DefaultLimits.
@@ -92,6 +113,7 @@ type Service struct {
 	st     *store.Store
 	hasher *passwd.Hasher
 	now    func() time.Time
+	signup SignupPolicy
 
 	loginIP  *ratelimit.Limiter
 	resumeIP *ratelimit.Limiter
@@ -106,8 +128,11 @@ func New(st *store.Store, o Options) *Service {
 		o.Now = time.Now
 	}
 	l := o.Limits.withDefaults()
+	if o.Signup == "" {
+		o.Signup = SignupOpen
+	}
 	return &Service{
-		st: st, hasher: o.Hasher, now: o.Now,
+		st: st, hasher: o.Hasher, now: o.Now, signup: o.Signup,
 		loginIP:  ratelimit.New(l.LoginBurst, l.LoginEvery, o.Now),
 		resumeIP: ratelimit.New(l.ResumeBurst, l.ResumeEvery, o.Now),
 		signupIP: ratelimit.New(l.SignupBurst, l.SignupEvery, o.Now),
@@ -127,8 +152,21 @@ type Result struct {
 	Expires time.Time
 }
 
-// Signup creates an account with its public keys and logs it in.
-func (s *Service) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys) (*Result, error) {
+// SignupPolicy returns who may sign up.
+func (s *Service) SignupPolicy() SignupPolicy { return s.signup }
+
+// Signup creates an account with its public keys and logs it in. Under
+// SignupInvite, invite must be an unused code; it is used up in the same
+// transaction that creates the account.
+func (s *Service) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte) (*Result, error) {
+	switch s.signup {
+	case SignupClosed:
+		return nil, proto.CodeSignupClosed
+	case SignupInvite:
+		if len(invite) == 0 {
+			return nil, proto.CodeInvalidInvite
+		}
+	}
 	if !s.signupIP.Allow(addr) {
 		return nil, proto.CodeRateLimited
 	}
@@ -147,6 +185,15 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 	} else if taken {
 		return nil, proto.CodeUsernameTaken
 	}
+	if s.signup == SignupInvite {
+		// Checked before the hash, so a wrong code costs no argon2 work;
+		// used up only with the account, below.
+		if ok, err := s.st.InviteValid(string(invite)); err != nil {
+			return nil, storageErr("signup", err)
+		} else if !ok {
+			return nil, proto.CodeInvalidInvite
+		}
+	}
 	phc, err := s.hasher.Hash(ctx, password)
 	if err != nil {
 		return nil, fmt.Errorf("account: hashing: %w", err)
@@ -156,9 +203,17 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 		BoxKey: copyB(keys.BoxKey), SignKey: copyB(keys.SignKey), KeySig: copyB(keys.KeySig),
 		Created: s.now(),
 	}
-	if err := s.st.CreateUser(u); err != nil {
-		if errors.Is(err, store.ErrUserExists) {
+	if s.signup == SignupInvite {
+		err = s.st.CreateUserWithInvite(u, string(invite))
+	} else {
+		err = s.st.CreateUser(u)
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, store.ErrUserExists):
 			return nil, proto.CodeUsernameTaken
+		case errors.Is(err, store.ErrInvalidInvite):
+			return nil, proto.CodeInvalidInvite
 		}
 		return nil, storageErr("signup", err)
 	}

@@ -43,6 +43,8 @@ type Config struct {
 	HashConcurrency int
 	// Limits are the account throttles.
 	Limits account.Limits
+	// Signup is who may sign up. If empty, account.SignupOpen.
+	Signup account.SignupPolicy
 	// Shard configures the shard set; Static, Accounts and Logger are
 	// filled in here.
 	Shard shard.Options
@@ -69,6 +71,8 @@ type Server struct {
 
 	// Expired counts queued messages the sweeper deleted.
 	Expired atomic.Int64
+
+	accepting atomic.Bool // serving, and Shutdown has not begun
 
 	ln      net.Listener
 	log     *slog.Logger
@@ -133,7 +137,7 @@ func Start(cfg Config) (_ *Server, err error) {
 			st.Close()
 		}
 	}()
-	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now})
+	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup})
 	so := cfg.Shard
 	so.Static, so.Accounts, so.Store, so.Logger = key, acc, st, cfg.Logger
 	so.Retention = cfg.Retention
@@ -153,11 +157,28 @@ func Start(cfg Config) (_ *Server, err error) {
 	s.Sweep() // before serving: nothing expired is ever delivered
 	go s.sweeper()
 	s.Balancer = balancer.New(set, strat, cfg.Logger)
-	go func() { s.serveCh <- s.Balancer.Serve(ln) }()
+	s.accepting.Store(true)
+	go func() {
+		err := s.Balancer.Serve(ln)
+		s.accepting.Store(false)
+		s.serveCh <- err
+	}()
 	cfg.Logger.Info("serving", "addr", ln.Addr().String(), "shards", set.Len(), "strategy", strat.Name(),
 		"argon2", cfg.Argon2.String(), "data", cfg.DataDir, "retention", cfg.Retention.String(), "fingerprint", key.Public.Fingerprint())
 	return s, nil
 }
+
+// Ready reports whether the server accepts connections and its store
+// answers a read.
+func (s *Server) Ready() bool {
+	if !s.accepting.Load() {
+		return false
+	}
+	return s.Store.Ping() == nil
+}
+
+// DataDir returns the data directory.
+func (s *Server) DataDir() string { return s.cfg.DataDir }
 
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -169,6 +190,7 @@ func (s *Server) Done() <-chan error { return s.serveCh }
 // Shutdown stops accepting, closes every connection with a Close frame,
 // waits for in-flight work and closes the store. It is safe to call once.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.accepting.Store(false)
 	_ = s.Balancer.Close()
 	close(s.sweepStop)
 	<-s.sweepDone

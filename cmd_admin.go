@@ -1,0 +1,390 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"securefastchat/client"
+	"securefastchat/internal/admin"
+	"securefastchat/internal/backup"
+	"securefastchat/proto"
+)
+
+// defaultAdminAddr is SFC_ADMIN, or the loopback admin port.
+func defaultAdminAddr() string {
+	if a := os.Getenv("SFC_ADMIN"); a != "" {
+		return a
+	}
+	return "127.0.0.1:9090"
+}
+
+// parseInterleaved parses flags that may come before, between or after
+// the positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// adminClient calls the admin API.
+type adminClient struct {
+	addr, token string
+	http        *http.Client
+}
+
+func newAdminClient(addr string) *adminClient {
+	return &adminClient{addr: addr, token: os.Getenv("SFC_ADMIN_TOKEN"), http: &http.Client{}}
+}
+
+// do sends a request and returns the response, which the caller closes;
+// an error status becomes an error with the API's message.
+func (a *adminClient) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+a.addr+path, rd)
+	if err != nil {
+		return nil, usagef("--admin %s: %v", a.addr, err)
+	}
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the admin listener at %s (is the server running with --admin %s?): %w", a.addr, a.addr, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		var e admin.APIError
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			e.Error += " (set SFC_ADMIN_TOKEN to the server's token)"
+		}
+		return nil, fmt.Errorf("admin: %s", e.Error)
+	}
+	return resp, nil
+}
+
+func (a *adminClient) json(ctx context.Context, method, path string, body, out any) error {
+	resp, err := a.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// confirm asks on the terminal for the user name, unless yes.
+func confirm(yes bool, cmd, what, user string) error {
+	if yes {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return usagef("admin %s asks first on a terminal; elsewhere add --yes", cmd)
+	}
+	fmt.Fprintf(os.Stderr, "%s. Type the user name (%s) to go on: ", what, user)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if strings.TrimSpace(strings.ToLower(line)) != user {
+		return errors.New("not confirmed; nothing was changed")
+	}
+	return nil
+}
+
+const adminUsage = `Usage: securefastchat admin [--admin ADDR] [--json] COMMAND
+
+Talks to a running server's admin listener (serve --admin). The token, if
+the server has one, comes from SFC_ADMIN_TOKEN.
+
+Commands:
+  users                  list the users: online, disabled, messages queued
+  disable USER [--yes]   refuse their logins and end their sessions
+  enable USER            let them log in again
+  revoke USER [--yes]    end their sessions (they log in again with the password)
+  delete USER [--yes]    delete the account, its sessions and its queue
+  stats                  the server's counters
+  invite [--count N] [--expires DURATION]
+                         single-use sign-up codes (for serve --signup invite)
+
+Flags:
+`
+
+func cmdAdmin(args []string) error {
+	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
+	addr := fs.String("admin", defaultAdminAddr(), "the admin listener, host:port (or SFC_ADMIN)")
+	yes := fs.Bool("yes", false, "do not ask before a destructive command")
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	count := fs.Int("count", 1, "invite: how many codes")
+	expires := fs.Duration("expires", 7*24*time.Hour, "invite: how long the codes are valid")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage); fs.PrintDefaults() }
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return usagef("admin needs a command")
+	}
+	a := newAdminClient(*addr)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd, rest := pos[0], pos[1:]
+	user := ""
+	switch cmd {
+	case "disable", "enable", "revoke", "delete":
+		if len(rest) != 1 {
+			return usagef("admin %s takes one user name", cmd)
+		}
+		if user, err = proto.CanonicalUsername(rest[0]); err != nil {
+			return usagef("%q is not a user name", rest[0])
+		}
+	case "users", "stats", "invite":
+		if len(rest) != 0 {
+			return usagef("admin %s takes no arguments", cmd)
+		}
+	default:
+		return usagef("unknown admin command %q (see 'securefastchat admin --help')", cmd)
+	}
+	out := func(v any) error {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	switch cmd {
+	case "users":
+		var us []admin.User
+		if err := a.json(ctx, "GET", "/v1/users", nil, &us); err != nil {
+			return err
+		}
+		if *asJSON {
+			return out(us)
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tDISPLAY\tCREATED\tSTATE\tQUEUED")
+		for _, u := range us {
+			state := "offline"
+			switch {
+			case u.Disabled:
+				state = "DISABLED"
+			case u.Online:
+				state = "online"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", u.Name, u.Display, u.Created.Local().Format("2006-01-02 15:04"), state, u.Queued)
+		}
+		return tw.Flush()
+	case "stats":
+		var st admin.Stats
+		if err := a.json(ctx, "GET", "/v1/stats", nil, &st); err != nil {
+			return err
+		}
+		return out(st)
+	case "invite":
+		var res admin.InviteResponse
+		if err := a.json(ctx, "POST", "/v1/invites", admin.InviteRequest{Count: *count, Expires: expires.String()}, &res); err != nil {
+			return err
+		}
+		if *asJSON {
+			return out(res)
+		}
+		for _, c := range res.Codes {
+			fmt.Println(c)
+		}
+		fmt.Fprintf(os.Stderr, "Single-use; valid until %s. Sign up with: securefastchat signup --user NAME --invite CODE\n", res.Expires.Local().Format(time.RFC1123))
+		return nil
+	}
+	method, path := "POST", "/v1/users/"+user+"/"+cmd
+	switch cmd {
+	case "delete":
+		method, path = "DELETE", "/v1/users/"+user
+		err = confirm(*yes, cmd, "Delete "+user+": the account, its sessions and every message queued for it. This cannot be undone", user)
+	case "disable":
+		err = confirm(*yes, cmd, "Disable "+user+": their logins are refused and they are disconnected", user)
+	case "revoke":
+		err = confirm(*yes, cmd, "Revoke every session of "+user+": they are disconnected and must log in with their password", user)
+	}
+	if err != nil {
+		return err
+	}
+	var res admin.ActionResult
+	if err := a.json(ctx, method, path, nil, &res); err != nil {
+		return err
+	}
+	if *asJSON {
+		return out(res)
+	}
+	fmt.Printf("%s: %s done (%d sessions revoked, disconnected: %v)\n", res.User, res.Action, res.Sessions, res.Kicked)
+	return nil
+}
+
+func cmdBackup(args []string) error {
+	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
+	addr := fs.String("admin", defaultAdminAddr(), "the admin listener, host:port (or SFC_ADMIN)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: securefastchat backup [--admin ADDR] OUT\n\nTakes a consistent backup of a running server (its store and its key) into\nthe file OUT, without stopping it. 'securefastchat restore OUT --data DIR'\nbrings it back. Keep backups safe: the server key is in them.\n\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("backup takes the output file")
+	}
+	outPath := pos[0]
+	if _, err := os.Stat(outPath); err == nil {
+		return fmt.Errorf("%s exists; choose a new file", outPath)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	resp, err := newAdminClient(*addr).do(ctx, "GET", "/v1/backup", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	tmp := outPath + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	n, err := io.Copy(f, resp.Body)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	// Check the archive whole before calling it a backup.
+	dir, err := os.MkdirTemp(filepath.Dir(outPath), ".backup-check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rf, err := os.Open(tmp)
+	if err != nil {
+		return err
+	}
+	m, err := backup.Restore(rf, dir)
+	rf.Close()
+	if err != nil {
+		return fmt.Errorf("the backup did not check out: %w", err)
+	}
+	if err := os.Rename(tmp, outPath); err != nil {
+		return err
+	}
+	fmt.Printf("Backed up to %s (%d bytes; store %d bytes; server key %s)\n", outPath, n, m.Sizes["securefastchat.db"], m.Fingerprint)
+	return nil
+}
+
+func cmdRestore(args []string) error {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	data := fs.String("data", "", "the new data directory: empty or not existing (required)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: securefastchat restore BACKUP --data DIR\n\nLays a backup into an empty data directory and checks it; then\n'securefastchat serve --data DIR' serves it with the same key.\n\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *data == "" {
+		return usagef("restore takes the backup file and --data DIR")
+	}
+	f, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, err := backup.Restore(f, *data)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Restored the backup of %s into %s. Server key %s: clients see no change.\nStart it with: securefastchat serve --data %s\n",
+		m.Created.Local().Format(time.RFC1123), *data, m.Fingerprint, *data)
+	return nil
+}
+
+func cmdHealth(args []string) error {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	serverAddr := fs.String("server", defaultHealthAddr(), "the chat port to check: a handshake and a ping")
+	adminAddr := fs.String("admin", "", "check the admin listener's /readyz instead")
+	timeout := fs.Duration("timeout", 5*time.Second, "give up after")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: securefastchat health [--server ADDR | --admin ADDR]\n\nExits 0 if the server answers: on the chat port, an encrypted handshake\nand a ping (no account needed); with --admin, its readiness probe.\nDocker's HEALTHCHECK uses it.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	if *adminAddr != "" {
+		resp, err := newAdminClient(*adminAddr).do(ctx, "GET", "/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		fmt.Println("ready")
+		return nil
+	}
+	conn, err := client.Dial(ctx, *serverAddr, client.DialOptions{})
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	fmt.Println("ok", conn.ServerKey().Fingerprint())
+	return nil
+}
+
+// defaultHealthAddr is the address serve listens on (SFC_LISTEN), with an
+// unspecified host made loopback.
+func defaultHealthAddr() string {
+	a := os.Getenv("SFC_LISTEN")
+	if a == "" {
+		return "127.0.0.1:7878"
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,356 @@
+// Package admin is the operator's HTTP listener: health and readiness
+// probes, Prometheus metrics, pprof, and the admin API (users, sessions,
+// invites, stats, hot backups) that 'securefastchat admin' and
+// 'securefastchat backup' call. On any address but loopback it requires a
+// bearer token.
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+	"time"
+
+	"securefastchat/internal/backup"
+	"securefastchat/internal/metrics"
+	"securefastchat/internal/server"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// ErrTokenRequired: a listener on a non-loopback address needs a token.
+var ErrTokenRequired = errors.New("admin: an admin listener on a non-loopback address needs a token (set SFC_ADMIN_TOKEN)")
+
+// MinTokenLen is the shortest token accepted.
+const MinTokenLen = 16
+
+// Config configures the listener.
+type Config struct {
+	// Addr is where to listen, host:port. Required.
+	Addr string
+	// Token, if set, is required as "Authorization: Bearer TOKEN" on every
+	// path but /healthz and /readyz. Required unless Addr is loopback.
+	Token string
+	// Server is the running server. Required.
+	Server *server.Server
+	// Metrics serves /metrics. Required.
+	Metrics *metrics.Metrics
+	// Logger receives the admin actions. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Admin is a running admin listener.
+type Admin struct {
+	cfg  Config
+	ln   net.Listener
+	http *http.Server
+	done chan error
+}
+
+// IsLoopback reports whether a listen address is on loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Start listens and serves.
+func Start(cfg Config) (*Admin, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Token == "" && !IsLoopback(cfg.Addr) {
+		return nil, ErrTokenRequired
+	}
+	if cfg.Token != "" && len(cfg.Token) < MinTokenLen {
+		return nil, fmt.Errorf("admin: the token must be at least %d characters", MinTokenLen)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	a := &Admin{cfg: cfg, ln: ln, done: make(chan error, 1)}
+	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	go func() { a.done <- a.http.Serve(ln) }()
+	cfg.Logger.Info("admin listener", "addr", ln.Addr().String(), "token", cfg.Token != "")
+	return a, nil
+}
+
+// Addr returns the address the listener is on.
+func (a *Admin) Addr() string { return a.ln.Addr().String() }
+
+// Close stops the listener, letting requests in flight finish until ctx
+// ends.
+func (a *Admin) Close(ctx context.Context) error {
+	err := a.http.Shutdown(ctx)
+	<-a.done
+	return err
+}
+
+func (a *Admin) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !a.cfg.Server.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", a.auth(a.cfg.Metrics.Handler()))
+	mux.Handle("/debug/pprof/", a.auth(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", a.auth(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", a.auth(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", a.auth(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", a.auth(http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /v1/users", a.auth(http.HandlerFunc(a.users)))
+	mux.Handle("POST /v1/users/{name}/disable", a.auth(a.userAction("disable")))
+	mux.Handle("POST /v1/users/{name}/enable", a.auth(a.userAction("enable")))
+	mux.Handle("POST /v1/users/{name}/revoke", a.auth(a.userAction("revoke")))
+	mux.Handle("DELETE /v1/users/{name}", a.auth(a.userAction("delete")))
+	mux.Handle("GET /v1/stats", a.auth(http.HandlerFunc(a.stats)))
+	mux.Handle("POST /v1/invites", a.auth(http.HandlerFunc(a.invites)))
+	mux.Handle("GET /v1/backup", a.auth(http.HandlerFunc(a.backup)))
+	return mux
+}
+
+// auth requires the token, when one is set.
+func (a *Admin) auth(h http.Handler) http.Handler {
+	if a.cfg.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + a.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="securefastchat admin"`)
+			writeErr(w, http.StatusUnauthorized, "a valid admin token is required (Authorization: Bearer ...)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// APIError is the body of every error the API returns.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+func writeErr(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, APIError{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// User is one row of GET /v1/users.
+type User struct {
+	Name        string    `json:"name"`
+	Display     string    `json:"display"`
+	Created     time.Time `json:"created"`
+	Disabled    bool      `json:"disabled"`
+	Online      bool      `json:"online"`
+	Queued      int64     `json:"queued"`
+	QueuedBytes int64     `json:"queued_bytes"`
+}
+
+func (a *Admin) users(w http.ResponseWriter, r *http.Request) {
+	us, err := a.cfg.Server.Store.ListUsers()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	out := make([]User, 0, len(us))
+	for _, u := range us {
+		out = append(out, User{Name: u.Name, Display: u.Display, Created: u.Created, Disabled: u.Disabled,
+			Online: a.cfg.Server.Set.IsOnline(u.Name), Queued: u.Queued, QueuedBytes: u.QueuedBytes})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ActionResult answers a user action.
+type ActionResult struct {
+	User     string `json:"user"`
+	Action   string `json:"action"`
+	Sessions int    `json:"sessions_revoked"`
+	Kicked   bool   `json:"disconnected"`
+}
+
+func (a *Admin) userAction(action string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, err := proto.CanonicalUsername(r.PathValue("name"))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "not a user name")
+			return
+		}
+		s := a.cfg.Server
+		res := ActionResult{User: name, Action: action}
+		switch action {
+		case "disable":
+			err = s.Store.SetDisabled(name, true)
+		case "enable":
+			err = s.Store.SetDisabled(name, false)
+		case "delete":
+			err = s.Store.DeleteUser(name)
+		case "revoke":
+			if ok, e := s.Store.UserExists(name); e != nil {
+				err = e
+			} else if !ok {
+				err = store.ErrNotFound
+			}
+		}
+		if err == nil && action != "enable" {
+			if action != "delete" {
+				res.Sessions, err = s.Store.DeleteUserSessions(name)
+			}
+			res.Kicked = s.Set.Kick(name)
+		}
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			writeErr(w, http.StatusNotFound, "no such user")
+			return
+		case err != nil:
+			writeErr(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		a.cfg.Logger.Info("admin", "action", action, "user", name, "sessions_revoked", res.Sessions, "disconnected", res.Kicked, "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+// Stats is GET /v1/stats.
+type Stats struct {
+	Addr          string           `json:"addr"`
+	Fingerprint   string           `json:"fingerprint"`
+	Ready         bool             `json:"ready"`
+	Signup        string           `json:"signup"`
+	Users         int              `json:"users"`
+	Online        int              `json:"online"`
+	Unauth        int              `json:"unauthenticated_connections"`
+	ShardConns    []int64          `json:"shard_connections"`
+	QueuedMsgs    int64            `json:"queued_messages"`
+	QueuedBytes   int64            `json:"queued_bytes"`
+	Counters      map[string]int64 `json:"counters"`
+	Goroutines    int              `json:"goroutines"`
+	HeapInuseByte uint64           `json:"heap_inuse_bytes"`
+}
+
+func (a *Admin) stats(w http.ResponseWriter, r *http.Request) {
+	s := a.cfg.Server
+	st := &s.Set.Stats
+	out := Stats{Addr: s.Addr(), Fingerprint: s.Key.Public.Fingerprint(), Ready: s.Ready(), Signup: string(s.Accounts.SignupPolicy()),
+		Online: s.Set.Online(), Unauth: s.Set.Unauthenticated(), Goroutines: runtime.NumGoroutine()}
+	if us, err := s.Store.ListUsers(); err == nil {
+		out.Users = len(us)
+	}
+	for i := 0; i < s.Set.Len(); i++ {
+		out.ShardConns = append(out.ShardConns, s.Set.Shard(i).Conns())
+	}
+	out.QueuedMsgs, out.QueuedBytes, _ = s.Store.QueueTotals()
+	out.Counters = map[string]int64{
+		"connections_accepted": st.Accepted.Load(), "connections_refused": st.Refused.Load(),
+		"logins_ok": st.LoginsOK.Load(), "logins_failed": st.LoginsFailed.Load(),
+		"messages_routed": st.Routed.Load(), "messages_delivered": st.Delivered.Load(), "messages_queued": st.Queued.Load(),
+		"messages_from_queue": st.FromQueue.Load(), "messages_expired": s.Expired.Load() + st.ExpiredAtFetch.Load(),
+		"queue_full": st.QueueFull.Load(), "store_errors": st.StoreErrors.Load(), "slow_consumers": st.SlowConsumers.Load(),
+		"protocol_errors": st.ProtocolErrors.Load(), "panics": st.Panics.Load(), "broadcasts": st.Broadcasts.Load(),
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	out.HeapInuseByte = ms.HeapInuse
+	writeJSON(w, http.StatusOK, out)
+}
+
+// InviteRequest is the body of POST /v1/invites.
+type InviteRequest struct {
+	Count   int    `json:"count"`   // 1 if zero, at most 100
+	Expires string `json:"expires"` // a duration ("72h"); 7 days if empty
+}
+
+// InviteResponse lists the new codes.
+type InviteResponse struct {
+	Codes   []string  `json:"codes"`
+	Expires time.Time `json:"expires"`
+}
+
+// newInviteCode is 80 random bits in base32, in groups of four.
+func newInviteCode() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("admin: no randomness: " + err.Error())
+	}
+	s := base32.StdEncoding.EncodeToString(b[:])
+	return s[0:4] + "-" + s[4:8] + "-" + s[8:12] + "-" + s[12:16]
+}
+
+func (a *Admin) invites(w http.ResponseWriter, r *http.Request) {
+	var req InviteRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4096))
+	if err == nil && len(body) > 0 {
+		err = json.Unmarshal(body, &req)
+	}
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "the body must be JSON: {\"count\": N, \"expires\": \"72h\"}")
+		return
+	}
+	if req.Count == 0 {
+		req.Count = 1
+	}
+	ttl := 7 * 24 * time.Hour
+	if req.Expires != "" {
+		d, err := time.ParseDuration(req.Expires)
+		if err != nil || d <= 0 || d > 365*24*time.Hour {
+			writeErr(w, http.StatusBadRequest, "expires must be a duration between 1s and 8760h")
+			return
+		}
+		ttl = d
+	}
+	if req.Count < 1 || req.Count > 100 {
+		writeErr(w, http.StatusBadRequest, "count must be 1 to 100")
+		return
+	}
+	res := InviteResponse{Expires: time.Now().Add(ttl).UTC().Truncate(time.Second)}
+	for i := 0; i < req.Count; i++ {
+		code := newInviteCode()
+		if err := a.cfg.Server.Store.AddInvite(code, res.Expires); err != nil {
+			writeErr(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		res.Codes = append(res.Codes, code)
+	}
+	a.cfg.Logger.Info("admin", "action", "invite", "count", req.Count, "expires", res.Expires, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.Header().Set("Content-Disposition", `attachment; filename="securefastchat-backup.tar"`)
+	m, err := backup.Write(w, a.cfg.Server)
+	if err != nil {
+		// The status is sent; the archive ends without its manifest, which
+		// restore refuses.
+		a.cfg.Logger.Error("backup failed", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	a.cfg.Logger.Info("admin", "action", "backup", "store_bytes", m.Sizes[server.DBFileName], "remote", r.RemoteAddr)
+}

@@ -1,0 +1,200 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// What the operator does: list, delete and revoke users, invite codes,
+// queue totals and hot backups.
+
+// bucketInvites holds single-use sign-up codes: SHA-256(code) ->
+// expires i64 (unix ns). A code is deleted when it is used.
+var bucketInvites = []byte("invites")
+
+// UserInfo is a user as the operator sees it.
+type UserInfo struct {
+	Name, Display string
+	Created       time.Time
+	Disabled      bool
+	Queued        int64 // messages waiting for them
+	QueuedBytes   int64
+}
+
+// ListUsers returns every user, in name order.
+func (s *Store) ListUsers() ([]UserInfo, error) {
+	var out []UserInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		qs := tx.Bucket(bucketQStats)
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			u, err := unmarshalUser(string(k), v)
+			if err != nil {
+				return err
+			}
+			st := getStats(qs, u.Name)
+			out = append(out, UserInfo{Name: u.Name, Display: u.Display, Created: u.Created, Disabled: u.Disabled, Queued: st.count, QueuedBytes: st.bytes})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DeleteUser removes a user with their sessions, their queue and their
+// direct-message contacts, in one transaction. Their group memberships
+// stay in the groups' signed rosters (an admin of each group removes
+// them); messages to them are no longer stored.
+func (s *Store) DeleteUser(name string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		ub := tx.Bucket(bucketUsers)
+		if ub.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		if err := ub.Delete([]byte(name)); err != nil {
+			return err
+		}
+		if err := deleteSessionsOf(tx, name); err != nil {
+			return err
+		}
+		qb := tx.Bucket(bucketQueue)
+		if qb.Bucket([]byte(name)) != nil {
+			if err := qb.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketQStats).Delete([]byte(name)); err != nil {
+			return err
+		}
+		cb := tx.Bucket(bucketContacts)
+		prefix := contactKey(name, "")
+		var peers []string
+		c := cb.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			peers = append(peers, string(k[len(prefix):]))
+		}
+		for _, p := range peers {
+			if err := cb.Delete(contactKey(name, p)); err != nil {
+				return err
+			}
+			if err := cb.Delete(contactKey(p, name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func deleteSessionsOf(tx *bolt.Tx, user string) error {
+	b := tx.Bucket(bucketSessions)
+	var doomed [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var h [32]byte
+		copy(h[:], k)
+		if ss, err := unmarshalSession(h, v); err == nil && ss.User == user {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range doomed {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func inviteKey(code string) []byte { h := sha256.Sum256([]byte(code)); return h[:] }
+
+// AddInvite stores a single-use invite code valid until expires. Only its
+// hash is kept.
+func (s *Store) AddInvite(code string, expires time.Time) error {
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketInvites).Put(inviteKey(code), binary.BigEndian.AppendUint64(nil, uint64(expires.UnixNano())))
+	})
+}
+
+// InviteValid reports whether a code is unused and unexpired.
+func (s *Store) InviteValid(code string) (bool, error) {
+	ok := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = validInvite(tx, code, s.now())
+		return nil
+	})
+	return ok, err
+}
+
+func validInvite(tx *bolt.Tx, code string, now time.Time) bool {
+	v := tx.Bucket(bucketInvites).Get(inviteKey(code))
+	return len(v) == 8 && now.Before(time.Unix(0, int64(binary.BigEndian.Uint64(v))))
+}
+
+// CreateUserWithInvite creates a user and uses up the invite code in the
+// same transaction: two sign-ups with one code cannot both succeed.
+func (s *Store) CreateUserWithInvite(u *User, code string) error {
+	if u.Created.IsZero() {
+		u.Created = s.now()
+	}
+	rec := u.marshal()
+	return s.update(func(tx *bolt.Tx) error {
+		if !validInvite(tx, code, s.now()) {
+			return ErrInvalidInvite
+		}
+		b := tx.Bucket(bucketUsers)
+		if b.Get([]byte(u.Name)) != nil {
+			return ErrUserExists
+		}
+		if err := tx.Bucket(bucketInvites).Delete(inviteKey(code)); err != nil {
+			return err
+		}
+		return b.Put([]byte(u.Name), rec)
+	})
+}
+
+// QueueTotals returns the messages and bytes queued for all users.
+func (s *Store) QueueTotals() (count, bytes int64, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQStats).ForEach(func(k, v []byte) error {
+			if len(v) == 16 {
+				count += int64(binary.BigEndian.Uint64(v))
+				bytes += int64(binary.BigEndian.Uint64(v[8:]))
+			}
+			return nil
+		})
+	})
+	return
+}
+
+// Backup writes a consistent copy of the whole store while the server
+// runs: one read transaction, so writers go on meanwhile. start is called
+// first with the copy's size and returns where to write it. It returns the
+// bytes written.
+func (s *Store) Backup(start func(size int64) (io.Writer, error)) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		w, err := start(tx.Size())
+		if err != nil {
+			return err
+		}
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Ping reads the store's schema record: it answers whether the store can
+// be read at all (for readiness checks).
+func (s *Store) Ping() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get([]byte("schema")) == nil {
+			return ErrCorrupt
+		}
+		return nil
+	})
+}

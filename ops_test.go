@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -95,6 +96,18 @@ func TestOperatorCommands(t *testing.T) {
 	// sign-up here spends two of the address's six quick attempts.)
 	if r := run(t, bob, "signup", "--server", addr, "--user", "bob", "--invite", codes[1]); r.code != 0 {
 		t.Fatalf("signup with the second invite: %s", r.stderr)
+	}
+	// JSON logs: a connection's lines carry its shard and, once logged in,
+	// its user.
+	found := false
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "logged in" && l["user"] == "ann" && l["shard"] != nil && l["remote"] != nil {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no JSON 'logged in' line with shard, remote and user:\n%s", logs)
 	}
 	if r := run(t, user, "admin", "users"); r.code != 0 || !strings.Contains(r.stdout, "ann") {
 		t.Fatalf("admin users: %s %s", r.stdout, r.stderr)

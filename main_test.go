@@ -58,35 +58,11 @@ func run(t *testing.T, env []string, args ...string) result {
 // address and process.
 func serve(t *testing.T, data string, extra ...string) (string, *exec.Cmd, *syncBuffer) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	args := append([]string{"serve", "--listen", addr, "--data", data, "--shards", "2",
+	addr := freeAddr(t)
+	args := append([]string{"--listen", addr, "--data", data, "--shards", "2",
 		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2"}, extra...)
-	cmd := exec.Command(binPath, args...)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return addr, cmd, logs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	cmd, logs := startServe(t, nil, addr, args...)
+	return addr, cmd, logs
 }
 
 func TestCommandLine(t *testing.T) {

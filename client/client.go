@@ -402,15 +402,7 @@ func (c *Client) supervise(conn *Conn) {
 		return
 	}
 	if errors.As(err, &ce) && ce.Reason == proto.CloseRevoked {
-		// The session is gone: reconnecting cannot succeed.
-		c.mu.Lock()
-		c.fatalErr = err
-		close(c.changed)
-		c.changed = make(chan struct{})
-		c.mu.Unlock()
-		if c.cfg.OnConnection != nil {
-			c.cfg.OnConnection(false, err)
-		}
+		c.giveUp(err) // the session is gone: reconnecting cannot succeed
 		return
 	}
 	if c.cfg.OnConnection != nil {
@@ -430,17 +422,23 @@ func (c *Client) supervise(conn *Conn) {
 			return // the new connection has its own supervisor
 		}
 		if errors.Is(err, proto.CodeInvalidToken) || errors.Is(err, ErrServerKeyChanged) || errors.Is(err, proto.ErrUnsupportedVersion) {
-			c.mu.Lock()
-			c.fatalErr = err
-			close(c.changed)
-			c.changed = make(chan struct{})
-			c.mu.Unlock()
-			if c.cfg.OnConnection != nil {
-				c.cfg.OnConnection(false, err)
-			}
+			c.giveUp(err)
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// giveUp stops reconnecting for good: requests waiting for a connection
+// fail with err.
+func (c *Client) giveUp(err error) {
+	c.mu.Lock()
+	c.fatalErr = err
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	if c.cfg.OnConnection != nil {
+		c.cfg.OnConnection(false, err)
 	}
 }
 

@@ -18,6 +18,10 @@ import (
 // receiptDelay is how long receipts gather before they go.
 const receiptDelay = 150 * time.Millisecond
 
+// maxPendingReceipts bounds the ids waiting to go; past it new ones are
+// dropped (a receipt is a courtesy, not a message).
+const maxPendingReceipts = 8192
+
 type receiptKey struct {
 	peer, group string
 	typ         uint8
@@ -29,6 +33,7 @@ type receipts struct {
 	mu      sync.Mutex
 	pending map[receiptKey][][proto.MsgIDLen]byte
 	order   []receiptKey
+	n       int // ids pending
 	kick    chan struct{}
 }
 
@@ -38,6 +43,11 @@ func newReceipts() *receipts {
 
 func (q *receipts) add(k receiptKey, ids ...[proto.MsgIDLen]byte) {
 	q.mu.Lock()
+	if q.n+len(ids) > maxPendingReceipts {
+		q.mu.Unlock()
+		return
+	}
+	q.n += len(ids)
 	if _, ok := q.pending[k]; !ok {
 		q.order = append(q.order, k)
 	}
@@ -53,7 +63,7 @@ func (q *receipts) take() ([]receiptKey, map[receiptKey][][proto.MsgIDLen]byte) 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	order, pending := q.order, q.pending
-	q.order, q.pending = nil, map[receiptKey][][proto.MsgIDLen]byte{}
+	q.order, q.pending, q.n = nil, map[receiptKey][][proto.MsgIDLen]byte{}, 0
 	return order, pending
 }
 

@@ -115,11 +115,10 @@ func cmdServe(args []string) error {
 		return usagef("--signup: %v", err)
 	}
 	adminToken := os.Getenv("SFC_ADMIN_TOKEN")
-	if *adminAddr != "" && adminToken == "" && !admin.IsLoopback(*adminAddr) {
-		return usagef("--admin %s is not a loopback address: set SFC_ADMIN_TOKEN (at least %d characters) so only you can use it", *adminAddr, admin.MinTokenLen)
-	}
-	if adminToken != "" && len(adminToken) < admin.MinTokenLen {
-		return usagef("SFC_ADMIN_TOKEN must be at least %d characters", admin.MinTokenLen)
+	if *adminAddr != "" {
+		if err := admin.CheckAccess(*adminAddr, adminToken); err != nil {
+			return usagef("--admin %s: %v", *adminAddr, err)
+		}
 	}
 	mx := metrics.New()
 	logger, err := newLogger(*logFormat, *logLevel)

@@ -70,16 +70,25 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// CheckAccess checks that a listener on addr is protected: loopback, or
+// a token of MinTokenLen characters at least.
+func CheckAccess(addr, token string) error {
+	if token == "" && !IsLoopback(addr) {
+		return ErrTokenRequired
+	}
+	if token != "" && len(token) < MinTokenLen {
+		return fmt.Errorf("admin: the token (SFC_ADMIN_TOKEN) must be at least %d characters", MinTokenLen)
+	}
+	return nil
+}
+
 // Start listens and serves.
 func Start(cfg Config) (*Admin, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Token == "" && !IsLoopback(cfg.Addr) {
-		return nil, ErrTokenRequired
-	}
-	if cfg.Token != "" && len(cfg.Token) < MinTokenLen {
-		return nil, fmt.Errorf("admin: the token must be at least %d characters", MinTokenLen)
+	if err := CheckAccess(cfg.Addr, cfg.Token); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {

@@ -59,6 +59,7 @@ func TestOperatorCommands(t *testing.T) {
 	env := []string{"SFC_LISTEN=" + addr, "SFC_ADMIN=" + adminAddr, "SFC_DATA=" + data, "SFC_SIGNUP=invite",
 		"SFC_ARGON2=t=1,m=64,p=1", "SFC_INSECURE_WEAK_ARGON2=true", "SFC_SHARDS=3", "SFC_LOG_FORMAT=json"}
 	srv, logs := startServe(t, env, addr)
+	waitFor(t, func() bool { return strings.Contains(logs.String(), `"msg":"serving"`) })
 	if !strings.Contains(logs.String(), `"shards":3`) {
 		t.Fatalf("SFC_SHARDS not applied:\n%s", logs)
 	}
@@ -99,16 +100,15 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	// JSON logs: a connection's lines carry its shard and, once logged in,
 	// its user.
-	found := false
-	for _, line := range strings.Split(logs.String(), "\n") {
-		var l map[string]any
-		if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "logged in" && l["user"] == "ann" && l["shard"] != nil && l["remote"] != nil {
-			found = true
+	waitFor(t, func() bool {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var l map[string]any
+			if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "logged in" && l["user"] == "ann" && l["shard"] != nil && l["remote"] != nil {
+				return true
+			}
 		}
-	}
-	if !found {
-		t.Fatalf("no JSON 'logged in' line with shard, remote and user:\n%s", logs)
-	}
+		return false
+	})
 	if r := run(t, user, "admin", "users"); r.code != 0 || !strings.Contains(r.stdout, "ann") {
 		t.Fatalf("admin users: %s %s", r.stdout, r.stderr)
 	}

@@ -144,6 +144,23 @@ func TestChatInTerminal(t *testing.T) {
 	}
 	ann.waitFor(`ann: \[file\] notes.txt \(117.2 KiB\)  ✓✓ read`)
 
+	// A group: created, joined, a message read by its member, and /members.
+	ann.typeLine("/create team")
+	ann.waitFor(`team: 1 member \(/members`)
+	ann.typeLine("/add bob")
+	ann.waitFor(`team: 2 members \(Esc closes this\)`)
+	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	ann.typeLine("hello team")
+	bob.waitFor(`#team \(1\)`)
+	ann.waitFor(`ann: hello team  ✓✓ delivered`)
+	bob.typeLine("/group team")
+	bob.waitFor(`ann: hello team`)
+	ann.waitFor(`ann: hello team  ✓✓ read by 1`)
+	bob.typeLine("/members")
+	bob.waitFor(`(?s)team: 2 members.*ann \(admin\).*bob`)
+	bob.tmux("send-keys", "-t", bob.name, "Escape")
+	bob.typeLine("/dm ann")
+
 	// Ann leaves; bob's key, as ann's client pinned it, is not the one the
 	// server now serves (as if bob had reinstalled, or someone stood in
 	// between).

@@ -159,7 +159,7 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			if err != nil {
 				return resultMsg{err: fmt.Errorf("/group %s: %w", g, err)}
 			}
-			return resultMsg{open: "#" + g, info: memberLines(g, ms)}
+			return resultMsg{open: "#" + g, note: g + ": " + countMembers(len(ms)) + " (/members lists them)"}
 		}), false
 	case "/add", "/remove":
 		if !needGroup() || !needArg("a user name") {
@@ -275,8 +275,15 @@ type broadcastSentMsg struct {
 	reached int
 }
 
+func countMembers(n int) string {
+	if n == 1 {
+		return "1 member"
+	}
+	return fmt.Sprintf("%d members", n)
+}
+
 func memberLines(group string, ms []proto.RosterMember) []string {
-	lines := []string{fmt.Sprintf("%s: %d members", group, len(ms))}
+	lines := []string{group + ": " + countMembers(len(ms)) + " (Esc closes this)"}
 	for _, mb := range ms {
 		role := ""
 		if mb.Admin {

@@ -51,6 +51,7 @@ type (
 	// conversation to open, conversations to know about.
 	resultMsg struct {
 		info  []string
+		note  string // for the status line
 		err   error
 		open  string
 		known []string
@@ -314,13 +315,16 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		for _, k := range msg.known {
 			m.conv(k)
 		}
+		if msg.open != "" {
+			m.openConv(msg.open)
+		}
 		if msg.err != nil {
 			m.status = "error: " + clean(msg.err.Error())
 		} else if len(msg.info) > 0 {
 			m.info = msg.info
 		}
-		if msg.open != "" {
-			m.openConv(msg.open)
+		if msg.note != "" {
+			m.status = msg.note
 		}
 		m.refreshSuggestions()
 	}

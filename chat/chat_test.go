@@ -178,3 +178,24 @@ func TestOutboxSends(t *testing.T) {
 		t.Fatal("the outbox reported nothing")
 	}
 }
+
+// TestProgressBar: a file going up or down shows a bar with its name,
+// peer and share done, and goes when it is done.
+func TestProgressBar(t *testing.T) {
+	m, _, _ := testModel(t)
+	id := [proto.MsgIDLen]byte{1}
+	m.Update(progressMsg{id: id, name: "notes.pdf", peer: "bob", done: 512 << 10, total: 1 << 20, mine: true})
+	v := m.View()
+	if !strings.Contains(v, "↑ notes.pdf to bob") || !strings.Contains(v, "50%") {
+		t.Fatalf("no upload bar:\n%s", v)
+	}
+	in := [proto.MsgIDLen]byte{2}
+	m.Update(progressMsg{id: in, name: "photo.jpg", peer: "cat", done: 1 << 20, total: 4 << 20})
+	if v := m.View(); !strings.Contains(v, "↓ photo.jpg from cat") || !strings.Contains(v, "25%") {
+		t.Fatalf("no download bar:\n%s", v)
+	}
+	m.Update(progressMsg{id: in, name: "photo.jpg", peer: "cat", done: 4 << 20, total: 4 << 20})
+	if v := m.View(); strings.Contains(v, "photo.jpg") {
+		t.Fatalf("a finished download still shows:\n%s", v)
+	}
+}

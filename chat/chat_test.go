@@ -199,3 +199,16 @@ func TestProgressBar(t *testing.T) {
 		t.Fatalf("a finished download still shows:\n%s", v)
 	}
 }
+
+// TestLongConversation: only the last maxShown messages are drawn.
+func TestLongConversation(t *testing.T) {
+	m, _, _ := testModel(t)
+	for i := 0; i < maxShown+100; i++ {
+		m.place(&history.Entry{Seq: uint64(i + 1), Conv: "@bob", From: "bob", Text: "line", Time: time.Now()})
+	}
+	m.openConv("@bob")
+	m.View()
+	if n := m.vp.TotalLineCount(); n != maxShown+1 {
+		t.Fatalf("drew %d lines, want %d", n, maxShown+1)
+	}
+}

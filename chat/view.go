@@ -22,6 +22,10 @@ var (
 	stSideBox = lipgloss.NewStyle().BorderStyle(lipgloss.NormalBorder()).BorderRight(true).BorderForeground(lipgloss.Color("8"))
 )
 
+// maxShown bounds the messages of a conversation drawn (and scrollable)
+// at once, so a long history does not slow every keystroke.
+const maxShown = 500
+
 // sidebarWidth is the conversation list's width; below minWideWidth
 // columns the list is hidden and the header names the conversation.
 const (
@@ -174,7 +178,12 @@ func (m *model) mainPane(w, h int) string {
 	c := m.convs[m.open]
 	var lines []string
 	if c != nil {
-		for _, e := range c.entries {
+		entries := c.entries
+		if len(entries) > maxShown {
+			lines = append(lines, stDim.Render(fmt.Sprintf("… %d older messages are kept in the history", len(entries)-maxShown)))
+			entries = entries[len(entries)-maxShown:]
+		}
+		for _, e := range entries {
 			lines = append(lines, m.entryLine(e, w))
 		}
 	}

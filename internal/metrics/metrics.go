@@ -5,6 +5,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,8 +87,21 @@ func (m *Metrics) Register(s *server.Server) {
 	}
 	gauge("online_users", "Users logged in.", func() float64 { return float64(s.Set.Online()) })
 	gauge("unauthenticated_connections", "Connections that have not logged in yet.", func() float64 { return float64(s.Set.Unauthenticated()) })
-	gauge("queued_messages", "Messages stored for receivers who are away.", func() float64 { n, _, _ := s.Store.QueueTotals(); return float64(n) })
-	gauge("queued_bytes", "Bytes stored for receivers who are away.", func() float64 { _, b, _ := s.Store.QueueTotals(); return float64(b) })
+	// One scan of the queue totals serves both gauges of a scrape.
+	var qmu sync.Mutex
+	var qat time.Time
+	var qn, qb int64
+	totals := func() (int64, int64) {
+		qmu.Lock()
+		defer qmu.Unlock()
+		if time.Since(qat) > time.Second {
+			qn, qb, _ = s.Store.QueueTotals()
+			qat = time.Now()
+		}
+		return qn, qb
+	}
+	gauge("queued_messages", "Messages stored for receivers who are away.", func() float64 { n, _ := totals(); return float64(n) })
+	gauge("queued_bytes", "Bytes stored for receivers who are away.", func() float64 { _, b := totals(); return float64(b) })
 	gauge("ready", "1 while the server accepts connections and its store answers.", func() float64 {
 		if s.Ready() {
 			return 1

@@ -135,25 +135,46 @@ func Run(o Options) error {
 	return runErr
 }
 
-// forwardMessages stores each received message in the history, then hands
-// it to the interface.
+// forwardMessages stores received messages in the history, a burst in
+// one transaction, then hands them to the interface.
 func (a *app) forwardMessages() {
 	defer a.wg.Done()
-	for m := range a.c.Messages() {
-		e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text}
-		if m.Group != "" {
-			e.Conv = "#" + m.Group
-		} else {
-			e.Conv = "@" + m.From
+	msgs := a.c.Messages()
+	for m := range msgs {
+		batch := []*history.Entry{entryOf(m)}
+	more:
+		for len(batch) < 256 {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, entryOf(m))
+			default:
+				break more
+			}
 		}
-		if m.File != nil {
-			e.ID, e.File, e.Size, e.Text = m.File.ID, m.File.Path, m.File.Size, m.File.Name
-		}
-		if err := a.h.Add(e); err != nil {
+		if err := a.h.Add(batch...); err != nil {
 			a.send(noticeMsg{text: "could not save to the history: " + err.Error()})
 		}
-		a.send(receivedMsg{e: e, keyChanged: m.PeerKeyChanged})
+		for _, e := range batch {
+			a.send(receivedMsg{e: e})
+		}
 	}
+}
+
+// entryOf is a received message as a history entry.
+func entryOf(m *client.Message) *history.Entry {
+	e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text}
+	if m.Group != "" {
+		e.Conv = "#" + m.Group
+	} else {
+		e.Conv = "@" + m.From
+	}
+	if m.File != nil {
+		e.ID, e.File, e.Size, e.Text = m.File.ID, m.File.Path, m.File.Size, m.File.Name
+	}
+	return e
 }
 
 // isWarned reports whether user's key changed and was not accepted.

@@ -242,8 +242,11 @@ func (m *model) add(e *history.Entry) {
 	m.place(e)
 }
 
-func (m *model) update(e *history.Entry) {
-	if err := m.a.h.Update(e); err != nil {
+func (m *model) update(es ...*history.Entry) {
+	if len(es) == 0 {
+		return
+	}
+	if err := m.a.h.Update(es...); err != nil {
 		m.status = "could not save to the history: " + err.Error()
 	}
 }
@@ -462,6 +465,8 @@ func (m *model) event(ev client.Event) {
 			m.openConv("!broadcast")
 		}
 	case client.EventReceipt:
+		var changedEntries []*history.Entry
+		defer func() { m.update(changedEntries...) }()
 		for _, id := range ev.MsgIDs {
 			e := m.byID[id]
 			if e == nil || !e.Mine {
@@ -489,7 +494,7 @@ func (m *model) event(ev client.Event) {
 				e.Status, changed = history.Delivered, true
 			}
 			if changed {
-				m.update(e)
+				changedEntries = append(changedEntries, e)
 			}
 		}
 	}
@@ -550,16 +555,18 @@ func (m *model) markRead() {
 		return
 	}
 	byFrom := map[string][][proto.MsgIDLen]byte{}
+	var seen []*history.Entry
 	for _, e := range c.entries {
 		if !e.Unread {
 			continue
 		}
 		e.Unread = false
-		m.update(e)
+		seen = append(seen, e)
 		if !e.Mine && !e.Notice && !e.Plain {
 			byFrom[e.From] = append(byFrom[e.From], e.ID)
 		}
 	}
+	m.update(seen...)
 	c.unread = 0
 	if m.a.opts.NoReadReceipts {
 		return

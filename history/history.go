@@ -179,36 +179,58 @@ func (h *History) sealJSON(e *Entry) ([]byte, error) {
 
 func seqKey(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
-// Add stores a new entry and sets its Seq.
-func (h *History) Add(e *Entry) error {
+// Add stores new entries in one transaction (one fsync) and sets their
+// Seq.
+func (h *History) Add(es ...*Entry) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	sealed, err := h.sealJSON(e)
-	if err != nil {
-		return err
+	sealed := make([][]byte, len(es))
+	for i, e := range es {
+		var err error
+		if sealed[i], err = h.sealJSON(e); err != nil {
+			return err
+		}
 	}
-	err = h.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntries).Put(seqKey(h.seq+1), sealed)
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		for i := range es {
+			if err := b.Put(seqKey(h.seq+1+uint64(i)), sealed[i]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}
-	h.seq++
-	e.Seq = h.seq
+	for _, e := range es {
+		h.seq++
+		e.Seq = h.seq
+	}
 	return nil
 }
 
-// Update rewrites a stored entry (its status changed, say).
-func (h *History) Update(e *Entry) error {
-	if e.Seq == 0 {
-		return errors.New("history: updating an entry never added")
+// Update rewrites stored entries (their status changed, say), in one
+// transaction.
+func (h *History) Update(es ...*Entry) error {
+	sealed := make([][]byte, len(es))
+	for i, e := range es {
+		if e.Seq == 0 {
+			return errors.New("history: updating an entry never added")
+		}
+		var err error
+		if sealed[i], err = h.sealJSON(e); err != nil {
+			return err
+		}
 	}
-	sealed, err := h.sealJSON(e)
-	if err != nil {
-		return err
-	}
-	err = h.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketEntries).Put(seqKey(e.Seq), sealed)
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		for i, e := range es {
+			if err := b.Put(seqKey(e.Seq), sealed[i]); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("history: %w", err)

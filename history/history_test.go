@@ -65,6 +65,13 @@ func TestHistory(t *testing.T) {
 	if err := h.Add(e3); err != nil || e3.Seq != 3 {
 		t.Fatalf("seq after reopen: %d %v", e3.Seq, err)
 	}
+	e4, e5 := &Entry{Conv: "@bob", Text: "four"}, &Entry{Conv: "@bob", Text: "five"}
+	if err := h.Add(e4, e5); err != nil || e4.Seq != 4 || e5.Seq != 5 {
+		t.Fatalf("a batch: %d %d %v", e4.Seq, e5.Seq, err)
+	}
+	if all, _, _ := h.All(); len(all) != 5 || all[4].Text != "five" {
+		t.Fatalf("after a batch: %d entries", len(all))
+	}
 	if v, err := h.Meta("verified:bob"); err != nil || string(v) != "fingerprint" {
 		t.Fatalf("meta: %q %v", v, err)
 	}

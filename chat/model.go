@@ -25,11 +25,8 @@ type (
 		up  bool
 		err error
 	}
-	noticeMsg   struct{ text string }
-	receivedMsg struct {
-		e          *history.Entry
-		keyChanged bool
-	}
+	noticeMsg    struct{ text string }
+	receivedMsg  struct{ e *history.Entry }
 	keyChangeMsg struct{ user, old, new string }
 	sentMsg      struct {
 		seq    uint64

@@ -156,6 +156,13 @@ func TestChatInTerminal(t *testing.T) {
 	bob.typeLine("/group team")
 	bob.waitFor(`ann: hello team`)
 	ann.waitFor(`ann: hello team  ✓✓ read by 1`)
+	teamFile := filepath.Join(t.TempDir(), "team.txt")
+	if err := os.WriteFile(teamFile, []byte("for the team\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ann.typeLine("/file " + teamFile)
+	bob.waitFor(`ann: \[file\] team.txt \(13 bytes\) saved to`)
+	ann.waitFor(`ann: \[file\] team.txt \(13 bytes\)  ✓✓ read by 1`)
 	bob.typeLine("/members")
 	bob.waitFor(`(?s)team: 2 members.*ann \(admin\).*bob`)
 	bob.tmux("send-keys", "-t", bob.name, "Escape")

@@ -29,7 +29,7 @@ var commands = []command{
 	{"/remove", "USER", "remove a member from the open group (admins)"},
 	{"/leave", "", "leave the open group"},
 	{"/members", "", "list the open group's members"},
-	{"/file", "PATH", "send a file in the open direct conversation"},
+	{"/file", "PATH", "send a file in the open conversation (a person or a group)"},
 	{"/fingerprint", "[USER]", "the server's key fingerprint, or your safety number with USER"},
 	{"/verify", "USER", "mark USER verified, once you compared safety numbers out of band"},
 	{"/accept", "USER", "accept USER's changed key and send what was held"},
@@ -327,14 +327,14 @@ func (m *model) say(text string) tea.Cmd {
 	return m.sendTyping(key, false)
 }
 
-// sendFile sends a file to the open direct conversation with a progress
-// bar.
+// sendFile sends a file to the open conversation with a progress bar.
 func (m *model) sendFile(path string) tea.Cmd {
-	if !strings.HasPrefix(m.open, "@") {
-		m.status = "files go to one person: open a direct conversation with /dm USER"
+	key := m.open
+	if key == "" || key[0] == '!' {
+		m.status = "open a conversation first: /dm USER or /group NAME"
 		return nil
 	}
-	peer := m.open[1:]
+	peer := key[1:]
 	if strings.HasPrefix(path, "~/") {
 		if h, err := os.UserHomeDir(); err == nil {
 			path = filepath.Join(h, path[2:])
@@ -345,7 +345,7 @@ func (m *model) sendFile(path string) tea.Cmd {
 		m.status = "/file: " + path + " is not a file I can read"
 		return nil
 	}
-	if m.a.isWarned(peer) {
+	if key[0] == '@' && m.a.isWarned(peer) {
 		m.status = peer + "'s key changed: /accept " + peer + " first"
 		return nil
 	}
@@ -353,12 +353,22 @@ func (m *model) sendFile(path string) tea.Cmd {
 	e := &history.Entry{Conv: m.open, ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Text: filepath.Base(path),
 		File: abs, Size: st.Size(), Time: time.Now(), Status: history.Sending}
 	m.add(e)
-	m.transfers[e.ID] = &transfer{name: e.Text, peer: peer, total: st.Size(), mine: true}
+	label := peer
+	if key[0] == '#' {
+		label = key
+	}
+	m.transfers[e.ID] = &transfer{name: e.Text, peer: label, total: st.Size(), mine: true}
 	a, seq, id := m.a, e.Seq, e.ID
 	return func() tea.Msg {
-		_, err := a.c.SendFileAs(a.ctx, peer, abs, id, func(done, total int64) {
-			a.send(progressMsg{id: id, name: filepath.Base(abs), peer: peer, done: done, total: total, mine: true})
-		})
+		progress := func(done, total int64) {
+			a.send(progressMsg{id: id, name: filepath.Base(abs), peer: label, done: done, total: total, mine: true})
+		}
+		var err error
+		if key[0] == '#' {
+			_, err = a.c.SendGroupFileAs(a.ctx, peer, abs, id, progress)
+		} else {
+			_, err = a.c.SendFileAs(a.ctx, peer, abs, id, progress)
+		}
 		return fileSentMsg{seq: seq, err: err}
 	}
 }

@@ -45,6 +45,31 @@ func NewMsgID() [proto.MsgIDLen]byte {
 // application that shows the file before it has gone, and matches its
 // receipts, picks the id first).
 func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgIDLen]byte, progress func(done, total int64)) (*FileReceipt, error) {
+	if _, err := c.PeerKeys(ctx, to); err != nil {
+		return nil, err
+	}
+	return c.sendFile(ctx, path, id, progress, func(ctx context.Context, chunk []byte) error {
+		_, err := c.sendBody(ctx, to, proto.KindFile, chunk)
+		return err
+	})
+}
+
+// SendGroupFileAs sends a file to every member of a group, in chunks
+// sealed with the group's key and signed, like its messages. The id names
+// it in receipts.
+func (c *Client) SendGroupFileAs(ctx context.Context, group, path string, id [proto.MsgIDLen]byte, progress func(done, total int64)) (*FileReceipt, error) {
+	if _, err := c.group(ctx, group); err != nil {
+		return nil, err
+	}
+	return c.sendFile(ctx, path, id, progress, func(ctx context.Context, chunk []byte) error {
+		_, err := c.sendGroup(ctx, group, proto.KindFile, chunk, NewMsgID())
+		return err
+	})
+}
+
+// sendFile cuts the file at path into chunks and sends each with send,
+// several in flight at once.
+func (c *Client) sendFile(ctx context.Context, path string, id [proto.MsgIDLen]byte, progress func(done, total int64), send func(ctx context.Context, chunk []byte) error) (*FileReceipt, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -64,9 +89,6 @@ func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgI
 	name := safeFileName(filepath.Base(path))
 	if name == "" {
 		return nil, fmt.Errorf("client: %s has no usable file name", path)
-	}
-	if _, err := c.PeerKeys(ctx, to); err != nil {
-		return nil, err
 	}
 	count := int((size + proto.FileChunkData - 1) / proto.FileChunkData)
 	if count == 0 {
@@ -101,7 +123,7 @@ func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgI
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_, err := c.sendBody(ctx, to, proto.KindFile, ch.Append(nil))
+			err := send(ctx, ch.Append(nil))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

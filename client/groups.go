@@ -399,6 +399,12 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 // SendGroupTextAs is SendGroupText with the message id chosen by the
 // caller (see PrepareAs).
 func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
+	return c.sendGroup(ctx, group, proto.KindText, []byte(text), id)
+}
+
+// sendGroup seals an inner of kind (text or a file chunk) for the group,
+// signs it and sends it.
+func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body []byte, id [proto.MsgIDLen]byte) (*Receipt, error) {
 	name, err := proto.CanonicalUsername(group)
 	if err != nil {
 		return nil, &proto.RemoteError{Code: proto.CodeNoSuchGroup, Message: "no such group"}
@@ -431,7 +437,7 @@ func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [pr
 			}
 			continue
 		}
-		in := proto.Inner{Kind: proto.KindText, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: []byte(text)}
+		in := proto.Inner{Kind: kind, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
 		plain, err := in.Append(nil)
 		if err != nil {
 			return nil, err
@@ -440,7 +446,7 @@ func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [pr
 		if err != nil {
 			return nil, err
 		}
-		m := proto.SendGroup{Group: []byte(name), Epoch: current, MsgID: msgID, Body: sealed,
+		m := proto.SendGroup{File: kind == proto.KindFile, Group: []byte(name), Epoch: current, MsgID: msgID, Body: sealed,
 			Sig: ed25519.Sign(c.id.Sign, proto.GroupMsgSigned([]byte(name), current, msgID, sealed))}
 		r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {

@@ -2,9 +2,11 @@ package client_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -364,4 +366,51 @@ func TestGroupKeyRotation(t *testing.T) {
 	if now != start+1 {
 		t.Fatalf("epoch %d after %d messages, started at %d", now, client.RotateAfterMessages+1, start)
 	}
+}
+
+// TestGroupFile: a file sent to a group arrives whole at every member,
+// online or offline at the time, each saving its own copy; its chunks are
+// sealed and signed like the group's messages.
+func TestGroupFile(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	alice := testserver.Signup(t, s, "alice")
+	bobCfg := testserver.ClientConfig(t, s)
+	bob := signup(t, bobCfg, "bob")
+	carolCfg := testserver.ClientConfig(t, s)
+	signup(t, carolCfg, "carol").Close() // offline while it is sent
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"bob", "carol"} {
+		if err := alice.AddMember(ctx, "team", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := make([]byte, 3*proto.FileChunkData+123) // four chunks
+	rand.Read(data)
+	path := filepath.Join(t.TempDir(), "plan.bin")
+	os.WriteFile(path, data, 0o600)
+	id := client.NewMsgID()
+	var last int64
+	r, err := alice.SendGroupFileAs(ctx, "team", path, id, func(done, total int64) { last = done })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Chunks != 4 || r.ID != id || last != int64(len(data)) {
+		t.Fatalf("receipt %+v, progress %d", r, last)
+	}
+	carol := login(t, carolCfg, "carol")
+	defer carol.Close()
+	for _, c := range []*client.Client{bob, carol} {
+		m := recvGroup(t, c)
+		if m.File == nil || m.Group != "team" || m.From != "alice" || m.File.ID != id || m.File.Name != "plan.bin" {
+			t.Fatalf("%s got %+v", c.User(), m)
+		}
+		got, err := os.ReadFile(m.File.Path)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s's copy differs: %v", c.User(), err)
+		}
+	}
+	bob.Close()
 }

@@ -222,12 +222,21 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if err := in.Parse(plain); err != nil {
 		return nil, false, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
-	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText {
-		return nil, false, fmt.Errorf("%w: sealed sender, group or id do not match", ErrRejected)
+	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText && in.Kind != proto.KindFile {
+		return nil, false, fmt.Errorf("%w: sealed sender, group, id or kind do not match", ErrRejected)
 	}
-	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind, Text: string(in.Body),
+	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind,
 		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time)}
 	copy(msg.MsgID[:], in.MsgID)
+	if in.Kind == proto.KindFile {
+		f, err := r.fileChunk(from, in.Body)
+		if err != nil || f == nil {
+			return nil, err == nil, err // more chunks to come, or a bad one
+		}
+		msg.File = f
+		return msg, true, nil
+	}
+	msg.Text = string(in.Body)
 	return msg, true, nil
 }
 

@@ -97,9 +97,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupReq
 		err = m.Parse(body)
 		return m.Append(nil, t, id), err
-	case TSendGroup:
+	case TSendGroup, TSendGroupFile:
 		var m SendGroup
 		err = m.Parse(body)
+		m.File = t == TSendGroupFile
 		return m.Append(nil, id), err
 	case TGroups:
 		var m Groups
@@ -176,6 +177,7 @@ func seedMessages() [][]byte {
 		(&GroupReq{Group: []byte("team"), From: 3}).Append(nil, TGroupChain, 17),
 		(&GroupReq{Group: []byte("team"), From: 1}).Append(nil, TGroupKeys, 18),
 		(&SendGroup{Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 19),
+		(&SendGroup{File: true, Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed chunk"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 26),
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, 22),

@@ -12,6 +12,9 @@ const (
 	TGroupChain  MsgType = 0x42 // group str8 | from u32
 	TGroupKeys   MsgType = 0x43 // group str8 | from_epoch u32
 	TSendGroup   MsgType = 0x44 // group str8 | epoch u32 | msg_id 16 | body str16 | sig 64
+	// TSendGroupFile is TSendGroup for a file chunk: the server charges it
+	// to the sender's byte budget rather than the message count.
+	TSendGroupFile MsgType = 0x45 // as TSendGroup
 
 	TGroups          MsgType = 0x88 // count u16 | name str8 x count
 	TGroupChainReply MsgType = 0x89 // group str8 | more u8 | count u16 | statement str16 x count
@@ -203,6 +206,7 @@ func (m *GroupKeysReply) Parse(body []byte) error {
 
 // SendGroup sends a message to a group under its current epoch.
 type SendGroup struct {
+	File  bool // a file chunk: sent as TSendGroupFile
 	Group []byte
 	Epoch uint32
 	MsgID []byte // 16
@@ -212,7 +216,11 @@ type SendGroup struct {
 
 // Append appends the message to b.
 func (m *SendGroup) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TSendGroup, id), m.Group), m.Epoch)
+	t := TSendGroup
+	if m.File {
+		t = TSendGroupFile
+	}
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.Epoch)
 	return append(appendStr16(append(b, m.MsgID...), m.Body), m.Sig...)
 }
 

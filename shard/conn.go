@@ -268,7 +268,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeGraceful(proto.CloseNormal)
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck,
-		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup,
+		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
@@ -289,8 +289,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.groupChange(id, body)
 	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
 		c.groupRead(t, id, body)
-	case proto.TSendGroup:
-		c.sendGroup(id, body)
+	case proto.TSendGroup, proto.TSendGroupFile:
+		c.sendGroup(id, body, t == proto.TSendGroupFile)
 	case proto.TSignal:
 		c.signal(id, body)
 	case proto.TBroadcast:

@@ -301,15 +301,19 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 // sendGroup fans a group message out: one event per shard carrying that
 // shard's receivers, and a durable put per offline member. The sender gets
 // Sent once every member has acknowledged it or it is stored for them.
-func (c *conn) sendGroup(id uint32, body []byte) {
+func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	var m proto.SendGroup
 	if err := m.Parse(body); err != nil {
 		c.replyBad(id, err)
 		return
 	}
-	if s := c.set; s.msgs != nil && !s.msgs.Allow(c.user) {
-		c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
-		return
+	// As for direct messages: text spends the message count, a file chunk
+	// the byte budget, and both spend bytes.
+	if s := c.set; s.msgs != nil {
+		if !file && !s.msgs.Allow(c.user) || !s.msgBytes.AllowN(c.user, float64(len(m.Body))) {
+			c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
+			return
+		}
 	}
 	g := c.memberGroup(id, m.Group)
 	if g == nil {

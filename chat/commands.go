@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -62,7 +63,7 @@ func (m *model) refreshSuggestions() {
 		}
 	}
 	for u := range m.online {
-		if !contains(users, u) {
+		if !slices.Contains(users, u) {
 			users = append(users, u)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -476,7 +477,7 @@ func (m *model) event(ev client.Event) {
 			changed := false
 			switch {
 			case ev.Receipt == proto.ReceiptRead && ev.Group != "":
-				if !contains(e.ReadBy, ev.User) {
+				if !slices.Contains(e.ReadBy, ev.User) {
 					e.ReadBy = append(e.ReadBy, ev.User)
 					changed = true
 				}
@@ -495,15 +496,6 @@ func (m *model) event(ev client.Event) {
 			}
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (m *model) keyChanged(k keyChangeMsg) {

@@ -81,12 +81,28 @@ func (d *dec) bytes16(max int) []byte {
 	return d.fixed(n)
 }
 
+// bool reads a u8 that must be 0 or 1, so each message has one encoding.
+func (d *dec) bool() bool {
+	v := d.u8()
+	if d.err == nil && v > 1 {
+		d.err = fmt.Errorf("%w: flag %d is not 0 or 1", ErrMalformed, v)
+	}
+	return v == 1
+}
+
 // done reports the first error, or trailing bytes.
 func (d *dec) done() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(d.b))
 	}
 	return d.err
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 func appendStr8(b, s []byte) []byte {

@@ -135,11 +135,7 @@ type GroupChainReply struct {
 // Append appends the message to b.
 func (m *GroupChainReply) Append(b []byte, id uint32) []byte {
 	b = appendStr8(AppendHeader(b, TGroupChainReply, id), m.Group)
-	more := byte(0)
-	if m.More {
-		more = 1
-	}
-	b = binary.BigEndian.AppendUint16(append(b, more), uint16(len(m.Statements)))
+	b = binary.BigEndian.AppendUint16(append(b, boolByte(m.More)), uint16(len(m.Statements)))
 	for _, s := range m.Statements {
 		b = appendStr16(b, s)
 	}
@@ -150,12 +146,8 @@ func (m *GroupChainReply) Append(b []byte, id uint32) []byte {
 func (m *GroupChainReply) Parse(body []byte) error {
 	d := dec{b: body}
 	m.Group = d.str8()
-	more := d.u8()
+	m.More = d.bool()
 	n := int(d.u16())
-	if d.err == nil && more > 1 {
-		d.err = fmt.Errorf("%w: more byte %d", ErrMalformed, more)
-	}
-	m.More = more == 1
 	m.Statements = nil
 	for i := 0; i < n && d.err == nil; i++ {
 		m.Statements = append(m.Statements, d.str16())

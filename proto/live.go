@@ -185,22 +185,6 @@ func (m *BroadcastMsg) Parse(body []byte) error {
 	return checkBroadcastText(m.Text)
 }
 
-func boolByte(v bool) byte {
-	if v {
-		return 1
-	}
-	return 0
-}
-
-// bool reads a u8 that must be 0 or 1, so each message has one encoding.
-func (d *dec) bool() bool {
-	v := d.u8()
-	if d.err == nil && v > 1 {
-		d.err = fmt.Errorf("%w: flag %d is not 0 or 1", ErrMalformed, v)
-	}
-	return v == 1
-}
-
 // Kinds of inner plaintexts besides KindText and KindFile. They travel
 // inside sealed bodies only: a receipt goes as a KindText message, so the
 // server cannot tell it from one; typing goes as a Signal.

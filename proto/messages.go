@@ -426,21 +426,13 @@ type Available struct{ Available bool }
 
 // Append appends the message to b.
 func (m *Available) Append(b []byte, id uint32) []byte {
-	v := byte(0)
-	if m.Available {
-		v = 1
-	}
-	return append(AppendHeader(b, TAvailable, id), v)
+	return append(AppendHeader(b, TAvailable, id), boolByte(m.Available))
 }
 
 // Parse decodes a body.
 func (m *Available) Parse(body []byte) error {
 	d := dec{b: body}
-	v := d.u8()
-	if d.err == nil && v > 1 {
-		d.err = fmt.Errorf("%w: available byte %d", ErrMalformed, v)
-	}
-	m.Available = v == 1
+	m.Available = d.bool()
 	return d.done()
 }
 

@@ -57,7 +57,7 @@ func (s *Store) DeleteUser(name string) error {
 		if err := ub.Delete([]byte(name)); err != nil {
 			return err
 		}
-		if err := deleteSessionsOf(tx, name); err != nil {
+		if _, err := deleteSessionsOf(tx, name); err != nil {
 			return err
 		}
 		qb := tx.Bucket(bucketQueue)
@@ -88,7 +88,9 @@ func (s *Store) DeleteUser(name string) error {
 	})
 }
 
-func deleteSessionsOf(tx *bolt.Tx, user string) error {
+// deleteSessionsOf deletes a user's sessions (a scan: sessions are keyed
+// by token hash) and returns how many.
+func deleteSessionsOf(tx *bolt.Tx, user string) (int, error) {
 	b := tx.Bucket(bucketSessions)
 	var doomed [][]byte
 	err := b.ForEach(func(k, v []byte) error {
@@ -100,14 +102,14 @@ func deleteSessionsOf(tx *bolt.Tx, user string) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, k := range doomed {
 		if err := b.Delete(k); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return nil
+	return len(doomed), nil
 }
 
 func inviteKey(code string) []byte { h := sha256.Sum256([]byte(code)); return h[:] }

@@ -245,23 +245,9 @@ func (s *Store) DeleteSession(h [32]byte) error {
 func (s *Store) DeleteUserSessions(user string) (int, error) {
 	n := 0
 	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSessions)
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; {
-			var h [32]byte
-			copy(h[:], k)
-			ss, err := unmarshalSession(h, v)
-			if err == nil && ss.User == user {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				n++
-				k, v = c.Seek(h[:]) // Delete moves the cursor; re-seek past the key
-				continue
-			}
-			k, v = c.Next()
-		}
-		return nil
+		var err error
+		n, err = deleteSessionsOf(tx, user)
+		return err
 	})
 	return n, err
 }

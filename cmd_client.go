@@ -75,6 +75,15 @@ func (cf *clientFlags) config() client.Config {
 	}
 }
 
+// senderConfig is config for a command that only sends and asks: its
+// session takes no deliveries, so it neither takes what is queued for the
+// user nor replaces the user's chat or recv elsewhere.
+func (cf *clientFlags) senderConfig() client.Config {
+	cfg := cf.config()
+	cfg.SendOnly = true
+	return cfg
+}
+
 // defaultHome is SFC_HOME, or the user config directory's securefastchat.
 func defaultHome() string {
 	if h := os.Getenv("SFC_HOME"); h != "" {
@@ -195,7 +204,7 @@ func cmdSend(args []string) error {
 		if *to != "" || *file != "" || text == "" {
 			return usagef("--group takes TEXT, and neither --to nor --file")
 		}
-		c, err := login(cf, cf.config())
+		c, err := login(cf, cf.senderConfig())
 		if err != nil {
 			return err
 		}
@@ -224,7 +233,7 @@ func cmdSend(args []string) error {
 			return fmt.Errorf("cannot read --file: %w", err)
 		}
 	}
-	c, err := login(cf, cf.config())
+	c, err := login(cf, cf.senderConfig())
 	if err != nil {
 		return err
 	}

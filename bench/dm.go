@@ -26,6 +26,7 @@ type pair struct {
 	from, to *user
 	sc, rc   *client.Conn
 	key      *[32]byte // box key between them (the same from either side)
+	keyID    uint64    // the receiver's key record, named in each send
 	slots    chan struct{}
 	phase    *atomic.Int32
 
@@ -97,7 +98,7 @@ func (p *pair) send(size int, body []byte) error {
 	if p.sealed, err = proto.SealBody(p.sealed[:0], p.plain, p.key, nil); err != nil {
 		return err
 	}
-	m := proto.SendDM{To: []byte(p.to.name), MsgID: p.msgID[:], Kind: proto.KindText, Body: p.sealed}
+	m := proto.SendDM{To: []byte(p.to.name), KeyID: p.keyID, MsgID: p.msgID[:], Kind: proto.KindText, Body: p.sealed}
 	p.sent.Add(1)
 	err = p.sc.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, p.onSent)
 	if err != nil {
@@ -141,7 +142,7 @@ func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int,
 	for i := range ps {
 		from, to := users[2*i], users[2*i+1]
 		ps[i] = &pair{from: from, to: to, key: proto.SharedKey(&from.id.Box.Private, to.id.Box.Public),
-			slots: make(chan struct{}, window), phase: phase}
+			keyID: to.id.KeyID(to.name), slots: make(chan struct{}, window), phase: phase}
 	}
 	err := parallel(ctx, len(ps), 32, func(i int) error {
 		p := ps[i]

@@ -68,6 +68,20 @@ type Config struct {
 	// DeliveryReceipts sends a delivery receipt to the sender of each
 	// message handed to the application.
 	DeliveryReceipts bool
+	// SendOnly logs in as a session that takes no deliveries
+	// (proto.LoginNoDeliveries): nothing queued for the user is fetched,
+	// acknowledged or lost by it, it does not replace the user's receiving
+	// session elsewhere, and it does not show the user online. Commands
+	// that only send or ask use it; Messages then stays empty.
+	SendOnly bool
+}
+
+// loginFlags are the flags of this client's logins.
+func (c *Config) loginFlags() uint8 {
+	if c.SendOnly {
+		return proto.LoginNoDeliveries
+	}
+	return 0
 }
 
 func (c *Config) setDefaults() error {
@@ -197,7 +211,7 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 	if err != nil {
 		return nil, err
 	}
-	ok, err := conn.Login(ctx, user, password)
+	ok, err := conn.LoginWith(ctx, user, password, cfg.loginFlags())
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -227,15 +241,27 @@ func (c *Conn) SignupInvite(ctx context.Context, user, password string, keys pro
 	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 
-// Login logs in on a fresh connection with a password.
+// Login logs in on a fresh connection with a password, as a session that
+// takes deliveries.
 func (c *Conn) Login(ctx context.Context, user, password string) (*proto.LoginOK, error) {
-	m := proto.Login{User: []byte(user), Password: []byte(password)}
+	return c.LoginWith(ctx, user, password, 0)
+}
+
+// LoginWith is Login with login flags (proto.LoginNoDeliveries).
+func (c *Conn) LoginWith(ctx context.Context, user, password string, flags uint8) (*proto.LoginOK, error) {
+	m := proto.Login{User: []byte(user), Password: []byte(password), Flags: flags}
 	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 
-// Resume logs in on a fresh connection with a session token.
+// Resume logs in on a fresh connection with a session token, as a session
+// that takes deliveries.
 func (c *Conn) Resume(ctx context.Context, user string, token []byte) (*proto.LoginOK, error) {
-	m := proto.Resume{User: []byte(user), Token: token}
+	return c.ResumeWith(ctx, user, token, 0)
+}
+
+// ResumeWith is Resume with login flags (proto.LoginNoDeliveries).
+func (c *Conn) ResumeWith(ctx context.Context, user string, token []byte, flags uint8) (*proto.LoginOK, error) {
+	m := proto.Resume{User: []byte(user), Token: token, Flags: flags}
 	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 
@@ -362,7 +388,7 @@ func (c *Client) Reconnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := conn.Resume(ctx, c.user, c.Token()); err != nil {
+	if _, err := conn.ResumeWith(ctx, c.user, c.Token(), c.cfg.loginFlags()); err != nil {
 		conn.Close()
 		return err
 	}
@@ -531,9 +557,19 @@ func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 	if err := expect(t, proto.TKeys, err); err != nil {
 		return nil, err
 	}
+	return c.acceptKeys(canon, body)
+}
+
+// acceptKeys checks a key record the server sent for canon (a Keys reply,
+// or KeysChanged), makes it the session's keys for canon and pins it; a
+// change from the pinned keys calls Config.OnPeerKeyChange.
+func (c *Client) acceptKeys(canon string, body []byte) (*PeerKeys, error) {
 	var r proto.KeysReply
 	if err := r.Parse(body); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if canon == "" {
+		canon = string(r.User)
 	}
 	if string(r.User) != canon {
 		return nil, fmt.Errorf("%w: asked for %s, got keys for %q", ErrPeerKey, canon, r.User)
@@ -542,7 +578,7 @@ func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrPeerKey, canon, err)
 	}
 	box, _ := proto.ParsePublicKey(r.BoxKey)
-	pk := &PeerKeys{User: canon, Box: box, Sign: append([]byte(nil), r.SignKey...)}
+	pk := &PeerKeys{User: canon, Box: box, Sign: append([]byte(nil), r.SignKey...), ID: proto.KeyRecordID(&r.Keys)}
 	pk.shared = proto.SharedKey(&c.id.Box.Private, box)
 	old, changed, err := c.contacts.pin(pk)
 	if err != nil {
@@ -578,6 +614,7 @@ type Outgoing struct {
 	To    string // canonical
 	MsgID []byte
 	Kind  uint8
+	keyID uint64 // the receiver's key record it is sealed for
 	body  []byte // sealed
 }
 
@@ -617,15 +654,20 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 	if err != nil {
 		return nil, err
 	}
-	return &Outgoing{To: pk.User, MsgID: msgID, Kind: kind, body: sealed}, nil
+	return &Outgoing{To: pk.User, MsgID: msgID, Kind: kind, keyID: pk.ID, body: sealed}, nil
 }
 
 // Send sends a prepared message and waits for the server's Sent: the
 // receiver's client has it, or the server has stored it on disk. If the
 // connection drops first, it waits for the client to reconnect and sends
 // the same message again, until ctx ends.
+//
+// If the receiver's keys are no longer those it was sealed for (they
+// signed up again, or someone stands in between), nothing is sent: the new
+// keys are checked and pinned (Config.OnPeerKeyChange is told) and Send
+// returns a *KeysChangedError; Prepare it again to seal for the new keys.
 func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
-	m := proto.SendDM{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
+	m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
 	return c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 }
 
@@ -633,6 +675,13 @@ func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 // same bytes again after a reconnect if the connection drops first.
 func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error) {
 	t, rb, err := c.request(ctx, build)
+	if err == nil && t == proto.TKeysChanged {
+		pk, kerr := c.acceptKeys("", rb)
+		if kerr != nil {
+			return nil, kerr
+		}
+		return nil, &KeysChangedError{User: pk.User, Fingerprint: pk.Fingerprint()}
+	}
 	if err := expect(t, proto.TSent, err); err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ type push struct {
 const maxEarlyPushes = 256
 
 // OnPush sets the function that receives live pushes: TPresence,
-// TSignalMsg and TBroadcastMsg bodies. It runs on the connection's reader
+// TSignalMsg, TBroadcastMsg and TKeysChanged bodies. It runs on the connection's reader
 // goroutine, so it must not block; body is valid only during the call.
 // Pushes that arrived before it was set (the presence list follows the
 // login reply at once) are passed to it first.
@@ -205,7 +205,7 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 		dl = d
 	}
 	_ = nc.SetDeadline(dl)
-	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: pinned})
+	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: pinned, MinVersion: proto.ClientMinVersion})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -361,6 +361,12 @@ func (c *Conn) readLoop() {
 			}
 		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg:
 			c.pushed(t, body)
+		case proto.TKeysChanged:
+			if id == 0 {
+				c.pushed(t, body) // a contact's keys changed
+				continue
+			}
+			c.answer(t, id, body)
 		case proto.TClose:
 			var m proto.Close
 			if m.Parse(body) == nil {
@@ -369,23 +375,28 @@ func (c *Conn) readLoop() {
 			c.fail(&ClosedError{Reason: c.reason})
 			return
 		default:
-			c.mu.Lock()
-			w, ok := c.waiters[id]
-			delete(c.waiters, id)
-			c.mu.Unlock()
-			switch {
-			case !ok:
-			case w.fn != nil:
-				if t == proto.TError {
-					_, _, err := parseResponse(response{t: t, body: body})
-					w.fn(t, nil, err)
-				} else {
-					w.fn(t, body, nil)
-				}
-			default:
-				w.ch <- response{t: t, body: append([]byte(nil), body...)}
-			}
+			c.answer(t, id, body)
 		}
+	}
+}
+
+// answer hands a response to the request waiting for it.
+func (c *Conn) answer(t proto.MsgType, id uint32, body []byte) {
+	c.mu.Lock()
+	w, ok := c.waiters[id]
+	delete(c.waiters, id)
+	c.mu.Unlock()
+	switch {
+	case !ok:
+	case w.fn != nil:
+		if t == proto.TError {
+			_, _, err := parseResponse(response{t: t, body: body})
+			w.fn(t, nil, err)
+		} else {
+			w.fn(t, body, nil)
+		}
+	default:
+		w.ch <- response{t: t, body: append([]byte(nil), body...)}
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 func rawSession(t *testing.T, s *server.Server, user string, opts client.DialOptions) *client.Conn {
 	t.Helper()
 	c := testserver.Signup(t, s, user)
+	keyIDs.Store(user, c.Identity().KeyID(user))
 	token := c.Token()
 	c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -33,6 +34,12 @@ func rawSession(t *testing.T, s *server.Server, user string, opts client.DialOpt
 	}
 	return conn
 }
+
+// keyIDs holds the key record id of each user rawSession signed up, for
+// sends that name it.
+var keyIDs sync.Map
+
+func keyIDOf(user string) uint64 { v, _ := keyIDs.Load(user); return v.(uint64) }
 
 // TestConnBatchGoOnDelivery: messages sent in one Batch with Go are each
 // answered through their callback; the receiver's OnDelivery sees each
@@ -61,7 +68,7 @@ func TestConnBatchGoOnDelivery(t *testing.T) {
 		for i := 0; i < count; i++ {
 			id := make([]byte, proto.MsgIDLen)
 			id[0], id[1] = byte(i), byte(i>>8)
-			m := proto.SendDM{To: []byte("bob"), MsgID: id, Kind: proto.KindText, Body: make([]byte, 100)}
+			m := proto.SendDM{To: []byte("bob"), KeyID: keyIDOf("bob"), MsgID: id, Kind: proto.KindText, Body: make([]byte, 100)}
 			err := sc.Go(func(b []byte, rid uint32) []byte { return m.Append(b, rid) }, func(typ proto.MsgType, body []byte, err error) {
 				defer wg.Done()
 				var sent proto.Sent

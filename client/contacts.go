@@ -18,7 +18,8 @@ type PeerKeys struct {
 	User    string
 	Box     proto.PublicKey
 	Sign    []byte
-	Changed bool // differ from the keys pinned before
+	Changed bool   // differ from the keys pinned before
+	ID      uint64 // proto.KeyRecordID: what a send names as sealed for
 	shared  *[32]byte
 }
 
@@ -69,7 +70,7 @@ func loadContacts(path string) (*contacts, error) {
 		if err != nil {
 			return nil, bad
 		}
-		ct.pinned[fields[0]] = &PeerKeys{User: fields[0], Box: k, Sign: sign}
+		ct.pinned[fields[0]] = &PeerKeys{User: fields[0], Box: k, Sign: sign, ID: proto.KeyRecordID(&proto.Keys{BoxKey: box, SignKey: sign})}
 	}
 	return ct, sc.Err()
 }

@@ -30,6 +30,9 @@ var (
 	ErrNoIdentity = errors.New("client: no identity key for this user in the home directory")
 	// ErrPeerKey: a peer's published keys are malformed or badly signed.
 	ErrPeerKey = errors.New("client: the peer's keys do not verify")
+	// ErrPeerKeysChanged: a receiver's keys changed since the message was
+	// sealed. See KeysChangedError.
+	ErrPeerKeysChanged = errors.New("client: the receiver's keys have changed")
 	// ErrRejected: a received message failed its end-to-end checks.
 	ErrRejected = errors.New("client: message rejected")
 	// ErrFileTooLarge: a file over the size limit.
@@ -57,6 +60,21 @@ func (e *KeyChangedError) Error() string {
 
 // Is makes errors.Is(err, ErrServerKeyChanged) true.
 func (e *KeyChangedError) Is(target error) bool { return target == ErrServerKeyChanged }
+
+// KeysChangedError: a message was not sent because the receiver's keys
+// are not the ones it was sealed for. The new keys are pinned (and
+// Config.OnPeerKeyChange was told); prepare the message again to send it.
+type KeysChangedError struct {
+	User        string
+	Fingerprint string // of the new keys
+}
+
+func (e *KeysChangedError) Error() string {
+	return fmt.Sprintf("client: %s's keys have changed (now %s); nothing was sent: verify the new keys with them, then send again", e.User, e.Fingerprint)
+}
+
+// Is makes errors.Is(err, ErrPeerKeysChanged) true.
+func (e *KeysChangedError) Is(target error) bool { return target == ErrPeerKeysChanged }
 
 // ClosedError: the server closed the connection with a reason.
 type ClosedError struct{ Reason uint8 }

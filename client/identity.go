@@ -47,6 +47,13 @@ func (id *Identity) PublicKeys(canonUser string) proto.Keys {
 	}
 }
 
+// KeyID returns proto.KeyRecordID of the keys published for the canonical
+// user name: what a send to this user names as sealed for.
+func (id *Identity) KeyID(canonUser string) uint64 {
+	k := id.PublicKeys(canonUser)
+	return proto.KeyRecordID(&k)
+}
+
 // KDFParams are the argon2id parameters that protect the identity file.
 type KDFParams struct {
 	Time      uint32

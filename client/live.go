@@ -131,6 +131,11 @@ func (c *Client) handlePush(p push) error {
 			return fmt.Errorf("%w: signal: %v", ErrProtocol, err)
 		}
 		return c.openSignal(string(m.From), m.Body)
+	case proto.TKeysChanged:
+		// A contact's key record changed: check and pin it now, so nothing
+		// more is sealed to the old keys (a change calls OnPeerKeyChange).
+		_, err := c.acceptKeys("", p.body)
+		return err
 	}
 	return nil
 }

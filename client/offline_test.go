@@ -188,11 +188,12 @@ func TestQueuedBeforeNew(t *testing.T) {
 // resend gets the same server id.
 func TestResendStoredOnce(t *testing.T) {
 	s := testserver.Start(t, nil)
-	testserver.Signup(t, s, "bob").Close()
+	bob := testserver.Signup(t, s, "bob")
+	bob.Close()
 	alice := testserver.Signup(t, s, "alice")
 	msgID := make([]byte, 16)
 	rand.Read(msgID)
-	m := proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: bytes.Repeat([]byte{7}, 100)}
+	m := proto.SendDM{To: []byte("bob"), KeyID: bob.Identity().KeyID("bob"), MsgID: msgID, Kind: proto.KindText, Body: bytes.Repeat([]byte{7}, 100)}
 	var ids []uint64
 	for i := 0; i < 3; i++ {
 		typ, body, err := alice.Conn().Request(ctxT(t), func(b []byte, id uint32) []byte { return m.Append(b, id) })

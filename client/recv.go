@@ -130,7 +130,8 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 		}
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: does not open with %s's key", ErrRejected, from)
+		return nil, false, fmt.Errorf("%w: it does not open with %s's current key and yours: it was sealed for another key of yours "+
+			"(sent to an earlier account named %s, before it was made again?) or it is not from %s", ErrRejected, from, r.c.user, from)
 	}
 	var in proto.Inner
 	if err := in.Parse(plain); err != nil {

@@ -3,6 +3,7 @@ package proto
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ const (
 	MaxInnerLen = (MaxBodyLen - SealedOverhead) / PadBucket * PadBucket
 	// KeySigContext prefixes what a user's signing key signs.
 	KeySigContext = "securefastchat v1 box key"
+	// KeyRecordContext prefixes what KeyRecordID hashes.
+	KeyRecordContext = "securefastchat key record"
 )
 
 // Inner is the plaintext of a sealed direct message.
@@ -140,6 +143,20 @@ func KeySigMessage(user []byte, boxKey []byte) []byte {
 	m = append(m, KeySigContext...)
 	m = appendStr8(m, user)
 	return append(m, boxKey...)
+}
+
+// KeyRecordID names a user's key record (its box and signing keys) in
+// eight bytes: the first eight of SHA-256(KeyRecordContext || box_key ||
+// sign_key), big endian. A sender names the record it sealed for
+// (SendDMFor), so the server can refuse a message sealed for keys the
+// receiver no longer has.
+func KeyRecordID(k *Keys) uint64 {
+	h := sha256.New()
+	h.Write([]byte(KeyRecordContext))
+	h.Write(k.BoxKey)
+	h.Write(k.SignKey)
+	var sum [sha256.Size]byte
+	return binary.BigEndian.Uint64(h.Sum(sum[:0]))
 }
 
 // VerifyKeys checks the key lengths, the box key's point and the signature

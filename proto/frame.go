@@ -14,10 +14,19 @@ const Magic = "SCH1"
 //
 // Changelog:
 //
-//	1: first version (handshake, accounts, direct messages).
+//	1: first version (handshake, accounts, direct messages, groups, live
+//	   signals).
+//	2: login flags (LoginWith, ResumeWith: a session may take no
+//	   deliveries); sends name the receiver's key record (SendDMFor) and
+//	   are refused with the current record (KeysChanged), which is also
+//	   pushed to contacts when it changes. A version 2 server still serves
+//	   version 1 clients; a version 2 client needs a version 2 server.
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
+	// ClientMinVersion is the oldest server version this package's
+	// clients accept.
+	ClientMinVersion = 2
 )
 
 // Frame limits.

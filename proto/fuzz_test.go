@@ -31,9 +31,17 @@ func reencode(msg []byte) ([]byte, error) {
 		return m.Append(nil, id), err
 	case TLogin:
 		var m Login
+		err = m.ParseV1(body)
+		return m.AppendV1(nil, id, TLogin), err
+	case TLoginWith:
+		var m Login
 		err = m.Parse(body)
 		return m.Append(nil, id), err
 	case TResume:
+		var m Resume
+		err = m.ParseV1(body)
+		return m.AppendV1(nil, id, TResume), err
+	case TResumeWith:
 		var m Resume
 		err = m.Parse(body)
 		return m.Append(nil, id), err
@@ -42,6 +50,10 @@ func reencode(msg []byte) ([]byte, error) {
 		err = m.Parse(body)
 		return m.Append(nil, t, id), err
 	case TSendDM:
+		var m SendDM
+		err = m.ParseV1(body)
+		return m.AppendV1(nil, id), err
+	case TSendDMFor:
 		var m SendDM
 		err = m.Parse(body)
 		return m.Append(nil, id), err
@@ -71,10 +83,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m LoginOK
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TKeys:
+	case TKeys, TKeysChanged:
 		var m KeysReply
 		err = m.Parse(body)
-		return m.Append(nil, id), err
+		return m.AppendType(nil, t, id), err
 	case TSent:
 		var m Sent
 		err = m.Parse(body)
@@ -152,12 +164,15 @@ func seedMessages() [][]byte {
 	keys := Keys{BoxKey: k32, SignKey: k32, KeySig: bytes.Repeat([]byte{2}, 64)}
 	return [][]byte{
 		(&Signup{User: []byte("alice"), Password: []byte("password1"), Keys: keys}).Append(nil, 1),
-		(&Login{User: []byte("alice"), Password: []byte("password1")}).Append(nil, 2),
+		(&Login{User: []byte("alice"), Password: []byte("password1")}).AppendV1(nil, 2, TLogin),
+		(&Login{User: []byte("alice"), Password: []byte("password1"), Flags: LoginNoDeliveries}).Append(nil, 2),
 		(&Signup{User: []byte("alice"), Password: []byte("password1"), Keys: keys, Invite: []byte("K7Q2-MX4P-9TZA")}).Append(nil, 25),
-		(&Resume{User: []byte("alice"), Token: k32}).Append(nil, 3),
+		(&Resume{User: []byte("alice"), Token: k32}).AppendV1(nil, 3, TResume),
+		(&Resume{User: []byte("alice"), Token: k32, Flags: LoginNoDeliveries}).Append(nil, 3),
 		(&UserReq{User: []byte("bob")}).Append(nil, TCheckUsername, 4),
 		(&UserReq{User: []byte("bob")}).Append(nil, TGetKeys, 5),
-		(&SendDM{To: []byte("bob"), MsgID: id16, Kind: KindText, Body: []byte("sealed")}).Append(nil, 6),
+		(&SendDM{To: []byte("bob"), MsgID: id16, Kind: KindText, Body: []byte("sealed")}).AppendV1(nil, 6),
+		(&SendDM{To: []byte("bob"), KeyID: 0x0102030405060708, MsgID: id16, Kind: KindText, Body: []byte("sealed")}).Append(nil, 6),
 		(&Ack{ServerIDs: []uint64{77}}).Append(nil, 0),
 		(&Ack{ServerIDs: []uint64{1, 2, 3}}).Append(nil, 0),
 		(&Ping{Data: []byte("hi")}).Append(nil, TPing, 7),
@@ -166,6 +181,7 @@ func seedMessages() [][]byte {
 		(&Error{Code: CodeRateLimited, Message: []byte("slow down")}).Append(nil, 8),
 		(&LoginOK{User: []byte("Alice"), Token: k32, Expires: 1700000000}).Append(nil, 9),
 		(&KeysReply{User: []byte("bob"), Keys: keys}).Append(nil, 10),
+		(&KeysReply{User: []byte("bob"), Keys: keys}).AppendType(nil, TKeysChanged, 0),
 		(&Sent{ServerID: 1, Time: 2, Status: StatusDelivered}).Append(nil, 11),
 		(&Deliver{ServerID: 1, Time: 2, From: []byte("alice"), MsgID: id16, Kind: KindFile, Body: []byte("sealed")}).Append(nil, 0),
 		(&Available{Available: true}).Append(nil, 12),

@@ -25,9 +25,12 @@ const (
 	TCheckUsername MsgType = 0x04 // user str8
 	TLogout        MsgType = 0x05 // (empty): revokes this session's token
 	TSignupInvite  MsgType = 0x06 // as TSignup, then invite str8: on servers that sign up by invitation
+	TLoginWith     MsgType = 0x07 // user str8 | password str16 | flags u8 (version 2)
+	TResumeWith    MsgType = 0x08 // user str8 | token 32 | flags u8 (version 2)
 	TGetKeys       MsgType = 0x10 // user str8
 	TSendDM        MsgType = 0x11 // to str8 | msg_id 16 | kind u8 | body str16 (<= MaxBodyLen)
 	TAck           MsgType = 0x12 // count u8 (1..255) | server_id u64 x count
+	TSendDMFor     MsgType = 0x15 // to str8 | key_id u64 | msg_id 16 | kind u8 | body str16 (version 2)
 	TPing          MsgType = 0x20 // data str8 (<= 64)
 
 	// Either direction.
@@ -42,6 +45,22 @@ const (
 	TDeliver   MsgType = 0x85 // server_id u64 | time i64 (unix ms) | from str8 | msg_id 16 | kind u8 | body str16
 	TPong      MsgType = 0x86 // data str8 (<= 64)
 	TAvailable MsgType = 0x87 // available u8 (0 or 1)
+	// TKeysChanged carries a user's current key record: as the answer to a
+	// SendDMFor sealed for another record (nothing was sent), or as a push
+	// (id 0) to the contacts online when a user's record changes.
+	TKeysChanged MsgType = 0x90 // user str8 | box_key 32 | sign_key 32 | key_sig 64 (version 2)
+)
+
+// Login flags (the flags byte of LoginWith and ResumeWith).
+const (
+	// LoginNoDeliveries opens a session that only sends and asks: the
+	// server pushes it no deliveries and no presence, fetches nothing from
+	// the user's queue for it, shows nobody the user online because of
+	// it, and never lets it replace the session that receives.
+	LoginNoDeliveries uint8 = 1 << 0
+	// LoginFlagsKnown are the flags this version defines; a server
+	// refuses others with unsupported_feature.
+	LoginFlagsKnown = LoginNoDeliveries
 )
 
 // Field sizes and limits.
@@ -157,33 +176,65 @@ func (k *Keys) parse(d *dec) {
 	k.BoxKey, k.SignKey, k.KeySig = d.fixed(KeyLen), d.fixed(SignKeyLen), d.fixed(KeySigLen)
 }
 
-// Login authenticates with a password.
-type Login struct{ User, Password []byte }
-
-// Append appends the message to b.
-func (m *Login) Append(b []byte, id uint32) []byte {
-	return appendStr16(appendStr8(AppendHeader(b, TLogin, id), m.User), m.Password)
+// Login authenticates with a password. It is sent as TLoginWith, which
+// carries the login flags; TLogin is its version 1 form, without them.
+type Login struct {
+	User, Password []byte
+	Flags          uint8 // Login* flags
 }
 
-// Parse decodes a body.
+// Append appends the message to b as TLoginWith.
+func (m *Login) Append(b []byte, id uint32) []byte {
+	return append(m.AppendV1(b, id, TLoginWith), m.Flags)
+}
+
+// AppendV1 appends the version 1 form (type t, normally TLogin: no flags).
+func (m *Login) AppendV1(b []byte, id uint32, t MsgType) []byte {
+	return appendStr16(appendStr8(AppendHeader(b, t, id), m.User), m.Password)
+}
+
+// Parse decodes a TLoginWith body.
 func (m *Login) Parse(body []byte) error {
 	d := dec{b: body}
-	m.User, m.Password = d.str8(), d.str16()
+	m.User, m.Password, m.Flags = d.str8(), d.str16(), d.u8()
 	return d.done()
 }
 
-// Resume authenticates with a session token after a fresh handshake.
-type Resume struct{ User, Token []byte }
-
-// Append appends the message to b.
-func (m *Resume) Append(b []byte, id uint32) []byte {
-	return append(appendStr8(AppendHeader(b, TResume, id), m.User), m.Token...)
+// ParseV1 decodes a TLogin body (no flags).
+func (m *Login) ParseV1(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Password, m.Flags = d.str8(), d.str16(), 0
+	return d.done()
 }
 
-// Parse decodes a body.
+// Resume authenticates with a session token after a fresh handshake. It
+// is sent as TResumeWith; TResume is its version 1 form, without flags.
+type Resume struct {
+	User, Token []byte
+	Flags       uint8 // Login* flags
+}
+
+// Append appends the message to b as TResumeWith.
+func (m *Resume) Append(b []byte, id uint32) []byte {
+	return append(m.AppendV1(b, id, TResumeWith), m.Flags)
+}
+
+// AppendV1 appends the version 1 form (type t, normally TResume).
+func (m *Resume) AppendV1(b []byte, id uint32, t MsgType) []byte {
+	return append(appendStr8(AppendHeader(b, t, id), m.User), m.Token...)
+}
+
+// Parse decodes a TResumeWith body.
 func (m *Resume) Parse(body []byte) error {
 	d := dec{b: body}
-	m.User, m.Token = d.str8(), d.fixed(TokenLen)
+	m.User, m.Token, m.Flags = d.str8(), d.fixed(TokenLen), d.u8()
+	return d.done()
+}
+
+// ParseV1 decodes a TResume body (no flags).
+func (m *Resume) ParseV1(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Token, m.Flags = d.str8(), d.fixed(TokenLen), 0
 	return d.done()
 }
 
@@ -202,25 +253,50 @@ func (m *UserReq) Parse(body []byte) error {
 	return d.done()
 }
 
-// SendDM carries one end-to-end sealed direct message.
+// SendDM carries one end-to-end sealed direct message. It is sent as
+// TSendDMFor, which names the receiver's key record the body was sealed
+// for (KeyRecordID); the server refuses it with TKeysChanged when that is
+// not the receiver's current record. TSendDM is its version 1 form,
+// without the key id and unchecked.
 type SendDM struct {
 	To    []byte
+	KeyID uint64 // KeyRecordID of the receiver's keys the body is sealed for
 	MsgID []byte // 16, chosen by the sender; the server drops repeats
 	Kind  uint8
 	Body  []byte // sealed; at most MaxBodyLen
 }
 
-// Append appends the message to b.
+// Append appends the message to b as TSendDMFor.
 func (m *SendDM) Append(b []byte, id uint32) []byte {
+	b = appendStr8(AppendHeader(b, TSendDMFor, id), m.To)
+	b = binary.BigEndian.AppendUint64(b, m.KeyID)
+	b = append(append(b, m.MsgID...), m.Kind)
+	return appendStr16(b, m.Body)
+}
+
+// AppendV1 appends the version 1 form (TSendDM: no key id).
+func (m *SendDM) AppendV1(b []byte, id uint32) []byte {
 	b = appendStr8(AppendHeader(b, TSendDM, id), m.To)
 	b = append(append(b, m.MsgID...), m.Kind)
 	return appendStr16(b, m.Body)
 }
 
-// Parse decodes a body.
+// Parse decodes a TSendDMFor body.
 func (m *SendDM) Parse(body []byte) error {
 	d := dec{b: body}
-	m.To, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()
+	m.To, m.KeyID = d.str8(), d.u64()
+	return m.parseRest(&d)
+}
+
+// ParseV1 decodes a TSendDM body (KeyID is left 0).
+func (m *SendDM) ParseV1(body []byte) error {
+	d := dec{b: body}
+	m.To, m.KeyID = d.str8(), 0
+	return m.parseRest(&d)
+}
+
+func (m *SendDM) parseRest(d *dec) error {
+	m.MsgID, m.Kind = d.fixed(MsgIDLen), d.u8()
 	m.Body = d.bytes16(MaxBodyLen)
 	if d.err == nil && len(m.Body) == 0 {
 		d.err = fmt.Errorf("%w: empty body", ErrMalformed)
@@ -357,9 +433,12 @@ type KeysReply struct {
 	Keys
 }
 
-// Append appends the message to b.
-func (m *KeysReply) Append(b []byte, id uint32) []byte {
-	return m.Keys.append(appendStr8(AppendHeader(b, TKeys, id), m.User))
+// Append appends the message to b (TKeys).
+func (m *KeysReply) Append(b []byte, id uint32) []byte { return m.AppendType(b, TKeys, id) }
+
+// AppendType appends the message with type t (TKeys or TKeysChanged).
+func (m *KeysReply) AppendType(b []byte, t MsgType, id uint32) []byte {
+	return m.Keys.append(appendStr8(AppendHeader(b, t, id), m.User))
 }
 
 // Parse decodes a body.

@@ -239,7 +239,7 @@ func TestTamperedFramesClose(t *testing.T) {
 	alice := testserver.Signup(t, s, "alice")
 	bob := testserver.Signup(t, s, "bob")
 	dm := func(r *raw, text string) []byte {
-		return (&proto.SendDM{To: []byte("bob"), MsgID: make([]byte, 16), Kind: proto.KindText, Body: []byte(text)}).Append(nil, r.nextID())
+		return (&proto.SendDM{To: []byte("bob"), KeyID: bob.Identity().KeyID("bob"), MsgID: make([]byte, 16), Kind: proto.KindText, Body: []byte(text)}).Append(nil, r.nextID())
 	}
 	cases := map[string]func(r *raw) [][]byte{
 		"replay": func(r *raw) [][]byte {
@@ -667,7 +667,8 @@ func TestSenderCutMidFrame(t *testing.T) {
 		c.Limits.ResumeBurst = 1000
 		c.Shard.HandshakeBurst = 1000
 	})
-	testserver.Signup(t, s, "bob").Close()
+	bob := testserver.Signup(t, s, "bob")
+	bob.Close()
 	r := dialRaw(t, s)
 	id, _ := client.NewIdentity()
 	r.send((&proto.Signup{User: []byte("alice"), Password: []byte(pw), Keys: id.PublicKeys("alice")}).Append(nil, r.nextID()))
@@ -678,7 +679,7 @@ func TestSenderCutMidFrame(t *testing.T) {
 	}
 	token := append([]byte(nil), ok.Token...)
 	msgID := bytes.Repeat([]byte{0x42}, 16)
-	dm := (&proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: bytes.Repeat([]byte{9}, 120)}).Append(nil, 1)
+	dm := (&proto.SendDM{To: []byte("bob"), KeyID: bob.Identity().KeyID("bob"), MsgID: msgID, Kind: proto.KindText, Body: bytes.Repeat([]byte{9}, 120)}).Append(nil, 1)
 	frameLen := len(r.seal(dm))
 	r.nc.Close()
 	cuts := 0

@@ -71,10 +71,15 @@ type conn struct {
 	// Any goroutine: the logger, with the user once logged in.
 	log atomic.Pointer[slog.Logger]
 
+	// Set by the reader at login, before the conn is published in the
+	// directory; read-only after.
+	user      string // canonical
+	receiving bool   // takes deliveries (not a LoginNoDeliveries session)
+	keyID     uint64 // proto.KeyRecordID of the user's keys
+
 	// Owned by the reader goroutine.
 	fr        *proto.FrameReader
 	authed    bool
-	user      string       // canonical; set before the conn is published in the directory
 	token     []byte       // this session's token, for logout
 	frameDL   bool         // a frame deadline is set for the frame being read
 	closeRecv bool         // the peer sent Close
@@ -238,7 +243,7 @@ func (c *conn) handle(msg []byte) bool {
 	c.frameDL = false
 	failpoint("handle", c.user)
 	switch t {
-	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume:
+	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume, proto.TLoginWith, proto.TResumeWith:
 		if c.authed {
 			c.replyErr(id, proto.CodeAlreadyLoggedIn, "this connection is logged in")
 			return true
@@ -267,7 +272,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeRecv = true
 		c.closeGraceful(proto.CloseNormal)
 		return false
-	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TAck,
+	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast:
 		if !c.authed {
@@ -283,8 +288,8 @@ func (c *conn) handle(msg []byte) bool {
 
 func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	switch t {
-	case proto.TSendDM:
-		c.sendDM(id, body)
+	case proto.TSendDM, proto.TSendDMFor:
+		c.sendDM(t, id, body)
 	case proto.TGroupChange:
 		c.groupChange(id, body)
 	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
@@ -315,8 +320,7 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			c.replyFailure(id, err)
 			return true
 		}
-		r := proto.KeysReply{User: []byte(u.Name), Keys: proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey, KeySig: u.KeySig}}
-		c.reply(r.Append(nil, id))
+		c.replyKeys(id, proto.TKeys, u)
 	case proto.TLogout:
 		if err := proto.ParseEmpty(body); err != nil {
 			c.replyBad(id, err)
@@ -341,6 +345,8 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	defer cancel()
 	var res *account.Result
 	var err error
+	var flags uint8
+	var keys *proto.Keys // a signup's: its contacts online are told
 	switch t {
 	case proto.TSignup, proto.TSignupInvite:
 		var m proto.Signup
@@ -351,15 +357,34 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		}
 		if err == nil {
 			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys, m.Invite)
+			keys = &m.Keys
 		}
-	case proto.TLogin:
+	case proto.TLogin, proto.TLoginWith:
 		var m proto.Login
-		if err = m.Parse(body); err == nil {
+		if t == proto.TLogin {
+			err = m.ParseV1(body)
+		} else {
+			err = m.Parse(body)
+		}
+		if err == nil {
+			flags = m.Flags
+			err = checkLoginFlags(flags)
+		}
+		if err == nil {
 			res, err = o.Accounts.Login(ctx, c.ip, m.User, m.Password)
 		}
-	case proto.TResume:
+	case proto.TResume, proto.TResumeWith:
 		var m proto.Resume
-		if err = m.Parse(body); err == nil {
+		if t == proto.TResume {
+			err = m.ParseV1(body)
+		} else {
+			err = m.Parse(body)
+		}
+		if err == nil {
+			flags = m.Flags
+			err = checkLoginFlags(flags)
+		}
+		if err == nil {
 			res, err = o.Accounts.Resume(c.ip, m.User, m.Token)
 			if err == nil {
 				res.Token = append([]byte(nil), m.Token...)
@@ -376,26 +401,46 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		return true
 	}
 	c.authed, c.user, c.token = true, res.User, res.Token
+	c.receiving, c.keyID = flags&proto.LoginNoDeliveries == 0, res.KeyID
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
+	c.set.Stats.LoginsOK.Add(1)
+	c.loadContacts()
+	if keys != nil {
+		c.set.keysChanged(c.user, keys)
+	}
+	if !c.receiving {
+		// It sends and asks only: it replaces nothing, takes nothing from
+		// the queue and shows nobody the user online.
+		c.set.dir.addSide(c.user, c)
+		c.logger().Info("logged in", "kind", loginKind(t), "deliveries", false)
+		return true
+	}
 	if old := c.set.dir.register(c.user, c); old != nil {
+		old.logger().Info("closing: the user's receiving session moved to another connection")
 		old.closeGraceful(proto.CloseReplaced)
 	}
 	c.sh.post(event{kind: evLogin, c: c})
-	c.set.Stats.LoginsOK.Add(1)
 	c.logger().Info("logged in", "kind", loginKind(t))
-	c.loadContacts()
 	c.cameOnline()
 	return true
+}
+
+// checkLoginFlags refuses login flags this server does not know.
+func checkLoginFlags(flags uint8) error {
+	if flags&^proto.LoginFlagsKnown != 0 {
+		return proto.CodeUnsupportedFeature
+	}
+	return nil
 }
 
 func loginKind(t proto.MsgType) string {
 	switch t {
 	case proto.TSignup, proto.TSignupInvite:
 		return "signup"
-	case proto.TResume:
+	case proto.TResume, proto.TResumeWith:
 		return "resume"
 	}
 	return "password"
@@ -403,9 +448,16 @@ func loginKind(t proto.MsgType) string {
 
 // sendDM is the per-message path: parse, check, stamp, and hand the
 // message to the receiver's shard.
-func (c *conn) sendDM(id uint32, body []byte) {
+func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 	var m proto.SendDM
-	if err := m.Parse(body); err != nil {
+	var err error
+	checkKey := t == proto.TSendDMFor
+	if checkKey {
+		err = m.Parse(body)
+	} else {
+		err = m.ParseV1(body)
+	}
+	if err != nil {
 		c.replyBad(id, err)
 		return
 	}
@@ -427,7 +479,11 @@ func (c *conn) sendDM(id uint32, body []byte) {
 	}
 	rc := c.set.dir.lookup(to)
 	if rc == nil {
-		c.queueForOffline(id, to, &m)
+		c.queueForOffline(id, to, &m, checkKey)
+		return
+	}
+	if checkKey && m.KeyID != rc.keyID {
+		c.replyKeysChanged(id, string(to))
 		return
 	}
 	c.noteContact(to, rc)
@@ -448,14 +504,17 @@ func (c *conn) sendDM(id uint32, body []byte) {
 
 // queueForOffline stores a message for a receiver who is not connected;
 // the sender gets Sent(queued) once it is on disk.
-func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM) {
-	ok, err := c.set.opts.Accounts.Exists(c.user, string(to))
+func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey bool) {
+	u, err := c.set.opts.Accounts.Recipient(c.user, string(to))
 	switch {
 	case err != nil:
 		c.replyFailure(id, err)
 		return
-	case !ok:
+	case u == nil:
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return
+	case checkKey && m.KeyID != account.KeyID(u):
+		c.replyKeys(id, proto.TKeysChanged, u)
 		return
 	}
 	c.noteContact(to, nil)
@@ -463,6 +522,23 @@ func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM) {
 	q := &store.Queued{To: string(to), From: c.user, Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
 	copy(q.MsgID[:], m.MsgID)
 	c.set.submitPut(q, c, id, nil)
+}
+
+// replyKeysChanged refuses a message sealed for keys user no longer has,
+// with the current ones, so the sender's client can warn and seal again.
+func (c *conn) replyKeysChanged(id uint32, user string) {
+	u, err := c.set.opts.Store.GetUser(user)
+	if err != nil {
+		c.replyFailure(id, err)
+		return
+	}
+	c.replyKeys(id, proto.TKeysChanged, u)
+}
+
+// replyKeys answers with a user's key record as message type t.
+func (c *conn) replyKeys(id uint32, t proto.MsgType, u *store.User) {
+	r := proto.KeysReply{User: []byte(u.Name), Keys: proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey, KeySig: u.KeySig}}
+	c.reply(r.AppendType(nil, t, id))
 }
 
 // cleanup runs when the reader exits.
@@ -478,7 +554,9 @@ func (c *conn) cleanup() {
 	}
 	c.set.gate.release(c)
 	if c.authed {
-		if c.set.dir.unregister(c.user, c) {
+		if !c.receiving {
+			c.set.dir.removeSide(c.user, c)
+		} else if c.set.dir.unregister(c.user, c) {
 			c.wentOffline()
 		}
 		c.logger().Info("logged out")

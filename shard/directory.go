@@ -3,6 +3,7 @@ package shard
 import (
 	"container/list"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	"securefastchat/internal/ratelimit"
@@ -10,14 +11,16 @@ import (
 
 const dirStripes = 64
 
-// directory maps a canonical user name to the connection the user is
-// logged in on. Readers look receivers up without allocating; writes happen
-// at login and logout only.
+// directory maps a canonical user name to the connection that receives
+// for the user, and keeps the user's other sessions (those that take no
+// deliveries) so an admin can end them too. Readers look receivers up
+// without allocating; writes happen at login and logout only.
 type directory struct {
 	seed maphash.Seed
 	s    [dirStripes]struct {
-		mu sync.RWMutex
-		m  map[string]*conn
+		mu   sync.RWMutex
+		m    map[string]*conn
+		side map[string][]*conn // sessions that take no deliveries
 	}
 }
 
@@ -25,7 +28,42 @@ func (d *directory) init() {
 	d.seed = maphash.MakeSeed()
 	for i := range d.s {
 		d.s[i].m = make(map[string]*conn)
+		d.s[i].side = make(map[string][]*conn)
 	}
+}
+
+// addSide records a session of name's that takes no deliveries.
+func (d *directory) addSide(name string, c *conn) {
+	st := &d.s[d.stripe([]byte(name))]
+	st.mu.Lock()
+	st.side[name] = append(st.side[name], c)
+	st.mu.Unlock()
+}
+
+// removeSide forgets a session added with addSide.
+func (d *directory) removeSide(name string, c *conn) {
+	st := &d.s[d.stripe([]byte(name))]
+	st.mu.Lock()
+	l := slices.DeleteFunc(st.side[name], func(x *conn) bool { return x == c })
+	if len(l) == 0 {
+		delete(st.side, name)
+	} else {
+		st.side[name] = l
+	}
+	st.mu.Unlock()
+}
+
+// sessions returns every connection of name: the one that receives, if
+// any, and the others.
+func (d *directory) sessions(name string) []*conn {
+	st := &d.s[d.stripe([]byte(name))]
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	out := slices.Clone(st.side[name])
+	if c := st.m[name]; c != nil {
+		out = append(out, c)
+	}
+	return out
 }
 
 func (d *directory) stripe(name []byte) int { return int(maphash.Bytes(d.seed, name) % dirStripes) }

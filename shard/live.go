@@ -278,3 +278,23 @@ func (c *conn) broadcast(id uint32, body []byte) {
 	c.logger().Info("broadcast", "reached", n)
 	c.reply((&proto.BroadcastSent{Count: n}).Append(nil, id))
 }
+
+// keysChanged tells the users online who have user as a contact that
+// user's key record is now keys (a sign-up under a name they knew: the
+// account was deleted and made again), so their clients warn before they
+// seal anything more to the old keys. Sign-ups are rare and rate-limited,
+// so walking the users online is affordable.
+func (s *Set) keysChanged(user string, keys *proto.Keys) {
+	msg := (&proto.KeysReply{User: []byte(user), Keys: *keys}).AppendType(nil, proto.TKeysChanged, 0)
+	s.dir.each(func(rc *conn) {
+		if rc.user == user {
+			return
+		}
+		rc.liveMu.Lock()
+		_, known := rc.contacts[user]
+		rc.liveMu.Unlock()
+		if known {
+			rc.enqueueLive(msg)
+		}
+	})
+}

@@ -282,17 +282,16 @@ func (s *Set) Online() int { return s.dir.len() }
 // IsOnline reports whether a user (canonical name) is logged in.
 func (s *Set) IsOnline(user string) bool { return s.dir.lookup([]byte(user)) != nil }
 
-// Kick closes a user's connection, if any, telling the client its session
-// was revoked. It reports whether there was one. What was delivered to it
-// but not acknowledged stays queued.
+// Kick closes a user's connections, if any, telling the clients their
+// sessions were revoked. It reports whether there was one. What was
+// delivered but not acknowledged stays queued.
 func (s *Set) Kick(user string) bool {
-	c := s.dir.lookup([]byte(user))
-	if c == nil {
-		return false
+	cs := s.dir.sessions(user)
+	for _, c := range cs {
+		c.logger().Info("closing: sessions revoked by an admin")
+		c.closeGraceful(proto.CloseRevoked)
 	}
-	c.logger().Info("closing: sessions revoked by an admin")
-	c.closeGraceful(proto.CloseRevoked)
-	return true
+	return len(cs) > 0
 }
 
 // Handoff gives a new connection to shard i over its channel. After

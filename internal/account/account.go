@@ -150,6 +150,12 @@ type Result struct {
 	Display string
 	Token   []byte // nil for a resume: the presented token stays valid
 	Expires time.Time
+	KeyID   uint64 // proto.KeyRecordID of the user's published keys
+}
+
+// KeyID returns proto.KeyRecordID of a user's published keys.
+func KeyID(u *store.User) uint64 {
+	return proto.KeyRecordID(&proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey})
 }
 
 // SignupPolicy returns who may sign up.
@@ -297,7 +303,7 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 			return nil, storageErr("resume", err)
 		} // when the disk is full, last_seen is not updated; the login goes on
 	}
-	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now)}, nil
+	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now), KeyID: KeyID(u)}, nil
 }
 
 // Logout revokes the session of token.
@@ -346,17 +352,22 @@ func (s *Service) Keys(requester string, user []byte, free bool) (*store.User, e
 	return u, nil
 }
 
-// Exists reports whether a canonical name is an account; a miss counts
-// toward requester's lookup limit.
-func (s *Service) Exists(requester, canon string) (bool, error) {
-	ok, err := s.st.UserExists(canon)
-	if err != nil {
-		return false, fmt.Errorf("account: lookup: %w", err)
+// Recipient returns the account of a canonical name that requester sends
+// to, or nil if there is none; a miss counts toward requester's lookup
+// limit. A disabled account is returned: what is sent to it waits in its
+// queue.
+func (s *Service) Recipient(requester, canon string) (*store.User, error) {
+	u, err := s.st.GetUser(canon)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("account: lookup: %w", err)
 	}
-	if !ok && !s.lookups.Allow(requester) {
-		return false, proto.CodeRateLimited
+	if u == nil {
+		if !s.lookups.Allow(requester) {
+			return nil, proto.CodeRateLimited
+		}
+		return nil, nil
 	}
-	return ok, nil
+	return u, nil
 }
 
 func (s *Service) newSession(u *store.User) (*Result, error) {
@@ -372,7 +383,7 @@ func (s *Service) newSession(u *store.User) (*Result, error) {
 		// The disk is full: let the user in (to read what is queued) with
 		// a token that is not stored; resuming will ask for the password.
 	}
-	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now)}, nil
+	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now), KeyID: KeyID(u)}, nil
 }
 
 func expiry(created, now time.Time) time.Time {

@@ -1,0 +1,162 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/internal/server"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+// A session that logs in with LoginNoDeliveries takes nothing: it does not
+// replace the user's receiving session, gets no deliveries and no
+// presence, and the user's messages keep going to the receiving session.
+// A second receiving login does replace the first, which is told why.
+func TestSendOnlySessions(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	alice := testserver.Signup(t, s, "alice")
+	cfg := testserver.ClientConfig(t, s)
+	bob, err := client.Signup(ctxT(t), cfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	token := bob.Token()
+
+	// A send-only session of bob's, raw, so every frame it gets is seen.
+	side := dialRaw(t, s)
+	side.send((&proto.Resume{User: []byte("bob"), Token: token, Flags: proto.LoginNoDeliveries}).Append(nil, side.nextID()))
+	if typ, _, _, err := side.recv(); err != nil || typ != proto.TLoginOK {
+		t.Fatalf("send-only resume: %#x %v", typ, err)
+	}
+	if _, err := alice.SendText(ctxT(t), "bob", "to bob's receiving session"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, bob); m.Text != "to bob's receiving session" {
+		t.Fatalf("bob got %q", m.Text)
+	}
+	if bob.Conn().Err() != nil {
+		t.Fatalf("the send-only session replaced bob's: %v", bob.Conn().Err())
+	}
+	// The side session still works, and got no Deliver.
+	side.send((&proto.Ping{Data: []byte("x")}).Append(nil, proto.TPing, side.nextID()))
+	for {
+		typ, _, _, err := side.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ == proto.TDeliver || typ == proto.TDeliverGroup {
+			t.Fatal("a send-only session got a delivery")
+		}
+		if typ == proto.TPong {
+			break
+		}
+	}
+	// Unknown login flags are refused.
+	odd := dialRaw(t, s)
+	odd.send((&proto.Resume{User: []byte("bob"), Token: token, Flags: 0x80}).Append(nil, odd.nextID()))
+	if typ, _, body, _ := odd.recv(); typ != proto.TError || !isCode(body, proto.CodeUnsupportedFeature) {
+		t.Fatalf("unknown login flag: %#x", typ)
+	}
+
+	// A second receiving login replaces the first, which learns why.
+	cfg2 := cfg
+	cfg2.NoReconnect = true
+	first, err := client.Login(ctxT(t), cfg2, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	select {
+	case <-bob.Conn().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first receiving session was not closed")
+	}
+	var ce *client.ClosedError
+	if err := bob.Conn().Err(); !errors.As(err, &ce) || ce.Reason != proto.CloseReplaced {
+		t.Fatalf("the replaced session was told %v", err)
+	}
+
+	// An admin's kick ends every session of the user, send-only ones too.
+	if !s.Set.Kick("bob") {
+		t.Fatal("kick found no session")
+	}
+	for {
+		typ, _, body, err := side.recv()
+		if err != nil {
+			t.Fatalf("the send-only session was not told it was revoked: %v", err)
+		}
+		var cl proto.Close
+		if typ == proto.TClose && cl.Parse(body) == nil {
+			if cl.Reason != proto.CloseRevoked {
+				t.Fatalf("close reason %d", cl.Reason)
+			}
+			break
+		}
+	}
+}
+
+// A version 1 client (no login flags, sends that name no key record) is
+// still served by this server.
+func TestVersion1ClientServed(t *testing.T) {
+	s := testserver.Start(t, nil)
+	bob := testserver.Signup(t, s, "bob")
+	alice := testserver.Signup(t, s, "alice")
+	token := alice.Token()
+	alice.Close()
+
+	nc := dialTCP(t, s.Addr(), "")
+	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &s.Key.Public, MinVersion: 1, MaxVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proto.WriteFrame(nc, hs.Hello()); err != nil {
+		t.Fatal(err)
+	}
+	var buf [proto.MaxHelloLen]byte
+	reply, err := proto.ReadSmallFrame(nc, buf[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _, err := hs.Finish(reply)
+	if err != nil || sess.Version != 1 {
+		t.Fatalf("version 1 handshake: %v", err)
+	}
+	r := &raw{t: t, nc: nc, sess: sess, fr: proto.NewFrameReader(nc, 0)}
+	r.send((&proto.Resume{User: []byte("alice"), Token: token}).AppendV1(nil, r.nextID(), proto.TResume))
+	if typ, _, _, err := r.recv(); err != nil || typ != proto.TLoginOK {
+		t.Fatalf("version 1 resume: %#x %v", typ, err)
+	}
+	_ = bob
+	m := proto.SendDM{To: []byte("bob"), MsgID: make([]byte, proto.MsgIDLen), Kind: proto.KindText, Body: []byte("sealed")}
+	r.send(m.AppendV1(nil, r.nextID()))
+	if typ, _, _, err := r.recv(); err != nil || typ != proto.TSent {
+		t.Fatalf("version 1 send: %#x %v", typ, err)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func recvOne(t *testing.T, c *client.Client) *client.Message {
+	t.Helper()
+	select {
+	case m := <-c.Messages():
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message")
+		return nil
+	}
+}
+
+func isCode(body []byte, code proto.ErrorCode) bool {
+	var e proto.Error
+	return e.Parse(body) == nil && e.Code == code
+}

@@ -30,19 +30,25 @@ func cmdChat(args []string) error {
 	if err != nil {
 		return err
 	}
-	wasPinned, err := client.Pinned(*cf.home, *cf.server)
-	if err != nil {
-		return err
-	}
 	cfg := cf.config()
 	cfg.OnPeerKeyChange = nil // the chat shows its own warnings
 	cfg.OnReject = nil
-	err = chat.Run(chat.Options{
+	// A server met for the first time is pinned, and its fingerprint
+	// shown, before the screen opens; later the chat connects in the
+	// background and opens even while the server is down.
+	if pinned, err := client.Pinned(*cf.home, *cf.server); err != nil {
+		return err
+	} else if !pinned {
+		ctx, cancel := timeout()
+		err := client.PinServer(ctx, cfg)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	cfg.OnFirstContact = nil
+	return chat.Run(chat.Options{
 		Config: cfg, User: *cf.user, Password: pw, Downloads: *downloads,
 		NoReadReceipts: *noRead, NoTyping: *noTyping, AltScreen: !*noAlt,
 	})
-	if err == nil && !wasPinned {
-		os.Stderr.WriteString("Pinned the key of " + *cf.server + " (compare it with the operator's 'securefastchat fingerprint'; /fingerprint shows it)\n")
-	}
-	return err
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/term"
 
@@ -65,6 +67,7 @@ func (cf *clientFlags) parse(args []string) error {
 func (cf *clientFlags) config() client.Config {
 	return client.Config{
 		Addr: *cf.server, Home: *cf.home, ServerKey: *cf.serverKey, MaxFileSize: *cf.maxFile,
+		OnFirstContact: noteFirstContact,
 		OnPeerKeyChange: func(user, oldFP, newFP string) {
 			fmt.Fprintf(os.Stderr, "WARNING: %s's keys have CHANGED (was %s, now %s).\n"+
 				"WARNING: they may have reinstalled, or someone may be intercepting your messages. Verify with them out of band.\n", user, oldFP, newFP)
@@ -128,10 +131,16 @@ func timeout() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 60*time.Second)
 }
 
-func notePin(c *client.Client, addr string, wasPinned bool) {
-	if !wasPinned {
-		fmt.Fprintf(os.Stderr, "Pinned the key of %s: %s\n(compare it with the operator's 'securefastchat fingerprint')\n", addr, c.ServerKey().Fingerprint())
+// noteFirstContact tells the user, before anything else goes to a server
+// met for the first time, which key it presented and that it is now
+// pinned.
+func noteFirstContact(addr, fingerprint string, checked bool) {
+	if checked {
+		fmt.Fprintf(os.Stderr, "First contact with %s: its key %s matches --server-key and is now pinned.\n", addr, fingerprint)
+		return
 	}
+	fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
+		"  Pinned. Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n", addr, fingerprint)
 }
 
 func cmdSignup(args []string) error {
@@ -142,10 +151,6 @@ func cmdSignup(args []string) error {
 	}
 	if cf.fs.NArg() != 0 {
 		return usagef("signup takes no arguments")
-	}
-	wasPinned, err := client.Pinned(*cf.home, *cf.server)
-	if err != nil {
-		return err
 	}
 	ctx, cancel := timeout()
 	defer cancel()
@@ -166,33 +171,27 @@ func cmdSignup(args []string) error {
 		return err
 	}
 	defer c.Close()
-	notePin(c, *cf.server, wasPinned)
 	fmt.Printf("Signed up as %s. Identity key saved in %s\n", c.Display(), client.IdentityPath(*cf.home, c.User()))
 	return nil
 }
 
+// login opens the user's identity with the password and connects,
+// resuming the session kept in the home (sealed) and logging in with the
+// password only when there is none or the server refuses it: scripts cost
+// the server no password hashing and leave no new sessions behind.
 func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 	pw, err := password(false)
 	if err != nil {
 		return nil, err
 	}
-	wasPinned, err := client.Pinned(*cf.home, *cf.server)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := timeout()
 	defer cancel()
-	c, err := client.Login(ctx, cfg, *cf.user, pw)
-	if err != nil {
-		return nil, err
-	}
-	notePin(c, *cf.server, wasPinned)
-	return c, nil
+	return client.Open(ctx, cfg, *cf.user, pw)
 }
 
 func cmdSend(args []string) error {
-	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...",
-		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or, if they are away, once the server has stored it\non disk for them.")
+	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER [TEXT... | - | --file PATH] | --group NAME [TEXT... | -]",
+		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or, if they are away, once the server has stored it\non disk for them. With - as TEXT, or no TEXT and a pipe on standard input,\nthe message is read from standard input.")
 	to := cf.fs.String("to", "", "the receiver")
 	group := cf.fs.String("group", "", "send TEXT to this group instead")
 	file := cf.fs.String("file", "", "send this file instead of text")
@@ -200,6 +199,12 @@ func cmdSend(args []string) error {
 		return err
 	}
 	text := strings.Join(cf.fs.Args(), " ")
+	if *file == "" && (text == "-" || text == "" && !term.IsTerminal(int(os.Stdin.Fd()))) {
+		var err error
+		if text, err = readMessage(os.Stdin); err != nil {
+			return err
+		}
+	}
 	if *group != "" {
 		if *to != "" || *file != "" || text == "" {
 			return usagef("--group takes TEXT, and neither --to nor --file")
@@ -233,6 +238,9 @@ func cmdSend(args []string) error {
 			return fmt.Errorf("cannot read --file: %w", err)
 		}
 	}
+	if max := client.MaxTextLen(strings.ToLower(*cf.user), strings.ToLower(*to)); *file == "" && len(text) > max {
+		return fmt.Errorf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), max)
+	}
 	c, err := login(cf, cf.senderConfig())
 	if err != nil {
 		return err
@@ -248,9 +256,6 @@ func cmdSend(args []string) error {
 		fmt.Printf("Sent %s (%d bytes) to %s.\n", r.Name, r.Size, *to)
 		return nil
 	}
-	if max := client.MaxTextLen(c.User(), strings.ToLower(*to)); len(text) > max {
-		return fmt.Errorf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), max)
-	}
 	r, err := c.SendText(ctx, *to, text)
 	if err != nil {
 		return err
@@ -261,6 +266,25 @@ func cmdSend(args []string) error {
 	}
 	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
 	return nil
+}
+
+// maxStdinMessage bounds what send reads from standard input: more than
+// any message can carry, so the exact limit can be named.
+const maxStdinMessage = proto.MaxBodyLen + 1
+
+// readMessage reads a message's text from r (a pipe).
+func readMessage(r io.Reader) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStdinMessage))
+	if err != nil {
+		return "", fmt.Errorf("reading the message from standard input: %w", err)
+	}
+	if len(b) == 0 {
+		return "", usagef("standard input was empty: nothing to send")
+	}
+	if !utf8.Valid(b) {
+		return "", usagef("standard input is not UTF-8 text; send it with --file")
+	}
+	return strings.TrimSuffix(string(b), "\n"), nil
 }
 
 // recvJSON is one line of recv --json.
@@ -295,6 +319,16 @@ func cmdRecv(args []string) error {
 	}
 	cfg := cf.config()
 	cfg.OutDir = *out
+	// The connection's changes, for a recv that waits: it reconnects by
+	// itself and goes on; it stops when another program takes the
+	// session, or when reconnecting cannot succeed.
+	conns := make(chan client.ConnEvent, 16)
+	cfg.OnConnection = func(ev client.ConnEvent) {
+		select {
+		case conns <- ev:
+		default:
+		}
+	}
 	c, err := login(cf, cfg)
 	if err != nil {
 		return err
@@ -306,12 +340,31 @@ func cmdRecv(args []string) error {
 	}
 	quiet := time.Second
 	enc := json.NewEncoder(os.Stdout)
+	dropped := false
 	for {
 		var idle <-chan time.Time
 		if *wait == 0 {
 			idle = time.After(quiet)
 		}
 		select {
+		case ev := <-conns:
+			switch ev.State {
+			case client.StateConnecting:
+				if !dropped {
+					fmt.Fprintf(os.Stderr, "Connection lost (%v); reconnecting...\n", ev.Err)
+				}
+				dropped = true
+			case client.StateConnected:
+				if dropped {
+					fmt.Fprintln(os.Stderr, "Reconnected.")
+				}
+				dropped = false
+			case client.StateReplaced:
+				return fmt.Errorf("%s is now receiving in another program or on another machine (a chat, or another recv); this recv stops, and what arrives goes there", c.User())
+			case client.StateStopped:
+				return ev.Err
+			}
+			continue
 		case m, ok := <-c.Messages():
 			if !ok {
 				return nil
@@ -336,8 +389,6 @@ func cmdRecv(args []string) error {
 			default:
 				fmt.Printf("[%s] %s: %s\n", ts, m.From, m.Text)
 			}
-		case <-c.Conn().Done():
-			return c.Conn().Err()
 		case <-end:
 			return nil
 		case <-idle:

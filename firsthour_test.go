@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -53,5 +59,166 @@ func TestSendingCommandsKeepTheQueue(t *testing.T) {
 	}
 	if !strings.Contains(r.stdout, "dave: a note to myself") {
 		t.Fatalf("recv misses the note to himself:\n%s", r.stdout)
+	}
+}
+
+// runIn is run with stdin.
+func runIn(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// Scripts: every command resumes the session kept in the home, so a long
+// run of commands spends no password hash on the server (past the
+// per-address login limit of 20 a minute) and leaves no sessions behind;
+// send reads its text from standard input; a rate-limited refusal says
+// when a retry will pass.
+func TestScripts(t *testing.T) {
+	addr, _, logs := serve(t, t.TempDir(), "--msg-burst", "30", "--msg-every", "1m")
+	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password"}
+	ben := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ben password"}
+	for _, u := range []struct {
+		env  []string
+		name string
+	}{{ann, "ann"}, {ben, "ben"}} {
+		if r := run(t, u.env, "signup", "--server", addr, "--user", u.name); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u.name, r)
+		}
+	}
+	for i := 0; i < 25; i++ {
+		r := run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "ben", fmt.Sprintf("scripted %d", i))
+		if r.code != 0 {
+			t.Fatalf("send %d: %+v", i, r)
+		}
+	}
+	if n := strings.Count(logs.String(), "user=ann kind=password"); n != 0 {
+		t.Fatalf("%d password logins for 25 sends; want 0 (the session kept in the home is resumed)", n)
+	}
+	// Standard input: "-" and a pipe with no text.
+	if r := runIn(t, ann, "line one\nline two\n", "send", "--server", addr, "--user", "ann", "--to", "ben", "-"); r.code != 0 {
+		t.Fatalf("send -: %+v", r)
+	}
+	if r := runIn(t, ann, "from a pipe", "send", "--server", addr, "--user", "ann", "--to", "ben"); r.code != 0 {
+		t.Fatalf("send from a pipe: %+v", r)
+	}
+	if r := runIn(t, ann, strings.Repeat("x", 70000), "send", "--server", addr, "--user", "ann", "--to", "ben", "-"); r.code != 1 || !strings.Contains(r.stderr, "the limit is") {
+		t.Fatalf("send of too much from stdin: %+v", r)
+	}
+	r := run(t, ben, "recv", "--server", addr, "--user", "ben", "--json")
+	for _, want := range []string{`"text":"scripted 0"`, `"text":"scripted 24"`, `"text":"line one\nline two"`, `"text":"from a pipe"`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("recv misses %s:\n%s", want, r.stdout)
+		}
+	}
+	// ann has spent 27 of 30 messages: the fourth next is refused, with
+	// when to retry.
+	var refused result
+	for i := 0; i < 4; i++ {
+		refused = run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "ben", "more")
+	}
+	if refused.code != 1 || !regexp.MustCompile(`sending too fast; retry in [0-9]+s`).MatchString(refused.stderr) {
+		t.Fatalf("a rate-limited send: %+v", refused)
+	}
+}
+
+// recv --wait goes on across a server restart: it says the connection was
+// lost, reconnects by itself and prints what arrives afterwards.
+func TestRecvWaitReconnects(t *testing.T) {
+	srv := newChild(t)
+	srv.start()
+	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password"}
+	ben := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ben password"}
+	for _, u := range []struct {
+		env  []string
+		name string
+	}{{ann, "ann"}, {ben, "ben"}} {
+		if r := run(t, u.env, "signup", "--server", srv.addr, "--user", u.name); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u.name, r)
+		}
+	}
+	recv := exec.Command(binPath, "recv", "--server", srv.addr, "--user", "ben", "--wait", "60s")
+	recv.Env = append(os.Environ(), ben...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	recv.Stdout, recv.Stderr = out, errb
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { recv.Process.Kill(); recv.Wait() }()
+	waitFor(t, func() bool { return strings.Contains(srv.logs.String(), "user=ben kind=resume") })
+	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "before the restart"); r.code != 0 {
+		t.Fatalf("send: %+v", r)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ann: before the restart") })
+	srv.stop(syscall.SIGTERM)
+	waitFor(t, func() bool { return strings.Contains(errb.String(), "reconnecting") })
+	srv.start()
+	waitFor(t, func() bool { return strings.Contains(errb.String(), "Reconnected.") })
+	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "after the restart"); r.code != 0 {
+		t.Fatalf("send after the restart: %+v", r)
+	}
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ann: after the restart") })
+	if recv.ProcessState != nil {
+		t.Fatalf("recv --wait exited: %s", errb)
+	}
+}
+
+// The first contact with a server names its key before anything else,
+// also when the command then fails; an address that is not a
+// securefastchat server (an HTTP port) is named as such.
+func TestFirstContact(t *testing.T) {
+	data := t.TempDir()
+	addr, _, _ := serve(t, data)
+	fp := strings.TrimSpace(run(t, nil, "fingerprint", "--data", data).stdout)
+	home := "SFC_HOME=" + t.TempDir()
+	r := run(t, []string{home, "SFC_PASSWORD=short"}, "signup", "--server", addr, "--user", "zoe")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "First contact with "+addr+": its key is "+fp) || !strings.Contains(r.stderr, "invalid password") {
+		t.Fatalf("a failed first sign-up must name the server's key first: %+v", r)
+	}
+	r = run(t, []string{home, "SFC_PASSWORD=long enough"}, "signup", "--server", addr, "--user", "zoe")
+	if r.code != 0 || strings.Contains(r.stderr, "First contact") {
+		t.Fatalf("the second contact: %+v", r)
+	}
+	// An HTTP server that refuses a request it cannot parse, as most do at
+	// once (nginx, or Go's on a line it cannot read).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				buf := make([]byte, 512)
+				nc.Read(buf)
+				nc.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+			}()
+		}
+	}()
+	webAddr := ln.Addr().String()
+	for _, args := range [][]string{
+		{"signup", "--server", webAddr, "--user", "zoe"},
+		{"send", "--server", webAddr, "--user", "zoe", "--to", "x", "hi"}, // zoe's home has her identity
+	} {
+		r := run(t, []string{home, "SFC_PASSWORD=long enough"}, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "not a securefastchat server") || strings.Contains(r.stderr, "frame") {
+			t.Fatalf("%v against an HTTP port: %+v", args[0], r)
+		}
 	}
 }

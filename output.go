@@ -66,6 +66,8 @@ func describe(err error) string {
 		return "the server speaks another protocol version than this client; upgrade the older of the two (" + err.Error() + ")"
 	case errors.Is(err, proto.ErrHandshakeFailed):
 		return err.Error() + " (the server's identity could not be confirmed; nothing was sent)"
+	case errors.Is(err, client.ErrNotServer):
+		return err.Error()[len("client: "):] + "; check --server"
 	case errors.Is(err, client.ErrConnect):
 		return err.Error() + " (is the server running, and is --server right?)"
 	case errors.Is(err, proto.CodeInvalidCredentials):
@@ -97,9 +99,13 @@ func describe(err error) string {
 	case errors.Is(err, proto.CodeInvalidInvite):
 		return "this server signs up by invitation: --invite needs an unused, unexpired code from its operator ('securefastchat admin invite')"
 	case errors.Is(err, proto.CodeRateLimited):
+		var re *proto.RemoteError
+		if errors.As(err, &re) && re.Message != "" {
+			return "the server refused: " + re.Message
+		}
 		return "too many attempts; wait a while and retry"
 	case errors.Is(err, client.ErrBadIdentity):
-		return "cannot open your identity key with this password (wrong password, or the file is damaged)"
+		return "wrong password: it does not open your identity key in the home directory (or the file is damaged); nothing was sent to the server"
 	case errors.Is(err, client.ErrNoIdentity):
 		return err.Error() + "; sign up from this home directory, or pass the --home you signed up with"
 	case errors.Is(err, store.ErrLocked):

@@ -84,21 +84,18 @@ func Run(o Options) error {
 	a := &app{opts: o, addr: o.Config.Addr, warned: map[string]bool{}, started: time.Now()}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	defer a.cancel()
-	m := newModel(a)
-	popts := []tea.ProgramOption{tea.WithInput(o.In), tea.WithOutput(o.Out)}
-	if o.AltScreen {
-		popts = append(popts, tea.WithAltScreen())
-	}
-	p := tea.NewProgram(m, popts...)
-	a.send = p.Send
 
+	// Everything local first: the identity (the password opens it) and
+	// the history. A second chat of this user, or a damaged history, stops
+	// here with a clear error, before anything reaches the server (so it
+	// takes nobody's session).
 	cfg := o.Config
 	cfg.OutDir = o.Downloads
 	cfg.DeliveryReceipts = true
 	cfg.OnEvent = func(ev client.Event) { a.send(eventMsg(ev)) }
-	cfg.OnConnection = func(up bool, err error) { a.send(connMsg{up: up, err: err}) }
+	cfg.OnConnection = func(ev client.ConnEvent) { a.send(connMsg(ev)) }
 	cfg.OnReject = func(from string, err error) {
-		a.send(noticeMsg{text: fmt.Sprintf("dropped a message from %s: %v", from, err)})
+		a.send(noticeMsg{text: rejectText(from, err)})
 	}
 	cfg.OnPeerKeyChange = func(user, oldFP, newFP string) {
 		a.setWarned(user, true) // before the send that looked the keys up goes on
@@ -107,25 +104,40 @@ func Run(o Options) error {
 	cfg.OnFileProgress = func(from, name string, id [proto.MsgIDLen]byte, got, size int64) {
 		a.send(progressMsg{id: id, name: name, peer: from, done: got, total: size})
 	}
-	// Callbacks block until the program runs; logging in first is fine:
-	// the client queues what arrives meanwhile.
-	ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
-	c, err := client.Login(ctx, cfg, o.User, o.Password)
-	cancel()
+	c, err := client.Load(cfg, o.User, o.Password)
 	if err != nil {
 		return err
 	}
 	a.c = c
-	h, err := history.Open(filepath.Join(client.UserDir(cfg.Home, c.User()), "history.db"), c.LocalKey("history"))
+	hpath := filepath.Join(client.UserDir(cfg.Home, c.User()), "history.db")
+	h, err := history.Open(hpath, c.LocalKey("history"))
 	if err != nil {
 		c.Close()
+		switch {
+		case errors.Is(err, history.ErrInUse):
+			return fmt.Errorf("%w: the history is in use by another chat of %s on this machine; use that one, or quit it first", ErrHistoryInUse, c.User())
+		case errors.Is(err, history.ErrDamaged):
+			return fmt.Errorf("%w: %s; move it away to start a fresh history (%v)", ErrHistoryDamaged, hpath, err)
+		}
 		return err
 	}
 	a.h = h
+
+	m := newModel(a)
+	popts := []tea.ProgramOption{tea.WithInput(o.In), tea.WithOutput(o.Out)}
+	if o.AltScreen {
+		popts = append(popts, tea.WithAltScreen())
+	}
+	p := tea.NewProgram(m, popts...)
+	a.send = p.Send // blocks until the program runs, and does nothing once it has ended
+
 	a.outbox = newOutbox(a)
 	a.wg.Add(2)
 	go a.forwardMessages()
 	go a.outbox.run()
+	// Connect in the background: the chat opens with its history while the
+	// server is away, and what is typed waits for the connection.
+	c.Start()
 
 	_, runErr := p.Run()
 	a.cancel()
@@ -133,6 +145,22 @@ func Run(o Options) error {
 	a.wg.Wait()
 	h.Close()
 	return runErr
+}
+
+// Errors Run returns before the interface opens.
+var (
+	// ErrHistoryInUse: another chat of the same user holds the history.
+	ErrHistoryInUse = errors.New("chat: the history is in use")
+	// ErrHistoryDamaged: the history file cannot be read.
+	ErrHistoryDamaged = errors.New("chat: the history file is damaged")
+)
+
+// rejectText is the notice for a message that could not be opened.
+func rejectText(from string, err error) string {
+	if from == "" {
+		return "could not open something the server pushed: " + err.Error()
+	}
+	return fmt.Sprintf("a message from %s could not be opened: %v", from, err)
 }
 
 // forwardMessages stores received messages in the history, a burst in
@@ -297,6 +325,9 @@ func (o *outbox) send(j job) {
 		if permanent(err) {
 			a.send(sentMsg{seq: j.seq, err: err})
 			return
+		}
+		if errors.Is(err, client.ErrPeerKeysChanged) {
+			continue // the new keys are pinned and warned of: this holds it
 		}
 		a.send(noticeMsg{text: fmt.Sprintf("not sent yet (%v); trying again", err)})
 		select {

@@ -35,6 +35,7 @@ var commands = []command{
 	{"/verify", "USER", "mark USER verified, once you compared safety numbers out of band"},
 	{"/accept", "USER", "accept USER's changed key and send what was held"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
+	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
 	{"/help", "", "this help"},
 	{"/quit", "", "leave (what is not sent yet goes next time)"},
 }
@@ -129,6 +130,12 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 		return nil, true
 	case "/help":
 		m.info = helpLines()
+	case "/takeover":
+		if m.conn != client.StateReplaced {
+			m.status = "this chat has the session already"
+			return nil, false
+		}
+		return m.takeOver(), false
 	case "/dm":
 		if !needArg("a user name") {
 			return nil, false

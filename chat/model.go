@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -21,11 +22,8 @@ import (
 
 // Messages from the client's goroutines and from commands.
 type (
-	eventMsg client.Event
-	connMsg  struct {
-		up  bool
-		err error
-	}
+	eventMsg     client.Event
+	connMsg      client.ConnEvent
 	noticeMsg    struct{ text string }
 	receivedMsg  struct{ e *history.Entry }
 	keyChangeMsg struct{ user, old, new string }
@@ -90,8 +88,8 @@ type model struct {
 	vp            viewport.Model
 	bar           progress.Model
 
-	connected  bool
-	connErr    string
+	conn       client.ConnState
+	connErr    string // why not connected
 	online     map[string]bool
 	presenceOn bool
 	info       []string // the info panel: help, command output
@@ -104,6 +102,8 @@ type model struct {
 	members    map[string][]string
 	typedAt    time.Time // when a typing signal last went
 	typedTo    string
+	// replacedInfo: the info panel shows the "open elsewhere" notice.
+	replacedInfo bool
 }
 
 func newModel(a *app) *model {
@@ -118,7 +118,7 @@ func newModel(a *app) *model {
 		bar:    progress.New(progress.WithDefaultGradient(), progress.WithWidth(30)),
 		online: map[string]bool{}, bySeq: map[uint64]*history.Entry{}, byID: map[[proto.MsgIDLen]byte]*history.Entry{},
 		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{},
-		members: map[string][]string{}, connected: true, width: 80, height: 24,
+		members: map[string][]string{}, conn: client.StateConnecting, width: 80, height: 24,
 	}
 	m.vp.KeyMap.Up.SetEnabled(false)
 	m.vp.KeyMap.Down.SetEnabled(false)
@@ -264,14 +264,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.expireTyping(time.Time(msg))
 		cmds = append(cmds, tick())
 	case connMsg:
-		m.connected = msg.up
-		m.connErr = ""
-		if !msg.up && msg.err != nil {
-			m.connErr = msg.err.Error()
-		}
-		if !msg.up {
-			m.online = map[string]bool{}
-		}
+		m.connChanged(client.ConnEvent(msg))
 	case noticeMsg:
 		m.status = clean(msg.text)
 	case receivedMsg:
@@ -357,6 +350,10 @@ func (m *model) key(k tea.KeyMsg) (cmd tea.Cmd, quit bool) {
 	switch k.String() {
 	case "ctrl+c":
 		return nil, true
+	case "ctrl+r":
+		if m.conn == client.StateReplaced {
+			return m.takeOver(), false
+		}
 	case "enter":
 		line := m.input.Value()
 		m.input.Reset()
@@ -373,6 +370,61 @@ func (m *model) key(k tea.KeyMsg) (cmd tea.Cmd, quit bool) {
 		m.info = nil
 	}
 	return nil, false
+}
+
+// connChanged shows the connection's new state. Being replaced or stopped
+// is said in full in the panel, with what to do.
+func (m *model) connChanged(ev client.ConnEvent) {
+	m.conn, m.connErr = ev.State, ""
+	if ev.Err != nil {
+		m.connErr = clean(ev.Err.Error())
+	}
+	if ev.State != client.StateConnected {
+		m.online = map[string]bool{}
+	}
+	user := m.a.c.User()
+	switch ev.State {
+	case client.StateConnected:
+		if m.replacedInfo {
+			m.info, m.replacedInfo = nil, false
+		}
+	case client.StateReplaced:
+		m.info = []string{
+			"NOT CONNECTED: " + user + " is open in another program or on another machine.",
+			"",
+			"The server gives one program at a time your messages, and that one has them now. " +
+				"What you type here waits. Press Ctrl+R (or type /takeover) to use " + user + " here again; the other program is then disconnected.",
+		}
+		m.replacedInfo = true
+	case client.StateStopped:
+		m.info = []string{"NOT CONNECTED, and not reconnecting:", "", stoppedText(ev.Err), "", "Quit with Ctrl+C; your history and what you typed are kept."}
+		m.replacedInfo = false
+	}
+}
+
+// stoppedText says why the client stopped for good, and what to do.
+func stoppedText(err error) string {
+	var ce *client.ClosedError
+	switch {
+	case errors.As(err, &ce) && ce.Reason == proto.CloseRevoked:
+		return "An admin of the server ended this session or disabled the account. Start the chat again to log in with your password; if that fails, ask the server's operator."
+	case errors.Is(err, proto.CodeInvalidCredentials):
+		return "The server no longer takes your password (it was changed, or the account is disabled). Start the chat again with the current password, or ask the server's operator."
+	case err == nil:
+		return "the connection ended."
+	}
+	return clean(err.Error())
+}
+
+// takeOver opens the user's receiving session here again.
+func (m *model) takeOver() tea.Cmd {
+	m.status = "taking the session back…"
+	return m.a.do(func(ctx context.Context) tea.Msg {
+		if err := m.a.c.TakeOver(ctx); err != nil {
+			return resultMsg{err: fmt.Errorf("taking the session back: %w", err)}
+		}
+		return resultMsg{note: "connected here again; the other program was disconnected"}
+	})
 }
 
 func (m *model) cycle(step int) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 
+	"securefastchat/client"
 	"securefastchat/history"
 )
 
@@ -70,10 +71,15 @@ func (m *model) header(w int) string {
 
 func (m *model) statusLine(w int) string {
 	var s string
-	if m.connected {
+	switch m.conn {
+	case client.StateConnected:
 		s = stOnline.Render("● connected")
-	} else {
-		msg := "○ OFFLINE: reconnecting…"
+	case client.StateReplaced:
+		s = stWarn.Render("○ NOT CONNECTED: open elsewhere · Ctrl+R takes it back")
+	case client.StateStopped:
+		s = stWarn.Render("○ NOT CONNECTED (see above)")
+	default:
+		msg := "○ OFFLINE: connecting…"
 		if m.connErr != "" {
 			msg += " (" + m.connErr + ")"
 		}

@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"securefastchat/proto"
@@ -51,9 +49,11 @@ type Config struct {
 	// NoReconnect turns off reconnecting by itself when the connection
 	// drops.
 	NoReconnect bool
-	// OnConnection, if set, is called when the connection drops (up false,
-	// with the reason) and when it is back (up true).
-	OnConnection func(up bool, err error)
+	// OnConnection, if set, is told each change of the connection's state
+	// (connected, connecting with the reason it dropped, replaced by
+	// another session of the user, stopped for good with the reason). It
+	// is called from the client's goroutines and must return quickly.
+	OnConnection func(ConnEvent)
 	// OnEvent, if set, receives presence, typing, broadcasts and receipts.
 	// It is called from the client's goroutines (receipts from the one
 	// that receives messages), so it must be safe for concurrent use and
@@ -62,6 +62,10 @@ type Config struct {
 	// OnFileProgress, if set, is told how much of a file being received
 	// has arrived (from the goroutine that receives messages).
 	OnFileProgress func(from, name string, id [proto.MsgIDLen]byte, got, size int64)
+	// OnFirstContact, if set, is called when the server's key is pinned
+	// for the first time, before any credential goes to it (see
+	// DialOptions.OnFirstContact).
+	OnFirstContact func(addr, fingerprint string, checked bool)
 	// Invite is the invite code Signup presents, for servers that sign up
 	// by invitation only.
 	Invite string
@@ -120,35 +124,6 @@ func IdentityPath(home, canonUser string) string {
 // KnownServersPath returns the server pin file of a home directory.
 func KnownServersPath(home string) string { return filepath.Join(home, "known_servers") }
 
-// Client is a logged-in user.
-type Client struct {
-	// Static after login.
-	cfg      Config
-	user     string // canonical
-	display  string
-	id       *Identity
-	contacts *contacts
-
-	mu       sync.Mutex
-	conn     *Conn
-	token    []byte
-	changed  chan struct{} // closed when conn is replaced
-	fatalErr error         // why reconnecting stopped for good
-	closing  bool          // Close has begun: no new connection may start
-
-	groupsMu sync.Mutex // guards groupsM and the views in it
-	groupsM  map[string]*groupView
-	changeMu sync.Mutex // one group change at a time
-
-	msgs     chan *Message
-	recv     *receiver
-	live     live
-	receipts *receipts
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	closed   sync.Once
-}
-
 // Receipt is the server's acknowledgement of a sent message: the receiver's
 // client has it.
 type Receipt struct {
@@ -158,70 +133,22 @@ type Receipt struct {
 }
 
 func (cfg *Config) dialOptions() DialOptions {
-	return DialOptions{KnownServers: KnownServersPath(cfg.Home), ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial}
+	return DialOptions{KnownServers: KnownServersPath(cfg.Home), ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial,
+		OnFirstContact: cfg.OnFirstContact}
 }
 
-// Signup makes a new identity, saves it in the home directory (encrypted
-// with the password) and creates the account.
-func Signup(ctx context.Context, cfg Config, user, password string) (*Client, error) {
+// PinServer connects to the server once, without logging in, so its key
+// is pinned (Config.OnFirstContact hears of a first contact) or checked
+// against the pin.
+func PinServer(ctx context.Context, cfg Config) error {
 	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	canon, err := proto.CanonicalUsername(user)
-	if err != nil {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
-	}
-	if n := len(password); n < proto.MinPasswordLen || n > proto.MaxPasswordLen {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidPassword, Message: fmt.Sprintf("a password is %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)}
-	}
-	idPath := IdentityPath(cfg.Home, canon)
-	if _, err := os.Stat(idPath); err == nil {
-		return nil, fmt.Errorf("client: %s already holds an identity for %s; log in instead", idPath, canon)
-	}
-	id, err := NewIdentity()
-	if err != nil {
-		return nil, err
+		return err
 	}
 	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ok, err := conn.SignupInvite(ctx, user, password, id.PublicKeys(canon), cfg.Invite)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := SaveIdentity(idPath, id, []byte(password), cfg.KDF); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return newClient(cfg, canon, id, conn, ok)
-}
-
-// Login opens the user's identity with the password and logs in.
-func Login(ctx context.Context, cfg Config, user, password string) (*Client, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	canon, err := proto.CanonicalUsername(user)
-	if err != nil {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
-	}
-	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
-	if err != nil {
-		return nil, err
-	}
-	ok, err := conn.LoginWith(ctx, user, password, cfg.loginFlags())
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	id, err := LoadIdentity(IdentityPath(cfg.Home, canon), []byte(password))
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return newClient(cfg, canon, id, conn, ok)
+	return conn.Close()
 }
 
 // Signup asks for a new account on a fresh connection. keys must be the
@@ -277,247 +204,20 @@ func loginRequest(ctx context.Context, conn *Conn, build func([]byte, uint32) []
 	return ok, nil
 }
 
-func newClient(cfg Config, canon string, id *Identity, conn *Conn, ok *proto.LoginOK) (*Client, error) {
-	ct, err := loadContacts(filepath.Join(UserDir(cfg.Home, canon), "contacts"))
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	c := &Client{
-		cfg: cfg, user: canon, display: string(ok.User), id: id, contacts: ct,
-		conn: conn, token: append([]byte(nil), ok.Token...),
-		changed:  make(chan struct{}),
-		msgs:     make(chan *Message, cfg.Messages),
-		stop:     make(chan struct{}),
-		receipts: newReceipts(),
-	}
-	c.live.ch = make(chan push, liveQueue)
-	seen, err := openSeenLog(filepath.Join(UserDir(cfg.Home, canon), "seen"))
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	c.recv = newReceiver(c, seen)
-	c.wg.Add(2)
-	go func() {
-		defer c.wg.Done()
-		c.liveLoop()
-	}()
-	go func() {
-		defer c.wg.Done()
-		c.receiptLoop()
-	}()
-	c.startConn(conn)
-	return c, nil
-}
-
-// startConn starts the goroutines that serve one connection.
-func (c *Client) startConn(conn *Conn) {
-	conn.OnPush(c.onPush)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.recv.run(conn)
-	}()
-	if !c.cfg.NoReconnect {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.supervise(conn)
-		}()
-	}
-	if c.cfg.PingInterval > 0 {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			t := time.NewTicker(c.cfg.PingInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-t.C:
-					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-					_ = conn.Ping(ctx)
-					cancel()
-				case <-conn.Done():
-					return
-				case <-c.stop:
-					return
-				}
-			}
-		}()
-	}
-}
-
 // User returns the canonical user name.
 func (c *Client) User() string { return c.user }
 
-// Display returns the user name as signed up.
-func (c *Client) Display() string { return c.display }
-
-// Identity returns the user's keys.
-func (c *Client) Identity() *Identity { return c.id }
-
-// Token returns the session token (for Resume).
-func (c *Client) Token() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]byte(nil), c.token...)
-}
-
-// Conn returns the current connection.
-func (c *Client) Conn() *Conn {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.conn
-}
-
-// ServerKey returns the server's key.
-func (c *Client) ServerKey() proto.PublicKey { return c.Conn().ServerKey() }
-
 // DuplicatesDropped returns how many received messages were repeats
 // (redeliveries or resends) dropped before the application saw them.
-func (c *Client) DuplicatesDropped() int64 { return c.recv.dups.Load() }
+func (c *Client) DuplicatesDropped() int64 {
+	if c.recv == nil {
+		return 0
+	}
+	return c.recv.dups.Load()
+}
 
 // Messages returns decrypted, verified messages. It is closed by Close.
 func (c *Client) Messages() <-chan *Message { return c.msgs }
-
-// Reconnect dials again (a full new handshake) and resumes the session
-// with its token; no password hash is spent.
-func (c *Client) Reconnect(ctx context.Context) error {
-	conn, err := Dial(ctx, c.cfg.Addr, c.cfg.dialOptions())
-	if err != nil {
-		return err
-	}
-	if _, err := conn.ResumeWith(ctx, c.user, c.Token(), c.cfg.loginFlags()); err != nil {
-		conn.Close()
-		return err
-	}
-	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		conn.Close()
-		return ErrClosed
-	}
-	old := c.conn
-	c.conn = conn
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.startConn(conn) // under mu, so Close cannot miss it
-	c.mu.Unlock()
-	old.Close()
-	if c.cfg.OnConnection != nil {
-		c.cfg.OnConnection(true, nil)
-	}
-	return nil
-}
-
-// supervise waits for conn to end and, unless the client is closing or
-// the server said this login was replaced, reconnects with backoff.
-func (c *Client) supervise(conn *Conn) {
-	select {
-	case <-conn.Done():
-	case <-c.stop:
-		return
-	}
-	if c.Conn() != conn {
-		return // replaced by Reconnect already
-	}
-	err := conn.Err()
-	var ce *ClosedError
-	if errors.As(err, &ce) && ce.Reason == proto.CloseReplaced || errors.Is(err, ErrClosed) {
-		return
-	}
-	if errors.As(err, &ce) && ce.Reason == proto.CloseRevoked {
-		c.giveUp(err) // the session is gone: reconnecting cannot succeed
-		return
-	}
-	if c.cfg.OnConnection != nil {
-		c.cfg.OnConnection(false, err)
-	}
-	backoff := 50 * time.Millisecond
-	for {
-		select {
-		case <-c.stop:
-			return
-		case <-time.After(backoff):
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.Reconnect(ctx)
-		cancel()
-		if err == nil {
-			return // the new connection has its own supervisor
-		}
-		if errors.Is(err, proto.CodeInvalidToken) || errors.Is(err, ErrServerKeyChanged) || errors.Is(err, proto.ErrUnsupportedVersion) {
-			c.giveUp(err)
-			return
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
-
-// giveUp stops reconnecting for good: requests waiting for a connection
-// fail with err.
-func (c *Client) giveUp(err error) {
-	c.mu.Lock()
-	c.fatalErr = err
-	close(c.changed)
-	c.changed = make(chan struct{})
-	c.mu.Unlock()
-	if c.cfg.OnConnection != nil {
-		c.cfg.OnConnection(false, err)
-	}
-}
-
-// waitReconnect waits until the connection is no longer old (or ctx ends,
-// or reconnecting has failed for good).
-func (c *Client) waitReconnect(ctx context.Context, old *Conn) error {
-	for {
-		c.mu.Lock()
-		cur, ch, fatal := c.conn, c.changed, c.fatalErr
-		c.mu.Unlock()
-		if fatal != nil {
-			return fatal
-		}
-		if cur != old {
-			return nil
-		}
-		if c.cfg.NoReconnect {
-			return old.Err()
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.stop:
-			return ErrClosed
-		}
-	}
-}
-
-// Logout revokes the session token and closes the connection.
-func (c *Client) Logout(ctx context.Context) error {
-	t, _, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TLogout, id) })
-	if err := expect(t, proto.TOK, err); err != nil {
-		return err
-	}
-	return c.Close()
-}
-
-// Close closes the connection and stops the client's goroutines.
-func (c *Client) Close() error {
-	c.closed.Do(func() {
-		c.mu.Lock()
-		c.closing = true
-		conn := c.conn
-		c.mu.Unlock()
-		close(c.stop)
-		conn.Close()
-		c.wg.Wait()
-		c.recv.close()
-		close(c.msgs)
-	})
-	return nil
-}
 
 // Available reports whether a user name can be signed up.
 func Available(ctx context.Context, cfg Config, user string) (bool, error) {
@@ -696,9 +396,16 @@ func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32
 // server de-duplicates by its msg_id) and returns the reply. If the
 // connection drops or the server says it is stopping before the reply, it
 // waits for the client to reconnect and sends it again, until ctx ends.
+// While the client is offline it waits for the connection first.
 func (c *Client) request(ctx context.Context, build func(b []byte, id uint32) []byte) (proto.MsgType, []byte, error) {
 	for {
 		conn := c.Conn()
+		if conn == nil {
+			if err := c.waitReconnect(ctx, nil); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
 		t, rb, err := conn.Request(ctx, build)
 		var re *proto.RemoteError
 		retry := errors.Is(err, ErrConnectionLost) ||

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ type DialOptions struct {
 	HandshakeTimeout time.Duration
 	// Deliveries is the capacity of the delivery channel. If zero, 1024.
 	Deliveries int
+	// OnFirstContact, if set, is called when a server's key is pinned for
+	// the first time (before any credential goes to it), with its
+	// fingerprint; checked says it matched ServerKey.
+	OnFirstContact func(addr, fingerprint string, checked bool)
 	// OnDelivery, if set, receives every delivery on the connection's
 	// reader goroutine instead of the Deliveries channel, without copies:
 	// the Delivery and everything it points to are valid only during the
@@ -180,7 +185,7 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	got := c.serverKey.Fingerprint()
 	if want != "" && got != want {
 		c.Close()
-		return nil, &KeyChangedError{Addr: addr, Pinned: want, Presented: got, Expected: true}
+		return nil, &KeyChangedError{Addr: addr, Pinned: want, Presented: got, Expected: true, FirstContact: pinned == nil}
 	}
 	if pinned == nil && opts.KnownServers != "" {
 		if opts.NoPinNew {
@@ -190,6 +195,9 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 		if err := addPin(opts.KnownServers, addr, c.serverKey); err != nil {
 			c.Close()
 			return nil, err
+		}
+		if opts.OnFirstContact != nil {
+			opts.OnFirstContact(addr, got, want != "")
 		}
 	}
 	return c, nil
@@ -216,11 +224,23 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 	}
 	var buf [proto.MaxHelloLen]byte
 	reply, err := proto.ReadSmallFrame(nc, buf[:])
+	if errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrFrameTooShort) {
+		nc.Close()
+		return nil, fmt.Errorf("%w: %s answered with something else (is this the chat port, not the admin or web port?)", ErrNotServer, addr)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		nc.Close()
+		return nil, fmt.Errorf("%w: %s did not answer the handshake in time (is it a securefastchat server? it may also be overloaded)", proto.ErrHandshakeFailed, addr)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("%w: no handshake reply: %v", proto.ErrHandshakeFailed, err)
 	}
 	sess, key, err := hs.Finish(reply)
+	if errors.Is(err, proto.ErrMalformed) {
+		nc.Close()
+		return nil, fmt.Errorf("%w: %s answered with something else (is this the chat port, not the admin or web port?)", ErrNotServer, addr)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, err

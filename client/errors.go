@@ -33,6 +33,15 @@ var (
 	// ErrPeerKeysChanged: a receiver's keys changed since the message was
 	// sealed. See KeysChangedError.
 	ErrPeerKeysChanged = errors.New("client: the receiver's keys have changed")
+	// ErrNeedPassword: the server refused the kept session and no
+	// password is known to log in again.
+	ErrNeedPassword = errors.New("client: the session is no longer valid; log in with the password")
+	// ErrNotConnected: the client was loaded but neither Connect nor
+	// Start was called.
+	ErrNotConnected = errors.New("client: not connected")
+	// ErrNotServer: the address answers, but not as a securefastchat
+	// server.
+	ErrNotServer = errors.New("client: not a securefastchat server")
 	// ErrRejected: a received message failed its end-to-end checks.
 	ErrRejected = errors.New("client: message rejected")
 	// ErrFileTooLarge: a file over the size limit.
@@ -46,9 +55,16 @@ type KeyChangedError struct {
 	Pinned    string // the fingerprint pinned or expected
 	Presented string // the fingerprint the server presented
 	Expected  bool   // Pinned came from --server-key rather than the pin file
+	// FirstContact: nothing was pinned for Addr; the key given did not
+	// match on the first contact.
+	FirstContact bool
 }
 
 func (e *KeyChangedError) Error() string {
+	if e.FirstContact {
+		return fmt.Sprintf("the server at %s presents the key %s, not the one given with --server-key (%s); nothing was sent and nothing was pinned. "+
+			"Check the fingerprint with the server's operator ('securefastchat fingerprint' on the server)", e.Addr, e.Presented, e.Pinned)
+	}
 	what := "pinned"
 	if e.Expected {
 		what = "expected"

@@ -251,10 +251,14 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 		epoch = 0
 	}
 	parts := max(1, (len(wraps)+wrapsPerPart-1)/wrapsPerPart)
+	conn, err := c.liveConn(ctx) // every part goes on one connection
+	if err != nil {
+		return err
+	}
 	for p := 0; p < parts; p++ {
 		m := proto.GroupChange{Group: []byte(name), Statement: raw, Epoch: epoch, RosterSeq: rosterSeq, Part: uint16(p + 1), Parts: uint16(parts)}
 		m.Keys = wraps[p*wrapsPerPart : min(len(wraps), (p+1)*wrapsPerPart)]
-		t, _, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if err := expect(t, proto.TOK, err); err != nil {
 			return err
 		}

@@ -255,7 +255,11 @@ func (c *Client) signal(ctx context.Context, to string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	return c.Conn().SendRaw((&proto.Signal{To: []byte(pk.User), Body: sealed}).Append(nil, 0))
+	conn := c.Conn()
+	if conn == nil {
+		return ErrNotConnected // a signal is for now or never
+	}
+	return conn.SendRaw((&proto.Signal{To: []byte(pk.User), Body: sealed}).Append(nil, 0))
 }
 
 // Broadcast sends text to everyone online and returns how many it
@@ -266,7 +270,11 @@ func (c *Client) Broadcast(ctx context.Context, text string) (int, error) {
 	if err := m.Parse(m.Append(nil, 0)[proto.MsgHeaderLen:]); err != nil {
 		return 0, fmt.Errorf("client: broadcast: %w", err)
 	}
-	t, body, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	conn, err := c.liveConn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 	if err := expect(t, proto.TBroadcastSent, err); err != nil {
 		return 0, err
 	}

@@ -25,6 +25,9 @@ import (
 var (
 	// ErrInUse: another client holds the history open.
 	ErrInUse = errors.New("history: in use by another client of this user")
+	// ErrDamaged: the file is not a readable history (torn, overwritten,
+	// or not a history at all). Nothing in it was changed.
+	ErrDamaged = errors.New("history: the file is damaged")
 	// ErrCorrupt: a record does not open with the key or does not decode.
 	ErrCorrupt = errors.New("history: record does not open")
 )
@@ -102,14 +105,40 @@ type History struct {
 	seq uint64
 }
 
-// Open opens (or creates) the history at path, sealed with key.
-func Open(path string, key *[32]byte) (*History, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, berrors.ErrTimeout) {
+// Open opens (or creates) the history at path, sealed with key. A file
+// another client holds open gives ErrInUse after a second; a file that
+// is not a readable history gives ErrDamaged (bbolt may panic on damaged
+// pages: that is caught here), and is left as it is.
+func Open(path string, key *[32]byte) (_ *History, err error) {
+	var db *bolt.DB
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			err = fmt.Errorf("%w: %s (%v)", ErrDamaged, path, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("%w (%s)", ErrInUse, path)
-	}
-	if err != nil {
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("%w: %s (%v)", ErrDamaged, path, err)
+	case err != nil:
 		return nil, fmt.Errorf("history: opening %s: %w", path, err)
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() { // read to the end: Check's goroutine sends them all
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %s (%v)", ErrDamaged, path, err)
 	}
 	h := &History{db: db, key: *key}
 	err = db.Update(func(tx *bolt.Tx) error {

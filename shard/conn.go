@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"securefastchat/internal/account"
+	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
 	"securefastchat/store"
 )
@@ -465,11 +466,9 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
 		return
 	}
-	if s := c.set; s.msgs != nil {
-		if m.Kind == proto.KindText && !s.msgs.Allow(c.user) || !s.msgBytes.AllowN(c.user, float64(len(m.Body))) {
-			c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
-			return
-		}
+	if err := c.set.chargeMessage(c.user, m.Kind == proto.KindText, len(m.Body)); err != nil {
+		c.replyFailure(id, err)
+		return
 	}
 	var canon [proto.MaxUsernameLen]byte
 	to, err := proto.AppendCanonicalUsername(canon[:0], m.To)
@@ -589,7 +588,10 @@ func (c *conn) replyBad(id uint32, err error) {
 // internal for anything else (logged, never sent in full).
 func (c *conn) replyFailure(id uint32, err error) {
 	var code proto.ErrorCode
+	var refused *ratelimit.Refused
 	switch {
+	case errors.As(err, &refused):
+		c.replyErr(id, proto.CodeRateLimited, refused.Error())
 	case errors.As(err, &code):
 		c.replyErr(id, code, codeText(code))
 	case errors.Is(err, store.ErrUnavailable):

@@ -309,11 +309,9 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	}
 	// As for direct messages: text spends the message count, a file chunk
 	// the byte budget, and both spend bytes.
-	if s := c.set; s.msgs != nil {
-		if !file && !s.msgs.Allow(c.user) || !s.msgBytes.AllowN(c.user, float64(len(m.Body))) {
-			c.replyErr(id, proto.CodeRateLimited, "sending too fast; slow down")
-			return
-		}
+	if err := c.set.chargeMessage(c.user, !file, len(m.Body)); err != nil {
+		c.replyFailure(id, err)
+		return
 	}
 	g := c.memberGroup(id, m.Group)
 	if g == nil {

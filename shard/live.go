@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
 	"securefastchat/store"
 )
@@ -227,9 +228,9 @@ func (c *conn) signal(id uint32, body []byte) {
 		c.replyBad(id, err)
 		return
 	}
-	if !c.set.signals.Allow(c.user) {
+	if wait := c.set.signals.Take(c.user); wait > 0 {
 		if id != 0 {
-			c.replyErr(id, proto.CodeRateLimited, "signalling too fast; slow down")
+			c.replyFailure(id, ratelimit.Refuse(wait, "signalling too fast"))
 		}
 		return
 	}
@@ -263,8 +264,8 @@ func (c *conn) broadcast(id uint32, body []byte) {
 			return
 		}
 	}
-	if !c.set.broadcasts.Allow(c.user) {
-		c.replyErr(id, proto.CodeRateLimited, "broadcasting too often; wait a little")
+	if wait := c.set.broadcasts.Take(c.user); wait > 0 {
+		c.replyFailure(id, ratelimit.Refuse(wait, "broadcasting too often"))
 		return
 	}
 	msg := (&proto.BroadcastMsg{Time: c.set.opts.Now().UnixMilli(), From: []byte(c.user), Text: m.Text}).Append(nil, 0)

@@ -349,3 +349,18 @@ func (s *Set) goTracked(fn func()) {
 }
 
 func (s *Set) newServerID() uint64 { return s.nextServerID.Add(1) }
+
+// chargeMessage spends a sender's message limits: a text message counts,
+// and every message spends its bytes. It returns a *ratelimit.Refused
+// saying when a retry will pass.
+func (s *Set) chargeMessage(user string, text bool, n int) error {
+	if s.msgs == nil {
+		return nil
+	}
+	if text {
+		if wait := s.msgs.Take(user); wait > 0 {
+			return ratelimit.Refuse(wait, "sending too fast")
+		}
+	}
+	return ratelimit.Refuse(s.msgBytes.TakeN(user, float64(n)), "sending too many bytes")
+}

@@ -173,8 +173,8 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 			return nil, proto.CodeInvalidInvite
 		}
 	}
-	if !s.signupIP.Allow(addr) {
-		return nil, proto.CodeRateLimited
+	if err := ratelimit.Refuse(s.signupIP.Take(addr), "too many sign-ups from this address"); err != nil {
+		return nil, err
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
@@ -228,8 +228,8 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 
 // Login checks a password and opens a session.
 func (s *Service) Login(ctx context.Context, addr string, user, password []byte) (*Result, error) {
-	if !s.loginIP.Allow(addr) {
-		return nil, proto.CodeRateLimited
+	if err := ratelimit.Refuse(s.loginIP.Take(addr), "too many password logins from this address"); err != nil {
+		return nil, err
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil || len(password) > proto.MaxPasswordLen {
@@ -270,8 +270,8 @@ func (s *Service) Login(ctx context.Context, addr string, user, password []byte)
 
 // Resume checks a session token presented after a fresh handshake.
 func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
-	if !s.resumeIP.Allow(addr) {
-		return nil, proto.CodeRateLimited
+	if err := ratelimit.Refuse(s.resumeIP.Take(addr), "too many logins from this address"); err != nil {
+		return nil, err
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil || len(token) != proto.TokenLen {
@@ -317,8 +317,8 @@ func (s *Service) Logout(token []byte) error {
 // Available reports whether a name can be signed up. It shares the signup
 // limit, since it reveals the same thing.
 func (s *Service) Available(addr string, user []byte) (bool, error) {
-	if !s.signupIP.Allow(addr) {
-		return false, proto.CodeRateLimited
+	if err := ratelimit.Refuse(s.signupIP.Take(addr), "too many sign-up checks from this address"); err != nil {
+		return false, err
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
@@ -336,8 +336,10 @@ func (s *Service) Available(addr string, user []byte) (bool, error) {
 // with the requester, which reveal nothing new and which group members
 // need for every key they wrap.
 func (s *Service) Keys(requester string, user []byte, free bool) (*store.User, error) {
-	if !free && !s.lookups.Allow(requester) {
-		return nil, proto.CodeRateLimited
+	if !free {
+		if err := ratelimit.Refuse(s.lookups.Take(requester), "too many key lookups"); err != nil {
+			return nil, err
+		}
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
@@ -362,8 +364,8 @@ func (s *Service) Recipient(requester, canon string) (*store.User, error) {
 		return nil, fmt.Errorf("account: lookup: %w", err)
 	}
 	if u == nil {
-		if !s.lookups.Allow(requester) {
-			return nil, proto.CodeRateLimited
+		if err := ratelimit.Refuse(s.lookups.Take(requester), "too many sends to names that do not exist"); err != nil {
+			return nil, err
 		}
 		return nil, nil
 	}

@@ -4,9 +4,12 @@
 package ratelimit
 
 import (
+	"fmt"
 	"hash/maphash"
 	"sync"
 	"time"
+
+	"securefastchat/proto"
 )
 
 const stripes = 32
@@ -56,9 +59,17 @@ func (l *Limiter) Unlimited() bool { return l == nil || l.rate == 0 }
 func (l *Limiter) Allow(key string) bool { return l.AllowN(key, 1) }
 
 // AllowN takes n tokens for key if it has them.
-func (l *Limiter) AllowN(key string, n float64) bool {
+func (l *Limiter) AllowN(key string, n float64) bool { return l.TakeN(key, n) == 0 }
+
+// Take takes one token for key; see TakeN.
+func (l *Limiter) Take(key string) time.Duration { return l.TakeN(key, 1) }
+
+// TakeN takes n tokens for key if it has them and returns 0; otherwise it
+// takes nothing and returns how long until it will have them (at least a
+// second: a retry sooner is not worth saying).
+func (l *Limiter) TakeN(key string, n float64) time.Duration {
 	if l.Unlimited() {
-		return true
+		return 0
 	}
 	st := &l.s[maphash.String(l.seed, key)%stripes]
 	now := l.now()
@@ -75,11 +86,36 @@ func (l *Limiter) AllowN(key string, n float64) bool {
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
 	if b.tokens < n {
-		return false
+		need := min(n, l.burst) - b.tokens
+		return max(time.Second, time.Duration(need/l.rate*float64(time.Second)).Round(time.Second))
 	}
 	b.tokens -= n
-	return true
+	return 0
 }
+
+// Refused is a refusal by a limit: what was limited and when a retry will
+// succeed. It is a proto.CodeRateLimited (errors.Is), and its text is what
+// the client is told.
+type Refused struct {
+	What    string // "too many sign-ups from this address"
+	RetryIn time.Duration
+}
+
+// Refuse returns a *Refused for a wait from Take or TakeN, or nil if the
+// wait is 0.
+func Refuse(wait time.Duration, what string) error {
+	if wait == 0 {
+		return nil
+	}
+	return &Refused{What: what, RetryIn: wait}
+}
+
+func (e *Refused) Error() string {
+	return fmt.Sprintf("%s; retry in %s", e.What, e.RetryIn.Round(time.Second))
+}
+
+// Unwrap makes errors.Is(err, proto.CodeRateLimited) true.
+func (e *Refused) Unwrap() error { return proto.CodeRateLimited }
 
 // evict drops buckets that have refilled completely.
 func (l *Limiter) evict(m map[string]*bucket, now time.Time) {

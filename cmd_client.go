@@ -154,19 +154,12 @@ func cmdSignup(args []string) error {
 	}
 	ctx, cancel := timeout()
 	defer cancel()
-	// Check the name first, so nobody types a password twice for a taken name.
-	if ok, err := client.Available(ctx, cf.config(), *cf.user); err != nil {
-		return err
-	} else if !ok {
-		return proto.CodeUsernameTaken
-	}
-	pw, err := password(true)
-	if err != nil {
-		return err
-	}
 	cfg := cf.config()
 	cfg.Invite = *invite
-	c, err := client.Signup(ctx, cfg, *cf.user, pw)
+	// The name is checked first, so nobody types a password twice for a
+	// taken name; the check and the sign-up share one connection and one
+	// of the server's sign-up tokens.
+	c, err := client.SignupChecked(ctx, cfg, *cf.user, func() (string, error) { return password(true) })
 	if err != nil {
 		return err
 	}

@@ -115,9 +115,9 @@ func Run(o Options) error {
 		c.Close()
 		switch {
 		case errors.Is(err, history.ErrInUse):
-			return fmt.Errorf("%w: the history is in use by another chat of %s on this machine; use that one, or quit it first", ErrHistoryInUse, c.User())
+			return fmt.Errorf("%w by another chat of %s on this machine; use that one, or quit it first", ErrHistoryInUse, c.User())
 		case errors.Is(err, history.ErrDamaged):
-			return fmt.Errorf("%w: %s; move it away to start a fresh history (%v)", ErrHistoryDamaged, hpath, err)
+			return fmt.Errorf("%w: %s; move it away to start a fresh history", ErrHistoryDamaged, hpath)
 		}
 		return err
 	}

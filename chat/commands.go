@@ -140,6 +140,10 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 		if !needArg("a user name") {
 			return nil, false
 		}
+		if u, err := proto.CanonicalUsername(arg); err == nil && m.convs["@"+u] != nil && m.conn != client.StateConnected {
+			m.openConv("@" + u) // known already: opens offline too (keys are checked when it sends)
+			return nil, false
+		}
 		return a.do(func(ctx context.Context) tea.Msg {
 			pk, err := c.PeerKeys(ctx, arg)
 			if err != nil {
@@ -154,6 +158,10 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 		g, err := proto.CanonicalUsername(arg)
 		if err != nil {
 			m.status = "group names are 1 to 32 of a-z 0-9 _"
+			return nil, false
+		}
+		if name == "/group" && m.convs["#"+g] != nil && m.conn != client.StateConnected {
+			m.openConv("#" + g) // known already; its members are listed once connected
 			return nil, false
 		}
 		create := name == "/create"

@@ -229,8 +229,13 @@ func Available(ctx context.Context, cfg Config, user string) (bool, error) {
 		return false, err
 	}
 	defer conn.Close()
+	return conn.available(ctx, user)
+}
+
+// available asks whether a user name can be signed up.
+func (c *Conn) available(ctx context.Context, user string) (bool, error) {
 	m := proto.UserReq{User: []byte(user)}
-	t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TCheckUsername, id) })
+	t, body, err := c.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TCheckUsername, id) })
 	if err := expect(t, proto.TAvailable, err); err != nil {
 		return false, err
 	}

@@ -87,6 +87,18 @@ type Client struct {
 // identity (encrypted with the password) and the session in the home
 // directory.
 func Signup(ctx context.Context, cfg Config, user, password string) (*Client, error) {
+	return signup(ctx, cfg, user, false, func() (string, error) { return password, nil })
+}
+
+// SignupChecked first asks the server whether user is free, then asks
+// password for the password (a prompt: nobody types a password twice for
+// a taken name) and signs up on the same connection, so the check and the
+// sign-up spend one of the server's per-address sign-up tokens.
+func SignupChecked(ctx context.Context, cfg Config, user string, password func() (string, error)) (*Client, error) {
+	return signup(ctx, cfg, user, true, password)
+}
+
+func signup(ctx context.Context, cfg Config, user string, check bool, password func() (string, error)) (*Client, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -94,31 +106,54 @@ func Signup(ctx context.Context, cfg Config, user, password string) (*Client, er
 	if err != nil {
 		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
 	}
-	if n := len(password); n < proto.MinPasswordLen || n > proto.MaxPasswordLen {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidPassword, Message: fmt.Sprintf("a password is %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)}
-	}
 	idPath := IdentityPath(cfg.Home, canon)
 	if _, err := os.Stat(idPath); err == nil {
 		return nil, fmt.Errorf("client: %s already holds an identity for %s; log in instead", idPath, canon)
-	}
-	id, err := NewIdentity()
-	if err != nil {
-		return nil, err
 	}
 	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
 	if err != nil {
 		return nil, err
 	}
-	ok, err := conn.SignupInvite(ctx, user, password, id.PublicKeys(canon), cfg.Invite)
+	if check {
+		free, err := conn.available(ctx, user)
+		if err == nil && !free {
+			err = proto.CodeUsernameTaken
+		}
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	pw, err := password()
+	if err == nil && (len(pw) < proto.MinPasswordLen || len(pw) > proto.MaxPasswordLen) {
+		err = &proto.RemoteError{Code: proto.CodeInvalidPassword, Message: fmt.Sprintf("a password is %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)}
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	if err := SaveIdentity(idPath, id, []byte(password), cfg.KDF); err != nil {
+	if conn.Err() != nil {
+		// The server's login deadline passed while the password was typed:
+		// sign up on a fresh connection (the name is checked again there).
+		if conn, err = Dial(ctx, cfg.Addr, cfg.dialOptions()); err != nil {
+			return nil, err
+		}
+	}
+	id, err := NewIdentity()
+	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	c, err := newClient(cfg, canon, id, password)
+	ok, err := conn.SignupInvite(ctx, user, pw, id.PublicKeys(canon), cfg.Invite)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := SaveIdentity(idPath, id, []byte(pw), cfg.KDF); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c, err := newClient(cfg, canon, id, pw)
 	if err != nil {
 		conn.Close()
 		return nil, err

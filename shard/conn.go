@@ -84,6 +84,7 @@ type conn struct {
 	token     []byte       // this session's token, for logout
 	frameDL   bool         // a frame deadline is set for the frame being read
 	closeRecv bool         // the peer sent Close
+	checked   []byte       // the canonical name this connection found free (CheckUsername)
 	upload    *groupUpload // a multi-part group change under way
 
 	// Owned by the shard loop.
@@ -261,6 +262,10 @@ func (c *conn) handle(msg []byte) bool {
 			c.replyFailure(id, err)
 			return true
 		}
+		if ok {
+			// A sign-up for this name on this connection spends no more.
+			c.checked, _ = proto.AppendCanonicalUsername(c.checked[:0], m.User)
+		}
 		c.reply((&proto.Available{Available: ok}).Append(nil, id))
 	case proto.TPing:
 		var m proto.Ping
@@ -357,7 +362,10 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 			err = m.ParseInvite(body)
 		}
 		if err == nil {
-			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys, m.Invite)
+			canon, _ := proto.AppendCanonicalUsername(nil, m.User)
+			checked := c.checked != nil && string(canon) == string(c.checked)
+			c.checked = nil
+			res, err = o.Accounts.Signup(ctx, c.ip, m.User, m.Password, &m.Keys, m.Invite, checked)
 			keys = &m.Keys
 		}
 	case proto.TLogin, proto.TLoginWith:

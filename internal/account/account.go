@@ -163,8 +163,11 @@ func (s *Service) SignupPolicy() SignupPolicy { return s.signup }
 
 // Signup creates an account with its public keys and logs it in. Under
 // SignupInvite, invite must be an unused code; it is used up in the same
-// transaction that creates the account.
-func (s *Service) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte) (*Result, error) {
+// transaction that creates the account, and it is checked before anything
+// about the name is said. checked says the same connection has just asked
+// whether the name is free (Available), which spent the address's sign-up
+// token for both: one sign-up costs one token.
+func (s *Service) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*Result, error) {
 	switch s.signup {
 	case SignupClosed:
 		return nil, proto.CodeSignupClosed
@@ -173,8 +176,10 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 			return nil, proto.CodeInvalidInvite
 		}
 	}
-	if err := ratelimit.Refuse(s.signupIP.Take(addr), "too many sign-ups from this address"); err != nil {
-		return nil, err
+	if !checked {
+		if err := ratelimit.Refuse(s.signupIP.Take(addr), "too many sign-ups from this address"); err != nil {
+			return nil, err
+		}
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
@@ -186,19 +191,20 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 	if err := proto.VerifyKeys(canon, keys); err != nil {
 		return nil, proto.CodeInvalidKey
 	}
-	if taken, err := s.st.UserExists(string(canon)); err != nil {
-		return nil, fmt.Errorf("account: signup: %w", err)
-	} else if taken {
-		return nil, proto.CodeUsernameTaken
-	}
 	if s.signup == SignupInvite {
-		// Checked before the hash, so a wrong code costs no argon2 work;
-		// used up only with the account, below.
+		// Checked before the name and the hash, so a wrong code learns
+		// nothing and costs no argon2 work; used up only with the account,
+		// below.
 		if ok, err := s.st.InviteValid(string(invite)); err != nil {
 			return nil, storageErr("signup", err)
 		} else if !ok {
 			return nil, proto.CodeInvalidInvite
 		}
+	}
+	if taken, err := s.st.UserExists(string(canon)); err != nil {
+		return nil, fmt.Errorf("account: signup: %w", err)
+	} else if taken {
+		return nil, proto.CodeUsernameTaken
 	}
 	phc, err := s.hasher.Hash(ctx, password)
 	if err != nil {

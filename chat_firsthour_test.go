@@ -178,5 +178,25 @@ func TestChatFirstHour(t *testing.T) {
 	if r := as("ann", "recv"); !strings.Contains(r.stdout, "bob: typed while the server was down") {
 		t.Fatalf("ann did not get what bob typed while the server was down: %+v", r)
 	}
+
+	// Item 7: the home copied to another machine meets the server for the
+	// first time there: the chat shows the server's key and asks before its
+	// screen opens.
+	annHome := strings.TrimPrefix(users["ann"][0], "SFC_HOME=")
+	copied := t.TempDir()
+	if out, err := exec.Command("cp", "-a", annHome+"/.", copied).CombinedOutput(); err != nil {
+		t.Fatalf("copying ann's home: %v %s", err, out)
+	}
+	os.Remove(filepath.Join(copied, "known_servers"))
+	fp := strings.TrimSpace(run(t, nil, "fingerprint", "--data", data).stdout)
+	ann := startChatPane(t, socket, "ann", []string{"SFC_HOME=" + copied, "SFC_PASSWORD=" + chatPassword}, "--server", addr, "--user", "ann")
+	ann.waitForJoined("First contact with " + addr + ": its key is " + fp)
+	ann.waitFor(`Pin this key and continue\? \[y/N\]`)
+	ann.typeLine("y")
+	ann.waitFor(`● connected`)
+	if r := as("bob", "send", "--to", "ann", "hello on the new machine"); r.code != 0 {
+		t.Fatalf("bob's send: %+v", r)
+	}
+	ann.waitFor(`bob: hello on the new machine`)
 	_ = srv
 }

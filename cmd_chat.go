@@ -1,14 +1,33 @@
 package main
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/term"
 
 	"securefastchat/chat"
 	"securefastchat/client"
 )
+
+// errNotPinned: the user did not accept a server met for the first time.
+var errNotPinned = errors.New("the server's key was not accepted; nothing was pinned or sent")
+
+// confirmFirstContact shows the key of a server met for the first time and
+// asks before pinning it (the chat runs on a terminal).
+func confirmFirstContact(addr, fingerprint string, _ bool) error {
+	fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
+		"Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n"+
+		"Pin this key and continue? [y/N] ", addr, fingerprint)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+		return errNotPinned
+	}
+	return nil
+}
 
 func cmdChat(args []string) error {
 	cf := newClientFlags("chat", "chat --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]",
@@ -39,8 +58,12 @@ func cmdChat(args []string) error {
 	if pinned, err := client.Pinned(*cf.home, *cf.server); err != nil {
 		return err
 	} else if !pinned {
+		pcfg := cfg
+		if *cf.serverKey == "" {
+			pcfg.OnFirstContact = confirmFirstContact
+		}
 		ctx, cancel := timeout()
-		err := client.PinServer(ctx, cfg)
+		err := client.PinServer(ctx, pcfg)
 		cancel()
 		if err != nil {
 			return err

@@ -134,13 +134,14 @@ func timeout() (context.Context, context.CancelFunc) {
 // noteFirstContact tells the user, before anything else goes to a server
 // met for the first time, which key it presented and that it is now
 // pinned.
-func noteFirstContact(addr, fingerprint string, checked bool) {
+func noteFirstContact(addr, fingerprint string, checked bool) error {
 	if checked {
 		fmt.Fprintf(os.Stderr, "First contact with %s: its key %s matches --server-key and is now pinned.\n", addr, fingerprint)
-		return
+		return nil
 	}
 	fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
 		"  Pinned. Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n", addr, fingerprint)
+	return nil
 }
 
 func cmdSignup(args []string) error {

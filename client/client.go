@@ -62,10 +62,10 @@ type Config struct {
 	// OnFileProgress, if set, is told how much of a file being received
 	// has arrived (from the goroutine that receives messages).
 	OnFileProgress func(from, name string, id [proto.MsgIDLen]byte, got, size int64)
-	// OnFirstContact, if set, is called when the server's key is pinned
-	// for the first time, before any credential goes to it (see
-	// DialOptions.OnFirstContact).
-	OnFirstContact func(addr, fingerprint string, checked bool)
+	// OnFirstContact, if set, is called before the server's key is pinned
+	// for the first time, before any credential goes to it; an error
+	// refuses the server (see DialOptions.OnFirstContact).
+	OnFirstContact func(addr, fingerprint string, checked bool) error
 	// Invite is the invite code Signup presents, for servers that sign up
 	// by invitation only.
 	Invite string

@@ -28,10 +28,11 @@ type DialOptions struct {
 	HandshakeTimeout time.Duration
 	// Deliveries is the capacity of the delivery channel. If zero, 1024.
 	Deliveries int
-	// OnFirstContact, if set, is called when a server's key is pinned for
-	// the first time (before any credential goes to it), with its
-	// fingerprint; checked says it matched ServerKey.
-	OnFirstContact func(addr, fingerprint string, checked bool)
+	// OnFirstContact, if set, is called before a server's key is pinned
+	// for the first time (and before any credential goes to it), with its
+	// fingerprint; checked says it matched ServerKey. An error refuses
+	// the server: nothing is pinned and Dial returns the error.
+	OnFirstContact func(addr, fingerprint string, checked bool) error
 	// OnDelivery, if set, receives every delivery on the connection's
 	// reader goroutine instead of the Deliveries channel, without copies:
 	// the Delivery and everything it points to are valid only during the
@@ -192,12 +193,15 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 			c.Close()
 			return nil, fmt.Errorf("%w: %s presents %s", ErrUnknownServer, addr, got)
 		}
+		if opts.OnFirstContact != nil {
+			if err := opts.OnFirstContact(addr, got, want != ""); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
 		if err := addPin(opts.KnownServers, addr, c.serverKey); err != nil {
 			c.Close()
 			return nil, err
-		}
-		if opts.OnFirstContact != nil {
-			opts.OnFirstContact(addr, got, want != "")
 		}
 	}
 	return c, nil

@@ -212,11 +212,15 @@ func TestFirstContact(t *testing.T) {
 		}
 	}()
 	webAddr := ln.Addr().String()
-	for _, args := range [][]string{
-		{"signup", "--server", webAddr, "--user", "zoe"},
-		{"send", "--server", webAddr, "--user", "zoe", "--to", "x", "hi"}, // zoe's home has her identity
+	for _, c := range []struct {
+		home string
+		args []string
+	}{
+		{"SFC_HOME=" + t.TempDir(), []string{"signup", "--server", webAddr, "--user", "zoe"}},
+		{home, []string{"send", "--server", webAddr, "--user", "zoe", "--to", "x", "hi"}}, // zoe's home has her identity
 	} {
-		r := run(t, []string{home, "SFC_PASSWORD=long enough"}, args...)
+		args := c.args
+		r := run(t, []string{c.home, "SFC_PASSWORD=long enough"}, args...)
 		if r.code != 1 || !strings.Contains(r.stderr, "not a securefastchat server") || strings.Contains(r.stderr, "frame") {
 			t.Fatalf("%v against an HTTP port: %+v", args[0], r)
 		}

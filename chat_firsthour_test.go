@@ -105,6 +105,7 @@ func TestChatFirstHour(t *testing.T) {
 		t.Fatalf("replaced chat:\n%s", s)
 	}
 	bob.typeLine("/dm ann")
+	bob.waitFor(`(?m)^\S*\s*│?@ann( ·|\s*$)`)
 	bob.typeLine("typed while replaced")
 	bob.waitFor(`typed while replaced  … sending`)
 	bob.tmux("send-keys", "-t", bob.name, "C-r")
@@ -129,6 +130,7 @@ func TestChatFirstHour(t *testing.T) {
 	// Item 4: dave's account is deleted and made again while bob's chat
 	// runs: bob's next message to dave is held at once, with the warning.
 	bob.typeLine("/dm dave")
+	bob.waitFor(`(?m)^\S*\s*│?@dave( ·|\s*$)`)
 	bob.typeLine("hello dave")
 	bob.waitFor(`hello dave  ✓ queued`)
 	if r := run(t, senv, "admin", "delete", "dave", "--yes"); r.code != 0 {
@@ -169,6 +171,7 @@ func TestChatFirstHour(t *testing.T) {
 	bob = startChatPane(t, socket, "bob", users["bob"], bobArgs...)
 	bob.waitFor(`OFFLINE: connecting`)
 	bob.typeLine("/dm ann")
+	bob.waitFor(`(?m)^\S*\s*│?@ann( ·|\s*$)`)
 	bob.waitFor(`typed while replaced`) // the history is there
 	bob.typeLine("typed while the server was down")
 	bob.waitFor(`typed while the server was down  … sending`)

@@ -146,7 +146,7 @@ func cmdAdmin(args []string) error {
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	count := fs.Int("count", 1, "invite: how many codes")
 	expires := fs.Duration("expires", 7*24*time.Hour, "invite: how long the codes are valid")
-	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), adminUsage); printFlags(fs.Output(), fs) }
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -251,7 +251,7 @@ func cmdBackup(args []string) error {
 	addr := fs.String("admin", defaultAdminAddr(), "the admin listener, host:port (or SFC_ADMIN)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: securefastchat backup [--admin ADDR] OUT\n\nTakes a consistent backup of a running server (its store and its key) into\nthe file OUT, without stopping it. 'securefastchat restore OUT --data DIR'\nbrings it back. Keep backups safe: the server key is in them.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -314,7 +314,7 @@ func cmdRestore(args []string) error {
 	data := fs.String("data", "", "the new data directory: empty or not existing (required)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: securefastchat restore BACKUP --data DIR\n\nLays a backup into an empty data directory and checks it; then\n'securefastchat serve --data DIR' serves it with the same key.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -344,7 +344,7 @@ func cmdHealth(args []string) error {
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: securefastchat health [--server ADDR | --admin ADDR]\n\nExits 0 if the server answers: on the chat port, an encrypted handshake\nand a ping (no account needed); with --admin, its readiness probe.\nDocker's HEALTHCHECK uses it.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

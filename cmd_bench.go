@@ -68,7 +68,7 @@ be, so the server's sign-up limits apply; its message rate limit should be off
 another host.
 
 `)
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -30,12 +30,14 @@ func confirmFirstContact(addr, fingerprint string, _ bool) error {
 }
 
 func cmdChat(args []string) error {
-	cf := newClientFlags("chat", "chat --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]",
+	cf := newClientFlags("chat", "chat --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing] [--no-bell] [--no-mouse]",
 		"The interactive client: your conversations, who is online, typing, and\ndelivered and read marks. /help inside lists the commands. Your history is\nkept on this machine, encrypted with your identity key; what you type while\noffline is sent once the connection is back.")
 	downloads := cf.fs.String("downloads", "", "folder for received files (default: HOME/downloads/USER)")
 	noRead := cf.fs.Bool("no-read-receipts", false, "do not tell senders when you have seen their messages")
 	noTyping := cf.fs.Bool("no-typing", false, "do not tell others when you are typing")
 	noAlt := cf.fs.Bool("no-alt-screen", false, "draw in the normal screen, not the terminal's alternate one")
+	noBell := cf.fs.Bool("no-bell", false, "do not ring the terminal's bell for a message in a conversation that is not open")
+	noMouse := cf.fs.Bool("no-mouse", false, "leave the mouse to the terminal (text selection) instead of scrolling with the wheel")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
@@ -72,6 +74,6 @@ func cmdChat(args []string) error {
 	cfg.OnFirstContact = nil
 	return chat.Run(chat.Options{
 		Config: cfg, User: *cf.user, Password: pw, Downloads: *downloads,
-		NoReadReceipts: *noRead, NoTyping: *noTyping, AltScreen: !*noAlt,
+		NoReadReceipts: *noRead, NoTyping: *noTyping, AltScreen: !*noAlt, NoBell: *noBell, NoMouse: *noMouse,
 	})
 }

@@ -41,7 +41,7 @@ func newClientFlags(name, synopsis, about string) *clientFlags {
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: securefastchat %s\n\n%s\nThe password comes from SFC_PASSWORD or, on a terminal, a prompt.\n\n", synopsis, about)
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	return cf
 }

@@ -242,7 +242,7 @@ func cmdFingerprint(args []string) error {
 	data := fs.String("data", defaultDataDir(), "the server's data directory")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: securefastchat fingerprint [--data DIR]\n\nPrints the server key's fingerprint, for clients' --server-key.\n\n")
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -49,3 +49,20 @@ func printDefaultsEnv(w io.Writer, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "%s\n    \t%s (env %s%s)\n", head, usage, envName(f.Name), def)
 	})
 }
+
+// printFlags lists a command's flags the way every usage text writes
+// them: --name VALUE, then what it does and its default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		head := "  --" + f.Name
+		if name != "" {
+			head += " " + name
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%s\n    \t%s%s\n", head, usage, def)
+	})
+}

@@ -42,6 +42,12 @@ type Options struct {
 	Out io.Writer
 	// AltScreen uses the terminal's alternate screen.
 	AltScreen bool
+	// NoMouse leaves the mouse to the terminal (selection) instead of
+	// scrolling with the wheel.
+	NoMouse bool
+	// NoBell does not ring the terminal's bell for a message in a
+	// conversation that is not open.
+	NoBell bool
 }
 
 // app is what the model shares with the goroutines that work for it.
@@ -127,6 +133,9 @@ func Run(o Options) error {
 	popts := []tea.ProgramOption{tea.WithInput(o.In), tea.WithOutput(o.Out)}
 	if o.AltScreen {
 		popts = append(popts, tea.WithAltScreen())
+	}
+	if !o.NoMouse {
+		popts = append(popts, tea.WithMouseCellMotion())
 	}
 	p := tea.NewProgram(m, popts...)
 	a.send = p.Send // blocks until the program runs, and does nothing once it has ended

@@ -212,3 +212,32 @@ func TestLongConversation(t *testing.T) {
 		t.Fatalf("drew %d lines, want %d", n, maxShown+1)
 	}
 }
+
+// The mouse wheel scrolls the conversation, and at the top it draws older
+// history (past the last maxShown messages).
+func TestMouseWheelScrolls(t *testing.T) {
+	m, _, _ := testModel(t)
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 20})
+	for i := 0; i < maxShown+100; i++ {
+		m.place(&history.Entry{Seq: uint64(i + 1), Conv: "@bob", From: "bob", Text: "message", Time: time.Now()})
+	}
+	m.openConv("@bob")
+	m.View()
+	bottom := m.vp.YOffset
+	m.Update(tea.MouseMsg{Button: tea.MouseButtonWheelUp, Action: tea.MouseActionPress})
+	m.View()
+	if m.vp.YOffset >= bottom {
+		t.Fatalf("wheel up: offset %d, was %d", m.vp.YOffset, bottom)
+	}
+	m.Update(tea.MouseMsg{Button: tea.MouseButtonWheelDown, Action: tea.MouseActionPress})
+	m.View()
+	if m.vp.YOffset != bottom {
+		t.Fatalf("wheel down: offset %d, want %d", m.vp.YOffset, bottom)
+	}
+	m.vp.GotoTop()
+	m.Update(tea.MouseMsg{Button: tea.MouseButtonWheelUp, Action: tea.MouseActionPress})
+	m.View()
+	if c := m.convs["@bob"]; c.shownCount() <= maxShown || m.vp.YOffset == 0 {
+		t.Fatalf("wheel up at the top: %d shown, offset %d", c.shownCount(), m.vp.YOffset)
+	}
+}

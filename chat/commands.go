@@ -35,6 +35,7 @@ var commands = []command{
 	{"/verify", "USER", "mark USER verified, once you compared safety numbers out of band"},
 	{"/accept", "USER", "accept USER's changed key and send what was held"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
+	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
 	{"/help", "", "this help"},
 	{"/quit", "", "leave (what is not sent yet goes next time)"},
@@ -46,9 +47,11 @@ func helpLines() []string {
 		lines = append(lines, fmt.Sprintf("  %-13s %-7s %s", c.name, c.args, c.help))
 	}
 	return append(lines,
-		"Plain text goes to the open conversation. Ctrl+T or Alt+Down/Up: next/previous conversation;",
-		"PgUp/PgDn: scroll; Ctrl+C: quit. Marks: sending, queued (stored for someone away), sent,",
-		"delivered (their client has it), read. Broadcasts are marked [NOT E2E].")
+		"Plain text goes to the open conversation; Alt+Enter starts a new line (a paste keeps its lines).",
+		"Alt+1..9: the conversations in the list; Ctrl+T or Alt+Down/Up: next/previous conversation;",
+		"Up/Down: what you typed before; PgUp/PgDn or the mouse wheel: scroll (older history loads at the top);",
+		"Ctrl+C: quit. Marks: sending, queued (stored for someone away), sent, delivered (their client",
+		"has it), read. Broadcasts are marked [NOT E2E]. A message in another conversation rings the bell.")
 }
 
 // refreshSuggestions offers the commands, with the names this client
@@ -90,7 +93,7 @@ func (m *model) refreshSuggestions() {
 			s = append(s, c.name+" ")
 		}
 	}
-	m.input.SetSuggestions(s)
+	m.suggestions = s
 }
 
 // enter handles a line the user typed.
@@ -130,6 +133,12 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 		return nil, true
 	case "/help":
 		m.info = helpLines()
+	case "/search":
+		if !needArg("the text to find") {
+			return nil, false
+		}
+		m.info = m.search(arg)
+		return nil, false
 	case "/takeover":
 		if m.conn != client.StateReplaced {
 			m.status = "this chat has the session already"
@@ -202,6 +211,7 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 		if !needGroup() {
 			return nil, false
 		}
+		m.leaving[group] = true
 		return a.do(func(ctx context.Context) tea.Msg {
 			if err := c.LeaveGroup(ctx, group); err != nil {
 				return resultMsg{err: fmt.Errorf("/leave: %w", err)}
@@ -289,6 +299,38 @@ type acceptMsg struct {
 type broadcastSentMsg struct {
 	text    string
 	reached int
+}
+
+// maxSearchResults bounds what /search lists.
+const maxSearchResults = 40
+
+// search finds text (ignoring case) in every conversation's history, the
+// most recent first.
+func (m *model) search(text string) []string {
+	needle := strings.ToLower(text)
+	type hit struct {
+		conv string
+		e    *history.Entry
+	}
+	var hits []hit
+	for key, c := range m.convs {
+		for _, e := range c.entries {
+			if !e.Notice && strings.Contains(strings.ToLower(e.Text), needle) {
+				hits = append(hits, hit{key, e})
+			}
+		}
+	}
+	sort.Slice(hits, func(i, j int) bool { return hits[i].e.Time.After(hits[j].e.Time) })
+	lines := []string{fmt.Sprintf("/search %s: %d found (Esc closes this)", text, len(hits))}
+	for i, h := range hits {
+		if i == maxSearchResults {
+			lines = append(lines, fmt.Sprintf("  … and %d more", len(hits)-i))
+			break
+		}
+		one := strings.ReplaceAll(clean(h.e.Text), "\n", " ⏎ ")
+		lines = append(lines, fmt.Sprintf("  %s %s %s: %s", h.e.Time.Local().Format("Jan 2 15:04"), h.conv, h.e.From, one))
+	}
+	return lines
 }
 
 func countMembers(n int) string {

@@ -10,10 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/progress"
-	"github.com/charmbracelet/bubbles/textinput"
+	"github.com/charmbracelet/bubbles/textarea"
 	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"securefastchat/client"
 	"securefastchat/history"
@@ -69,6 +71,7 @@ type conv struct {
 	unread  int
 	last    time.Time
 	typing  map[string]time.Time
+	shown   int // how many of the last entries are drawn (maxShown more each time the top is reached)
 }
 
 // transfer is a file going up or down.
@@ -84,7 +87,8 @@ type model struct {
 	width, height int
 	convs         map[string]*conv
 	open          string
-	input         textinput.Model
+	input         textarea.Model
+	suggestions   []string // Tab completes the input from these
 	vp            viewport.Model
 	bar           progress.Model
 
@@ -102,18 +106,44 @@ type model struct {
 	members    map[string][]string
 	typedAt    time.Time // when a typing signal last went
 	typedTo    string
+	statusAt   time.Time       // when status was set: it fades after statusFade
+	newFrom    uint64          // seq of the first entry unread when the open conversation was opened
+	typed      []string        // what was entered, oldest first (Up and Down recall it)
+	typedPos   int             // the entry recalled, len(typed) when none
+	draft      string          // what was in the input before recalling
+	grow       bool            // more of the open conversation was just drawn: keep the view where it was
+	leaving    map[string]bool // groups this user is leaving (its own /leave)
 	// replacedInfo: the info panel shows the "open elsewhere" notice.
 	replacedInfo bool
 }
 
+// Input limits: the longest message is a few pages; the input box grows
+// to inputRows rows, then scrolls.
+const (
+	inputMaxLines = 200
+	inputRows     = 5
+	// statusFade is how long a note stays on the status line.
+	statusFade = 6 * time.Second
+	// typedKeep bounds the input history.
+	typedKeep = 200
+)
+
 func newModel(a *app) *model {
-	in := textinput.New()
+	in := textarea.New()
 	in.Prompt = "> "
 	in.Placeholder = "type a message, or /help"
-	in.ShowSuggestions = true
+	in.ShowLineNumbers = false
 	in.CharLimit = 16000
+	in.MaxHeight = inputMaxLines
+	in.SetHeight(1)
+	in.FocusedStyle.CursorLine = lipgloss.NewStyle()
+	in.FocusedStyle.Base = lipgloss.NewStyle()
+	in.BlurredStyle.Base = lipgloss.NewStyle()
+	// Enter sends; Alt+Enter (or Ctrl+J, or Shift+Enter where the terminal
+	// sends it as one of those) starts a new line.
+	in.KeyMap.InsertNewline = key.NewBinding(key.WithKeys("alt+enter", "ctrl+j"))
 	in.Focus()
-	m := &model{
+	m := &model{leaving: map[string]bool{},
 		a: a, convs: map[string]*conv{}, input: in, vp: viewport.New(80, 20),
 		bar:    progress.New(progress.WithDefaultGradient(), progress.WithWidth(30)),
 		online: map[string]bool{}, bySeq: map[uint64]*history.Entry{}, byID: map[[proto.MsgIDLen]byte]*history.Entry{},
@@ -128,7 +158,7 @@ func newModel(a *app) *model {
 func (m *model) Init() tea.Cmd {
 	m.load()
 	m.refreshSuggestions()
-	return tea.Batch(textinput.Blink, tick(), m.a.do(func(ctx context.Context) tea.Msg {
+	return tea.Batch(textarea.Blink, tick(), m.a.do(func(ctx context.Context) tea.Msg {
 		groups, err := m.a.c.Groups(ctx)
 		if err != nil {
 			return resultMsg{err: fmt.Errorf("listing your groups: %w", err)}
@@ -251,17 +281,33 @@ func (m *model) update(es ...*history.Entry) {
 
 func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	var cmds []tea.Cmd
+	status := m.status
+	defer func() {
+		if m.status != status {
+			m.statusAt = time.Now()
+		}
+	}()
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
+	case tea.MouseMsg:
+		m.mouse(msg)
+		return m, nil
 	case tea.KeyMsg:
-		if cmd, quit := m.key(msg); quit {
+		if cmd, quit, handled := m.key(msg); quit {
 			return m, tea.Quit
+		} else if handled {
+			m.fitInput()
+			m.markRead()
+			return m, cmd
 		} else if cmd != nil {
 			cmds = append(cmds, cmd)
 		}
 	case tickMsg:
 		m.expireTyping(time.Time(msg))
+		if m.status != "" && time.Since(m.statusAt) > statusFade {
+			m.status = ""
+		}
 		cmds = append(cmds, tick())
 	case connMsg:
 		m.connChanged(client.ConnEvent(msg))
@@ -273,6 +319,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.openConv(msg.e.Conv)
 		}
 		delete(m.conv(msg.e.Conv).typing, msg.e.From)
+		if msg.e.Conv != m.open {
+			cmds = append(cmds, m.bell())
+		}
 	case eventMsg:
 		m.event(client.Event(msg))
 	case keyChangeMsg:
@@ -338,38 +387,164 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	if k, ok := msg.(tea.KeyMsg); ok && (k.Type == tea.KeyRunes || k.Type == tea.KeySpace) {
 		cmds = append(cmds, m.typing())
 	}
+	m.fitInput()
 	m.markRead()
 	return m, tea.Batch(cmds...)
 }
 
-// key handles a key press; it returns quit to leave.
-func (m *model) key(k tea.KeyMsg) (cmd tea.Cmd, quit bool) {
-	if k.Type == tea.KeyRunes {
-		return nil, false // text, even if it spells a key's name ("down")
+// fitInput sizes the input box to its lines, up to inputRows.
+func (m *model) fitInput() {
+	m.input.SetWidth(max(10, m.width))
+	m.input.SetHeight(min(inputRows, max(1, m.input.LineCount())))
+}
+
+// mouse scrolls the conversation with the wheel.
+func (m *model) mouse(msg tea.MouseMsg) {
+	switch msg.Button {
+	case tea.MouseButtonWheelUp:
+		if m.vp.AtTop() {
+			m.showMore()
+		}
+		m.vp.LineUp(3)
+	case tea.MouseButtonWheelDown:
+		m.vp.LineDown(3)
 	}
-	switch k.String() {
+}
+
+// showMore draws maxShown more of the open conversation's history, if it
+// has more, keeping the view where it was.
+func (m *model) showMore() {
+	c := m.convs[m.open]
+	if c == nil || len(c.entries) <= c.shownCount() {
+		return
+	}
+	c.shown = c.shownCount() + maxShown
+	m.grow = true
+}
+
+// shownCount is how many of the last entries are drawn.
+func (c *conv) shownCount() int { return max(c.shown, maxShown) }
+
+// bell rings the terminal for a message in a conversation not open, unless
+// turned off.
+func (m *model) bell() tea.Cmd {
+	if m.a.opts.NoBell || m.a.opts.Out == nil {
+		return nil
+	}
+	out := m.a.opts.Out
+	return func() tea.Msg {
+		_, _ = out.Write([]byte("\a"))
+		return nil
+	}
+}
+
+// key handles a key press; it returns quit to leave, and handled when the
+// key is not also for the input.
+func (m *model) key(k tea.KeyMsg) (cmd tea.Cmd, quit, handled bool) {
+	if k.Type == tea.KeyRunes && !k.Alt {
+		return nil, false, false // text, even if it spells a key's name ("down")
+	}
+	switch s := k.String(); s {
 	case "ctrl+c":
-		return nil, true
+		return nil, true, true
 	case "ctrl+r":
 		if m.conn == client.StateReplaced {
-			return m.takeOver(), false
+			return m.takeOver(), false, true
 		}
 	case "enter":
 		line := m.input.Value()
+		if strings.TrimSpace(line) == "" {
+			return nil, false, true
+		}
+		m.remember(line)
 		m.input.Reset()
-		return m.enter(line)
+		cmd, quit := m.enter(line)
+		return cmd, quit, true
+	case "tab":
+		m.complete()
+		return nil, false, true
+	case "up":
+		if m.input.Line() == 0 {
+			m.recall(-1)
+			return nil, false, true
+		}
+	case "down":
+		if m.input.Line() == m.input.LineCount()-1 {
+			m.recall(1)
+			return nil, false, true
+		}
 	case "pgup":
+		if m.vp.AtTop() {
+			m.showMore()
+		}
 		m.vp.PageUp()
+		return nil, false, true
 	case "pgdown":
 		m.vp.PageDown()
+		return nil, false, true
 	case "alt+down", "ctrl+t":
 		m.cycle(1)
+		return nil, false, true
 	case "alt+up":
 		m.cycle(-1)
+		return nil, false, true
 	case "esc":
 		m.info = nil
+		return nil, false, true
+	default:
+		if n, ok := strings.CutPrefix(s, "alt+"); ok && len(n) == 1 && n[0] >= '1' && n[0] <= '9' {
+			if order := m.order(); int(n[0]-'1') < len(order) {
+				m.openConv(order[n[0]-'1'].key)
+			}
+			return nil, false, true
+		}
 	}
-	return nil, false
+	return nil, false, false
+}
+
+// remember adds an entered line to the input history.
+func (m *model) remember(line string) {
+	if n := len(m.typed); n == 0 || m.typed[n-1] != line {
+		m.typed = append(m.typed, line)
+		if len(m.typed) > typedKeep {
+			m.typed = m.typed[len(m.typed)-typedKeep:]
+		}
+	}
+	m.typedPos, m.draft = len(m.typed), ""
+}
+
+// recall moves through the input history (step -1: older).
+func (m *model) recall(step int) {
+	pos := m.typedPos + step
+	if pos < 0 || pos > len(m.typed) {
+		return
+	}
+	if m.typedPos == len(m.typed) {
+		m.draft = m.input.Value()
+	}
+	m.typedPos = pos
+	if pos == len(m.typed) {
+		m.input.SetValue(m.draft)
+	} else {
+		m.input.SetValue(m.typed[pos])
+	}
+	m.input.CursorEnd()
+}
+
+// complete completes the input from the suggestions (commands, with the
+// users and groups this client knows): the first that extends it.
+func (m *model) complete() {
+	v := m.input.Value()
+	if !strings.HasPrefix(v, "/") || strings.Contains(v, "\n") {
+		return
+	}
+	for _, s := range m.suggestions {
+		if len(s) > len(v) && strings.HasPrefix(s, v) {
+			m.input.SetValue(s)
+			m.input.CursorEnd()
+			return
+		}
+	}
 }
 
 // connChanged shows the connection's new state. Being replaced or stopped
@@ -442,16 +617,24 @@ func (m *model) cycle(step int) {
 }
 
 func (m *model) openConv(key string) {
-	m.conv(key)
+	c := m.conv(key)
 	m.open = key
 	m.info = nil
 	m.vp.GotoBottom()
+	// Where the unread messages start, a line says so while it is open.
+	m.newFrom = 0
+	for _, e := range c.entries {
+		if e.Unread && !e.Mine {
+			m.newFrom = e.Seq
+			break
+		}
+	}
 }
 
 // typing tells the open conversation that this user is typing, at most
 // every typingEvery.
 func (m *model) typing() tea.Cmd {
-	if m.a.opts.NoTyping || m.open == "" || m.open[0] == '!' || strings.HasPrefix(m.input.Value(), "/") {
+	if m.a.opts.NoTyping || m.open == "" || m.open[0] == '!' || strings.HasPrefix(m.input.Value(), "/") || m.conn != client.StateConnected {
 		return nil
 	}
 	if m.typedTo == m.open && time.Since(m.typedAt) < typingEvery {
@@ -487,6 +670,8 @@ func (m *model) expireTyping(now time.Time) {
 
 func (m *model) event(ev client.Event) {
 	switch ev.Kind {
+	case client.EventGroup:
+		m.groupEvent(ev)
 	case client.EventPresence:
 		m.presenceOn = true
 		if ev.Reset {
@@ -550,6 +735,48 @@ func (m *model) event(ev client.Event) {
 	}
 }
 
+// groupEvent writes a change of a group's roster into its timeline: a
+// member just added sees the group appear with who added them.
+func (m *model) groupEvent(ev client.Event) {
+	me := m.a.c.User()
+	who := func(u string) string {
+		if u == me {
+			return "you"
+		}
+		return u
+	}
+	var text string
+	switch ev.Op {
+	case proto.OpCreate:
+		text = who(ev.User) + " created " + ev.Group
+	case proto.OpAdd:
+		text = who(ev.User) + " added " + who(ev.Target)
+	case proto.OpRemove:
+		text = who(ev.User) + " removed " + who(ev.Target)
+	case proto.OpLeave:
+		text = who(ev.Target) + " left"
+	case proto.OpPromote:
+		text = who(ev.User) + " made " + who(ev.Target) + " an admin"
+	case 0:
+		if m.leaving[ev.Group] {
+			text = "you left " + ev.Group
+		} else {
+			text = "you were removed from " + ev.Group + " (or it was deleted): you no longer get or send its messages"
+		}
+		delete(m.leaving, ev.Group)
+	default:
+		return
+	}
+	key := "#" + ev.Group
+	unread := key != m.open && ev.User != me
+	m.add(&history.Entry{Conv: key, ID: client.NewMsgID(), From: ev.User, Text: text, Time: ev.Time, Event: true, Unread: unread})
+	if m.open == "" {
+		m.openConv(key)
+	}
+	delete(m.members, ev.Group)
+	m.refreshSuggestions()
+}
+
 func (m *model) keyChanged(k keyChangeMsg) {
 	m.keyWarn[k.user] = k.old + " " + k.new
 	m.saveMeta("keywarns", m.keyWarn)
@@ -571,15 +798,20 @@ func (m *model) sent(s sentMsg) {
 	switch {
 	case s.held:
 		e.Status = history.Held
+	case s.err != nil && e.Conv[0] == '#' && errors.Is(s.err, proto.CodeNoSuchGroup):
+		e.Status, e.Error = history.Failed, "you are not a member of "+e.Conv[1:]+" (removed, or you left)"
 	case s.err != nil:
 		e.Status, e.Error = history.Failed, s.err.Error()
 	default:
 		st := history.Queued
 		switch {
+		case e.Conv[0] == '#':
+			// The server's word counts for nothing here: delivered and read
+			// come from the members' receipts (a group with no other member
+			// never shows delivered).
+			st = history.Sent
 		case s.status == proto.StatusDelivered:
 			st = history.Delivered
-		case e.Conv[0] == '#':
-			st = history.Sent // some members have it, the others will
 		}
 		if e.Status < st || e.Status == history.Held {
 			e.Status = st

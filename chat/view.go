@@ -20,6 +20,8 @@ var (
 	stSel     = lipgloss.NewStyle().Reverse(true)
 	stMe      = lipgloss.NewStyle().Foreground(lipgloss.Color("14"))
 	stPlain   = lipgloss.NewStyle().Foreground(lipgloss.Color("11"))
+	stNew     = lipgloss.NewStyle().Foreground(lipgloss.Color("13"))
+	stEvent   = lipgloss.NewStyle().Foreground(lipgloss.Color("6")).Italic(true)
 	stSideBox = lipgloss.NewStyle().BorderStyle(lipgloss.NormalBorder()).BorderRight(true).BorderForeground(lipgloss.Color("8"))
 )
 
@@ -40,7 +42,7 @@ func (m *model) View() string {
 	status := m.statusLine(w)
 	transfers := m.transferLines(w)
 	input := m.input.View()
-	bodyH := h - 3 - len(transfers)
+	bodyH := h - 2 - lipgloss.Height(input) - len(transfers)
 	if bodyH < 1 {
 		bodyH = 1
 	}
@@ -183,13 +185,24 @@ func (m *model) mainPane(w, h int) string {
 	title := m.title(w)
 	c := m.convs[m.open]
 	var lines []string
+	before := 0 // lines of what was drawn before more history was added on top
 	if c != nil {
 		entries := c.entries
-		if len(entries) > maxShown {
-			lines = append(lines, stDim.Render(fmt.Sprintf("… %d older messages are kept in the history", len(entries)-maxShown)))
-			entries = entries[len(entries)-maxShown:]
+		shown := c.shownCount()
+		if len(entries) > shown {
+			lines = append(lines, stDim.Render(fmt.Sprintf("… %d older messages: PgUp or the mouse wheel at the top shows more", len(entries)-shown)))
+			entries = entries[len(entries)-shown:]
+		}
+		if m.grow {
+			prev := min(len(entries), max(0, shown-maxShown))
+			for _, e := range entries[len(entries)-prev:] {
+				before += lipgloss.Height(m.entryLine(e, w))
+			}
 		}
 		for _, e := range entries {
+			if e.Seq == m.newFrom && m.newFrom != 0 {
+				lines = append(lines, stNew.Render(truncate("──── new messages "+strings.Repeat("─", w), w)))
+			}
 			lines = append(lines, m.entryLine(e, w))
 		}
 	}
@@ -199,8 +212,14 @@ func (m *model) mainPane(w, h int) string {
 	}
 	atBottom := m.vp.AtBottom() || m.vp.TotalLineCount() <= m.vp.Height
 	m.vp.Width, m.vp.Height = w, vh
-	m.vp.SetContent(strings.Join(lines, "\n"))
-	if atBottom {
+	content := strings.Join(lines, "\n")
+	m.vp.SetContent(content)
+	switch {
+	case m.grow:
+		// Keep the first line that was at the top where it was.
+		m.vp.SetYOffset(lipgloss.Height(content) - before - 1)
+		m.grow = false
+	case atBottom:
 		m.vp.GotoBottom()
 	}
 	return lipgloss.JoinVertical(lipgloss.Left, title, m.vp.View())
@@ -283,6 +302,9 @@ func (m *model) entryLine(e *history.Entry, w int) string {
 	style := lipgloss.NewStyle().Width(w)
 	if e.Notice {
 		return stWarn.Width(w).Render("⚠ " + clean(e.Text))
+	}
+	if e.Event {
+		return stEvent.Width(w).Render(stDim.Render(when(e.Time)) + " " + clean(e.Text))
 	}
 	who := e.From
 	if e.Mine {

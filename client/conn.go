@@ -383,7 +383,7 @@ func (c *Conn) readLoop() {
 			case <-c.closed:
 				return
 			}
-		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg:
+		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged:
 			c.pushed(t, body)
 		case proto.TKeysChanged:
 			if id == 0 {

@@ -32,6 +32,12 @@ const (
 	// (proto.ReceiptRead) the messages MsgIDs this user sent them, directly
 	// or in Group. It is end-to-end sealed: the server cannot forge it.
 	EventReceipt
+	// EventGroup: Group's roster changed: User (the signer, checked
+	// against the signed chain) did Op (proto.OpCreate, OpAdd, OpRemove,
+	// OpLeave, OpPromote) to Target. Op 0 means this user is no longer a
+	// member (removed or left): the server no longer shows the group, so
+	// who did it cannot be checked.
+	EventGroup
 )
 
 // Event is a live signal or a receipt.
@@ -46,6 +52,8 @@ type Event struct {
 	Time    time.Time
 	Receipt uint8
 	MsgIDs  [][proto.MsgIDLen]byte
+	Op      uint8  // EventGroup
+	Target  string // EventGroup
 }
 
 // liveQueue is how many pushes wait for the live goroutine; beyond it
@@ -136,6 +144,50 @@ func (c *Client) handlePush(p push) error {
 		// more is sealed to the old keys (a change calls OnPeerKeyChange).
 		_, err := c.acceptKeys("", p.body)
 		return err
+	case proto.TGroupChanged:
+		var m proto.GroupReq
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: group change: %v", ErrProtocol, err)
+		}
+		return c.groupChanged(string(m.Group), m.From)
+	}
+	return nil
+}
+
+// groupChanged fetches and checks a group whose roster changed and tells
+// the application what each statement it has not reported yet did (on the
+// first change seen of a group, the last one only: the one pushed).
+func (c *Client) groupChanged(name string, chainLen uint32) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	g, err := c.group(ctx, name)
+	if errors.Is(err, proto.CodeNoSuchGroup) {
+		c.groupsMu.Lock()
+		delete(c.groupsM, name)
+		delete(c.groupsShown, name)
+		c.groupsMu.Unlock()
+		c.emit(Event{Kind: EventGroup, Group: name, Target: c.user, Time: time.Now()})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.groupsMu.Lock()
+	from, ok := c.groupsShown[name]
+	if !ok {
+		from = len(g.chain) - 1
+	}
+	var evs []Event
+	for _, s := range g.chain[min(from, len(g.chain)):] {
+		evs = append(evs, Event{Kind: EventGroup, Group: name, User: string(s.Signer), Op: s.Op, Target: string(s.Target), Time: time.Now()})
+	}
+	if c.groupsShown == nil {
+		c.groupsShown = map[string]int{}
+	}
+	c.groupsShown[name] = len(g.chain)
+	c.groupsMu.Unlock()
+	for _, ev := range evs {
+		c.emit(ev)
 	}
 	return nil
 }

@@ -70,9 +70,10 @@ type Client struct {
 	changed  chan struct{} // closed (and made anew) when conn or state changes
 	closing  bool          // Close has begun: no new connection may start
 
-	groupsMu sync.Mutex // guards groupsM and the views in it
-	groupsM  map[string]*groupView
-	changeMu sync.Mutex // one group change at a time
+	groupsMu    sync.Mutex // guards groupsM, the views in it, and groupsShown
+	groupsM     map[string]*groupView
+	groupsShown map[string]int // statements of each group reported as events
+	changeMu    sync.Mutex     // one group change at a time
 
 	msgs     chan *Message
 	recv     *receiver // nil for a SendOnly client

@@ -25,6 +25,9 @@ import (
 var (
 	// ErrInUse: another client holds the history open.
 	ErrInUse = errors.New("history: in use by another client of this user")
+	// ErrNewer: the file was written by a newer build, in a format this
+	// one does not read. Nothing was changed.
+	ErrNewer = errors.New("history: written by a newer securefastchat")
 	// ErrDamaged: the file is not a readable history (torn, overwritten,
 	// or not a history at all). Nothing in it was changed.
 	ErrDamaged = errors.New("history: the file is damaged")
@@ -35,6 +38,7 @@ var (
 var (
 	bucketEntries = []byte("entries") // seq u64 BE -> sealed Entry
 	bucketMeta    = []byte("meta")    // HMAC(key, name)[:16] -> sealed value
+	bucketFormat  = []byte("format")  // "version" -> u32: the file's format (plaintext: it says nothing of the user)
 )
 
 // Status is where an outgoing message is.
@@ -91,9 +95,18 @@ type Entry struct {
 	Plain bool `json:"b,omitempty"`
 	// Notice is a line from the client itself (a key change warning).
 	Notice bool `json:"n,omitempty"`
+	// Event is a line of the conversation's timeline (a group's roster
+	// changes), not a message.
+	Event bool `json:"v,omitempty"`
 	// Unread: received and not seen yet.
 	Unread bool `json:"u,omitempty"`
 }
+
+// Format is the history file's format version.
+//
+//	0: entries and settings (files from before the version was kept)
+//	1: entries may be timeline events (Entry.Event); the version is kept
+const Format = 1
 
 // History is an open history file. Its methods are safe for concurrent
 // use.
@@ -142,8 +155,18 @@ func Open(path string, key *[32]byte) (_ *History, err error) {
 	}
 	h := &History{db: db, key: *key}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketEntries, bucketMeta} {
+		for _, b := range [][]byte{bucketEntries, bucketMeta, bucketFormat} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		// Format 0 (no format bucket) is format 1 without timeline events,
+		// which it reads as it is: only the number is written.
+		fb := tx.Bucket(bucketFormat)
+		if v := fb.Get([]byte("version")); len(v) == 4 && binary.BigEndian.Uint32(v) > Format {
+			return fmt.Errorf("%w: %s is format %d, this build reads up to %d; upgrade securefastchat", ErrNewer, path, binary.BigEndian.Uint32(v), Format)
+		} else if len(v) != 4 || binary.BigEndian.Uint32(v) < Format {
+			if err := fb.Put([]byte("version"), binary.BigEndian.AppendUint32(nil, Format)); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package history
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func TestHistory(t *testing.T) {
@@ -139,4 +142,69 @@ func FuzzDecodeEntry(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// A history written before the format was kept (format 0, in testdata)
+// opens, keeps its entries and settings, and is marked with the current
+// format; a history of a newer format is refused and left as it was.
+func TestFormatUpgrade(t *testing.T) {
+	var key [32]byte
+	for i := range key {
+		key[i] = byte(i)
+	}
+	old, err := os.ReadFile("testdata/format0-history.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "history.db")
+	if err := os.WriteFile(path, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Open(path, &key)
+	if err != nil {
+		t.Fatalf("opening a format 0 history: %v", err)
+	}
+	all, bad, err := h.All()
+	if err != nil || bad != 0 || len(all) != 2 || all[0].Text != "hello from before" || !all[0].Unread || all[1].Status != Read {
+		t.Fatalf("format 0 entries: %+v (bad %d, %v)", all, bad, err)
+	}
+	if v, err := h.Meta("verified"); err != nil || string(v) != `{"bob":"SHA256:x"}` {
+		t.Fatalf("format 0 settings: %q %v", v, err)
+	}
+	if err := h.Add(&Entry{Conv: "#team", From: "ann", Text: "ann added you", Event: true, Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	// Marked as the current format; made "newer", it is refused.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketFormat).Get([]byte("version"))
+		if binary.BigEndian.Uint32(v) != Format {
+			t.Errorf("format after opening: %x", v)
+		}
+		return tx.Bucket(bucketFormat).Put([]byte("version"), binary.BigEndian.AppendUint32(nil, Format+1))
+	})
+	db.Close()
+	if _, err := Open(path, &key); !errors.Is(err, ErrNewer) {
+		t.Fatalf("a newer history: %v", err)
+	}
+}
+
+// A file that is not a readable history is refused as damaged, and left
+// as it was.
+func TestDamagedRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "history.db")
+	junk := bytes.Repeat([]byte("not a history "), 3000)
+	if err := os.WriteFile(path, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, &[32]byte{}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("opening junk: %v", err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, junk) {
+		t.Fatal("the damaged file was changed")
+	}
 }

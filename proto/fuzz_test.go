@@ -105,7 +105,7 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChange
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TGroupChain, TGroupKeys:
+	case TGroupChain, TGroupKeys, TGroupChanged:
 		var m GroupReq
 		err = m.Parse(body)
 		return m.Append(nil, t, id), err
@@ -192,6 +192,7 @@ func seedMessages() [][]byte {
 		AppendEmpty(nil, TGroupList, 16),
 		(&GroupReq{Group: []byte("team"), From: 3}).Append(nil, TGroupChain, 17),
 		(&GroupReq{Group: []byte("team"), From: 1}).Append(nil, TGroupKeys, 18),
+		(&GroupReq{Group: []byte("team"), From: 4}).Append(nil, TGroupChanged, 0),
 		(&SendGroup{Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 19),
 		(&SendGroup{File: true, Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed chunk"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 26),
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),

@@ -20,6 +20,10 @@ const (
 	TGroupChainReply MsgType = 0x89 // group str8 | more u8 | count u16 | statement str16 x count
 	TGroupKeysReply  MsgType = 0x8A // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 (unix ms) | wrapper str8 | wrapped str8) x count
 	TDeliverGroup    MsgType = 0x8B // server_id u64 | time i64 (unix ms) | group str8 | from str8 | epoch u32 | msg_id 16 | body str16 | sig 64
+	// TGroupChanged is a push (id 0, version 2) to a group's members
+	// online, and to a member just removed, when its roster changes: the
+	// client fetches the chain and checks what changed.
+	TGroupChanged MsgType = 0x91 // group str8 | chain_len u32 (as GroupReq)
 )
 
 // Group limits.
@@ -90,7 +94,8 @@ type GroupReq struct {
 	From  uint32
 }
 
-// Append appends the message with type t (TGroupChain or TGroupKeys).
+// Append appends the message with type t (TGroupChain, TGroupKeys or
+// TGroupChanged).
 func (m *GroupReq) Append(b []byte, t MsgType, id uint32) []byte {
 	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.From)
 }

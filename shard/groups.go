@@ -211,7 +211,32 @@ func (c *conn) applyGroupChange(group string, up *groupUpload) (proto.ErrorCode,
 	if stmt != nil && stmt.Op == proto.OpAdd {
 		c.set.joined(string(stmt.Target), next.Members)
 	}
+	if stmt != nil {
+		var gone string
+		if stmt.Op == proto.OpRemove || stmt.Op == proto.OpLeave {
+			gone = string(stmt.Target)
+		}
+		c.set.groupChanged(group, next.Seq+1, next.Members, gone)
+	}
 	return 0, ""
+}
+
+// groupChanged tells a group's members online, and a member who has just
+// gone, that its roster changed: their clients fetch and check the chain
+// and show the change (a member added learns of the group at once).
+func (s *Set) groupChanged(group string, chainLen uint32, members []store.GroupMember, gone string) {
+	msg := (&proto.GroupReq{Group: []byte(group), From: chainLen}).Append(nil, proto.TGroupChanged, 0)
+	tell := func(name string) {
+		if rc := s.dir.lookup([]byte(name)); rc != nil {
+			rc.enqueueLive(msg)
+		}
+	}
+	for _, m := range members {
+		tell(m.Name)
+	}
+	if gone != "" {
+		tell(gone)
+	}
 }
 
 func sameMembers(members []store.GroupMember, keys map[string][]byte) bool {

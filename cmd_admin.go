@@ -220,6 +220,12 @@ func cmdAdmin(args []string) error {
 			fmt.Println(c)
 		}
 		fmt.Fprintf(os.Stderr, "Single-use; valid until %s. Sign up with: securefastchat signup --user NAME --invite CODE\n", res.Expires.Local().Format(time.RFC1123))
+		switch res.Signup {
+		case "open":
+			fmt.Fprintln(os.Stderr, "Note: this server signs up anyone (serve --signup open), so nobody needs a code; they count once it runs with --signup invite.")
+		case "closed":
+			fmt.Fprintln(os.Stderr, "Note: this server takes no sign-ups (serve --signup closed): codes work only once it runs with --signup invite.")
+		}
 		return nil
 	}
 	method, path := "POST", "/v1/users/"+user+"/"+cmd

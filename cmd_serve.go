@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -148,6 +149,14 @@ func cmdServe(args []string) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	// Both ports are taken before anything is made in the data directory.
+	var adminLn net.Listener
+	if *adminAddr != "" {
+		if adminLn, err = net.Listen("tcp", *adminAddr); err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		defer adminLn.Close() // a no-op once the admin server has it and closed it
+	}
 	srv, err := server.Start(server.Config{
 		DataDir: *data, Listen: *listen, Strategy: *strategy,
 		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
@@ -168,7 +177,7 @@ func cmdServe(args []string) error {
 	mx.Register(srv)
 	var adm *admin.Admin
 	if *adminAddr != "" {
-		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Token: adminToken, Server: srv, Metrics: mx, Logger: logger})
+		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Listener: adminLn, Token: adminToken, Server: srv, Metrics: mx, Logger: logger})
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err

@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"securefastchat/internal/account"
 )
 
 // Commands that only send or ask (send, send to oneself, a failed send to
@@ -224,5 +229,81 @@ func TestFirstContact(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, "not a securefastchat server") || strings.Contains(r.stderr, "frame") {
 			t.Fatalf("%v against an HTTP port: %+v", args[0], r)
 		}
+	}
+}
+
+// The limits docs/OPERATIONS.md lists are the ones the server applies.
+func TestDocumentedLimits(t *testing.T) {
+	doc, err := os.ReadFile("docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := account.DefaultLimits
+	help := run(t, nil, "serve", "--help").stderr
+	for _, want := range []string{
+		fmt.Sprintf("a burst of %d, then one every %s) | address", l.LoginBurst, l.LoginEvery),
+		fmt.Sprintf("a burst of %d, then %d a second | address", l.ResumeBurst, time.Second/l.ResumeEvery),
+		fmt.Sprintf("after %d in %d minutes the account is throttled for %d minutes", l.FailuresBeforeThrottle, int(l.FailureWindow.Minutes()), int(l.ThrottleFor.Minutes())),
+		fmt.Sprintf("a burst of %d, then one every %s;", l.SignupBurst, l.SignupEvery),
+		fmt.Sprintf("%d per %d minutes", l.LookupBurst, int((time.Duration(l.LookupBurst) * l.LookupEvery).Minutes())),
+	} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/OPERATIONS.md does not say %q", want)
+		}
+	}
+	for _, flagDefault := range []string{`SFC_MSG_BURST, default "60"`, `SFC_MSG_EVERY, default "1s"`, `SFC_QUEUE_MAX_MESSAGES, default "10000"`, `SFC_QUEUE_MAX_BYTES, default "104857600"`} {
+		if !strings.Contains(help, flagDefault) {
+			t.Errorf("serve --help does not say %q", flagDefault)
+		}
+	}
+	if !strings.Contains(string(doc), "10,000 messages and 100 MiB") || !strings.Contains(string(doc), "a burst of 60, then one a second") {
+		t.Error("docs/OPERATIONS.md does not give the message and queue limits")
+	}
+}
+
+// What a careful operator notices: serve on a port in use makes nothing
+// in its data directory; admin invite on an open server says codes are
+// not needed; a damaged contacts file says what to do; the Quick start's
+// data directory is ignored by git.
+func TestOperatorDetails(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	data := filepath.Join(t.TempDir(), "fresh")
+	r := run(t, nil, "serve", "--listen", busy.Addr().String(), "--data", data, "--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2")
+	if r.code != 1 || !strings.Contains(r.stderr, "address already in use") {
+		t.Fatalf("serve on a busy port: %+v", r)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("serve on a busy port made its data directory: %v", err)
+	}
+
+	addr, adminAddr, sdata := freeAddr(t), freeAddr(t), t.TempDir()
+	env := []string{"SFC_LISTEN=" + addr, "SFC_ADMIN=" + adminAddr, "SFC_DATA=" + sdata,
+		"SFC_ARGON2=t=1,m=64,p=1", "SFC_INSECURE_WEAK_ARGON2=true"}
+	startServe(t, env, addr)
+	if r := run(t, env, "admin", "invite"); r.code != 0 || !strings.Contains(r.stderr, "nobody needs a code") {
+		t.Fatalf("admin invite on an open server: %+v", r)
+	}
+
+	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password"}
+	if r := run(t, ann, "signup", "--server", addr, "--user", "ann"); r.code != 0 {
+		t.Fatalf("signup: %+v", r)
+	}
+	contacts := filepath.Join(strings.TrimPrefix(ann[0], "SFC_HOME="), "users", "ann", "contacts")
+	if err := os.WriteFile(contacts, []byte("bob garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "ann", "x")
+	if r.code != 1 || !strings.Contains(r.stderr, "contacts file is damaged") || !strings.Contains(r.stderr, "move the file away") {
+		t.Fatalf("a damaged contacts file: %+v", r)
+	}
+
+	readme, _ := os.ReadFile("README.md")
+	ignore, _ := os.ReadFile(".gitignore")
+	if strings.Contains(string(readme), "--data ./data") && !strings.Contains(string(ignore), "\n/data/\n") {
+		t.Fatal("the Quick start's ./data is not in .gitignore")
 	}
 }

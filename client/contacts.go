@@ -57,7 +57,7 @@ func loadContacts(path string) (*contacts, error) {
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		bad := fmt.Errorf("client: %s line %d: malformed", path, n)
+		bad := fmt.Errorf("%w: %s line %d (the keys pinned for your contacts); move the file away to start over: keys are then pinned again as they are next used, so compare safety numbers again", ErrDamagedContacts, path, n)
 		if len(fields) != 3 || !strings.HasPrefix(fields[1], "x25519:") || !strings.HasPrefix(fields[2], "ed25519:") {
 			return nil, bad
 		}

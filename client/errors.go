@@ -42,6 +42,8 @@ var (
 	// ErrNotServer: the address answers, but not as a securefastchat
 	// server.
 	ErrNotServer = errors.New("client: not a securefastchat server")
+	// ErrDamagedContacts: the file of contacts' pinned keys does not read.
+	ErrDamagedContacts = errors.New("client: the contacts file is damaged")
 	// ErrRejected: a received message failed its end-to-end checks.
 	ErrRejected = errors.New("client: message rejected")
 	// ErrFileTooLarge: a file over the size limit.

@@ -47,6 +47,9 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Logger receives the admin actions. If nil, slog.Default().
 	Logger *slog.Logger
+	// Listener, if set, is used instead of listening on Addr (so the port
+	// can be taken before the server starts).
+	Listener net.Listener
 }
 
 // Admin is a running admin listener.
@@ -90,7 +93,11 @@ func Start(cfg Config) (*Admin, error) {
 	if err := CheckAccess(cfg.Addr, cfg.Token); err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln := cfg.Listener
+	var err error
+	if ln == nil {
+		ln, err = net.Listen("tcp", cfg.Addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
@@ -300,6 +307,9 @@ type InviteRequest struct {
 type InviteResponse struct {
 	Codes   []string  `json:"codes"`
 	Expires time.Time `json:"expires"`
+	// Signup is the server's sign-up policy: codes are needed only under
+	// "invite".
+	Signup string `json:"signup"`
 }
 
 // newInviteCode is 80 random bits in base32, in groups of four.
@@ -338,7 +348,7 @@ func (a *Admin) invites(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "count must be 1 to 100")
 		return
 	}
-	res := InviteResponse{Expires: time.Now().Add(ttl).UTC().Truncate(time.Second)}
+	res := InviteResponse{Expires: time.Now().Add(ttl).UTC().Truncate(time.Second), Signup: string(a.cfg.Server.Accounts.SignupPolicy())}
 	for i := 0; i < req.Count; i++ {
 		code := newInviteCode()
 		if err := a.cfg.Server.Store.AddInvite(code, res.Expires); err != nil {

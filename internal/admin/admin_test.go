@@ -345,12 +345,26 @@ func TestBackupRestore(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("a refused archive left %d files", len(entries))
 	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused restore left the directory it made: %v", err)
+	}
+	// An empty target that others may write is made private.
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
 	if _, err := backup.Restore(bytes.NewReader(archive), cfg.DataDir); !errors.Is(err, backup.ErrNotEmpty) {
 		t.Fatalf("restore over a used directory: %v", err)
 	}
 	m, err := backup.Restore(bytes.NewReader(archive), dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o700 {
+		t.Fatalf("restored directory mode %v", st.Mode().Perm())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("the restored directory holds %d entries, want the key and the store", len(entries))
 	}
 	if m.Fingerprint != s.Key.Public.Fingerprint() {
 		t.Fatal("the backup has another key")

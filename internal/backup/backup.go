@@ -103,17 +103,17 @@ func addFile(tw *tar.Writer, m *Manifest, name string, b []byte, now time.Time) 
 }
 
 // Extract reads an archive into dir (which must exist), checking every
-// member against the manifest. It writes the members under temporary
-// names and renames them only once all of them check out, so a damaged
-// archive leaves nothing that a server would start on.
-func Extract(r io.Reader, dir string) (*Manifest, error) {
+// member against the manifest. A damaged archive leaves nothing behind.
+func Extract(r io.Reader, dir string) (_ *Manifest, err error) {
 	tr := tar.NewReader(r)
 	sums := map[string]string{}
 	var m *Manifest
-	var tmps []string
+	var written []string
 	defer func() {
-		for _, t := range tmps {
-			os.Remove(t)
+		if err != nil {
+			for _, p := range written {
+				os.Remove(p)
+			}
 		}
 	}()
 	for {
@@ -142,9 +142,9 @@ func Extract(r io.Reader, dir string) (*Manifest, error) {
 				hdr.Name == server.KeyFileName && hdr.Size > maxKeyFile {
 				return nil, fmt.Errorf("%w: member %s", ErrDamaged, hdr.Name)
 			}
-			tmp := filepath.Join(dir, "."+hdr.Name+".restoring")
-			tmps = append(tmps, tmp)
-			sum, err := copyOut(tmp, tr, hdr.Size)
+			path := filepath.Join(dir, hdr.Name)
+			written = append(written, path)
+			sum, err := copyOut(path, tr, hdr.Size)
 			if err != nil {
 				return nil, err
 			}
@@ -161,12 +161,6 @@ func Extract(r io.Reader, dir string) (*Manifest, error) {
 			return nil, fmt.Errorf("%w: %s is missing or does not match its checksum", ErrDamaged, name)
 		}
 	}
-	for _, name := range []string{server.KeyFileName, server.DBFileName} {
-		if err := os.Rename(filepath.Join(dir, "."+name+".restoring"), filepath.Join(dir, name)); err != nil {
-			return nil, fmt.Errorf("backup: %w", err)
-		}
-	}
-	tmps = nil
 	return m, syncDir(dir)
 }
 
@@ -202,26 +196,54 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Restore lays an archive into dir, which must be empty or not exist,
-// then checks that the result opens: the key parses with the manifest's
-// fingerprint and the store passes a consistency check.
-func Restore(r io.Reader, dir string) (*Manifest, error) {
+// stagingName is the folder inside the target where a restore is laid out
+// and checked before anything takes its final name.
+const stagingName = ".restoring"
+
+// Restore lays an archive into dir, which must be empty or not exist, and
+// makes it 0700. Everything is extracted into a staging folder inside dir
+// and checked there (the members against the manifest, the key against
+// the manifest's fingerprint, the store's consistency) before anything
+// takes its final name; on any failure nothing is left, not even dir if
+// Restore made it.
+func Restore(r io.Reader, dir string) (_ *Manifest, err error) {
+	made := false
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotEmpty, dir)
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+	} else if errors.Is(err, os.ErrNotExist) {
+		made = true
+	} else if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	m, err := Extract(r, dir)
+	staging := filepath.Join(dir, stagingName)
+	defer func() {
+		os.RemoveAll(staging)
+		if err != nil && made {
+			os.Remove(dir)
+		}
+	}()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	m, err := Extract(r, staging)
 	if err != nil {
 		return nil, err
 	}
-	if err := Check(dir, m); err != nil {
+	if err := Check(staging, m); err != nil {
 		return nil, err
 	}
-	return m, nil
+	for _, name := range []string{server.KeyFileName, server.DBFileName} {
+		if err := os.Rename(filepath.Join(staging, name), filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("backup: %w", err)
+		}
+	}
+	return m, syncDir(dir)
 }
 
 // Check opens a restored data directory read-only and checks it.

@@ -121,6 +121,19 @@ func Start(cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The port first: a server that cannot listen makes no key and no
+	// store in a data directory it would leave unused.
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 	key, created, err := LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -144,13 +157,6 @@ func Start(cfg Config) (_ *Server, err error) {
 	set, err := shard.New(so)
 	if err != nil {
 		return nil, err
-	}
-	ln := cfg.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-			_ = set.Shutdown(context.Background())
-			return nil, fmt.Errorf("server: %w", err)
-		}
 	}
 	s := &Server{Store: st, Accounts: acc, Set: set, Key: key, ln: ln, log: cfg.Logger, serveCh: make(chan error, 1), cfg: cfg,
 		sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}

@@ -62,13 +62,7 @@ func TestChatFirstHour(t *testing.T) {
 	senv := []string{"SFC_LISTEN=" + addr, "SFC_ADMIN=" + adminAddr, "SFC_DATA=" + data,
 		"SFC_ARGON2=t=1,m=64,p=1", "SFC_INSECURE_WEAK_ARGON2=true", "SFC_SHARDS=2"}
 	srv, _ := startServe(t, senv, addr)
-	users := map[string][]string{}
-	for _, u := range []string{"ann", "bob", "carol", "dave"} {
-		users[u] = []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=" + chatPassword}
-		if r := run(t, users[u], "signup", "--server", addr, "--user", u); r.code != 0 {
-			t.Fatalf("signup %s: %+v", u, r)
-		}
-	}
+	users := signupAll(t, addr, chatPassword, "ann", "bob", "carol", "dave")
 	as := func(u string, args ...string) result {
 		return run(t, users[u], append([]string{args[0], "--server", addr, "--user", u}, args[1:]...)...)
 	}

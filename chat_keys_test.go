@@ -23,13 +23,7 @@ func TestChatKeys(t *testing.T) {
 	tmuxOrSkip(t)
 	srv := newChild(t)
 	srv.start()
-	users := map[string][]string{}
-	for _, u := range []string{"ann", "bob"} {
-		users[u] = []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=" + chatPassword}
-		if r := run(t, users[u], "signup", "--server", srv.addr, "--user", u); r.code != 0 {
-			t.Fatalf("signup %s: %+v", u, r)
-		}
-	}
+	users := signupAll(t, srv.addr, chatPassword, "ann", "bob")
 	// 700 old messages from bob in ann's history (written as her chat
 	// would), for the scrollback.
 	annHome := strings.TrimPrefix(users["ann"][0], "SFC_HOME=")

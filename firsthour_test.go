@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -23,16 +22,8 @@ import (
 // every message afterwards.
 func TestSendingCommandsKeepTheQueue(t *testing.T) {
 	addr, _, _ := serve(t, t.TempDir())
-	bob := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=bob password!"}
-	dave := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=dave password"}
-	for _, u := range []struct {
-		env  []string
-		name string
-	}{{bob, "bob"}, {dave, "dave"}} {
-		if r := run(t, u.env, "signup", "--server", addr, "--user", u.name); r.code != 0 {
-			t.Fatalf("signup %s: %+v", u.name, r)
-		}
-	}
+	users := signupAll(t, addr, "shared password", "bob", "dave")
+	bob, dave := users["bob"], users["dave"]
 	for i := 0; i < 5; i++ {
 		r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "dave", fmt.Sprintf("queued message %d", i))
 		if r.code != 0 || !strings.Contains(r.stdout, "Queued for dave") {
@@ -67,24 +58,6 @@ func TestSendingCommandsKeepTheQueue(t *testing.T) {
 	}
 }
 
-// runIn is run with stdin.
-func runIn(t *testing.T, env []string, stdin string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{out.String(), errb.String(), code}
-}
-
 // Scripts: every command resumes the session kept in the home, so a long
 // run of commands spends no password hash on the server (past the
 // per-address login limit of 20 a minute) and leaves no sessions behind;
@@ -92,16 +65,8 @@ func runIn(t *testing.T, env []string, stdin string, args ...string) result {
 // when a retry will pass.
 func TestScripts(t *testing.T) {
 	addr, _, logs := serve(t, t.TempDir(), "--msg-burst", "30", "--msg-every", "1m")
-	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password"}
-	ben := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ben password"}
-	for _, u := range []struct {
-		env  []string
-		name string
-	}{{ann, "ann"}, {ben, "ben"}} {
-		if r := run(t, u.env, "signup", "--server", addr, "--user", u.name); r.code != 0 {
-			t.Fatalf("signup %s: %+v", u.name, r)
-		}
-	}
+	users := signupAll(t, addr, "shared password", "ann", "ben")
+	ann, ben := users["ann"], users["ben"]
 	for i := 0; i < 25; i++ {
 		r := run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "ben", fmt.Sprintf("scripted %d", i))
 		if r.code != 0 {
@@ -143,16 +108,8 @@ func TestScripts(t *testing.T) {
 func TestRecvWaitReconnects(t *testing.T) {
 	srv := newChild(t)
 	srv.start()
-	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password"}
-	ben := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ben password"}
-	for _, u := range []struct {
-		env  []string
-		name string
-	}{{ann, "ann"}, {ben, "ben"}} {
-		if r := run(t, u.env, "signup", "--server", srv.addr, "--user", u.name); r.code != 0 {
-			t.Fatalf("signup %s: %+v", u.name, r)
-		}
-	}
+	users := signupAll(t, srv.addr, "shared password", "ann", "ben")
+	ann, ben := users["ann"], users["ben"]
 	recv := exec.Command(binPath, "recv", "--server", srv.addr, "--user", "ben", "--wait", "60s")
 	recv.Env = append(os.Environ(), ben...)
 	out, errb := &syncBuffer{}, &syncBuffer{}
@@ -305,5 +262,21 @@ func TestOperatorDetails(t *testing.T) {
 	ignore, _ := os.ReadFile(".gitignore")
 	if strings.Contains(string(readme), "--data ./data") && !strings.Contains(string(ignore), "\n/data/\n") {
 		t.Fatal("the Quick start's ./data is not in .gitignore")
+	}
+}
+
+// Every command's help writes its flags one way: --name.
+func TestHelpFlagStyle(t *testing.T) {
+	for _, cmd := range []string{"serve", "fingerprint", "signup", "chat", "send", "recv", "group", "bench", "admin", "backup", "restore", "health"} {
+		r := run(t, nil, cmd, "--help")
+		out := r.stdout + r.stderr
+		if !strings.Contains(out, "  --") {
+			t.Errorf("%s --help lists no --flags:\n%s", cmd, out)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "-") && !strings.HasPrefix(strings.TrimSpace(line), "--") && !strings.HasPrefix(strings.TrimSpace(line), "- ") {
+				t.Errorf("%s --help: a flag written with one dash: %q", cmd, line)
+			}
+		}
 	}
 }

@@ -35,34 +35,30 @@ func parseFlagsEnv(fs *flag.FlagSet, args []string) error {
 
 // printDefaultsEnv lists the flags with their environment variables and
 // defaults.
-func printDefaultsEnv(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		head := "  --" + f.Name
-		if name != "" {
-			head += " " + name
-		}
-		def := ""
-		if f.DefValue != "" && f.DefValue != "false" {
-			def = fmt.Sprintf(", default %q", f.DefValue)
-		}
-		fmt.Fprintf(w, "%s\n    \t%s (env %s%s)\n", head, usage, envName(f.Name), def)
-	})
-}
+func printDefaultsEnv(w io.Writer, fs *flag.FlagSet) { writeFlags(w, fs, true) }
 
 // printFlags lists a command's flags the way every usage text writes
 // them: --name VALUE, then what it does and its default.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
+func printFlags(w io.Writer, fs *flag.FlagSet) { writeFlags(w, fs, false) }
+
+func writeFlags(w io.Writer, fs *flag.FlagSet, env bool) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		head := "  --" + f.Name
 		if name != "" {
 			head += " " + name
 		}
-		def := ""
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			def = fmt.Sprintf(" (default %q)", f.DefValue)
+		var notes []string
+		if env {
+			notes = append(notes, "env "+envName(f.Name))
 		}
-		fmt.Fprintf(w, "%s\n    \t%s%s\n", head, usage, def)
+		if f.DefValue != "" && f.DefValue != "false" && (env || f.DefValue != "0") {
+			notes = append(notes, fmt.Sprintf("default %q", f.DefValue))
+		}
+		tail := ""
+		if len(notes) > 0 {
+			tail = " (" + strings.Join(notes, ", ") + ")"
+		}
+		fmt.Fprintf(w, "%s\n    \t%s%s\n", head, usage, tail)
 	})
 }

@@ -40,8 +40,15 @@ type result struct {
 
 func run(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runIn(t, env, "", args...)
+}
+
+// runIn is run with stdin.
+func runIn(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(binPath, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -52,6 +59,20 @@ func run(t *testing.T, env []string, args ...string) result {
 		t.Fatal(err)
 	}
 	return result{out.String(), errb.String(), code}
+}
+
+// signupAll signs each user up on addr with a home of its own and returns
+// each one's environment (SFC_HOME first, then SFC_PASSWORD).
+func signupAll(t *testing.T, addr, password string, names ...string) map[string][]string {
+	t.Helper()
+	envs := map[string][]string{}
+	for _, u := range names {
+		envs[u] = []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=" + password}
+		if r := run(t, envs[u], "signup", "--server", addr, "--user", u); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u, r)
+		}
+	}
+	return envs
 }
 
 // serve starts the binary as a server on a free port and returns its

@@ -100,12 +100,9 @@ func SignupChecked(ctx context.Context, cfg Config, user string, password func()
 }
 
 func signup(ctx context.Context, cfg Config, user string, check bool, password func() (string, error)) (*Client, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	canon, err := proto.CanonicalUsername(user)
+	canon, err := prepare(&cfg, user)
 	if err != nil {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
+		return nil, err
 	}
 	idPath := IdentityPath(cfg.Home, canon)
 	if _, err := os.Stat(idPath); err == nil {
@@ -166,12 +163,9 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 // the user's identity with it, and keeps the new session in the home for
 // Open. Most callers want Open, which resumes the kept session instead.
 func Login(ctx context.Context, cfg Config, user, password string) (*Client, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	canon, err := proto.CanonicalUsername(user)
+	canon, err := prepare(&cfg, user)
 	if err != nil {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
+		return nil, err
 	}
 	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
 	if err != nil {
@@ -200,12 +194,9 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 // seen, the session). Nothing goes to the server: Connect or Start does
 // that. A wrong password fails here, at no cost to the server.
 func Load(cfg Config, user, password string) (*Client, error) {
-	if err := cfg.setDefaults(); err != nil {
-		return nil, err
-	}
-	canon, err := proto.CanonicalUsername(user)
+	canon, err := prepare(&cfg, user)
 	if err != nil {
-		return nil, &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
+		return nil, err
 	}
 	id, err := LoadIdentity(IdentityPath(cfg.Home, canon), []byte(password))
 	if err != nil {
@@ -233,6 +224,18 @@ func Open(ctx context.Context, cfg Config, user, password string) (*Client, erro
 		return nil, err
 	}
 	return c, nil
+}
+
+// prepare fills in cfg's defaults and returns the canonical user name.
+func prepare(cfg *Config, user string) (string, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return "", err
+	}
+	canon, err := proto.CanonicalUsername(user)
+	if err != nil {
+		return "", &proto.RemoteError{Code: proto.CodeInvalidUsername, Message: err.Error()}
+	}
+	return canon, nil
 }
 
 func newClient(cfg Config, canon string, id *Identity, password string) (*Client, error) {

@@ -200,6 +200,15 @@ func (m *Login) Parse(body []byte) error {
 	return d.done()
 }
 
+// ParseAs decodes a body of type t: TLoginWith or its version 1 form
+// TLogin.
+func (m *Login) ParseAs(t MsgType, body []byte) error {
+	if t == TLogin {
+		return m.ParseV1(body)
+	}
+	return m.Parse(body)
+}
+
 // ParseV1 decodes a TLogin body (no flags).
 func (m *Login) ParseV1(body []byte) error {
 	d := dec{b: body}
@@ -229,6 +238,15 @@ func (m *Resume) Parse(body []byte) error {
 	d := dec{b: body}
 	m.User, m.Token, m.Flags = d.str8(), d.fixed(TokenLen), d.u8()
 	return d.done()
+}
+
+// ParseAs decodes a body of type t: TResumeWith or its version 1 form
+// TResume.
+func (m *Resume) ParseAs(t MsgType, body []byte) error {
+	if t == TResume {
+		return m.ParseV1(body)
+	}
+	return m.Parse(body)
 }
 
 // ParseV1 decodes a TResume body (no flags).
@@ -286,6 +304,15 @@ func (m *SendDM) Parse(body []byte) error {
 	d := dec{b: body}
 	m.To, m.KeyID = d.str8(), d.u64()
 	return m.parseRest(&d)
+}
+
+// ParseAs decodes a body of type t: TSendDMFor or its version 1 form
+// TSendDM.
+func (m *SendDM) ParseAs(t MsgType, body []byte) error {
+	if t == TSendDM {
+		return m.ParseV1(body)
+	}
+	return m.Parse(body)
 }
 
 // ParseV1 decodes a TSendDM body (KeyID is left 0).

@@ -51,8 +51,16 @@ func dialTCP(t testing.TB, addr, from string) net.Conn {
 // dialRaw connects and completes the handshake.
 func dialRaw(t testing.TB, s *server.Server) *raw {
 	t.Helper()
+	return dialRawWith(t, s, proto.ClientConfig{})
+}
+
+// dialRawWith is dialRaw with a client configuration (versions); the
+// server's key is filled in.
+func dialRawWith(t testing.TB, s *server.Server, cfg proto.ClientConfig) *raw {
+	t.Helper()
 	nc := dialTCP(t, s.Addr(), "")
-	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &s.Key.Public})
+	cfg.ServerKey = &s.Key.Public
+	hs, err := proto.NewClientHandshake(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -370,31 +370,19 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		}
 	case proto.TLogin, proto.TLoginWith:
 		var m proto.Login
-		if t == proto.TLogin {
-			err = m.ParseV1(body)
-		} else {
-			err = m.Parse(body)
-		}
-		if err == nil {
+		if err = m.ParseAs(t, body); err == nil {
 			flags = m.Flags
-			err = checkLoginFlags(flags)
-		}
-		if err == nil {
-			res, err = o.Accounts.Login(ctx, c.ip, m.User, m.Password)
+			if err = checkLoginFlags(flags); err == nil {
+				res, err = o.Accounts.Login(ctx, c.ip, m.User, m.Password)
+			}
 		}
 	case proto.TResume, proto.TResumeWith:
 		var m proto.Resume
-		if t == proto.TResume {
-			err = m.ParseV1(body)
-		} else {
-			err = m.Parse(body)
-		}
-		if err == nil {
+		if err = m.ParseAs(t, body); err == nil {
 			flags = m.Flags
-			err = checkLoginFlags(flags)
-		}
-		if err == nil {
-			res, err = o.Accounts.Resume(c.ip, m.User, m.Token)
+			if err = checkLoginFlags(flags); err == nil {
+				res, err = o.Accounts.Resume(c.ip, m.User, m.Token)
+			}
 			if err == nil {
 				res.Token = append([]byte(nil), m.Token...)
 			}
@@ -459,17 +447,11 @@ func loginKind(t proto.MsgType) string {
 // message to the receiver's shard.
 func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 	var m proto.SendDM
-	var err error
-	checkKey := t == proto.TSendDMFor
-	if checkKey {
-		err = m.Parse(body)
-	} else {
-		err = m.ParseV1(body)
-	}
-	if err != nil {
+	if err := m.ParseAs(t, body); err != nil {
 		c.replyBad(id, err)
 		return
 	}
+	checkKey := t == proto.TSendDMFor
 	if m.Kind != proto.KindText && m.Kind != proto.KindFile {
 		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
 		return

@@ -109,24 +109,10 @@ func TestVersion1ClientServed(t *testing.T) {
 	token := alice.Token()
 	alice.Close()
 
-	nc := dialTCP(t, s.Addr(), "")
-	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &s.Key.Public, MinVersion: 1, MaxVersion: 1})
-	if err != nil {
-		t.Fatal(err)
+	r := dialRawWith(t, s, proto.ClientConfig{MinVersion: 1, MaxVersion: 1})
+	if r.sess.Version != 1 {
+		t.Fatalf("version %d negotiated, want 1", r.sess.Version)
 	}
-	if err := proto.WriteFrame(nc, hs.Hello()); err != nil {
-		t.Fatal(err)
-	}
-	var buf [proto.MaxHelloLen]byte
-	reply, err := proto.ReadSmallFrame(nc, buf[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, _, err := hs.Finish(reply)
-	if err != nil || sess.Version != 1 {
-		t.Fatalf("version 1 handshake: %v", err)
-	}
-	r := &raw{t: t, nc: nc, sess: sess, fr: proto.NewFrameReader(nc, 0)}
 	r.send((&proto.Resume{User: []byte("alice"), Token: token}).AppendV1(nil, r.nextID(), proto.TResume))
 	if typ, _, _, err := r.recv(); err != nil || typ != proto.TLoginOK {
 		t.Fatalf("version 1 resume: %#x %v", typ, err)

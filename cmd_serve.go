@@ -44,7 +44,7 @@ func cmdServe(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:7878", "address to listen on")
 	data := fs.String("data", defaultDataDir(), "data directory (store and server key)")
 	shards := fs.Int("shards", runtime.NumCPU(), "number of shards")
-	strategy := fs.String("strategy", "round-robin", "shard strategy: "+strings.Join(balancer.Names(), ", "))
+	strategy := fs.String("strategy", balancer.DefaultStrategy, "shard strategy: "+strings.Join(balancer.Names(), ", ")+" (p2c cannot be steered by a client; round-robin can)")
 	argon := fs.String("argon2", passwd.Default.String(), "password hashing cost, t=ITER,m=KIB,p=THREADS (at least "+passwd.Floor.String()+")")
 	weak := fs.Bool("insecure-weak-argon2", false, "allow --argon2 below the floor (tests and benchmarks only)")
 	hashConc := fs.Int("hash-concurrency", passwd.DefaultConcurrency, "password hashes run at once (bounds memory)")

@@ -14,6 +14,15 @@ type Strategy interface {
 	Pick(n int, load func(i int) int64) int
 }
 
+// DefaultStrategy is the strategy a server uses unless told otherwise:
+// power of two choices. It spreads connections as evenly as round-robin
+// (measured, docs/BENCHMARKS.md), but a client cannot steer it: under
+// round-robin the n-th connection lands on shard n mod N, so a client that
+// opens connections and keeps every N-th piles them onto one shard and
+// sends a share of newcomers there; p2c picks by the shards' loads, which
+// no one client decides.
+const DefaultStrategy = "p2c"
+
 var strategies = map[string]func() Strategy{
 	"random":      func() Strategy { return newRandom() },
 	"round-robin": func() Strategy { return &roundRobin{} },

@@ -14,6 +14,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"securefastchat/balancer"
 )
 
 // Scenarios, in the order the help lists them.
@@ -154,7 +156,7 @@ func (c *Config) setDefaults() error {
 		c.Shards = 2
 	}
 	if len(c.Strategies) == 0 {
-		c.Strategies = []string{"round-robin"}
+		c.Strategies = []string{balancer.DefaultStrategy}
 	}
 	def := func(v *int, d int) {
 		if *v == 0 {

@@ -3,6 +3,8 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"net"
 	"testing"
 	"time"
@@ -226,4 +228,23 @@ func freeLoopback(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// A family behind one address: six accounts can be made from it (the
+// per-address burst), each checking its name first; the seventh is told
+// when to retry.
+func TestSignupsFromOneAddress(t *testing.T) {
+	s := testserver.Start(t, nil)
+	for i := 0; i < 6; i++ {
+		c, err := client.SignupChecked(ctxT(t), testserver.ClientConfig(t, s), fmt.Sprintf("member%d", i), func() (string, error) { return pw, nil })
+		if err != nil {
+			t.Fatalf("sign-up %d from one address: %v", i+1, err)
+		}
+		c.Close()
+	}
+	_, err := client.SignupChecked(ctxT(t), testserver.ClientConfig(t, s), "member6", func() (string, error) { return pw, nil })
+	var re *proto.RemoteError
+	if !errors.As(err, &re) || re.Code != proto.CodeRateLimited || !strings.Contains(re.Message, "retry in") {
+		t.Fatalf("the seventh sign-up: %v", err)
+	}
 }

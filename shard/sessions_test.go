@@ -3,6 +3,8 @@ package shard_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -145,4 +147,88 @@ func recvOne(t *testing.T, c *client.Client) *client.Message {
 func isCode(body []byte, code proto.ErrorCode) bool {
 	var e proto.Error
 	return e.Parse(body) == nil && e.Code == code
+}
+
+// Shard assignment cannot be steered with the default strategy. The
+// attacker opens 400 connections (from 8 addresses, within the
+// per-address limits), keeps every 4th and closes the rest, then counts
+// where 100 newcomers land. Under round-robin the kept ones pile onto one
+// shard and a quarter of newcomers follow (the attack works, which is why
+// it is not the default); under the default both spread evenly.
+func TestShardSteering(t *testing.T) {
+	for _, tc := range []struct {
+		strategy string
+		steered  bool
+	}{{"round-robin", true}, {"", false}} {
+		name := tc.strategy
+		if name == "" {
+			name = "default"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := testserver.Start(t, func(c *server.Config) {
+				c.Shard.Shards = 4
+				c.Strategy = tc.strategy
+				c.Shard.HandshakeTimeout = time.Minute
+				c.Shard.LoginTimeout = time.Minute
+			})
+			conns := func() []int64 {
+				out := make([]int64, s.Set.Len())
+				for i := range out {
+					out[i] = s.Set.Shard(i).Conns()
+				}
+				return out
+			}
+			waitTotal := func(n int64) {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					var sum int64
+					for _, c := range conns() {
+						sum += c
+					}
+					if sum == n || time.Now().After(deadline) {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			var kept []net.Conn
+			for i := 0; i < 400; i++ {
+				nc := dialTCP(t, s.Addr(), fmt.Sprintf("127.0.0.%d", 2+i%8))
+				waitTotal(int64(len(kept) + 1))
+				if i%4 == 0 {
+					kept = append(kept, nc)
+				} else {
+					nc.Close()
+					waitTotal(int64(len(kept)))
+				}
+			}
+			after := conns()
+			heavy := 0
+			for i, c := range after {
+				if c > after[heavy] {
+					heavy = i
+				}
+			}
+			for i := 0; i < 100; i++ {
+				dialTCP(t, s.Addr(), fmt.Sprintf("127.0.0.%d", 20+i%8))
+			}
+			waitTotal(int64(len(kept) + 100))
+			final := conns()
+			onHeavy := final[heavy] - after[heavy]
+			t.Logf("%s: the attacker's 100 kept connections per shard %v; 100 newcomers put %d on the fullest shard", name, after, onHeavy)
+			if tc.steered {
+				if after[heavy] < 90 || onHeavy < 20 {
+					t.Fatalf("round-robin was not steered (%v, %d newcomers on the fullest): the test does not measure the attack", after, onHeavy)
+				}
+				return
+			}
+			lo, hi := final[0], final[0]
+			for _, c := range final {
+				lo, hi = min(lo, c), max(hi, c)
+			}
+			if after[heavy] > 40 || hi-lo > 20 {
+				t.Fatalf("the default strategy was steered: kept %v, then with 100 newcomers %v", after, final)
+			}
+		})
+	}
 }

@@ -32,7 +32,8 @@ type Config struct {
 	Listen string
 	// Listener, if set, is used instead of listening on Listen.
 	Listener net.Listener
-	// Strategy names the shard strategy. If empty, round-robin.
+	// Strategy names the shard strategy. If empty,
+	// balancer.DefaultStrategy.
 	Strategy string
 	// Argon2 are the password hashing parameters. If zero, passwd.Default.
 	Argon2 passwd.Params
@@ -96,7 +97,7 @@ func Start(cfg Config) (_ *Server, err error) {
 		cfg.Listen = "127.0.0.1:7878"
 	}
 	if cfg.Strategy == "" {
-		cfg.Strategy = "round-robin"
+		cfg.Strategy = balancer.DefaultStrategy
 	}
 	if cfg.Argon2 == (passwd.Params{}) {
 		cfg.Argon2 = passwd.Default

@@ -129,7 +129,7 @@ func TestFiles(t *testing.T) {
 // A big file travels in chunks, so text sent meanwhile is not held up
 // behind it.
 func TestFileDoesNotBlockText(t *testing.T) {
-	s := testserver.Start(t, nil)
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 }) // interleaving is tested, not limits
 	alice := testserver.Signup(t, s, "alice")
 	bob := testserver.Signup(t, s, "bob")
 	path := filepath.Join(t.TempDir(), "big.bin")

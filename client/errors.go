@@ -46,6 +46,9 @@ var (
 	ErrDamagedContacts = errors.New("client: the contacts file is damaged")
 	// ErrRejected: a received message failed its end-to-end checks.
 	ErrRejected = errors.New("client: message rejected")
+	// ErrTooManyPartials: a file was refused because too many unfinished
+	// ones are coming in, from its sender or in all.
+	ErrTooManyPartials = errors.New("client: refused a file")
 	// ErrFileTooLarge: a file over the size limit.
 	ErrFileTooLarge = errors.New("client: file too large")
 )

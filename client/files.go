@@ -3,11 +3,13 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"securefastchat/proto"
 )
@@ -67,6 +69,26 @@ func (c *Client) SendGroupFileAs(ctx context.Context, group, path string, id [pr
 	})
 }
 
+// sendPaced sends one chunk, waiting and sending it again while the
+// server refuses it for the sender's message limit (every chunk counts as
+// a message): a file larger than the burst goes at the limit's pace
+// instead of failing.
+func sendPaced(ctx context.Context, chunk []byte, send func(ctx context.Context, chunk []byte) error) error {
+	wait := 500 * time.Millisecond
+	for {
+		err := send(ctx, chunk)
+		if !errors.Is(err, proto.CodeRateLimited) {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
 // sendFile cuts the file at path into chunks and sends each with send,
 // several in flight at once.
 func (c *Client) sendFile(ctx context.Context, path string, id [proto.MsgIDLen]byte, progress func(done, total int64), send func(ctx context.Context, chunk []byte) error) (*FileReceipt, error) {
@@ -123,7 +145,7 @@ func (c *Client) sendFile(ctx context.Context, path string, id [proto.MsgIDLen]b
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := send(ctx, ch.Append(nil))
+			err := sendPaced(ctx, ch.Append(nil), send)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

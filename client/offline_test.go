@@ -217,6 +217,7 @@ func TestQueueLimit(t *testing.T) {
 	s := testserver.Start(t, func(c *server.Config) {
 		c.Shard.MsgEvery = -1
 		c.Shard.QueueLimits.Count = 10
+		c.Shard.QueueLimits.ContactShare, c.Shard.QueueLimits.StrangerShare = 1, 1 // the whole queue: the cap is what is tested
 	})
 	alice := testserver.Signup(t, s, "alice")
 	bobCfg := testserver.ClientConfig(t, s)

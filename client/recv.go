@@ -52,13 +52,18 @@ type receiver struct {
 	seen *seenLog
 	dups atomic.Int64 // repeats dropped before the application saw them
 
-	mu    sync.Mutex
-	files map[[proto.MsgIDLen]byte]*incomingFile
+	mu       sync.Mutex
+	files    map[[proto.MsgIDLen]byte]*incomingFile // open, at most maxOpenFiles
+	partials *partials                              // every unfinished transfer, open or not
+	refused  map[[proto.MsgIDLen]byte]bool          // files refused in this run: their other chunks are dropped
 }
 
+// maxRefused bounds the refused file ids remembered.
+const maxRefused = 1024
+
 func newReceiver(c *Client, seen *seenLog) *receiver {
-	removeStalePartials(c.cfg.OutDir)
-	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}}
+	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.OutDir, time.Now()),
+		refused: map[[proto.MsgIDLen]byte]bool{}}
 }
 
 // run serves one connection's deliveries until it ends or the client stops.
@@ -338,17 +343,36 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	dir := r.c.cfg.OutDir
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := time.Now()
 	f := r.files[id]
 	if f == nil {
+		for _, gone := range r.partials.expire(now) {
+			if g := r.files[gone]; g != nil {
+				g.f.Close()
+				delete(r.files, gone)
+			}
+		}
+		if r.refused[id] {
+			return nil, nil // refused already, and said so: the rest is dropped quietly
+		}
+		if err := r.partials.admit(id, from, ch.Size, now); err != nil {
+			if len(r.refused) >= maxRefused {
+				clear(r.refused)
+			}
+			r.refused[id] = true
+			return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+		}
 		if len(r.files) >= maxOpenFiles {
 			r.closeOldestLocked()
 		}
 		var err error
 		if f, err = openIncoming(dir, id, from, name, ch.Size, ch.Count); err != nil {
+			r.partials.done(id)
 			return nil, err
 		}
 		r.files[id] = f
 	}
+	r.partials.touch(id, now)
 	if f.from != from || f.name != name || f.size != ch.Size || f.count != ch.Count {
 		return nil, fmt.Errorf("%w: file chunk does not match its file", ErrRejected)
 	}
@@ -368,6 +392,7 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 		return nil, nil
 	}
 	delete(r.files, id)
+	r.partials.done(id)
 	return f.finish(dir)
 }
 
@@ -425,23 +450,6 @@ func (r *receiver) close() {
 		_ = f.sync(r.c.cfg.OutDir)
 		f.f.Close()
 		delete(r.files, id)
-	}
-}
-
-// removeStalePartials deletes partial files older than anything the server
-// could still deliver.
-func removeStalePartials(dir string) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".incoming-") {
-			continue
-		}
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > seenKeep {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
 	}
 }
 

@@ -40,6 +40,7 @@ const (
 	CodeGroupFull          ErrorCode = 29 // the group is at MaxGroupMembers
 	CodeStaleGroup         ErrorCode = 30 // the change was based on an old roster or epoch: fetch and retry
 	CodeInvalidInvite      ErrorCode = 31 // the invite code is unknown, used or expired
+	CodeShareFull          ErrorCode = 32 // the sender holds its share of the receiver's queue; nothing queued was dropped
 )
 
 var codeNames = map[ErrorCode]string{
@@ -74,6 +75,7 @@ var codeNames = map[ErrorCode]string{
 	CodeGroupFull:          "group_full",
 	CodeStaleGroup:         "stale_group",
 	CodeInvalidInvite:      "invalid_invite",
+	CodeShareFull:          "sender_share_full",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

@@ -456,7 +456,7 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
 		return
 	}
-	if err := c.set.chargeMessage(c.user, m.Kind == proto.KindText, len(m.Body)); err != nil {
+	if err := c.set.chargeMessage(c.user, len(m.Body)); err != nil {
 		c.replyFailure(id, err)
 		return
 	}

@@ -332,9 +332,8 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		c.replyBad(id, err)
 		return
 	}
-	// As for direct messages: text spends the message count, a file chunk
-	// the byte budget, and both spend bytes.
-	if err := c.set.chargeMessage(c.user, !file, len(m.Body)); err != nil {
+	// As for direct messages: every message counts, a file chunk as one.
+	if err := c.set.chargeMessage(c.user, len(m.Body)); err != nil {
 		c.replyFailure(id, err)
 		return
 	}

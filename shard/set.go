@@ -26,7 +26,9 @@ type Options struct {
 	// Store holds the receivers' queues. Required.
 	Store *store.Store
 	// QueueLimits cap each receiver's queue. Zero fields take 10,000
-	// messages and 100 MiB.
+	// messages and 100 MiB, of which one sender may hold a quarter if the
+	// receiver has written to it or shares a group with it, and a tenth
+	// otherwise.
 	QueueLimits store.QueueLimits
 	// Retention is how long a queued message may wait; an older one is
 	// never delivered, even between sweeps. If zero, 7 days.
@@ -68,10 +70,11 @@ type Options struct {
 	HandshakeBurst int
 	HandshakeEvery time.Duration
 
-	// MsgBurst and MsgEvery limit text messages per user; file chunks
-	// spend MsgBytesBurst / MsgBytesPerSec instead. Zero means the
-	// defaults (60, one per second; 128 MiB, 8 MiB/s); a negative MsgEvery
-	// turns message limits off (benchmarks do, and say so).
+	// MsgBurst and MsgEvery limit messages per user (a file chunk counts
+	// as one message), and every message also spends MsgBytesBurst /
+	// MsgBytesPerSec. Zero means the defaults (60, one per second; 128 MiB,
+	// 8 MiB/s); a negative MsgEvery turns message limits off (benchmarks
+	// do, and say so).
 	MsgBurst       int
 	MsgEvery       time.Duration
 	MsgBytesBurst  int
@@ -101,6 +104,12 @@ type Options struct {
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
 }
+
+// Default shares of one receiver's queue that one sender may hold.
+const (
+	DefaultContactShare  = 0.25
+	DefaultStrangerShare = 0.1
+)
 
 // Observer receives measurements from the shards' hot paths; its methods
 // must be quick, safe for concurrent use and must not block.
@@ -141,6 +150,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.QueueLimits.Bytes == 0 {
 		o.QueueLimits.Bytes = 100 << 20
+	}
+	if o.QueueLimits.ContactShare == 0 {
+		o.QueueLimits.ContactShare = DefaultContactShare
+	}
+	if o.QueueLimits.StrangerShare == 0 {
+		o.QueueLimits.StrangerShare = DefaultStrangerShare
 	}
 	defI(&o.MaxUnauth, 4096)
 	defI(&o.MaxUnauthPerIP, 256)
@@ -350,17 +365,16 @@ func (s *Set) goTracked(fn func()) {
 
 func (s *Set) newServerID() uint64 { return s.nextServerID.Add(1) }
 
-// chargeMessage spends a sender's message limits: a text message counts,
+// chargeMessage spends a sender's message limits for one message of n
+// bytes: every message counts, a file chunk as one message like a text,
 // and every message spends its bytes. It returns a *ratelimit.Refused
 // saying when a retry will pass.
-func (s *Set) chargeMessage(user string, text bool, n int) error {
+func (s *Set) chargeMessage(user string, n int) error {
 	if s.msgs == nil {
 		return nil
 	}
-	if text {
-		if wait := s.msgs.Take(user); wait > 0 {
-			return ratelimit.Refuse(wait, "sending too fast")
-		}
+	if wait := s.msgs.Take(user); wait > 0 {
+		return ratelimit.Refuse(wait, "sending too fast")
 	}
 	return ratelimit.Refuse(s.msgBytes.TakeN(user, float64(n)), "sending too many bytes")
 }

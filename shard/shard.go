@@ -567,6 +567,9 @@ func (s *Set) persistGroup(user string, gmsg []byte, gack *groupAck) {
 		case errors.Is(r.Err, store.ErrQueueFull):
 			s.Stats.QueueFull.Add(1)
 			gack.fail(proto.CodeQueueFull, "a member's queue is full; retry later")
+		case errors.Is(r.Err, store.ErrShareFull):
+			s.Stats.QueueFull.Add(1)
+			gack.fail(proto.CodeShareFull, shareText(user, r.Err))
 		default:
 			s.Stats.StoreErrors.Add(1)
 			gack.fail(proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
@@ -611,6 +614,11 @@ func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint3
 		if from != nil {
 			from.replyErr(reqID, proto.CodeQueueFull, "the receiver's queue is full; nothing was lost, retry later")
 		}
+	case errors.Is(r.Err, store.ErrShareFull):
+		s.Stats.QueueFull.Add(1)
+		if from != nil {
+			from.replyErr(reqID, proto.CodeShareFull, shareText(q.To, r.Err))
+		}
 	default:
 		s.Stats.StoreErrors.Add(1)
 		s.log.Error("queueing a message failed", "err", r.Err)
@@ -618,6 +626,20 @@ func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint3
 			from.replyErr(reqID, proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
 		}
 	}
+}
+
+// shareText tells a sender past its share of to's queue what the share is.
+func shareText(to string, err error) string {
+	var sf *store.ShareFullError
+	if !errors.As(err, &sf) {
+		return "you hold your share of " + to + "'s queue; more goes once they read"
+	}
+	who := "a tenth, until " + to + " writes to you"
+	if sf.Contact {
+		who = "a quarter"
+	}
+	return fmt.Sprintf("while %s is away you may hold %d messages and %d MiB of their queue (%s); it is full: nothing was lost, more goes once they read (files to them are limited to about that size meanwhile)",
+		to, sf.Count, sf.Bytes>>20, who)
 }
 
 // dequeue removes a delivered message from the store (batched).

@@ -69,19 +69,26 @@ func (s *Store) DeleteUser(name string) error {
 		if err := tx.Bucket(bucketQStats).Delete([]byte(name)); err != nil {
 			return err
 		}
-		cb := tx.Bucket(bucketContacts)
 		prefix := contactKey(name, "")
-		var peers []string
-		c := cb.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			peers = append(peers, string(k[len(prefix):]))
+		if err := deletePrefix(tx.Bucket(bucketQSenders), prefix); err != nil {
+			return err
 		}
-		for _, p := range peers {
-			if err := cb.Delete(contactKey(name, p)); err != nil {
-				return err
+		// Contacts and who wrote to whom, both ways: a new account under
+		// this name starts as a stranger to everyone.
+		for _, bn := range [][]byte{bucketContacts, bucketWrote} {
+			b := tx.Bucket(bn)
+			var peers []string
+			c := b.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				peers = append(peers, string(k[len(prefix):]))
 			}
-			if err := cb.Delete(contactKey(p, name)); err != nil {
-				return err
+			for _, p := range peers {
+				if err := b.Delete(contactKey(name, p)); err != nil {
+					return err
+				}
+				if err := b.Delete(contactKey(p, name)); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -199,4 +206,19 @@ func (s *Store) Ping() error {
 		}
 		return nil
 	})
+}
+
+// deletePrefix deletes every key of b that starts with prefix.
+func deletePrefix(b *bolt.Bucket, prefix []byte) error {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, copyBytes(k))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -30,7 +30,7 @@ type Op struct {
 type Result struct {
 	ServerID uint64 // for Put: the id stored (the first one, for a repeat)
 	Dup      bool   // for Put: the (sender, msg_id) was stored before
-	Err      error  // nil, ErrQueueFull, or ErrUnavailable (nothing committed)
+	Err      error  // nil, ErrQueueFull, a *ShareFullError, or ErrUnavailable (nothing committed)
 }
 
 // BatcherOptions configure a Batcher.
@@ -172,7 +172,7 @@ func (b *Batcher) commit(batch []*Op) {
 					op.Put.ServerID = b.o.NewID()
 				}
 				id, dup, err := w.enqueue(op.Put, b.o.Limits)
-				if err != nil && !errors.Is(err, ErrQueueFull) {
+				if err != nil && !errors.Is(err, ErrQueueFull) && !errors.Is(err, ErrShareFull) {
 					return err
 				}
 				results[i] = Result{ServerID: id, Dup: dup, Err: err}

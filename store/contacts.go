@@ -9,23 +9,33 @@ import (
 
 // bucketContacts records who has exchanged direct messages:
 // user NUL peer -> empty, written both ways. Presence uses it.
-var bucketContacts = []byte("contacts")
+// bucketWrote records who wrote to whom: writer NUL peer -> empty. A
+// sender the receiver has written to is its contact for the receiver's
+// queue shares.
+var (
+	bucketContacts = []byte("contacts")
+	bucketWrote    = []byte("wrote")
+)
 
 func contactKey(user, peer string) []byte {
 	k := make([]byte, 0, len(user)+1+len(peer))
 	return append(append(append(k, user...), 0), peer...)
 }
 
-// putContact records a and b as contacts of each other.
+// putContact records that a wrote to b, and a and b as contacts of each
+// other.
 func putContact(tx *bolt.Tx, a, b string) error {
 	cb := tx.Bucket(bucketContacts)
 	if err := cb.Put(contactKey(a, b), nil); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bucketWrote).Put(contactKey(a, b), nil); err != nil {
+		return err
+	}
 	return cb.Put(contactKey(b, a), nil)
 }
 
-// AddContact records a and b as contacts of each other (outside a batch).
+// AddContact records that a wrote to b (outside a batch).
 func (s *Store) AddContact(a, b string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putContact(tx, a, b) })
 }

@@ -1,6 +1,9 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Callers test them with errors.Is.
 var (
@@ -14,6 +17,12 @@ var (
 	ErrCorrupt = errors.New("store: database file is corrupt or not a securefastchat store")
 	// ErrQueueFull: the receiver's queue is at its count or byte limit.
 	ErrQueueFull = errors.New("store: receiver's queue is full")
+	// ErrShareFull: the sender has filled its share of the receiver's
+	// queue. See ShareFullError.
+	ErrShareFull = errors.New("store: sender's share of the receiver's queue is full")
+	// ErrNewer: the file was written by a newer securefastchat. It is left
+	// untouched.
+	ErrNewer = errors.New("store: the database was written by a newer securefastchat")
 	// ErrClosed: the batcher has stopped.
 	ErrClosed = errors.New("store: closed")
 	// ErrUnavailable: a write failed (disk full, I/O error); nothing was
@@ -22,3 +31,18 @@ var (
 	// ErrInvalidInvite: the invite code is unknown, used or expired.
 	ErrInvalidInvite = errors.New("store: invite code is unknown, used or expired")
 )
+
+// ShareFullError says how much of one receiver's queue one sender may
+// hold: its share, as a contact (a quarter) or a stranger (a tenth).
+type ShareFullError struct {
+	Count   int64 // messages
+	Bytes   int64
+	Contact bool // the sender is the receiver's contact
+}
+
+func (e *ShareFullError) Error() string {
+	return fmt.Sprintf("store: a sender may hold %d messages and %d bytes of this receiver's queue", e.Count, e.Bytes)
+}
+
+// Is makes errors.Is(err, ErrShareFull) true.
+func (e *ShareFullError) Is(target error) bool { return target == ErrShareFull }

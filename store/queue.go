@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,10 +11,11 @@ import (
 
 // Queue buckets.
 var (
-	bucketQueue  = []byte("queue")  // receiver -> bucket of server_id (u64 BE) -> queued record
-	bucketQStats = []byte("qstats") // receiver -> count u64 | bytes u64
-	bucketMsgIDs = []byte("msgids") // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
-	keyMaxID     = []byte("max_server_id")
+	bucketQueue    = []byte("queue")    // receiver -> bucket of server_id (u64 BE) -> queued record
+	bucketQStats   = []byte("qstats")   // receiver -> count u64 | bytes u64
+	bucketQSenders = []byte("qsenders") // receiver NUL sender -> count u64 | bytes u64: what each sender holds of a queue
+	bucketMsgIDs   = []byte("msgids")   // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
+	keyMaxID       = []byte("max_server_id")
 )
 
 // Queued is one message waiting in a receiver's queue: ciphertext and the
@@ -107,37 +109,97 @@ func msgIDKey(from, to string, id [16]byte) []byte {
 type QueueLimits struct {
 	Count int64
 	Bytes int64
+	// ContactShare and StrangerShare are the fractions of Count and Bytes
+	// one sender may hold of a receiver's queue: a sender the receiver
+	// has written to, or shares a group with, and any other sender. Zero
+	// means no per-sender limit.
+	ContactShare, StrangerShare float64
+}
+
+// share returns the count and bytes one sender may hold, 0 for no limit.
+func (l QueueLimits) share(contact bool) (count, bytes int64) {
+	f := l.StrangerShare
+	if contact {
+		f = l.ContactShare
+	}
+	if f <= 0 {
+		return 0, 0
+	}
+	return max(1, int64(float64(l.Count)*f)), max(1, int64(float64(l.Bytes)*f))
 }
 
 type qstats struct{ count, bytes int64 }
 
-func getStats(b *bolt.Bucket, user string) qstats {
-	v := b.Get([]byte(user))
+func getStats(b *bolt.Bucket, user string) qstats { return getStatsKey(b, []byte(user)) }
+
+func getStatsKey(b *bolt.Bucket, k []byte) qstats {
+	v := b.Get(k)
 	if len(v) != 16 {
 		return qstats{}
 	}
 	return qstats{int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))}
 }
 
-func putStats(b *bolt.Bucket, user string, st qstats) error {
+func putStats(b *bolt.Bucket, user string, st qstats) error { return putStatsKey(b, []byte(user), st) }
+
+func putStatsKey(b *bolt.Bucket, k []byte, st qstats) error {
 	if st.count <= 0 {
-		return b.Delete([]byte(user))
+		return b.Delete(k)
 	}
 	v := binary.BigEndian.AppendUint64(nil, uint64(st.count))
-	return b.Put([]byte(user), binary.BigEndian.AppendUint64(v, uint64(max(st.bytes, 0))))
+	return b.Put(k, binary.BigEndian.AppendUint64(v, uint64(max(st.bytes, 0))))
 }
 
 // wtx batches the bookkeeping of one write transaction: queue stats and
 // the highest server id are written once at the end, not per message.
 type wtx struct {
-	tx      *bolt.Tx
-	stats   map[string]*qstats
-	buckets map[string]*bolt.Bucket
-	maxID   uint64
+	tx       *bolt.Tx
+	stats    map[string]*qstats
+	senders  map[string]*qstats // receiver NUL sender -> what the sender holds of the queue
+	contacts map[string]bool    // receiver NUL sender -> the sender is the receiver's contact
+	buckets  map[string]*bolt.Bucket
+	maxID    uint64
 }
 
 func newWtx(tx *bolt.Tx) *wtx {
-	return &wtx{tx: tx, stats: map[string]*qstats{}, buckets: map[string]*bolt.Bucket{}}
+	return &wtx{tx: tx, stats: map[string]*qstats{}, senders: map[string]*qstats{}, contacts: map[string]bool{},
+		buckets: map[string]*bolt.Bucket{}}
+}
+
+// sender returns what from holds of to's queue.
+func (w *wtx) sender(to, from string) *qstats {
+	k := string(contactKey(to, from))
+	st := w.senders[k]
+	if st == nil {
+		v := getStatsKey(w.tx.Bucket(bucketQSenders), []byte(k))
+		st = &v
+		w.senders[k] = st
+	}
+	return st
+}
+
+// contact reports whether from is to's contact: to has written to from, or
+// they share a group.
+func (w *wtx) contact(to, from string) bool {
+	k := string(contactKey(to, from))
+	if c, ok := w.contacts[k]; ok {
+		return c
+	}
+	c := w.tx.Bucket(bucketWrote).Get([]byte(k)) != nil
+	if !c {
+		mine := w.tx.Bucket(bucketUserGroups).Bucket([]byte(to))
+		theirs := w.tx.Bucket(bucketUserGroups).Bucket([]byte(from))
+		if mine != nil && theirs != nil {
+			_ = mine.ForEach(func(g, _ []byte) error {
+				if theirs.Get(g) != nil {
+					c = true
+				}
+				return nil
+			})
+		}
+	}
+	w.contacts[k] = c
+	return c
 }
 
 func (w *wtx) stat(user string) *qstats {
@@ -175,6 +237,12 @@ func (w *wtx) finish() error {
 			return err
 		}
 	}
+	senders := w.tx.Bucket(bucketQSenders)
+	for k, st := range w.senders {
+		if err := putStatsKey(senders, []byte(k), *st); err != nil {
+			return err
+		}
+	}
 	meta := w.tx.Bucket(bucketMeta)
 	if v := meta.Get(keyMaxID); w.maxID > 0 && (len(v) != 8 || binary.BigEndian.Uint64(v) < w.maxID) {
 		return meta.Put(keyMaxID, idKey(w.maxID))
@@ -183,7 +251,8 @@ func (w *wtx) finish() error {
 }
 
 // enqueue adds q. A (sender, msg_id) already stored returns its server id
-// and dup; a full queue returns ErrQueueFull and changes nothing.
+// and dup; a full queue returns ErrQueueFull, and a sender past its share
+// of the queue a *ShareFullError; either changes nothing.
 func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
 	ids := w.tx.Bucket(bucketMsgIDs)
 	mk := msgIDKey(q.From, q.To, q.MsgID)
@@ -193,6 +262,13 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err erro
 	st := w.stat(q.To)
 	if lim.Count > 0 && st.count+1 > lim.Count || lim.Bytes > 0 && st.bytes+q.size() > lim.Bytes {
 		return 0, false, ErrQueueFull
+	}
+	ss := w.sender(q.To, q.From)
+	if q.From != q.To {
+		contact := w.contact(q.To, q.From)
+		if n, b := lim.share(contact); n > 0 && (ss.count+1 > n || ss.bytes+q.size() > b) {
+			return 0, false, &ShareFullError{Count: n, Bytes: b, Contact: contact}
+		}
 	}
 	qb, err := w.queue(q.To, true)
 	if err != nil {
@@ -208,6 +284,8 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err erro
 	}
 	st.count++
 	st.bytes += q.size()
+	ss.count++
+	ss.bytes += q.size()
 	w.maxID = max(w.maxID, q.ServerID)
 	return q.ServerID, false, nil
 }
@@ -235,6 +313,9 @@ func (w *wtx) dequeue(user string, ids []uint64) (int, error) {
 		}
 		st.count--
 		st.bytes -= q.size()
+		ss := w.sender(user, q.From)
+		ss.count--
+		ss.bytes -= q.size()
 		n++
 	}
 	return n, nil
@@ -248,7 +329,7 @@ func (s *Store) Enqueue(msgs []*Queued, lim QueueLimits) ([]error, error) {
 		w := newWtx(tx)
 		for i, q := range msgs {
 			_, _, errs[i] = w.enqueue(q, lim)
-			if errs[i] != nil && errs[i] != ErrQueueFull {
+			if errs[i] != nil && !errors.Is(errs[i], ErrQueueFull) && !errors.Is(errs[i], ErrShareFull) {
 				return errs[i]
 			}
 		}

@@ -26,10 +26,20 @@ var (
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
 	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
-		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites}
+		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
+		bucketQSenders, bucketWrote}
 )
 
-const schemaVersion = 1
+// schemaVersion is the store's format.
+//
+// Changelog:
+//
+//	1: accounts, sessions, queues, groups, contacts, invites.
+//	2: per-sender queue counts (qsenders) and who wrote to whom (wrote),
+//	   for each sender's share of a receiver's queue. A schema 1 file is
+//	   migrated in place: the counts are rebuilt from the queues, and every
+//	   contact pair counts as written both ways.
+const schemaVersion = 2
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -101,18 +111,66 @@ func (s *Store) init() error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get([]byte("schema")); v != nil {
-			if len(v) != 1 || v[0] != schemaVersion {
-				return fmt.Errorf("%w: schema %v, this build reads %d", ErrCorrupt, v, schemaVersion)
-			}
+		v := meta.Get([]byte("schema"))
+		switch {
+		case v == nil:
+			// A new file, or one from before the version was kept: an
+			// empty queue bucket says new.
+		case len(v) != 1:
+			return fmt.Errorf("%w: schema %v", ErrCorrupt, v)
+		case v[0] > schemaVersion:
+			return fmt.Errorf("%w (schema %d; this build reads up to %d): upgrade securefastchat to serve it", ErrNewer, v[0], schemaVersion)
+		case v[0] == schemaVersion:
 			return nil
+		case v[0] == 1:
+			if err := migrate1to2(tx); err != nil {
+				return fmt.Errorf("migrating schema 1 to 2: %w", err)
+			}
 		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})
-	if err != nil && !errors.Is(err, ErrCorrupt) {
+	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNewer) {
 		return fmt.Errorf("store: initialising: %w", err)
 	}
 	return err
+}
+
+// migrate1to2 rebuilds the per-sender queue counts from the queues, and
+// records every contact pair as written both ways (who wrote first is not
+// known, so no relation loses its share).
+func migrate1to2(tx *bolt.Tx) error {
+	qs := tx.Bucket(bucketQSenders)
+	err := tx.Bucket(bucketQueue).ForEachBucket(func(to []byte) error {
+		counts := map[string]*qstats{}
+		err := tx.Bucket(bucketQueue).Bucket(to).ForEach(func(k, v []byte) error {
+			q, err := unmarshalQueued(string(to), k, v)
+			if err != nil {
+				return err
+			}
+			st := counts[q.From]
+			if st == nil {
+				st = &qstats{}
+				counts[q.From] = st
+			}
+			st.count++
+			st.bytes += q.size()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for from, st := range counts {
+			if err := putStatsKey(qs, contactKey(string(to), from), *st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	wrote := tx.Bucket(bucketWrote)
+	return tx.Bucket(bucketContacts).ForEach(func(k, _ []byte) error { return wrote.Put(copyBytes(k), nil) })
 }
 
 // Path returns the file the store lives in.
@@ -152,7 +210,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 
 func isRefusal(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) ||
-		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict) ||
+		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrShareFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict) ||
 		errors.Is(err, ErrInvalidInvite)
 }
 

@@ -1,0 +1,143 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// openCopy opens a copy of a testdata store file.
+func openCopy(t *testing.T, name string) (*Store, string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "securefastchat.db")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, nil)
+	if err != nil {
+		t.Fatalf("opening %s: %v", name, err)
+	}
+	return s, path
+}
+
+// A schema 1 store (testdata/schema1.db, written by the build before
+// schema 2) opens and is migrated in place: its users, queues and groups
+// are all there, each sender's share of a queue is counted from what it
+// holds, and a contact pair counts as written both ways. A store of a
+// newer schema is refused and left as it was.
+func TestMigrateSchema1(t *testing.T) {
+	s, path := openCopy(t, "schema1.db")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if _, err := s.GetUser(u); err != nil {
+			t.Fatalf("user %s: %v", u, err)
+		}
+	}
+	if n, b, err := s.QueueLen("bob"); err != nil || n != 9 || b == 0 {
+		t.Fatalf("bob's queue: %d messages, %d bytes, %v", n, b, err)
+	}
+	items, err := s.Peek("bob", 0, 100)
+	if err != nil || len(items) != 9 || items[8].Group != "team" {
+		t.Fatalf("bob's queue after the migration: %d items, %v", len(items), err)
+	}
+	if g, err := s.Group("team"); err != nil || len(g.Members) != 2 {
+		t.Fatalf("group: %+v %v", g, err)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte("schema")); len(v) != 1 || v[0] != schemaVersion {
+			t.Errorf("schema after opening: %v", v)
+		}
+		q := tx.Bucket(bucketQSenders)
+		if st := getStatsKey(q, contactKey("bob", "alice")); st.count != 6 {
+			t.Errorf("alice holds %d of bob's queue, want 6 (5 direct, 1 group)", st.count)
+		}
+		if st := getStatsKey(q, contactKey("bob", "carol")); st.count != 3 {
+			t.Errorf("carol holds %d of bob's queue, want 3", st.count)
+		}
+		w := tx.Bucket(bucketWrote)
+		if w.Get(contactKey("bob", "alice")) == nil || w.Get(contactKey("alice", "bob")) == nil || w.Get(contactKey("bob", "carol")) != nil {
+			t.Error("contacts were not carried into who wrote to whom")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dequeuing keeps the counts right.
+	if err := s.Dequeue("bob", []uint64{items[0].ServerID, items[5].ServerID}); err != nil {
+		t.Fatal(err)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if st := getStatsKey(tx.Bucket(bucketQSenders), contactKey("bob", "alice")); st.count != 5 {
+			t.Errorf("after dequeues alice holds %d, want 5", st.count)
+		}
+		return nil
+	})
+	// A newer schema is refused, untouched.
+	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put([]byte("schema"), []byte{schemaVersion + 1}) })
+	s.Close()
+	before, _ := os.ReadFile(path)
+	if _, err := Open(path, nil); !errors.Is(err, ErrNewer) {
+		t.Fatalf("opening a newer store: %v", err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Fatal("a newer store was changed")
+	}
+}
+
+// No sender holds more than its share of one receiver's queue: a contact
+// (someone the receiver wrote to) a quarter, a stranger a tenth; others
+// still get through, and a delivered message frees its sender's share.
+func TestSenderShares(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	lim := QueueLimits{Count: 100, Bytes: 1 << 20, ContactShare: 0.25, StrangerShare: 0.1}
+	if err := s.AddContact("bob", "alice"); err != nil { // bob wrote to alice
+		t.Fatal(err)
+	}
+	put := func(from string, n int, id *uint64) (ok int, last error) {
+		for i := 0; i < n; i++ {
+			*id++
+			q := &Queued{ServerID: *id, To: "bob", From: from, Kind: 1, Body: make([]byte, 10)}
+			q.MsgID[0], q.MsgID[1] = byte(*id), byte(*id>>8)
+			errs, err := s.Enqueue([]*Queued{q}, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if errs[0] == nil {
+				ok++
+			} else {
+				last = errs[0]
+			}
+		}
+		return ok, last
+	}
+	var id uint64
+	ok, err := put("mallory", 50, &id)
+	var sf *ShareFullError
+	if ok != 10 || !errors.As(err, &sf) || sf.Contact || sf.Count != 10 {
+		t.Fatalf("a stranger queued %d (%v), want 10 then a refusal", ok, err)
+	}
+	if ok, err := put("alice", 50, &id); ok != 25 || !errors.Is(err, ErrShareFull) {
+		t.Fatalf("a contact queued %d (%v), want 25", ok, err)
+	}
+	if ok, err := put("carol", 5, &id); ok != 5 || err != nil {
+		t.Fatalf("another sender after the flood: %d (%v)", ok, err)
+	}
+	items, _ := s.Peek("bob", 0, 1)
+	if err := s.Dequeue("bob", []uint64{items[0].ServerID}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := put("mallory", 2, &id); ok != 1 {
+		t.Fatalf("after one of mallory's was delivered, %d more went in, want 1", ok)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -81,6 +82,12 @@ func BenchmarkDMPath(b *testing.B) {
 	dm := proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: body}
 	var msg, frame, plain []byte
 	var ids [1]uint64
+	// A client acks a delivery once it has it: the ack of a message goes
+	// after window more are sent, by which time it is pending, as on a
+	// busy connection.
+	const window = 16
+	var sent [window]uint64
+	n := 0 // messages sent
 	plain = make([]byte, 0, proto.MaxFrameLen)
 	run := func(c *conn, cs *proto.Session) {
 		frame, _ = cs.Seal(frame[:0], msg)
@@ -90,24 +97,37 @@ func BenchmarkDMPath(b *testing.B) {
 		}
 		c.handle(p)
 	}
-	one := func(i int) {
-		msg = dm.Append(msg[:0], uint32(i))
-		run(sender, sendC)
-		ids[0] = s.nextServerID.Load()
+	ack := func(id uint64) {
+		for receiver.acks.waiting.Load() == 0 { // a client acks only what it got
+			runtime.Gosched()
+		}
+		ids[0] = id
 		msg = (&proto.Ack{ServerIDs: ids[:]}).Append(msg[:0], 0)
 		run(receiver, recvC)
 	}
-	for i := 0; i < 1000; i++ { // warm the pools
-		one(i)
+	one := func() {
+		if n >= window {
+			ack(sent[n%window])
+		}
+		msg = dm.Append(msg[:0], uint32(n))
+		run(sender, sendC)
+		sent[n%window] = s.nextServerID.Load()
+		n++
 	}
-	waitDelivered(b, s, 1000)
+	for i := 0; i < 1000; i++ { // warm the pools
+		one()
+	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		one(i)
+		one()
 	}
-	waitDelivered(b, s, int64(1000+b.N))
+	b.StopTimer()
+	for k := n - window; k < n; k++ {
+		ack(sent[k%window])
+	}
+	waitDelivered(b, s, int64(n))
 }
 
 func waitDelivered(b *testing.B, s *Set, n int64) {

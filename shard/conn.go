@@ -87,6 +87,9 @@ type conn struct {
 	checked   []byte       // the canonical name this connection found free (CheckUsername)
 	upload    *groupUpload // a multi-part group change under way
 
+	// Any goroutine (atomics): which acks the reader lets through.
+	acks ackGate
+
 	// Owned by the shard loop.
 	pending     []pendingAck
 	backlog     bool   // the store may hold messages for the user not yet fetched
@@ -313,7 +316,16 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			return true
 		}
 		for i := 0; i < ids.Len(); i++ {
-			c.sh.post(event{kind: evAck, c: c, serverID: ids.At(i)})
+			ok, tooMany := c.acks.admit()
+			if tooMany {
+				c.set.Stats.ProtocolErrors.Add(1)
+				c.logger().Info("closing connection: it acknowledges deliveries that are not pending", "bogus", maxBogusAcks)
+				c.closeGraceful(proto.CloseProtocol)
+				return false
+			}
+			if ok {
+				c.sh.post(event{kind: evAck, c: c, serverID: ids.At(i)})
+			}
 		}
 	case proto.TGetKeys:
 		var m proto.UserReq

@@ -1,11 +1,14 @@
 package shard_test
 
 import (
+	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"securefastchat/client"
 	"securefastchat/internal/server"
@@ -96,5 +99,125 @@ func TestQueueShareFlood(t *testing.T) {
 	}
 	if n, _, _ := s.Store.QueueLen("bob"); n != 1011 {
 		t.Fatalf("bob's queue holds %d, want 1011", n)
+	}
+}
+
+// bogusAcks is an Ack of 255 ids nothing is pending for.
+func bogusAcks() []byte {
+	ids := make([]uint64, proto.MaxAckIDs)
+	for i := range ids {
+		ids[i] = uint64(1<<62 + i)
+	}
+	return (&proto.Ack{ServerIDs: ids}).Append(nil, 0)
+}
+
+// Acks of deliveries that are not pending are dropped by the connection's
+// reader (they never reach the shard loop that bystanders share), and a
+// connection that keeps sending them is closed.
+func TestAckFloodClosed(t *testing.T) {
+	s := testserver.Start(t, nil)
+	mallory := testserver.Signup(t, s, "mallory")
+	token := mallory.Token()
+	mallory.Close()
+	r := dialRaw(t, s)
+	r.resume("mallory", token)
+	before := s.Set.Stats.ProtocolErrors.Load()
+	for i := 0; i < 2; i++ {
+		r.send(bogusAcks())
+	}
+	for {
+		typ, _, body, err := r.recv()
+		if err != nil {
+			t.Fatalf("the flooder was not told why it was closed: %v", err)
+		}
+		var cl proto.Close
+		if typ == proto.TClose && cl.Parse(body) == nil {
+			if cl.Reason != proto.CloseProtocol {
+				t.Fatalf("close reason %d", cl.Reason)
+			}
+			break
+		}
+	}
+	if s.Set.Stats.ProtocolErrors.Load() != before+1 {
+		t.Fatal("the flood was not counted")
+	}
+}
+
+// BenchmarkAckFlood measures a bystander's direct-message latency (send
+// to Sent(delivered), through the receiver's ack) while two accounts
+// flood acks of nothing pending, reconnecting each time they are closed,
+// against the same latency with no flood. Run:
+//
+//	go test -run XXX -bench AckFlood -benchtime 2000x ./shard
+func BenchmarkAckFlood(b *testing.B) {
+	for _, flooding := range []bool{false, true} {
+		name := "quiet"
+		if flooding {
+			name = "flood"
+		}
+		b.Run(name, func(b *testing.B) {
+			// The server's own limits on handshakes and resumes stand: the
+			// flooders reconnect as fast as those let them.
+			s := testserver.Start(b, func(c *server.Config) { c.Shard.MsgEvery = -1 })
+			alice := testserver.Signup(b, s, "alice")
+			bob := testserver.Signup(b, s, "bob")
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			if flooding {
+				for _, name := range []string{"mal1", "mal2"} {
+					token := testserver.Signup(b, s, name).Token()
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						frame := bogusAcks()
+						for {
+							select {
+							case <-stop:
+								return
+							default:
+							}
+							ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+							conn, err := client.Dial(ctx, s.Addr(), client.DialOptions{})
+							if err == nil {
+								if _, err = conn.Resume(ctx, name, token); err == nil {
+									// Flood until the server closes the connection
+									// (or the benchmark ends).
+									for conn.SendRaw(frame) == nil {
+										select {
+										case <-stop:
+										case <-conn.Done():
+										default:
+											continue
+										}
+										break
+									}
+								}
+								conn.Abort()
+							}
+							cancel()
+						}
+					}()
+				}
+			}
+			go func() {
+				for range bob.Messages() {
+				}
+			}()
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if _, err := alice.SendText(ctxT(&testing.T{}), "bob", "hello"); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
 	}
 }

@@ -304,7 +304,9 @@ func (sh *Shard) route(ev event) {
 		putMsgBuf(ev.buf)
 		return
 	}
+	rc.acks.expect() // before the write: the receiver's ack may come back at once
 	if err := rc.enqueueHeld(sh, *ev.buf); err != nil {
+		rc.acks.unexpect()
 		sh.persist(rc, ev.from, ev.reqID, ev.buf)
 		putMsgBuf(ev.buf)
 		return
@@ -323,7 +325,9 @@ func (sh *Shard) routeGroup(rc *conn, ev event) {
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
 	}
+	rc.acks.expect()
 	if err := rc.enqueueHeld(sh, ev.gmsg); err != nil {
+		rc.acks.unexpect()
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
 	}
@@ -379,7 +383,9 @@ func (sh *Shard) fetch(c *conn) {
 				d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
 				sh.scratch = d.Append(sh.scratch[:0], 0)
 			}
+			c.acks.expect()
 			if err := c.enqueue(sh.scratch); err != nil {
+				c.acks.unexpect()
 				return // the connection is going; its queue stays for next time
 			}
 			if len(c.pending) == 0 {
@@ -419,6 +425,7 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 		}
 		return
 	}
+	rc.acks.unmatched() // an id the reader let through that matched nothing
 }
 
 // gone forgets a connection whose reader has exited. Deliveries it had not

@@ -378,6 +378,8 @@ func cmdRecv(args []string) error {
 			switch {
 			case m.File != nil:
 				fmt.Printf("[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, m.File.Name, m.File.Size, m.File.Path)
+			case m.Group != "" && m.BeforeChange:
+				fmt.Printf("[%s] %s in %s (sent before they left): %s\n", ts, m.From, m.Group, m.Text)
 			case m.Group != "":
 				fmt.Printf("[%s] %s in %s: %s\n", ts, m.From, m.Group, m.Text)
 			default:

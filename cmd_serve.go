@@ -50,7 +50,8 @@ func cmdServe(args []string) error {
 	hashConc := fs.Int("hash-concurrency", passwd.DefaultConcurrency, "password hashes run at once (bounds memory)")
 	maxUnauth := fs.Int("max-unauth", 4096, "connections that have not logged in, at most")
 	maxUnauthIP := fs.Int("max-unauth-per-ip", 256, "connections that have not logged in, per address")
-	msgRate := fs.Duration("msg-every", time.Second, "one more text message per user allowed every DURATION (burst --msg-burst); 0 turns message limits off")
+	msgRate := fs.Duration("msg-every", time.Second, "one more message per user allowed every DURATION (burst --msg-burst; a file chunk counts as one); 0 turns message limits off")
+	groupRate := fs.Duration("group-change-every", shard.GroupChangeEvery, "one more group change or rekey per user and per group allowed every DURATION (burst 60); 0 turns group change limits off (benchmarks)")
 	msgBurst := fs.Int("msg-burst", 60, "text messages a user may send at once")
 	retention := fs.Duration("retention", server.DefaultRetention, "how long a queued message waits for an offline receiver before it is deleted")
 	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
@@ -126,10 +127,6 @@ func cmdServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	every := *msgRate
-	if every == 0 {
-		every = -1
-	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -163,8 +160,9 @@ func cmdServe(args []string) error {
 		Limits: account.Limits{LookupBurst: *lookups, LookupEvery: 15 * time.Minute / time.Duration(*lookups)},
 		Shard: shard.Options{
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
-			MsgEvery: every, MsgBurst: *msgBurst,
-			Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
+			MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
+			GroupChangeEvery: offIfZero(*groupRate),
+			Presence:         presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
 			Observer:    mx,
 			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
 		},
@@ -244,6 +242,15 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, usagef("--log-format must be text or json")
+}
+
+// offIfZero turns a flag's 0 ("off") into the negative duration the shard
+// options take for off (their zero means the default).
+func offIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func cmdFingerprint(args []string) error {

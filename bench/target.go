@@ -117,7 +117,7 @@ func (r *run) startEmbedded(ctx context.Context, strategy string, n int, pw stri
 	}
 	args := []string{"serve", "--data", dir, "--listen", "127.0.0.1:0",
 		"--shards", strconv.Itoa(r.cfg.Shards), "--strategy", strategy, "--argon2", argon,
-		"--msg-every", "0", "--key-lookups", "1000000", "--max-unauth", "8192",
+		"--msg-every", "0", "--group-change-every", "0", "--key-lookups", "1000000", "--max-unauth", "8192",
 		"--log-format", "json"}
 	if !params.AtLeast(passwd.Floor) {
 		args = append(args, "--insecure-weak-argon2")
@@ -156,7 +156,7 @@ func (r *run) startEmbedded(ctx context.Context, strategy string, n int, pw stri
 	}
 	t.key = kp.Public.Fingerprint()
 	t.settings = Settings{Addr: t.addr, Embedded: true, Shards: r.cfg.Shards, Strategy: strategy, Argon2: params.String(),
-		Limits: "message rate limit off, key lookups 1,000,000/15 min; other throttles as shipped"}
+		Limits: "message and group change limits off, key lookups 1,000,000/15 min; other throttles as shipped"}
 	ok = true
 	return t, nil
 }

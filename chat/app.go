@@ -202,7 +202,7 @@ func (a *app) forwardMessages() {
 
 // entryOf is a received message as a history entry.
 func entryOf(m *client.Message) *history.Entry {
-	e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text}
+	e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text, Before: m.BeforeChange}
 	if m.Group != "" {
 		e.Conv = "#" + m.Group
 	} else {

@@ -672,6 +672,14 @@ func (m *model) event(ev client.Event) {
 	switch ev.Kind {
 	case client.EventGroup:
 		m.groupEvent(ev)
+	case client.EventGroupBadKey:
+		who := ev.Target + " found"
+		if ev.Target == m.a.c.User() {
+			who = "you found"
+		}
+		m.add(&history.Entry{Conv: "#" + ev.Group, ID: client.NewMsgID(), From: ev.User, Time: ev.Time, Event: true, Unread: true,
+			Text: fmt.Sprintf("⚠ %s that the key %s made (epoch %d) is bad: %s. Nothing is sent under it; the next message makes a new one.",
+				who, ev.User, ev.Epoch, ev.Text)})
 	case client.EventPresence:
 		m.presenceOn = true
 		if ev.Reset {

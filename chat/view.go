@@ -322,6 +322,9 @@ func (m *model) entryLine(e *history.Entry, w int) string {
 		}
 	}
 	line := prefix + who + ": " + body
+	if e.Before {
+		line += stDim.Render("  (sent before " + e.From + " left the group)")
+	}
 	if e.Mine {
 		line += "  " + mark(e)
 	}

@@ -72,6 +72,10 @@ type Config struct {
 	// DeliveryReceipts sends a delivery receipt to the sender of each
 	// message handed to the application.
 	DeliveryReceipts bool
+	// ChangeGrace is how long after learning of a group's roster change a
+	// message signed under the roster before it is still accepted from a
+	// member the change removed. If zero, DefaultChangeGrace.
+	ChangeGrace time.Duration
 	// SendOnly logs in as a session that takes no deliveries
 	// (proto.LoginNoDeliveries): nothing queued for the user is fetched,
 	// acknowledged or lost by it, it does not replace the user's receiving
@@ -109,6 +113,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Messages == 0 {
 		c.Messages = 256
+	}
+	if c.ChangeGrace == 0 {
+		c.ChangeGrace = DefaultChangeGrace
 	}
 	return nil
 }

@@ -21,11 +21,28 @@ const wrapsPerPart = 300
 type groupView struct {
 	chain    []*proto.Statement
 	rosters  []*proto.Roster // rosters[seq] is the roster after statement seq
+	learned  []time.Time     // learned[seq]: when this client first applied statement seq (its clock)
 	keys     map[uint32]*[proto.GroupKeyLen]byte
 	epochSeq map[uint32]uint32    // epoch -> the roster statement it was made for
 	created  map[uint32]time.Time // epoch -> when it was made (server's clock)
-	current  uint32               // the server's current epoch, as last fetched
-	sent     map[uint32]int       // messages this client sent under each epoch
+	// committed: the epoch's key matched its signed statement's commitment
+	// (epochs made before statements have none: the first send after the
+	// upgrade makes a new one).
+	committed map[uint32]bool
+	bad       map[uint32]BadEpoch // epochs known bad: no sends under them
+	fetched   uint32              // the highest epoch fetched
+	current   uint32              // the server's current epoch, as last fetched
+	sent      map[uint32]int      // messages this client sent under each epoch
+}
+
+// BadEpoch is a group key epoch whose key did not open or did not match
+// its statement's commitment for some member: Maker made it, Reporter
+// found it bad (this client, or a member whose signed report it checked).
+type BadEpoch struct {
+	Epoch    uint32
+	Maker    string
+	Reporter string
+	Why      string
 }
 
 // Key rotation (besides every membership change): a sender makes a new
@@ -37,6 +54,15 @@ const (
 )
 
 func (g *groupView) roster() *proto.Roster { return g.rosters[len(g.rosters)-1] }
+
+// usable reports whether a message may be sent under epoch: this member
+// holds its key, it is made for the current roster, its key matched its
+// statement's commitment, and nobody found it bad.
+func (g *groupView) usable(epoch uint32) bool {
+	_, have := g.keys[epoch]
+	_, bad := g.bad[epoch]
+	return have && !bad && g.committed[epoch] && g.epochSeq[epoch] == g.roster().Seq
+}
 
 // signKey returns a user's pinned, verified Ed25519 key for statement
 // checks; the client's own comes from its identity.
@@ -56,12 +82,18 @@ func (c *Client) signKeyFunc(ctx context.Context) proto.SignKeyFunc {
 // group fetches what is new of a group (statements and this member's
 // keys), verifies it and returns the view.
 func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
+	var events []Event // told once the lock is released
+	defer func() {
+		for _, ev := range events {
+			c.emit(ev)
+		}
+	}()
 	c.groupsMu.Lock()
 	defer c.groupsMu.Unlock()
 	g := c.groupsM[name]
 	if g == nil {
 		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
-			created: map[uint32]time.Time{}, sent: map[uint32]int{}}
+			created: map[uint32]time.Time{}, sent: map[uint32]int{}, committed: map[uint32]bool{}, bad: map[uint32]BadEpoch{}}
 	}
 	keys := c.signKeyFunc(ctx)
 	for {
@@ -89,6 +121,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 			}
 			g.chain = append(g.chain, s)
 			g.rosters = append(g.rosters, next)
+			g.learned = append(g.learned, time.Now())
 		}
 		if !r.More {
 			break
@@ -97,33 +130,17 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	if len(g.rosters) == 0 {
 		return nil, fmt.Errorf("%w: %s has no statements", ErrGroupChain, name)
 	}
-	for {
-		from := uint32(1)
-		for e := range g.keys {
-			from = max(from, e+1)
-		}
-		req := proto.GroupReq{Group: []byte(name), From: from}
-		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
-		if err := expect(t, proto.TGroupKeysReply, err); err != nil {
-			return nil, err
-		}
-		var r proto.GroupKeysReply
-		if err := r.Parse(body); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
-		}
-		g.current = r.Current
-		for _, k := range r.Keys {
-			key, err := c.unwrap(ctx, g, name, &k)
-			if err != nil {
-				return nil, err
-			}
-			g.keys[k.Epoch] = key
-			g.epochSeq[k.Epoch] = k.RosterSeq
-			g.created[k.Epoch] = time.UnixMilli(k.Created)
-		}
-		if len(r.Keys) == 0 || r.Keys[len(r.Keys)-1].Epoch >= r.Current {
-			break
-		}
+	// A fresh view asks for the current epoch only (from 0): older ones are
+	// fetched when a message under one arrives, so the cost of a fetch does
+	// not grow with the group's history.
+	from := g.fetched + 1
+	if g.fetched == 0 {
+		from = 0
+	}
+	evs, err := c.fetchKeys(ctx, g, name, from, true)
+	events = append(events, evs...)
+	if err != nil {
+		return nil, err
 	}
 	if c.groupsM == nil {
 		c.groupsM = map[string]*groupView{}
@@ -132,27 +149,173 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	return g, nil
 }
 
-// unwrap opens this member's key of one epoch after checking that the
-// wrapper was a member of the roster the epoch names.
-func (c *Client) unwrap(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, error) {
-	if int(k.RosterSeq) >= len(g.rosters) || g.rosters[k.RosterSeq].Index(string(k.Wrapper)) < 0 || g.rosters[k.RosterSeq].Index(c.user) < 0 {
-		return nil, fmt.Errorf("%w: epoch %d was wrapped by %s, not a member then", ErrGroupChain, k.Epoch, k.Wrapper)
+// fetchKeys fetches this member's keys of a group from epoch from (0: the
+// current one only), up to the current epoch if all, else one reply's
+// worth, and checks each (checkEpoch, checkReport). It returns the events
+// for the epochs newly found bad (and reports those this member found).
+// c.groupsMu is held.
+func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from uint32, all bool) ([]Event, error) {
+	var newlyBad []BadEpoch
+	for {
+		req := proto.GroupReq{Group: []byte(name), From: from}
+		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
+		if err := expect(t, proto.TGroupKeysReplyV2, err); err != nil {
+			return nil, err
+		}
+		var r proto.GroupKeysReply
+		if err := r.ParseAs(t, body); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		g.current = r.Current
+		for _, k := range r.Keys {
+			g.fetched = max(g.fetched, k.Epoch)
+			g.epochSeq[k.Epoch] = k.RosterSeq
+			g.created[k.Epoch] = time.UnixMilli(k.Created)
+			if _, known := g.bad[k.Epoch]; known {
+				continue // found bad already, and said so
+			}
+			key, committed, why := c.checkEpoch(ctx, g, name, &k)
+			if key != nil {
+				g.keys[k.Epoch] = key
+				g.committed[k.Epoch] = committed
+			}
+			if why != "" {
+				b := BadEpoch{Epoch: k.Epoch, Maker: string(k.Wrapper), Reporter: c.user, Why: why}
+				g.bad[k.Epoch] = b
+				newlyBad = append(newlyBad, b)
+			} else if rep := c.checkReport(ctx, g, name, &k); rep != "" {
+				b := BadEpoch{Epoch: k.Epoch, Maker: string(k.Wrapper), Reporter: rep, Why: "its key did not open or match for " + rep}
+				g.bad[k.Epoch] = b
+				newlyBad = append(newlyBad, b)
+			}
+		}
+		if !all || len(r.Keys) == 0 || r.Keys[len(r.Keys)-1].Epoch >= r.Current {
+			break
+		}
+		from = r.Keys[len(r.Keys)-1].Epoch + 1
+	}
+	var events []Event
+	for _, b := range newlyBad {
+		if b.Reporter == c.user {
+			c.reportBadEpoch(ctx, name, b.Epoch)
+		}
+		events = append(events, Event{Kind: EventGroupBadKey, Group: name, User: b.Maker, Target: b.Reporter, Text: b.Why, Epoch: b.Epoch, Time: time.Now()})
+	}
+	return events, nil
+}
+
+// epochKey returns this member's key of an older epoch of a group and the
+// roster it was made for, fetching it if this client has not yet.
+func (c *Client) epochKey(ctx context.Context, name string, epoch uint32) (*[proto.GroupKeyLen]byte, uint32, bool, error) {
+	var events []Event
+	defer func() {
+		for _, ev := range events {
+			c.emit(ev)
+		}
+	}()
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
+	g := c.groupsM[name]
+	if g == nil {
+		return nil, 0, false, fmt.Errorf("client: no view of %s", name)
+	}
+	if _, ok := g.epochSeq[epoch]; !ok && epoch < g.fetched {
+		evs, err := c.fetchKeys(ctx, g, name, epoch, false)
+		events = evs
+		if err != nil {
+			return nil, 0, false, err
+		}
+	}
+	seq, ok := g.epochSeq[epoch]
+	return g.keys[epoch], seq, ok, nil
+}
+
+// checkEpoch checks one epoch as this member got it: its signed statement
+// (made by a member of the roster it names, for that roster's head), this
+// member's wrapped copy, and the copy against the statement's commitment.
+// It returns the key (nil if it does not open), whether it is committed,
+// and why the epoch is bad ("" if it is not). An epoch from before
+// statements has none: its key is kept for the messages sent under it,
+// uncommitted.
+func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string) {
+	wrapper := string(k.Wrapper)
+	if int(k.RosterSeq) >= len(g.rosters) || g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(c.user) < 0 {
+		return nil, false, fmt.Sprintf("it was made by %s for a roster that did not have both of you", wrapper)
+	}
+	var stmt *proto.EpochStatement
+	if len(k.Stmt) > 0 {
+		stmt = new(proto.EpochStatement)
+		roster := g.rosters[k.RosterSeq]
+		switch {
+		case stmt.Parse(k.Stmt) != nil:
+			return nil, false, "its epoch statement does not parse"
+		case string(stmt.Group) != name || stmt.Epoch != k.Epoch || stmt.RosterSeq != k.RosterSeq || stmt.Head != roster.Last || string(stmt.Maker) != wrapper:
+			return nil, false, "its epoch statement names another group, epoch, roster or maker"
+		case !stmt.Verify(c.signKeyFunc(ctx)(wrapper)):
+			return nil, false, "its epoch statement is not signed by " + wrapper
+		}
 	}
 	var shared *[32]byte
-	if string(k.Wrapper) == c.user {
+	if wrapper == c.user {
 		shared = proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
 	} else {
-		pk, err := c.PeerKeys(ctx, string(k.Wrapper))
+		pk, err := c.PeerKeys(ctx, wrapper)
 		if err != nil {
-			return nil, err
+			return nil, false, "its maker's keys could not be fetched"
 		}
 		shared = pk.shared
 	}
 	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(c.user), shared)
 	if err != nil {
-		return nil, fmt.Errorf("%w: epoch %d: %v", ErrGroupChain, k.Epoch, err)
+		return nil, false, "the copy wrapped for you does not open"
 	}
-	return key, nil
+	if stmt == nil {
+		return key, false, ""
+	}
+	if proto.KeyCommitment(key, []byte(name), k.Epoch) != stmt.Commit {
+		return nil, false, "the copy wrapped for you is not the key its statement commits to"
+	}
+	return key, true, ""
+}
+
+// checkReport checks a member's report that an epoch is bad: signed by a
+// member of the roster the epoch was made for. It returns the reporter,
+// or "" if there is no report it can believe.
+func (c *Client) checkReport(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) string {
+	rep := string(k.BadBy)
+	if rep == "" || int(k.RosterSeq) >= len(g.rosters) || g.rosters[k.RosterSeq].Index(rep) < 0 {
+		return ""
+	}
+	key := c.signKeyFunc(ctx)(rep)
+	if key == nil || !ed25519.Verify(key, proto.BadEpochSigned([]byte(name), k.Epoch, []byte(rep)), k.BadSig) {
+		return ""
+	}
+	return rep
+}
+
+// reportBadEpoch tells the server (and through it every member) that this
+// member's copy of an epoch is bad, signed. The server then refuses sends
+// under it, and the next sender makes a new one.
+func (c *Client) reportBadEpoch(ctx context.Context, name string, epoch uint32) {
+	m := proto.BadEpoch{Group: []byte(name), Epoch: epoch, Sig: ed25519.Sign(c.id.Sign, proto.BadEpochSigned([]byte(name), epoch, []byte(c.user)))}
+	if conn := c.Conn(); conn != nil {
+		_ = conn.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, func(proto.MsgType, []byte, error) {})
+	}
+}
+
+// BadEpochs returns the epochs of a group this client knows to be bad.
+func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error) {
+	g, err := c.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
+	var out []BadEpoch
+	for _, b := range g.bad {
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // change signs a statement (if op != 0) and sends it with a new epoch
@@ -182,11 +345,10 @@ func (c *Client) rekeyIfNeeded(ctx context.Context, name string, rotate bool) er
 		}
 	}
 	c.groupsMu.Lock()
-	_, have := g.keys[g.current]
-	behind := g.epochSeq[g.current] != g.roster().Seq
+	usable := g.usable(g.current)
 	stale := rotate && (time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages)
 	c.groupsMu.Unlock()
-	if have && !behind && !stale {
+	if usable && !stale {
 		return nil
 	}
 	if err := c.changeLocked(ctx, name, 0, "", true); err != nil {
@@ -227,11 +389,16 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 		rosterSeq = roster.Seq
 	}
 	var wraps []proto.WrappedFor
+	var epochStmt []byte
 	if withEpoch {
 		key, err := proto.NewGroupKey(nil)
 		if err != nil {
 			return err
 		}
+		es := proto.EpochStatement{Group: []byte(name), Epoch: epoch, RosterSeq: rosterSeq, Head: roster.Last,
+			Commit: proto.KeyCommitment(key, []byte(name), epoch), Maker: []byte(c.user)}
+		es.Sign(c.id.Sign)
+		epochStmt = es.Append(nil)
 		for _, m := range roster.Names() {
 			shared := proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
 			if m != c.user {
@@ -256,7 +423,7 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 		return err
 	}
 	for p := 0; p < parts; p++ {
-		m := proto.GroupChange{Group: []byte(name), Statement: raw, Epoch: epoch, RosterSeq: rosterSeq, Part: uint16(p + 1), Parts: uint16(parts)}
+		m := proto.GroupChange{Group: []byte(name), Statement: raw, EpochStmt: epochStmt, Epoch: epoch, RosterSeq: rosterSeq, Part: uint16(p + 1), Parts: uint16(parts)}
 		m.Keys = wraps[p*wrapsPerPart : min(len(wraps), (p+1)*wrapsPerPart)]
 		t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if err := expect(t, proto.TOK, err); err != nil {
@@ -431,17 +598,17 @@ func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body [
 			}
 		}
 		c.groupsMu.Lock()
-		key, have := g.keys[g.current]
-		current, behind := g.current, g.epochSeq[g.current] != g.roster().Seq
+		key, usable := g.keys[g.current], g.usable(g.current)
+		current, pos := g.current, proto.RosterPos{Seq: g.roster().Seq, Head: g.roster().Last}
 		stale := time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages
 		c.groupsMu.Unlock()
-		if !have || behind || stale && attempt == 0 {
+		if !usable || stale && attempt == 0 {
 			if err := c.rekeyIfNeeded(ctx, name, attempt == 0); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
 				return nil, err
 			}
 			continue
 		}
-		in := proto.Inner{Kind: kind, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
+		in := proto.Inner{Kind: kind, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body, Roster: &pos}
 		plain, err := in.Append(nil)
 		if err != nil {
 			return nil, err
@@ -463,4 +630,64 @@ func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body [
 		}
 		return r, err
 	}
+}
+
+// DefaultChangeGrace is how long after this client learns of a roster
+// change it still accepts a message signed under the roster before it
+// from a member the change removed (Config.ChangeGrace): messages
+// genuinely in flight during the change. A removed member working with the
+// server can back-date a message within it (docs/PROTOCOL.md says so).
+const DefaultChangeGrace = 2 * time.Minute
+
+// checkPosition checks the roster position a group message was signed
+// under (pos; nil for a message from before positions, which stands at
+// the roster its epoch was made for, epochSeq). The sender must be a
+// member there, at a head this client's verified chain has. A sender no
+// longer a member is accepted only within Config.ChangeGrace of when this client
+// learned of the change that removed them, and only with a send time
+// before it; before reports that case.
+func (c *Client) checkPosition(ctx context.Context, group, from string, epochSeq uint32, pos *proto.RosterPos, sentAt time.Time) (before bool, _ error) {
+	seq := epochSeq
+	if pos != nil {
+		seq = pos.Seq
+	}
+	for attempt := 0; ; attempt++ {
+		c.groupsMu.Lock()
+		g := c.groupsM[group]
+		known := g != nil && int(seq) < len(g.rosters)
+		c.groupsMu.Unlock()
+		if known || attempt > 0 {
+			break
+		}
+		if _, err := c.group(ctx, group); err != nil { // a position newer than this view: fetch once
+			return false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
+		}
+	}
+	c.groupsMu.Lock()
+	defer c.groupsMu.Unlock()
+	g := c.groupsM[group]
+	switch {
+	case g == nil || int(seq) >= len(g.rosters):
+		return false, fmt.Errorf("%w: %s signed it under roster position %d of %s, which this client's verified chain does not have", ErrRejected, from, seq, group)
+	case pos != nil && g.rosters[seq].Last != pos.Head:
+		return false, fmt.Errorf("%w: %s signed it under a roster of %s that is not in this client's verified chain (a fork)", ErrRejected, from, group)
+	case pos != nil && epochSeq > seq:
+		return false, fmt.Errorf("%w: its key epoch is newer than the roster it was signed under", ErrRejected)
+	case g.rosters[seq].Index(from) < 0:
+		return false, fmt.Errorf("%w: %s was not a member of %s at the roster it was signed under", ErrRejected, from, group)
+	}
+	if g.roster().Index(from) >= 0 {
+		return false, nil // a member now: nothing to check
+	}
+	// The first change after seq without the sender is the one they left by.
+	gone := seq + 1
+	for int(gone) < len(g.rosters) && g.rosters[gone].Index(from) >= 0 {
+		gone++
+	}
+	learned := g.learned[min(int(gone), len(g.learned)-1)]
+	grace := c.cfg.ChangeGrace
+	if time.Since(learned) > grace || sentAt.After(learned.Add(grace)) {
+		return false, fmt.Errorf("%w: %s is no longer a member of %s, and this was signed under the roster before that change, after its grace period (injected or replayed)", ErrRejected, from, group)
+	}
+	return true, nil
 }

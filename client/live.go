@@ -38,6 +38,11 @@ const (
 	// member (removed or left): the server no longer shows the group, so
 	// who did it cannot be checked.
 	EventGroup
+	// EventGroupBadKey: in Group, the key of Epoch that User made did not
+	// open or did not match its commitment for Target (this user, or a
+	// member whose signed report was checked); Text says how. No message
+	// is sent under it; the next sender makes a new one.
+	EventGroupBadKey
 )
 
 // Event is a live signal or a receipt.
@@ -53,7 +58,8 @@ type Event struct {
 	Receipt uint8
 	MsgIDs  [][proto.MsgIDLen]byte
 	Op      uint8  // EventGroup
-	Target  string // EventGroup
+	Target  string // EventGroup, EventGroupBadKey
+	Epoch   uint32 // EventGroupBadKey
 }
 
 // liveQueue is how many pushes wait for the live goroutine; beyond it
@@ -160,6 +166,15 @@ func (c *Client) handlePush(p push) error {
 func (c *Client) groupChanged(name string, chainLen uint32) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if chainLen == 0 {
+		// The keys changed: a new epoch, or a report that one is bad. Fetch
+		// the current epoch again too, for its report.
+		c.groupsMu.Lock()
+		if g := c.groupsM[name]; g != nil && g.current > 0 {
+			g.fetched = min(g.fetched, g.current-1)
+		}
+		c.groupsMu.Unlock()
+	}
 	g, err := c.group(ctx, name)
 	if errors.Is(err, proto.CodeNoSuchGroup) {
 		c.groupsMu.Lock()
@@ -174,7 +189,10 @@ func (c *Client) groupChanged(name string, chainLen uint32) error {
 	}
 	c.groupsMu.Lock()
 	from, ok := c.groupsShown[name]
-	if !ok {
+	switch {
+	case chainLen == 0 && !ok:
+		from = len(g.chain) // the keys changed, not the roster: nothing new to show
+	case !ok:
 		from = len(g.chain) - 1
 	}
 	var evs []Event

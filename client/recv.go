@@ -32,6 +32,10 @@ type Message struct {
 	// PeerKeyChanged: the sender's keys differ from the ones pinned
 	// before this message.
 	PeerKeyChanged bool
+	// BeforeChange: a group message from someone who has since left or
+	// been removed, sent under the roster before that change and arriving
+	// within the grace period after this client learned of it.
+	BeforeChange bool
 }
 
 // ReceivedFile is a file that arrived whole.
@@ -201,20 +205,15 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		r.dups.Add(1)
 		return nil, false, nil
 	}
-	g, err := r.c.group(ctx, group)
+	if _, err := r.c.group(ctx, group); err != nil {
+		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
+	}
+	key, seq, ok, err := r.c.epochKey(ctx, group, d.Epoch)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
 	}
-	r.c.groupsMu.Lock() // views are shared with other goroutines' fetches
-	key := g.keys[d.Epoch]
-	seq, ok := g.epochSeq[d.Epoch]
-	member := ok && int(seq) < len(g.rosters) && g.rosters[seq].Index(from) >= 0
-	r.c.groupsMu.Unlock()
 	if key == nil || !ok {
 		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)
-	}
-	if !member {
-		return nil, false, fmt.Errorf("%w: %s was not a member of %s for epoch %d", ErrRejected, from, group, d.Epoch)
 	}
 	signKey := r.c.signKeyFunc(ctx)(from)
 	if signKey == nil || !ed25519.Verify(signKey, proto.GroupMsgSigned(d.Group, d.Epoch, d.MsgID, d.Body), d.Sig) {
@@ -231,8 +230,12 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText && in.Kind != proto.KindFile {
 		return nil, false, fmt.Errorf("%w: sealed sender, group, id or kind do not match", ErrRejected)
 	}
+	before, err := r.c.checkPosition(ctx, group, from, seq, in.Roster, time.Unix(0, in.SentAt))
+	if err != nil {
+		return nil, false, err
+	}
 	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind,
-		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time)}
+		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), BeforeChange: before}
 	copy(msg.MsgID[:], in.MsgID)
 	if in.Kind == proto.KindFile {
 		f, err := r.fileChunk(from, in.Body)

@@ -98,6 +98,9 @@ type Entry struct {
 	// Event is a line of the conversation's timeline (a group's roster
 	// changes), not a message.
 	Event bool `json:"v,omitempty"`
+	// Before marks a group message from someone who has since left, sent
+	// before the change and arriving just after it.
+	Before bool `json:"o,omitempty"`
 	// Unread: received and not seen yet.
 	Unread bool `json:"u,omitempty"`
 }

@@ -36,33 +36,65 @@ const (
 	KeyRecordContext = "securefastchat key record"
 )
 
-// Inner is the plaintext of a sealed direct message.
+// Inner is the plaintext of a sealed message. A group message's inner
+// (version 2) also names the roster position it was sent under: the
+// statement seq and that statement's hash, as the sender knew them, which
+// the sender's signature covers with the rest of the ciphertext.
+//
+//	inner v2 = version u8 (2) | kind u8 | from str8 | to str8 | msg_id 16
+//	           | sent_at i64 | roster_seq u32 | roster_head 32
+//	           | body_len u32 | body | zero pad
 type Inner struct {
 	Kind     uint8
 	From, To []byte
 	MsgID    []byte // 16
 	SentAt   int64  // unix nanoseconds, by the sender's clock
 	Body     []byte
+	// Roster is set in a group message: the position it was sent under.
+	Roster *RosterPos
 }
 
-// MaxInnerBody is the largest body an Inner with these names can carry.
+// RosterPos is a position in a group's roster chain.
+type RosterPos struct {
+	Seq  uint32
+	Head [32]byte
+}
+
+// InnerVersionGroup is the inner version that carries a roster position.
+const InnerVersionGroup = 2
+
+// rosterPosLen is what a roster position adds to an inner.
+const rosterPosLen = 4 + 32
+
+// MaxInnerBody is the largest body a direct message's inner with these
+// names can carry.
 func MaxInnerBody(from, to []byte) int {
 	return MaxInnerLen - innerFixedLen - len(from) - len(to)
 }
 
+// MaxGroupInnerBody is the largest body a group message's inner can carry.
+func MaxGroupInnerBody(from, group []byte) int { return MaxInnerBody(from, group) - rosterPosLen }
+
 // Append appends the padded inner plaintext to b.
 func (in *Inner) Append(b []byte) ([]byte, error) {
-	if len(in.Body) > MaxInnerBody(in.From, in.To) {
-		return b, fmt.Errorf("%w: body of %d bytes, limit %d", ErrTooLarge, len(in.Body), MaxInnerBody(in.From, in.To))
+	max, version := MaxInnerBody(in.From, in.To), byte(InnerVersion)
+	if in.Roster != nil {
+		max, version = MaxGroupInnerBody(in.From, in.To), InnerVersionGroup
+	}
+	if len(in.Body) > max {
+		return b, fmt.Errorf("%w: body of %d bytes, limit %d", ErrTooLarge, len(in.Body), max)
 	}
 	if len(in.MsgID) != MsgIDLen {
 		return b, fmt.Errorf("%w: message id of %d bytes", ErrMalformed, len(in.MsgID))
 	}
 	start := len(b)
-	b = append(b, InnerVersion, in.Kind)
+	b = append(b, version, in.Kind)
 	b = appendStr8(appendStr8(b, in.From), in.To)
 	b = append(b, in.MsgID...)
 	b = binary.BigEndian.AppendUint64(b, uint64(in.SentAt))
+	if in.Roster != nil {
+		b = append(binary.BigEndian.AppendUint32(b, in.Roster.Seq), in.Roster.Head[:]...)
+	}
 	b = binary.BigEndian.AppendUint32(b, uint32(len(in.Body)))
 	b = append(b, in.Body...)
 	if r := (len(b) - start) % PadBucket; r != 0 {
@@ -75,13 +107,19 @@ func (in *Inner) Append(b []byte) ([]byte, error) {
 // PadBucket (minimal), so no strict prefix of a valid inner parses.
 func (in *Inner) Parse(b []byte) error {
 	d := dec{b: b}
-	if v := d.u8(); d.err == nil && v != InnerVersion {
+	v := d.u8()
+	if d.err == nil && v != InnerVersion && v != InnerVersionGroup {
 		return fmt.Errorf("%w: inner version %d", ErrMalformed, v)
 	}
 	in.Kind = d.u8()
 	in.From, in.To = d.str8(), d.str8()
 	in.MsgID = d.fixed(MsgIDLen)
 	in.SentAt = int64(d.u64())
+	in.Roster = nil
+	if v == InnerVersionGroup {
+		in.Roster = &RosterPos{Seq: d.u32()}
+		copy(in.Roster.Head[:], d.fixed(32))
+	}
 	in.Body = d.fixed(int(d.u32()))
 	if d.err != nil {
 		return d.err

@@ -41,6 +41,7 @@ const (
 	CodeStaleGroup         ErrorCode = 30 // the change was based on an old roster or epoch: fetch and retry
 	CodeInvalidInvite      ErrorCode = 31 // the invite code is unknown, used or expired
 	CodeShareFull          ErrorCode = 32 // the sender holds its share of the receiver's queue; nothing queued was dropped
+	CodeGroupLimit         ErrorCode = 33 // the user is an admin of as many groups as one may be
 )
 
 var codeNames = map[ErrorCode]string{
@@ -76,6 +77,7 @@ var codeNames = map[ErrorCode]string{
 	CodeStaleGroup:         "stale_group",
 	CodeInvalidInvite:      "invalid_invite",
 	CodeShareFull:          "sender_share_full",
+	CodeGroupLimit:         "group_limit",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

@@ -19,8 +19,13 @@ const Magic = "SCH1"
 //	2: login flags (LoginWith, ResumeWith: a session may take no
 //	   deliveries); sends name the receiver's key record (SendDMFor) and
 //	   are refused with the current record (KeysChanged), which is also
-//	   pushed to contacts when it changes. A version 2 server still serves
-//	   version 1 clients; a version 2 client needs a version 2 server.
+//	   pushed to contacts when it changes; GroupChanged pushes; every group
+//	   key epoch is made by a signed epoch statement that commits to the
+//	   key (GroupChangeV2, GroupKeysReplyV2), and a member reports a bad one
+//	   (GroupBadEpoch); a group message's inner (version 2) carries the
+//	   roster position it was sent under. A version 2 server still serves
+//	   version 1 clients, except for group changes; a version 2 client needs
+//	   a version 2 server.
 const (
 	MinVersion = 1
 	MaxVersion = 2

@@ -103,6 +103,14 @@ func reencode(msg []byte) ([]byte, error) {
 		return AppendEmpty(nil, t, id), ParseEmpty(body)
 	case TGroupChange:
 		var m GroupChange
+		err = m.ParseAs(t, body)
+		return m.AppendV1(nil, id), err
+	case TGroupChangeV2:
+		var m GroupChange
+		err = m.ParseAs(t, body)
+		return m.Append(nil, id), err
+	case TGroupBadEpoch:
+		var m BadEpoch
 		err = m.Parse(body)
 		return m.Append(nil, id), err
 	case TGroupChain, TGroupKeys, TGroupChanged:
@@ -122,10 +130,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TGroupKeysReply:
+	case TGroupKeysReply, TGroupKeysReplyV2:
 		var m GroupKeysReply
-		err = m.Parse(body)
-		return m.Append(nil, id), err
+		err = m.ParseAs(t, body)
+		return m.Append(nil, t, id), err
 	case TDeliverGroup:
 		var m DeliverGroup
 		err = m.Parse(body)
@@ -188,7 +196,10 @@ func seedMessages() [][]byte {
 		AppendEmpty(nil, TOK, 13),
 		AppendEmpty(nil, TLogout, 14),
 		(&GroupChange{Group: []byte("team"), Statement: []byte("stmt"), Epoch: 2, RosterSeq: 1, Part: 1, Parts: 1,
+			Keys: []WrappedFor{{Member: []byte("ann"), Wrapped: []byte("w1")}, {Member: []byte("bob"), Wrapped: []byte("w2")}}}).AppendV1(nil, 15),
+		(&GroupChange{Group: []byte("team"), Statement: []byte("stmt"), EpochStmt: []byte("epoch statement"), Epoch: 2, RosterSeq: 1, Part: 1, Parts: 1,
 			Keys: []WrappedFor{{Member: []byte("ann"), Wrapped: []byte("w1")}, {Member: []byte("bob"), Wrapped: []byte("w2")}}}).Append(nil, 15),
+		(&BadEpoch{Group: []byte("team"), Epoch: 3, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 27),
 		AppendEmpty(nil, TGroupList, 16),
 		(&GroupReq{Group: []byte("team"), From: 3}).Append(nil, TGroupChain, 17),
 		(&GroupReq{Group: []byte("team"), From: 1}).Append(nil, TGroupKeys, 18),
@@ -197,7 +208,9 @@ func seedMessages() [][]byte {
 		(&SendGroup{File: true, Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed chunk"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 26),
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
-		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, 22),
+		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
+		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
+			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),
 		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
 		(&Signal{To: []byte("bob"), Body: []byte("sealed")}).Append(nil, 23),
 		(&SignalMsg{From: []byte("alice"), Body: []byte("sealed")}).Append(nil, 0),
@@ -261,7 +274,33 @@ func seedInner() [][]byte {
 	a, _ := in.Append(nil)
 	in.Body = bytes.Repeat([]byte("x"), 300)
 	b, _ := in.Append(nil)
-	return [][]byte{a, b}
+	g := Inner{Kind: KindText, From: []byte("alice"), To: []byte("team"), MsgID: bytes.Repeat([]byte{9}, 16), SentAt: 42, Body: []byte("hello team"),
+		Roster: &RosterPos{Seq: 3, Head: [32]byte{1, 2, 3}}}
+	c, _ := g.Append(nil)
+	return [][]byte{a, b, c}
+}
+
+func seedEpochStatements() [][]byte {
+	st := EpochStatement{Group: []byte("team"), Epoch: 4, RosterSeq: 2, Head: [32]byte{5}, Commit: [32]byte{6}, Maker: []byte("ann"), Sig: bytes.Repeat([]byte{7}, 64)}
+	return [][]byte{st.Append(nil)}
+}
+
+func FuzzEpochStatement(f *testing.F) {
+	seeds := seedEpochStatements()
+	writeCorpus(f, "FuzzEpochStatement", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var m EpochStatement
+		if m.Parse(in) != nil {
+			return
+		}
+		if out := m.Append(nil); !bytes.Equal(out, in) {
+			t.Fatal("round trip changed the statement")
+		}
+		checkPrefixes(t, in, func(b []byte) error { var m EpochStatement; return m.Parse(b) })
+	})
 }
 
 func seedChunks() [][]byte {

@@ -3,6 +3,7 @@ package proto
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -289,4 +290,90 @@ func SealGroup(inner []byte, key *[GroupKeyLen]byte, r io.Reader) ([]byte, error
 // OpenGroup decrypts a group message body.
 func OpenGroup(sealed []byte, key *[GroupKeyLen]byte) ([]byte, error) {
 	return OpenBody(nil, sealed, key)
+}
+
+// EpochStatement makes a key epoch: its maker signs which roster the key
+// is for (position and head hash) and a commitment to the key, so every
+// member can check that the copy wrapped for it is the key everyone else
+// got. One statement is stored per epoch and served to every member.
+//
+//	epoch_stmt = version u8 (1) | group str8 | epoch u32 | roster_seq u32
+//	             | roster_head 32 | commit 32 | maker str8 | sig 64
+//	commit     = HKDF-SHA256(ikm = key, salt = none,
+//	                         info = "securefastchat key-check" || str8(group) || epoch u32)
+//
+// sig is Ed25519 by maker over EpochStmtContext and every byte before sig.
+type EpochStatement struct {
+	Group     []byte
+	Epoch     uint32
+	RosterSeq uint32
+	Head      [32]byte // the roster statement's hash at RosterSeq
+	Commit    [32]byte
+	Maker     []byte
+	Sig       []byte // 64
+}
+
+// Epoch statement constants.
+const (
+	EpochStmtVersion = 1
+	EpochStmtContext = "securefastchat v1 epoch statement"
+	keyCheckInfo     = "securefastchat key-check"
+	BadEpochContext  = "securefastchat v1 bad epoch"
+)
+
+// KeyCommitment is the commitment an epoch statement makes to its key.
+func KeyCommitment(key *[GroupKeyLen]byte, group []byte, epoch uint32) [32]byte {
+	info := binary.BigEndian.AppendUint32(appendStr8([]byte(keyCheckInfo), group), epoch)
+	out, err := hkdf.Key(sha256.New, key[:], nil, string(info), 32)
+	if err != nil {
+		panic("proto: hkdf: " + err.Error()) // only for an impossible length
+	}
+	return [32]byte(out)
+}
+
+func (s *EpochStatement) appendUnsigned(b []byte) []byte {
+	b = appendStr8(append(b, EpochStmtVersion), s.Group)
+	b = binary.BigEndian.AppendUint32(b, s.Epoch)
+	b = binary.BigEndian.AppendUint32(b, s.RosterSeq)
+	b = append(append(b, s.Head[:]...), s.Commit[:]...)
+	return appendStr8(b, s.Maker)
+}
+
+// Append appends the statement (signature included) to b.
+func (s *EpochStatement) Append(b []byte) []byte { return append(s.appendUnsigned(b), s.Sig...) }
+
+// Sign signs the statement with the maker's Ed25519 key.
+func (s *EpochStatement) Sign(key ed25519.PrivateKey) {
+	s.Sig = ed25519.Sign(key, s.appendUnsigned([]byte(EpochStmtContext)))
+}
+
+// Verify checks the signature with the maker's key.
+func (s *EpochStatement) Verify(key ed25519.PublicKey) bool {
+	return len(key) == ed25519.PublicKeySize && ed25519.Verify(key, s.appendUnsigned([]byte(EpochStmtContext)), s.Sig)
+}
+
+// Parse decodes a statement.
+func (s *EpochStatement) Parse(b []byte) error {
+	d := dec{b: b}
+	if v := d.u8(); d.err == nil && v != EpochStmtVersion {
+		return fmt.Errorf("%w: epoch statement version %d", ErrBadStatement, v)
+	}
+	s.Group, s.Epoch, s.RosterSeq = d.str8(), d.u32(), d.u32()
+	copy(s.Head[:], d.fixed(32))
+	copy(s.Commit[:], d.fixed(32))
+	s.Maker, s.Sig = d.str8(), d.fixed(ed25519.SignatureSize)
+	if err := d.done(); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadStatement, err)
+	}
+	if !ValidUsername(s.Group) || !ValidUsername(s.Maker) || s.Epoch == 0 {
+		return fmt.Errorf("%w: epoch statement names or epoch", ErrBadStatement)
+	}
+	return nil
+}
+
+// BadEpochSigned is what a member signs to report an epoch bad: its copy
+// of the key did not open, or did not match the statement's commitment.
+func BadEpochSigned(group []byte, epoch uint32, reporter []byte) []byte {
+	b := appendStr8([]byte(BadEpochContext), group)
+	return appendStr8(binary.BigEndian.AppendUint32(b, epoch), reporter)
 }

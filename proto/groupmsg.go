@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
 )
@@ -10,7 +11,7 @@ const (
 	TGroupChange MsgType = 0x40 // group str8 | statement str16 | epoch u32 | roster_seq u32 | part u16 | parts u16 | count u16 | (member str8 | wrapped str8) x count
 	TGroupList   MsgType = 0x41 // (empty)
 	TGroupChain  MsgType = 0x42 // group str8 | from u32
-	TGroupKeys   MsgType = 0x43 // group str8 | from_epoch u32
+	TGroupKeys   MsgType = 0x43 // group str8 | from_epoch u32 (0: the current epoch only)
 	TSendGroup   MsgType = 0x44 // group str8 | epoch u32 | msg_id 16 | body str16 | sig 64
 	// TSendGroupFile is TSendGroup for a file chunk: the server charges it
 	// to the sender's byte budget rather than the message count.
@@ -21,9 +22,17 @@ const (
 	TGroupKeysReply  MsgType = 0x8A // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 (unix ms) | wrapper str8 | wrapped str8) x count
 	TDeliverGroup    MsgType = 0x8B // server_id u64 | time i64 (unix ms) | group str8 | from str8 | epoch u32 | msg_id 16 | body str16 | sig 64
 	// TGroupChanged is a push (id 0, version 2) to a group's members
-	// online, and to a member just removed, when its roster changes: the
-	// client fetches the chain and checks what changed.
+	// online, and to a member just removed, when its roster or its keys
+	// change (chain_len 0: the keys only): the client fetches the group and
+	// checks what changed.
 	TGroupChanged MsgType = 0x91 // group str8 | chain_len u32 (as GroupReq)
+
+	// Version 2: every epoch travels with its signed epoch statement
+	// (EpochStatement), and a member whose copy does not open or match
+	// the statement's key commitment reports the epoch bad.
+	TGroupChangeV2    MsgType = 0x46 // group str8 | statement str16 | epoch_stmt str16 | epoch u32 | roster_seq u32 | part u16 | parts u16 | count u16 | (member str8 | wrapped str8) x count
+	TGroupBadEpoch    MsgType = 0x47 // group str8 | epoch u32 | sig 64 (BadEpochSigned, by the reporter)
+	TGroupKeysReplyV2 MsgType = 0x92 // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 | wrapper str8 | wrapped str8 | epoch_stmt str16 | bad_by str8 | bad_sig str8) x count
 )
 
 // Group limits.
@@ -44,12 +53,15 @@ type WrappedFor struct {
 
 // GroupChange carries a roster statement, a new key epoch, or both. An
 // epoch's wrapped keys may span several parts (1-based Part of Parts); the
-// server applies the change when the last part arrives, answering the
-// others with OK. A create is a change whose statement is the create
-// statement, with epoch 1.
+// server checks each part as it comes and applies the change when the last
+// one arrives, answering the others with OK. A create is a change whose
+// statement is the create statement, with epoch 1. It is sent as
+// TGroupChangeV2, whose epoch travels with its signed EpochStmt; TGroupChange
+// is the version 1 form, without it, which servers now refuse.
 type GroupChange struct {
 	Group     []byte
 	Statement []byte // empty: a rekey only
+	EpochStmt []byte // the epoch's signed EpochStatement; empty with epoch 0
 	Epoch     uint32 // 0: no new epoch (a leave)
 	RosterSeq uint32 // the statement the epoch is wrapped for
 	Part      uint16
@@ -57,9 +69,18 @@ type GroupChange struct {
 	Keys      []WrappedFor
 }
 
-// Append appends the message to b.
+// Append appends the message to b as TGroupChangeV2.
 func (m *GroupChange) Append(b []byte, id uint32) []byte {
-	b = appendStr16(appendStr8(AppendHeader(b, TGroupChange, id), m.Group), m.Statement)
+	b = appendStr16(appendStr8(AppendHeader(b, TGroupChangeV2, id), m.Group), m.Statement)
+	return m.appendRest(appendStr16(b, m.EpochStmt))
+}
+
+// AppendV1 appends the version 1 form (TGroupChange: no epoch statement).
+func (m *GroupChange) AppendV1(b []byte, id uint32) []byte {
+	return m.appendRest(appendStr16(appendStr8(AppendHeader(b, TGroupChange, id), m.Group), m.Statement))
+}
+
+func (m *GroupChange) appendRest(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, m.Epoch)
 	b = binary.BigEndian.AppendUint32(b, m.RosterSeq)
 	b = binary.BigEndian.AppendUint16(b, m.Part)
@@ -71,10 +92,13 @@ func (m *GroupChange) Append(b []byte, id uint32) []byte {
 	return b
 }
 
-// Parse decodes a body.
-func (m *GroupChange) Parse(body []byte) error {
+// ParseAs decodes a body of type t: TGroupChangeV2 or TGroupChange.
+func (m *GroupChange) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
-	m.Group, m.Statement = d.str8(), d.str16()
+	m.Group, m.Statement, m.EpochStmt = d.str8(), d.str16(), nil
+	if t == TGroupChangeV2 {
+		m.EpochStmt = d.str16()
+	}
 	m.Epoch, m.RosterSeq = d.u32(), d.u32()
 	m.Part, m.Parts = d.u16(), d.u16()
 	n := int(d.u16())
@@ -167,6 +191,11 @@ type EpochKeyMsg struct {
 	Created   int64 // unix ms, the server's clock
 	Wrapper   []byte
 	Wrapped   []byte
+	// Version 2: the epoch's signed statement (empty for an epoch made
+	// before statements), and a member's report that it is bad.
+	Stmt   []byte
+	BadBy  []byte
+	BadSig []byte
 }
 
 // GroupKeysReply returns the requester's wrapped keys and the current epoch.
@@ -176,28 +205,57 @@ type GroupKeysReply struct {
 	Keys    []EpochKeyMsg
 }
 
-// Append appends the message to b.
-func (m *GroupKeysReply) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TGroupKeysReply, id), m.Group), m.Current)
+// Append appends the message to b as type t: TGroupKeysReplyV2, or the
+// version 1 form TGroupKeysReply (without statements and reports).
+func (m *GroupKeysReply) Append(b []byte, t MsgType, id uint32) []byte {
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.Current)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Keys)))
 	for _, k := range m.Keys {
 		b = binary.BigEndian.AppendUint32(b, k.Epoch)
 		b = binary.BigEndian.AppendUint32(b, k.RosterSeq)
 		b = binary.BigEndian.AppendUint64(b, uint64(k.Created))
 		b = appendStr8(appendStr8(b, k.Wrapper), k.Wrapped)
+		if t == TGroupKeysReplyV2 {
+			b = appendStr8(appendStr8(appendStr16(b, k.Stmt), k.BadBy), k.BadSig)
+		}
 	}
 	return b
 }
 
-// Parse decodes a body.
-func (m *GroupKeysReply) Parse(body []byte) error {
+// ParseAs decodes a body of type t (TGroupKeysReplyV2 or TGroupKeysReply).
+func (m *GroupKeysReply) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
 	m.Group, m.Current = d.str8(), d.u32()
 	n := int(d.u16())
 	m.Keys = nil
 	for i := 0; i < n && d.err == nil; i++ {
-		m.Keys = append(m.Keys, EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Created: int64(d.u64()), Wrapper: d.str8(), Wrapped: d.str8()})
+		k := EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Created: int64(d.u64()), Wrapper: d.str8(), Wrapped: d.str8()}
+		if t == TGroupKeysReplyV2 {
+			k.Stmt, k.BadBy, k.BadSig = d.str16(), d.str8(), d.str8()
+		}
+		m.Keys = append(m.Keys, k)
 	}
+	return d.done()
+}
+
+// BadEpoch reports that the reporter's copy of an epoch's key does not
+// open, or does not match the epoch statement's key commitment.
+type BadEpoch struct {
+	Group []byte
+	Epoch uint32
+	Sig   []byte // 64: the reporter's Ed25519 signature over BadEpochSigned
+}
+
+// Append appends the message to b.
+func (m *BadEpoch) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TGroupBadEpoch, id), m.Group), m.Epoch)
+	return append(b, m.Sig...)
+}
+
+// Parse decodes a body.
+func (m *BadEpoch) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group, m.Epoch, m.Sig = d.str8(), d.u32(), d.fixed(ed25519.SignatureSize)
 	return d.done()
 }
 

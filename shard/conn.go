@@ -282,7 +282,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeGraceful(proto.CloseNormal)
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
-		proto.TGroupChange, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
+		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
@@ -299,8 +299,10 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	switch t {
 	case proto.TSendDM, proto.TSendDMFor:
 		c.sendDM(t, id, body)
-	case proto.TGroupChange:
-		c.groupChange(id, body)
+	case proto.TGroupChange, proto.TGroupChangeV2:
+		c.groupChange(t, id, body)
+	case proto.TGroupBadEpoch:
+		c.badEpoch(id, body)
 	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
 		c.groupRead(t, id, body)
 	case proto.TSendGroup, proto.TSendGroupFile:

@@ -3,7 +3,9 @@ package shard
 import (
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"slices"
+	"time"
 
 	"securefastchat/proto"
 	"securefastchat/store"
@@ -20,13 +22,21 @@ const (
 	maxGroupsList = 1500
 )
 
-// groupUpload accumulates a multi-part GroupChange.
+// groupUpload is a multi-part GroupChange under way: planned and checked
+// at its first part, each later part checked as it comes, committed at its
+// last. Owned by the connection's reader.
 type groupUpload struct {
-	group, statement []byte
-	epoch, rosterSeq uint32
-	parts, got       uint16
-	keys             map[string][]byte
+	plan    *groupPlan
+	parts   uint16
+	got     uint16
+	keys    map[string][]byte
+	started time.Time
 }
+
+// An upload under way must end within Options.GroupUploadTimeout of its
+// first part, and the keys it carries are bounded by the roster they are
+// for (MaxGroupMembers, each at most MaxWrappedLen): what one connection
+// holds of it is bounded in time and size.
 
 // toRoster turns the server's cached state into a roster to apply
 // statements to.
@@ -56,9 +66,13 @@ func canonicalGroup(b []byte) (string, bool) {
 	return string(c), err == nil && string(c) == string(b)
 }
 
-func (c *conn) groupChange(id uint32, body []byte) {
+func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
+	if t == proto.TGroupChange {
+		c.replyErr(id, proto.CodeUnsupportedFeature, "group changes need a client that signs each key epoch (protocol version 2): upgrade securefastchat")
+		return
+	}
 	var m proto.GroupChange
-	if err := m.Parse(body); err != nil {
+	if err := m.ParseAs(t, body); err != nil {
 		c.replyBad(id, err)
 		return
 	}
@@ -69,133 +83,207 @@ func (c *conn) groupChange(id uint32, body []byte) {
 	}
 	up := c.upload
 	if m.Part == 1 {
-		up = &groupUpload{group: append([]byte(nil), m.Group...), statement: append([]byte(nil), m.Statement...),
-			epoch: m.Epoch, rosterSeq: m.RosterSeq, parts: m.Parts, keys: map[string][]byte{}}
+		c.upload = nil
+		plan, code, text := c.planGroupChange(group, &m)
+		if code != 0 {
+			c.replyErr(id, code, text)
+			return
+		}
+		up = &groupUpload{plan: plan, parts: m.Parts, keys: map[string][]byte{}, started: c.set.opts.Now()}
 		c.upload = up
 	}
-	if up == nil || string(up.group) != group || up.epoch != m.Epoch || up.rosterSeq != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1 {
+	switch {
+	case up == nil || up.plan.group != group || up.plan.epochN() != m.Epoch || up.plan.rosterSeq != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1:
 		c.upload = nil
 		c.replyErr(id, proto.CodeBadRequest, "group change parts out of order")
+		return
+	case c.set.opts.Now().Sub(up.started) > c.set.opts.GroupUploadTimeout:
+		c.upload = nil
+		c.replyErr(id, proto.CodeBadRequest, fmt.Sprintf("the change took longer than %s from its first part to its last; send it again", c.set.opts.GroupUploadTimeout))
 		return
 	}
 	up.got = m.Part
 	for _, k := range m.Keys {
-		if len(up.keys) >= proto.MaxGroupMembers {
+		member := string(k.Member)
+		_, dup := up.keys[member]
+		if !up.plan.wrapsFor[member] || dup {
 			c.upload = nil
-			c.replyErr(id, proto.CodeGroupFull, "too many wrapped keys")
+			c.replyErr(id, proto.CodeBadRequest, fmt.Sprintf("a key wrapped for %q, who is not in the roster it is for (or twice)", k.Member))
 			return
 		}
-		up.keys[string(k.Member)] = append([]byte(nil), k.Wrapped...)
+		up.keys[member] = append([]byte(nil), k.Wrapped...)
 	}
 	if up.got < up.parts {
 		c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 		return
 	}
 	c.upload = nil
-	if code, text := c.applyGroupChange(group, up); code != 0 {
+	if code, text := c.commitGroupChange(up.plan, up.keys); code != 0 {
 		c.replyErr(id, code, text)
 		return
 	}
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 }
 
-// applyGroupChange checks a complete change against the roster and the
-// epoch rules and commits it. It returns 0 on success.
-func (c *conn) applyGroupChange(group string, up *groupUpload) (proto.ErrorCode, string) {
+// groupPlan is a checked group change waiting for its keys: the state it
+// was checked against (the commit fails if that changed meanwhile), the
+// state after it, and the members its epoch must be wrapped for.
+type groupPlan struct {
+	group     string
+	cur       *store.GroupState // nil for a create
+	next      *store.GroupState
+	statement []byte
+	stmt      *proto.Statement // nil for a rekey only
+	epoch     *store.Epoch     // nil for a change with no new epoch
+	rosterSeq uint32
+	wrapsFor  map[string]bool
+}
+
+func (p *groupPlan) epochN() uint32 {
+	if p.epoch == nil {
+		return 0
+	}
+	return p.epoch.N
+}
+
+// planGroupChange checks a change against the group's roster, the epoch
+// rules and the user's limits, at its first part. It returns 0 and the
+// plan, or the refusal.
+func (c *conn) planGroupChange(group string, m *proto.GroupChange) (*groupPlan, proto.ErrorCode, string) {
 	st := c.set.opts.Store
 	cur, err := st.Group(group)
 	if errors.Is(err, store.ErrNotFound) {
 		cur = nil
 	} else if err != nil {
-		return proto.CodeInternal, "reading the group failed"
+		return nil, proto.CodeInternal, "reading the group failed"
 	}
-	var epoch *store.Epoch
-	if up.epoch != 0 {
-		epoch = &store.Epoch{N: up.epoch, RosterSeq: up.rosterSeq, Created: c.set.opts.Now(), Wrapper: c.user, Keys: up.keys}
-	}
-	next := cur
-	var stmt *proto.Statement
-	if len(up.statement) > 0 {
-		stmt = new(proto.Statement)
-		if err := stmt.Parse(up.statement); err != nil || string(stmt.Group) != group {
-			return proto.CodeBadRequest, "malformed statement"
+	p := &groupPlan{group: group, cur: cur, next: cur, statement: append([]byte(nil), m.Statement...), rosterSeq: m.RosterSeq}
+	if len(m.Statement) > 0 {
+		stmt := new(proto.Statement)
+		if err := stmt.Parse(m.Statement); err != nil || string(stmt.Group) != group {
+			return nil, proto.CodeBadRequest, "malformed statement"
 		}
 		if string(stmt.Signer) != c.user {
-			return proto.CodeForbidden, "statements are signed by the user who sends them"
+			return nil, proto.CodeForbidden, "statements are signed by the user who sends them"
 		}
 		switch {
 		case cur == nil && stmt.Op != proto.OpCreate:
-			return proto.CodeNoSuchGroup, "no such group"
+			return nil, proto.CodeNoSuchGroup, "no such group"
 		case cur != nil && stmt.Op == proto.OpCreate:
-			return proto.CodeGroupTaken, "a group by that name exists"
+			return nil, proto.CodeGroupTaken, "a group by that name exists"
 		case cur != nil:
 			if m, _ := cur.Member(c.user); !m {
-				return proto.CodeNoSuchGroup, "no such group"
+				return nil, proto.CodeNoSuchGroup, "no such group"
 			}
 		}
 		if stmt.Op == proto.OpAdd && c.signKey(string(stmt.Target)) == nil {
-			return proto.CodeNoSuchUser, "no such user"
+			return nil, proto.CodeNoSuchUser, "no such user"
 		}
 		r, err := toRoster(cur).Apply(stmt, c.signKey)
 		switch {
 		case errors.Is(err, proto.ErrNotAllowed):
-			return proto.CodeForbidden, err.Error()
+			return nil, proto.CodeForbidden, err.Error()
 		case errors.Is(err, proto.ErrBadChain):
-			return proto.CodeStaleGroup, "the group has changed; fetch it and retry"
+			return nil, proto.CodeStaleGroup, "the group has changed; fetch it and retry"
 		case err != nil:
-			return proto.CodeInvalidKey, err.Error()
+			return nil, proto.CodeInvalidKey, err.Error()
 		}
 		if len(r.Members) > proto.MaxGroupMembers {
-			return proto.CodeGroupFull, "the group is full"
+			return nil, proto.CodeGroupFull, "the group is full"
 		}
-		next = &store.GroupState{Name: group, Seq: r.Seq, Last: r.Last}
+		next := &store.GroupState{Name: group, Seq: r.Seq, Last: r.Last}
 		if cur != nil {
-			next.Epoch, next.EpochSeq, next.Created = cur.Epoch, cur.EpochSeq, cur.Created
+			next.Epoch, next.EpochSeq, next.EpochBad, next.Created = cur.Epoch, cur.EpochSeq, cur.EpochBad, cur.Created
 		} else {
 			next.Created = c.set.opts.Now()
 		}
 		for _, m := range r.Members {
 			next.Members = append(next.Members, store.GroupMember{Name: m.Name, Admin: m.Admin})
 		}
+		p.stmt, p.next = stmt, next
 	} else {
 		if cur == nil {
-			return proto.CodeNoSuchGroup, "no such group"
+			return nil, proto.CodeNoSuchGroup, "no such group"
 		}
 		if m, _ := cur.Member(c.user); !m {
-			return proto.CodeNoSuchGroup, "no such group"
+			return nil, proto.CodeNoSuchGroup, "no such group"
 		}
-		if epoch == nil {
-			return proto.CodeBadRequest, "a change needs a statement or an epoch"
+		if m.Epoch == 0 {
+			return nil, proto.CodeBadRequest, "a change needs a statement or an epoch"
 		}
 		cp := *cur
-		next = &cp
+		p.next = &cp
 	}
 	// Epochs: a new one whenever membership changes (none for a leave,
-	// which the next sender rekeys; none needed for a promote), wrapped
-	// for exactly the roster it names.
-	if stmt != nil && stmt.Op == proto.OpLeave && epoch != nil {
-		return proto.CodeBadRequest, "whoever leaves cannot make the next key"
+	// which the next sender rekeys; none needed for a promote), made by a
+	// signed epoch statement for exactly the roster it names.
+	op := uint8(0)
+	if p.stmt != nil {
+		op = p.stmt.Op
 	}
-	if stmt != nil && (stmt.Op == proto.OpCreate || stmt.Op == proto.OpAdd || stmt.Op == proto.OpRemove) && epoch == nil {
-		return proto.CodeBadRequest, "a membership change needs a new key epoch"
+	if op == proto.OpLeave && m.Epoch != 0 {
+		return nil, proto.CodeBadRequest, "whoever leaves cannot make the next key"
 	}
-	if epoch != nil {
+	if (op == proto.OpCreate || op == proto.OpAdd || op == proto.OpRemove) && m.Epoch == 0 {
+		return nil, proto.CodeBadRequest, "a membership change needs a new key epoch"
+	}
+	if err := c.set.chargeGroupChange(c.user, group, op == proto.OpCreate); err != nil {
+		return nil, proto.CodeRateLimited, err.Error()
+	}
+	if op == proto.OpCreate {
+		if n, err := c.adminOf(); err != nil {
+			return nil, proto.CodeInternal, "reading your groups failed"
+		} else if n >= c.set.opts.MaxGroupsOwned {
+			return nil, proto.CodeGroupLimit, fmt.Sprintf("you are an admin of %d groups, the most one user may have; leave one (another member takes it over) before you create more", n)
+		}
+	}
+	if m.Epoch != 0 {
 		want := uint32(1)
 		if cur != nil {
 			want = cur.Epoch + 1
 		}
-		if epoch.N != want || epoch.RosterSeq != next.Seq {
-			return proto.CodeStaleGroup, "the key epoch is not the next one for this roster"
+		if m.Epoch != want || m.RosterSeq != p.next.Seq {
+			return nil, proto.CodeStaleGroup, "the key epoch is not the next one for this roster"
 		}
-		if !sameMembers(next.Members, epoch.Keys) {
+		var es proto.EpochStatement
+		if err := es.Parse(m.EpochStmt); err != nil {
+			return nil, proto.CodeBadRequest, "a new key epoch needs its signed epoch statement: " + err.Error()
+		}
+		if string(es.Group) != group || es.Epoch != m.Epoch || es.RosterSeq != m.RosterSeq || es.Head != p.next.Last || string(es.Maker) != c.user {
+			return nil, proto.CodeBadRequest, "the epoch statement does not name this group, epoch, roster and maker"
+		}
+		if !es.Verify(c.signKey(c.user)) {
+			return nil, proto.CodeInvalidKey, "the epoch statement's signature does not verify"
+		}
+		p.epoch = &store.Epoch{N: m.Epoch, RosterSeq: m.RosterSeq, Created: c.set.opts.Now(), Wrapper: c.user, Stmt: append([]byte(nil), m.EpochStmt...)}
+		p.wrapsFor = map[string]bool{}
+		for _, mb := range p.next.Members {
+			p.wrapsFor[mb.Name] = true
+		}
+		p.next.Epoch, p.next.EpochSeq, p.next.EpochBad = m.Epoch, m.RosterSeq, false
+	}
+	return p, 0, ""
+}
+
+// commitGroupChange stores a planned change with its wrapped keys, unless
+// the group changed since it was planned. It returns 0 on success.
+func (c *conn) commitGroupChange(p *groupPlan, keys map[string][]byte) (proto.ErrorCode, string) {
+	st := c.set.opts.Store
+	if p.epoch != nil {
+		if len(keys) != len(p.wrapsFor) {
 			return proto.CodeBadRequest, "the new key must be wrapped for exactly the members"
 		}
-		next.Epoch, next.EpochSeq = epoch.N, epoch.RosterSeq
+		p.epoch.Keys = keys
 	}
-	if cur == nil {
-		err = st.CreateGroup(next, up.statement, epoch)
+	var err error
+	if p.cur == nil {
+		err = st.CreateGroup(p.next, p.statement, p.epoch)
 	} else {
-		err = st.ChangeGroup(next, cur.Seq, cur.Epoch, up.statement, epoch)
+		var statement []byte
+		if p.stmt != nil {
+			statement = p.statement
+		}
+		err = st.ChangeGroup(p.next, p.cur.Seq, p.cur.Epoch, statement, p.epoch)
 	}
 	switch {
 	case errors.Is(err, store.ErrGroupExists):
@@ -205,25 +293,49 @@ func (c *conn) applyGroupChange(group string, up *groupUpload) (proto.ErrorCode,
 	case errors.Is(err, store.ErrUnavailable):
 		return proto.CodeStorageUnavailable, "storage is unavailable; retry"
 	case err != nil:
-		c.logger().Error("group change failed", "group", group, "err", err)
+		c.logger().Error("group change failed", "group", p.group, "err", err)
 		return proto.CodeInternal, "internal error"
 	}
-	if stmt != nil && stmt.Op == proto.OpAdd {
-		c.set.joined(string(stmt.Target), next.Members)
+	if p.stmt != nil && p.stmt.Op == proto.OpAdd {
+		c.set.joined(string(p.stmt.Target), p.next.Members)
 	}
-	if stmt != nil {
-		var gone string
-		if stmt.Op == proto.OpRemove || stmt.Op == proto.OpLeave {
-			gone = string(stmt.Target)
+	// Every member online fetches and checks what changed at once: a new
+	// member sees the group, and a bad key is found and reported before
+	// anyone sends under it.
+	var gone string
+	chainLen := uint32(0) // the keys changed, not the roster
+	if p.stmt != nil {
+		chainLen = p.next.Seq + 1
+		if p.stmt.Op == proto.OpRemove || p.stmt.Op == proto.OpLeave {
+			gone = string(p.stmt.Target)
 		}
-		c.set.groupChanged(group, next.Seq+1, next.Members, gone)
 	}
+	c.set.groupChanged(p.group, chainLen, p.next.Members, gone)
 	return 0, ""
 }
 
+// adminOf counts the groups the user is an admin of.
+func (c *conn) adminOf() (int, error) {
+	st := c.set.opts.Store
+	names, err := st.UserGroups(c.user)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range names {
+		if g, err := st.Group(name); err == nil {
+			if _, admin := g.Member(c.user); admin {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
 // groupChanged tells a group's members online, and a member who has just
-// gone, that its roster changed: their clients fetch and check the chain
-// and show the change (a member added learns of the group at once).
+// gone, that its roster (chainLen: its new length) or only its keys
+// (chainLen 0) changed: their clients fetch and check it and show the
+// change (a member added learns of the group at once).
 func (s *Set) groupChanged(group string, chainLen uint32, members []store.GroupMember, gone string) {
 	msg := (&proto.GroupReq{Group: []byte(group), From: chainLen}).Append(nil, proto.TGroupChanged, 0)
 	tell := func(name string) {
@@ -237,18 +349,6 @@ func (s *Set) groupChanged(group string, chainLen uint32, members []store.GroupM
 	if gone != "" {
 		tell(gone)
 	}
-}
-
-func sameMembers(members []store.GroupMember, keys map[string][]byte) bool {
-	if len(members) != len(keys) {
-		return false
-	}
-	for _, m := range members {
-		if _, ok := keys[m.Name]; !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // memberGroup returns the group if the user is a member.
@@ -310,16 +410,25 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 		if g == nil {
 			return
 		}
-		keys, err := st.MemberKeys(g.Name, c.user, m.From)
+		from, max := m.From, maxKeysReply
+		if from == 0 { // the current epoch only
+			from, max = g.Epoch, 1
+		}
+		keys, err := st.MemberKeys(g.Name, c.user, from, max)
 		if err != nil {
 			c.replyFailure(id, err)
 			return
 		}
 		r := proto.GroupKeysReply{Group: m.Group, Current: g.Epoch}
-		for _, k := range keys[:min(len(keys), maxKeysReply)] {
-			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), Wrapped: k.Wrapped})
+		for _, k := range keys {
+			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), Wrapped: k.Wrapped,
+				Stmt: k.Stmt, BadBy: []byte(k.BadBy), BadSig: k.BadSig})
 		}
-		c.reply(r.Append(nil, id))
+		t := proto.TGroupKeysReplyV2
+		if c.sess.Version < 2 {
+			t = proto.TGroupKeysReply
+		}
+		c.reply(r.Append(nil, t, id))
 	}
 }
 
@@ -341,8 +450,8 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	if g == nil {
 		return
 	}
-	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq {
-		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members: fetch it, rekey if needed, and send again")
+	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq || g.EpochBad {
+		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members (or a member reported it bad): fetch it, make a new one, and send again")
 		return
 	}
 	now := c.set.opts.Now()
@@ -376,6 +485,42 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			}
 		}
 	}
+}
+
+// badEpoch takes a member's signed report that its copy of an epoch's key
+// does not open or does not match the epoch statement: the report is
+// stored with the epoch (every member's client sees who made the bad key
+// and who reported it), sends under it stop if it is the current epoch,
+// and the members online are told to fetch.
+func (c *conn) badEpoch(id uint32, body []byte) {
+	var m proto.BadEpoch
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	g := c.memberGroup(id, m.Group)
+	if g == nil {
+		return
+	}
+	if !ed25519.Verify(c.signKey(c.user), proto.BadEpochSigned(m.Group, m.Epoch, []byte(c.user)), m.Sig) {
+		c.replyErr(id, proto.CodeInvalidKey, "the report's signature does not verify")
+		return
+	}
+	if err := c.set.chargeGroupChange(c.user, g.Name, false); err != nil {
+		c.replyErr(id, proto.CodeRateLimited, err.Error())
+		return
+	}
+	if err := c.set.opts.Store.MarkEpochBad(g.Name, m.Epoch, c.user, m.Sig); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			c.replyErr(id, proto.CodeBadRequest, "no such epoch")
+			return
+		}
+		c.replyFailure(id, err)
+		return
+	}
+	c.logger().Info("group epoch reported bad", "group", g.Name, "epoch", m.Epoch)
+	c.set.groupChanged(g.Name, 0, g.Members, "")
+	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 }
 
 // sharesGroup reports whether the requester and user are members of a

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,6 +42,7 @@ type GroupState struct {
 	Last     [32]byte // its hash
 	Epoch    uint32   // the current key epoch (0: none yet)
 	EpochSeq uint32   // the roster statement the current epoch was wrapped for
+	EpochBad bool     // a member reported the current epoch bad: no sends under it
 	Created  time.Time
 	Members  []GroupMember // join order
 }
@@ -62,6 +64,7 @@ type Epoch struct {
 	RosterSeq uint32
 	Created   time.Time
 	Wrapper   string
+	Stmt      []byte            // the signed epoch statement (none before statements existed)
 	Keys      map[string][]byte // member -> wrapped key
 }
 
@@ -72,17 +75,26 @@ type EpochKey struct {
 	Created   time.Time
 	Wrapper   string
 	Wrapped   []byte
+	Stmt      []byte
+	BadBy     string // a member who reported the epoch bad, and its signature
+	BadSig    []byte
 }
 
-// state record: version u8 (1) | seq u32 | last 32 | epoch u32 | epoch_seq u32
-// | created i64 | count u32 | (name str8 | admin u8) x count
+// state record: version u8 (2) | seq u32 | last 32 | epoch u32 | epoch_seq u32
+// | created i64 | flags u8 (bit 0: epoch bad) | count u32 | (name str8 | admin u8) x count
+// Version 1 has no flags byte; it is read as flags 0.
 func (g *GroupState) marshal() []byte {
-	b := []byte{1}
+	b := []byte{2}
 	b = binary.BigEndian.AppendUint32(b, g.Seq)
 	b = append(b, g.Last[:]...)
 	b = binary.BigEndian.AppendUint32(b, g.Epoch)
 	b = binary.BigEndian.AppendUint32(b, g.EpochSeq)
 	b = binary.BigEndian.AppendUint64(b, uint64(g.Created.UnixNano()))
+	var flags byte
+	if g.EpochBad {
+		flags |= 1
+	}
+	b = append(b, flags)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Members)))
 	for _, m := range g.Members {
 		b = append(append(b, byte(len(m.Name))), m.Name...)
@@ -97,8 +109,11 @@ func (g *GroupState) marshal() []byte {
 
 func unmarshalGroup(name string, v []byte) (*GroupState, error) {
 	bad := fmt.Errorf("%w: group record %q", ErrCorrupt, name)
-	const head = 1 + 4 + 32 + 4 + 4 + 8 + 4
-	if len(v) < head || v[0] != 1 {
+	head := 1 + 4 + 32 + 4 + 4 + 8 + 4
+	if len(v) < 1 || v[0] == 2 {
+		head++ // the flags byte
+	}
+	if len(v) < head || v[0] != 1 && v[0] != 2 {
 		return nil, bad
 	}
 	g := &GroupState{Name: name, Seq: binary.BigEndian.Uint32(v[1:])}
@@ -106,7 +121,10 @@ func unmarshalGroup(name string, v []byte) (*GroupState, error) {
 	g.Epoch = binary.BigEndian.Uint32(v[37:])
 	g.EpochSeq = binary.BigEndian.Uint32(v[41:])
 	g.Created = time.Unix(0, int64(binary.BigEndian.Uint64(v[45:])))
-	n := int(binary.BigEndian.Uint32(v[53:]))
+	if v[0] == 2 {
+		g.EpochBad = v[53]&1 != 0
+	}
+	n := int(binary.BigEndian.Uint32(v[head-4:]))
 	v = v[head:]
 	if n > len(v)/2 {
 		return nil, bad
@@ -136,10 +154,7 @@ func putEpoch(tx *bolt.Tx, group string, e *Epoch) error {
 	if err != nil {
 		return err
 	}
-	// epoch header: roster_seq u32 | created i64 | wrapper str8
-	hdr := binary.BigEndian.AppendUint32(nil, e.RosterSeq)
-	hdr = binary.BigEndian.AppendUint64(hdr, uint64(e.Created.UnixNano()))
-	hdr = append(append(hdr, byte(len(e.Wrapper))), e.Wrapper...)
+	hdr := (&epochHeader{rosterSeq: e.RosterSeq, created: e.Created, wrapper: e.Wrapper, stmt: e.Stmt}).marshal()
 	if err := kb.Put(append(seqKey(e.N), 0), hdr); err != nil {
 		return err
 	}
@@ -149,6 +164,58 @@ func putEpoch(tx *bolt.Tx, group string, e *Epoch) error {
 		}
 	}
 	return nil
+}
+
+// epochHeader is what is stored of an epoch besides its wrapped keys:
+//
+//	roster_seq u32 | created i64 | wrapper str8 [ | stmt str16 | bad_by str8 | bad_sig str8 ]
+//
+// Headers written before epoch statements end after wrapper.
+type epochHeader struct {
+	rosterSeq     uint32
+	created       time.Time
+	wrapper       string
+	stmt          []byte
+	badBy         string
+	badSig        []byte
+	withStatement bool // the long form
+}
+
+func (h *epochHeader) marshal() []byte {
+	b := binary.BigEndian.AppendUint32(nil, h.rosterSeq)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.created.UnixNano()))
+	b = append(append(b, byte(len(h.wrapper))), h.wrapper...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(h.stmt)))
+	b = append(b, h.stmt...)
+	b = append(append(b, byte(len(h.badBy))), h.badBy...)
+	return append(append(b, byte(len(h.badSig))), h.badSig...)
+}
+
+func parseEpochHeader(v []byte) (*epochHeader, bool) {
+	if len(v) < 13 || len(v) < 13+int(v[12]) {
+		return nil, false
+	}
+	h := &epochHeader{rosterSeq: binary.BigEndian.Uint32(v), created: time.Unix(0, int64(binary.BigEndian.Uint64(v[4:]))),
+		wrapper: string(v[13 : 13+int(v[12])])}
+	rest := v[13+int(v[12]):]
+	if len(rest) == 0 {
+		return h, true // from before epoch statements
+	}
+	h.withStatement = true
+	if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(rest))
+	h.stmt, rest = copyBytes(rest[2:2+n]), rest[2+n:]
+	if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+		return nil, false
+	}
+	h.badBy, rest = string(rest[1:1+int(rest[0])]), rest[1+int(rest[0]):]
+	if len(rest) < 1 || len(rest) != 1+int(rest[0]) {
+		return nil, false
+	}
+	h.badSig = copyBytes(rest[1:])
+	return h, true
 }
 
 // setMembership updates the user -> groups index from old to next.
@@ -288,30 +355,128 @@ func (s *Store) GroupChain(name string, from uint32, maxBytes int) ([][]byte, bo
 	return out, more, err
 }
 
-// MemberKeys returns member's wrapped keys of the epochs from fromEpoch on.
-func (s *Store) MemberKeys(name, member string, fromEpoch uint32) ([]EpochKey, error) {
+// MemberKeys returns member's wrapped keys of the epochs from fromEpoch
+// on, at most max of them (0: no limit). It visits one header per epoch
+// (seeking past each epoch's member keys), so its cost grows with the
+// epochs returned, not with the group's history or size.
+func (s *Store) MemberKeys(name, member string, fromEpoch uint32, max int) ([]EpochKey, error) {
 	var out []EpochKey
 	err := s.db.View(func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(name))
 		if kb == nil {
 			return nil
 		}
-		c := kb.Cursor()
-		for k, v := c.Seek(seqKey(fromEpoch)); k != nil; k, v = c.Next() {
-			if len(k) != 5 || k[4] != 0 {
-				continue
+		eachEpoch(kb, fromEpoch, func(n uint32, v []byte) bool {
+			h, ok := parseEpochHeader(v)
+			if w := kb.Get(append(seqKey(n), member...)); w != nil && ok {
+				out = append(out, EpochKey{Epoch: n, RosterSeq: h.rosterSeq, Created: h.created, Wrapper: h.wrapper, Wrapped: copyBytes(w),
+					Stmt: h.stmt, BadBy: h.badBy, BadSig: h.badSig})
 			}
-			n := binary.BigEndian.Uint32(k)
-			w := kb.Get(append(seqKey(n), member...))
-			if w == nil || len(v) < 13 || len(v) != 13+int(v[12]) {
-				continue
-			}
-			out = append(out, EpochKey{Epoch: n, RosterSeq: binary.BigEndian.Uint32(v),
-				Created: time.Unix(0, int64(binary.BigEndian.Uint64(v[4:]))), Wrapper: string(v[13:]), Wrapped: copyBytes(w)})
-		}
+			return max == 0 || len(out) < max
+		})
 		return nil
 	})
 	return out, err
+}
+
+// eachEpoch calls fn with each epoch's number and header from epoch from
+// on, seeking past the epochs' member keys (a header sorts first in its
+// epoch); fn returns false to stop.
+func eachEpoch(kb *bolt.Bucket, from uint32, fn func(n uint32, header []byte) bool) {
+	c := kb.Cursor()
+	k, v := c.Seek(append(seqKey(from), 0))
+	for len(k) >= 4 {
+		n := binary.BigEndian.Uint32(k)
+		if len(k) == 5 && k[4] == 0 && !fn(n, v) {
+			return
+		}
+		if n == math.MaxUint32 {
+			return
+		}
+		k, v = c.Seek(append(seqKey(n+1), 0))
+	}
+}
+
+// MarkEpochBad records a member's report that an epoch is bad (the first
+// report stands); if it is the current epoch, sends under it stop until a
+// new one is made.
+func (s *Store) MarkEpochBad(name string, epoch uint32, reporter string, sig []byte) error {
+	return s.update(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(name))
+		gb := tx.Bucket(bucketGroups)
+		v := gb.Get([]byte(name))
+		if kb == nil || v == nil {
+			return ErrNotFound
+		}
+		hk := append(seqKey(epoch), 0)
+		h, ok := parseEpochHeader(kb.Get(hk))
+		if !ok {
+			return ErrNotFound
+		}
+		if h.badBy == "" {
+			h.badBy, h.badSig = reporter, copyBytes(sig)
+			if err := kb.Put(hk, h.marshal()); err != nil {
+				return err
+			}
+		}
+		g, err := unmarshalGroup(name, v)
+		if err != nil {
+			return err
+		}
+		if g.Epoch == epoch && !g.EpochBad {
+			g.EpochBad = true
+			return gb.Put([]byte(name), g.marshal())
+		}
+		return nil
+	})
+}
+
+// PruneEpochs deletes, in every group, the keys of epochs that nothing can
+// need any more: an epoch whose next one was made before cutoff (the
+// retention) carried only messages older than that, which have expired.
+// The current epoch is always kept. It returns how many epochs went.
+func (s *Store) PruneEpochs(cutoff time.Time) (int, error) {
+	var groups []string
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketGroupKeys).ForEachBucket(func(k []byte) error {
+			groups = append(groups, string(k))
+			return nil
+		})
+	}); err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, g := range groups {
+		err := s.update(func(tx *bolt.Tx) error {
+			kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(g))
+			if kb == nil {
+				return nil
+			}
+			var epochs []uint32
+			var made []time.Time
+			eachEpoch(kb, 0, func(n uint32, v []byte) bool {
+				if h, ok := parseEpochHeader(v); ok {
+					epochs = append(epochs, n)
+					made = append(made, h.created)
+				}
+				return true
+			})
+			for i := 0; i+1 < len(epochs); i++ {
+				if !made[i+1].Before(cutoff) {
+					break
+				}
+				if err := deletePrefix(kb, seqKey(epochs[i])); err != nil {
+					return err
+				}
+				total++
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // UserGroups returns the groups a user is a member of.

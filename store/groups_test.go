@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
@@ -45,13 +46,13 @@ func TestGroups(t *testing.T) {
 		t.Fatalf("paged chain %q %v", chain, more)
 	}
 	// bob has only the epoch he was in; ann has both.
-	if k, _ := s.MemberKeys("team", "bob", 0); len(k) != 1 || k[0].Epoch != 2 || string(k[0].Wrapped) != "b2" || k[0].Wrapper != "ann" {
+	if k, _ := s.MemberKeys("team", "bob", 0, 0); len(k) != 1 || k[0].Epoch != 2 || string(k[0].Wrapped) != "b2" || k[0].Wrapper != "ann" {
 		t.Fatalf("bob's keys %+v", k)
 	}
-	if k, _ := s.MemberKeys("team", "ann", 0); len(k) != 2 {
+	if k, _ := s.MemberKeys("team", "ann", 0, 0); len(k) != 2 {
 		t.Fatalf("ann's keys %+v", k)
 	}
-	if k, _ := s.MemberKeys("team", "ann", 2); len(k) != 1 {
+	if k, _ := s.MemberKeys("team", "ann", 2, 0); len(k) != 1 {
 		t.Fatalf("ann's keys from epoch 2: %+v", k)
 	}
 	// bob leaves: the index follows.
@@ -71,5 +72,58 @@ func TestGroups(t *testing.T) {
 	}
 	if _, err := s.Group("nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
+	}
+}
+
+// An epoch reported bad stops sends under it (the current one) and keeps
+// the first report; epochs whose successor is older than the retention
+// are pruned (never the current one); and a key fetch visits one header
+// per epoch, however many members each has.
+func TestEpochBadAndPruned(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	g := &GroupState{Name: "team", Seq: 0, Epoch: 1, Created: t0, Members: []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}}
+	keys := func() map[string][]byte { return map[string][]byte{"ann": []byte("a"), "bob": []byte("b")} }
+	if err := s.CreateGroup(g, []byte("s0"), &Epoch{N: 1, Created: t0, Wrapper: "ann", Stmt: []byte("stmt1"), Keys: keys()}); err != nil {
+		t.Fatal(err)
+	}
+	for n := uint32(2); n <= 5; n++ {
+		next := *g
+		next.Epoch = n
+		if err := s.ChangeGroup(&next, 0, n-1, nil, &Epoch{N: n, Created: t0.Add(time.Duration(n) * 24 * time.Hour), Wrapper: "bob", Stmt: []byte("stmt"), Keys: keys()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkEpochBad("team", 5, "ann", []byte("sig")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkEpochBad("team", 5, "bob", []byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.Group("team"); !st.EpochBad {
+		t.Fatal("the current epoch reported bad is not marked")
+	}
+	ks, err := s.MemberKeys("team", "bob", 0, 0)
+	if err != nil || len(ks) != 5 || ks[4].BadBy != "ann" || string(ks[4].Stmt) != "stmt" || ks[0].BadBy != "" {
+		t.Fatalf("keys: %+v %v", ks, err)
+	}
+	if ks, _ := s.MemberKeys("team", "bob", 2, 2); len(ks) != 2 || ks[0].Epoch != 2 || ks[1].Epoch != 3 {
+		t.Fatalf("keys from 2, at most 2: %+v", ks)
+	}
+	// Epochs 2, 3, 4 were made on days 2, 3, 4: with the cutoff on day 4,
+	// epochs 1 and 2 (succeeded by day 3) go.
+	n, err := s.PruneEpochs(t0.Add(3*24*time.Hour + time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d (%v), want 2", n, err)
+	}
+	if ks, _ := s.MemberKeys("team", "ann", 0, 0); len(ks) != 3 || ks[0].Epoch != 3 {
+		t.Fatalf("after pruning: %+v", ks)
+	}
+	if n, _ := s.PruneEpochs(t0.Add(365 * 24 * time.Hour)); n != 2 {
+		t.Fatalf("pruning everything old pruned %d, want 2 (the current stays)", n)
 	}
 }

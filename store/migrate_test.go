@@ -46,8 +46,12 @@ func TestMigrateSchema1(t *testing.T) {
 	if err != nil || len(items) != 9 || items[8].Group != "team" {
 		t.Fatalf("bob's queue after the migration: %d items, %v", len(items), err)
 	}
-	if g, err := s.Group("team"); err != nil || len(g.Members) != 2 {
+	if g, err := s.Group("team"); err != nil || len(g.Members) != 2 || g.EpochBad {
 		t.Fatalf("group: %+v %v", g, err)
+	}
+	// An epoch from before epoch statements reads with none.
+	if ks, err := s.MemberKeys("team", "bob", 0, 0); err != nil || len(ks) != 1 || ks[0].Stmt != nil || string(ks[0].Wrapped) != "wrapped for bob" {
+		t.Fatalf("an epoch from before statements: %+v %v", ks, err)
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get([]byte("schema")); len(v) != 1 || v[0] != schemaVersion {

@@ -209,16 +209,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Sweep deletes queued messages older than the retention and logs how
-// many it deleted. It returns that number.
+// Sweep deletes queued messages older than the retention, and the group
+// key epochs no message kept can need any more, and logs how many. It
+// returns the number of messages.
 func (s *Server) Sweep() int {
 	cutoff := s.cfg.Shard.Now().Add(-s.cfg.Retention)
 	n, err := s.Store.Sweep(cutoff)
 	if err != nil {
 		s.log.Error("expiry sweep failed", "err", err)
 	}
-	if n > 0 || err != nil {
-		s.log.Info("expiry sweep", "expired", n, "retention", s.cfg.Retention.String())
+	epochs, perr := s.Store.PruneEpochs(cutoff)
+	if perr != nil {
+		s.log.Error("pruning group key epochs failed", "err", perr)
+	}
+	if n > 0 || epochs > 0 || err != nil {
+		s.log.Info("expiry sweep", "expired", n, "epochs_pruned", epochs, "retention", s.cfg.Retention.String())
 	}
 	s.Expired.Add(int64(n))
 	return n

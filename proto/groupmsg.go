@@ -287,6 +287,14 @@ func (m *SendGroup) Parse(body []byte) error {
 	return d.done()
 }
 
+// SetDeliverID writes a receiver's server id into an encoded Deliver or
+// DeliverGroup (both begin with it), so one encoded message can go to
+// many receivers, each with its own number. It returns msg.
+func SetDeliverID(msg []byte, id uint64) []byte {
+	binary.BigEndian.PutUint64(msg[MsgHeaderLen:], id)
+	return msg
+}
+
 // DeliverGroup pushes a group message to a member.
 type DeliverGroup struct {
 	ServerID uint64

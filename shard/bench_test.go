@@ -60,7 +60,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 			b.Fatal(err)
 		}
 		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
-		c.sess, c.authed, c.user = ss, true, user
+		c.sess, c.authed, c.user, c.seq = ss, true, user, s.seqs.of(user)
 		c.backlog, c.barrier = false, false // logged in with an empty queue
 		s.dir.register(user, c)
 		return c, cs
@@ -111,7 +111,7 @@ func BenchmarkDMPath(b *testing.B) {
 		}
 		msg = dm.Append(msg[:0], uint32(n))
 		run(sender, sendC)
-		sent[n%window] = s.nextServerID.Load()
+		sent[n%window] = receiver.seq.Load() // the receiver's number for it
 		n++
 	}
 	for i := 0; i < 1000; i++ { // warm the pools

@@ -74,9 +74,10 @@ type conn struct {
 
 	// Set by the reader at login, before the conn is published in the
 	// directory; read-only after.
-	user      string // canonical
-	receiving bool   // takes deliveries (not a LoginNoDeliveries session)
-	keyID     uint64 // proto.KeyRecordID of the user's keys
+	user      string         // canonical
+	receiving bool           // takes deliveries (not a LoginNoDeliveries session)
+	keyID     uint64         // proto.KeyRecordID of the user's keys
+	seq       *atomic.Uint64 // the user's delivery sequence (seqs)
 
 	// Owned by the reader goroutine.
 	fr        *proto.FrameReader
@@ -412,7 +413,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		return true
 	}
 	c.authed, c.user, c.token = true, res.User, res.Token
-	c.receiving, c.keyID = flags&proto.LoginNoDeliveries == 0, res.KeyID
+	c.receiving, c.keyID, c.seq = flags&proto.LoginNoDeliveries == 0, res.KeyID, c.set.seqs.of(res.User)
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
@@ -490,17 +491,20 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		return
 	}
 	c.noteContact(to, rc)
+	// The receiver's number for it, in the receiver's sequence, and the
+	// sender's, in the sender's: neither learns the other's traffic.
 	d := proto.Deliver{
-		ServerID: c.set.newServerID(),
+		ServerID: rc.seq.Add(1),
 		Time:     c.set.opts.Now().UnixMilli(),
 		From:     []byte(c.user),
 		MsgID:    m.MsgID, Kind: m.Kind, Body: m.Body,
 	}
+	sentID := c.seq.Add(1)
 	buf := getMsgBuf(proto.MsgHeaderLen + 8 + 8 + 1 + len(d.From) + proto.MsgIDLen + 1 + len(m.Body))
 	*buf = d.Append(*buf, 0)
-	if !rc.sh.post(event{kind: evRoute, c: rc, from: c, reqID: id, serverID: d.ServerID, time: d.Time, buf: buf}) {
+	if !rc.sh.post(event{kind: evRoute, c: rc, from: c, reqID: id, serverID: d.ServerID, sentID: sentID, time: d.Time, buf: buf}) {
 		// The receiver's shard has stopped: queue it, as for anyone away.
-		c.set.persist(rc.user, *buf, c, id, nil)
+		c.set.persist(rc.user, *buf, c, id, sentID, nil)
 		putMsgBuf(buf)
 	}
 }
@@ -522,7 +526,7 @@ func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey b
 	}
 	c.noteContact(to, nil)
 	now := c.set.opts.Now()
-	q := &store.Queued{To: string(to), From: c.user, Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
+	q := &store.Queued{To: string(to), From: c.user, SentID: c.seq.Add(1), Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
 	copy(q.MsgID[:], m.MsgID)
 	c.set.submitPut(q, c, id, nil)
 }

@@ -454,17 +454,19 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members (or a member reported it bad): fetch it, make a new one, and send again")
 		return
 	}
+	// Each member's copy gets the member's number as it is written (or
+	// stored); the sender's receipt its own.
 	now := c.set.opts.Now()
-	d := proto.DeliverGroup{ServerID: c.set.newServerID(), Time: now.UnixMilli(), Group: m.Group, From: []byte(c.user),
+	d := proto.DeliverGroup{Time: now.UnixMilli(), Group: m.Group, From: []byte(c.user),
 		Epoch: m.Epoch, MsgID: m.MsgID, Body: m.Body, Sig: m.Sig}
 	gmsg := d.Append(nil, 0)
-	ack := &groupAck{from: c, reqID: id, serverID: d.ServerID, time: d.Time}
+	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: d.Time}
 	ack.remaining.Store(int32(len(g.Members) - 1))
 	if ob := c.set.opts.Observer; ob != nil {
 		ob.FannedOut(len(g.Members) - 1)
 	}
 	if len(g.Members) == 1 {
-		c.reply((&proto.Sent{ServerID: d.ServerID, Time: d.Time, Status: proto.StatusDelivered}).Append(nil, id))
+		c.reply((&proto.Sent{ServerID: ack.sentID, Time: d.Time, Status: proto.StatusDelivered}).Append(nil, id))
 		return
 	}
 	byShard := map[*Shard][]*conn{}
@@ -479,7 +481,7 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		}
 	}
 	for sh, recips := range byShard {
-		if !sh.post(event{kind: evRouteGroup, recips: recips, gmsg: gmsg, gack: ack, serverID: d.ServerID, time: d.Time}) {
+		if !sh.post(event{kind: evRouteGroup, recips: recips, gmsg: gmsg, gack: ack, time: d.Time}) {
 			for _, rc := range recips {
 				c.set.persistGroup(rc.user, gmsg, ack)
 			}

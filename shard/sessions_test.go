@@ -232,3 +232,71 @@ func TestShardSteering(t *testing.T) {
 		})
 	}
 }
+
+// The numbers a receiver's messages carry are its own delivery sequence,
+// and a sender's receipts its own: fifty messages between two other users
+// in between move neither, online or queued.
+func TestIDsRevealNoTraffic(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1; c.Limits.SignupBurst = 100 })
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	carol := testserver.Signup(t, s, "carol")
+	dave := testserver.Signup(t, s, "dave")
+	others := func() {
+		for i := 0; i < 25; i++ {
+			if _, err := carol.SendText(ctxT(t), "dave", "x"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dave.SendText(ctxT(t), "carol", "y"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(how string) {
+		t.Helper()
+		r1, err := bob.SendText(ctxT(t), "alice", "one "+how)
+		if err != nil {
+			t.Fatal(err)
+		}
+		others()
+		r2, err := bob.SendText(ctxT(t), "alice", "two "+how)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2.ServerID != r1.ServerID+1 {
+			t.Errorf("%s: bob's receipts %d and %d: other users' traffic shows between them", how, r1.ServerID, r2.ServerID)
+		}
+	}
+	// Online.
+	check("online")
+	var got []uint64
+	for len(got) < 2 {
+		got = append(got, recvOne(t, alice).ServerID)
+	}
+	if got[1] != got[0]+1 {
+		t.Errorf("online: alice's deliveries are numbered %v: other users' traffic shows between them", got)
+	}
+	// Queued for her while she is away.
+	token := alice.Token()
+	alice.Close()
+	check("queued")
+	r := dialRaw(t, s)
+	r.resume("alice", token)
+	var ids []uint64
+	for len(ids) < 2 {
+		typ, _, body, err := r.recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ == proto.TDeliver {
+			var d proto.Deliver
+			if err := d.Parse(body); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, d.ServerID)
+		}
+	}
+	if ids[1] != ids[0]+1 || ids[0] <= got[1] {
+		t.Errorf("queued: alice's stored messages are numbered %v after %v", ids, got)
+	}
+}

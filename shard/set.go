@@ -270,7 +270,7 @@ type Set struct {
 	wg       sync.WaitGroup // every goroutine the set starts
 	stopOnce sync.Once
 
-	nextServerID atomic.Uint64
+	seqs seqs // each user's delivery sequence
 
 	// Counters.
 	Stats Stats
@@ -317,14 +317,14 @@ func New(opts Options) (*Set, error) {
 		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
 		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)
 	}
-	// Server ids only grow, across restarts too: start past the clock and
-	// past every id ever stored.
+	// Every user's sequence only grows, across restarts too: it starts past
+	// the clock and past every id ever stored.
 	maxID, err := opts.Store.MaxServerID()
 	if err != nil {
 		return nil, err
 	}
-	s.nextServerID.Store(max(uint64(opts.Now().UnixNano()), maxID+1))
-	bo := store.BatcherOptions{Limits: opts.QueueLimits, NewID: s.newServerID}
+	s.seqs.init(max(uint64(opts.Now().UnixNano()), maxID+1))
+	bo := store.BatcherOptions{Limits: opts.QueueLimits, NewID: func(user string) uint64 { return s.seqs.of(user).Add(1) }}
 	if opts.Observer != nil {
 		bo.OnCommit = opts.Observer.Committed
 	}
@@ -424,8 +424,6 @@ func (s *Set) goTracked(fn func()) {
 		fn()
 	}()
 }
-
-func (s *Set) newServerID() uint64 { return s.nextServerID.Add(1) }
 
 // chargeMessage spends a sender's message limits for one message of n
 // bytes: every message counts, a file chunk as one message like a text,

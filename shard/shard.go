@@ -32,7 +32,8 @@ type event struct {
 	c        *conn    // evRoute, evAck: the receiver; evGone, evLogin: the connection
 	from     *conn    // evRoute: the sender
 	reqID    uint32   // evRoute: the sender's request id
-	serverID uint64   // evRoute, evAck
+	serverID uint64   // evRoute, evAck: in the receiver's sequence
+	sentID   uint64   // evRoute: in the sender's sequence
 	time     int64    // evRoute: the server's stamp, unix ms
 	buf      *[]byte  // evRoute: the Deliver plaintext, pooled
 	recips   []*conn  // evRouteGroup: the receivers on this shard
@@ -49,7 +50,7 @@ type groupAck struct {
 	failed    atomic.Bool
 	from      *conn
 	reqID     uint32
-	serverID  uint64
+	sentID    uint64 // in the sender's sequence
 	time      int64
 }
 
@@ -63,7 +64,7 @@ func (g *groupAck) done(queued bool) {
 		if g.queued.Load() {
 			st = proto.StatusQueued
 		}
-		_ = g.from.enqueue((&proto.Sent{ServerID: g.serverID, Time: g.time, Status: st}).Append(nil, g.reqID))
+		_ = g.from.enqueue((&proto.Sent{ServerID: g.sentID, Time: g.time, Status: st}).Append(nil, g.reqID))
 	}
 }
 
@@ -76,12 +77,13 @@ func (g *groupAck) fail(code proto.ErrorCode, text string) {
 
 // pendingAck is a delivery waiting for its receiver's ack.
 type pendingAck struct {
-	serverID uint64
-	time     int64 // the server's stamp, unix ms
+	serverID uint64 // in the receiver's sequence
+	time     int64  // the server's stamp, unix ms
 	queued   time.Time
 	stored   bool      // it came from the store: the ack dequeues it
 	from     *conn     // direct only: the sender, who gets Sent on the ack
 	reqID    uint32    // direct only
+	sentID   uint64    // direct only: in the sender's sequence
 	buf      *[]byte   // direct only: the Deliver plaintext, kept to persist it if the receiver goes away
 	gack     *groupAck // group only: the message's shared outcome
 	gmsg     []byte    // group only: the DeliverGroup plaintext
@@ -300,33 +302,37 @@ func (sh *Shard) route(ev event) {
 	rc := ev.c
 	failpoint("route", rc.user)
 	if rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
-		sh.persist(rc, ev.from, ev.reqID, ev.buf)
+		sh.persist(rc, ev.from, ev.reqID, ev.sentID, ev.buf)
 		putMsgBuf(ev.buf)
 		return
 	}
 	rc.acks.expect() // before the write: the receiver's ack may come back at once
 	if err := rc.enqueueHeld(sh, *ev.buf); err != nil {
 		rc.acks.unexpect()
-		sh.persist(rc, ev.from, ev.reqID, ev.buf)
+		sh.persist(rc, ev.from, ev.reqID, ev.sentID, ev.buf)
 		putMsgBuf(ev.buf)
 		return
 	}
 	if len(rc.pending) == 0 {
 		sh.waiting[rc] = struct{}{}
 	}
-	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID, buf: ev.buf})
+	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID, sentID: ev.sentID, buf: ev.buf})
 	sh.msgs.Add(1)
 	sh.set.Stats.Routed.Add(1)
 }
 
-// routeGroup delivers a group message to one receiver, or queues it.
+// routeGroup delivers a group message to one receiver, or queues it. The
+// shared message is written with the receiver's number in its own
+// sequence.
 func (sh *Shard) routeGroup(rc *conn, ev event) {
 	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
 	}
+	id := rc.seq.Add(1)
+	sh.scratch = proto.SetDeliverID(append(sh.scratch[:0], ev.gmsg...), id)
 	rc.acks.expect()
-	if err := rc.enqueueHeld(sh, ev.gmsg); err != nil {
+	if err := rc.enqueueHeld(sh, sh.scratch); err != nil {
 		rc.acks.unexpect()
 		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
 		return
@@ -334,21 +340,21 @@ func (sh *Shard) routeGroup(rc *conn, ev event) {
 	if len(rc.pending) == 0 {
 		sh.waiting[rc] = struct{}{}
 	}
-	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), gack: ev.gack, gmsg: ev.gmsg})
+	rc.pending = append(rc.pending, pendingAck{serverID: id, time: ev.time, queued: sh.set.opts.Now(), gack: ev.gack, gmsg: ev.gmsg})
 	sh.msgs.Add(1)
 	sh.set.Stats.Routed.Add(1)
 }
 
 // persist queues a Deliver plaintext for rc's user through the committer;
 // the sender gets Sent(queued) once it is on disk.
-func (sh *Shard) persist(rc *conn, from *conn, reqID uint32, buf *[]byte) {
+func (sh *Shard) persist(rc *conn, from *conn, reqID uint32, sentID uint64, buf *[]byte) {
 	if rc.dead {
-		sh.set.persist(rc.user, *buf, from, reqID, nil)
+		sh.set.persist(rc.user, *buf, from, reqID, sentID, nil)
 		return
 	}
 	rc.persisting++
 	rc.backlog = true
-	sh.set.persist(rc.user, *buf, from, reqID, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
+	sh.set.persist(rc.user, *buf, from, reqID, sentID, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
 }
 
 // fetch delivers queued messages up to the unacked limit.
@@ -415,7 +421,7 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 		} else if p.gack != nil {
 			p.gack.done(false)
 		} else {
-			m := proto.Sent{ServerID: p.serverID, Time: p.time, Status: proto.StatusDelivered}
+			m := proto.Sent{ServerID: p.sentID, Time: p.time, Status: proto.StatusDelivered}
 			sh.scratch = m.Append(sh.scratch[:0], p.reqID)
 			_ = p.from.enqueueHeld(sh, sh.scratch) // a sender that has gone needs no ack
 			putMsgBuf(p.buf)
@@ -439,7 +445,7 @@ func (sh *Shard) gone(c *conn) {
 		case p.gack != nil:
 			sh.set.persistGroup(c.user, p.gmsg, p.gack)
 		default:
-			sh.set.persist(c.user, *p.buf, p.from, p.reqID, nil)
+			sh.set.persist(c.user, *p.buf, p.from, p.reqID, p.sentID, nil)
 			putMsgBuf(p.buf)
 		}
 	}
@@ -541,13 +547,13 @@ func remoteIP(nc net.Conn) string {
 // sender (if any) gets Sent(queued) with the stored id once it is on disk,
 // or an error; then the user's current connection, if any, is told to
 // fetch, and after (if set) runs in the committer's goroutine.
-func (s *Set) persist(user string, deliver []byte, from *conn, reqID uint32, after func()) {
+func (s *Set) persist(user string, deliver []byte, from *conn, reqID uint32, sentID uint64, after func()) {
 	_, _, body, _ := proto.ParseHeader(deliver)
 	var d proto.Deliver
 	if err := d.Parse(body); err != nil {
 		panic("shard: persisting a malformed Deliver: " + err.Error())
 	}
-	q := &store.Queued{To: user, From: string(d.From), Kind: d.Kind, Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...)}
+	q := &store.Queued{To: user, From: string(d.From), SentID: sentID, Kind: d.Kind, Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...)}
 	copy(q.MsgID[:], d.MsgID)
 	s.submitPut(q, from, reqID, after)
 }
@@ -613,7 +619,7 @@ func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint3
 	case r.Err == nil:
 		s.Stats.Queued.Add(1)
 		if from != nil {
-			m := proto.Sent{ServerID: r.ServerID, Time: q.Time, Status: proto.StatusQueued}
+			m := proto.Sent{ServerID: r.SentID, Time: q.Time, Status: proto.StatusQueued}
 			_ = from.enqueue(m.Append(nil, reqID))
 		}
 	case errors.Is(r.Err, store.ErrQueueFull):

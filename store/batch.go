@@ -29,6 +29,7 @@ type Op struct {
 // Result is the outcome of an Op.
 type Result struct {
 	ServerID uint64 // for Put: the id stored (the first one, for a repeat)
+	SentID   uint64 // for Put: the sender's id of it (the first one, for a repeat)
 	Dup      bool   // for Put: the (sender, msg_id) was stored before
 	Err      error  // nil, ErrQueueFull, a *ShareFullError, or ErrUnavailable (nothing committed)
 }
@@ -44,11 +45,11 @@ type BatcherOptions struct {
 	// OnCommit, if set, is told how long each transaction took and how
 	// many ops it held (from the batcher's goroutine; it must not block).
 	OnCommit func(d time.Duration, ops int)
-	// NewID assigns server ids to enqueued messages at commit time, so a
-	// queue's order is the order of commits and a reader that has seen
-	// every id up to N never misses a later commit. If nil, Put keeps the
-	// ServerID it carries.
-	NewID func() uint64
+	// NewID assigns a message its number in its receiver's delivery
+	// sequence at commit time, so a queue's order is the order of commits
+	// and a reader that has seen every id up to N never misses a later
+	// commit. If nil, Put keeps the ServerID it carries.
+	NewID func(receiver string) uint64
 }
 
 // Batcher is the store's group committer: one goroutine takes every
@@ -169,13 +170,13 @@ func (b *Batcher) commit(batch []*Op) {
 			results[i] = Result{}
 			if op.Put != nil {
 				if b.o.NewID != nil {
-					op.Put.ServerID = b.o.NewID()
+					op.Put.ServerID = b.o.NewID(op.Put.To)
 				}
-				id, dup, err := w.enqueue(op.Put, b.o.Limits)
+				id, sentID, dup, err := w.enqueue(op.Put, b.o.Limits)
 				if err != nil && !errors.Is(err, ErrQueueFull) && !errors.Is(err, ErrShareFull) {
 					return err
 				}
-				results[i] = Result{ServerID: id, Dup: dup, Err: err}
+				results[i] = Result{ServerID: id, SentID: sentID, Dup: dup, Err: err}
 			}
 			if op.DelUser != "" {
 				if _, err := w.dequeue(op.DelUser, op.DelIDs); err != nil {

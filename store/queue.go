@@ -21,14 +21,21 @@ var (
 // Queued is one message waiting in a receiver's queue: ciphertext and the
 // envelope the server needs to deliver it.
 type Queued struct {
+	// ServerID is the message's number in its receiver's own delivery
+	// sequence (assigned at commit): it orders the receiver's queue and
+	// says nothing about anyone else's traffic.
 	ServerID uint64
-	To       string // canonical receiver
-	From     string // canonical sender
-	MsgID    [16]byte
-	Kind     uint8
-	Time     int64     // the server's stamp, unix ms
-	Stored   time.Time // when it entered the queue; expiry counts from here
-	Body     []byte
+	// SentID is the number its sender was given for it (in the sender's
+	// own sequence), kept with the de-duplication record so a repeat gets
+	// the same one.
+	SentID uint64
+	To     string // canonical receiver
+	From   string // canonical sender
+	MsgID  [16]byte
+	Kind   uint8
+	Time   int64     // the server's stamp, unix ms
+	Stored time.Time // when it entered the queue; expiry counts from here
+	Body   []byte
 	// A group message also carries its group, epoch and the sender's
 	// signature.
 	Group string
@@ -250,44 +257,49 @@ func (w *wtx) finish() error {
 	return nil
 }
 
-// enqueue adds q. A (sender, msg_id) already stored returns its server id
-// and dup; a full queue returns ErrQueueFull, and a sender past its share
-// of the queue a *ShareFullError; either changes nothing.
-func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id uint64, dup bool, err error) {
+// enqueue adds q. A (sender, msg_id) already stored returns its ids and
+// dup; a full queue returns ErrQueueFull, and a sender past its share of
+// the queue a *ShareFullError; either changes nothing.
+func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, err error) {
 	ids := w.tx.Bucket(bucketMsgIDs)
 	mk := msgIDKey(q.From, q.To, q.MsgID)
 	if v := ids.Get(mk); len(v) >= 8 {
-		return binary.BigEndian.Uint64(v), true, nil
+		sentID = q.SentID // a record from before sent ids: the new one
+		if len(v) >= 25 && v[16] == 0xFF {
+			sentID = binary.BigEndian.Uint64(v[17:])
+		}
+		return binary.BigEndian.Uint64(v), sentID, true, nil
 	}
 	st := w.stat(q.To)
 	if lim.Count > 0 && st.count+1 > lim.Count || lim.Bytes > 0 && st.bytes+q.size() > lim.Bytes {
-		return 0, false, ErrQueueFull
+		return 0, 0, false, ErrQueueFull
 	}
 	ss := w.sender(q.To, q.From)
 	if q.From != q.To {
 		contact := w.contact(q.To, q.From)
 		if n, b := lim.share(contact); n > 0 && (ss.count+1 > n || ss.bytes+q.size() > b) {
-			return 0, false, &ShareFullError{Count: n, Bytes: b, Contact: contact}
+			return 0, 0, false, &ShareFullError{Count: n, Bytes: b, Contact: contact}
 		}
 	}
 	qb, err := w.queue(q.To, true)
 	if err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	if err := qb.Put(idKey(q.ServerID), q.marshal()); err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	rec := binary.BigEndian.AppendUint64(nil, q.ServerID)
 	rec = binary.BigEndian.AppendUint64(rec, uint64(q.Stored.UnixNano()))
+	rec = binary.BigEndian.AppendUint64(append(rec, 0xFF), q.SentID)
 	if err := ids.Put(mk, append(rec, q.To...)); err != nil {
-		return 0, false, err
+		return 0, 0, false, err
 	}
 	st.count++
 	st.bytes += q.size()
 	ss.count++
 	ss.bytes += q.size()
 	w.maxID = max(w.maxID, q.ServerID)
-	return q.ServerID, false, nil
+	return q.ServerID, q.SentID, false, nil
 }
 
 // dequeue deletes delivered messages; missing ones are skipped.
@@ -328,7 +340,7 @@ func (s *Store) Enqueue(msgs []*Queued, lim QueueLimits) ([]error, error) {
 	err := s.update(func(tx *bolt.Tx) error {
 		w := newWtx(tx)
 		for i, q := range msgs {
-			_, _, errs[i] = w.enqueue(q, lim)
+			_, _, _, errs[i] = w.enqueue(q, lim)
 			if errs[i] != nil && !errors.Is(errs[i], ErrQueueFull) && !errors.Is(errs[i], ErrShareFull) {
 				return errs[i]
 			}

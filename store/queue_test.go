@@ -176,7 +176,7 @@ func TestBatchDedupWithinCommit(t *testing.T) {
 	}
 	defer s.Close()
 	var next uint64
-	bt := s.NewBatcher(BatcherOptions{NewID: func() uint64 { next++; return next }})
+	bt := s.NewBatcher(BatcherOptions{NewID: func(string) uint64 { next++; return next }})
 	defer bt.Close()
 	results := make([]Result, 3)
 	var wg sync.WaitGroup

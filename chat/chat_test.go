@@ -241,3 +241,22 @@ func TestMouseWheelScrolls(t *testing.T) {
 		t.Fatalf("wheel up at the top: %d shown, offset %d", c.shownCount(), m.vp.YOffset)
 	}
 }
+
+// A group message's marks come from the members' receipts only: the
+// server's word that it reached every member (which it says of a group
+// with nobody else, and of a member whose client could not open it) never
+// shows it delivered; a member's delivery receipt does.
+func TestGroupMarksFromReceiptsOnly(t *testing.T) {
+	m, _, _ := testModel(t)
+	m.openConv("#team")
+	e := &history.Entry{Conv: "#team", ID: client.NewMsgID(), From: "ann", Mine: true, Text: "hi team", Time: time.Now(), Status: history.Sending}
+	m.add(e)
+	m.Update(sentMsg{seq: e.Seq, status: proto.StatusDelivered})
+	if e.Status != history.Sent {
+		t.Fatalf("the server's delivered made it %v, want sent", e.Status)
+	}
+	m.Update(eventMsg(client.Event{Kind: client.EventReceipt, User: "bob", Group: "team", Receipt: proto.ReceiptDelivered, MsgIDs: [][proto.MsgIDLen]byte{e.ID}}))
+	if e.Status != history.Delivered {
+		t.Fatalf("after bob's receipt: %v", e.Status)
+	}
+}

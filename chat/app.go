@@ -101,7 +101,7 @@ func Run(o Options) error {
 	cfg.OnEvent = func(ev client.Event) { a.send(eventMsg(ev)) }
 	cfg.OnConnection = func(ev client.ConnEvent) { a.send(connMsg(ev)) }
 	cfg.OnReject = func(from string, err error) {
-		a.send(noticeMsg{text: rejectText(from, err)})
+		a.send(noticeMsg{text: rejectText(from, err), conv: convOfReject(from)})
 	}
 	cfg.OnPeerKeyChange = func(user, oldFP, newFP string) {
 		a.setWarned(user, true) // before the send that looked the keys up goes on
@@ -163,6 +163,15 @@ var (
 	// ErrHistoryDamaged: the history file cannot be read.
 	ErrHistoryDamaged = errors.New("chat: the history file is damaged")
 )
+
+// convOfReject is the conversation a message that could not be opened is
+// noted in: its sender's.
+func convOfReject(from string) string {
+	if from == "" {
+		return ""
+	}
+	return "@" + from
+}
 
 // rejectText is the notice for a message that could not be opened.
 func rejectText(from string, err error) string {

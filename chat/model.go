@@ -26,7 +26,7 @@ import (
 type (
 	eventMsg     client.Event
 	connMsg      client.ConnEvent
-	noticeMsg    struct{ text string }
+	noticeMsg    struct{ text, conv string } // conv: also kept in that conversation
 	receivedMsg  struct{ e *history.Entry }
 	keyChangeMsg struct{ user, old, new string }
 	sentMsg      struct {
@@ -313,6 +313,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.connChanged(client.ConnEvent(msg))
 	case noticeMsg:
 		m.status = clean(msg.text)
+		if msg.conv != "" {
+			m.add(&history.Entry{Conv: msg.conv, ID: client.NewMsgID(), From: msg.conv[1:], Text: msg.text, Time: time.Now(), Notice: true, Unread: true})
+		}
 	case receivedMsg:
 		m.place(msg.e)
 		if m.open == "" {

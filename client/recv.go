@@ -60,6 +60,9 @@ type receiver struct {
 	files    map[[proto.MsgIDLen]byte]*incomingFile // open, at most maxOpenFiles
 	partials *partials                              // every unfinished transfer, open or not
 	refused  map[[proto.MsgIDLen]byte]bool          // files refused in this run: their other chunks are dropped
+	// refetched: when each sender's keys were last fetched again after a
+	// message from it did not open.
+	refetched map[string]time.Time
 }
 
 // maxRefused bounds the refused file ids remembered.
@@ -67,7 +70,7 @@ const maxRefused = 1024
 
 func newReceiver(c *Client, seen *seenLog) *receiver {
 	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.OutDir, time.Now()),
-		refused: map[[proto.MsgIDLen]byte]bool{}}
+		refused: map[[proto.MsgIDLen]byte]bool{}, refetched: map[string]time.Time{}}
 }
 
 // run serves one connection's deliveries until it ends or the client stops.
@@ -89,6 +92,16 @@ func (r *receiver) run(conn *Conn) {
 		} else {
 			from, msgID = string(dl.DM.From), dl.DM.MsgID
 			msg, seen, err = r.open(dl.DM)
+		}
+		if err != nil && transient(err) {
+			// Not the message's fault (a lookup refused for now, the
+			// connection going): acknowledge what came before it, not it,
+			// and come back for it on a fresh connection.
+			if serr := errors.Join(r.syncFiles(), r.seen.sync()); serr == nil && len(acks) > 0 {
+				_ = conn.Ack(acks...)
+			}
+			conn.fail(fmt.Errorf("%w: a message from %s could not be opened for now (%v); it stays queued and comes again", ErrConnectionLost, from, err))
+			return
 		}
 		if err != nil {
 			if r.c.cfg.OnReject != nil {
@@ -128,14 +141,18 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	from := string(d.From)
 	pk, err := r.c.PeerKeys(ctx, from)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: sender keys: %v", ErrRejected, err)
+		return nil, false, fmt.Errorf("%w: sender keys: %w", ErrRejected, err)
 	}
 	plain, err := proto.OpenBody(nil, d.Body, pk.shared)
-	if err != nil && !pk.Changed {
-		// The sender may have new keys since they were cached: fetch once more.
+	if err != nil && !pk.Changed && r.mayRefetch(from) {
+		// The sender may have new keys since they were cached (a push
+		// missed): fetch once more, at most once a while per sender, so
+		// junk from one sender costs little.
 		r.c.contacts.forget(from)
 		if pk, err = r.c.PeerKeys(ctx, from); err == nil {
 			plain, err = proto.OpenBody(nil, d.Body, pk.shared)
+		} else if transient(err) {
+			return nil, false, fmt.Errorf("%w: sender keys: %w", ErrRejected, err)
 		}
 	}
 	if err != nil {
@@ -188,6 +205,37 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	return nil, false, fmt.Errorf("%w: unknown kind %d", ErrRejected, in.Kind)
 }
 
+// refetchEvery bounds how often a sender's keys are fetched again because
+// a message from it did not open.
+const refetchEvery = 10 * time.Minute
+
+// mayRefetch reports whether from's keys may be fetched again now.
+func (r *receiver) mayRefetch(from string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if t, ok := r.refetched[from]; ok && now.Sub(t) < refetchEvery {
+		return false
+	}
+	if len(r.refetched) >= maxRefused {
+		clear(r.refetched)
+	}
+	r.refetched[from] = now
+	return true
+}
+
+// transient reports a failure to open a message that is not the message's
+// fault and may pass: it must not be acknowledged (it would be lost).
+func transient(err error) bool {
+	for _, e := range []error{proto.CodeRateLimited, proto.CodeStorageUnavailable, proto.CodeInternal, proto.CodeServerShuttingDown,
+		ErrConnectionLost, ErrConnect, ErrClosed, ErrNotConnected, context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // envelopeHolds says which inner kinds an envelope kind may carry: a
 // receipt travels as text, so the server cannot tell it apart.
 func envelopeHolds(envelope, inner uint8) bool {
@@ -206,11 +254,11 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		return nil, false, nil
 	}
 	if _, err := r.c.group(ctx, group); err != nil {
-		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
+		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
 	key, seq, ok, err := r.c.epochKey(ctx, group, d.Epoch)
 	if err != nil {
-		return nil, false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
+		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
 	if key == nil || !ok {
 		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)

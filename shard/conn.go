@@ -336,7 +336,7 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			c.replyBad(id, err)
 			return true
 		}
-		u, err := c.set.opts.Accounts.Keys(c.user, m.User, c.sharesGroup(m.User))
+		u, err := c.set.opts.Accounts.Keys(c.user, m.User, c.freeLookup(m.User))
 		if err != nil {
 			c.replyFailure(id, err)
 			return true

@@ -525,6 +525,26 @@ func (c *conn) badEpoch(id uint32, body []byte) {
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 }
 
+// freeLookup reports whether looking up user's keys costs the requester
+// nothing from its lookup budget: user shares a group with the requester,
+// or has written to them (the requester needs the keys to open what came,
+// so junk from a stranger can never spend the budget the requester needs
+// for everyone else), and reveals nothing new either way.
+func (c *conn) freeLookup(user []byte) bool {
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return false
+	}
+	c.liveMu.Lock()
+	_, known := c.contacts[string(canon)] // linked when a message between them went (before it was routed)
+	c.liveMu.Unlock()
+	if known || c.sharesGroup(user) {
+		return true
+	}
+	wrote, err := c.set.opts.Store.Wrote(string(canon), c.user)
+	return err == nil && wrote
+}
+
 // sharesGroup reports whether the requester and user are members of a
 // common group.
 func (c *conn) sharesGroup(user []byte) bool {

@@ -40,6 +40,16 @@ func (s *Store) AddContact(a, b string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putContact(tx, a, b) })
 }
 
+// Wrote reports whether writer has written to peer.
+func (s *Store) Wrote(writer, peer string) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketWrote).Get(contactKey(writer, peer)) != nil
+		return nil
+	})
+	return ok, err
+}
+
 // Contacts returns the users user has exchanged direct messages with or
 // shares a group with, sorted, without user itself.
 func (s *Store) Contacts(user string) ([]string, error) {

@@ -95,40 +95,8 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
 			created: map[uint32]time.Time{}, sent: map[uint32]int{}, committed: map[uint32]bool{}, bad: map[uint32]BadEpoch{}}
 	}
-	keys := c.signKeyFunc(ctx)
-	for {
-		req := proto.GroupReq{Group: []byte(name), From: uint32(len(g.chain))}
-		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
-		if err := expect(t, proto.TGroupChainReply, err); err != nil {
-			return nil, err
-		}
-		var r proto.GroupChainReply
-		if err := r.Parse(body); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
-		}
-		for _, raw := range r.Statements {
-			s := new(proto.Statement)
-			if err := s.Parse(raw); err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrGroupChain, err)
-			}
-			var prev *proto.Roster
-			if len(g.rosters) > 0 {
-				prev = g.roster()
-			}
-			next, err := prev.Apply(s, keys)
-			if err != nil || next.Group != name {
-				return nil, fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
-			}
-			g.chain = append(g.chain, s)
-			g.rosters = append(g.rosters, next)
-			g.learned = append(g.learned, time.Now())
-		}
-		if !r.More {
-			break
-		}
-	}
-	if len(g.rosters) == 0 {
-		return nil, fmt.Errorf("%w: %s has no statements", ErrGroupChain, name)
+	if err := c.fetchChain(ctx, g, name); err != nil {
+		return nil, err
 	}
 	// A fresh view asks for the current epoch only (from 0): older ones are
 	// fetched when a message under one arrives, so the cost of a fetch does
@@ -147,6 +115,47 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	}
 	c.groupsM[name] = g
 	return g, nil
+}
+
+// fetchChain fetches and verifies the statements of a group past those
+// the view has. c.groupsMu is held.
+func (c *Client) fetchChain(ctx context.Context, g *groupView, name string) error {
+	keys := c.signKeyFunc(ctx)
+	for {
+		req := proto.GroupReq{Group: []byte(name), From: uint32(len(g.chain))}
+		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
+		if err := expect(t, proto.TGroupChainReply, err); err != nil {
+			return err
+		}
+		var r proto.GroupChainReply
+		if err := r.Parse(body); err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		for _, raw := range r.Statements {
+			s := new(proto.Statement)
+			if err := s.Parse(raw); err != nil {
+				return fmt.Errorf("%w: %v", ErrGroupChain, err)
+			}
+			var prev *proto.Roster
+			if len(g.rosters) > 0 {
+				prev = g.roster()
+			}
+			next, err := prev.Apply(s, keys)
+			if err != nil || next.Group != name {
+				return fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
+			}
+			g.chain = append(g.chain, s)
+			g.rosters = append(g.rosters, next)
+			g.learned = append(g.learned, time.Now())
+		}
+		if !r.More {
+			break
+		}
+	}
+	if len(g.rosters) == 0 {
+		return fmt.Errorf("%w: %s has no statements", ErrGroupChain, name)
+	}
+	return nil
 }
 
 // fetchKeys fetches this member's keys of a group from epoch from (0: the
@@ -168,13 +177,27 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 		}
 		g.current = r.Current
 		for _, k := range r.Keys {
+			if int(k.RosterSeq) >= len(g.rosters) {
+				// Made for a roster change after the chain this view
+				// fetched (it happened meanwhile): catch up first.
+				if err := c.fetchChain(ctx, g, name); err != nil {
+					return nil, err
+				}
+				if int(k.RosterSeq) >= len(g.rosters) {
+					return nil, fmt.Errorf("%w: epoch %d of %s names roster statement %d, which the chain does not have", ErrGroupChain, k.Epoch, name, k.RosterSeq)
+				}
+			}
 			g.fetched = max(g.fetched, k.Epoch)
 			g.epochSeq[k.Epoch] = k.RosterSeq
 			g.created[k.Epoch] = time.UnixMilli(k.Created)
 			if _, known := g.bad[k.Epoch]; known {
 				continue // found bad already, and said so
 			}
-			key, committed, why := c.checkEpoch(ctx, g, name, &k)
+			key, committed, why, err := c.checkEpoch(ctx, g, name, &k)
+			if err != nil {
+				g.fetched = min(g.fetched, k.Epoch-1) // fetched again next time
+				return nil, err
+			}
 			if key != nil {
 				g.keys[k.Epoch] = key
 				g.committed[k.Epoch] = committed
@@ -237,10 +260,20 @@ func (c *Client) epochKey(ctx context.Context, name string, epoch uint32) (*[pro
 // and why the epoch is bad ("" if it is not). An epoch from before
 // statements has none: its key is kept for the messages sent under it,
 // uncommitted.
-func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string) {
+func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string, error) {
 	wrapper := string(k.Wrapper)
-	if int(k.RosterSeq) >= len(g.rosters) || g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(c.user) < 0 {
-		return nil, false, fmt.Sprintf("it was made by %s for a roster that did not have both of you", wrapper)
+	if g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(c.user) < 0 {
+		return nil, false, fmt.Sprintf("it was made by %s for a roster that did not have both of you", wrapper), nil
+	}
+	// The maker's keys: a failure to fetch them says nothing of the epoch.
+	shared := proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
+	signKey := c.id.Sign.Public().(ed25519.PublicKey)
+	if wrapper != c.user {
+		pk, err := c.PeerKeys(ctx, wrapper)
+		if err != nil {
+			return nil, false, "", fmt.Errorf("client: keys of %s, who made epoch %d of %s: %w", wrapper, k.Epoch, name, err)
+		}
+		shared, signKey = pk.shared, ed25519.PublicKey(pk.Sign)
 	}
 	var stmt *proto.EpochStatement
 	if len(k.Stmt) > 0 {
@@ -248,34 +281,24 @@ func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *p
 		roster := g.rosters[k.RosterSeq]
 		switch {
 		case stmt.Parse(k.Stmt) != nil:
-			return nil, false, "its epoch statement does not parse"
+			return nil, false, "its epoch statement does not parse", nil
 		case string(stmt.Group) != name || stmt.Epoch != k.Epoch || stmt.RosterSeq != k.RosterSeq || stmt.Head != roster.Last || string(stmt.Maker) != wrapper:
-			return nil, false, "its epoch statement names another group, epoch, roster or maker"
-		case !stmt.Verify(c.signKeyFunc(ctx)(wrapper)):
-			return nil, false, "its epoch statement is not signed by " + wrapper
+			return nil, false, "its epoch statement names another group, epoch, roster or maker", nil
+		case !stmt.Verify(signKey):
+			return nil, false, "its epoch statement is not signed by " + wrapper, nil
 		}
-	}
-	var shared *[32]byte
-	if wrapper == c.user {
-		shared = proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
-	} else {
-		pk, err := c.PeerKeys(ctx, wrapper)
-		if err != nil {
-			return nil, false, "its maker's keys could not be fetched"
-		}
-		shared = pk.shared
 	}
 	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(c.user), shared)
 	if err != nil {
-		return nil, false, "the copy wrapped for you does not open"
+		return nil, false, "the copy wrapped for you does not open", nil
 	}
 	if stmt == nil {
-		return key, false, ""
+		return key, false, "", nil
 	}
 	if proto.KeyCommitment(key, []byte(name), k.Epoch) != stmt.Commit {
-		return nil, false, "the copy wrapped for you is not the key its statement commits to"
+		return nil, false, "the copy wrapped for you is not the key its statement commits to", nil
 	}
-	return key, true, ""
+	return key, true, "", nil
 }
 
 // checkReport checks a member's report that an epoch is bad: signed by a

@@ -5,7 +5,9 @@
 #   docker run -d --name sfc -p 7878:7878 -v sfc-data:/data securefastchat
 #
 # The admin listener (health, metrics, admin API, backups) is off unless
-# SFC_ADMIN is set; off loopback it also needs SFC_ADMIN_TOKEN:
+# SFC_ADMIN is set. Its token is SFC_ADMIN_TOKEN, or one the server makes
+# in /data/admin.token (which 'docker exec sfc /securefastchat admin ...'
+# reads):
 #   -e SFC_ADMIN=0.0.0.0:9090 -e SFC_ADMIN_TOKEN=... -p 127.0.0.1:9090:9090
 
 FROM golang:1.26 AS build

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +31,15 @@ func defaultAdminAddr() string {
 	return "127.0.0.1:9090"
 }
 
+// serverDataDir is where an operator's command looks for the server's
+// data directory: SFC_DATA (as serve reads it), or serve's default.
+func serverDataDir() string {
+	if d := os.Getenv("SFC_DATA"); d != "" {
+		return d
+	}
+	return defaultDataDir()
+}
+
 // parseInterleaved parses flags that may come before, between or after
 // the positional arguments, and returns the positional ones.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -49,60 +56,24 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// adminClient calls the admin API.
-type adminClient struct {
-	addr, token string
-	http        *http.Client
+// adminClient is the admin API's client for a command: the listener's
+// address, and the token from SFC_ADMIN_TOKEN or, on the server's machine,
+// the one the server keeps in its data directory.
+func adminClient(addr, data string) *admin.Client {
+	tok := os.Getenv("SFC_ADMIN_TOKEN")
+	if tok == "" {
+		tok, _ = admin.ReadToken(data) // none: the server will say so
+	}
+	return &admin.Client{Addr: addr, Token: tok}
 }
 
-func newAdminClient(addr string) *adminClient {
-	return &adminClient{addr: addr, token: os.Getenv("SFC_ADMIN_TOKEN"), http: &http.Client{}}
-}
-
-// do sends a request and returns the response, which the caller closes;
-// an error status becomes an error with the API's message.
-func (a *adminClient) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
+// adminErr adds what to do to a refused token.
+func adminErr(err error, data string) error {
+	if errors.Is(err, admin.ErrUnauthorized) {
+		return fmt.Errorf("%w (set SFC_ADMIN_TOKEN to the server's token, or run on the server's machine with --data %s readable: the token is in %s)",
+			err, data, filepath.Join(data, admin.TokenFileName))
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+a.addr+path, rd)
-	if err != nil {
-		return nil, usagef("--admin %s: %v", a.addr, err)
-	}
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("cannot reach the admin listener at %s (is the server running with --admin %s?): %w", a.addr, a.addr, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		var e admin.APIError
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&e)
-		if e.Error == "" {
-			e.Error = resp.Status
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			e.Error += " (set SFC_ADMIN_TOKEN to the server's token)"
-		}
-		return nil, fmt.Errorf("admin: %s", e.Error)
-	}
-	return resp, nil
-}
-
-func (a *adminClient) json(ctx context.Context, method, path string, body, out any) error {
-	resp, err := a.do(ctx, method, path, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(out)
+	return err
 }
 
 // confirm asks on the terminal for the user name, unless yes.
@@ -123,8 +94,9 @@ func confirm(yes bool, cmd, what, user string) error {
 
 const adminUsage = `Usage: securefastchat admin [--admin ADDR] [--json] COMMAND
 
-Talks to a running server's admin listener (serve --admin). The token, if
-the server has one, comes from SFC_ADMIN_TOKEN.
+Talks to a running server's admin listener (serve --admin). The token
+comes from SFC_ADMIN_TOKEN or, on the server's machine, from the server's
+data directory (--data), where the server keeps the one it made.
 
 Commands:
   users                  list the users: online, disabled, messages queued
@@ -142,6 +114,7 @@ Flags:
 func cmdAdmin(args []string) error {
 	fs := flag.NewFlagSet("admin", flag.ContinueOnError)
 	addr := fs.String("admin", defaultAdminAddr(), "the admin listener, host:port (or SFC_ADMIN)")
+	data := fs.String("data", serverDataDir(), "the server's data directory (or SFC_DATA), whose admin.token is used when SFC_ADMIN_TOKEN is not set")
 	yes := fs.Bool("yes", false, "do not ask before a destructive command")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	count := fs.Int("count", 1, "invite: how many codes")
@@ -155,7 +128,7 @@ func cmdAdmin(args []string) error {
 		fs.Usage()
 		return usagef("admin needs a command")
 	}
-	a := newAdminClient(*addr)
+	a := adminClient(*addr, *data)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cmd, rest := pos[0], pos[1:]
@@ -183,8 +156,8 @@ func cmdAdmin(args []string) error {
 	switch cmd {
 	case "users":
 		var us []admin.User
-		if err := a.json(ctx, "GET", "/v1/users", nil, &us); err != nil {
-			return err
+		if err := a.JSON(ctx, "GET", "/v1/users", nil, &us); err != nil {
+			return adminErr(err, *data)
 		}
 		if *asJSON {
 			return out(us)
@@ -204,14 +177,14 @@ func cmdAdmin(args []string) error {
 		return tw.Flush()
 	case "stats":
 		var st admin.Stats
-		if err := a.json(ctx, "GET", "/v1/stats", nil, &st); err != nil {
-			return err
+		if err := a.JSON(ctx, "GET", "/v1/stats", nil, &st); err != nil {
+			return adminErr(err, *data)
 		}
 		return out(st)
 	case "invite":
 		var res admin.InviteResponse
-		if err := a.json(ctx, "POST", "/v1/invites", admin.InviteRequest{Count: *count, Expires: expires.String()}, &res); err != nil {
-			return err
+		if err := a.JSON(ctx, "POST", "/v1/invites", admin.InviteRequest{Count: *count, Expires: expires.String()}, &res); err != nil {
+			return adminErr(err, *data)
 		}
 		if *asJSON {
 			return out(res)
@@ -242,8 +215,8 @@ func cmdAdmin(args []string) error {
 		return err
 	}
 	var res admin.ActionResult
-	if err := a.json(ctx, method, path, nil, &res); err != nil {
-		return err
+	if err := a.JSON(ctx, method, path, nil, &res); err != nil {
+		return adminErr(err, *data)
 	}
 	if *asJSON {
 		return out(res)
@@ -255,6 +228,7 @@ func cmdAdmin(args []string) error {
 func cmdBackup(args []string) error {
 	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
 	addr := fs.String("admin", defaultAdminAddr(), "the admin listener, host:port (or SFC_ADMIN)")
+	data := fs.String("data", serverDataDir(), "the server's data directory (or SFC_DATA), whose admin.token is used when SFC_ADMIN_TOKEN is not set")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: securefastchat backup [--admin ADDR] OUT\n\nTakes a consistent backup of a running server (its store and its key) into\nthe file OUT, without stopping it. 'securefastchat restore OUT --data DIR'\nbrings it back. Keep backups safe: the server key is in them.\n\n")
 		printFlags(fs.Output(), fs)
@@ -272,9 +246,9 @@ func cmdBackup(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	resp, err := newAdminClient(*addr).do(ctx, "GET", "/v1/backup", nil)
+	resp, err := adminClient(*addr, *data).Do(ctx, "GET", "/v1/backup", nil)
 	if err != nil {
-		return err
+		return adminErr(err, *data)
 	}
 	defer resp.Body.Close()
 	tmp := outPath + ".partial"
@@ -358,7 +332,7 @@ func cmdHealth(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if *adminAddr != "" {
-		resp, err := newAdminClient(*adminAddr).do(ctx, "GET", "/readyz", nil)
+		resp, err := (&admin.Client{Addr: *adminAddr}).Do(ctx, "GET", "/readyz", nil)
 		if err != nil {
 			return err
 		}

@@ -60,7 +60,8 @@ func cmdServe(args []string) error {
 	presence := fs.String("presence", string(shard.PresenceContacts), "who sees a user come online and go: contacts (who shares a group or a direct conversation with them), all, or off")
 	broadcast := fs.String("broadcast", string(shard.BroadcastAnyone), "who may broadcast to everyone online: anyone, admins (see --admins), or off")
 	admins := fs.String("admins", "", "the server's admins, comma-separated user names")
-	adminAddr := fs.String("admin", "", "serve health, metrics, pprof and the admin API on ADDR (e.g. 127.0.0.1:9090); off if empty. Off loopback it needs SFC_ADMIN_TOKEN")
+	adminAddr := fs.String("admin", "", "serve health, metrics, pprof and the admin API on ADDR (e.g. 127.0.0.1:9090); off if empty. Its token is SFC_ADMIN_TOKEN, or one the server makes and keeps in DATA/admin.token")
+	adminHosts := fs.String("admin-host", "", "names (comma-separated) besides IP addresses and localhost that requests to the admin listener may give as their Host")
 	signupPolicy := fs.String("signup", string(account.SignupOpen), "who may sign up: open, invite (a code from 'admin invite'), or closed")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof reads it)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -117,7 +118,7 @@ func cmdServe(args []string) error {
 		return usagef("--signup: %v", err)
 	}
 	adminToken := os.Getenv("SFC_ADMIN_TOKEN")
-	if *adminAddr != "" {
+	if *adminAddr != "" && adminToken != "" {
 		if err := admin.CheckAccess(*adminAddr, adminToken); err != nil {
 			return usagef("--admin %s: %v", *adminAddr, err)
 		}
@@ -153,6 +154,17 @@ func cmdServe(args []string) error {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		defer adminLn.Close() // a no-op once the admin server has it and closed it
+		if adminToken == "" {
+			tok, created, err := admin.LoadOrCreateToken(*data)
+			if err != nil {
+				return err
+			}
+			adminToken = tok
+			if created {
+				fmt.Fprintf(os.Stderr, "Made an admin token in %s (mode 0600): the admin commands on this machine read it there; elsewhere set SFC_ADMIN_TOKEN to it.\n",
+					filepath.Join(*data, admin.TokenFileName))
+			}
+		}
 	}
 	srv, err := server.Start(server.Config{
 		DataDir: *data, Listen: *listen, Strategy: *strategy,
@@ -175,7 +187,8 @@ func cmdServe(args []string) error {
 	mx.Register(srv)
 	var adm *admin.Admin
 	if *adminAddr != "" {
-		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Listener: adminLn, Token: adminToken, Server: srv, Metrics: mx, Logger: logger})
+		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Listener: adminLn, Token: adminToken, Hosts: splitList(*adminHosts),
+			Server: srv, Metrics: mx, Logger: logger})
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
@@ -242,6 +255,17 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
 	}
 	return nil, usagef("--log-format must be text or json")
+}
+
+// splitList splits a comma-separated flag, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // offIfZero turns a flag's 0 ("off") into the negative duration the shard

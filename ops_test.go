@@ -80,7 +80,9 @@ func TestOperatorCommands(t *testing.T) {
 		t.Fatalf("health of nothing: %d", r.code)
 	}
 
-	user := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=operator test pw", "SFC_ADMIN=" + adminAddr}
+	// The operator, on the server's machine: the admin commands read the token
+	// the server made in its data directory.
+	user := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=operator test pw", "SFC_ADMIN=" + adminAddr, "SFC_DATA=" + data}
 	if r := run(t, user, "signup", "--server", addr, "--user", "ann"); r.code != 1 || !strings.Contains(r.stderr, "invitation") {
 		t.Fatalf("signup without an invite: %d %s", r.code, r.stderr)
 	}

@@ -408,9 +408,9 @@ func (m *model) mouse(msg tea.MouseMsg) {
 		if m.vp.AtTop() {
 			m.showMore()
 		}
-		m.vp.LineUp(3)
+		m.vp.ScrollUp(3)
 	case tea.MouseButtonWheelDown:
-		m.vp.LineDown(3)
+		m.vp.ScrollDown(3)
 	}
 }
 

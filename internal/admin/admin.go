@@ -1,8 +1,15 @@
 // Package admin is the operator's HTTP listener: health and readiness
 // probes, Prometheus metrics, pprof, and the admin API (users, sessions,
 // invites, stats, hot backups) that 'securefastchat admin' and
-// 'securefastchat backup' call. On any address but loopback it requires a
-// bearer token.
+// 'securefastchat backup' call, and the client they call it with.
+//
+// Everything but /healthz and /readyz needs the admin token, on loopback
+// too (every local user and process, and any web page the operator opens,
+// can reach loopback). Requests must name the listener in their Host
+// header (an IP address, localhost, or a configured name: a DNS rebinding
+// page cannot), changes must be JSON (a browser form cannot send it across
+// origins), failed tokens are throttled per address and logged, and the
+// listener bounds its connections and the time each may take.
 package admin
 
 import (
@@ -18,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime"
 	"time"
 
@@ -28,19 +36,23 @@ import (
 	"securefastchat/store"
 )
 
-// ErrTokenRequired: a listener on a non-loopback address needs a token.
-var ErrTokenRequired = errors.New("admin: an admin listener on a non-loopback address needs a token (set SFC_ADMIN_TOKEN)")
-
-// MinTokenLen is the shortest token accepted.
-const MinTokenLen = 16
+// ErrTokenRequired: the listener has no token.
+var ErrTokenRequired = errors.New("admin: the admin listener needs a token (SFC_ADMIN_TOKEN, or the one the server keeps in its data directory)")
 
 // Config configures the listener.
 type Config struct {
 	// Addr is where to listen, host:port. Required.
 	Addr string
-	// Token, if set, is required as "Authorization: Bearer TOKEN" on every
-	// path but /healthz and /readyz. Required unless Addr is loopback.
+	// Token is required as "Authorization: Bearer TOKEN" on every path but
+	// /healthz and /readyz, at least MinTokenLen characters. Required.
 	Token string
+	// StallTimeout cuts off a backup download that makes no progress for
+	// that long. If zero, 30 s.
+	StallTimeout time.Duration
+	// Hosts are names, besides IP addresses and localhost, that requests
+	// may give in their Host header (a name the operator reaches the
+	// listener by).
+	Hosts []string
 	// Server is the running server. Required.
 	Server *server.Server
 	// Metrics serves /metrics. Required.
@@ -54,10 +66,12 @@ type Config struct {
 
 // Admin is a running admin listener.
 type Admin struct {
-	cfg  Config
-	ln   net.Listener
-	http *http.Server
-	done chan error
+	cfg      Config
+	ln       net.Listener
+	http     *http.Server
+	done     chan error
+	failures *failures     // failed tokens per address
+	backups  chan struct{} // one backup at a time (each stages a copy of the store)
 }
 
 // IsLoopback reports whether a listen address is on loopback only.
@@ -73,13 +87,12 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// CheckAccess checks that a listener on addr is protected: loopback, or
-// a token of MinTokenLen characters at least.
+// CheckAccess checks that a listener's token is set and long enough.
 func CheckAccess(addr, token string) error {
-	if token == "" && !IsLoopback(addr) {
+	if token == "" {
 		return ErrTokenRequired
 	}
-	if token != "" && len(token) < MinTokenLen {
+	if len(token) < MinTokenLen {
 		return fmt.Errorf("admin: the token (SFC_ADMIN_TOKEN) must be at least %d characters", MinTokenLen)
 	}
 	return nil
@@ -89,6 +102,9 @@ func CheckAccess(addr, token string) error {
 func Start(cfg Config) (*Admin, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 30 * time.Second
 	}
 	if err := CheckAccess(cfg.Addr, cfg.Token); err != nil {
 		return nil, err
@@ -101,9 +117,17 @@ func Start(cfg Config) (*Admin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: %w", err)
 	}
-	a := &Admin{cfg: cfg, ln: ln, done: make(chan error, 1)}
-	a.http = &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
-	go func() { a.done <- a.http.Serve(ln) }()
+	a := &Admin{cfg: cfg, ln: ln, done: make(chan error, 1), failures: newFailures(), backups: make(chan struct{}, 1)}
+	a.http = &http.Server{
+		Handler:           a.guard(a.routes()),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second, // a backup download extends its own, as it makes progress
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	go func() { a.done <- a.http.Serve(limitListener(ln, MaxConns)) }()
 	cfg.Logger.Info("admin listener", "addr", ln.Addr().String(), "token", cfg.Token != "")
 	return a, nil
 }
@@ -146,14 +170,21 @@ func (a *Admin) routes() http.Handler {
 	return mux
 }
 
-// auth requires the token, when one is set.
+// auth requires the token; failures are throttled per address and
+// logged.
 func (a *Admin) auth(h http.Handler) http.Handler {
-	if a.cfg.Token == "" {
-		return h
-	}
 	want := []byte("Bearer " + a.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := remoteIP(r)
+		if wait := a.failures.blocked(ip); wait > 0 {
+			w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+			writeErr(w, http.StatusTooManyRequests, fmt.Sprintf("too many wrong tokens from this address; retry in %s", wait.Round(time.Second)))
+			return
+		}
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			if a.failures.fail(ip) {
+				a.cfg.Logger.Warn("admin: a request with a wrong or missing token", "remote", r.RemoteAddr, "path", r.URL.Path)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="securefastchat admin"`)
 			writeErr(w, http.StatusUnauthorized, "a valid admin token is required (Authorization: Bearer ...)")
 			return
@@ -361,15 +392,54 @@ func (a *Admin) invites(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// backup takes a snapshot of the store into a file in the data directory
+// (the store's read transaction lasts only as long as a local copy, so
+// writers are never held up by the client), then streams that file; a
+// client that stops reading for Config.StallTimeout is cut off.
 func (a *Admin) backup(w http.ResponseWriter, r *http.Request) {
+	select {
+	case a.backups <- struct{}{}:
+		defer func() { <-a.backups }()
+	default:
+		writeErr(w, http.StatusConflict, "a backup is already running; try again when it is done")
+		return
+	}
+	f, err := os.CreateTemp(a.cfg.Server.DataDir(), ".backup-*.tar")
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "cannot stage the backup: "+err.Error())
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	m, err := backup.Write(f, a.cfg.Server)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		a.cfg.Logger.Error("backup failed", "err", err, "remote", r.RemoteAddr)
+		writeErr(w, http.StatusInternalServerError, "backup failed: "+err.Error())
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="securefastchat-backup.tar"`)
-	m, err := backup.Write(w, a.cfg.Server)
-	if err != nil {
-		// The status is sent; the archive ends without its manifest, which
-		// restore refuses.
-		a.cfg.Logger.Error("backup failed", "err", err, "remote", r.RemoteAddr)
-		return
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 64<<10)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(a.cfg.StallTimeout))
+			if _, err := w.Write(buf[:n]); err != nil {
+				a.cfg.Logger.Warn("backup download cut off: the client stopped reading", "remote", r.RemoteAddr, "err", err)
+				return
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			a.cfg.Logger.Error("backup failed", "err", rerr, "remote", r.RemoteAddr)
+			return
+		}
 	}
 	a.cfg.Logger.Info("admin", "action", "backup", "store_bytes", m.Sizes[server.DBFileName], "remote", r.RemoteAddr)
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"securefastchat/client"
+	"securefastchat/internal/termtext"
 	"securefastchat/proto"
 )
 
@@ -189,6 +190,7 @@ func cmdSend(args []string) error {
 	to := cf.fs.String("to", "", "the receiver")
 	group := cf.fs.String("group", "", "send TEXT to this group instead")
 	file := cf.fs.String("file", "", "send this file instead of text")
+	acceptChange := cf.fs.Bool("accept-key-change", false, "send even though the receiver's keys changed (after comparing safety numbers with them): accepts their new keys")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
@@ -235,24 +237,32 @@ func cmdSend(args []string) error {
 	if max := client.MaxTextLen(strings.ToLower(*cf.user), strings.ToLower(*to)); *file == "" && len(text) > max {
 		return fmt.Errorf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), max)
 	}
-	c, err := login(cf, cf.senderConfig())
+	cfg := cf.senderConfig()
+	cfg.HoldOnKeyChange = true // a change is told by the error, with what to do
+	cfg.OnPeerKeyChange = nil
+	c, err := login(cf, cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if *acceptChange {
+		if err := acceptKeyChange(ctx, c, *to); err != nil {
+			return err
+		}
+	}
 	if *file != "" {
 		r, err := c.SendFile(ctx, *to, *file, nil)
 		if err != nil {
-			return err
+			return heldErr(c, err)
 		}
 		fmt.Printf("Sent %s (%d bytes) to %s.\n", r.Name, r.Size, *to)
 		return nil
 	}
 	r, err := c.SendText(ctx, *to, text)
 	if err != nil {
-		return err
+		return heldErr(c, err)
 	}
 	if r.Status == proto.StatusQueued {
 		fmt.Printf("Queued for %s (id %d): they are away; it will be delivered when they are back.\n", *to, r.ServerID)
@@ -260,6 +270,36 @@ func cmdSend(args []string) error {
 	}
 	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
 	return nil
+}
+
+// acceptKeyChange accepts to's current keys if they changed since they
+// were pinned, and says so.
+func acceptKeyChange(ctx context.Context, c *client.Client, to string) error {
+	pk, err := c.PeerKeys(ctx, to)
+	if err != nil {
+		return err
+	}
+	old, held := c.KeyChangeHeld(pk.User)
+	if !held {
+		return nil
+	}
+	if err := c.AcceptKeyChange(pk.User); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "Accepted %s's new keys %s (were %s).\n", pk.User, pk.Fingerprint(), old)
+	return nil
+}
+
+// heldErr turns the server's report that the receiver's keys changed
+// under a send into the hold it now is.
+func heldErr(c *client.Client, err error) error {
+	var kc *client.KeysChangedError
+	if errors.As(err, &kc) {
+		if old, held := c.KeyChangeHeld(kc.User); held {
+			return &client.KeyChangeHeldError{User: kc.User, Old: old, New: kc.Fingerprint}
+		}
+	}
+	return err
 }
 
 // maxStdinMessage bounds what send reads from standard input: more than
@@ -333,7 +373,6 @@ func cmdRecv(args []string) error {
 		end = time.After(*wait)
 	}
 	quiet := time.Second
-	enc := json.NewEncoder(os.Stdout)
 	dropped := false
 	for {
 		var idle <-chan time.Time
@@ -369,26 +408,41 @@ func cmdRecv(args []string) error {
 				if m.File != nil {
 					j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
 				}
-				if err := enc.Encode(j); err != nil {
+				b, err := json.Marshal(j)
+				if err != nil {
+					return err
+				}
+				if _, err := os.Stdout.Write(append(termtext.EscapeJSON(b), '\n')); err != nil {
 					return err
 				}
 				continue
 			}
-			ts := m.ServerTime.Local().Format("2006-01-02 15:04:05")
-			switch {
-			case m.File != nil:
-				fmt.Printf("[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, m.File.Name, m.File.Size, m.File.Path)
-			case m.Group != "" && m.BeforeChange:
-				fmt.Printf("[%s] %s in %s (sent before they left): %s\n", ts, m.From, m.Group, m.Text)
-			case m.Group != "":
-				fmt.Printf("[%s] %s in %s: %s\n", ts, m.From, m.Group, m.Text)
-			default:
-				fmt.Printf("[%s] %s: %s\n", ts, m.From, m.Text)
-			}
+			printMessage(os.Stdout, m)
 		case <-end:
 			return nil
 		case <-idle:
 			return nil
 		}
+	}
+}
+
+// printMessage prints a received message as a line of recv's output.
+// What the sender chose (text, group and file names) is cleaned for the
+// terminal, and the lines after a text's first are indented, so no
+// sender can write escape sequences or a line that looks like another
+// message.
+func printMessage(w io.Writer, m *client.Message) {
+	ts := m.ServerTime.Local().Format("2006-01-02 15:04:05")
+	text := strings.ReplaceAll(termtext.Clean(m.Text), "\n", "\n    ")
+	group := termtext.Line(m.Group)
+	switch {
+	case m.File != nil:
+		fmt.Fprintf(w, "[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, termtext.Line(m.File.Name), m.File.Size, termtext.Line(m.File.Path))
+	case m.Group != "" && m.BeforeChange:
+		fmt.Fprintf(w, "[%s] %s in %s (sent before they left): %s\n", ts, m.From, group, text)
+	case m.Group != "":
+		fmt.Fprintf(w, "[%s] %s in %s: %s\n", ts, m.From, group, text)
+	default:
+		fmt.Fprintf(w, "[%s] %s: %s\n", ts, m.From, text)
 	}
 }

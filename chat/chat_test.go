@@ -15,22 +15,6 @@ import (
 	"securefastchat/proto"
 )
 
-func TestClean(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain ✓ 日本語":              "plain ✓ 日本語",
-		"two\nlines":               "two\nlines",
-		"tab\there":                "tab    here",
-		"\x1b[2J\x1b]0;pwned\x07x": "\uFFFD[2J\uFFFD]0;pwned\uFFFDx",
-		"\u202eevil\u2066":         "evil",
-		"bad \xff utf8":            "bad \uFFFD utf8",
-		"\r\x00\u0085":             "\uFFFD\uFFFD\uFFFD",
-	} {
-		if got := clean(in); got != want {
-			t.Errorf("clean(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // testModel is a model on a real client of a real server, driven by calls
 // to Update as the program would make them.
 func testModel(t *testing.T) (*model, *client.Client, func(user string) *client.Client) {

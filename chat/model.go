@@ -867,6 +867,10 @@ func (m *model) markRead() {
 // accept clears a contact's key warning (and with verify, records the
 // fingerprint the user compared), then sends what was held for them.
 func (m *model) accept(a acceptMsg) {
+	if err := m.a.c.AcceptKeyChange(a.user); err != nil { // (for the account's other programs)
+		m.status = "accepting " + a.user + "'s key: " + err.Error()
+		return
+	}
 	delete(m.keyWarn, a.user)
 	m.saveMeta("keywarns", m.keyWarn)
 	m.a.setWarned(a.user, false)

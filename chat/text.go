@@ -2,34 +2,14 @@ package chat
 
 import (
 	"strings"
-	"unicode"
 
 	"rsc.io/qr"
+
+	"securefastchat/internal/termtext"
 )
 
-// clean makes text from other users safe to print on a terminal: no
-// escape sequences or other control characters (a newline stays, a tab is
-// a space), no bidirectional overrides that reorder what is shown, and
-// valid UTF-8.
-func clean(s string) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n':
-			b.WriteRune(r)
-		case r == '\t':
-			b.WriteString("    ")
-		case unicode.IsControl(r):
-			b.WriteRune('\uFFFD')
-		case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069, r == 0x200E, r == 0x200F, r == 0x061C:
-			// bidirectional controls: dropped
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
+// clean makes text from other users safe to print on a terminal.
+func clean(s string) string { return termtext.Clean(s) }
 
 // qrLines draws the digits of a safety number as a QR code in half-block
 // characters, for a phone to scan off the screen (light modules are

@@ -38,6 +38,10 @@ type Config struct {
 	// OnPeerKeyChange is called when a contact's published keys differ
 	// from the pinned ones. The new keys are pinned after the call.
 	OnPeerKeyChange func(user, oldFingerprint, newFingerprint string)
+	// HoldOnKeyChange refuses to seal text or files for a user whose keys
+	// changed until AcceptKeyChange (a *KeyChangeHeldError): for programs
+	// that cannot hold a message themselves, as the chat does.
+	HoldOnKeyChange bool
 	// OnReject is called for a received message that fails its checks
 	// (it is acknowledged and dropped: it can never open).
 	OnReject func(from string, err error)
@@ -305,6 +309,23 @@ func (c *Client) acceptKeys(canon string, body []byte) (*PeerKeys, error) {
 	return pk, nil
 }
 
+// KeyChangeHeld reports whether user's keys changed since they were
+// first pinned and the change was not accepted (AcceptKeyChange), with
+// the fingerprint from before. Every program on the account sees it.
+func (c *Client) KeyChangeHeld(user string) (oldFingerprint string, held bool) {
+	return c.contacts.heldFor(user)
+}
+
+// AcceptKeyChange records that the user accepted user's current keys:
+// messages to them are no longer held.
+func (c *Client) AcceptKeyChange(user string) error {
+	canon, err := proto.CanonicalUsername(user)
+	if err != nil {
+		return err
+	}
+	return c.contacts.accept(canon)
+}
+
 // SendText seals text for user and sends it. It returns once the
 // receiver's client has the message.
 func (c *Client) SendText(ctx context.Context, to, text string) (*Receipt, error) {
@@ -356,6 +377,11 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 	pk, err := c.PeerKeys(ctx, to)
 	if err != nil {
 		return nil, err
+	}
+	if c.cfg.HoldOnKeyChange && (innerKind == proto.KindText || innerKind == proto.KindFile) {
+		if old, held := c.contacts.heldFor(pk.User); held {
+			return nil, &KeyChangeHeldError{User: pk.User, Old: old, New: pk.Fingerprint()}
+		}
 	}
 	in := proto.Inner{Kind: innerKind, From: []byte(c.user), To: []byte(pk.User), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body}
 	plain, err := in.Append(nil)

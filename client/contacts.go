@@ -33,16 +33,28 @@ func (k *PeerKeys) Fingerprint() string {
 //	name x25519:<hex> ed25519:<hex>
 //
 // and caches the keys fetched in this session.
+//
+// Keys that changed and that the user has not accepted yet are listed in
+// a second file beside it (path + ".changed"), one line per user:
+//
+//	name <old fingerprint>
+//
+// so that every program on the account (a chat, a script's send) holds
+// messages to them until the user accepts.
 type contacts struct {
 	path string
 
-	mu     sync.Mutex
-	pinned map[string]*PeerKeys
-	fetch  map[string]*PeerKeys // fetched and checked during this session
+	mu         sync.Mutex
+	pinned     map[string]*PeerKeys
+	fetch      map[string]*PeerKeys // fetched and checked during this session
+	unaccepted map[string]string    // user -> the fingerprint pinned before the change
 }
 
 func loadContacts(path string) (*contacts, error) {
-	ct := &contacts{path: path, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}}
+	ct := &contacts{path: path, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
+	if err := ct.loadUnaccepted(); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return ct, nil
@@ -101,9 +113,62 @@ func (ct *contacts) pin(k *PeerKeys) (old string, changed bool, err error) {
 	}
 	if p != nil {
 		old, changed = p.Fingerprint(), true
+		if _, ok := ct.unaccepted[k.User]; !ok {
+			ct.unaccepted[k.User] = old
+		}
+		if err := ct.saveUnaccepted(); err != nil {
+			return "", false, err
+		}
 	}
 	ct.pinned[k.User] = k
 	return old, changed, ct.save()
+}
+
+// heldFor reports whether user's keys changed and the change was not
+// accepted, and the fingerprint from before.
+func (ct *contacts) heldFor(user string) (old string, held bool) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	old, held = ct.unaccepted[user]
+	return old, held
+}
+
+// accept records that the user accepted user's current keys.
+func (ct *contacts) accept(user string) error {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if _, ok := ct.unaccepted[user]; !ok {
+		return nil
+	}
+	delete(ct.unaccepted, user)
+	return ct.saveUnaccepted()
+}
+
+func (ct *contacts) loadUnaccepted() error {
+	b, err := os.ReadFile(ct.path + ".changed")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("client: reading changed keys: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			ct.unaccepted[f[0]] = f[1]
+		}
+	}
+	return nil
+}
+
+func (ct *contacts) saveUnaccepted() error {
+	if err := os.MkdirAll(filepath.Dir(ct.path), 0o700); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	var b strings.Builder
+	for name, old := range ct.unaccepted {
+		fmt.Fprintf(&b, "%s %s\n", name, old)
+	}
+	return writeFileAtomic(ct.path+".changed", []byte(b.String()))
 }
 
 // save rewrites the file atomically.

@@ -82,6 +82,24 @@ func (e *KeyChangedError) Error() string {
 // Is makes errors.Is(err, ErrServerKeyChanged) true.
 func (e *KeyChangedError) Is(target error) bool { return target == ErrServerKeyChanged }
 
+// KeyChangeHeldError: with Config.HoldOnKeyChange, a message to a user
+// whose keys changed was not sealed, since the change is not accepted.
+type KeyChangeHeldError struct {
+	User     string
+	Old, New string // fingerprints
+}
+
+// ErrKeyChangeHeld: a message to a user whose keys changed is held until
+// the change is accepted. See KeyChangeHeldError.
+var ErrKeyChangeHeld = errors.New("client: held: the receiver's keys changed")
+
+func (e *KeyChangeHeldError) Error() string {
+	return fmt.Sprintf("%s's keys have CHANGED (were %s, now %s): nothing was sent. They may have reinstalled, or someone may be intercepting your messages: compare safety numbers with them out of band, then send again with --accept-key-change (or /accept %s in the chat)", e.User, e.Old, e.New, e.User)
+}
+
+// Is makes errors.Is(err, ErrKeyChangeHeld) true.
+func (e *KeyChangeHeldError) Is(target error) bool { return target == ErrKeyChangeHeld }
+
 // KeysChangedError: a message was not sent because the receiver's keys
 // are not the ones it was sealed for. The new keys are pinned (and
 // Config.OnPeerKeyChange was told); prepare the message again to send it.

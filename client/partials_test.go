@@ -71,3 +71,72 @@ func TestPartialFilesBounded(t *testing.T) {
 		t.Fatalf("stalled transfers left after a restart: %v", left)
 	}
 }
+
+// TestHostileFileNames: a stranger's file names cannot act on a terminal
+// or hide their extension (C1 controls such as U+009B and bidirectional
+// marks such as U+200F are replaced), and two files with the same
+// 255-byte name are both saved, the second as "... (1)", with no partial
+// file left.
+func TestHostileFileNames(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 })
+	mallory := testserver.Signup(t, s, "mallory")
+	cfg := testserver.ClientConfig(t, s)
+	bob, err := client.Signup(ctxT(t), cfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	sendNamed := func(name string, body string) {
+		t.Helper()
+		id := client.NewMsgID()
+		ch := proto.FileChunk{FileID: id[:], Name: []byte(name), Size: uint64(len(body)), Index: 0, Count: 1, Data: []byte(body)}
+		out, err := mallory.Prepare(ctxT(t), "bob", proto.KindFile, ch.Append(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mallory.Send(ctxT(t), out); err != nil {
+			t.Fatalf("sending %q: %v", name, err)
+		}
+	}
+	long := strings.Repeat("é", 125) + ".txt" // 254 bytes
+	long += "x"                               // 255
+	names := []string{"csi\u009b31mred.txt", "invoice\u200fcod.exe", "\u202etxt.exe", long, long}
+	for i, n := range names {
+		sendNamed(n, "file "+string(rune('a'+i)))
+	}
+	var got []*client.ReceivedFile
+	timeout := time.After(10 * time.Second)
+	for len(got) < len(names) {
+		select {
+		case m := <-bob.Messages():
+			if m.File != nil {
+				got = append(got, m.File)
+			}
+		case <-timeout:
+			t.Fatalf("got %d of %d files", len(got), len(names))
+		}
+	}
+	for _, f := range got {
+		for _, r := range f.Name + filepath.Base(f.Path) {
+			if r == 0x9b || r == 0x200f || r == 0x202e || r < 0x20 {
+				t.Errorf("saved name %q holds %U", f.Path, r)
+			}
+		}
+		if len(filepath.Base(f.Path)) > 255 {
+			t.Errorf("saved name of %d bytes", len(filepath.Base(f.Path)))
+		}
+		b, err := os.ReadFile(f.Path)
+		if err != nil || !strings.HasPrefix(string(b), "file ") {
+			t.Errorf("%s: %q %v", f.Path, b, err)
+		}
+	}
+	if !strings.Contains(filepath.Base(got[4].Path), " (1)") {
+		t.Errorf("the second long file was saved as %s", got[4].Path)
+	}
+	if got[3].Path == got[4].Path {
+		t.Error("two files saved under one name")
+	}
+	if parts, _ := filepath.Glob(filepath.Join(cfg.OutDir, ".incoming-*")); len(parts) != 0 {
+		t.Errorf("partial files left: %v", parts)
+	}
+}

@@ -12,7 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
+	"securefastchat/internal/termtext"
 	"securefastchat/proto"
 )
 
@@ -504,19 +506,38 @@ func (r *receiver) close() {
 	}
 }
 
+// maxFileName is the longest name a received file is saved under, in
+// bytes: room is left for " (999)" under the usual 255-byte limit.
+const maxFileName = 240
+
 // safeFileName keeps the base name and drops anything that could escape
-// the output directory or confuse a terminal.
+// the folder, hide the file, or act on a terminal that shows the name
+// (control characters, C1 included, and bidirectional controls become
+// "_"); a long name is shortened, keeping its extension, so that a
+// second file of the same name still fits with " (1)".
 func safeFileName(name string) string {
-	name = filepath.Base(strings.ReplaceAll(name, "\\", "/"))
+	name = filepath.Base(strings.ReplaceAll(strings.ToValidUTF8(name, "_"), "\\", "/"))
 	name = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '/' || r == 0 || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+		if r == '/' || termtext.Unsafe(r) {
 			return '_'
 		}
 		return r
 	}, name)
 	name = strings.TrimLeft(name, ".")
-	if name == "" || len(name) > 255 {
+	if name == "" {
 		return ""
+	}
+	if len(name) > maxFileName {
+		ext := filepath.Ext(name)
+		if len(ext) > 16 {
+			ext = ""
+		}
+		stem := strings.TrimSuffix(name, ext)
+		cut := maxFileName - len(ext)
+		for cut > 0 && !utf8.RuneStart(stem[cut]) {
+			cut--
+		}
+		name = stem[:cut] + ext
 	}
 	return name
 }

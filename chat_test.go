@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,6 +86,8 @@ func (tm *screenTerm) waitFor(re string) string {
 func TestChatInTerminal(t *testing.T) {
 	tmuxOrSkip(t)
 	srv := newChild(t)
+	adminAddr := freeAddr(t)
+	srv.args = []string{"--admin", adminAddr}
 	srv.start()
 	env := []string{"SFC_PASSWORD=" + chatPassword}
 	annHome, bobHome := t.TempDir(), t.TempDir()
@@ -168,22 +168,23 @@ func TestChatInTerminal(t *testing.T) {
 	bob.tmux("send-keys", "-t", bob.name, "Escape")
 	bob.typeLine("/dm ann")
 
-	// Ann leaves; bob's key, as ann's client pinned it, is not the one the
-	// server now serves (as if bob had reinstalled, or someone stood in
-	// between).
+	// Ann leaves; bob reinstalls (his account is deleted and he signs up
+	// again from a new home), so his keys are not the ones ann's client
+	// pinned, as they would not be if someone stood in between.
 	ann.typeLine("/quit")
 	ann.waitFor(`^\s*$`)
-	pins := filepath.Join(annHome, "users", "ann", "contacts")
-	b, err := os.ReadFile(pins)
-	if err != nil {
-		t.Fatal(err)
+	bob.typeLine("/quit")
+	bob.waitFor(`^\s*$`)
+	if r := run(t, nil, "admin", "--admin", adminAddr, "--data", srv.data, "delete", "bob", "--yes"); r.code != 0 {
+		t.Fatalf("admin delete: %+v", r)
 	}
-	other := make([]byte, 32)
-	rand.Read(other)
-	changed := regexp.MustCompile(`bob x25519:[0-9a-f]+`).ReplaceAll(b, []byte("bob x25519:"+hex.EncodeToString(other)))
-	if err := os.WriteFile(pins, changed, 0o600); err != nil {
-		t.Fatal(err)
+	bobHome = t.TempDir()
+	if r := run(t, env, "signup", "--server", srv.addr, "--user", "bob", "--home", bobHome); r.code != 0 {
+		t.Fatalf("signup bob again: %s", r.stderr)
 	}
+	bob.tmux("kill-session", "-t", "bob")
+	bob = startChat(t, socket, "bob", "--server", srv.addr, "--user", "bob", "--home", bobHome)
+	bob.waitFor(`● connected`)
 	ann.tmux("kill-session", "-t", "ann")
 	ann = startChat(t, socket, "ann", annArgs...)
 	ann.waitFor(`● connected`)

@@ -27,6 +27,7 @@ type child struct {
 	data string
 	cmd  *exec.Cmd
 	logs *syncBuffer
+	args []string // more serve flags
 }
 
 // newChild prepares a server child on a free loopback port and a fresh
@@ -65,8 +66,8 @@ func (c *child) spawn() *exec.Cmd {
 func (c *child) startWith(prefix string) time.Duration {
 	c.t.Helper()
 	start := time.Now()
-	args := []string{"serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
-		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0"}
+	args := append([]string{"serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
+		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0"}, c.args...)
 	if prefix == "" {
 		c.cmd = exec.Command(binPath, args...)
 	} else {

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,14 +27,16 @@ func (k *PeerKeys) Fingerprint() string {
 	return proto.Fingerprint(append(k.Box.Bytes(), k.Sign...))
 }
 
-// contacts pins other users' keys in a file, one line per user:
+// contacts pins other users' keys in a file, sealed (atrest.go,
+// "SFCCON1"; before, the same lines in plain text), one line per user:
 //
 //	name x25519:<hex> ed25519:<hex>
 //
 // and caches the keys fetched in this session.
 //
 // Keys that changed and that the user has not accepted yet are listed in
-// a second file beside it (path + ".changed"), one line per user:
+// a second file beside it (path + ".changed", sealed "SFCCHG1"), one line
+// per user:
 //
 //	name <old fingerprint>
 //
@@ -43,6 +44,7 @@ func (k *PeerKeys) Fingerprint() string {
 // messages to them until the user accepts.
 type contacts struct {
 	path string
+	key  *[32]byte // seals the files
 
 	mu         sync.Mutex
 	pinned     map[string]*PeerKeys
@@ -50,26 +52,33 @@ type contacts struct {
 	unaccepted map[string]string    // user -> the fingerprint pinned before the change
 }
 
-func loadContacts(path string) (*contacts, error) {
-	ct := &contacts{path: path, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
+// Magics of the sealed files.
+const (
+	contactsMagic = "SFCCON1"
+	changedMagic  = "SFCCHG1"
+)
+
+func loadContacts(path string, key *[32]byte) (*contacts, error) {
+	ct := &contacts{path: path, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
 	if err := ct.loadUnaccepted(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
+	content, plain, err := readSealed(key, contactsMagic, path)
 	if errors.Is(err, os.ErrNotExist) {
 		return ct, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("client: reading contacts: %w", err)
+	if errors.Is(err, ErrNewerFile) {
+		return nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		fields := strings.Fields(sc.Text())
+	if err != nil {
+		return nil, fmt.Errorf("%w (the keys pinned for your contacts): %v", ErrDamagedContacts, err)
+	}
+	for n, line := range strings.Split(string(content), "\n") {
+		fields := strings.Fields(line)
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		bad := fmt.Errorf("%w: %s line %d (the keys pinned for your contacts); move the file away to start over: keys are then pinned again as they are next used, so compare safety numbers again", ErrDamagedContacts, path, n)
+		bad := fmt.Errorf("%w: %s line %d (the keys pinned for your contacts); move the file away to start over: keys are then pinned again as they are next used, so compare safety numbers again", ErrDamagedContacts, path, n+1)
 		if len(fields) != 3 || !strings.HasPrefix(fields[1], "x25519:") || !strings.HasPrefix(fields[2], "ed25519:") {
 			return nil, bad
 		}
@@ -84,7 +93,12 @@ func loadContacts(path string) (*contacts, error) {
 		}
 		ct.pinned[fields[0]] = &PeerKeys{User: fields[0], Box: k, Sign: sign, ID: proto.KeyRecordID(&proto.Keys{BoxKey: box, SignKey: sign})}
 	}
-	return ct, sc.Err()
+	if plain { // written before sealing: seal it now
+		if err := ct.save(); err != nil {
+			return nil, err
+		}
+	}
+	return ct, nil
 }
 
 // fresh returns keys already fetched and checked in this session.
@@ -145,7 +159,7 @@ func (ct *contacts) accept(user string) error {
 }
 
 func (ct *contacts) loadUnaccepted() error {
-	b, err := os.ReadFile(ct.path + ".changed")
+	b, _, err := readSealed(ct.key, changedMagic, ct.path+".changed")
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -161,26 +175,20 @@ func (ct *contacts) loadUnaccepted() error {
 }
 
 func (ct *contacts) saveUnaccepted() error {
-	if err := os.MkdirAll(filepath.Dir(ct.path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
 	var b strings.Builder
 	for name, old := range ct.unaccepted {
 		fmt.Fprintf(&b, "%s %s\n", name, old)
 	}
-	return writeFileAtomic(ct.path+".changed", []byte(b.String()))
+	return writeSealed(ct.key, changedMagic, ct.path+".changed", []byte(b.String()))
 }
 
 // save rewrites the file atomically.
 func (ct *contacts) save() error {
-	if err := os.MkdirAll(filepath.Dir(ct.path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
 	var b strings.Builder
 	for name, k := range ct.pinned {
 		fmt.Fprintf(&b, "%s x25519:%s ed25519:%s\n", name, k.Box.String(), hex.EncodeToString(k.Sign))
 	}
-	return writeFileAtomic(ct.path, []byte(b.String()))
+	return writeSealed(ct.key, contactsMagic, ct.path, []byte(b.String()))
 }
 
 func writeFileAtomic(path string, data []byte) error {

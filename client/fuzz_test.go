@@ -6,21 +6,33 @@ import (
 	"testing"
 )
 
+// fuzzKey is the local key the fuzz target opens sealed files with.
+var fuzzKey = [32]byte{1, 2, 3}
+
 // FuzzHomeFiles feeds arbitrary bytes to every file decoder of the client
-// (identity, server pins, contacts, seen log): none may panic, and a
-// damaged identity file is ErrBadIdentity, never a key.
+// (identity, server pins, contacts, seen log, partial-transfer state, plain
+// and sealed): none may panic, and a damaged identity file is
+// ErrBadIdentity, never a key.
 func FuzzHomeFiles(f *testing.F) {
 	f.Add(uint8(0), []byte("SFCID1\x00\x00\x00\x01\x00\x00\x00\x40\x01"))
 	f.Add(uint8(1), []byte("127.0.0.1:7878 x25519:0900000000000000000000000000000000000000000000000000000000000000 SHA256:x\n"))
 	f.Add(uint8(2), []byte("bob x25519:0900000000000000000000000000000000000000000000000000000000000000 ed25519:00\n"))
 	f.Add(uint8(3), []byte("1700000000 alice 00112233445566778899aabbccddeeff\n"))
+	var sealed []byte
+	sealed, _ = sealAtRest(&fuzzKey, contactsMagic, []byte("bob x25519:0900000000000000000000000000000000000000000000000000000000000000 ed25519:00\n"))
+	f.Add(uint8(2), sealed)
+	f.Add(uint8(2), []byte("SFCCON9\n"))
+	f.Add(uint8(3), []byte(seenMagic+"\n00112233\n"))
+	f.Add(uint8(4), []byte("bob\nreport.pdf\n100000\n4\n1000\n"))
+	sealed, _ = sealAtRest(&fuzzKey, stateMagic, []byte("bob\nreport.pdf\n100000\n4\n1000\n"))
+	f.Add(uint8(4), sealed)
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
 		dir := t.TempDir()
 		path := filepath.Join(dir, "f")
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		switch kind % 4 {
+		switch kind % 5 {
 		case 0:
 			if id, err := LoadIdentity(path, []byte("password")); err == nil && id == nil {
 				t.Fatal("no identity and no error")
@@ -28,10 +40,14 @@ func FuzzHomeFiles(f *testing.F) {
 		case 1:
 			lookupPin(path, "127.0.0.1:7878")
 		case 2:
-			loadContacts(path)
+			loadContacts(path, &fuzzKey)
 		case 3:
-			if l, err := openSeenLog(path); err == nil {
+			if l, err := openSeenLog(path, &fuzzKey); err == nil {
 				l.close()
+			}
+		case 4:
+			if content, err := readState(&fuzzKey, path); err == nil {
+				stateHead(content)
 			}
 		}
 	})

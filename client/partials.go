@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bufio"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -37,13 +36,20 @@ type partial struct {
 // Owned by the receiver (under its mu).
 type partials struct {
 	dir string
+	key *[32]byte // seals the state files
 	m   map[[proto.MsgIDLen]byte]*partial
 }
 
+// stateMagic: a partial transfer's state file is sealed (atrest.go); from
+// before, the same content in plain text.
+const stateMagic = "SFCPRT1"
+
 // loadPartials reads what earlier runs left in dir, deleting transfers
-// that stalled and files that belong to none.
-func loadPartials(dir string, now time.Time) *partials {
-	p := &partials{dir: dir, m: map[[proto.MsgIDLen]byte]*partial{}}
+// that stalled and files that belong to none. A state this user's key
+// does not open (another user's, in a shared folder) is left alone.
+func loadPartials(dir string, now time.Time, key *[32]byte) *partials {
+	p := &partials{dir: dir, key: key, m: map[[proto.MsgIDLen]byte]*partial{}}
+	states := map[[proto.MsgIDLen]byte]bool{}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return p
@@ -66,12 +72,19 @@ func loadPartials(dir string, now time.Time) *partials {
 		if ext != "state" {
 			continue
 		}
-		from, size, ok := readStateHead(path)
+		states[id] = true
+		content, err := readState(key, path) // one from before sealing is sealed at its next write (or gone when it stalls): it may be another user's
+		if err != nil {
+			continue // another user's, or not readable now
+		}
+		from, size, ok := stateHead(content)
 		if !ok {
 			os.Remove(path)
 			os.Remove(incomingPath(dir, id, "part"))
+			delete(states, id)
 			continue
 		}
+
 		p.m[id] = &partial{from: from, size: size, touched: info.ModTime()}
 	}
 	// A part file with no state (removed above, or never written: none of
@@ -84,7 +97,7 @@ func loadPartials(dir string, now time.Time) *partials {
 		var id [proto.MsgIDLen]byte
 		if raw, err := hex.DecodeString(hexID); err == nil && len(raw) == proto.MsgIDLen {
 			copy(id[:], raw)
-			if _, known := p.m[id]; known {
+			if states[id] {
 				continue
 			}
 		}
@@ -93,22 +106,19 @@ func loadPartials(dir string, now time.Time) *partials {
 	return p
 }
 
-// readStateHead reads the sender and size from a state file.
-func readStateHead(path string) (from string, size uint64, ok bool) {
-	f, err := os.Open(path)
-	if err != nil {
+// readState reads a state file, sealed or from before sealing.
+func readState(key *[32]byte, path string) ([]byte, error) {
+	content, _, err := readSealed(key, stateMagic, path)
+	return content, err
+}
+
+// stateHead reads the sender and size from a state.
+func stateHead(content []byte) (from string, size uint64, ok bool) {
+	lines := strings.SplitN(string(content), "\n", 4)
+	if len(lines) < 4 {
 		return "", 0, false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	var lines []string
-	for len(lines) < 3 && sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if len(lines) < 3 {
-		return "", 0, false
-	}
-	size, err = strconv.ParseUint(lines[2], 10, 64)
+	size, err := strconv.ParseUint(lines[2], 10, 64)
 	return lines[0], size, err == nil && proto.ValidUsername([]byte(lines[0]))
 }
 

@@ -140,3 +140,63 @@ func TestHostileFileNames(t *testing.T) {
 		t.Errorf("partial files left: %v", parts)
 	}
 }
+
+// TestHomeSealedAtRest: after real use (a contact pinned, a key change
+// held, messages received, a file half received) no file the client keeps
+// names a contact, holds their keys, or names a file being received.
+func TestHomeSealedAtRest(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 })
+	cfg := testserver.ClientConfig(t, s)
+	alice, err := client.Signup(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	zebediah := testserver.Signup(t, s, "zebediah")
+	if _, err := zebediah.SendText(ctxT(t), "alice", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, alice); m.Text != "hello" {
+		t.Fatalf("got %q", m.Text)
+	}
+	id := client.NewMsgID()
+	ch := proto.FileChunk{FileID: id[:], Name: []byte("quarterly-secrets.pdf"), Size: 2 * proto.FileChunkData, Index: 0, Count: 2,
+		Data: make([]byte, proto.FileChunkData)}
+	out, err := zebediah.Prepare(ctxT(t), "alice", proto.KindFile, ch.Append(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := zebediah.Send(ctxT(t), out); err != nil {
+		t.Fatal(err)
+	}
+	// alice's client writes the state when it acknowledges the chunk;
+	// closing makes everything durable.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if st, _ := filepath.Glob(filepath.Join(cfg.OutDir, ".incoming-*.state")); len(st) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no state written for the partial file")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	alice.Close()
+	for _, root := range []string{cfg.Home, cfg.OutDir} {
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(p, ".part") {
+				return err
+			}
+			b, _ := os.ReadFile(p)
+			for _, secret := range []string{"zebediah", "quarterly-secrets", "x25519", "ed25519"} {
+				if filepath.Base(p) == "known_servers" && strings.HasSuffix(secret, "25519") {
+					continue // the servers' keys, which are public
+				}
+				if strings.Contains(string(b), secret) {
+					t.Errorf("%s holds %q in plain text", p, secret)
+				}
+			}
+			return nil
+		})
+	}
+}

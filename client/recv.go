@@ -71,7 +71,7 @@ type receiver struct {
 const maxRefused = 1024
 
 func newReceiver(c *Client, seen *seenLog) *receiver {
-	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.OutDir, time.Now()),
+	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.OutDir, time.Now(), c.LocalKey("partials")),
 		refused: map[[proto.MsgIDLen]byte]bool{}, refetched: map[string]time.Time{}}
 }
 
@@ -305,6 +305,7 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 // acknowledged, so a file resumes after the client restarts.
 type incomingFile struct {
 	id    [proto.MsgIDLen]byte
+	key   *[32]byte // seals the state file
 	from  string
 	name  string
 	size  uint64
@@ -319,7 +320,7 @@ func incomingPath(dir string, id [proto.MsgIDLen]byte, ext string) string {
 	return filepath.Join(dir, fmt.Sprintf(".incoming-%x.%s", id, ext))
 }
 
-// state: from \n name \n size \n count \n one character per chunk (0 or 1)
+// state (sealed, stateMagic): from \n name \n size \n count \n one character per chunk (0 or 1)
 func (f *incomingFile) state() []byte {
 	b := []byte(fmt.Sprintf("%s\n%s\n%d\n%d\n", f.from, f.name, f.size, f.count))
 	for _, g := range f.got {
@@ -333,9 +334,9 @@ func (f *incomingFile) state() []byte {
 }
 
 // openIncoming reopens a partial file left by an earlier run, or starts one.
-func openIncoming(dir string, id [proto.MsgIDLen]byte, from, name string, size uint64, count uint32) (*incomingFile, error) {
-	f := &incomingFile{id: id, from: from, name: name, size: size, count: count, got: make([]bool, count)}
-	if st, err := os.ReadFile(incomingPath(dir, id, "state")); err == nil {
+func openIncoming(dir string, key *[32]byte, id [proto.MsgIDLen]byte, from, name string, size uint64, count uint32) (*incomingFile, error) {
+	f := &incomingFile{id: id, key: key, from: from, name: name, size: size, count: count, got: make([]bool, count)}
+	if st, err := readState(key, incomingPath(dir, id, "state")); err == nil {
 		lines := strings.Split(string(st), "\n")
 		if len(lines) >= 5 && lines[0] == from && lines[1] == name && lines[2] == fmt.Sprint(size) && lines[3] == fmt.Sprint(count) && len(lines[4]) == int(count) {
 			for i, c := range lines[4] {
@@ -363,7 +364,7 @@ func (f *incomingFile) sync(dir string) error {
 	if err := f.f.Sync(); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(incomingPath(dir, f.id, "state"), f.state()); err != nil {
+	if err := writeSealed(f.key, stateMagic, incomingPath(dir, f.id, "state"), f.state()); err != nil {
 		return err
 	}
 	f.dirty = false
@@ -419,7 +420,7 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 			r.closeOldestLocked()
 		}
 		var err error
-		if f, err = openIncoming(dir, id, from, name, ch.Size, ch.Count); err != nil {
+		if f, err = openIncoming(dir, r.partials.key, id, from, name, ch.Size, ch.Count); err != nil {
 			r.partials.done(id)
 			return nil, err
 		}

@@ -61,9 +61,11 @@ func (c *Client) SafetyNumber(peer *PeerKeys) string {
 // LocalKey derives a 32-byte key for this user's local data (such as an
 // encrypted history) from the identity's private key, so it is as safe as
 // the identity file and needs no other secret.
-func (c *Client) LocalKey(purpose string) *[32]byte {
+func (c *Client) LocalKey(purpose string) *[32]byte { return localKey(c.id, c.user, purpose) }
+
+func localKey(id *Identity, user, purpose string) *[32]byte {
 	var k [32]byte
-	r := hkdf.New(sha256.New, c.id.Box.Private.Bytes(), []byte(c.user), []byte("securefastchat local v1 "+purpose))
+	r := hkdf.New(sha256.New, id.Box.Private.Bytes(), []byte(user), []byte("securefastchat local v1 "+purpose))
 	if _, err := io.ReadFull(r, k[:]); err != nil {
 		panic("client: hkdf: " + err.Error())
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // seenKeep is how long a received message id is remembered: longer than
@@ -19,13 +22,17 @@ const seenKeep = 8 * 24 * time.Hour
 
 // seenLog remembers the (sender, msg_id) of received messages across
 // restarts, so a message redelivered after a crash or resent by its sender
-// is shown once. It is an append-only file, one line per message:
+// is shown once. It is an append-only file: a first line "SFCSEEN1", then
+// one line per message, each sealed on its own (so a torn last line after
+// a crash loses only itself):
 //
-//	<unix seconds> <sender> <msg_id hex>
+//	hex(nonce 24 | secretbox("<unix seconds> <sender> <msg_id hex>", key))
 //
-// compacted when it grows.
+// compacted when it grows. A file from before sealing holds the records in
+// plain text with no first line; it is read and written again sealed.
 type seenLog struct {
 	path string
+	key  *[32]byte
 
 	mu    sync.Mutex
 	seen  map[string]int64 // key -> unix seconds
@@ -36,13 +43,30 @@ type seenLog struct {
 
 func seenKey(from string, msgID []byte) string { return from + "\x00" + string(msgID) }
 
-func openSeenLog(path string) (*seenLog, error) {
-	l := &seenLog{path: path, seen: map[string]int64{}}
+// seenMagic is the seen log's first line; its last character is the
+// format's version.
+const seenMagic = "SFCSEEN1"
+
+func openSeenLog(path string, key *[32]byte) (*seenLog, error) {
+	l := &seenLog{path: path, key: key, seen: map[string]int64{}}
 	cutoff := time.Now().Add(-seenKeep).Unix()
 	if f, err := os.Open(path); err == nil {
 		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
+		sealed := false
+		for n := 0; sc.Scan(); n++ {
+			line := sc.Text()
+			if n == 0 && strings.HasPrefix(line, seenMagic[:len(seenMagic)-1]) {
+				if line != seenMagic {
+					f.Close()
+					return nil, fmt.Errorf("%w: %s", ErrNewerFile, path)
+				}
+				sealed = true
+				continue
+			}
+			if sealed {
+				line = l.openLine(line)
+			}
+			fields := strings.Fields(line)
 			if len(fields) != 3 {
 				continue // a torn last line after a crash
 			}
@@ -63,12 +87,37 @@ func openSeenLog(path string) (*seenLog, error) {
 	return l, nil
 }
 
+// sealLine seals one record as a line (without its newline).
+func (l *seenLog) sealLine(record string) string {
+	var nonce [24]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		panic("client: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(secretbox.Seal(nonce[:], []byte(record), &nonce, l.key))
+}
+
+// openLine opens a sealed line, or returns "" for a damaged one.
+func (l *seenLog) openLine(line string) string {
+	b, err := hex.DecodeString(line)
+	if err != nil || len(b) < 24 {
+		return ""
+	}
+	var nonce [24]byte
+	copy(nonce[:], b)
+	plain, ok := secretbox.Open(nil, b[24:], &nonce, l.key)
+	if !ok {
+		return ""
+	}
+	return string(plain)
+}
+
 // rewrite writes the live entries to a fresh file and appends from there.
 func (l *seenLog) rewrite() error {
 	var b strings.Builder
+	b.WriteString(seenMagic + "\n")
 	for k, ts := range l.seen {
 		from, id, _ := strings.Cut(k, "\x00")
-		fmt.Fprintf(&b, "%d %s %x\n", ts, from, id)
+		b.WriteString(l.sealLine(fmt.Sprintf("%d %s %x", ts, from, id)) + "\n")
 	}
 	if err := writeFileAtomic(l.path, []byte(b.String())); err != nil {
 		return err
@@ -98,7 +147,7 @@ func (l *seenLog) add(from string, msgID []byte) {
 	defer l.mu.Unlock()
 	now := time.Now().Unix()
 	l.seen[seenKey(from, msgID)] = now
-	fmt.Fprintf(l.w, "%d %s %x\n", now, from, msgID)
+	l.w.WriteString(l.sealLine(fmt.Sprintf("%d %s %x", now, from, msgID)) + "\n")
 	l.lines++
 }
 

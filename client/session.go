@@ -240,7 +240,7 @@ func prepare(cfg *Config, user string) (string, error) {
 
 func newClient(cfg Config, canon string, id *Identity, password string) (*Client, error) {
 	dir := UserDir(cfg.Home, canon)
-	ct, err := loadContacts(filepath.Join(dir, "contacts"))
+	ct, err := loadContacts(filepath.Join(dir, "contacts"), localKey(id, canon, "contacts"))
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +255,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 	c.sessions = &sessionFile{path: filepath.Join(dir, "session"), key: c.LocalKey("session")}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {
-		seen, err := openSeenLog(filepath.Join(dir, "seen"))
+		seen, err := openSeenLog(filepath.Join(dir, "seen"), localKey(id, canon, "seen"))
 		if err != nil {
 			return nil, err
 		}

@@ -1,17 +1,12 @@
 package client
 
 import (
-	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-
-	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // sessionFile keeps a user's session tokens in the home directory, one per
@@ -20,7 +15,7 @@ import (
 // sealed with a key derived from the identity (Client.LocalKey), which
 // nothing the server has seen can give:
 //
-//	magic "SFCSES1\n" | nonce 24 | secretbox(lines "host:port <token hex>\n", key)
+//	sealed (atrest.go) "SFCSES1": lines "host:port <token hex>\n"
 //
 // Writes replace the file atomically; a read-modify-write under mu keeps
 // one process's writes whole (another process's concurrent write may win:
@@ -31,25 +26,20 @@ type sessionFile struct {
 	mu   sync.Mutex
 }
 
-const sessionMagic = "SFCSES1\n"
+// sessionMagic: the session file has been sealed since its first version.
+const sessionMagic = "SFCSES1"
 
 func (f *sessionFile) read() (map[string][]byte, error) {
 	out := map[string][]byte{}
-	b, err := os.ReadFile(f.path)
+	plain, old, err := readSealed(f.key, sessionMagic, f.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return out, nil
 	}
+	if err == nil && old {
+		err = fmt.Errorf("client: %s is damaged", f.path)
+	}
 	if err != nil {
-		return out, fmt.Errorf("client: reading %s: %w", f.path, err)
-	}
-	if len(b) < len(sessionMagic)+24 || !bytes.HasPrefix(b, []byte(sessionMagic)) {
-		return out, fmt.Errorf("client: %s is damaged", f.path)
-	}
-	var nonce [24]byte
-	copy(nonce[:], b[len(sessionMagic):])
-	plain, ok := secretbox.Open(nil, b[len(sessionMagic)+24:], &nonce, f.key)
-	if !ok {
-		return out, fmt.Errorf("client: %s does not open with this identity", f.path)
+		return out, err
 	}
 	for _, line := range strings.Split(string(plain), "\n") {
 		addr, tok, ok := strings.Cut(line, " ")
@@ -65,16 +55,7 @@ func (f *sessionFile) write(m map[string][]byte) error {
 	for addr, tok := range m {
 		fmt.Fprintf(&plain, "%s %x\n", addr, tok)
 	}
-	var nonce [24]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return err
-	}
-	b := append([]byte(sessionMagic), nonce[:]...)
-	b = secretbox.Seal(b, []byte(plain.String()), &nonce, f.key)
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	return writeFileAtomic(f.path, b)
+	return writeSealed(f.key, sessionMagic, f.path, []byte(plain.String()))
 }
 
 // get returns the token kept for addr, or nil.

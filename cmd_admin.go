@@ -277,7 +277,7 @@ func cmdBackup(args []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := backup.Restore(rf, dir)
+	m, err := backup.Restore(rf, dir, backup.Limits{})
 	rf.Close()
 	if err != nil {
 		return fmt.Errorf("the backup did not check out: %w", err)
@@ -292,6 +292,7 @@ func cmdBackup(args []string) error {
 func cmdRestore(args []string) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	data := fs.String("data", "", "the new data directory: empty or not existing (required)")
+	maxStore := fs.Int64("max-store-size", 0, "refuse a backup whose store is larger than this many bytes (0: any that fits on the disk with 64 MiB to spare)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: securefastchat restore BACKUP --data DIR\n\nLays a backup into an empty data directory and checks it; then\n'securefastchat serve --data DIR' serves it with the same key.\n\n")
 		printFlags(fs.Output(), fs)
@@ -308,7 +309,7 @@ func cmdRestore(args []string) error {
 		return err
 	}
 	defer f.Close()
-	m, err := backup.Restore(f, *data)
+	m, err := backup.Restore(f, *data, backup.Limits{MaxStore: *maxStore})
 	if err != nil {
 		return err
 	}

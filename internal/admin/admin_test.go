@@ -555,12 +555,12 @@ func TestBackupRestore(t *testing.T) {
 
 	// Damaged archives and used directories are refused.
 	dir := filepath.Join(t.TempDir(), "restored")
-	if _, err := backup.Restore(bytes.NewReader(archive[:len(archive)/2]), dir); !errors.Is(err, backup.ErrDamaged) {
+	if _, err := backup.Restore(bytes.NewReader(archive[:len(archive)/2]), dir, backup.Limits{}); !errors.Is(err, backup.ErrDamaged) {
 		t.Fatalf("truncated archive: %v", err)
 	}
 	flipped := append([]byte(nil), archive...)
 	flipped[2048] ^= 1
-	if _, err := backup.Restore(bytes.NewReader(flipped), dir); !errors.Is(err, backup.ErrDamaged) {
+	if _, err := backup.Restore(bytes.NewReader(flipped), dir, backup.Limits{}); !errors.Is(err, backup.ErrDamaged) {
 		t.Fatalf("altered archive: %v", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
@@ -574,10 +574,10 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o777)
-	if _, err := backup.Restore(bytes.NewReader(archive), cfg.DataDir); !errors.Is(err, backup.ErrNotEmpty) {
+	if _, err := backup.Restore(bytes.NewReader(archive), cfg.DataDir, backup.Limits{}); !errors.Is(err, backup.ErrNotEmpty) {
 		t.Fatalf("restore over a used directory: %v", err)
 	}
-	m, err := backup.Restore(bytes.NewReader(archive), dir)
+	m, err := backup.Restore(bytes.NewReader(archive), dir, backup.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -689,7 +689,7 @@ func TestStalledBackup(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("backup: %d", resp.StatusCode)
 	}
-	m, err := backup.Restore(resp.Body, filepath.Join(t.TempDir(), "r"))
+	m, err := backup.Restore(resp.Body, filepath.Join(t.TempDir(), "r"), backup.Limits{})
 	if err != nil {
 		t.Fatalf("the stalled backup does not restore: %v", err)
 	}

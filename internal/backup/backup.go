@@ -35,6 +35,10 @@ const maxKeyFile = 4096
 var (
 	// ErrNotEmpty: restore refuses a data directory that holds anything.
 	ErrNotEmpty = errors.New("backup: the data directory is not empty")
+	// ErrTooLarge: a member of the archive is larger than the restore
+	// allows, or than the room left on the target's file system; nothing
+	// of it was written.
+	ErrTooLarge = errors.New("backup: a member of the archive is too large")
 	// ErrDamaged: the archive is truncated, altered or not a backup.
 	ErrDamaged = errors.New("backup: the archive is damaged or not a securefastchat backup")
 )
@@ -102,9 +106,20 @@ func addFile(tw *tar.Writer, m *Manifest, name string, b []byte, now time.Time) 
 	return nil
 }
 
+// Limits bound what a restore writes.
+type Limits struct {
+	// MaxStore is the largest store member accepted, in bytes; if zero,
+	// any that fits on the target's file system with spaceReserve to spare.
+	MaxStore int64
+}
+
+// spaceReserve is room a restore leaves free on the target's file system.
+const spaceReserve = 64 << 20
+
 // Extract reads an archive into dir (which must exist), checking every
-// member against the manifest. A damaged archive leaves nothing behind.
-func Extract(r io.Reader, dir string) (_ *Manifest, err error) {
+// member against the manifest and lim before writing a byte of it. A
+// damaged archive leaves nothing behind.
+func Extract(r io.Reader, dir string, lim Limits) (_ *Manifest, err error) {
 	tr := tar.NewReader(r)
 	sums := map[string]string{}
 	var m *Manifest
@@ -141,6 +156,14 @@ func Extract(r io.Reader, dir string) (_ *Manifest, err error) {
 			if _, dup := sums[hdr.Name]; dup || hdr.Typeflag != tar.TypeReg || hdr.Size < 0 ||
 				hdr.Name == server.KeyFileName && hdr.Size > maxKeyFile {
 				return nil, fmt.Errorf("%w: member %s", ErrDamaged, hdr.Name)
+			}
+			if hdr.Name == server.DBFileName {
+				if lim.MaxStore > 0 && hdr.Size > lim.MaxStore {
+					return nil, fmt.Errorf("%w: its store is %d bytes, more than the %d allowed (--max-store-size)", ErrTooLarge, hdr.Size, lim.MaxStore)
+				}
+				if free := freeSpace(dir); free >= 0 && hdr.Size > free-spaceReserve {
+					return nil, fmt.Errorf("%w: its store is %d bytes, and %s has %d bytes free (a restore leaves %d MiB to spare)", ErrTooLarge, hdr.Size, dir, free, spaceReserve>>20)
+				}
 			}
 			path := filepath.Join(dir, hdr.Name)
 			written = append(written, path)
@@ -205,8 +228,9 @@ const stagingName = ".restoring"
 // and checked there (the members against the manifest, the key against
 // the manifest's fingerprint, the store's consistency) before anything
 // takes its final name; on any failure nothing is left, not even dir if
-// Restore made it.
-func Restore(r io.Reader, dir string) (_ *Manifest, err error) {
+// Restore made it. Members larger than lim allows, or than the room on
+// dir's file system, are refused before a byte of them is written.
+func Restore(r io.Reader, dir string, lim Limits) (_ *Manifest, err error) {
 	made := false
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNotEmpty, dir)
@@ -231,7 +255,7 @@ func Restore(r io.Reader, dir string) (_ *Manifest, err error) {
 	if err := os.Mkdir(staging, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	m, err := Extract(r, staging)
+	m, err := Extract(r, staging, lim)
 	if err != nil {
 		return nil, err
 	}

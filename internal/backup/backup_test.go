@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func seeds() [][]byte {
 func TestExtract(t *testing.T) {
 	s := seeds()
 	dir := t.TempDir()
-	if _, err := Extract(bytes.NewReader(s[0]), dir); err != nil {
+	if _, err := Extract(bytes.NewReader(s[0]), dir, Limits{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, server.DBFileName)); string(b) != "db" {
@@ -57,7 +58,7 @@ func TestExtract(t *testing.T) {
 	}
 	for i, bad := range s[1:] {
 		d := t.TempDir()
-		if _, err := Extract(bytes.NewReader(bad), d); !errors.Is(err, ErrDamaged) {
+		if _, err := Extract(bytes.NewReader(bad), d, Limits{}); !errors.Is(err, ErrDamaged) {
 			t.Errorf("seed %d: %v", i+1, err)
 		}
 		if entries, _ := os.ReadDir(d); len(entries) != 0 {
@@ -87,11 +88,11 @@ func FuzzExtract(f *testing.F) {
 		outer := t.TempDir()
 		dir := filepath.Join(outer, "data")
 		os.Mkdir(dir, 0o700)
-		_, err := Extract(bytes.NewReader(in), dir)
+		_, err := Extract(bytes.NewReader(in), dir, Limits{})
 		entries, _ := os.ReadDir(dir)
 		if err != nil {
-			if !errors.Is(err, ErrDamaged) {
-				t.Fatalf("error not marked damaged: %v", err)
+			if !errors.Is(err, ErrDamaged) && !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("error not marked damaged or too large: %v", err)
 			}
 			if len(entries) != 0 {
 				t.Fatalf("a refused archive left %d files", len(entries))
@@ -103,4 +104,45 @@ func FuzzExtract(f *testing.F) {
 			t.Fatal("something was written outside the directory")
 		}
 	})
+}
+
+// bigHeader is an archive whose store member claims size bytes and holds
+// a few: a hostile or damaged archive.
+func bigHeader(size int64) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: server.KeyFileName, Mode: 0o600, Size: 3, Typeflag: tar.TypeReg})
+	tw.Write([]byte("key"))
+	tw.WriteHeader(&tar.Header{Name: server.DBFileName, Mode: 0o600, Size: size, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, 4096))
+	tw.Flush()
+	return buf.Bytes()
+}
+
+// TestMemberCaps: a store member larger than the restore allows, or than
+// the target's file system has room for, is refused before a byte of it is
+// written, and the restore leaves nothing behind.
+func TestMemberCaps(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		lim  Limits
+		want string
+	}{
+		{600 << 20, Limits{MaxStore: 1 << 20}, "more than the 1048576 allowed"},
+		{1 << 50, Limits{}, "bytes free"},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		_, err := Restore(bytes.NewReader(bigHeader(c.size)), dir, c.lim)
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("a store of %d bytes: %v", c.size, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused restore left %s: %v", dir, err)
+		}
+	}
+	// Within the cap, a whole archive restores as before.
+	dir := t.TempDir()
+	if _, err := Extract(bytes.NewReader(seeds()[0]), dir, Limits{MaxStore: 2}); err != nil {
+		t.Fatalf("a store within the cap: %v", err)
+	}
 }

@@ -203,6 +203,7 @@ func TestDocumentedLimits(t *testing.T) {
 		fmt.Sprintf("after %d in %d minutes the account is throttled for %d minutes", l.FailuresBeforeThrottle, int(l.FailureWindow.Minutes()), int(l.ThrottleFor.Minutes())),
 		fmt.Sprintf("a burst of %d, then one every %s;", l.SignupBurst, l.SignupEvery),
 		fmt.Sprintf("%d per %d minutes", l.LookupBurst, int((time.Duration(l.LookupBurst) * l.LookupEvery).Minutes())),
+		fmt.Sprintf("| %d; a new login past it revokes the least recently used; a session unused for %d days, or older than %d,", account.MaxSessions, int(account.SessionIdle.Hours()/24), int(account.SessionMax.Hours()/24)),
 	} {
 		if !strings.Contains(string(doc), want) {
 			t.Errorf("docs/OPERATIONS.md does not say %q", want)

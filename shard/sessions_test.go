@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"securefastchat/client"
+	"securefastchat/internal/account"
 	"securefastchat/internal/server"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
@@ -298,5 +300,59 @@ func TestIDsRevealNoTraffic(t *testing.T) {
 	}
 	if ids[1] != ids[0]+1 || ids[0] <= got[1] {
 		t.Errorf("queued: alice's stored messages are numbered %v after %v", ids, got)
+	}
+}
+
+// TestSessionCapAndSweep: 25 logins of one account leave 20 stored
+// sessions (account.MaxSessions), the least recently used revoked; the
+// newest still resume. Sessions unused for longer than account.SessionIdle
+// are swept.
+func TestSessionCapAndSweep(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.Now = clock; c.Limits.LoginBurst = 100 })
+	testserver.Signup(t, s, "bob").Close()
+	var tokens [][]byte
+	for i := 0; i < 25; i++ {
+		conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := conn.Login(ctxT(t), "bob", pw)
+		if err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+		tokens = append(tokens, res.Token)
+		conn.Close()
+		mu.Lock()
+		now = now.Add(time.Minute)
+		mu.Unlock()
+	}
+	if n, err := s.Store.SessionCount("bob"); err != nil || n != account.MaxSessions {
+		t.Fatalf("after 25 logins: %d sessions (%v), want %d", n, err, account.MaxSessions)
+	}
+	resume := func(tok []byte) error {
+		conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = conn.Resume(ctxT(t), "bob", tok)
+		return err
+	}
+	if err := resume(tokens[0]); !errors.Is(err, proto.CodeInvalidToken) {
+		t.Fatalf("the oldest session still resumes: %v", err)
+	}
+	if err := resume(tokens[24]); err != nil {
+		t.Fatalf("the newest session: %v", err)
+	}
+	// Long unused: swept.
+	mu.Lock()
+	now = now.Add(account.SessionIdle + time.Hour)
+	mu.Unlock()
+	s.Sweep()
+	if n, _ := s.Store.SessionCount("bob"); n != 0 {
+		t.Fatalf("%d expired sessions left after the sweep", n)
 	}
 }

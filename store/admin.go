@@ -95,28 +95,18 @@ func (s *Store) DeleteUser(name string) error {
 	})
 }
 
-// deleteSessionsOf deletes a user's sessions (a scan: sessions are keyed
-// by token hash) and returns how many.
+// deleteSessionsOf deletes a user's sessions and returns how many.
 func deleteSessionsOf(tx *bolt.Tx, user string) (int, error) {
-	b := tx.Bucket(bucketSessions)
-	var doomed [][]byte
-	err := b.ForEach(func(k, v []byte) error {
-		var h [32]byte
-		copy(h[:], k)
-		if ss, err := unmarshalSession(h, v); err == nil && ss.User == user {
-			doomed = append(doomed, append([]byte(nil), k...))
-		}
-		return nil
-	})
+	all, err := sessionsOf(tx, user)
 	if err != nil {
 		return 0, err
 	}
-	for _, k := range doomed {
-		if err := b.Delete(k); err != nil {
+	for _, ss := range all {
+		if err := deleteSession(tx, ss.TokenHash); err != nil {
 			return 0, err
 		}
 	}
-	return len(doomed), nil
+	return len(all), nil
 }
 
 func inviteKey(code string) []byte { h := sha256.Sum256([]byte(code)); return h[:] }

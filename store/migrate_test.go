@@ -145,3 +145,48 @@ func TestSenderShares(t *testing.T) {
 		t.Fatalf("after one of mallory's was delivered, %d more went in, want 1", ok)
 	}
 }
+
+// A schema 1 store written by a running server of that build
+// (testdata/schema1-sessions.db: alice and bob signed up, bob sent alice
+// two messages, logging in for each) has its sessions indexed by user
+// when it is migrated, so the cap per account counts them.
+func TestMigrateSchema1Sessions(t *testing.T) {
+	s, _ := openCopy(t, "schema1-sessions.db")
+	if n, _, err := s.QueueLen("alice"); err != nil || n != 2 {
+		t.Fatalf("alice's queue: %d %v", n, err)
+	}
+	for u, want := range map[string]int{"alice": 1, "bob": 3} {
+		if n, err := s.SessionCount(u); err != nil || n != want {
+			t.Errorf("%s: %d sessions indexed (%v), want %d", u, n, err, want)
+		}
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		// Every session is indexed by its user.
+		perUser := map[string]int{}
+		tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			var h [32]byte
+			copy(h[:], k)
+			if ss, err := unmarshalSession(h, v); err == nil {
+				perUser[ss.User]++
+			}
+			return nil
+		})
+		if len(perUser) == 0 {
+			t.Error("the schema 1 store holds no sessions: the index migration is not tested")
+		}
+		for u, n := range perUser {
+			all, err := sessionsOf(tx, u)
+			if err != nil || len(all) != n {
+				t.Errorf("%s: %d sessions indexed of %d (%v)", u, len(all), n, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Revoking a user's sessions finds them all through the index.
+	if n, err := s.DeleteUserSessions("bob"); err != nil || n != 3 {
+		t.Fatalf("deleting bob's sessions: %d %v", n, err)
+	}
+}

@@ -25,9 +25,11 @@ var (
 	bucketUsers    = []byte("users")    // canonical name -> user record
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
 	bucketMeta     = []byte("meta")     // settings: "schema" -> version
-	allBuckets     = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
+	// bucketUserSessions indexes sessions by user: user 0x00 SHA-256(token) -> nil.
+	bucketUserSessions = []byte("usersessions")
+	allBuckets         = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
-		bucketQSenders, bucketWrote}
+		bucketQSenders, bucketWrote, bucketUserSessions}
 )
 
 // schemaVersion is the store's format.
@@ -36,9 +38,11 @@ var (
 //
 //	1: accounts, sessions, queues, groups, contacts, invites.
 //	2: per-sender queue counts (qsenders) and who wrote to whom (wrote),
-//	   for each sender's share of a receiver's queue. A schema 1 file is
-//	   migrated in place: the counts are rebuilt from the queues, and every
-//	   contact pair counts as written both ways.
+//	   for each sender's share of a receiver's queue; sessions indexed by
+//	   user (usersessions), for a cap per account. A schema 1 file is
+//	   migrated in place: the counts are rebuilt from the queues, every
+//	   contact pair counts as written both ways, and the sessions are
+//	   indexed.
 const schemaVersion = 2
 
 // DefaultLockTimeout is how long Open waits for another process to release
@@ -170,7 +174,19 @@ func migrate1to2(tx *bolt.Tx) error {
 		return err
 	}
 	wrote := tx.Bucket(bucketWrote)
-	return tx.Bucket(bucketContacts).ForEach(func(k, _ []byte) error { return wrote.Put(copyBytes(k), nil) })
+	if err := tx.Bucket(bucketContacts).ForEach(func(k, _ []byte) error { return wrote.Put(copyBytes(k), nil) }); err != nil {
+		return err
+	}
+	idx := tx.Bucket(bucketUserSessions)
+	return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+		var h [32]byte
+		copy(h[:], k)
+		ss, err := unmarshalSession(h, v)
+		if err != nil {
+			return err
+		}
+		return idx.Put(sessionIndexKey(ss.User, h), nil)
+	})
 }
 
 // Path returns the file the store lives in.

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -102,9 +104,8 @@ func (s *Store) CreateUsers(us []*User, sessions []*Session) error {
 				return err
 			}
 		}
-		sb := tx.Bucket(bucketSessions)
 		for _, ss := range sessions {
-			if err := sb.Put(ss.TokenHash[:], ss.marshal()); err != nil {
+			if err := putSession(tx, ss); err != nil {
 				return err
 			}
 		}
@@ -199,9 +200,152 @@ func unmarshalSession(h [32]byte, b []byte) (*Session, error) {
 
 // PutSession stores a session.
 func (s *Store) PutSession(ss *Session) error {
-	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSessions).Put(ss.TokenHash[:], ss.marshal())
+	return s.update(func(tx *bolt.Tx) error { return putSession(tx, ss) })
+}
+
+// PutSessionCapped stores a session and, if the user then has more than
+// max, revokes the least recently used of the others. It returns how
+// many it revoked.
+func (s *Store) PutSessionCapped(ss *Session, max int) (revoked int, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		revoked = 0
+		if err := putSession(tx, ss); err != nil {
+			return err
+		}
+		all, err := sessionsOf(tx, ss.User)
+		if err != nil || len(all) <= max {
+			return err
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i].LastSeen.Before(all[j].LastSeen) })
+		for _, old := range all {
+			if len(all)-revoked <= max {
+				break
+			}
+			if old.TokenHash == ss.TokenHash {
+				continue
+			}
+			if err := deleteSession(tx, old.TokenHash); err != nil {
+				return err
+			}
+			revoked++
+		}
+		return nil
 	})
+	return revoked, err
+}
+
+// SweepSessions deletes the sessions unused for idle or older than max at
+// now, in transactions of a bounded size, and returns how many.
+func (s *Store) SweepSessions(now time.Time, idle, max time.Duration) (int, error) {
+	total := 0
+	var from []byte
+	for {
+		var doomed [][32]byte
+		var next []byte
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketSessions).Cursor()
+			n := 0
+			for k, v := c.Seek(from); k != nil; k, v = c.Next() {
+				if n == sweepBatch {
+					next = copyBytes(k)
+					return nil
+				}
+				n++
+				var h [32]byte
+				copy(h[:], k)
+				ss, err := unmarshalSession(h, v)
+				if err != nil || now.Sub(ss.LastSeen) > idle || now.Sub(ss.Created) > max {
+					doomed = append(doomed, h)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		if len(doomed) > 0 {
+			err = s.update(func(tx *bolt.Tx) error {
+				for _, h := range doomed {
+					if err := deleteSession(tx, h); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return total, err
+			}
+			total += len(doomed)
+		}
+		if next == nil {
+			return total, nil
+		}
+		from = next
+	}
+}
+
+// sweepBatch bounds the sessions one sweep transaction looks at.
+const sweepBatch = 1000
+
+// SessionCount returns how many sessions user has.
+func (s *Store) SessionCount(user string) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketUserSessions).Cursor()
+		prefix := append([]byte(user), 0)
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+func sessionIndexKey(user string, h [32]byte) []byte {
+	return append(append([]byte(user), 0), h[:]...)
+}
+
+func putSession(tx *bolt.Tx, ss *Session) error {
+	if err := tx.Bucket(bucketSessions).Put(ss.TokenHash[:], ss.marshal()); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketUserSessions).Put(sessionIndexKey(ss.User, ss.TokenHash), nil)
+}
+
+// deleteSession deletes a session and its index entry (a missing one is
+// not an error).
+func deleteSession(tx *bolt.Tx, h [32]byte) error {
+	b := tx.Bucket(bucketSessions)
+	if v := b.Get(h[:]); v != nil {
+		if ss, err := unmarshalSession(h, v); err == nil {
+			if err := tx.Bucket(bucketUserSessions).Delete(sessionIndexKey(ss.User, h)); err != nil {
+				return err
+			}
+		}
+	}
+	return b.Delete(h[:])
+}
+
+// sessionsOf returns a user's sessions, through the index.
+func sessionsOf(tx *bolt.Tx, user string) ([]*Session, error) {
+	var out []*Session
+	c := tx.Bucket(bucketUserSessions).Cursor()
+	prefix := append([]byte(user), 0)
+	sb := tx.Bucket(bucketSessions)
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		var h [32]byte
+		copy(h[:], k[len(prefix):])
+		v := sb.Get(h[:])
+		if v == nil {
+			continue
+		}
+		ss, err := unmarshalSession(h, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ss)
+	}
+	return out, nil
 }
 
 // GetSession returns the session stored under a token hash, or ErrNotFound.
@@ -238,7 +382,7 @@ func (s *Store) TouchSession(h [32]byte, when time.Time) error {
 
 // DeleteSession revokes one session. Deleting a missing one is not an error.
 func (s *Store) DeleteSession(h [32]byte) error {
-	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSessions).Delete(h[:]) })
+	return s.update(func(tx *bolt.Tx) error { return deleteSession(tx, h) })
 }
 
 // DeleteUserSessions revokes every session of a user and returns how many.

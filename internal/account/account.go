@@ -71,10 +71,14 @@ func (l Limits) withDefaults() Limits {
 
 // Session lifetimes. A session's last use is recorded at most once per
 // TouchEvery, so the idle expiry is exact to within that.
+// A user has at most MaxSessions stored sessions (programs and machines
+// logged in): a new one past it revokes the least recently used. Expired
+// sessions are deleted by the server's sweeper.
 const (
 	SessionIdle = 30 * 24 * time.Hour
 	SessionMax  = 90 * 24 * time.Hour
 	TouchEvery  = time.Hour
+	MaxSessions = 20
 )
 
 // SignupPolicy says who may create an account.
@@ -384,7 +388,7 @@ func (s *Service) newSession(u *store.User) (*Result, error) {
 		return nil, fmt.Errorf("account: reading randomness: %w", err)
 	}
 	now := s.now()
-	if err := s.st.PutSession(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now}); err != nil {
+	if _, err := s.st.PutSessionCapped(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now}, MaxSessions); err != nil {
 		if !errors.Is(err, store.ErrUnavailable) {
 			return nil, storageErr("session", err)
 		}

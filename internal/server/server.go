@@ -209,9 +209,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Sweep deletes queued messages older than the retention, and the group
-// key epochs no message kept can need any more, and logs how many. It
-// returns the number of messages.
+// Sweep deletes queued messages older than the retention, the group key
+// epochs no message kept can need any more, and the sessions that expired,
+// and logs how many. It returns the number of messages.
 func (s *Server) Sweep() int {
 	cutoff := s.cfg.Shard.Now().Add(-s.cfg.Retention)
 	n, err := s.Store.Sweep(cutoff)
@@ -222,8 +222,12 @@ func (s *Server) Sweep() int {
 	if perr != nil {
 		s.log.Error("pruning group key epochs failed", "err", perr)
 	}
-	if n > 0 || epochs > 0 || err != nil {
-		s.log.Info("expiry sweep", "expired", n, "epochs_pruned", epochs, "retention", s.cfg.Retention.String())
+	sessions, serr := s.Store.SweepSessions(s.cfg.Shard.Now(), account.SessionIdle, account.SessionMax)
+	if serr != nil {
+		s.log.Error("sweeping expired sessions failed", "err", serr)
+	}
+	if n > 0 || epochs > 0 || sessions > 0 || err != nil {
+		s.log.Info("expiry sweep", "expired", n, "epochs_pruned", epochs, "sessions_expired", sessions, "retention", s.cfg.Retention.String())
 	}
 	s.Expired.Add(int64(n))
 	return n

@@ -125,7 +125,7 @@ func TestChatInTerminal(t *testing.T) {
 
 	// A broadcast is shown as not end-to-end encrypted.
 	bob.typeLine("/broadcast fire drill at 3")
-	bob.waitFor(`broadcast reached 1 online`)
+	bob.waitFor(`broadcast sent to everyone online`)
 	ann.waitFor(`!broadcast \(1\)`)
 	ann.typeLine("/broadcast")
 	ann.waitFor(`\[NOT E2E\] bob: fire drill at 3`)

@@ -356,7 +356,11 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case broadcastSentMsg:
 		m.add(&history.Entry{Conv: "!broadcast", ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Plain: true,
 			Text: msg.text, Time: time.Now(), Status: history.Sent})
-		m.status = fmt.Sprintf("broadcast reached %d online", msg.reached)
+		if msg.reached < 0 {
+			m.status = "broadcast sent to everyone online (how many, the server tells its admins only)"
+		} else {
+			m.status = fmt.Sprintf("broadcast reached %d online", msg.reached)
+		}
 	case resultMsg:
 		for _, k := range msg.known {
 			m.conv(k)

@@ -333,8 +333,9 @@ func (c *Client) signal(ctx context.Context, to string, body []byte) error {
 }
 
 // Broadcast sends text to everyone online and returns how many it
-// reached. It is NOT end-to-end encrypted: the server sees it. Servers may
-// allow it to anyone, to their admins only, or to no one.
+// reached, or -1 if the server does not say (it tells its admins only).
+// It is NOT end-to-end encrypted: the server sees it. Servers may allow it
+// to anyone, to their admins only, or to no one.
 func (c *Client) Broadcast(ctx context.Context, text string) (int, error) {
 	m := proto.Broadcast{Text: []byte(text)}
 	if err := m.Parse(m.Append(nil, 0)[proto.MsgHeaderLen:]); err != nil {
@@ -351,6 +352,9 @@ func (c *Client) Broadcast(ctx context.Context, text string) (int, error) {
 	var r proto.BroadcastSent
 	if err := r.Parse(body); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if r.Count == proto.CountHidden {
+		return -1, nil
 	}
 	return int(r.Count), nil
 }

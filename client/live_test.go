@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,7 +148,7 @@ func TestPresenceModes(t *testing.T) {
 }
 
 func TestBroadcast(t *testing.T) {
-	s := testserver.Start(t, func(c *server.Config) { c.Shard.BroadcastBurst = 2 })
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.BroadcastBurst = 2; c.Shard.Admins = []string{"ann"} })
 	ctx := ctxT(t)
 	ann, annEv, _ := liveUser(t, s, "ann", false)
 	_, bobEv, _ := liveUser(t, s, "bob", false)
@@ -194,6 +195,69 @@ func TestBroadcast(t *testing.T) {
 	}
 	if _, err := ann.SendText(ctx, "bob", "still here"); err != nil {
 		t.Fatalf("connection after refused broadcasts: %v", err)
+	}
+}
+
+// TestBroadcastCaps: a user who is not an admin is not told how many are
+// online; broadcasts are capped per address (many accounts on one
+// machine) and on the whole server, each refusal saying when to retry.
+func TestBroadcastCaps(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.Admins = []string{"root"}; c.Limits.SignupBurst = 100 })
+	ctx := ctxT(t)
+	var users []*client.Client
+	for _, u := range []string{"u1", "u2", "u3"} {
+		c, _, _ := liveUser(t, s, u, false)
+		users = append(users, c)
+	}
+	if n, err := users[0].Broadcast(ctx, "hello"); err != nil || n != -1 {
+		t.Fatalf("a user's broadcast: reached %d (%v), want the count hidden", n, err)
+	}
+	// Per user 3, per address 6: the seventh from this address is refused.
+	sent, refused := 1, error(nil)
+	for _, c := range users {
+		for i := 0; i < 3 && refused == nil; i++ {
+			if c == users[0] && i == 0 {
+				continue
+			}
+			if _, err := c.Broadcast(ctx, "hello"); err != nil {
+				refused = err
+				break
+			}
+			sent++
+		}
+	}
+	if sent != 6 || !errors.Is(refused, proto.CodeRateLimited) || !strings.Contains(refused.Error(), "from this address") || !strings.Contains(refused.Error(), "retry in") {
+		t.Fatalf("%d broadcasts went from one address, then %v", sent, refused)
+	}
+	root, _, _ := liveUser(t, s, "root", false)
+	if _, err := root.Broadcast(ctx, "x"); !errors.Is(err, proto.CodeRateLimited) {
+		t.Fatalf("an admin's broadcast from the capped address: %v", err)
+	}
+}
+
+// TestBroadcastCapAll: broadcasts are capped on the whole server (4 here,
+// from an address with room); an admin is told how many it reached.
+func TestBroadcastCapAll(t *testing.T) {
+	ctx := ctxT(t)
+	s2 := testserver.Start(t, func(c *server.Config) {
+		c.Shard.Admins = []string{"root"}
+		c.Shard.BroadcastAddrBurst = 1000
+		c.Shard.BroadcastAllBurst = 4
+		c.Shard.BroadcastAllEvery = time.Hour
+		c.Limits.SignupBurst = 100
+	})
+	root2, _, _ := liveUser(t, s2, "root", false)
+	other, _, _ := liveUser(t, s2, "other", false)
+	if n, err := root2.Broadcast(ctx, "count"); err != nil || n != 1 {
+		t.Fatalf("an admin's broadcast: reached %d (%v), want 1", n, err)
+	}
+	for i, c := range []*client.Client{root2, other, other} {
+		if _, err := c.Broadcast(ctx, "x"); err != nil {
+			t.Fatalf("broadcast %d: %v", i+2, err)
+		}
+	}
+	if _, err := other.Broadcast(ctx, "x"); !errors.Is(err, proto.CodeRateLimited) || !strings.Contains(err.Error(), "on this server") {
+		t.Fatalf("the fifth broadcast on the server: %v", err)
 	}
 }
 

@@ -23,7 +23,8 @@ const (
 	// full list (the server sends one after every login); without it, the
 	// entries are changes.
 	TPresence MsgType = 0x8D // reset u8 | count u16 | (user str8 | online u8) x count
-	// TBroadcastSent answers a broadcast with how many users it reached.
+	// TBroadcastSent answers a broadcast with how many users it reached,
+	// or CountHidden to a user who is not one of the server's admins.
 	TBroadcastSent MsgType = 0x8E // count u32
 	// TBroadcastMsg is a broadcast from a user.
 	TBroadcastMsg MsgType = 0x8F // time i64 (unix ms) | from str8 | text str16
@@ -33,6 +34,9 @@ const (
 const (
 	// MaxSignalLen bounds a signal's sealed body: one padded inner.
 	MaxSignalLen = SealedOverhead + PadBucket
+	// CountHidden is BroadcastSent's count when the server does not say
+	// (it tells how many users are online to its admins only).
+	CountHidden = ^uint32(0)
 	// MaxBroadcastLen bounds a broadcast's text.
 	MaxBroadcastLen = 4096
 	// MaxPresenceEntries bounds one presence message; longer lists go in

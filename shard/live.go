@@ -268,6 +268,14 @@ func (c *conn) broadcast(id uint32, body []byte) {
 		c.replyFailure(id, ratelimit.Refuse(wait, "broadcasting too often"))
 		return
 	}
+	if wait := c.set.broadcastsAddr.Take(c.ip); wait > 0 {
+		c.replyFailure(id, ratelimit.Refuse(wait, "too many broadcasts from this address"))
+		return
+	}
+	if wait := c.set.broadcastsAll.Take(""); wait > 0 {
+		c.replyFailure(id, ratelimit.Refuse(wait, "too many broadcasts on this server just now"))
+		return
+	}
 	msg := (&proto.BroadcastMsg{Time: c.set.opts.Now().UnixMilli(), From: []byte(c.user), Text: m.Text}).Append(nil, 0)
 	var n uint32
 	c.set.dir.each(func(rc *conn) {
@@ -277,6 +285,9 @@ func (c *conn) broadcast(id uint32, body []byte) {
 	})
 	c.set.Stats.Broadcasts.Add(1)
 	c.logger().Info("broadcast", "reached", n)
+	if !slices.Contains(c.set.opts.Admins, c.user) {
+		n = proto.CountHidden // how many are online is the admins' to know
+	}
 	c.reply((&proto.BroadcastSent{Count: n}).Append(nil, id))
 }
 

@@ -93,6 +93,12 @@ type Options struct {
 	// zero, a burst of 3 and one more every 20 s.
 	BroadcastBurst int
 	BroadcastEvery time.Duration
+	// BroadcastAddrBurst and BroadcastAddrEvery limit broadcasts per
+	// remote address (many accounts, one machine); BroadcastAllBurst and
+	// BroadcastAllEvery limit them on the whole server. If zero, a burst
+	// of 6 then one every 10 s, and a burst of 20 then one a second.
+	BroadcastAddrBurst, BroadcastAllBurst int
+	BroadcastAddrEvery, BroadcastAllEvery time.Duration
 	// SignalBurst and SignalEvery limit signals (typing) per user. If
 	// zero, a burst of 30 and one more every 200 ms.
 	SignalBurst int
@@ -229,6 +235,10 @@ func (o *Options) setDefaults() {
 		o.BroadcastBurst = 3
 	}
 	def(&o.BroadcastEvery, 20*time.Second)
+	defI(&o.BroadcastAddrBurst, 6)
+	def(&o.BroadcastAddrEvery, 10*time.Second)
+	defI(&o.BroadcastAllBurst, 20)
+	def(&o.BroadcastAllEvery, time.Second)
 	if o.SignalBurst == 0 {
 		o.SignalBurst = 30
 	}
@@ -255,9 +265,12 @@ type Set struct {
 	gate     gate
 	msgs     *ratelimit.Limiter
 	msgBytes *ratelimit.Limiter
-	// broadcasts and signals limit live signals per user.
-	broadcasts *ratelimit.Limiter
-	signals    *ratelimit.Limiter
+	// broadcasts and signals limit live signals per user; broadcastsAddr
+	// and broadcastsAll limit broadcasts per address and in all.
+	broadcasts     *ratelimit.Limiter
+	broadcastsAddr *ratelimit.Limiter
+	broadcastsAll  *ratelimit.Limiter
+	signals        *ratelimit.Limiter
 	// groupCreates, groupChanges and groupChurn limit group creation per
 	// user, and roster changes and rekeys per user and per group.
 	groupCreates *ratelimit.Limiter
@@ -309,6 +322,8 @@ func New(opts Options) (*Set, error) {
 	s.dir.init()
 	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
 	s.broadcasts = ratelimit.New(opts.BroadcastBurst, opts.BroadcastEvery, opts.Now)
+	s.broadcastsAddr = ratelimit.New(opts.BroadcastAddrBurst, opts.BroadcastAddrEvery, opts.Now)
+	s.broadcastsAll = ratelimit.New(opts.BroadcastAllBurst, opts.BroadcastAllEvery, opts.Now)
 	s.signals = ratelimit.New(opts.SignalBurst, opts.SignalEvery, opts.Now)
 	s.groupCreates = ratelimit.New(opts.GroupCreateBurst, opts.GroupCreateEvery, opts.Now)
 	s.groupChanges = ratelimit.New(opts.GroupChangeBurst, opts.GroupChangeEvery, opts.Now)

@@ -733,3 +733,59 @@ func TestSenderCutMidFrame(t *testing.T) {
 	}
 	t.Logf("faults: F6 sender cut at %d byte offsets of one frame: 0 stored; cut after the commit then retried twice: stored once (id %d)", cuts, ids[0])
 }
+
+// TestSendsCannotListNames: a stranger's first message to a name costs a
+// key lookup whether the name exists (online or away) or not, so once
+// the budget is spent every name answers the same: sends cannot tell who
+// has an account. Messages to someone one has written to cost nothing.
+func TestSendsCannotListNames(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.LookupBurst = 4; c.Limits.SignupBurst = 100 })
+	mallory := testserver.Signup(t, s, "mallory")
+	testserver.Signup(t, s, "online") // stays online
+	testserver.Signup(t, s, "away").Close()
+	friend := testserver.Signup(t, s, "friend")
+	if _, err := friend.SendText(ctxT(t), "mallory", "hi mallory"); err != nil {
+		t.Fatal(err)
+	}
+	send := func(to string) error {
+		id := client.NewMsgID()
+		m := proto.SendDM{To: []byte(to), MsgID: id[:], Kind: proto.KindText, Body: make([]byte, 64)}
+		_, _, err := mallory.Conn().Request(ctxT(t), func(b []byte, rid uint32) []byte { return m.AppendV1(b, rid) }) // (no key id: the server cannot refuse it as sealed for other keys)
+		return err
+	}
+	// The budget of 4: one existing name online, one away, two that do
+	// not exist.
+	if err := send("online"); err != nil {
+		t.Fatalf("to online: %v", err)
+	}
+	if err := send("away"); err != nil {
+		t.Fatalf("to away: %v", err)
+	}
+	for _, n := range []string{"ghost1", "ghost2"} {
+		if err := send(n); !errors.Is(err, proto.CodeNoSuchRecipient) {
+			t.Fatalf("to %s: %v", n, err)
+		}
+	}
+	// Spent: every new name answers the same.
+	var answers []string
+	for _, n := range []string{"friend2", "ghost3", "away2"} {
+		err := send(n)
+		if !errors.Is(err, proto.CodeRateLimited) {
+			t.Fatalf("to %s after the budget: %v", n, err)
+		}
+		answers = append(answers, strings.Split(err.Error(), "retry in")[0])
+	}
+	testserver.Signup(t, s, "friend2").Close()
+	if err := send("friend2"); !errors.Is(err, proto.CodeRateLimited) {
+		t.Fatalf("to an existing name after the budget: %v", err)
+	}
+	if answers[0] != answers[1] || answers[1] != answers[2] {
+		t.Fatalf("answers differ: %q", answers)
+	}
+	// Those already written to, or who wrote, cost nothing.
+	for _, n := range []string{"online", "away", "friend"} {
+		if err := send(n); err != nil {
+			t.Fatalf("to %s, a known relation, after the budget: %v", n, err)
+		}
+	}
+}

@@ -481,6 +481,14 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
 	}
+	if !c.related(to) {
+		// A first message to someone: charged before the name is looked
+		// at, the same whether it exists, is online, or not.
+		if err := c.set.opts.Accounts.FirstContact(c.user); err != nil {
+			c.replyFailure(id, err)
+			return
+		}
+	}
 	rc := c.set.dir.lookup(to)
 	if rc == nil {
 		c.queueForOffline(id, to, &m, checkKey)
@@ -512,7 +520,7 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 // queueForOffline stores a message for a receiver who is not connected;
 // the sender gets Sent(queued) once it is on disk.
 func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey bool) {
-	u, err := c.set.opts.Accounts.Recipient(c.user, string(to))
+	u, err := c.set.opts.Accounts.Recipient(string(to))
 	switch {
 	case err != nil:
 		c.replyFailure(id, err)

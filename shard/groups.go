@@ -535,10 +535,16 @@ func (c *conn) freeLookup(user []byte) bool {
 	if err != nil {
 		return false
 	}
+	return c.related(canon)
+}
+
+// related is freeLookup of a canonical name: user is a contact, shares a
+// group, or wrote to c's user. A known contact costs no allocation.
+func (c *conn) related(canon []byte) bool {
 	c.liveMu.Lock()
 	_, known := c.contacts[string(canon)] // linked when a message between them went (before it was routed)
 	c.liveMu.Unlock()
-	if known || c.sharesGroup(user) {
+	if known || c.sharesGroup(canon) {
 		return true
 	}
 	wrote, err := c.set.opts.Store.Wrote(string(canon), c.user)

@@ -325,14 +325,24 @@ func (s *Service) Logout(token []byte) error {
 }
 
 // Available reports whether a name can be signed up. It shares the signup
-// limit, since it reveals the same thing.
+// limit, since it reveals the same thing. On an invite-only server it
+// says every valid name is free (the sign-up, with its code, says
+// otherwise), and on a closed one it refuses.
 func (s *Service) Available(addr string, user []byte) (bool, error) {
+	if s.signup == SignupClosed {
+		return false, proto.CodeSignupClosed
+	}
 	if err := ratelimit.Refuse(s.signupIP.Take(addr), "too many sign-up checks from this address"); err != nil {
 		return false, err
 	}
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
 		return false, proto.CodeInvalidUsername
+	}
+	if s.signup == SignupInvite {
+		// Whether a name exists is told only with a valid code, at the
+		// sign-up itself: without one, names cannot be listed.
+		return true, nil
 	}
 	taken, err := s.st.UserExists(string(canon))
 	if err != nil {
@@ -364,22 +374,24 @@ func (s *Service) Keys(requester string, user []byte, free bool) (*store.User, e
 	return u, nil
 }
 
-// Recipient returns the account of a canonical name that requester sends
-// to, or nil if there is none; a miss counts toward requester's lookup
-// limit. A disabled account is returned: what is sent to it waits in its
-// queue.
-func (s *Service) Recipient(requester, canon string) (*store.User, error) {
+// Recipient returns the account of a canonical name, or nil if there is
+// none. A disabled account is returned: what is sent to it waits in its
+// queue. What a send to a stranger costs is charged before, whether the
+// name exists or not (FirstContact).
+func (s *Service) Recipient(canon string) (*store.User, error) {
 	u, err := s.st.GetUser(canon)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("account: lookup: %w", err)
 	}
-	if u == nil {
-		if err := ratelimit.Refuse(s.lookups.Take(requester), "too many sends to names that do not exist"); err != nil {
-			return nil, err
-		}
-		return nil, nil
-	}
 	return u, nil
+}
+
+// FirstContact charges requester's lookup budget for a message to
+// someone it has no relation with, before anything about the name is
+// known: a name that exists and one that does not cost the same, so sends
+// cannot list who has an account.
+func (s *Service) FirstContact(requester string) error {
+	return ratelimit.Refuse(s.lookups.Take(requester), "too many first messages to people you have not written to (they share the key-lookup budget)")
 }
 
 func (s *Service) newSession(u *store.User) (*Result, error) {

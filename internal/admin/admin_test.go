@@ -440,7 +440,7 @@ func TestAdminConnections(t *testing.T) {
 }
 
 func TestInviteOnlySignup(t *testing.T) {
-	s, a := startAdmin(t, tok, func(c *server.Config) { c.Signup = account.SignupInvite })
+	s, a := startAdmin(t, tok, func(c *server.Config) { c.Signup = account.SignupInvite; c.Limits.SignupBurst = 100 })
 	ctx := ctxT(t)
 	if _, err := client.Signup(ctx, testserver.ClientConfig(t, s), "ann", pw); !errors.Is(err, proto.CodeInvalidInvite) {
 		t.Fatalf("signup without a code: %v", err)
@@ -468,6 +468,27 @@ func TestInviteOnlySignup(t *testing.T) {
 	cfg.Invite = inv.Codes[0]
 	if _, err := client.Signup(ctx, cfg, "bob", pw); !errors.Is(err, proto.CodeInvalidInvite) {
 		t.Fatalf("second use of a code: %v", err)
+	}
+	// Without a valid code nothing tells whether a name exists: a sign-up
+	// as ann (who exists) and as nobody (who does not) get the same answer,
+	// and so does the name check.
+	for _, name := range []string{"ann", "nobody"} {
+		cfg = testserver.ClientConfig(t, s)
+		cfg.Invite = "AAAA-BBBB-CCCC-DDDD"
+		if _, err := client.Signup(ctx, cfg, name, pw); !errors.Is(err, proto.CodeInvalidInvite) {
+			t.Fatalf("sign-up as %s with a bad code: %v", name, err)
+		}
+		if free, err := client.Available(ctx, testserver.ClientConfig(t, s), name); err != nil || !free {
+			t.Fatalf("name check of %s on an invite-only server: %v %v", name, free, err)
+		}
+	}
+	// With a valid code, a taken name is said to be taken.
+	more := admin.InviteResponse{}
+	call(t, a, "POST", "/v1/invites", tok, admin.InviteRequest{Count: 1, Expires: "1h"}, &more)
+	cfg = testserver.ClientConfig(t, s)
+	cfg.Invite = more.Codes[0]
+	if _, err := client.Signup(ctx, cfg, "ann", pw); !errors.Is(err, proto.CodeUsernameTaken) {
+		t.Fatalf("sign-up as ann with a valid code: %v", err)
 	}
 	for _, bad := range []admin.InviteRequest{{Count: 101}, {Count: -1}, {Expires: "soon"}, {Expires: "-1h"}} {
 		if code := call(t, a, "POST", "/v1/invites", tok, bad, nil); code != 400 {

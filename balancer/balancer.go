@@ -82,7 +82,7 @@ func (b *Balancer) Serve(ln net.Listener) error {
 	}
 }
 
-func (b *Balancer) load(i int) int64 { return b.set.Shard(i).Conns() }
+func (b *Balancer) load(i int) int64 { return b.set.Shard(i).Load() }
 
 // Picks returns how many connections went to each shard.
 func (b *Balancer) Picks() []int64 {

@@ -394,10 +394,12 @@ func (s *Set) Handoff(i int, nc net.Conn) error {
 		return ErrClosed
 	}
 	sh := s.shards[i]
+	sh.handing.Add(1)
 	select {
 	case sh.in <- event{kind: evAdd, nc: nc}:
 		return nil
 	case <-sh.done:
+		sh.handing.Add(-1)
 		nc.Close()
 		return ErrClosed
 	}

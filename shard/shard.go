@@ -137,6 +137,9 @@ type Shard struct {
 
 	// Counters, read by the balancer's strategies and by stats.
 	nconns atomic.Int64 // open connections, logged in or not
+	// handing counts connections handed to the shard and not yet taken
+	// in, so the balancer's picks see them at once.
+	handing atomic.Int64
 	msgs   atomic.Int64 // messages routed to this shard's connections
 }
 
@@ -158,6 +161,11 @@ func (sh *Shard) ID() int { return sh.id }
 
 // Conns returns the number of open connections.
 func (sh *Shard) Conns() int64 { return sh.nconns.Load() }
+
+// Load is the shard's connections and those handed to it on their way
+// in: what the balancer weighs (a burst of newcomers does not all go to
+// the shard that looked emptiest before they arrived).
+func (sh *Shard) Load() int64 { return sh.nconns.Load() + sh.handing.Load() }
 
 // Messages returns the number of messages routed to this shard.
 func (sh *Shard) Messages() int64 { return sh.msgs.Load() }
@@ -235,6 +243,7 @@ func (sh *Shard) handle(ev event, stopping bool) {
 	switch ev.kind {
 	case evAdd:
 		sh.add(ev.nc, stopping)
+		sh.handing.Add(-1)
 	case evRoute:
 		defer func() {
 			if r := recover(); r != nil {

@@ -140,7 +140,7 @@ type Shard struct {
 	// handing counts connections handed to the shard and not yet taken
 	// in, so the balancer's picks see them at once.
 	handing atomic.Int64
-	msgs   atomic.Int64 // messages routed to this shard's connections
+	msgs    atomic.Int64 // messages routed to this shard's connections
 }
 
 func newShard(s *Set, id int) *Shard {

@@ -122,6 +122,9 @@ func unmarshalGroup(name string, v []byte) (*GroupState, error) {
 	g.EpochSeq = binary.BigEndian.Uint32(v[41:])
 	g.Created = time.Unix(0, int64(binary.BigEndian.Uint64(v[45:])))
 	if v[0] == 2 {
+		if v[53]&^1 != 0 {
+			return nil, bad // flags this build does not know
+		}
 		g.EpochBad = v[53]&1 != 0
 	}
 	n := int(binary.BigEndian.Uint32(v[head-4:]))

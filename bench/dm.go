@@ -153,6 +153,9 @@ func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int,
 			}
 		}
 		p.sc, err = r.t.login(ctx, first+2*i, p.from, client.DialOptions{OnDelivery: func(*client.Delivery) bool { return true }})
+		if err == nil && online {
+			err = p.greet(ctx)
+		}
 		return err
 	}, func(done int) { r.progress("%s: connected %d of %d pairs", r.cfg.Scenario, done, len(ps)) })
 	if err != nil {
@@ -160,6 +163,34 @@ func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int,
 		return nil, err
 	}
 	return ps, nil
+}
+
+// greet has the receiver write to the sender once, so that the two are
+// contacts, as people who talk are: the sender's messages are then no
+// longer a stranger's requests (which the server always stores first).
+func (p *pair) greet(ctx context.Context) error {
+	var id [proto.MsgIDLen]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return err
+	}
+	in := proto.Inner{Kind: proto.KindText, From: []byte(p.to.name), To: []byte(p.from.name), MsgID: id[:], SentAt: time.Now().UnixNano(), Body: []byte("hello")}
+	plain, err := in.Append(nil)
+	if err != nil {
+		return err
+	}
+	sealed, err := proto.SealBody(nil, plain, p.key, nil)
+	if err != nil {
+		return err
+	}
+	m := proto.SendDM{To: []byte(p.from.name), KeyID: p.from.id.KeyID(p.from.name), MsgID: id[:], Kind: proto.KindText, Body: sealed}
+	t, _, err := p.rc.Request(ctx, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+	if err == nil && t != proto.TSent {
+		err = fmt.Errorf("answer %#x", uint8(t))
+	}
+	if err != nil {
+		return fmt.Errorf("bench: %s greeting %s: %w", p.to.name, p.from.name, err)
+	}
+	return nil
 }
 
 func closePairs(ps []*pair) {

@@ -88,9 +88,15 @@ func TestPresenceContacts(t *testing.T) {
 	// Strangers see nothing of each other.
 	annEv.none(t, "presence of a stranger", 300*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.User != "" })
 
-	// A first direct message makes them contacts: each learns the other
-	// is online at once.
+	// A first direct message is a request: it makes no contact, and
+	// neither learns the other's presence.
 	if _, err := ann.SendText(ctx, "bob", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	annEv.none(t, "presence of someone who has not written back", 300*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.User != "" })
+	// Bob writes back: they are contacts, and each learns the other is
+	// online at once.
+	if _, err := bob.SendText(ctx, "ann", "hi ann"); err != nil {
 		t.Fatal(err)
 	}
 	annEv.wait(t, "bob online", presence("bob", true))
@@ -368,6 +374,44 @@ func TestReceiptsAndTyping(t *testing.T) {
 	})
 }
 
+// TestStrangerLearnsNothingLive: a stranger's message makes no contact:
+// the stranger is not told the receiver's presence, and its typing
+// signals never reach the receiver (no "mallory typing..." from someone
+// who was never answered), before or after its message.
+func TestStrangerLearnsNothingLive(t *testing.T) {
+	s := testserver.Start(t, nil)
+	ctx := ctxT(t)
+	mallory, malEv, _ := liveUser(t, s, "mallory", false)
+	victim, vicEv, vicCfg := liveUser(t, s, "victim", false)
+	if err := mallory.SendTyping(ctx, "victim", "", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.SendText(ctx, "victim", "junk or hello"); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, victim)
+	for i := 0; i < 5; i++ {
+		if err := mallory.SendTyping(ctx, "victim", "", i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mallory.Conn().Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vicEv.none(t, "a stranger's typing", 500*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventTyping })
+	// The victim goes and comes back: the stranger is told nothing.
+	victim.Close()
+	v2, err := client.Login(ctx, vicCfg, "victim", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.Close()
+	malEv.none(t, "the victim's presence", 500*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.User == "victim" })
+	if mallory.IsOnline("victim") {
+		t.Fatal("the stranger's client believes it knows the victim is online")
+	}
+}
+
 // TestSignalsNeverQueued: typing to a user who is away is dropped, and a
 // flood of signals is limited without harming the connection.
 func TestSignalsNeverQueued(t *testing.T) {
@@ -379,6 +423,10 @@ func TestSignalsNeverQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvOne(t, bob)
+	if _, err := bob.SendText(ctx, "ann", "hello back"); err != nil { // (bob accepts ann: her typing may reach him)
+		t.Fatal(err)
+	}
+	recvOne(t, ann)
 	bob.Close()
 	if err := ann.SendTyping(ctx, "bob", "", true); err != nil {
 		t.Fatal(err)

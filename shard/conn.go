@@ -99,10 +99,13 @@ type conn struct {
 	lastFetched uint64 // the highest server id fetched from the store
 	dead        bool   // gone has run
 
-	// Guarded by liveMu: the users who see this user's presence (see
-	// live.go); nil until the first.
+	// Guarded by liveMu: the users who see this user's presence, its
+	// contacts (see live.go), nil until the first; and the users it has
+	// written to who have not written back (its requests), so each is
+	// recorded once, bounded by maxAsked.
 	liveMu   sync.Mutex
 	contacts map[string]struct{}
+	asked    map[string]struct{}
 
 	// Guarded by the gate's mutex.
 	gateElem *list.Element // place among connections not logged in
@@ -481,7 +484,8 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
 	}
-	if !c.related(to) {
+	accepted, wrote := c.relation(to)
+	if !accepted && !wrote {
 		// A first message to someone: charged before the name is looked
 		// at, the same whether it exists, is online, or not.
 		if err := c.set.opts.Accounts.FirstContact(c.user); err != nil {

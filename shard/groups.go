@@ -529,26 +529,42 @@ func (c *conn) badEpoch(id uint32, body []byte) {
 // nothing from its lookup budget: user shares a group with the requester,
 // or has written to them (the requester needs the keys to open what came,
 // so junk from a stranger can never spend the budget the requester needs
-// for everyone else), and reveals nothing new either way.
+// for everyone else), or the requester wrote to them before; it reveals
+// nothing new either way.
 func (c *conn) freeLookup(user []byte) bool {
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
 		return false
 	}
-	return c.related(canon)
+	accepted, wrote := c.relation(canon)
+	return accepted || wrote
 }
 
-// related is freeLookup of a canonical name: user is a contact, shares a
-// group, or wrote to c's user. A known contact costs no allocation.
-func (c *conn) related(canon []byte) bool {
+// relation tells how c's user stands with another (a canonical name):
+// accepted, user has accepted c's user (they are contacts, share a group,
+// or user wrote to c's user), so what c's user sends is not a request;
+// wrote, c's user has written to them before. A contact, or someone
+// already written to who has not written back, costs no allocation and no
+// store read: a reply or a shared group links them as contacts (noteContact,
+// joined) and so moves them from asked to contacts.
+func (c *conn) relation(canon []byte) (accepted, wrote bool) {
 	c.liveMu.Lock()
-	_, known := c.contacts[string(canon)] // linked when a message between them went (before it was routed)
+	_, known := c.contacts[string(canon)]
+	_, asked := c.asked[string(canon)]
 	c.liveMu.Unlock()
-	if known || c.sharesGroup(canon) {
-		return true
+	if known {
+		return true, true
 	}
-	wrote, err := c.set.opts.Store.Wrote(string(canon), c.user)
-	return err == nil && wrote
+	if asked {
+		return false, true
+	}
+	if c.sharesGroup(canon) {
+		wrote, _ = c.set.opts.Store.Wrote(c.user, string(canon))
+		return true, wrote
+	}
+	accepted, _ = c.set.opts.Store.Wrote(string(canon), c.user)
+	wrote, _ = c.set.opts.Store.Wrote(c.user, string(canon))
+	return accepted, wrote
 }
 
 // sharesGroup reports whether the requester and user are members of a

@@ -21,7 +21,7 @@ type PresenceMode string
 // Presence modes.
 const (
 	// PresenceContacts tells a user's contacts: whoever shares a group
-	// with them or has exchanged a direct message with them.
+	// with them, or has written to them and been written to back.
 	PresenceContacts PresenceMode = "contacts"
 	// PresenceAll tells everyone online.
 	PresenceAll PresenceMode = "all"
@@ -80,6 +80,7 @@ func (c *conn) addContactLocked(name string) bool {
 		c.contacts = make(map[string]struct{})
 	}
 	c.contacts[name] = struct{}{}
+	delete(c.asked, name)
 	return true
 }
 
@@ -165,27 +166,55 @@ func (c *conn) enqueueLive(msg []byte) bool {
 	return c.enqueue(msg) == nil
 }
 
-// noteContact records a direct message from c's user to another user. The
-// first one between a pair makes them contacts: stored, and each told of
-// the other's presence if both are online.
+// noteContact records a direct message from c's user to another user.
+// The pair become contacts (stored, and each told of the other's presence
+// if both are online) once each has written to the other: a message to
+// someone who has not written back is a request, and makes no contact.
 func (c *conn) noteContact(to []byte, rc *conn) {
 	if string(to) == c.user {
 		return
 	}
 	c.liveMu.Lock()
 	_, known := c.contacts[string(to)]
-	if !known {
-		c.addContactLocked(string(to))
-	}
+	_, asked := c.asked[string(to)]
 	c.liveMu.Unlock()
-	if known {
+	if known || asked {
 		return
 	}
 	_ = c.set.batcher.Submit(&store.Op{Contact: [2]string{c.user, string(to)}})
+	if rc == nil {
+		rc = c.set.dir.lookup(to)
+	}
+	back, _ := c.set.opts.Store.Wrote(string(to), c.user)
+	if !back && rc != nil { // written back a moment ago, not yet committed
+		rc.liveMu.Lock()
+		_, back = rc.asked[c.user]
+		rc.liveMu.Unlock()
+	}
+	if !back {
+		c.liveMu.Lock()
+		if len(c.asked) >= maxAsked {
+			clear(c.asked) // only a cache of what the store holds
+		}
+		if c.asked == nil {
+			c.asked = make(map[string]struct{})
+		}
+		c.asked[string(to)] = struct{}{}
+		c.liveMu.Unlock()
+		return
+	}
 	if rc != nil {
 		c.set.linkOnline(c, rc)
+		return
 	}
+	c.liveMu.Lock()
+	c.addContactLocked(string(to))
+	c.liveMu.Unlock()
 }
+
+// maxAsked bounds a connection's memory of the users it has written to
+// who have not written back.
+const maxAsked = 1024
 
 // linkOnline makes two online users contacts in memory and, under contact
 // presence, tells each that the other is online.
@@ -238,8 +267,13 @@ func (c *conn) signal(id uint32, body []byte) {
 	if err != nil {
 		return
 	}
-	// Dropped silently when the user is away: a signal is never queued,
-	// and its sender learns nothing it could not see from presence.
+	// Dropped silently when the user is away (a signal is never queued,
+	// and its sender learns nothing it could not see from presence), and
+	// when the receiver has not accepted the sender: a stranger cannot
+	// make "typing..." appear.
+	if accepted, _ := c.relation(to); !accepted {
+		return
+	}
 	if rc := c.set.dir.lookup(to); rc != nil {
 		if rc.enqueueLive((&proto.SignalMsg{From: []byte(c.user), Body: m.Body}).Append(nil, 0)) {
 			c.set.Stats.Signals.Add(1)
@@ -291,11 +325,12 @@ func (c *conn) broadcast(id uint32, body []byte) {
 	c.reply((&proto.BroadcastSent{Count: n}).Append(nil, id))
 }
 
-// keysChanged tells the users online who have user as a contact that
-// user's key record is now keys (a sign-up under a name they knew: the
-// account was deleted and made again), so their clients warn before they
-// seal anything more to the old keys. Sign-ups are rare and rate-limited,
-// so walking the users online is affordable.
+// keysChanged tells the users online who know user (contacts, or who
+// wrote to user and so pinned the keys) that user's key record is now
+// keys (a sign-up under a name they knew: the account was deleted and
+// made again), so their clients warn before they seal anything more to
+// the old keys. Sign-ups are rare and rate-limited, so walking the users
+// online is affordable.
 func (s *Set) keysChanged(user string, keys *proto.Keys) {
 	msg := (&proto.KeysReply{User: []byte(user), Keys: *keys}).AppendType(nil, proto.TKeysChanged, 0)
 	s.dir.each(func(rc *conn) {
@@ -304,8 +339,12 @@ func (s *Set) keysChanged(user string, keys *proto.Keys) {
 		}
 		rc.liveMu.Lock()
 		_, known := rc.contacts[user]
+		_, asked := rc.asked[user]
 		rc.liveMu.Unlock()
-		if known {
+		if !known && !asked {
+			asked, _ = s.opts.Store.Wrote(rc.user, user)
+		}
+		if known || asked {
 			rc.enqueueLive(msg)
 		}
 	})

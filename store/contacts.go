@@ -7,11 +7,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// bucketContacts records who has exchanged direct messages:
-// user NUL peer -> empty, written both ways. Presence uses it.
+// bucketContacts records who are contacts: user NUL peer -> empty,
+// written both ways once each has written to the other (a message to
+// someone who has not written back is a request: it makes no contact).
+// Presence uses it.
 // bucketWrote records who wrote to whom: writer NUL peer -> empty. A
 // sender the receiver has written to is its contact for the receiver's
-// queue shares.
+// queue shares, and no longer a stranger's request.
 var (
 	bucketContacts = []byte("contacts")
 	bucketWrote    = []byte("wrote")
@@ -22,20 +24,24 @@ func contactKey(user, peer string) []byte {
 	return append(append(append(k, user...), 0), peer...)
 }
 
-// putContact records that a wrote to b, and a and b as contacts of each
-// other.
+// putContact records that a wrote to b, and makes them contacts of each
+// other if b had written to a.
 func putContact(tx *bolt.Tx, a, b string) error {
-	cb := tx.Bucket(bucketContacts)
-	if err := cb.Put(contactKey(a, b), nil); err != nil {
+	wb := tx.Bucket(bucketWrote)
+	if err := wb.Put(contactKey(a, b), nil); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bucketWrote).Put(contactKey(a, b), nil); err != nil {
+	if wb.Get(contactKey(b, a)) == nil {
+		return nil
+	}
+	cb := tx.Bucket(bucketContacts)
+	if err := cb.Put(contactKey(a, b), nil); err != nil {
 		return err
 	}
 	return cb.Put(contactKey(b, a), nil)
 }
 
-// AddContact records that a wrote to b (outside a batch).
+// AddContact records that a wrote to b (outside a batch), as putContact.
 func (s *Store) AddContact(a, b string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putContact(tx, a, b) })
 }

@@ -5,6 +5,9 @@ import (
 	"testing"
 )
 
+// TestContacts: writing to someone makes no contact until they write
+// back (a stranger's message is a request); members of a group are
+// contacts.
 func TestContacts(t *testing.T) {
 	s := openTemp(t)
 	if err := s.AddContact("ann", "bob"); err != nil {
@@ -19,6 +22,17 @@ func TestContacts(t *testing.T) {
 		t.Fatal(r.Err)
 	}
 	b.Close()
+	// cat writes back: ann and cat are contacts. eve's message to ann is
+	// not answered: no contact either way.
+	if err := s.AddContact("cat", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddContact("eve", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.Wrote("eve", "ann"); !ok {
+		t.Fatal("eve's message was not recorded as written")
+	}
 	g := &GroupState{Name: "team", Members: []GroupMember{{Name: "ann", Admin: true}, {Name: "dan"}, {Name: "bob"}}}
 	if err := s.CreateGroup(g, []byte("statement 0"), nil); err != nil {
 		t.Fatal(err)

@@ -41,6 +41,19 @@ func (tm *screenTerm) waitForJoined(text string) {
 	}
 }
 
+// waitGone waits until the screen no longer shows text, failing with the
+// screen after 15 s.
+func (tm *screenTerm) waitGone(text string) {
+	tm.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for s := tm.screen(); strings.Contains(s, text); s = tm.screen() {
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("%s's screen still shows %q:\n%s", tm.name, text, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // never checks that the screen does not match re for a while.
 func (tm *screenTerm) never(re string, d time.Duration) {
 	tm.t.Helper()

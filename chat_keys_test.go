@@ -79,6 +79,8 @@ func TestChatKeys(t *testing.T) {
 	ann.typeLine("/help")
 	ann.waitFor(`Commands \(Tab completes`)
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	// (Up right behind Escape could read as Alt+Up.)
+	ann.waitGone("Commands (Tab completes")
 	ann.tmux("send-keys", "-t", ann.name, "Up")
 	ann.waitFor(`> /help`)
 	ann.tmux("send-keys", "-t", ann.name, "C-u")

@@ -186,7 +186,7 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 
 func cmdSend(args []string) error {
 	cf := newClientFlags("send", "send --server ADDR --user NAME --to PEER [TEXT... | - | --file PATH] | --group NAME [TEXT... | -]",
-		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or, if they are away, once the server has stored it\non disk for them. With - as TEXT, or no TEXT and a pipe on standard input,\nthe message is read from standard input.")
+		"Sends an end-to-end encrypted direct message or file. It returns once the\nreceiver's client has it, or once the server has stored it on disk for them\n(when they are away, or have not written to you yet: a first message is\nstored either way, so nobody learns from it whether they are online). With - as TEXT, or no TEXT and a pipe on standard input,\nthe message is read from standard input.")
 	to := cf.fs.String("to", "", "the receiver")
 	group := cf.fs.String("group", "", "send TEXT to this group instead")
 	file := cf.fs.String("file", "", "send this file instead of text")
@@ -265,7 +265,7 @@ func cmdSend(args []string) error {
 		return heldErr(c, err)
 	}
 	if r.Status == proto.StatusQueued {
-		fmt.Printf("Queued for %s (id %d): they are away; it will be delivered when they are back.\n", *to, r.ServerID)
+		fmt.Printf("Queued for %s (id %d): stored on the server until their client takes it (they are away, or have not written to you yet).\n", *to, r.ServerID)
 		return nil
 	}
 	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)

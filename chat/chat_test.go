@@ -132,6 +132,7 @@ func TestTypedWordsThatNameKeys(t *testing.T) {
 func TestOutboxSends(t *testing.T) {
 	m, c, signup := testModel(t)
 	bob := signup("bob")
+	testserver.Acquaint(t, c, bob) // (a stranger's message is stored first, and said "queued")
 	got := make(chan tea.Msg, 10)
 	m.a.send = func(msg tea.Msg) { got <- msg }
 	m.a.wg.Add(1)

@@ -14,11 +14,11 @@ import (
 	"securefastchat/proto"
 )
 
-// rawSession signs a user up and returns a fresh connection resumed with
-// its token (the signup's own connection is closed).
-func rawSession(t *testing.T, s *server.Server, user string, opts client.DialOptions) *client.Conn {
+// rawResume closes a signed-up client and returns a fresh connection
+// resumed with its token.
+func rawResume(t *testing.T, s *server.Server, c *client.Client, opts client.DialOptions) *client.Conn {
 	t.Helper()
-	c := testserver.Signup(t, s, user)
+	user := c.User()
 	keyIDs.Store(user, c.Identity().KeyID(user))
 	token := c.Token()
 	c.Close()
@@ -35,7 +35,7 @@ func rawSession(t *testing.T, s *server.Server, user string, opts client.DialOpt
 	return conn
 }
 
-// keyIDs holds the key record id of each user rawSession signed up, for
+// keyIDs holds the key record id of each user rawResume resumed, for
 // sends that name it.
 var keyIDs sync.Map
 
@@ -49,17 +49,42 @@ func TestConnBatchGoOnDelivery(t *testing.T) {
 	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 })
 	var got sync.Map
 	var n atomic.Int64
-	rawSession(t, s, "bob", client.DialOptions{OnDelivery: func(d *client.Delivery) bool {
+	alice, bob := testserver.Signup(t, s, "alice"), testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob) // (alice's messages are not a stranger's requests, which are stored first)
+	rawResume(t, s, bob, client.DialOptions{OnDelivery: func(d *client.Delivery) bool {
 		if d.DM == nil || string(d.DM.From) != "alice" {
 			t.Errorf("unexpected delivery %+v", d)
 			return true
+		}
+		if d.DM.MsgID[0] == 0xff {
+			return true // a probe
 		}
 		if _, dup := got.LoadOrStore(string(d.DM.MsgID), true); !dup {
 			n.Add(1)
 		}
 		return true
 	}})
-	sc := rawSession(t, s, "alice", client.DialOptions{})
+	sc := rawResume(t, s, alice, client.DialOptions{})
+	// Until bob's new connection has taken what the store held for him,
+	// messages to him go through the store; a probe answered "delivered"
+	// says it is live.
+	for i := 0; ; i++ {
+		id := make([]byte, proto.MsgIDLen)
+		id[0], id[1] = 0xff, byte(i)
+		m := proto.SendDM{To: []byte("bob"), KeyID: keyIDOf("bob"), MsgID: id, Kind: proto.KindText, Body: make([]byte, 10)}
+		_, body, err := sc.Request(ctxT(t), func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+		var sent proto.Sent
+		if err != nil || sent.Parse(body) != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		if sent.Status == proto.StatusDelivered {
+			break
+		}
+		if i == 200 {
+			t.Fatal("bob's connection never took messages live")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	const count = 100 // under the 128 a receiver may hold unacknowledged
 	var wg sync.WaitGroup
 	var delivered, failed atomic.Int64

@@ -48,6 +48,7 @@ func TestDirectMessageAcrossShards(t *testing.T) {
 		t.Fatalf("want one connection per shard, got %d and %d", s.Set.Shard(0).Conns(), s.Set.Shard(1).Conns())
 	}
 	ctx := ctxT(t)
+	testserver.Acquaint(t, alice, bob) // (bob has written to alice: hers are not a stranger's requests)
 	for i := 0; i < 5; i++ {
 		text := fmt.Sprintf("hello bob %d ✓ ünïcödé", i)
 		r, err := alice.SendText(ctx, "BOB", text)
@@ -132,6 +133,7 @@ func TestFileDoesNotBlockText(t *testing.T) {
 	s := testserver.Start(t, func(c *server.Config) { c.Shard.MsgEvery = -1 }) // interleaving is tested, not limits
 	alice := testserver.Signup(t, s, "alice")
 	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob) // (a stranger's messages are stored first, in order)
 	path := filepath.Join(t.TempDir(), "big.bin")
 	data := make([]byte, 4<<20)
 	rand.Read(data)

@@ -61,6 +61,11 @@ func TestGroupMembership(t *testing.T) {
 	if err := alice.AddMember(ctx, "team", "bob"); err != nil {
 		t.Fatal(err)
 	}
+	// bob's client looks at the group now (a fresh view fetches the
+	// current epoch only; older ones come when a message under one does).
+	if e := epochs(t, bob, "team"); !slices.Equal(e, []uint32{2}) {
+		t.Fatalf("bob's epochs on joining %v", e)
+	}
 	if err := alice.AddMember(ctx, "team", "carol"); err != nil {
 		t.Fatal(err)
 	}

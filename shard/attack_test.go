@@ -21,6 +21,7 @@ import (
 	"securefastchat/internal/server"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
+	"securefastchat/shard"
 )
 
 const pw = "correct horse battery"
@@ -787,5 +788,41 @@ func TestSendsCannotListNames(t *testing.T) {
 		if err := send(n); err != nil {
 			t.Fatalf("to %s, a known relation, after the budget: %v", n, err)
 		}
+	}
+}
+
+// TestRequestsRevealNoPresence: a stranger's message (to someone who has
+// not written to the stranger, nor shares a group) is stored first and
+// answered "queued" whether the receiver is online or not, so sends are no
+// presence oracle, even with presence off; the receiver online still gets
+// it at once. Once the receiver writes back, messages go live and answer
+// "delivered".
+func TestRequestsRevealNoPresence(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.Presence = shard.PresenceOff; c.Limits.SignupBurst = 100 })
+	mallory := testserver.Signup(t, s, "mallory")
+	online := testserver.Signup(t, s, "online")
+	testserver.Signup(t, s, "away").Close()
+	for _, to := range []string{"online", "away", "online"} {
+		r, err := mallory.SendText(ctxT(t), to, "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != proto.StatusQueued {
+			t.Fatalf("a stranger's message to %s answered %d, want queued (%d)", to, r.Status, proto.StatusQueued)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if m := recvOne(t, online); m.From != "mallory" {
+			t.Fatalf("online got %+v", m)
+		}
+	}
+	// online answers: mallory is no longer a stranger to them.
+	if _, err := online.SendText(ctxT(t), "mallory", "who is this?"); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, mallory)
+	r, err := mallory.SendText(ctxT(t), "online", "a friend")
+	if err != nil || r.Status != proto.StatusDelivered {
+		t.Fatalf("after the reply: %+v %v", r, err)
 	}
 }

@@ -67,6 +67,15 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 	}
 	sender, sendC = mk(0, "alice")
 	receiver, recvC = mk(1, "bob")
+	// They have written to each other before, and logged in since: they
+	// are contacts (a stranger's message would be stored first).
+	for _, pair := range [][2]string{{"bob", "alice"}, {"alice", "bob"}} {
+		if err := st.AddContact(pair[0], pair[1]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sender.loadContacts()
+	receiver.loadContacts()
 	return
 }
 

@@ -494,7 +494,11 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		}
 	}
 	rc := c.set.dir.lookup(to)
-	if rc == nil {
+	if rc == nil || !accepted {
+		// Away, or a request (the receiver has not written to the sender
+		// nor shares a group with them): stored first and answered
+		// "queued" either way, so a stranger cannot tell whether the
+		// receiver is online.
 		c.queueForOffline(id, to, &m, checkKey)
 		return
 	}

@@ -85,6 +85,7 @@ func TestAdminUsersAndMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bob.Close()
+	testserver.Acquaint(t, ann, bob) // (ann's message goes live, as to a contact, and is timed)
 	if _, err := ann.SendText(ctx, "bob", "hello"); err != nil {
 		t.Fatal(err)
 	}

@@ -145,3 +145,26 @@ func (s *Buffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Acquaint has to write to from once and from read it, so that what from
+// sends to is no longer a stranger's request (which the server always
+// stores first and answers "queued"): as two people who talk.
+func Acquaint(t testing.TB, from, to *client.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	text := "hello " + from.User() + ", from " + to.User()
+	if _, err := to.SendText(ctx, from.User(), text); err != nil {
+		t.Fatalf("acquainting %s with %s: %v", from.User(), to.User(), err)
+	}
+	for {
+		select {
+		case m := <-from.Messages():
+			if m.Text == text {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s never got %s's hello", from.User(), to.User())
+		}
+	}
+}

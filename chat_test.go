@@ -109,12 +109,20 @@ func TestChatInTerminal(t *testing.T) {
 	bob.waitFor(`#bobs`)
 	ann.typeLine("/dm bob")
 	ann.waitFor(`@bob`)
+	// Ann is not bob's contact: her first message is a request, and bob's
+	// chat sends nothing back (no receipts) until he accepts it.
 	ann.typeLine("hello bob, ünïcödé ✓ 日本語")
-	ann.waitFor(`ann: hello bob, ünïcödé ✓ 日本語  ✓✓ delivered`)
-	bob.waitFor(`ann \(1\)`) // unread in his list
+	ann.waitFor(`ann: hello bob, ünïcödé ✓ 日本語  ✓ queued`)
+	bob.waitFor(`\? ann \(1\)`) // unread in his list, marked as a request
 	bob.typeLine("/dm ann")
 	bob.waitFor(`ann: hello bob, ünïcödé ✓ 日本語`)
-	ann.waitFor(`hello bob, ünïcödé ✓ 日本語  ✓✓ read`)
+	bob.waitFor(`MESSAGE REQUEST: ann is not in your contacts`)
+	ann.never("✓✓", time.Second)
+	bob.typeLine("/accept ann")
+	bob.waitFor(`accepted ann's message request`)
+	bob.never("MESSAGE REQUEST", 300*time.Millisecond)
+	ann.typeLine("are you there?")
+	ann.waitFor(`ann: are you there\?  ✓✓ read`)
 
 	// Typing shows on the other side, then the message.
 	bob.tmux("send-keys", "-t", bob.name, "-l", "on my way")
@@ -190,7 +198,7 @@ func TestChatInTerminal(t *testing.T) {
 	ann.waitFor(`● connected`)
 	// The history is back after the restart.
 	ann.typeLine("/dm bob")
-	ann.waitFor(`hello bob, ünïcödé ✓ 日本語  ✓✓ read`)
+	ann.waitFor(`are you there\?  ✓✓ read`)
 	ann.waitFor(`bob's KEY CHANGED`)
 	ann.typeLine("is this still you?")
 	ann.waitFor(`is this still you\?  ⚠ held: key changed`)

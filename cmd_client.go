@@ -334,6 +334,8 @@ type recvJSON struct {
 	Sent   string `json:"sent"`
 	// KeyChanged: the sender's keys changed since they were pinned.
 	KeyChanged bool `json:"key_changed,omitempty"`
+	// Request: from someone you have not accepted (a message request).
+	Request bool `json:"request,omitempty"`
 }
 
 func cmdRecv(args []string) error {
@@ -374,6 +376,7 @@ func cmdRecv(args []string) error {
 	}
 	quiet := time.Second
 	dropped := false
+	told := map[string]bool{} // senders of requests explained once
 	for {
 		var idle <-chan time.Time
 		if *wait == 0 {
@@ -402,9 +405,14 @@ func cmdRecv(args []string) error {
 			if !ok {
 				return nil
 			}
+			if m.Request && !told[m.From] {
+				told[m.From] = true
+				fmt.Fprintf(os.Stderr, "%s is not in your contacts: their message is a request (nothing goes back to them).\n"+
+					"  Reply, or 'securefastchat contact accept %s', to accept; 'securefastchat contact block %s' to block.\n", m.From, m.From, m.From)
+			}
 			if *asJSON {
 				j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
-					Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged}
+					Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged, Request: m.Request}
 				if m.File != nil {
 					j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
 				}
@@ -442,6 +450,8 @@ func printMessage(w io.Writer, m *client.Message) {
 		fmt.Fprintf(w, "[%s] %s in %s (sent before they left): %s\n", ts, m.From, group, text)
 	case m.Group != "":
 		fmt.Fprintf(w, "[%s] %s in %s: %s\n", ts, m.From, group, text)
+	case m.Request:
+		fmt.Fprintf(w, "[%s] %s (request): %s\n", ts, m.From, text)
 	default:
 		fmt.Fprintf(w, "[%s] %s: %s\n", ts, m.From, text)
 	}

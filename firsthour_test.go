@@ -122,7 +122,7 @@ func TestRecvWaitReconnects(t *testing.T) {
 	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "before the restart"); r.code != 0 {
 		t.Fatalf("send: %+v", r)
 	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ann: before the restart") })
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ann (request): before the restart") })
 	srv.stop(syscall.SIGTERM)
 	waitFor(t, func() bool { return strings.Contains(errb.String(), "reconnecting") })
 	srv.start()
@@ -130,7 +130,7 @@ func TestRecvWaitReconnects(t *testing.T) {
 	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "after the restart"); r.code != 0 {
 		t.Fatalf("send after the restart: %+v", r)
 	}
-	waitFor(t, func() bool { return strings.Contains(out.String(), "ann: after the restart") })
+	waitFor(t, func() bool { return strings.Contains(out.String(), "ann (request): after the restart") })
 	if recv.ProcessState != nil {
 		t.Fatalf("recv --wait exited: %s", errb)
 	}

@@ -23,7 +23,7 @@ func TestRecvCleansText(t *testing.T) {
 		t.Fatalf("send: %+v", r)
 	}
 	plain := run(t, envs["bob"], "recv", "--server", addr, "--user", "bob")
-	if plain.code != 0 || !strings.Contains(plain.stdout, "mallory: hi") {
+	if plain.code != 0 || !strings.Contains(plain.stdout, "mallory (request): hi") {
 		t.Fatalf("recv: %+v", plain)
 	}
 	for _, r := range plain.stdout {
@@ -32,7 +32,7 @@ func TestRecvCleansText(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(strings.TrimSpace(plain.stdout), "\n") {
-		if strings.HasPrefix(line, "[") && !strings.Contains(line, "mallory:") {
+		if strings.HasPrefix(line, "[") && !strings.Contains(line, "] mallory (request): ") {
 			t.Fatalf("a line passes for another message: %q", line)
 		}
 	}

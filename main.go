@@ -8,6 +8,7 @@
 //	securefastchat send         send a direct message or a file
 //	securefastchat recv         print received messages
 //	securefastchat group        create and manage groups
+//	securefastchat contact      accept or block message requests
 //	securefastchat bench        measure a server under load
 //	securefastchat admin        manage a running server's users, invites and stats
 //	securefastchat backup       take a hot backup; restore brings it back
@@ -28,6 +29,7 @@ Usage:
   securefastchat chat        --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]
   securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...
   securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
+  securefastchat contact     accept USER | block USER | unblock USER | blocked
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
   securefastchat bench       [--server ADDR | --embedded] [--scenario dm|latency|fanout|idle|login|mixed] ...
   securefastchat admin       [--admin ADDR] users | disable USER | enable USER | revoke USER | delete USER | stats | invite
@@ -65,6 +67,8 @@ func main() {
 		err = cmdRecv(args)
 	case "group":
 		err = cmdGroup(args)
+	case "contact":
+		err = cmdContact(args)
 	case "bench":
 		err = cmdBench(args)
 	case "admin":

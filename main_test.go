@@ -135,7 +135,7 @@ func TestCommandLine(t *testing.T) {
 		}
 		got = append(got, m)
 	}
-	if len(got) != 2 || got[0]["text"] != "hello bob" || got[0]["sender"] != "alice" || got[1]["kind"] != "file" {
+	if len(got) != 2 || got[0]["text"] != "hello bob" || got[0]["sender"] != "alice" || got[0]["request"] != true || got[1]["kind"] != "file" {
 		t.Fatalf("recv printed %v (stderr %s)", got, recvErr.String())
 	}
 	saved, _ := os.ReadFile(got[1]["file"].(string))

@@ -150,7 +150,7 @@ func TestOperatorCommands(t *testing.T) {
 	// Same address, same key: the client's pin holds; the account and its
 	// queued message are back.
 	r = run(t, user, "recv", "--server", addr, "--user", "ann")
-	if r.code != 0 || !strings.Contains(r.stdout, "bob: note to ann") {
+	if r.code != 0 || !strings.Contains(r.stdout, "bob (request): note to ann") {
 		t.Fatalf("recv after restore: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 }

@@ -90,8 +90,14 @@ func describe(err error) string {
 		return "no such group, or you are not a member"
 	case errors.Is(err, proto.CodeGroupTaken):
 		return "a group by that name exists; pick another"
-	case errors.Is(err, proto.ErrNotAllowed), errors.Is(err, proto.CodeForbidden):
+	case errors.Is(err, proto.ErrNotAllowed):
 		return "not allowed: only a group's admins add, remove and promote members, and its last admin cannot be removed"
+	case errors.Is(err, proto.CodeForbidden):
+		var re *proto.RemoteError
+		if errors.As(err, &re) && re.Message != "" {
+			return "not allowed: " + re.Message
+		}
+		return "not allowed"
 	case errors.Is(err, client.ErrGroupChain):
 		return err.Error() + " (the server may be tampering with the group; nothing was sent)"
 	case errors.Is(err, proto.CodeSignupClosed):

@@ -188,6 +188,7 @@ func (a *app) forwardMessages() {
 	msgs := a.c.Messages()
 	for m := range msgs {
 		batch := []*history.Entry{entryOf(m)}
+		requests := []bool{m.Request}
 	more:
 		for len(batch) < 256 {
 			select {
@@ -196,6 +197,7 @@ func (a *app) forwardMessages() {
 					break more
 				}
 				batch = append(batch, entryOf(m))
+				requests = append(requests, m.Request)
 			default:
 				break more
 			}
@@ -203,8 +205,8 @@ func (a *app) forwardMessages() {
 		if err := a.h.Add(batch...); err != nil {
 			a.send(noticeMsg{text: "could not save to the history: " + err.Error()})
 		}
-		for _, e := range batch {
-			a.send(receivedMsg{e: e})
+		for i, e := range batch {
+			a.send(receivedMsg{e: e, request: requests[i]})
 		}
 	}
 }

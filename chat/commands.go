@@ -33,7 +33,11 @@ var commands = []command{
 	{"/file", "PATH", "send a file in the open conversation (a person or a group)"},
 	{"/fingerprint", "[USER]", "the server's key fingerprint, or your safety number with USER"},
 	{"/verify", "USER", "mark USER verified, once you compared safety numbers out of band"},
-	{"/accept", "USER", "accept USER's changed key and send what was held"},
+	{"/accept", "USER", "accept USER's message request, or USER's changed key (and send what was held)"},
+	{"/block", "USER", "drop what USER sends you from now on (they are not told)"},
+	{"/decline", "USER", "decline USER's message request: block them and close the conversation"},
+	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
+	{"/blocked", "", "list whom you block"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
@@ -260,11 +264,66 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			}
 			return resultMsg{info: append(lines, qrLines(c.SafetyNumber(pk))...)}
 		}), false
+	case "/block", "/decline", "/unblock":
+		if !needArg("a user name") {
+			return nil, false
+		}
+		user, err := proto.CanonicalUsername(arg)
+		if err != nil {
+			m.status = fmt.Sprintf("%s: %q is not a valid name", name, arg)
+			return nil, false
+		}
+		if name == "/decline" {
+			m.acceptedRequest(user) // no longer pending: declined
+			delete(m.convs, "@"+user)
+			if m.open == "@"+user {
+				m.open = ""
+			}
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			if name == "/unblock" {
+				if err := c.Unblock(ctx, user); err != nil {
+					return resultMsg{err: fmt.Errorf("/unblock %s: %w", user, err)}
+				}
+				return resultMsg{note: "unblocked " + user + ": what they send next comes as a request"}
+			}
+			if err := c.Block(ctx, user); err != nil {
+				return resultMsg{err: fmt.Errorf("%s %s: %w", name, user, err)}
+			}
+			if name == "/decline" {
+				n, err := a.h.DeleteConv("@" + user)
+				if err != nil {
+					return resultMsg{err: fmt.Errorf("/decline %s: blocked, but the conversation stays in the history: %w", user, err)}
+				}
+				return resultMsg{note: fmt.Sprintf("declined %s: blocked (/unblock %s undoes it), and their %d messages deleted from this history", user, user, n)}
+			}
+			return resultMsg{note: "blocked " + user + ": what they send you is dropped (they are not told); /unblock " + user + " undoes it"}
+		}), false
+	case "/blocked":
+		return a.do(func(ctx context.Context) tea.Msg {
+			l, err := c.Blocked(ctx)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/blocked: %w", err)}
+			}
+			info := []string{fmt.Sprintf("You block %d (Esc closes this):", len(l))}
+			for _, u := range l {
+				info = append(info, "  "+u+"  (/unblock "+u+")")
+			}
+			return resultMsg{info: info}
+		}), false
 	case "/verify", "/accept":
 		if !needArg("a user name") {
 			return nil, false
 		}
 		verify := name == "/verify"
+		if user, err := proto.CanonicalUsername(arg); err == nil && !verify && m.requests[user] {
+			return a.do(func(ctx context.Context) tea.Msg {
+				if err := c.Accept(ctx, user); err != nil {
+					return resultMsg{err: fmt.Errorf("/accept %s: %w", user, err)}
+				}
+				return acceptMsg{user: user, request: true}
+			}), false
+		}
 		return a.do(func(ctx context.Context) tea.Msg {
 			pk, err := c.PeerKeys(ctx, arg)
 			if err != nil {
@@ -294,6 +353,7 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 type acceptMsg struct {
 	user, fingerprint string
 	verify            bool
+	request           bool // a message request accepted (no key)
 }
 
 type broadcastSentMsg struct {
@@ -369,6 +429,9 @@ func (m *model) say(text string) tea.Cmd {
 		return nil
 	}
 	e := &history.Entry{Conv: key, ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Text: text, Time: time.Now(), Status: history.Sending}
+	if key[0] == '@' {
+		m.acceptedRequest(key[1:]) // writing to them accepts them
+	}
 	if key[0] == '@' && m.a.isWarned(key[1:]) {
 		e.Status = history.Held
 		m.status = key[1:] + "'s key changed: the message is held until you /accept " + key[1:]

@@ -24,10 +24,13 @@ import (
 
 // Messages from the client's goroutines and from commands.
 type (
-	eventMsg     client.Event
-	connMsg      client.ConnEvent
-	noticeMsg    struct{ text, conv string } // conv: also kept in that conversation
-	receivedMsg  struct{ e *history.Entry }
+	eventMsg    client.Event
+	connMsg     client.ConnEvent
+	noticeMsg   struct{ text, conv string } // conv: also kept in that conversation
+	receivedMsg struct {
+		e       *history.Entry
+		request bool // a direct message from someone not accepted
+	}
 	keyChangeMsg struct{ user, old, new string }
 	sentMsg      struct {
 		seq    uint64
@@ -102,6 +105,7 @@ type model struct {
 	byID       map[[proto.MsgIDLen]byte]*history.Entry // outgoing, for receipts
 	transfers  map[[proto.MsgIDLen]byte]*transfer
 	keyWarn    map[string]string // contact -> "old new" fingerprints, until accepted
+	requests   map[string]bool   // senders of message requests not yet accepted
 	verified   map[string]string // contact -> the fingerprint verified
 	members    map[string][]string
 	typedAt    time.Time // when a typing signal last went
@@ -147,7 +151,7 @@ func newModel(a *app) *model {
 		a: a, convs: map[string]*conv{}, input: in, vp: viewport.New(80, 20),
 		bar:    progress.New(progress.WithDefaultGradient(), progress.WithWidth(30)),
 		online: map[string]bool{}, bySeq: map[uint64]*history.Entry{}, byID: map[[proto.MsgIDLen]byte]*history.Entry{},
-		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{},
+		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{}, requests: map[string]bool{},
 		members: map[string][]string{}, conn: client.StateConnecting, width: 80, height: 24,
 	}
 	m.vp.KeyMap.Up.SetEnabled(false)
@@ -199,6 +203,9 @@ func (m *model) load() {
 	}
 	if v, _ := m.a.h.Meta("verified"); v != nil {
 		_ = json.Unmarshal(v, &m.verified)
+	}
+	if v, _ := m.a.h.Meta("requests"); v != nil {
+		_ = json.Unmarshal(v, &m.requests)
 	}
 	for u := range m.keyWarn {
 		m.a.setWarned(u, true)
@@ -317,6 +324,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.add(&history.Entry{Conv: msg.conv, ID: client.NewMsgID(), From: msg.conv[1:], Text: msg.text, Time: time.Now(), Notice: true, Unread: true})
 		}
 	case receivedMsg:
+		m.noteRequest(msg.e, msg.request)
 		m.place(msg.e)
 		if m.open == "" {
 			m.openConv(msg.e.Conv)
@@ -864,13 +872,52 @@ func (m *model) markRead() {
 		group = c.key[1:]
 	}
 	for from, ids := range byFrom {
+		if group == "" && m.requests[from] {
+			continue // nothing goes back to a request until it is accepted
+		}
 		m.a.c.MarkRead(from, group, ids...)
+	}
+}
+
+// noteRequest keeps which direct conversations are message requests: one
+// starts with a request, and ends when the user accepts it (writing to
+// them, /accept), or when their messages come as no request any more (it
+// was accepted in another program).
+func (m *model) noteRequest(e *history.Entry, request bool) {
+	if e.Conv == "" || e.Conv[0] != '@' || e.Mine {
+		return
+	}
+	from := e.Conv[1:]
+	if request == m.requests[from] {
+		return
+	}
+	if request {
+		m.requests[from] = true
+		m.status = fmt.Sprintf("message request from %s: /dm %s to read it", from, from)
+	} else {
+		delete(m.requests, from)
+	}
+	m.saveMeta("requests", m.requests)
+}
+
+// acceptedRequest records that the user accepted from's request.
+func (m *model) acceptedRequest(from string) {
+	if m.requests[from] {
+		delete(m.requests, from)
+		m.saveMeta("requests", m.requests)
 	}
 }
 
 // accept clears a contact's key warning (and with verify, records the
 // fingerprint the user compared), then sends what was held for them.
 func (m *model) accept(a acceptMsg) {
+	if a.request {
+		m.acceptedRequest(a.user)
+		m.status = "accepted " + a.user + "'s message request: receipts and typing go to them now"
+		if _, warned := m.keyWarn[a.user]; !warned {
+			return
+		}
+	}
 	if err := m.a.c.AcceptKeyChange(a.user); err != nil { // (for the account's other programs)
 		m.status = "accepting " + a.user + "'s key: " + err.Error()
 		return

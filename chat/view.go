@@ -141,6 +141,9 @@ func (m *model) sidebar(w, h int) string {
 			case m.presenceOn:
 				mark = stDim.Render("○")
 			}
+			if m.requests[c.key[1:]] {
+				mark = stWarn.Render("?")
+			}
 			if _, bad := m.keyWarn[c.key[1:]]; bad {
 				mark = stWarn.Render("!")
 			}
@@ -253,6 +256,12 @@ func (m *model) title(w int) string {
 		parts = append(parts, stDim.Render(strings.Join(who, ", ")+" typing…"))
 	}
 	t := truncate(strings.Join(parts, " · "), w)
+	if key[0] == '@' && m.requests[key[1:]] {
+		p := key[1:]
+		req := fmt.Sprintf("MESSAGE REQUEST: %s is not in your contacts. Nothing goes back to them (no receipts, no typing) until you accept: reply, or /accept %s. /block %s drops what they send; /decline %s blocks and closes this.",
+			p, p, p, p)
+		t += "\n" + stWarn.Width(w).Render(req)
+	}
 	if key[0] == '@' {
 		if fps, bad := m.keyWarn[key[1:]]; bad {
 			was, now, _ := strings.Cut(fps, " ")

@@ -406,7 +406,11 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 // returns a *KeysChangedError; Prepare it again to seal for the new keys.
 func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 	m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
-	return c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err == nil {
+		c.noteRequest(out.To, false) // writing to them accepts them
+	}
+	return r, err
 }
 
 // sendRequest sends a message request and waits for its Sent, sending the

@@ -338,23 +338,25 @@ func (c *Conn) readLoop() {
 			return
 		}
 		switch t {
-		case proto.TDeliver, proto.TDeliverGroup:
+		case proto.TDeliver, proto.TDeliverRequest, proto.TDeliverGroup:
 			var dl *Delivery
 			if c.onDelivery != nil {
 				dl = &fast.dl
 				*dl = Delivery{}
-				if t == proto.TDeliver {
+				if t != proto.TDeliverGroup {
 					dl.DM = &fast.dm
 					err = dl.DM.Parse(body)
+					dl.DM.Request = t == proto.TDeliverRequest
 				} else {
 					dl.Group = &fast.group
 					err = dl.Group.Parse(body)
 				}
 			} else {
 				dl = new(Delivery)
-				if t == proto.TDeliver {
+				if t != proto.TDeliverGroup {
 					dl.DM = new(proto.Deliver)
 					err = dl.DM.Parse(append([]byte(nil), body...))
+					dl.DM.Request = t == proto.TDeliverRequest
 				} else {
 					dl.Group = new(proto.DeliverGroup)
 					err = dl.Group.Parse(append([]byte(nil), body...))

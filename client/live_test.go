@@ -296,6 +296,7 @@ func TestReceiptsAndTyping(t *testing.T) {
 	ctx := ctxT(t)
 	ann, annEv, _ := liveUser(t, s, "ann", true)
 	bob, bobEv, bobCfg := liveUser(t, s, "bob", true)
+	testserver.Acquaint(t, ann, bob) // (to a request, nothing goes back: TestMessageRequests)
 
 	// Delivered: bob's client sends a sealed receipt once it has the
 	// message; read: once bob's application marks it read.

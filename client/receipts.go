@@ -69,9 +69,10 @@ func (q *receipts) take() ([]receiptKey, map[receiptKey][][proto.MsgIDLen]byte) 
 
 // MarkRead tells from that this user has seen the messages ids they sent
 // (in group, or directly if group is empty). Applications that let their
-// users turn read receipts off simply do not call it.
+// users turn read receipts off simply do not call it. Nothing goes to the
+// sender of a request this user has not accepted.
 func (c *Client) MarkRead(from, group string, ids ...[proto.MsgIDLen]byte) {
-	if len(ids) > 0 && from != c.user {
+	if len(ids) > 0 && from != c.user && (group != "" || !c.IsRequest(from)) {
 		c.receipts.add(receiptKey{peer: from, group: group, typ: proto.ReceiptRead}, ids...)
 	}
 }
@@ -79,7 +80,7 @@ func (c *Client) MarkRead(from, group string, ids ...[proto.MsgIDLen]byte) {
 // delivered queues a delivery receipt for a message handed to the
 // application, if the configuration asks for them.
 func (c *Client) delivered(m *Message) {
-	if !c.cfg.DeliveryReceipts || m.From == c.user {
+	if !c.cfg.DeliveryReceipts || m.From == c.user || m.Request {
 		return
 	}
 	id := m.MsgID

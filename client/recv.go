@@ -38,6 +38,9 @@ type Message struct {
 	// been removed, sent under the roster before that change and arriving
 	// within the grace period after this client learned of it.
 	BeforeChange bool
+	// Request: a direct message from someone this user has not accepted
+	// (see Client.Accept); nothing is sent back for it.
+	Request bool
 }
 
 // ReceivedFile is a file that arrived whole.
@@ -176,13 +179,20 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	msg := &Message{
 		ServerID: d.ServerID, From: from, To: r.c.user, Kind: in.Kind,
 		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), PeerKeyChanged: pk.Changed,
+		Request: d.Request,
 	}
 	copy(msg.MsgID[:], in.MsgID)
+	if in.Kind != proto.KindReceipt {
+		r.c.noteRequest(from, d.Request)
+	}
 	switch in.Kind {
 	case proto.KindText:
 		msg.Text = string(in.Body)
 		return msg, true, nil
 	case proto.KindReceipt:
+		if d.Request {
+			return nil, true, nil // a receipt from someone not accepted is for nothing this user sent
+		}
 		var rc proto.Receipt
 		if err := rc.Parse(in.Body); err != nil {
 			return nil, false, fmt.Errorf("%w: receipt: %v", ErrRejected, err)

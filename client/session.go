@@ -75,6 +75,9 @@ type Client struct {
 	groupsShown map[string]int // statements of each group reported as events
 	changeMu    sync.Mutex     // one group change at a time
 
+	requestsMu sync.Mutex      // guards requests
+	requests   map[string]bool // senders of unaccepted requests (requests.go)
+
 	msgs     chan *Message
 	recv     *receiver // nil for a SendOnly client
 	live     live

@@ -314,6 +314,39 @@ func (h *History) All() (entries []*Entry, bad int, err error) {
 	return entries, bad, err
 }
 
+// DeleteConv deletes every entry of one conversation, in one transaction,
+// and returns how many there were. Records that do not open are left.
+func (h *History) DeleteConv(conv string) (int, error) {
+	n := 0
+	err := h.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		var keys [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				return nil
+			}
+			if e, err := h.decodeEntry(binary.BigEndian.Uint64(k), v); err == nil && e.Conv == conv {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(keys)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("history: %w", err)
+	}
+	return n, nil
+}
+
 // metaKey hides a setting's name (which may name a contact).
 func (h *History) metaKey(name string) []byte {
 	m := hmac.New(sha256.New, h.key[:])

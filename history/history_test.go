@@ -208,3 +208,24 @@ func TestDamagedRefused(t *testing.T) {
 		t.Fatal("the damaged file was changed")
 	}
 }
+
+// DeleteConv deletes one conversation's entries and no other.
+func TestDeleteConv(t *testing.T) {
+	h, err := Open(filepath.Join(t.TempDir(), "history.db"), &[32]byte{9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for i, conv := range []string{"@mallory", "@bob", "@mallory", "#team"} {
+		if err := h.Add(&Entry{Conv: conv, ID: [16]byte{byte(i)}, From: conv[1:], Text: "x", Time: time.Unix(1700000000, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := h.DeleteConv("@mallory"); err != nil || n != 2 {
+		t.Fatalf("deleted %d, %v", n, err)
+	}
+	all, _, _ := h.All()
+	if len(all) != 2 || all[0].Conv != "@bob" || all[1].Conv != "#team" {
+		t.Fatalf("left %+v", all)
+	}
+}

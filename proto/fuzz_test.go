@@ -91,15 +91,23 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Sent
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TDeliver:
-		var m Deliver
+	case TDeliver, TDeliverRequest:
+		m := Deliver{Request: t == TDeliverRequest}
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TRelation:
+		var m Relation
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TBlocked:
+		var m Blocked
 		err = m.Parse(body)
 		return m.Append(nil, id), err
 	case TAvailable:
 		var m Available
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TOK, TLogout, TGroupList:
+	case TOK, TLogout, TGroupList, TBlockedList:
 		return AppendEmpty(nil, t, id), ParseEmpty(body)
 	case TGroupChange:
 		var m GroupChange
@@ -192,6 +200,12 @@ func seedMessages() [][]byte {
 		(&KeysReply{User: []byte("bob"), Keys: keys}).AppendType(nil, TKeysChanged, 0),
 		(&Sent{ServerID: 1, Time: 2, Status: StatusDelivered}).Append(nil, 11),
 		(&Deliver{ServerID: 1, Time: 2, From: []byte("alice"), MsgID: id16, Kind: KindFile, Body: []byte("sealed")}).Append(nil, 0),
+		(&Deliver{ServerID: 3, Time: 4, From: []byte("mallory"), MsgID: id16, Kind: KindText, Body: []byte("sealed"), Request: true}).Append(nil, 0),
+		(&Relation{User: []byte("mallory"), Action: RelationBlock}).Append(nil, 30),
+		(&Relation{User: []byte("carol"), Action: RelationAccept}).Append(nil, 31),
+		AppendEmpty(nil, TBlockedList, 32),
+		(&Blocked{Users: [][]byte{[]byte("mallory"), []byte("spam1")}}).Append(nil, 32),
+		(&Blocked{}).Append(nil, 33),
 		(&Available{Available: true}).Append(nil, 12),
 		AppendEmpty(nil, TOK, 13),
 		AppendEmpty(nil, TLogout, 14),

@@ -505,11 +505,18 @@ type Deliver struct {
 	MsgID    []byte // 16
 	Kind     uint8
 	Body     []byte
+	// Request: the receiver has not accepted the sender; sent as
+	// TDeliverRequest (Parse leaves it to the caller, who knows the type).
+	Request bool
 }
 
 // Append appends the message to b.
 func (m *Deliver) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint64(AppendHeader(b, TDeliver, id), m.ServerID)
+	t := TDeliver
+	if m.Request {
+		t = TDeliverRequest
+	}
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, t, id), m.ServerID)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
 	b = append(appendStr8(b, m.From), m.MsgID...)
 	return appendStr16(append(b, m.Kind), m.Body)

@@ -103,9 +103,13 @@ type conn struct {
 	// contacts (see live.go), nil until the first; and the users it has
 	// written to who have not written back (its requests), so each is
 	// recorded once, bounded by maxAsked.
+	// blocks are the users this user blocks (requests.go); nblocks is
+	// its size, read without the lock.
 	liveMu   sync.Mutex
 	contacts map[string]struct{}
 	asked    map[string]struct{}
+	blocks   map[string]struct{}
+	nblocks  atomic.Int32
 
 	// Guarded by the gate's mutex.
 	gateElem *list.Element // place among connections not logged in
@@ -287,7 +291,7 @@ func (c *conn) handle(msg []byte) bool {
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
-		proto.TSignal, proto.TBroadcast:
+		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -315,6 +319,14 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.signal(id, body)
 	case proto.TBroadcast:
 		c.broadcast(id, body)
+	case proto.TRelation:
+		c.changeRelation(id, body)
+	case proto.TBlockedList:
+		if err := proto.ParseEmpty(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		c.listBlocked(id)
 	case proto.TAck:
 		ids, err := proto.ParseAckIDs(body)
 		if err != nil {
@@ -423,6 +435,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
 	c.set.Stats.LoginsOK.Add(1)
 	c.loadContacts()
+	c.loadBlocks()
 	if keys != nil {
 		c.set.keysChanged(c.user, keys)
 	}
@@ -482,6 +495,10 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 	to, err := proto.AppendCanonicalUsername(canon[:0], m.To)
 	if err != nil {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return
+	}
+	if c.blocksUser(string(to)) {
+		c.replyErr(id, proto.CodeForbidden, "you block "+string(to)+": unblock them first (what they send you is dropped meanwhile)")
 		return
 	}
 	accepted, wrote := c.relation(to)

@@ -475,6 +475,11 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			continue
 		}
 		if rc := c.set.dir.lookup([]byte(mem.Name)); rc != nil {
+			if rc.blocksUser(c.user) {
+				c.set.Stats.BlockedDropped.Add(1)
+				ack.done(true) // as if stored: the sender cannot tell
+				continue
+			}
 			byShard[rc.sh] = append(byShard[rc.sh], rc)
 		} else {
 			c.set.persistGroup(mem.Name, gmsg, ack)
@@ -557,6 +562,11 @@ func (c *conn) relation(canon []byte) (accepted, wrote bool) {
 	}
 	if asked {
 		return false, true
+	}
+	if b, _ := c.set.opts.Store.Blocks(string(canon), c.user); b {
+		// Blocked: what c's user sends them is dropped in the store.
+		wrote, _ = c.set.opts.Store.Wrote(c.user, string(canon))
+		return false, wrote
 	}
 	if c.sharesGroup(canon) {
 		wrote, _ = c.set.opts.Store.Wrote(c.user, string(canon))

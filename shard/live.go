@@ -217,8 +217,12 @@ func (c *conn) noteContact(to []byte, rc *conn) {
 const maxAsked = 1024
 
 // linkOnline makes two online users contacts in memory and, under contact
-// presence, tells each that the other is online.
+// presence, tells each that the other is online, unless one blocks the
+// other.
 func (s *Set) linkOnline(a, b *conn) {
+	if a.blocksUser(b.user) || b.blocksUser(a.user) {
+		return // no contacts while one blocks the other
+	}
 	a.liveMu.Lock()
 	na := a.addContactLocked(b.user)
 	a.liveMu.Unlock()
@@ -269,9 +273,10 @@ func (c *conn) signal(id uint32, body []byte) {
 	}
 	// Dropped silently when the user is away (a signal is never queued,
 	// and its sender learns nothing it could not see from presence), and
-	// when the receiver has not accepted the sender: a stranger cannot
-	// make "typing..." appear.
-	if accepted, _ := c.relation(to); !accepted {
+	// unless each has accepted the other (contacts, or members of a
+	// shared group): a stranger cannot make "typing..." appear, and the
+	// receiver of a request shows nothing back before accepting.
+	if accepted, wrote := c.relation(to); !accepted || !wrote && !c.sharesGroup(to) {
 		return
 	}
 	if rc := c.set.dir.lookup(to); rc != nil {

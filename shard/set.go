@@ -271,6 +271,7 @@ type Set struct {
 	broadcastsAddr *ratelimit.Limiter
 	broadcastsAll  *ratelimit.Limiter
 	signals        *ratelimit.Limiter
+	relations      *ratelimit.Limiter // accepts and blocks per user
 	// groupCreates, groupChanges and groupChurn limit group creation per
 	// user, and roster changes and rekeys per user and per group.
 	groupCreates *ratelimit.Limiter
@@ -309,6 +310,7 @@ type Stats struct {
 	Signals         atomic.Int64 // signals passed to a receiver online
 	Broadcasts      atomic.Int64 // broadcasts sent
 	LiveDropped     atomic.Int64 // live signals dropped for a receiver far behind
+	BlockedDropped  atomic.Int64 // messages dropped: the receiver blocks the sender
 	Panics          atomic.Int64
 }
 
@@ -325,6 +327,7 @@ func New(opts Options) (*Set, error) {
 	s.broadcastsAddr = ratelimit.New(opts.BroadcastAddrBurst, opts.BroadcastAddrEvery, opts.Now)
 	s.broadcastsAll = ratelimit.New(opts.BroadcastAllBurst, opts.BroadcastAllEvery, opts.Now)
 	s.signals = ratelimit.New(opts.SignalBurst, opts.SignalEvery, opts.Now)
+	s.relations = ratelimit.New(relationBurst, relationEvery, opts.Now)
 	s.groupCreates = ratelimit.New(opts.GroupCreateBurst, opts.GroupCreateEvery, opts.Now)
 	s.groupChanges = ratelimit.New(opts.GroupChangeBurst, opts.GroupChangeEvery, opts.Now)
 	s.groupChurn = ratelimit.New(opts.GroupChangeBurst, opts.GroupChangeEvery, opts.Now)

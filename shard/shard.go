@@ -395,7 +395,8 @@ func (sh *Shard) fetch(c *conn) {
 				d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
 				sh.scratch = d.Append(sh.scratch[:0], 0)
 			} else {
-				d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body}
+				d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body,
+					Request: c.sess.Version >= 2 && !c.accepts(q.From)}
 				sh.scratch = d.Append(sh.scratch[:0], 0)
 			}
 			c.acks.expect()
@@ -611,7 +612,7 @@ func (s *Set) submitPut(q *store.Queued, from *conn, reqID uint32, after func())
 		if after != nil {
 			after()
 		}
-		if r.Err == nil {
+		if r.Err == nil && !r.Dropped {
 			if rc := s.dir.lookup([]byte(q.To)); rc != nil {
 				rc.sh.post2(mail{c: rc, kind: mailWake})
 			}
@@ -626,7 +627,13 @@ func (s *Set) submitPut(q *store.Queued, from *conn, reqID uint32, after func())
 func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint32) {
 	switch {
 	case r.Err == nil:
-		s.Stats.Queued.Add(1)
+		// Dropped (the receiver blocks the sender) is answered as any
+		// request is: the sender cannot tell.
+		if r.Dropped {
+			s.Stats.BlockedDropped.Add(1)
+		} else {
+			s.Stats.Queued.Add(1)
+		}
 		if from != nil {
 			m := proto.Sent{ServerID: r.SentID, Time: q.Time, Status: proto.StatusQueued}
 			_ = from.enqueue(m.Append(nil, reqID))

@@ -91,7 +91,9 @@ func (s *Store) DeleteUser(name string) error {
 				}
 			}
 		}
-		return nil
+		// The blocks the user made go; those of others on the name stay (a
+		// new account under it may be the same person).
+		return deletePrefix(tx.Bucket(bucketBlocked), prefix)
 	})
 }
 

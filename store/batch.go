@@ -31,6 +31,7 @@ type Result struct {
 	ServerID uint64 // for Put: the id stored (the first one, for a repeat)
 	SentID   uint64 // for Put: the sender's id of it (the first one, for a repeat)
 	Dup      bool   // for Put: the (sender, msg_id) was stored before
+	Dropped  bool   // for Put: the receiver blocks the sender: nothing was stored (Err is nil)
 	Err      error  // nil, ErrQueueFull, a *ShareFullError, or ErrUnavailable (nothing committed)
 }
 
@@ -173,10 +174,14 @@ func (b *Batcher) commit(batch []*Op) {
 					op.Put.ServerID = b.o.NewID(op.Put.To)
 				}
 				id, sentID, dup, err := w.enqueue(op.Put, b.o.Limits)
-				if err != nil && !errors.Is(err, ErrQueueFull) && !errors.Is(err, ErrShareFull) {
+				switch {
+				case errors.Is(err, ErrBlocked):
+					results[i] = Result{SentID: sentID, Dropped: true}
+				case err != nil && !errors.Is(err, ErrQueueFull) && !errors.Is(err, ErrShareFull):
 					return err
+				default:
+					results[i] = Result{ServerID: id, SentID: sentID, Dup: dup, Err: err}
 				}
-				results[i] = Result{ServerID: id, SentID: sentID, Dup: dup, Err: err}
 			}
 			if op.DelUser != "" {
 				if _, err := w.dequeue(op.DelUser, op.DelIDs); err != nil {

@@ -31,7 +31,7 @@ func putContact(tx *bolt.Tx, a, b string) error {
 	if err := wb.Put(contactKey(a, b), nil); err != nil {
 		return err
 	}
-	if wb.Get(contactKey(b, a)) == nil {
+	if wb.Get(contactKey(b, a)) == nil || blocked(tx, a, b) || blocked(tx, b, a) {
 		return nil
 	}
 	cb := tx.Bucket(bucketContacts)
@@ -57,7 +57,8 @@ func (s *Store) Wrote(writer, peer string) (bool, error) {
 }
 
 // Contacts returns the users user has exchanged direct messages with or
-// shares a group with, sorted, without user itself.
+// shares a group with, sorted, without user itself and without anyone in
+// a block with user (either way).
 func (s *Store) Contacts(user string) ([]string, error) {
 	set := map[string]struct{}{}
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -66,6 +67,14 @@ func (s *Store) Contacts(user string) ([]string, error) {
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			set[string(k[len(prefix):])] = struct{}{}
 		}
+		defer func() {
+			// Nobody in a block with user, either way, is a contact.
+			for n := range set {
+				if blocked(tx, user, n) || blocked(tx, n, user) {
+					delete(set, n)
+				}
+			}
+		}()
 		ug := tx.Bucket(bucketUserGroups).Bucket([]byte(user))
 		if ug == nil {
 			return nil

@@ -20,6 +20,9 @@ var (
 	// ErrShareFull: the sender has filled its share of the receiver's
 	// queue. See ShareFullError.
 	ErrShareFull = errors.New("store: sender's share of the receiver's queue is full")
+	// ErrBlocked: the receiver blocks the sender; nothing was stored
+	// (Put reports it as Result.Dropped, not as an error).
+	ErrBlocked = errors.New("store: the receiver blocks the sender")
 	// ErrNewer: the file was written by a newer securefastchat. It is left
 	// untouched.
 	ErrNewer = errors.New("store: the database was written by a newer securefastchat")

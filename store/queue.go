@@ -270,6 +270,9 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, 
 		}
 		return binary.BigEndian.Uint64(v), sentID, true, nil
 	}
+	if q.From != q.To && blocked(w.tx, q.To, q.From) {
+		return 0, q.SentID, false, ErrBlocked
+	}
 	st := w.stat(q.To)
 	if lim.Count > 0 && st.count+1 > lim.Count || lim.Bytes > 0 && st.bytes+q.size() > lim.Bytes {
 		return 0, 0, false, ErrQueueFull
@@ -341,7 +344,7 @@ func (s *Store) Enqueue(msgs []*Queued, lim QueueLimits) ([]error, error) {
 		w := newWtx(tx)
 		for i, q := range msgs {
 			_, _, _, errs[i] = w.enqueue(q, lim)
-			if errs[i] != nil && !errors.Is(errs[i], ErrQueueFull) && !errors.Is(errs[i], ErrShareFull) {
+			if errs[i] != nil && !errors.Is(errs[i], ErrQueueFull) && !errors.Is(errs[i], ErrShareFull) && !errors.Is(errs[i], ErrBlocked) {
 				return errs[i]
 			}
 		}

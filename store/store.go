@@ -29,7 +29,7 @@ var (
 	bucketUserSessions = []byte("usersessions")
 	allBuckets         = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
-		bucketQSenders, bucketWrote, bucketUserSessions}
+		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked}
 )
 
 // schemaVersion is the store's format.
@@ -43,7 +43,10 @@ var (
 //	   migrated in place: the counts are rebuilt from the queues, every
 //	   contact pair counts as written both ways, and the sessions are
 //	   indexed.
-const schemaVersion = 2
+//	3: blocks (blocked). A schema 2 file needs only the new bucket; the
+//	   version says an older build must not serve it (it would let what
+//	   blocked users send through).
+const schemaVersion = 3
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -130,6 +133,8 @@ func (s *Store) init() error {
 			if err := migrate1to2(tx); err != nil {
 				return fmt.Errorf("migrating schema 1 to 2: %w", err)
 			}
+		case v[0] == 2:
+			// Schema 3 adds a bucket, created above.
 		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})
@@ -227,7 +232,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 func isRefusal(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrUserExists) || errors.Is(err, ErrCorrupt) ||
 		errors.Is(err, ErrQueueFull) || errors.Is(err, ErrShareFull) || errors.Is(err, ErrGroupExists) || errors.Is(err, ErrConflict) ||
-		errors.Is(err, ErrInvalidInvite)
+		errors.Is(err, ErrInvalidInvite) || errors.Is(err, ErrTooManyBlocked) || errors.Is(err, ErrBlocked)
 }
 
 // copyBytes copies a slice read from bbolt, which is valid only inside the

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestContactCommands: recv marks a stranger's message as a request and
+// says once how to answer it; 'contact block' stops the sender (whose
+// sends still say "Queued"), 'contact blocked' lists, a send to someone
+// blocked is refused with what to do, and unblock and accept work.
+func TestContactCommands(t *testing.T) {
+	addr, _, _ := serve(t, t.TempDir())
+	bob := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=bob password!"}
+	mallory := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=mallory password"}
+	for _, u := range []struct {
+		env  []string
+		name string
+	}{{bob, "bob"}, {mallory, "mallory"}} {
+		if r := run(t, u.env, "signup", "--server", addr, "--user", u.name); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u.name, r)
+		}
+	}
+	send := func(env []string, from, to, text string) result {
+		return run(t, env, "send", "--server", addr, "--user", from, "--to", to, text)
+	}
+	if r := send(mallory, "mallory", "bob", "hi, a prize for you"); r.code != 0 || !strings.Contains(r.stdout, "Queued for bob") {
+		t.Fatalf("send: %+v", r)
+	}
+	r := run(t, bob, "recv", "--server", addr, "--user", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "mallory (request): hi, a prize for you") ||
+		strings.Count(r.stderr, "is not in your contacts") != 1 || !strings.Contains(r.stderr, "securefastchat contact block mallory") {
+		t.Fatalf("recv of a request: %+v", r)
+	}
+	if r := run(t, bob, "contact", "block", "mallory", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "Blocked mallory") {
+		t.Fatalf("block: %+v", r)
+	}
+	if r := send(mallory, "mallory", "bob", "second prize"); r.code != 0 || !strings.Contains(r.stdout, "Queued for bob") {
+		t.Fatalf("a blocked sender's send must look as before: %+v", r)
+	}
+	if r := run(t, bob, "recv", "--server", addr, "--user", "bob"); r.code != 0 || strings.Contains(r.stdout, "prize") {
+		t.Fatalf("recv after the block: %+v", r)
+	}
+	if r := run(t, bob, "contact", "blocked", "--server", addr, "--user", "bob"); r.code != 0 || strings.TrimSpace(r.stdout) != "mallory" {
+		t.Fatalf("blocked: %+v", r)
+	}
+	if r := send(bob, "bob", "mallory", "oops"); r.code != 1 || !strings.Contains(r.stderr, "you block mallory") {
+		t.Fatalf("a send to someone blocked: %+v", r)
+	}
+	if r := run(t, bob, "contact", "unblock", "mallory", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "Unblocked mallory") {
+		t.Fatalf("unblock: %+v", r)
+	}
+	if r := run(t, bob, "contact", "accept", "mallory", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "Accepted mallory") {
+		t.Fatalf("accept: %+v", r)
+	}
+	if r := send(mallory, "mallory", "bob", "thanks"); r.code != 0 {
+		t.Fatalf("send after accept: %+v", r)
+	}
+	if r := run(t, bob, "recv", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "mallory: thanks") || strings.Contains(r.stderr, "not in your contacts") {
+		t.Fatalf("recv after accept: %+v", r)
+	}
+	if r := run(t, bob, "contact", "frobnicate", "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "usage: securefastchat contact") {
+		t.Fatalf("bad subcommand: %+v", r)
+	}
+}

@@ -1,0 +1,77 @@
+package proto
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Message requests and blocking (version 2). A direct message from
+// someone the receiver has not accepted (not written to, no shared group)
+// is a request: the server stores it first and answers "queued" whatever
+// the receiver's state, and pushes it as TDeliverRequest, so the
+// receiver's client shows it as a request and sends no receipts. Writing
+// to the sender, or TRelation accept, accepts; block makes the server drop
+// what the sender sends from then on (answered "queued", as any request).
+const (
+	TRelation       MsgType = 0x16 // user str8 | action u8 (version 2)
+	TBlockedList    MsgType = 0x17 // (empty) (version 2)
+	TDeliverRequest MsgType = 0x93 // as TDeliver: from someone the receiver has not accepted (version 2)
+	TBlocked        MsgType = 0x94 // count u16 | user str8 x count (version 2)
+)
+
+// Relation actions.
+const (
+	RelationAccept  uint8 = 1 // accept a request: as if the user had written to them
+	RelationBlock   uint8 = 2 // drop what they send from now on, and what of theirs is queued
+	RelationUnblock uint8 = 3 // undo a block (it does not accept them)
+)
+
+// MaxBlocked is the most users one account may block.
+const MaxBlocked = 1000
+
+// Relation changes how the sender stands with another user.
+type Relation struct {
+	User   []byte
+	Action uint8
+}
+
+// Append appends the message to b.
+func (m *Relation) Append(b []byte, id uint32) []byte {
+	return append(appendStr8(AppendHeader(b, TRelation, id), m.User), m.Action)
+}
+
+// Parse decodes a body.
+func (m *Relation) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Action = d.str8(), d.u8()
+	if d.err == nil && (m.Action < RelationAccept || m.Action > RelationUnblock) {
+		d.err = fmt.Errorf("%w: unknown relation action %d", ErrMalformed, m.Action)
+	}
+	return d.done()
+}
+
+// Blocked answers TBlockedList: the users the account blocks, sorted.
+type Blocked struct{ Users [][]byte }
+
+// Append appends the message to b.
+func (m *Blocked) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint16(AppendHeader(b, TBlocked, id), uint16(len(m.Users)))
+	for _, u := range m.Users {
+		b = appendStr8(b, u)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *Blocked) Parse(body []byte) error {
+	d := dec{b: body}
+	n := int(d.u16())
+	if d.err == nil && n > MaxBlocked {
+		d.err = fmt.Errorf("%w: %d blocked users, at most %d", ErrMalformed, n, MaxBlocked)
+	}
+	m.Users = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Users = append(m.Users, d.str8())
+	}
+	return d.done()
+}

@@ -1,0 +1,222 @@
+package shard_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/internal/server"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+// events collects a client's events.
+type events struct {
+	mu  sync.Mutex
+	evs []client.Event
+}
+
+func (e *events) add(ev client.Event) { e.mu.Lock(); e.evs = append(e.evs, ev); e.mu.Unlock() }
+
+func (e *events) count(kind client.EventKind, user string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.evs {
+		if ev.Kind == kind && ev.User == user {
+			n++
+		}
+	}
+	return n
+}
+
+// signupEvents signs up user with delivery receipts on and its events kept.
+func signupEvents(t *testing.T, s *server.Server, user string) (*client.Client, *events) {
+	t.Helper()
+	ev := &events{}
+	cfg := testserver.ClientConfig(t, s)
+	cfg.DeliveryReceipts = true
+	cfg.OnEvent = ev.add
+	c, err := client.Signup(ctxT(t), cfg, user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, ev
+}
+
+// TestMessageRequests: a stranger's message arrives as a request; nothing
+// flows back before the receiver accepts: no delivery or read receipt, no
+// typing either way. Accepting (without writing) makes it a contact:
+// receipts and typing flow and messages go live.
+func TestMessageRequests(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	bob, bobEv := signupEvents(t, s, "bob")
+	mallory, malEv := signupEvents(t, s, "mallory")
+	if _, err := mallory.SendText(ctxT(t), "bob", "hi, I am new here"); err != nil {
+		t.Fatal(err)
+	}
+	m := recvOne(t, bob)
+	if !m.Request || m.From != "mallory" || !bob.IsRequest("mallory") {
+		t.Fatalf("a stranger's message: %+v (request %v)", m, bob.IsRequest("mallory"))
+	}
+	bob.MarkRead("mallory", "", m.MsgID)
+	bob.SendTyping(ctxT(t), "mallory", "", true)
+	mallory.SendTyping(ctxT(t), "bob", "", true)
+	time.Sleep(500 * time.Millisecond) // receipts gather for 150 ms
+	if n := malEv.count(client.EventReceipt, "bob"); n != 0 {
+		t.Fatalf("mallory got %d receipts for a request", n)
+	}
+	if malEv.count(client.EventTyping, "bob") != 0 || bobEv.count(client.EventTyping, "mallory") != 0 {
+		t.Fatal("typing passed before the request was accepted")
+	}
+
+	// Accepting makes a contact: mallory's next message is live and not a
+	// request, and receipts and typing flow.
+	if err := bob.Accept(ctxT(t), "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if bob.IsRequest("mallory") {
+		t.Fatal("still a request after Accept")
+	}
+	r, err := mallory.SendText(ctxT(t), "bob", "thanks")
+	if err != nil || r.Status != proto.StatusDelivered {
+		t.Fatalf("after the accept: %+v %v", r, err)
+	}
+	if m := recvOne(t, bob); m.Request {
+		t.Fatal("a message from someone accepted came as a request")
+	}
+	bob.SendTyping(ctxT(t), "mallory", "", true)
+	waitUntil(t, "a delivery receipt and typing reach mallory", func() bool {
+		return malEv.count(client.EventReceipt, "bob") > 0 && malEv.count(client.EventTyping, "bob") > 0
+	})
+}
+
+// TestBlock: the attacker is an ordinary account. Once bob blocks mallory,
+// what mallory sends is answered exactly as before ("queued") and never
+// reaches bob, online or not, directly or in a group they share; what she
+// had queued for him is gone; bob cannot write to her by mistake; the
+// block is listed and can be undone, after which she is a stranger again.
+func TestBlock(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	cfg := testserver.ClientConfig(t, s)
+	bob, err := client.Signup(ctxT(t), cfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory := testserver.Signup(t, s, "mallory")
+	alice := testserver.Signup(t, s, "alice")
+	testserver.Acquaint(t, alice, bob)
+	// Two of mallory's wait while bob is away; a session of bob's that
+	// takes no deliveries blocks her.
+	bob.Close()
+	for _, text := range []string{"spam 1", "spam 2"} {
+		if _, err := mallory.SendText(ctxT(t), "bob", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, _ := s.Store.QueueLen("bob"); n != 2 {
+		t.Fatalf("bob's queue holds %d", n)
+	}
+	cfg.SendOnly = true
+	side, err := client.Open(ctxT(t), cfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer side.Close()
+	if err := side.Block(ctxT(t), "Mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := s.Store.QueueLen("bob"); n != 0 {
+		t.Fatalf("after the block bob's queue holds %d of mallory's", n)
+	}
+	if l, err := side.Blocked(ctxT(t)); err != nil || !slices.Equal(l, []string{"mallory"}) {
+		t.Fatalf("blocked list %v %v", l, err)
+	}
+	// Bob online again; so are group messages from her in a group they
+	// share (alice's).
+	cfg.SendOnly = false
+	bob2, err := client.Open(ctxT(t), cfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob2.Close()
+	if err := alice.CreateGroup(ctxT(t), "team"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"bob", "mallory"} {
+		if err := alice.AddMember(ctxT(t), "team", u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.Set.Stats.BlockedDropped.Load()
+	r, err := mallory.SendText(ctxT(t), "bob", "spam 3")
+	if err != nil || r.Status != proto.StatusQueued {
+		t.Fatalf("a blocked sender's message: %+v %v (want it answered queued, as any request)", r, err)
+	}
+	if _, err := mallory.SendGroupText(ctxT(t), "team", "group spam"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroupText(ctxT(t), "team", "real news"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendText(ctxT(t), "bob", "and a direct one"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 2 {
+		m := recvOne(t, bob2)
+		if m.From == "mallory" {
+			t.Fatalf("bob got mallory's %q after blocking her", m.Text)
+		}
+		got = append(got, m.Text)
+	}
+	select {
+	case m := <-bob2.Messages():
+		t.Fatalf("bob got %+v", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if d := s.Set.Stats.BlockedDropped.Load() - before; d != 2 {
+		t.Fatalf("%d dropped, want 2 (one direct, one group)", d)
+	}
+	if _, err := bob2.SendText(ctxT(t), "mallory", "oops"); !errors.Is(err, proto.CodeForbidden) {
+		t.Fatalf("writing to someone blocked: %v", err)
+	}
+	// Unblocked (and out of the group), she is a stranger again: her
+	// message comes as a request.
+	if err := alice.RemoveMember(ctxT(t), "team", "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob2.Unblock(ctxT(t), "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.SendText(ctxT(t), "bob", "again"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m := recvOne(t, bob2)
+		if m.From == "mallory" {
+			if m.Text != "again" || !m.Request {
+				t.Fatalf("after the unblock: %+v", m)
+			}
+			break
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("never: %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

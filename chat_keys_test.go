@@ -100,6 +100,13 @@ func TestChatKeys(t *testing.T) {
 	bob.typeLine("/group team")
 	bob.waitFor(`(?m)^\S*\s*│?#team( ·|\s*$)`)
 	bob.waitFor(`ann added you`)
+	// ann is a stranger to bob: he is only invited until he joins.
+	bob.waitFor(`INVITATION: ann added you to team`)
+	bob.typeLine("/join")
+	bob.waitFor(`joined team: its messages reach you`)
+	bob.never("INVITATION", 300*time.Millisecond)
+	ann.typeLine("welcome aboard")
+	bob.waitFor(`ann: welcome aboard`)
 	ann.typeLine("/remove bob")
 	bob.waitFor(`you were removed from team`)
 	bob.typeLine("still here?")

@@ -8,11 +8,12 @@ import (
 	"securefastchat/proto"
 )
 
-const groupUsage = `group create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME`
+const groupUsage = `group create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME | invites | join NAME`
 
 func cmdGroup(args []string) error {
 	cf := newClientFlags("group", groupUsage+" [--server ADDR --user NAME]",
-		"Manages groups. Membership changes are signed by you and checked by every\nmember's client; adding or removing someone gives the group a new key.")
+		"Manages groups. Membership changes are signed by you and checked by every\nmember's client; adding or removing someone gives the group a new key.\n"+
+			"Someone added by a user they have not written to (nor share a group with)\nis only invited: nothing of the group reaches them until they 'join'.")
 	// Flags may come before, between or after the words.
 	var rest []string
 	for {
@@ -31,7 +32,7 @@ func cmdGroup(args []string) error {
 	if len(rest) == 0 {
 		return usagef("group needs a subcommand: %s", groupUsage)
 	}
-	want := map[string]int{"create": 1, "add": 2, "remove": 2, "leave": 1, "list": 0, "members": 1}
+	want := map[string]int{"create": 1, "add": 2, "remove": 2, "leave": 1, "list": 0, "members": 1, "invites": 0, "join": 1}
 	n, ok := want[rest[0]]
 	if !ok || len(rest)-1 != n {
 		return usagef("usage: securefastchat %s", groupUsage)
@@ -80,6 +81,22 @@ func cmdGroup(args []string) error {
 		for _, g := range gs {
 			fmt.Println(g)
 		}
+	case "invites":
+		invs, err := c.GroupInvites(ctx)
+		if err != nil {
+			return err
+		}
+		if len(invs) == 0 {
+			fmt.Println("No invitations.")
+		}
+		for _, inv := range invs {
+			fmt.Printf("%s (invited by %s: 'group join %s' to accept, 'group leave %s' to decline)\n", inv.Group, inv.By, inv.Group, inv.Group)
+		}
+	case "join":
+		if err := c.JoinGroup(ctx, rest[1]); err != nil {
+			return err
+		}
+		fmt.Printf("Joined %s: its messages reach you from now on.\n", rest[1])
 	case "members":
 		ms, err := c.GroupMembers(ctx, rest[1])
 		if err != nil {

@@ -28,7 +28,7 @@ Usage:
   securefastchat signup      --server ADDR --user NAME
   securefastchat chat        --server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]
   securefastchat send        --server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...
-  securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME
+  securefastchat group       create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME | invites | join NAME
   securefastchat contact     accept USER | block USER | unblock USER | blocked
   securefastchat recv        --server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]
   securefastchat bench       [--server ADDR | --embedded] [--scenario dm|latency|fanout|idle|login|mixed] ...

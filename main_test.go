@@ -318,6 +318,10 @@ func TestGroupCommands(t *testing.T) {
 		{"alice", []string{"group", "create", "team"}, 0, "Created group team"},
 		{"alice", []string{"group", "add", "team", "bob"}, 0, "Added bob"},
 		{"alice", []string{"group", "add", "team", "carol"}, 0, "Added carol"},
+		// alice is a stranger to carol: carol is invited, and joins.
+		{"carol", []string{"group", "invites"}, 0, "team (invited by alice"},
+		{"carol", []string{"group", "join", "team"}, 0, "Joined team"},
+		{"carol", []string{"group", "invites"}, 0, "No invitations."},
 		{"bob", []string{"group", "members", "team"}, 0, "alice (admin)\nbob\ncarol"},
 		{"bob", []string{"group", "add", "team", "alice"}, 1, "not allowed"},
 		{"bob", []string{"group", "create", "team"}, 1, "exists"},

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -168,7 +169,20 @@ func (r *run) makeGroup(ctx context.Context, owner *client.Client, name string, 
 		c, err := r.t.login(ctx, first+i, m.u, client.DialOptions{OnDelivery: m.onDelivery})
 		m.c = c
 		ms[i] = m
-		return err
+		if err != nil {
+			return err
+		}
+		// The owner is a stranger to the members: each accepts the
+		// invitation, as people joining a group do.
+		j := proto.GroupJoin{Group: []byte(name)}
+		t, _, err := c.Request(ctx, func(b []byte, id uint32) []byte { return j.Append(b, id) })
+		if err == nil && t != proto.TOK {
+			err = fmt.Errorf("answer %#x", uint8(t))
+		}
+		if err != nil && !errors.Is(err, proto.CodeNoSuchGroup) {
+			return fmt.Errorf("bench: %s joining %s: %w", m.u.name, name, err)
+		}
+		return nil
 	}, func(done int) { r.progress("%s: connected %d of %d members", r.cfg.Scenario, done, len(users)) })
 	if err != nil {
 		closeMembers(ms)

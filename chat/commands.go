@@ -28,7 +28,8 @@ var commands = []command{
 	{"/create", "NAME", "create a group (you are its admin) and open it"},
 	{"/add", "USER", "add a member to the open group (admins)"},
 	{"/remove", "USER", "remove a member from the open group (admins)"},
-	{"/leave", "", "leave the open group"},
+	{"/leave", "", "leave the open group (or decline its invitation)"},
+	{"/join", "[NAME]", "accept the invitation to the open group (or NAME)"},
 	{"/members", "", "list the open group's members"},
 	{"/file", "PATH", "send a file in the open conversation (a person or a group)"},
 	{"/fingerprint", "[USER]", "the server's key fingerprint, or your safety number with USER"},
@@ -299,6 +300,26 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			}
 			return resultMsg{note: "blocked " + user + ": what they send you is dropped (they are not told); /unblock " + user + " undoes it"}
 		}), false
+	case "/join":
+		g := arg
+		if g == "" && strings.HasPrefix(m.open, "#") {
+			g = m.open[1:]
+		}
+		if g == "" {
+			m.status = "/join needs a group: open it, or /join NAME"
+			return nil, false
+		}
+		g, err := proto.CanonicalUsername(g)
+		if err != nil {
+			m.status = "/join: not a valid group name"
+			return nil, false
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			if err := c.JoinGroup(ctx, g); err != nil {
+				return resultMsg{err: fmt.Errorf("/join %s: %w", g, err)}
+			}
+			return joinedMsg{group: g}
+		}), false
 	case "/blocked":
 		return a.do(func(ctx context.Context) tea.Msg {
 			l, err := c.Blocked(ctx)
@@ -355,6 +376,9 @@ type acceptMsg struct {
 	verify            bool
 	request           bool // a message request accepted (no key)
 }
+
+// joinedMsg: the user accepted the invitation to a group.
+type joinedMsg struct{ group string }
 
 type broadcastSentMsg struct {
 	text    string
@@ -431,6 +455,10 @@ func (m *model) say(text string) tea.Cmd {
 	e := &history.Entry{Conv: key, ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Text: text, Time: time.Now(), Status: history.Sending}
 	if key[0] == '@' {
 		m.acceptedRequest(key[1:]) // writing to them accepts them
+	}
+	if by, invited := m.invites[key[1:]]; invited && key[0] == '#' {
+		m.status = fmt.Sprintf("you are invited to %s by %s and have not joined: /join to accept (or /leave to decline)", key[1:], by)
+		return nil
 	}
 	if key[0] == '@' && m.a.isWarned(key[1:]) {
 		e.Status = history.Held

@@ -106,6 +106,8 @@ type model struct {
 	transfers  map[[proto.MsgIDLen]byte]*transfer
 	keyWarn    map[string]string // contact -> "old new" fingerprints, until accepted
 	requests   map[string]bool   // senders of message requests not yet accepted
+	invites    map[string]string // group -> who invited this user (not joined yet), as the server last said
+	askInvites bool              // the invitations may have changed: ask the server
 	verified   map[string]string // contact -> the fingerprint verified
 	members    map[string][]string
 	typedAt    time.Time // when a typing signal last went
@@ -151,7 +153,7 @@ func newModel(a *app) *model {
 		a: a, convs: map[string]*conv{}, input: in, vp: viewport.New(80, 20),
 		bar:    progress.New(progress.WithDefaultGradient(), progress.WithWidth(30)),
 		online: map[string]bool{}, bySeq: map[uint64]*history.Entry{}, byID: map[[proto.MsgIDLen]byte]*history.Entry{},
-		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{}, requests: map[string]bool{},
+		transfers: map[[proto.MsgIDLen]byte]*transfer{}, keyWarn: map[string]string{}, verified: map[string]string{}, requests: map[string]bool{}, invites: map[string]string{},
 		members: map[string][]string{}, conn: client.StateConnecting, width: 80, height: 24,
 	}
 	m.vp.KeyMap.Up.SetEnabled(false)
@@ -318,6 +320,14 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmds = append(cmds, tick())
 	case connMsg:
 		m.connChanged(client.ConnEvent(msg))
+		if msg.State == client.StateConnected {
+			m.askInvites = true
+		}
+	case invitesMsg:
+		m.gotInvites(msg)
+	case joinedMsg:
+		delete(m.invites, msg.group)
+		m.status = "joined " + msg.group + ": its messages reach you from now on"
 	case noticeMsg:
 		m.status = clean(msg.text)
 		if msg.conv != "" {
@@ -385,6 +395,10 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.status = msg.note
 		}
 		m.refreshSuggestions()
+	}
+	if m.askInvites {
+		m.askInvites = false
+		cmds = append(cmds, m.fetchInvites())
 	}
 	var cmd tea.Cmd
 	if k, ok := msg.(tea.KeyMsg); ok && k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste {
@@ -774,6 +788,9 @@ func (m *model) groupEvent(ev client.Event) {
 		text = who(ev.User) + " created " + ev.Group
 	case proto.OpAdd:
 		text = who(ev.User) + " added " + who(ev.Target)
+		if ev.Target == me {
+			m.askInvites = true // perhaps only invited
+		}
 	case proto.OpRemove:
 		text = who(ev.User) + " removed " + who(ev.Target)
 	case proto.OpLeave:
@@ -781,6 +798,7 @@ func (m *model) groupEvent(ev client.Event) {
 	case proto.OpPromote:
 		text = who(ev.User) + " made " + who(ev.Target) + " an admin"
 	case 0:
+		delete(m.invites, ev.Group)
 		if m.leaving[ev.Group] {
 			text = "you left " + ev.Group
 		} else {
@@ -898,6 +916,37 @@ func (m *model) noteRequest(e *history.Entry, request bool) {
 		delete(m.requests, from)
 	}
 	m.saveMeta("requests", m.requests)
+}
+
+// invitesMsg is the server's list of this user's group invitations.
+type invitesMsg struct {
+	invites []client.GroupInvite
+	err     error
+}
+
+// fetchInvites asks the server for this user's group invitations.
+func (m *model) fetchInvites() tea.Cmd {
+	c := m.a.c
+	return m.a.do(func(ctx context.Context) tea.Msg {
+		invs, err := c.GroupInvites(ctx)
+		return invitesMsg{invites: invs, err: err}
+	})
+}
+
+// gotInvites keeps the invitations, and tells of new ones.
+func (m *model) gotInvites(msg invitesMsg) {
+	if msg.err != nil {
+		return // asked again on the next change or connection
+	}
+	next := map[string]string{}
+	for _, inv := range msg.invites {
+		next[inv.Group] = inv.By
+		if _, known := m.invites[inv.Group]; !known {
+			m.conv("#" + inv.Group)
+			m.status = fmt.Sprintf("%s invited you to group %s: /group %s to look, /join %s to accept", inv.By, inv.Group, inv.Group, inv.Group)
+		}
+	}
+	m.invites = next
 }
 
 // acceptedRequest records that the user accepted from's request.

@@ -148,6 +148,9 @@ func (m *model) sidebar(w, h int) string {
 				mark = stWarn.Render("!")
 			}
 		}
+		if _, invited := m.invites[c.key[1:]]; invited && c.key[0] == '#' {
+			mark = stWarn.Render("?")
+		}
 		name := c.key
 		if c.key[0] == '@' {
 			name = c.key[1:]
@@ -256,6 +259,10 @@ func (m *model) title(w int) string {
 		parts = append(parts, stDim.Render(strings.Join(who, ", ")+" typing…"))
 	}
 	t := truncate(strings.Join(parts, " · "), w)
+	if by, invited := m.invites[key[1:]]; invited && key[0] == '#' {
+		inv := fmt.Sprintf("INVITATION: %s added you to %s, and is not in your contacts. You get none of its messages until you /join; /leave declines.", by, key[1:])
+		t += "\n" + stWarn.Width(w).Render(inv)
+	}
 	if key[0] == '@' && m.requests[key[1:]] {
 		p := key[1:]
 		req := fmt.Sprintf("MESSAGE REQUEST: %s is not in your contacts. Nothing goes back to them (no receipts, no typing) until you accept: reply, or /accept %s. /block %s drops what they send; /decline %s blocks and closes this.",

@@ -136,6 +136,7 @@ func TestBadEpochs(t *testing.T) {
 		if err := ann.AddMember(ctxT(t), "team", u); err != nil {
 			t.Fatal(err)
 		}
+		testserver.Join(t, users[u], "team")
 	}
 	honest := func(text string) {
 		t.Helper()
@@ -233,6 +234,8 @@ func TestGroupMessageFreshness(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	testserver.Join(t, bob, "team")
+	testserver.Join(t, eve, "team")
 	// In flight: eve's message waits in bob's queue while ann removes her.
 	bob.Close()
 	if _, err := eve.SendGroupText(ctxT(t), "team", "sent while a member"); err != nil {
@@ -343,6 +346,7 @@ func TestUncommittedEpochReplaced(t *testing.T) {
 	if err := ann.AddMember(ctxT(t), "team", "bob"); err != nil {
 		t.Fatal(err)
 	}
+	testserver.Join(t, bob, "team")
 	ann.Close()
 	bob.Close()
 	testserver.Stop(t, s)
@@ -489,6 +493,7 @@ func TestKeyFetchBounded(t *testing.T) {
 	if err := ann.AddMember(ctxT(t), "team", "bob"); err != nil {
 		t.Fatal(err)
 	}
+	testserver.Join(t, bob, "team")
 	bob.Close()
 	if _, err := ann.SendGroupText(ctxT(t), "team", "under an old epoch"); err != nil {
 		t.Fatal(err)

@@ -61,6 +61,7 @@ func TestGroupMembership(t *testing.T) {
 	if err := alice.AddMember(ctx, "team", "bob"); err != nil {
 		t.Fatal(err)
 	}
+	testserver.Join(t, bob, "team")
 	// bob's client looks at the group now (a fresh view fetches the
 	// current epoch only; older ones come when a message under one does).
 	if e := epochs(t, bob, "team"); !slices.Equal(e, []uint32{2}) {
@@ -69,6 +70,7 @@ func TestGroupMembership(t *testing.T) {
 	if err := alice.AddMember(ctx, "team", "carol"); err != nil {
 		t.Fatal(err)
 	}
+	testserver.Join(t, carol, "team")
 	want := []string{"alice*", "bob", "carol"}
 	for _, c := range []*client.Client{alice, bob, carol} {
 		if got := members(t, c, "team"); !slices.Equal(got, want) {
@@ -183,7 +185,7 @@ func TestServerCannotSlipAMemberIn(t *testing.T) {
 	next := *g
 	next.Seq, next.Last = forged.Seq, forged.Hash()
 	next.Members = append(append([]store.GroupMember(nil), g.Members...), store.GroupMember{Name: "mallory"})
-	if err := s.Store.ChangeGroup(&next, g.Seq, g.Epoch, forged.Append(nil), nil); err != nil {
+	if err := s.Store.ChangeGroup(&next, g.Seq, g.Epoch, forged.Append(nil), nil, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := alice.GroupMembers(ctx, "team"); !errors.Is(err, client.ErrGroupChain) {
@@ -224,6 +226,9 @@ func TestGroupMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	testserver.Join(t, bob, "team")
+	testserver.Join(t, carol, "team")
+	joinAs(t, daveCfg, "dave", "team")
 	r, err := alice.SendGroupText(ctx, "team", "hello team")
 	if err != nil {
 		t.Fatal(err)
@@ -360,6 +365,7 @@ func TestGroupKeyRotation(t *testing.T) {
 	ctx := ctxT(t)
 	alice.CreateGroup(ctx, "team")
 	alice.AddMember(ctx, "team", "bob")
+	testserver.Join(t, bob, "team")
 	_, start, _ := alice.GroupEpochs(ctx, "team")
 	for i := 0; i < client.RotateAfterMessages+1; i++ {
 		if _, err := alice.SendGroupText(ctx, "team", fmt.Sprint(i)); err != nil {
@@ -392,6 +398,8 @@ func TestGroupFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	testserver.Join(t, bob, "team")
+	joinAs(t, carolCfg, "carol", "team")
 	data := make([]byte, 3*proto.FileChunkData+123) // four chunks
 	rand.Read(data)
 	path := filepath.Join(t.TempDir(), "plan.bin")

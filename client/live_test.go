@@ -83,7 +83,7 @@ func TestPresenceContacts(t *testing.T) {
 	ctx := ctxT(t)
 	ann, annEv, _ := liveUser(t, s, "ann", false)
 	bob, bobEv, bobCfg := liveUser(t, s, "bob", false)
-	_, eveEv, _ := liveUser(t, s, "eve", false)
+	eve, eveEv, _ := liveUser(t, s, "eve", false)
 
 	// Strangers see nothing of each other.
 	annEv.none(t, "presence of a stranger", 300*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.User != "" })
@@ -129,6 +129,7 @@ func TestPresenceContacts(t *testing.T) {
 	if err := ann.AddMember(ctx, "team", "eve"); err != nil {
 		t.Fatal(err)
 	}
+	testserver.Join(t, eve, "team")
 	eveEv.wait(t, "ann online", presence("ann", true))
 	annEv.wait(t, "eve online", presence("eve", true))
 }

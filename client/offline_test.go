@@ -443,3 +443,16 @@ func sealedSender(t *testing.T, c *client.Client, to, text string) func() (*clie
 	}
 	return func() (*client.Receipt, error) { return c.Send(ctxT(t), out) }
 }
+
+// joinAs has an offline user accept an invitation to group from a session
+// that takes no deliveries, so what waits for them stays queued.
+func joinAs(t *testing.T, cfg client.Config, user, group string) {
+	t.Helper()
+	cfg.SendOnly = true
+	c, err := client.Open(ctxT(t), cfg, user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testserver.Join(t, c, group)
+}

@@ -93,3 +93,40 @@ func (c *Client) Blocked(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
+
+// GroupInvite is an invitation to a group: someone this user has not
+// accepted added them. Until JoinGroup, nothing of the group's messages
+// reaches this user; LeaveGroup declines.
+type GroupInvite struct {
+	Group string
+	By    string // who added this user
+}
+
+// GroupInvites returns this user's pending group invitations.
+func (c *Client) GroupInvites(ctx context.Context) ([]GroupInvite, error) {
+	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupInvites, id) })
+	if err := expect(t, proto.TGroupInvitesReply, err); err != nil {
+		return nil, err
+	}
+	var m proto.GroupInvitesReply
+	if err := m.Parse(body); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	out := make([]GroupInvite, len(m.Invites))
+	for i, inv := range m.Invites {
+		out[i] = GroupInvite{Group: string(inv.Group), By: string(inv.By)}
+	}
+	return out, nil
+}
+
+// JoinGroup accepts an invitation to group: its messages reach this user
+// from now on.
+func (c *Client) JoinGroup(ctx context.Context, group string) error {
+	canon, err := proto.CanonicalUsername(group)
+	if err != nil {
+		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: "group names are 1 to 32 of a-z A-Z 0-9 _"}
+	}
+	m := proto.GroupJoin{Group: []byte(canon)}
+	t, _, err := c.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	return expect(t, proto.TOK, err)
+}

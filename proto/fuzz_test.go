@@ -103,11 +103,19 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Blocked
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TGroupJoin:
+		var m GroupJoin
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TGroupInvitesReply:
+		var m GroupInvitesReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TAvailable:
 		var m Available
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TOK, TLogout, TGroupList, TBlockedList:
+	case TOK, TLogout, TGroupList, TBlockedList, TGroupInvites:
 		return AppendEmpty(nil, t, id), ParseEmpty(body)
 	case TGroupChange:
 		var m GroupChange
@@ -206,6 +214,9 @@ func seedMessages() [][]byte {
 		AppendEmpty(nil, TBlockedList, 32),
 		(&Blocked{Users: [][]byte{[]byte("mallory"), []byte("spam1")}}).Append(nil, 32),
 		(&Blocked{}).Append(nil, 33),
+		(&GroupJoin{Group: []byte("prize")}).Append(nil, 34),
+		AppendEmpty(nil, TGroupInvites, 35),
+		(&GroupInvitesReply{Invites: []GroupInvite{{Group: []byte("prize"), By: []byte("mallory")}}}).Append(nil, 35),
 		(&Available{Available: true}).Append(nil, 12),
 		AppendEmpty(nil, TOK, 13),
 		AppendEmpty(nil, TLogout, 14),

@@ -75,3 +75,57 @@ func (m *Blocked) Parse(body []byte) error {
 	}
 	return d.done()
 }
+
+// Group invitations (version 2). A user added to a group by someone they
+// have not accepted is invited: on the roster, but nothing of the group's
+// messages reaches them until they send GroupJoin (leaving declines).
+const (
+	TGroupJoin         MsgType = 0x48 // group str8 (version 2)
+	TGroupInvites      MsgType = 0x49 // (empty) (version 2)
+	TGroupInvitesReply MsgType = 0x95 // count u16 | (group str8 | by str8) x count (version 2)
+)
+
+// GroupJoin accepts an invitation to a group.
+type GroupJoin struct{ Group []byte }
+
+// Append appends the message to b.
+func (m *GroupJoin) Append(b []byte, id uint32) []byte {
+	return appendStr8(AppendHeader(b, TGroupJoin, id), m.Group)
+}
+
+// Parse decodes a body.
+func (m *GroupJoin) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Group = d.str8()
+	if d.err == nil && len(m.Group) == 0 {
+		d.err = fmt.Errorf("%w: empty group name", ErrMalformed)
+	}
+	return d.done()
+}
+
+// GroupInvite is one pending invitation: the group, and who added the
+// user.
+type GroupInvite struct{ Group, By []byte }
+
+// GroupInvitesReply lists the user's pending invitations.
+type GroupInvitesReply struct{ Invites []GroupInvite }
+
+// Append appends the message to b.
+func (m *GroupInvitesReply) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint16(AppendHeader(b, TGroupInvitesReply, id), uint16(len(m.Invites)))
+	for _, inv := range m.Invites {
+		b = appendStr8(appendStr8(b, inv.Group), inv.By)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *GroupInvitesReply) Parse(body []byte) error {
+	d := dec{b: body}
+	n := int(d.u16())
+	m.Invites = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Invites = append(m.Invites, GroupInvite{Group: d.str8(), By: d.str8()})
+	}
+	return d.done()
+}

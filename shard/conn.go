@@ -291,7 +291,7 @@ func (c *conn) handle(msg []byte) bool {
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
-		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList:
+		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -321,6 +321,14 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.broadcast(id, body)
 	case proto.TRelation:
 		c.changeRelation(id, body)
+	case proto.TGroupJoin:
+		c.joinGroup(id, body)
+	case proto.TGroupInvites:
+		if err := proto.ParseEmpty(body); err != nil {
+			c.replyBad(id, err)
+			return true
+		}
+		c.listInvites(id)
 	case proto.TBlockedList:
 		if err := proto.ParseEmpty(body); err != nil {
 			c.replyBad(id, err)

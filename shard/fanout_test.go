@@ -61,6 +61,7 @@ func benchFanout(b *testing.B, members int) {
 		c.Limits.SignupBurst = 1 << 20
 		c.Limits.LookupBurst = 1 << 20
 		c.Shard.HandshakeBurst = 1 << 20
+		c.Shard.GroupChangeBurst = 1 << 20
 		c.Shard.MsgEvery = -1
 	})
 	ctx := context.Background()
@@ -77,6 +78,17 @@ func benchFanout(b *testing.B, members int) {
 	for i := 1; i < members; i++ {
 		if err := alice.AddMember(ctx, "big", fmt.Sprint("m", i)); err != nil {
 			b.Fatal(err)
+		}
+	}
+	// Alice is a stranger to them: each accepts the invitation.
+	for _, r := range raws {
+		r.send((&proto.GroupJoin{Group: []byte("big")}).Append(nil, r.nextID()))
+		typ, _, _, err := r.recv()
+		for err == nil && typ == proto.TGroupChanged {
+			typ, _, _, err = r.recv() // (pushed as the roster grew)
+		}
+		if err != nil || typ != proto.TOK {
+			b.Fatalf("joining: %#x %v", typ, err)
 		}
 	}
 	var delivered atomic.Int64

@@ -283,7 +283,12 @@ func (c *conn) commitGroupChange(p *groupPlan, keys map[string][]byte) (proto.Er
 		if p.stmt != nil {
 			statement = p.statement
 		}
-		err = st.ChangeGroup(p.next, p.cur.Seq, p.cur.Epoch, statement, p.epoch)
+		invite := ""
+		if p.stmt != nil && p.stmt.Op == proto.OpAdd && !c.acceptedBy(string(p.stmt.Target)) {
+			// Added by someone they have not accepted: an invitation.
+			invite = string(p.stmt.Target)
+		}
+		err = st.ChangeGroup(p.next, p.cur.Seq, p.cur.Epoch, statement, p.epoch, invite, c.user)
 	}
 	switch {
 	case errors.Is(err, store.ErrGroupExists):
@@ -297,7 +302,7 @@ func (c *conn) commitGroupChange(p *groupPlan, keys map[string][]byte) (proto.Er
 		return proto.CodeInternal, "internal error"
 	}
 	if p.stmt != nil && p.stmt.Op == proto.OpAdd {
-		c.set.joined(string(p.stmt.Target), p.next.Members)
+		c.set.joined(p.group, string(p.stmt.Target))
 	}
 	// Every member online fetches and checks what changed at once: a new
 	// member sees the group, and a bad key is found and reported before
@@ -450,6 +455,10 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	if g == nil {
 		return
 	}
+	if _, invited := g.Pending[c.user]; invited {
+		c.replyErr(id, proto.CodeForbidden, "you are invited to "+g.Name+" and have not joined: join it first (or leave it to decline)")
+		return
+	}
 	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq || g.EpochBad {
 		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members (or a member reported it bad): fetch it, make a new one, and send again")
 		return
@@ -472,6 +481,12 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	byShard := map[*Shard][]*conn{}
 	for _, mem := range g.Members {
 		if mem.Name == c.user {
+			continue
+		}
+		if _, invited := g.Pending[mem.Name]; invited {
+			// Not joined: nothing reaches or waits for them (the sender
+			// cannot tell).
+			ack.done(true)
 			continue
 		}
 		if rc := c.set.dir.lookup([]byte(mem.Name)); rc != nil {
@@ -541,6 +556,9 @@ func (c *conn) freeLookup(user []byte) bool {
 	if err != nil {
 		return false
 	}
+	if c.inGroupWith(canon, false) {
+		return true // a member's keys, which every member needs to wrap keys for them
+	}
 	accepted, wrote := c.relation(canon)
 	return accepted || wrote
 }
@@ -578,17 +596,26 @@ func (c *conn) relation(canon []byte) (accepted, wrote bool) {
 }
 
 // sharesGroup reports whether the requester and user are members of a
-// common group.
-func (c *conn) sharesGroup(user []byte) bool {
+// common group, both joined (not only invited).
+func (c *conn) sharesGroup(user []byte) bool { return c.inGroupWith(user, true) }
+
+// inGroupWith reports whether the requester and user are members of a
+// common group; with joined, both must have joined it (not only be
+// invited).
+func (c *conn) inGroupWith(user []byte, joined bool) bool {
 	canon, err := proto.AppendCanonicalUsername(nil, user)
 	if err != nil {
 		return false
 	}
-	mine, err := c.set.opts.Store.UserGroups(c.user)
+	groups := c.set.opts.Store.UserGroups
+	if joined {
+		groups = c.set.opts.Store.JoinedGroups
+	}
+	mine, err := groups(c.user)
 	if err != nil || len(mine) == 0 {
 		return false
 	}
-	theirs, err := c.set.opts.Store.UserGroups(string(canon))
+	theirs, err := groups(string(canon))
 	if err != nil {
 		return false
 	}

@@ -238,14 +238,22 @@ func (s *Set) linkOnline(a, b *conn) {
 	}
 }
 
-// joined links a user just added to a group with the members online.
-func (s *Set) joined(user string, members []store.GroupMember) {
+// joined links a user just added to (or who just joined) a group with its
+// members online, unless the user is only invited.
+func (s *Set) joined(group, user string) {
 	nc := s.dir.lookup([]byte(user))
 	if nc == nil {
 		return
 	}
-	for _, m := range members {
-		if m.Name == user {
+	g, err := s.opts.Store.Group(group)
+	if err != nil {
+		return
+	}
+	if _, invited := g.Pending[user]; invited {
+		return
+	}
+	for _, m := range g.Members {
+		if _, invited := g.Pending[m.Name]; invited || m.Name == user {
 			continue
 		}
 		if rc := s.dir.lookup([]byte(m.Name)); rc != nil {

@@ -219,3 +219,54 @@ func (c *conn) accepts(from string) bool {
 	}
 	return c.sharesGroup([]byte(from))
 }
+
+// acceptedBy reports whether user has accepted c's user: written to them,
+// or shares a joined group with them. Someone added to a group by a user
+// they have not accepted is only invited to it.
+func (c *conn) acceptedBy(user string) bool {
+	if w, _ := c.set.opts.Store.Wrote(user, c.user); w {
+		return true
+	}
+	return c.sharesGroup([]byte(user))
+}
+
+// joinGroup handles GroupJoin: an invited member accepts the invitation,
+// and from then on gets the group's messages.
+func (c *conn) joinGroup(id uint32, body []byte) {
+	var m proto.GroupJoin
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, m.Group)
+	if err != nil {
+		c.replyErr(id, proto.CodeNoSuchGroup, "no such group")
+		return
+	}
+	group := string(canon)
+	err = c.set.opts.Store.AcceptGroupInvite(group, c.user)
+	if errors.Is(err, store.ErrNotFound) {
+		c.replyErr(id, proto.CodeNoSuchGroup, "no invitation to "+group+" (you may have joined it already)")
+		return
+	}
+	if err != nil {
+		c.replyFailure(id, err)
+		return
+	}
+	c.set.joined(group, c.user)
+	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+}
+
+// listInvites handles GroupInvites.
+func (c *conn) listInvites(id uint32) {
+	invs, err := c.set.opts.Store.GroupInvites(c.user)
+	if err != nil {
+		c.replyFailure(id, err)
+		return
+	}
+	var r proto.GroupInvitesReply
+	for _, inv := range invs {
+		r.Invites = append(r.Invites, proto.GroupInvite{Group: []byte(inv.Group), By: []byte(inv.By)})
+	}
+	c.reply(r.Append(nil, id))
+}

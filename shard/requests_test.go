@@ -153,6 +153,7 @@ func TestBlock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	testserver.Join(t, mallory, "team") // (alice is a stranger to her)
 	before := s.Set.Stats.BlockedDropped.Load()
 	r, err := mallory.SendText(ctxT(t), "bob", "spam 3")
 	if err != nil || r.Status != proto.StatusQueued {
@@ -218,5 +219,84 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("never: %s", what)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// TestGroupInvitation: the attacker is an ordinary account. Adding a
+// stranger to a group only invites them: nothing of the group reaches or
+// is queued for them, it makes no contact (their direct messages are
+// still requests, no presence), and they cannot post, until they join.
+// Someone they have written to adds them as a member outright.
+func TestGroupInvitation(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	bob, bobEv := signupEvents(t, s, "bob")
+	mallory := testserver.Signup(t, s, "mallory")
+	alice := testserver.Signup(t, s, "alice")
+	if err := mallory.CreateGroup(ctxT(t), "prize"); err != nil {
+		t.Fatal(err)
+	}
+	if err := mallory.AddMember(ctxT(t), "prize", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	invs, err := bob.GroupInvites(ctxT(t))
+	if err != nil || len(invs) != 1 || invs[0] != (client.GroupInvite{Group: "prize", By: "mallory"}) {
+		t.Fatalf("bob's invitations %+v %v", invs, err)
+	}
+	before, _, _ := s.Store.QueueLen("bob")
+	if _, err := mallory.SendGroupText(ctxT(t), "prize", "claim your prize"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mallory.SendText(ctxT(t), "bob", "did you see the group?"); err != nil {
+		t.Fatal(err)
+	}
+	m := recvOne(t, bob)
+	if m.Group != "" || !m.Request {
+		t.Fatalf("bob got %+v: want only mallory's direct message, as a request", m)
+	}
+	select {
+	case m := <-bob.Messages():
+		t.Fatalf("an invited member got %+v", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n, _, _ := s.Store.QueueLen("bob"); n > before {
+		t.Fatalf("something of the group waits for bob: %d queued", n)
+	}
+	if bobEv.count(client.EventPresence, "mallory") != 0 {
+		t.Fatal("an invitation made bob see mallory's presence")
+	}
+	if _, err := bob.SendGroupText(ctxT(t), "prize", "hi"); !errors.Is(err, proto.CodeForbidden) {
+		t.Fatalf("an invited member posting: %v", err)
+	}
+	// Bob joins: the group's messages reach him.
+	if err := bob.JoinGroup(ctxT(t), "prize"); err != nil {
+		t.Fatal(err)
+	}
+	if invs, _ := bob.GroupInvites(ctxT(t)); len(invs) != 0 {
+		t.Fatalf("invitations after joining %+v", invs)
+	}
+	if _, err := mallory.SendGroupText(ctxT(t), "prize", "welcome"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, bob); m.Group != "prize" || m.Text != "welcome" {
+		t.Fatalf("after joining: %+v", m)
+	}
+	// Someone bob has written to adds him as a member outright.
+	if _, err := bob.SendText(ctxT(t), "alice", "hi alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.CreateGroup(ctxT(t), "friends"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddMember(ctxT(t), "friends", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if invs, _ := bob.GroupInvites(ctxT(t)); len(invs) != 0 {
+		t.Fatalf("a contact's group is an invitation: %+v", invs)
+	}
+	if _, err := alice.SendGroupText(ctxT(t), "friends", "hello friends"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, bob); m.Group != "friends" {
+		t.Fatalf("bob got %+v", m)
 	}
 }

@@ -147,3 +147,81 @@ func TestMigrateSchema2(t *testing.T) {
 		t.Fatalf("bob's queue: %+v", items)
 	}
 }
+
+// An invited member is on the roster and lists the group, but the group
+// makes them nobody's contact (presence, queue shares) until they accept;
+// leaving drops the invitation.
+func TestGroupInvites(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "s.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	g := &GroupState{Name: "prize", Members: []GroupMember{{Name: "mallory", Admin: true}}}
+	if err := s.CreateGroup(g, []byte("s0"), nil); err != nil {
+		t.Fatal(err)
+	}
+	next := *g
+	next.Seq = 1
+	next.Members = append(next.Members, GroupMember{Name: "bob"})
+	if err := s.ChangeGroup(&next, 0, 0, []byte("s1"), nil, "bob", "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if inv, _ := s.GroupInvites("bob"); len(inv) != 1 || inv[0] != (GroupInvite{Group: "prize", By: "mallory"}) {
+		t.Fatalf("invites %+v", inv)
+	}
+	if gs, _ := s.UserGroups("bob"); !slices.Equal(gs, []string{"prize"}) {
+		t.Fatalf("an invited member lists %v", gs)
+	}
+	if gs, _ := s.JoinedGroups("bob"); len(gs) != 0 {
+		t.Fatalf("joined %v", gs)
+	}
+	if got, _ := s.Group("prize"); got.Pending["bob"] != "mallory" {
+		t.Fatalf("pending %v", got.Pending)
+	}
+	for _, u := range []string{"bob", "mallory"} {
+		if c, _ := s.Contacts(u); len(c) != 0 {
+			t.Fatalf("%s's contacts while invited: %v", u, c)
+		}
+	}
+	if err := s.AcceptGroupInvite("prize", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AcceptGroupInvite("prize", "bob"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("accepting twice: %v", err)
+	}
+	if c, _ := s.Contacts("bob"); !slices.Equal(c, []string{"mallory"}) {
+		t.Fatalf("contacts once joined: %v", c)
+	}
+	// Invited again after a leave: the invitation goes with the member.
+	left := next
+	left.Seq = 2
+	left.Members = left.Members[:1]
+	if err := s.ChangeGroup(&left, 1, 0, []byte("s2"), nil, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	again := left
+	again.Seq = 3
+	again.Members = append(again.Members, GroupMember{Name: "bob"})
+	if err := s.ChangeGroup(&again, 2, 0, []byte("s3"), nil, "bob", "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	out := again
+	out.Seq = 4
+	out.Members = out.Members[:1]
+	if err := s.ChangeGroup(&out, 3, 0, []byte("s4"), nil, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if inv, _ := s.GroupInvites("bob"); len(inv) != 0 {
+		t.Fatalf("an invitation outlived the membership: %+v", inv)
+	}
+	if p := pendingOfStore(s, "prize"); len(p) != 0 {
+		t.Fatalf("pending records left: %v", p)
+	}
+}
+
+func pendingOfStore(s *Store, group string) map[string]string {
+	var p map[string]string
+	s.db.View(func(tx *bolt.Tx) error { p = pendingOf(tx, group); return nil })
+	return p
+}

@@ -75,25 +75,24 @@ func (s *Store) Contacts(user string) ([]string, error) {
 				}
 			}
 		}()
-		ug := tx.Bucket(bucketUserGroups).Bucket([]byte(user))
-		if ug == nil {
-			return nil
-		}
 		gb := tx.Bucket(bucketGroups)
-		return ug.ForEach(func(name, _ []byte) error {
-			v := gb.Get(name)
+		for _, name := range joinedGroups(tx, user) {
+			v := gb.Get([]byte(name))
 			if v == nil {
-				return nil
+				continue
 			}
-			g, err := unmarshalGroup(string(name), v)
+			g, err := unmarshalGroup(name, v)
 			if err != nil {
 				return err
 			}
+			pending := pendingOf(tx, name)
 			for _, m := range g.Members {
-				set[m.Name] = struct{}{}
+				if _, invited := pending[m.Name]; !invited {
+					set[m.Name] = struct{}{}
+				}
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

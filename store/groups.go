@@ -45,6 +45,9 @@ type GroupState struct {
 	EpochBad bool     // a member reported the current epoch bad: no sends under it
 	Created  time.Time
 	Members  []GroupMember // join order
+	// Pending are the members only invited (member -> who added them;
+	// invites.go), as Group reads them; not part of the record.
+	Pending map[string]string
 }
 
 // Member reports whether name is a member and whether an admin.
@@ -277,7 +280,10 @@ func (s *Store) CreateGroup(g *GroupState, statement []byte, first *Epoch) error
 // ChangeGroup applies a roster change atomically: the statement, the new
 // state and, if not nil, a new epoch. It fails with ErrConflict unless the
 // stored state still has seq expectSeq and epoch expectEpoch.
-func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, statement []byte, epoch *Epoch) error {
+//
+// If invite is set, that member (added by this change, by by) is only
+// invited (invites.go); members who are gone lose their invitations.
+func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, statement []byte, epoch *Epoch, invite, by string) error {
 	return s.update(func(tx *bolt.Tx) error {
 		gb := tx.Bucket(bucketGroups)
 		v := gb.Get([]byte(next.Name))
@@ -304,6 +310,9 @@ func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, sta
 		if err := gb.Put([]byte(next.Name), next.marshal()); err != nil {
 			return err
 		}
+		if err := setInvites(tx, next.Name, next.Members, invite, by); err != nil {
+			return err
+		}
 		return setMembership(tx, next.Name, cur.Members, next.Members)
 	})
 }
@@ -317,8 +326,11 @@ func (s *Store) Group(name string) (*GroupState, error) {
 			return ErrNotFound
 		}
 		var err error
-		g, err = unmarshalGroup(name, v)
-		return err
+		if g, err = unmarshalGroup(name, v); err != nil {
+			return err
+		}
+		g.Pending = pendingOf(tx, name)
+		return nil
 	})
 	return g, err
 }

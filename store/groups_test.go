@@ -24,11 +24,11 @@ func TestGroups(t *testing.T) {
 	next.Seq, next.Last, next.Epoch, next.EpochSeq = 1, [32]byte{2}, 2, 1
 	next.Members = []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}
 	e2 := &Epoch{N: 2, RosterSeq: 1, Wrapper: "ann", Keys: map[string][]byte{"ann": []byte("a2"), "bob": []byte("b2")}}
-	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1"), e2); err != nil {
+	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1"), e2, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	// A concurrent change based on the old state loses.
-	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1b"), nil); !errors.Is(err, ErrConflict) {
+	if err := s.ChangeGroup(&next, 0, 1, []byte("statement 1b"), nil, "", ""); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale change: %v", err)
 	}
 	got, err := s.Group("team")
@@ -58,7 +58,7 @@ func TestGroups(t *testing.T) {
 	// bob leaves: the index follows.
 	left := next
 	left.Seq, left.Members = 2, []GroupMember{{Name: "ann", Admin: true}}
-	if err := s.ChangeGroup(&left, 1, 2, []byte("statement 2"), nil); err != nil {
+	if err := s.ChangeGroup(&left, 1, 2, []byte("statement 2"), nil, "", ""); err != nil {
 		t.Fatal(err)
 	}
 	if gs, _ := s.UserGroups("bob"); len(gs) != 0 {
@@ -94,7 +94,7 @@ func TestEpochBadAndPruned(t *testing.T) {
 	for n := uint32(2); n <= 5; n++ {
 		next := *g
 		next.Epoch = n
-		if err := s.ChangeGroup(&next, 0, n-1, nil, &Epoch{N: n, Created: t0.Add(time.Duration(n) * 24 * time.Hour), Wrapper: "bob", Stmt: []byte("stmt"), Keys: keys()}); err != nil {
+		if err := s.ChangeGroup(&next, 0, n-1, nil, &Epoch{N: n, Created: t0.Add(time.Duration(n) * 24 * time.Hour), Wrapper: "bob", Stmt: []byte("stmt"), Keys: keys()}, "", ""); err != nil {
 			t.Fatal(err)
 		}
 	}

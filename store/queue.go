@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -194,15 +195,12 @@ func (w *wtx) contact(to, from string) bool {
 	}
 	c := w.tx.Bucket(bucketWrote).Get([]byte(k)) != nil
 	if !c {
-		mine := w.tx.Bucket(bucketUserGroups).Bucket([]byte(to))
-		theirs := w.tx.Bucket(bucketUserGroups).Bucket([]byte(from))
-		if mine != nil && theirs != nil {
-			_ = mine.ForEach(func(g, _ []byte) error {
-				if theirs.Get(g) != nil {
-					c = true
-				}
-				return nil
-			})
+		theirs := joinedGroups(w.tx, from)
+		for _, g := range joinedGroups(w.tx, to) {
+			if slices.Contains(theirs, g) {
+				c = true
+				break
+			}
 		}
 	}
 	w.contacts[k] = c

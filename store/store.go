@@ -29,7 +29,7 @@ var (
 	bucketUserSessions = []byte("usersessions")
 	allBuckets         = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
-		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked}
+		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites}
 )
 
 // schemaVersion is the store's format.
@@ -43,9 +43,9 @@ var (
 //	   migrated in place: the counts are rebuilt from the queues, every
 //	   contact pair counts as written both ways, and the sessions are
 //	   indexed.
-//	3: blocks (blocked). A schema 2 file needs only the new bucket; the
-//	   version says an older build must not serve it (it would let what
-//	   blocked users send through).
+//	3: blocks (blocked) and group invitations (ginvites). A schema 2
+//	   file needs only the new buckets; the version says an older build
+//	   must not serve it (it would let what blocked users send through).
 const schemaVersion = 3
 
 // DefaultLockTimeout is how long Open waits for another process to release
@@ -134,7 +134,7 @@ func (s *Store) init() error {
 				return fmt.Errorf("migrating schema 1 to 2: %w", err)
 			}
 		case v[0] == 2:
-			// Schema 3 adds a bucket, created above.
+			// Schema 3 adds buckets, created above.
 		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})

@@ -168,3 +168,24 @@ func Acquaint(t testing.TB, from, to *client.Client) {
 		}
 	}
 }
+
+// Join has c accept its invitation to group, if it has one: someone added
+// by a user they had not accepted is only invited, and gets nothing of
+// the group's messages until they join, as a user who wants to be in the
+// group does.
+func Join(t testing.TB, c *client.Client, group string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	invs, err := c.GroupInvites(ctx)
+	if err != nil {
+		t.Fatalf("%s: invitations: %v", c.User(), err)
+	}
+	for _, inv := range invs {
+		if inv.Group == group {
+			if err := c.JoinGroup(ctx, group); err != nil {
+				t.Fatalf("%s joining %s: %v", c.User(), group, err)
+			}
+		}
+	}
+}

@@ -16,8 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"securefastchat/client"
-	"securefastchat/internal/termtext"
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // clientFlags are the flags every client command shares.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"securefastchat/internal/termtext"
+	"securefastchat/termtext"
 )
 
 // TestRecvCleansText: a stranger's text cannot act on the terminal of a

@@ -266,11 +266,28 @@ func TestDefaultDataDir(t *testing.T) {
 	}
 }
 
+// TestLayers: the top-level packages depend on nothing under internal/
+// (accounts, limits and the rest reach them through interfaces they
+// define), and the balancer does not depend on the shards.
+func TestLayers(t *testing.T) {
+	for _, pkg := range []string{"./proto", "./store", "./balancer", "./shard", "./client", "./ratelimit", "./termtext", "./history"} {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if strings.HasPrefix(dep, "securefastchat/internal/") || pkg == "./balancer" && dep == "securefastchat/shard" {
+				t.Errorf("%s depends on %s", pkg, dep)
+			}
+		}
+	}
+}
+
 // TestDeps keeps the core packages on the standard library, x/crypto and
 // bbolt, and keeps testing code out of the binary.
 func TestDeps(t *testing.T) {
 	allowed := []string{"golang.org/x/crypto/", "golang.org/x/sys/", "go.etcd.io/bbolt", "securefastchat/"}
-	for _, pkg := range []string{"./proto", "./store", "./shard", "./balancer", "./internal/account", "./internal/passwd", "./internal/ratelimit"} {
+	for _, pkg := range []string{"./proto", "./store", "./shard", "./balancer", "./internal/account", "./internal/passwd", "./ratelimit"} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", pkg).Output()
 		if err != nil {
 			t.Fatal(err)

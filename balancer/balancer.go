@@ -10,9 +10,16 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"securefastchat/shard"
 )
+
+// Shards are what a balancer spreads connections over (shard.Set is one):
+// how many there are, how loaded each is, and a handoff to one of them,
+// which owns the connection from then on.
+type Shards interface {
+	Len() int
+	Load(i int) int64
+	Handoff(i int, nc net.Conn) error
+}
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("balancer: server closed")
@@ -20,7 +27,7 @@ var ErrServerClosed = errors.New("balancer: server closed")
 // Balancer accepts connections and spreads them over a shard set.
 type Balancer struct {
 	// Static after construction.
-	set   *shard.Set
+	set   Shards
 	strat Strategy
 	log   *slog.Logger
 
@@ -31,7 +38,7 @@ type Balancer struct {
 }
 
 // New returns a balancer over set. A nil logger means slog.Default().
-func New(set *shard.Set, strat Strategy, log *slog.Logger) *Balancer {
+func New(set Shards, strat Strategy, log *slog.Logger) *Balancer {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -82,7 +89,7 @@ func (b *Balancer) Serve(ln net.Listener) error {
 	}
 }
 
-func (b *Balancer) load(i int) int64 { return b.set.Shard(i).Load() }
+func (b *Balancer) load(i int) int64 { return b.set.Load(i) }
 
 // Picks returns how many connections went to each shard.
 func (b *Balancer) Picks() []int64 {

@@ -5,7 +5,7 @@ import (
 
 	"rsc.io/qr"
 
-	"securefastchat/internal/termtext"
+	"securefastchat/termtext"
 )
 
 // clean makes text from other users safe to print on a terminal.

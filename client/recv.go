@@ -14,8 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"securefastchat/internal/termtext"
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // Message is a received, decrypted and verified message.

@@ -43,7 +43,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 		b.Fatal(err)
 	}
 	static, _ := proto.NewKeyPair(rand.Reader)
-	s, err = New(Options{Shards: 2, Static: &static, Accounts: account.New(st, account.Options{Hasher: h}), Store: st,
+	s, err = New(Options{Shards: 2, Static: &static, Accounts: benchAccounts{account.New(st, account.Options{Hasher: h})}, Store: st,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MsgEvery: -1})
 	if err != nil {
 		b.Fatal(err)
@@ -155,4 +155,27 @@ func TestDMPathAllocs(t *testing.T) {
 	if res.AllocsPerOp() != 0 {
 		t.Fatalf("%d allocations per message on the steady-state path", res.AllocsPerOp())
 	}
+}
+
+// benchAccounts gives the benchmark's set the account service, as
+// internal/server does.
+type benchAccounts struct{ *account.Service }
+
+func benchSession(r *account.Result, err error) (*Session, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, KeyID: r.KeyID}, nil
+}
+
+func (a benchAccounts) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*Session, error) {
+	return benchSession(a.Service.Signup(ctx, addr, user, password, keys, invite, checked))
+}
+
+func (a benchAccounts) Login(ctx context.Context, addr string, user, password []byte) (*Session, error) {
+	return benchSession(a.Service.Login(ctx, addr, user, password))
+}
+
+func (a benchAccounts) Resume(addr string, user, token []byte) (*Session, error) {
+	return benchSession(a.Service.Resume(addr, user, token))
 }

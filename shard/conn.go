@@ -14,9 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"securefastchat/internal/account"
-	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 
@@ -387,7 +386,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	o := &c.set.opts
 	ctx, cancel := context.WithDeadline(context.Background(), c.start.Add(o.LoginTimeout))
 	defer cancel()
-	var res *account.Result
+	var res *Session
 	var err error
 	var flags uint8
 	var keys *proto.Keys // a signup's: its contacts online are told
@@ -561,7 +560,7 @@ func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey b
 	case u == nil:
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
-	case checkKey && m.KeyID != account.KeyID(u):
+	case checkKey && m.KeyID != keyID(u):
 		c.replyKeys(id, proto.TKeysChanged, u)
 		return
 	}

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"securefastchat/internal/ratelimit"
+	"securefastchat/ratelimit"
 )
 
 const dirStripes = 64

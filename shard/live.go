@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 
-	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"time"
 
-	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 

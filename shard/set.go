@@ -10,9 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"securefastchat/internal/account"
-	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 
@@ -23,7 +22,7 @@ type Options struct {
 	// Static is the server's long-term key pair. Required.
 	Static *proto.KeyPair
 	// Accounts runs signup and login. Required.
-	Accounts *account.Service
+	Accounts Accounts
 	// Store holds the receivers' queues. Required.
 	Store *store.Store
 	// QueueLimits cap each receiver's queue. Zero fields take 10,000
@@ -364,6 +363,9 @@ func (s *Set) Len() int { return len(s.shards) }
 
 // Shard returns shard i.
 func (s *Set) Shard(i int) *Shard { return s.shards[i] }
+
+// Load returns shard i's load (see Shard.Load): what a balancer weighs.
+func (s *Set) Load(i int) int64 { return s.shards[i].Load() }
 
 // Batcher returns the group committer of the queues.
 func (s *Set) Batcher() *store.Batcher { return s.batcher }

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"securefastchat/internal/passwd"
-	"securefastchat/internal/ratelimit"
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 

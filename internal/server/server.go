@@ -153,7 +153,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	}()
 	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup})
 	so := cfg.Shard
-	so.Static, so.Accounts, so.Store, so.Logger = key, acc, st, cfg.Logger
+	so.Static, so.Accounts, so.Store, so.Logger = key, shardAccounts{acc}, st, cfg.Logger
 	so.Retention = cfg.Retention
 	set, err := shard.New(so)
 	if err != nil {

@@ -1,0 +1,34 @@
+package server
+
+import (
+	"context"
+
+	"securefastchat/internal/account"
+	"securefastchat/proto"
+	"securefastchat/shard"
+)
+
+// shardAccounts gives the shards the account service through their own
+// small interface (shard.Accounts), so shard does not import account.
+type shardAccounts struct{ *account.Service }
+
+var _ shard.Accounts = shardAccounts{}
+
+func session(r *account.Result, err error) (*shard.Session, error) {
+	if err != nil {
+		return nil, err
+	}
+	return &shard.Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, KeyID: r.KeyID}, nil
+}
+
+func (a shardAccounts) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*shard.Session, error) {
+	return session(a.Service.Signup(ctx, addr, user, password, keys, invite, checked))
+}
+
+func (a shardAccounts) Login(ctx context.Context, addr string, user, password []byte) (*shard.Session, error) {
+	return session(a.Service.Login(ctx, addr, user, password))
+}
+
+func (a shardAccounts) Resume(addr string, user, token []byte) (*shard.Session, error) {
+	return session(a.Service.Resume(addr, user, token))
+}

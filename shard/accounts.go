@@ -1,0 +1,44 @@
+package shard
+
+import (
+	"context"
+	"time"
+
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// Accounts is what the shards need of the account service (sign-ups,
+// logins, sessions and key lookups, each with its limits). The server
+// assembles it from internal/account; the shards know only this.
+type Accounts interface {
+	Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*Session, error)
+	Login(ctx context.Context, addr string, user, password []byte) (*Session, error)
+	Resume(addr string, user, token []byte) (*Session, error)
+	// Logout revokes a session token.
+	Logout(token []byte) error
+	// Available reports whether a name may be signed up (see CheckUsername).
+	Available(addr string, user []byte) (bool, error)
+	// Keys returns another user's account for requester, charging its
+	// lookup budget unless free.
+	Keys(requester string, user []byte, free bool) (*store.User, error)
+	// Recipient returns the account of a canonical name, or nil.
+	Recipient(canon string) (*store.User, error)
+	// FirstContact charges requester for a message to someone it has no
+	// relation with, before the name is looked at.
+	FirstContact(requester string) error
+}
+
+// Session is the outcome of a sign-up, login or resume.
+type Session struct {
+	User    string // canonical
+	Display string
+	Token   []byte // nil for a resume: the presented token stays valid
+	Expires time.Time
+	KeyID   uint64 // proto.KeyRecordID of the user's published keys
+}
+
+// keyID is proto.KeyRecordID of a user's published keys.
+func keyID(u *store.User) uint64 {
+	return proto.KeyRecordID(&proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey})
+}

@@ -20,6 +20,7 @@ import (
 	"securefastchat/client"
 	"securefastchat/internal/admin"
 	"securefastchat/internal/backup"
+	"securefastchat/internal/server"
 	"securefastchat/proto"
 )
 
@@ -358,7 +359,7 @@ func cmdHealth(args []string) error {
 func defaultHealthAddr() string {
 	a := os.Getenv("SFC_LISTEN")
 	if a == "" {
-		return "127.0.0.1:7878"
+		return server.DefaultListen
 	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"securefastchat/client"
+	"securefastchat/internal/server"
 	"securefastchat/proto"
 	"securefastchat/termtext"
 )
@@ -34,7 +35,7 @@ func newClientFlags(name, synopsis, about string) *clientFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cf := &clientFlags{
 		fs:        fs,
-		server:    fs.String("server", "127.0.0.1:7878", "server address host:port"),
+		server:    fs.String("server", server.DefaultListen, "server address host:port"),
 		user:      fs.String("user", "", "your user name (required)"),
 		home:      fs.String("home", defaultHome(), "client home directory: keys and pins (or SFC_HOME)"),
 		serverKey: fs.String("server-key", "", "the server key fingerprint to require (from 'securefastchat fingerprint')"),

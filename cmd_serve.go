@@ -41,21 +41,21 @@ func defaultDataDir() string {
 
 func cmdServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:7878", "address to listen on")
+	listen := fs.String("listen", server.DefaultListen, "address to listen on")
 	data := fs.String("data", defaultDataDir(), "data directory (store and server key)")
 	shards := fs.Int("shards", runtime.NumCPU(), "number of shards")
 	strategy := fs.String("strategy", balancer.DefaultStrategy, "shard strategy: "+strings.Join(balancer.Names(), ", ")+" (p2c cannot be steered by a client; round-robin can)")
 	argon := fs.String("argon2", passwd.Default.String(), "password hashing cost, t=ITER,m=KIB,p=THREADS (at least "+passwd.Floor.String()+")")
 	weak := fs.Bool("insecure-weak-argon2", false, "allow --argon2 below the floor (tests and benchmarks only)")
 	hashConc := fs.Int("hash-concurrency", passwd.DefaultConcurrency, "password hashes run at once (bounds memory)")
-	maxUnauth := fs.Int("max-unauth", 4096, "connections that have not logged in, at most")
-	maxUnauthIP := fs.Int("max-unauth-per-ip", 256, "connections that have not logged in, per address")
-	msgRate := fs.Duration("msg-every", time.Second, "one more message per user allowed every DURATION (burst --msg-burst; a file chunk counts as one); 0 turns message limits off")
-	groupRate := fs.Duration("group-change-every", shard.GroupChangeEvery, "one more group change or rekey per user and per group allowed every DURATION (burst 60); 0 turns group change limits off (benchmarks)")
-	msgBurst := fs.Int("msg-burst", 60, "text messages a user may send at once")
+	maxUnauth := fs.Int("max-unauth", shard.DefaultMaxUnauth, "connections that have not logged in, at most")
+	maxUnauthIP := fs.Int("max-unauth-per-ip", shard.DefaultMaxUnauthPerIP, "connections that have not logged in, per address")
+	msgRate := fs.Duration("msg-every", shard.DefaultMsgEvery, "one more message per user allowed every DURATION (burst --msg-burst; a file chunk counts as one); 0 turns message limits off")
+	groupRate := fs.Duration("group-change-every", shard.GroupChangeEvery, fmt.Sprintf("one more group change or rekey per user and per group allowed every DURATION (burst %d); 0 turns group change limits off (benchmarks)", shard.GroupChangeBurst))
+	msgBurst := fs.Int("msg-burst", shard.DefaultMsgBurst, "text messages a user may send at once")
 	retention := fs.Duration("retention", server.DefaultRetention, "how long a queued message waits for an offline receiver before it is deleted")
-	queueCount := fs.Int64("queue-max-messages", 10_000, "messages queued for one receiver, at most")
-	queueBytes := fs.Int64("queue-max-bytes", 100<<20, "bytes queued for one receiver, at most")
+	queueCount := fs.Int64("queue-max-messages", shard.DefaultQueueCount, "messages queued for one receiver, at most")
+	queueBytes := fs.Int64("queue-max-bytes", shard.DefaultQueueBytes, "bytes queued for one receiver, at most")
 	lookups := fs.Int("key-lookups", account.DefaultLimits.LookupBurst, "key lookups of users outside one's groups, per user per 15 minutes (against enumeration)")
 	presence := fs.String("presence", string(shard.PresenceContacts), "who sees a user come online and go: contacts (who shares a group or a direct conversation with them), all, or off")
 	broadcast := fs.String("broadcast", string(shard.BroadcastAnyone), "who may broadcast to everyone online: anyone, admins (see --admins), or off")
@@ -67,7 +67,7 @@ func cmdServe(args []string) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on 127.0.0.1:7878 and keeps its\ndata in %s.\nSIGTERM or SIGINT shuts it down cleanly; SIGUSR1 logs its counters.\nEvery flag can also come from its environment variable; a flag given on\nthe command line wins.\n\n", defaultDataDir())
+		fmt.Fprintf(fs.Output(), "Usage: securefastchat serve [flags]\n\nRuns the server. With no flags it listens on %s and keeps its\ndata in %s.\nSIGTERM or SIGINT shuts it down cleanly; SIGUSR1 logs its counters.\nEvery flag can also come from its environment variable; a flag given on\nthe command line wins.\n\n", server.DefaultListen, defaultDataDir())
 		printDefaultsEnv(fs.Output(), fs)
 	}
 	if err := parseFlagsEnv(fs, args); err != nil {

@@ -357,3 +357,24 @@ func TestGroupCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandTable: the usage text lists every command of the table, and
+// each command's --help says how to use it.
+func TestCommandTable(t *testing.T) {
+	help := run(t, nil, "help")
+	if help.code != 0 {
+		t.Fatalf("help: %+v", help)
+	}
+	for _, c := range commands {
+		listed := strings.Contains(help.stdout, "  securefastchat "+c.name+" ") || strings.Contains(help.stdout, "  securefastchat "+c.name+"\n")
+		if listed == c.hidden {
+			t.Errorf("%s: listed %v, hidden %v", c.name, listed, c.hidden)
+		}
+		if c.hidden || c.name == "version" {
+			continue
+		}
+		if r := run(t, nil, c.name, "--help"); r.code != 0 || !strings.Contains(r.stderr, "Usage: securefastchat "+c.name) {
+			t.Errorf("%s --help: %+v", c.name, r)
+		}
+	}
+}

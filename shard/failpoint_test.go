@@ -21,6 +21,9 @@ func TestInjectedPanics(t *testing.T) {
 	alice := testserver.Signup(t, s, "alice")
 	bob := testserver.Signup(t, s, "bob")
 	victim := testserver.Signup(t, s, "victim")
+	// (The victim has written to alice, so what she sends it goes live,
+	// through the shard loop, rather than first to the store.)
+	testserver.Acquaint(t, alice, victim)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	shard.SetFailpoint(func(where, user string) {

@@ -164,6 +164,16 @@ const (
 	DefaultStrangerShare = 0.1
 )
 
+// Defaults of the Options that serve's flags set (the flags show them).
+const (
+	DefaultQueueCount     = 10_000    // messages queued for one receiver, at most
+	DefaultQueueBytes     = 100 << 20 // bytes queued for one receiver, at most
+	DefaultMaxUnauth      = 4096      // connections not logged in, at most
+	DefaultMaxUnauthPerIP = 256       // of them, from one address
+	DefaultMsgBurst       = 60        // messages a user may send at once
+	DefaultMsgEvery       = time.Second
+)
+
 // Observer receives measurements from the shards' hot paths; its methods
 // must be quick, safe for concurrent use and must not block.
 type Observer interface {
@@ -199,10 +209,10 @@ func (o *Options) setDefaults() {
 	def(&o.AckTimeout, 10*time.Second)
 	def(&o.Retention, 7*24*time.Hour)
 	if o.QueueLimits.Count == 0 {
-		o.QueueLimits.Count = 10_000
+		o.QueueLimits.Count = DefaultQueueCount
 	}
 	if o.QueueLimits.Bytes == 0 {
-		o.QueueLimits.Bytes = 100 << 20
+		o.QueueLimits.Bytes = DefaultQueueBytes
 	}
 	if o.QueueLimits.ContactShare == 0 {
 		o.QueueLimits.ContactShare = DefaultContactShare
@@ -210,12 +220,12 @@ func (o *Options) setDefaults() {
 	if o.QueueLimits.StrangerShare == 0 {
 		o.QueueLimits.StrangerShare = DefaultStrangerShare
 	}
-	defI(&o.MaxUnauth, 4096)
-	defI(&o.MaxUnauthPerIP, 256)
+	defI(&o.MaxUnauth, DefaultMaxUnauth)
+	defI(&o.MaxUnauthPerIP, DefaultMaxUnauthPerIP)
 	defI(&o.HandshakeBurst, 100)
 	def(&o.HandshakeEvery, 20*time.Millisecond)
-	defI(&o.MsgBurst, 60)
-	def(&o.MsgEvery, time.Second)
+	defI(&o.MsgBurst, DefaultMsgBurst)
+	def(&o.MsgEvery, DefaultMsgEvery)
 	defI(&o.MsgBytesBurst, 128<<20)
 	defI(&o.MsgBytesPerSec, 8<<20)
 	if o.Logger == nil {

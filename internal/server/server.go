@@ -28,7 +28,7 @@ const DBFileName = "securefastchat.db"
 type Config struct {
 	// DataDir holds the store and the server key. Required.
 	DataDir string
-	// Listen is the address to listen on. If empty, 127.0.0.1:7878.
+	// Listen is the address to listen on. If empty, DefaultListen.
 	Listen string
 	// Listener, if set, is used instead of listening on Listen.
 	Listener net.Listener
@@ -62,6 +62,10 @@ type Config struct {
 // DefaultRetention is how long queued messages are kept by default.
 const DefaultRetention = 7 * 24 * time.Hour
 
+// DefaultListen is the address a server listens on by default, and the one
+// clients dial by default.
+const DefaultListen = "127.0.0.1:7878"
+
 // Server is a running server.
 type Server struct {
 	Store    *store.Store
@@ -94,7 +98,7 @@ func Start(cfg Config) (_ *Server, err error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:7878"
+		cfg.Listen = DefaultListen
 	}
 	if cfg.Strategy == "" {
 		cfg.Strategy = balancer.DefaultStrategy

@@ -504,7 +504,7 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
 	}
-	if c.blocksUser(string(to)) {
+	if c.blocksName(to) {
 		c.replyErr(id, proto.CodeForbidden, "you block "+string(to)+": unblock them first (what they send you is dropped meanwhile)")
 		return
 	}
@@ -517,7 +517,7 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 			return
 		}
 	}
-	rc := c.set.dir.lookup(to)
+	rc := c.set.router.find(userEndpoint(to))
 	if rc == nil || !accepted {
 		// Away, or a request (the receiver has not written to the sender
 		// nor shares a group with them): stored first and answered
@@ -531,22 +531,12 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		return
 	}
 	c.noteContact(to, rc)
-	// The receiver's number for it, in the receiver's sequence, and the
-	// sender's, in the sender's: neither learns the other's traffic.
-	d := proto.Deliver{
-		ServerID: rc.seq.Add(1),
-		Time:     c.set.opts.Now().UnixMilli(),
-		From:     []byte(c.user),
-		MsgID:    m.MsgID, Kind: m.Kind, Body: m.Body,
-	}
-	sentID := c.seq.Add(1)
-	buf := getMsgBuf(proto.MsgHeaderLen + 8 + 8 + 1 + len(d.From) + proto.MsgIDLen + 1 + len(m.Body))
-	*buf = d.Append(*buf, 0)
-	if !rc.sh.post(event{kind: evRoute, c: rc, from: c, reqID: id, serverID: d.ServerID, sentID: sentID, time: d.Time, buf: buf}) {
-		// The receiver's shard has stopped: queue it, as for anyone away.
-		c.set.persist(rc.user, *buf, c, id, sentID, nil)
-		putMsgBuf(buf)
-	}
+	// The sender's number for it is in the sender's sequence, the
+	// receiver's (given as it is written) in the receiver's: neither
+	// learns the other's traffic.
+	env := c.directEnvelope(&m, id, c.set.opts.Now().UnixMilli())
+	env.id = rc.seq.Add(1)
+	c.set.route(rc, env)
 }
 
 // queueForOffline stores a message for a receiver who is not connected;
@@ -565,10 +555,7 @@ func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey b
 		return
 	}
 	c.noteContact(to, nil)
-	now := c.set.opts.Now()
-	q := &store.Queued{To: string(to), From: c.user, SentID: c.seq.Add(1), Kind: m.Kind, Time: now.UnixMilli(), Stored: now, Body: append([]byte(nil), m.Body...)}
-	copy(q.MsgID[:], m.MsgID)
-	c.set.submitPut(q, c, id, nil)
+	c.set.persist(string(to), c.directEnvelope(m, id, c.set.opts.Now().UnixMilli()), nil)
 }
 
 // replyKeysChanged refuses a message sealed for keys user no longer has,

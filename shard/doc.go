@@ -13,19 +13,34 @@
 // one call. An idle connection therefore costs one parked goroutine and no
 // buffers.
 //
-// # Direct messages
+// # Messages: one envelope, one route, one persist
 //
-//	sender's reader --route--> receiver's shard --seal, queue--> receiver
-//	receiver's reader --ack--> receiver's shard --Sent(delivered)--> sender
+//	sender's reader --router--> receiver's shard --seal, queue--> receiver
+//	receiver's reader --ack--> receiver's shard --outcome: Sent(delivered)--> sender
+//	            (or) --Set.persist--> committer --outcome: Sent(queued)--> sender
 //
-// The sender's reader stamps the message with a server id and time, looks the
-// receiver up in the directory and passes the message to the receiver's
-// shard. That shard queues it on the receiver's connection and remembers it
-// as pending until the receiver's client acknowledges it; only then does the
-// sender get Sent with StatusDelivered. A receiver who is offline, has a
-// backlog, or cannot keep up gets the message through the store instead: it
-// is committed (group commit, fsync) before the sender gets
-// Sent(StatusQueued). Either way nothing acknowledged is lost.
+// A routed message, direct or group, is an envelope (envelope.go) from the
+// moment the sender's frame is parsed: the frame its receivers get, the
+// fields the store keeps, and an outcome that is told, per receiver,
+// delivered, queued or refused (a direct message's answers its sender; a
+// group message's groupAck collects its members'). The sender's reader
+// checks and stamps it, finds the receiver's endpoint through the router
+// (router.go: the directory of this process's shards; a cluster's router
+// would be another) and hands it to the receiver's shard, whose loop
+// (Shard.deliver) writes it with the receiver's number and keeps it
+// pending until the receiver's client acknowledges it. A receiver who is
+// offline, has a backlog, or cannot keep up, and a stranger's message
+// (requests.go), get it through the store instead (Set.persist): it is
+// committed (group commit, fsync) before its outcome is told queued.
+// Either way nothing acknowledged is lost.
+//
+// # Who owns what
+//
+// A conn's fields are owned by its reader goroutine (login state), its
+// shard loop (pending deliveries, backlog, barrier, fetch cursor), liveMu
+// (contacts, requests, blocks) or wmu (the output queue). Lock order: a
+// Shard's mu before a conn's wmu (closing the shard's connections);
+// otherwise no lock of this package is taken while another is held.
 //
 // # Slow consumers
 //

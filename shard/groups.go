@@ -465,17 +465,15 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 	}
 	// Each member's copy gets the member's number as it is written (or
 	// stored); the sender's receipt its own.
-	now := c.set.opts.Now()
-	d := proto.DeliverGroup{Time: now.UnixMilli(), Group: m.Group, From: []byte(c.user),
-		Epoch: m.Epoch, MsgID: m.MsgID, Body: m.Body, Sig: m.Sig}
-	gmsg := d.Append(nil, 0)
-	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: d.Time}
+	now := c.set.opts.Now().UnixMilli()
+	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: now}
+	env := groupEnvelope(c.user, &m, now, ack)
 	ack.remaining.Store(int32(len(g.Members) - 1))
 	if ob := c.set.opts.Observer; ob != nil {
 		ob.FannedOut(len(g.Members) - 1)
 	}
 	if len(g.Members) == 1 {
-		c.reply((&proto.Sent{ServerID: ack.sentID, Time: d.Time, Status: proto.StatusDelivered}).Append(nil, id))
+		c.reply((&proto.Sent{ServerID: ack.sentID, Time: now, Status: proto.StatusDelivered}).Append(nil, id))
 		return
 	}
 	byShard := map[*Shard][]*conn{}
@@ -489,7 +487,7 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			ack.done(true)
 			continue
 		}
-		if rc := c.set.dir.lookup([]byte(mem.Name)); rc != nil {
+		if rc := c.set.router.find(userEndpoint([]byte(mem.Name))); rc != nil {
 			if rc.blocksUser(c.user) {
 				c.set.Stats.BlockedDropped.Add(1)
 				ack.done(true) // as if stored: the sender cannot tell
@@ -497,13 +495,13 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			}
 			byShard[rc.sh] = append(byShard[rc.sh], rc)
 		} else {
-			c.set.persistGroup(mem.Name, gmsg, ack)
+			c.set.persist(mem.Name, env, nil)
 		}
 	}
 	for sh, recips := range byShard {
-		if !sh.post(event{kind: evRouteGroup, recips: recips, gmsg: gmsg, gack: ack, time: d.Time}) {
+		if !sh.post(event{kind: evDeliver, recips: recips, env: env}) {
 			for _, rc := range recips {
-				c.set.persistGroup(rc.user, gmsg, ack)
+				c.set.persist(rc.user, env, nil)
 			}
 		}
 	}

@@ -183,6 +183,17 @@ func (c *conn) blocksUser(user string) bool {
 	return ok
 }
 
+// blocksName is blocksUser for a name in bytes (no allocation).
+func (c *conn) blocksName(user []byte) bool {
+	if c.nblocks.Load() == 0 {
+		return false
+	}
+	c.liveMu.Lock()
+	_, ok := c.blocks[string(user)]
+	c.liveMu.Unlock()
+	return ok
+}
+
 // loadBlocks reads whom c's user blocks, at login.
 func (c *conn) loadBlocks() {
 	names, err := c.set.opts.Store.BlockedBy(c.user)

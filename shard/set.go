@@ -271,6 +271,7 @@ type Set struct {
 	log      *slog.Logger
 	shards   []*Shard
 	dir      directory
+	router   router // &dir: where recipient endpoints are connected
 	gate     gate
 	msgs     *ratelimit.Limiter
 	msgBytes *ratelimit.Limiter
@@ -331,6 +332,7 @@ func New(opts Options) (*Set, error) {
 	opts.setDefaults()
 	s := &Set{opts: opts, log: opts.Logger}
 	s.dir.init()
+	s.router = &s.dir
 	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
 	s.broadcasts = ratelimit.New(opts.BroadcastBurst, opts.BroadcastEvery, opts.Now)
 	s.broadcastsAddr = ratelimit.New(opts.BroadcastAddrBurst, opts.BroadcastAddrEvery, opts.Now)

@@ -16,37 +16,30 @@ import (
 type evKind uint8
 
 const (
-	evAdd        evKind = iota + 1 // a new connection from the balancer
-	evRoute                        // a message for one of this shard's connections
-	evAck                          // a receiver acknowledged a delivery
-	evGone                         // a connection's reader has exited
-	evLogin                        // a connection logged in: deliver its queue first
-	evRouteGroup                   // a group message for some of this shard's connections
+	evAdd     evKind = iota + 1 // a new connection from the balancer
+	evDeliver                   // a message for one or more of this shard's connections
+	evAck                       // a receiver acknowledged a delivery
+	evGone                      // a connection's reader has exited
+	evLogin                     // a connection logged in: deliver its queue first
 )
 
 // event is what goes over a shard's channel. It is passed by value and
 // carries pointers only to pooled or long-lived objects.
 type event struct {
 	kind     evKind
-	nc       net.Conn // evAdd
-	c        *conn    // evRoute, evAck: the receiver; evGone, evLogin: the connection
-	from     *conn    // evRoute: the sender
-	reqID    uint32   // evRoute: the sender's request id
-	serverID uint64   // evRoute, evAck: in the receiver's sequence
-	sentID   uint64   // evRoute: in the sender's sequence
-	time     int64    // evRoute: the server's stamp, unix ms
-	buf      *[]byte  // evRoute: the Deliver plaintext, pooled
-	recips   []*conn  // evRouteGroup: the receivers on this shard
-	gmsg     []byte   // evRouteGroup: the DeliverGroup plaintext, shared read-only
-	gack     *groupAck
+	nc       net.Conn  // evAdd
+	c        *conn     // evDeliver (one receiver), evAck: the receiver; evGone, evLogin: the connection
+	recips   []*conn   // evDeliver (a group's members on this shard)
+	env      *envelope // evDeliver
+	serverID uint64    // evAck: in the receiver's sequence
 }
 
-// groupAck collects a group message's outcomes: the sender gets Sent once
-// every receiver has acknowledged it or it is stored for them, or the
-// first refusal.
+// groupAck is a group message's outcome: the sender gets Sent once every
+// receiver has acknowledged it or it is stored for them, or the first
+// refusal.
 type groupAck struct {
 	remaining atomic.Int32
-	queued    atomic.Bool
+	queuedAny atomic.Bool
 	failed    atomic.Bool
 	from      *conn
 	reqID     uint32
@@ -54,22 +47,25 @@ type groupAck struct {
 	time      int64
 }
 
+func (g *groupAck) delivered(*Shard) { g.done(false) }
+func (g *groupAck) queued(uint64)    { g.done(true) }
+
 // done records one receiver's outcome.
 func (g *groupAck) done(queued bool) {
 	if queued {
-		g.queued.Store(true)
+		g.queuedAny.Store(true)
 	}
 	if g.remaining.Add(-1) == 0 && !g.failed.Load() {
 		st := proto.StatusDelivered
-		if g.queued.Load() {
+		if g.queuedAny.Load() {
 			st = proto.StatusQueued
 		}
 		_ = g.from.enqueue((&proto.Sent{ServerID: g.sentID, Time: g.time, Status: st}).Append(nil, g.reqID))
 	}
 }
 
-// fail answers the sender with the first refusal; the rest is ignored.
-func (g *groupAck) fail(code proto.ErrorCode, text string) {
+// refused answers the sender with the first refusal; the rest is ignored.
+func (g *groupAck) refused(code proto.ErrorCode, text string) {
 	if g.failed.CompareAndSwap(false, true) {
 		g.from.replyErr(g.reqID, code, text)
 	}
@@ -78,15 +74,9 @@ func (g *groupAck) fail(code proto.ErrorCode, text string) {
 // pendingAck is a delivery waiting for its receiver's ack.
 type pendingAck struct {
 	serverID uint64 // in the receiver's sequence
-	time     int64  // the server's stamp, unix ms
 	queued   time.Time
 	stored   bool      // it came from the store: the ack dequeues it
-	from     *conn     // direct only: the sender, who gets Sent on the ack
-	reqID    uint32    // direct only
-	sentID   uint64    // direct only: in the sender's sequence
-	buf      *[]byte   // direct only: the Deliver plaintext, kept to persist it if the receiver goes away
-	gack     *groupAck // group only: the message's shared outcome
-	gmsg     []byte    // group only: the DeliverGroup plaintext
+	env      *envelope // not stored: the message, told its outcome on the ack, or stored if the receiver goes away
 }
 
 // mail is a note from the committer to a shard loop; it goes through a
@@ -244,25 +234,26 @@ func (sh *Shard) handle(ev event, stopping bool) {
 	case evAdd:
 		sh.add(ev.nc, stopping)
 		sh.handing.Add(-1)
-	case evRoute:
-		defer func() {
-			if r := recover(); r != nil {
-				// Not acknowledged: the sender may retry.
-				sh.reply(ev.from, ev.reqID, proto.CodeInternal)
-				panic(r)
-			}
-		}()
-		sh.route(ev)
+	case evDeliver:
+		if ev.c != nil {
+			defer func() {
+				if r := recover(); r != nil {
+					// Not acknowledged: the sender may retry.
+					ev.env.out.refused(proto.CodeInternal, "internal error")
+					panic(r)
+				}
+			}()
+			sh.deliver(ev.c, ev.env)
+		}
+		for _, rc := range ev.recips {
+			sh.deliver(rc, ev.env)
+		}
 	case evAck:
 		sh.ack(ev.c, ev.serverID)
 	case evGone:
 		sh.gone(ev.c)
 	case evLogin:
 		sh.login(ev.c)
-	case evRouteGroup:
-		for _, rc := range ev.recips {
-			sh.routeGroup(rc, ev)
-		}
 	}
 }
 
@@ -305,65 +296,44 @@ func (sh *Shard) login(c *conn) {
 	}
 }
 
-// route delivers a message to a connection of this shard, or queues it
-// when the receiver has a backlog, is full, slow or gone.
-func (sh *Shard) route(ev event) {
-	rc := ev.c
+// deliver writes a message to a connection of this shard, numbered in the
+// receiver's sequence, or stores it when the receiver has a backlog, is
+// full, slow or gone.
+func (sh *Shard) deliver(rc *conn, env *envelope) {
 	failpoint("route", rc.user)
-	if rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
-		sh.persist(rc, ev.from, ev.reqID, ev.sentID, ev.buf)
-		putMsgBuf(ev.buf)
+	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
+		sh.persist(rc, env)
 		return
+	}
+	id := env.id
+	if id == 0 || env.shared {
+		id = rc.seq.Add(1)
 	}
 	rc.acks.expect() // before the write: the receiver's ack may come back at once
-	if err := rc.enqueueHeld(sh, *ev.buf); err != nil {
+	if err := rc.enqueueHeld(sh, env.frameFor(id, &sh.scratch)); err != nil {
 		rc.acks.unexpect()
-		sh.persist(rc, ev.from, ev.reqID, ev.sentID, ev.buf)
-		putMsgBuf(ev.buf)
+		sh.persist(rc, env)
 		return
 	}
 	if len(rc.pending) == 0 {
 		sh.waiting[rc] = struct{}{}
 	}
-	rc.pending = append(rc.pending, pendingAck{serverID: ev.serverID, time: ev.time, queued: sh.set.opts.Now(), from: ev.from, reqID: ev.reqID, sentID: ev.sentID, buf: ev.buf})
+	rc.pending = append(rc.pending, pendingAck{serverID: id, queued: sh.set.opts.Now(), env: env})
 	sh.msgs.Add(1)
 	sh.set.Stats.Routed.Add(1)
 }
 
-// routeGroup delivers a group message to one receiver, or queues it. The
-// shared message is written with the receiver's number in its own
-// sequence.
-func (sh *Shard) routeGroup(rc *conn, ev event) {
-	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
-		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
-		return
-	}
-	id := rc.seq.Add(1)
-	sh.scratch = proto.SetDeliverID(append(sh.scratch[:0], ev.gmsg...), id)
-	rc.acks.expect()
-	if err := rc.enqueueHeld(sh, sh.scratch); err != nil {
-		rc.acks.unexpect()
-		sh.set.persistGroup(rc.user, ev.gmsg, ev.gack)
-		return
-	}
-	if len(rc.pending) == 0 {
-		sh.waiting[rc] = struct{}{}
-	}
-	rc.pending = append(rc.pending, pendingAck{serverID: id, time: ev.time, queued: sh.set.opts.Now(), gack: ev.gack, gmsg: ev.gmsg})
-	sh.msgs.Add(1)
-	sh.set.Stats.Routed.Add(1)
-}
-
-// persist queues a Deliver plaintext for rc's user through the committer;
-// the sender gets Sent(queued) once it is on disk.
-func (sh *Shard) persist(rc *conn, from *conn, reqID uint32, sentID uint64, buf *[]byte) {
+// persist stores a message for rc's user through the committer, and keeps
+// what comes after it for rc out of the way until it has committed, so
+// the user's messages stay in order.
+func (sh *Shard) persist(rc *conn, env *envelope) {
 	if rc.dead {
-		sh.set.persist(rc.user, *buf, from, reqID, sentID, nil)
+		sh.set.persist(rc.user, env, nil)
 		return
 	}
 	rc.persisting++
 	rc.backlog = true
-	sh.set.persist(rc.user, *buf, from, reqID, sentID, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
+	sh.set.persist(rc.user, env, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
 }
 
 // fetch delivers queued messages up to the unacked limit.
@@ -391,14 +361,7 @@ func (sh *Shard) fetch(c *conn) {
 				sh.set.Stats.ExpiredAtFetch.Add(1)
 				continue
 			}
-			if q.Group != "" {
-				d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
-				sh.scratch = d.Append(sh.scratch[:0], 0)
-			} else {
-				d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body,
-					Request: c.sess.Version >= 2 && !c.accepts(q.From)}
-				sh.scratch = d.Append(sh.scratch[:0], 0)
-			}
+			sh.scratch = appendStored(sh.scratch[:0], q, q.Group == "" && c.sess.Version >= 2 && !c.accepts(q.From))
 			c.acks.expect()
 			if err := c.enqueue(sh.scratch); err != nil {
 				c.acks.unexpect()
@@ -407,7 +370,7 @@ func (sh *Shard) fetch(c *conn) {
 			if len(c.pending) == 0 {
 				sh.waiting[c] = struct{}{}
 			}
-			c.pending = append(c.pending, pendingAck{serverID: q.ServerID, time: q.Time, queued: sh.set.opts.Now(), stored: true})
+			c.pending = append(c.pending, pendingAck{serverID: q.ServerID, queued: sh.set.opts.Now(), stored: true})
 			sh.set.Stats.FromQueue.Add(1)
 		}
 	}
@@ -428,13 +391,9 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 		}
 		if p.stored {
 			sh.set.dequeue(rc.user, p.serverID)
-		} else if p.gack != nil {
-			p.gack.done(false)
 		} else {
-			m := proto.Sent{ServerID: p.sentID, Time: p.time, Status: proto.StatusDelivered}
-			sh.scratch = m.Append(sh.scratch[:0], p.reqID)
-			_ = p.from.enqueueHeld(sh, sh.scratch) // a sender that has gone needs no ack
-			putMsgBuf(p.buf)
+			p.env.out.delivered(sh)
+			p.env.done()
 		}
 		if rc.backlog {
 			sh.fetch(rc)
@@ -450,13 +409,8 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 func (sh *Shard) gone(c *conn) {
 	c.dead = true
 	for _, p := range c.pending {
-		switch {
-		case p.stored:
-		case p.gack != nil:
-			sh.set.persistGroup(c.user, p.gmsg, p.gack)
-		default:
-			sh.set.persist(c.user, *p.buf, p.from, p.reqID, p.sentID, nil)
-			putMsgBuf(p.buf)
+		if !p.stored {
+			sh.set.persist(c.user, p.env, nil)
 		}
 	}
 	c.pending = nil
@@ -513,13 +467,6 @@ func (sh *Shard) reapStuck() {
 	}
 }
 
-// reply sends an error response to a sender from the shard loop.
-func (sh *Shard) reply(to *conn, reqID uint32, code proto.ErrorCode) {
-	m := proto.Error{Code: code}
-	sh.scratch = m.Append(sh.scratch[:0], reqID)
-	_ = to.enqueue(sh.scratch)
-}
-
 // post sends an event to the shard; it fails if the shard has stopped.
 func (sh *Shard) post(ev event) bool {
 	select {
@@ -553,107 +500,56 @@ func remoteIP(nc net.Conn) string {
 	return host
 }
 
-// persist queues a Deliver plaintext for user through the committer. The
-// sender (if any) gets Sent(queued) with the stored id once it is on disk,
-// or an error; then the user's current connection, if any, is told to
-// fetch, and after (if set) runs in the committer's goroutine.
-func (s *Set) persist(user string, deliver []byte, from *conn, reqID uint32, sentID uint64, after func()) {
-	_, _, body, _ := proto.ParseHeader(deliver)
-	var d proto.Deliver
-	if err := d.Parse(body); err != nil {
-		panic("shard: persisting a malformed Deliver: " + err.Error())
-	}
-	q := &store.Queued{To: user, From: string(d.From), SentID: sentID, Kind: d.Kind, Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...)}
-	copy(q.MsgID[:], d.MsgID)
-	s.submitPut(q, from, reqID, after)
-}
-
-// persistGroup queues a group message for one member; its outcome goes to
-// the message's shared ack.
-func (s *Set) persistGroup(user string, gmsg []byte, gack *groupAck) {
-	_, _, body, _ := proto.ParseHeader(gmsg)
-	var d proto.DeliverGroup
-	if err := d.Parse(body); err != nil {
-		panic("shard: persisting a malformed DeliverGroup: " + err.Error())
-	}
-	q := &store.Queued{To: user, From: string(d.From), Time: d.Time, Stored: s.opts.Now(), Body: append([]byte(nil), d.Body...),
-		Group: string(d.Group), Epoch: d.Epoch, Sig: append([]byte(nil), d.Sig...)}
-	copy(q.MsgID[:], d.MsgID)
+// persist stores a message for receiver to through the committer. Its
+// outcome is told once it is on disk (queued) or refused; then the
+// receiver's current connection, if any, is told to fetch, and after (if
+// set) runs, in the committer's goroutine.
+func (s *Set) persist(to string, env *envelope, after func()) {
+	q := env.record(to, s.opts.Now())
 	err := s.batcher.Submit(&store.Op{Put: q, Done: func(r store.Result) {
-		switch {
-		case r.Err == nil:
-			s.Stats.Queued.Add(1)
-			gack.done(true)
-			if rc := s.dir.lookup([]byte(user)); rc != nil {
-				rc.sh.post2(mail{c: rc, kind: mailWake})
-			}
-		case errors.Is(r.Err, store.ErrQueueFull):
-			s.Stats.QueueFull.Add(1)
-			gack.fail(proto.CodeQueueFull, "a member's queue is full; retry later")
-		case errors.Is(r.Err, store.ErrShareFull):
-			s.Stats.QueueFull.Add(1)
-			gack.fail(proto.CodeShareFull, shareText(user, r.Err))
-		default:
-			s.Stats.StoreErrors.Add(1)
-			gack.fail(proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
-		}
-	}})
-	if err != nil {
-		gack.fail(proto.CodeServerShuttingDown, "the server is shutting down; retry")
-	}
-}
-
-// submitPut sends a Put to the committer with the reply to its sender.
-// Once it has committed, the receiver's current connection (whichever it
-// is by then) is told to fetch.
-func (s *Set) submitPut(q *store.Queued, from *conn, reqID uint32, after func()) {
-	err := s.batcher.Submit(&store.Op{Put: q, Done: func(r store.Result) {
-		s.persisted(q, r, from, reqID)
+		s.persisted(q, r, env.out)
+		env.done()
 		if after != nil {
 			after()
 		}
 		if r.Err == nil && !r.Dropped {
-			if rc := s.dir.lookup([]byte(q.To)); rc != nil {
+			if rc := s.dir.lookup([]byte(to)); rc != nil {
 				rc.sh.post2(mail{c: rc, kind: mailWake})
 			}
 		}
 	}})
-	if err != nil && from != nil {
-		from.replyErr(reqID, proto.CodeServerShuttingDown, "the server is shutting down; retry")
+	if err != nil {
+		env.out.refused(proto.CodeServerShuttingDown, "the server is shutting down; retry")
+		env.done()
 	}
 }
 
-// persisted answers the sender of a queued message.
-func (s *Set) persisted(q *store.Queued, r store.Result, from *conn, reqID uint32) {
+// persisted tells a stored message's outcome.
+func (s *Set) persisted(q *store.Queued, r store.Result, out outcome) {
+	who := "the receiver's"
+	if q.Group != "" {
+		who = "a member's"
+	}
 	switch {
 	case r.Err == nil:
-		// Dropped (the receiver blocks the sender) is answered as any
-		// request is: the sender cannot tell.
+		// Dropped (the receiver blocks the sender) is told as any
+		// stored message is: the sender cannot tell.
 		if r.Dropped {
 			s.Stats.BlockedDropped.Add(1)
 		} else {
 			s.Stats.Queued.Add(1)
 		}
-		if from != nil {
-			m := proto.Sent{ServerID: r.SentID, Time: q.Time, Status: proto.StatusQueued}
-			_ = from.enqueue(m.Append(nil, reqID))
-		}
+		out.queued(r.SentID)
 	case errors.Is(r.Err, store.ErrQueueFull):
 		s.Stats.QueueFull.Add(1)
-		if from != nil {
-			from.replyErr(reqID, proto.CodeQueueFull, "the receiver's queue is full; nothing was lost, retry later")
-		}
+		out.refused(proto.CodeQueueFull, who+" queue is full; nothing was lost, retry later")
 	case errors.Is(r.Err, store.ErrShareFull):
 		s.Stats.QueueFull.Add(1)
-		if from != nil {
-			from.replyErr(reqID, proto.CodeShareFull, shareText(q.To, r.Err))
-		}
+		out.refused(proto.CodeShareFull, shareText(q.To, r.Err))
 	default:
 		s.Stats.StoreErrors.Add(1)
 		s.log.Error("queueing a message failed", "err", r.Err)
-		if from != nil {
-			from.replyErr(reqID, proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
-		}
+		out.refused(proto.CodeStorageUnavailable, "storage is unavailable; the message was not accepted, retry")
 	}
 }
 

@@ -187,6 +187,9 @@ func TestGroupInvites(t *testing.T) {
 	if err := s.AcceptGroupInvite("prize", "bob"); err != nil {
 		t.Fatal(err)
 	}
+	if got, _ := s.Group("prize"); len(got.Pending) != 0 {
+		t.Fatalf("the cached state outlived the change: pending %v", got.Pending)
+	}
 	if err := s.AcceptGroupInvite("prize", "bob"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("accepting twice: %v", err)
 	}

@@ -253,6 +253,7 @@ func setMembership(tx *bolt.Tx, group string, old, next []GroupMember) error {
 // CreateGroup stores a new group: its state, its create statement and its
 // first epoch. It fails with ErrGroupExists if the name is taken.
 func (s *Store) CreateGroup(g *GroupState, statement []byte, first *Epoch) error {
+	defer s.groups.drop(g.Name)
 	return s.update(func(tx *bolt.Tx) error {
 		gb := tx.Bucket(bucketGroups)
 		if gb.Get([]byte(g.Name)) != nil {
@@ -284,6 +285,7 @@ func (s *Store) CreateGroup(g *GroupState, statement []byte, first *Epoch) error
 // If invite is set, that member (added by this change, by by) is only
 // invited (invites.go); members who are gone lose their invitations.
 func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, statement []byte, epoch *Epoch, invite, by string) error {
+	defer s.groups.drop(next.Name)
 	return s.update(func(tx *bolt.Tx) error {
 		gb := tx.Bucket(bucketGroups)
 		v := gb.Get([]byte(next.Name))
@@ -317,9 +319,13 @@ func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, sta
 	})
 }
 
-// Group returns a group's state, or ErrNotFound.
+// Group returns a group's state, or ErrNotFound. The state is shared (it
+// is cached until the group changes): read it, never change it.
 func (s *Store) Group(name string) (*GroupState, error) {
-	var g *GroupState
+	g, gen := s.groups.get(name)
+	if g != nil {
+		return g, nil
+	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketGroups).Get([]byte(name))
 		if v == nil {
@@ -332,6 +338,9 @@ func (s *Store) Group(name string) (*GroupState, error) {
 		g.Pending = pendingOf(tx, name)
 		return nil
 	})
+	if err == nil {
+		s.groups.put(g, gen)
+	}
 	return g, err
 }
 
@@ -416,6 +425,7 @@ func eachEpoch(kb *bolt.Bucket, from uint32, fn func(n uint32, header []byte) bo
 // report stands); if it is the current epoch, sends under it stop until a
 // new one is made.
 func (s *Store) MarkEpochBad(name string, epoch uint32, reporter string, sig []byte) error {
+	defer s.groups.drop(name)
 	return s.update(func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(name))
 		gb := tx.Bucket(bucketGroups)

@@ -59,6 +59,7 @@ func setInvites(tx *bolt.Tx, group string, members []GroupMember, invite, by str
 // AcceptGroupInvite makes an invited member a joined one. It returns
 // ErrNotFound if member has no invitation to group.
 func (s *Store) AcceptGroupInvite(group, member string) error {
+	defer s.groups.drop(group)
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketGroupInvites)
 		k := contactKey(group, member)

@@ -63,9 +63,10 @@ type Options struct {
 
 // Store is the durable state of one server. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	now  func() time.Time
-	path string
+	db     *bolt.DB
+	now    func() time.Time
+	path   string
+	groups groupCache
 }
 
 // Open opens or creates the store file at path (its directory is created

@@ -162,7 +162,8 @@ func (c *conn) run() {
 		if err != nil {
 			proto.PutPlainBuf(pb)
 			c.set.Stats.ProtocolErrors.Add(1)
-			c.logger().Info("closing connection: frame failed to open", "err", err)
+			c.set.closeLog.log(c.logger(), CloseProtocol, "closing connection: frame failed to open", "err", err)
+			c.abort(CloseProtocol)
 			return
 		}
 		ok := c.handle(msg)
@@ -182,7 +183,8 @@ func (c *conn) readFailed(err error) {
 		c.logger().Debug("connection timed out", "user", c.user, "authed", c.authed)
 	case errors.Is(err, proto.ErrFrameTooLarge), errors.Is(err, proto.ErrFrameTooShort):
 		c.set.Stats.ProtocolErrors.Add(1)
-		c.logger().Info("closing connection: bad frame length", "err", err)
+		c.set.closeLog.log(c.logger(), CloseProtocol, "closing connection: bad frame length", "err", err)
+		c.abort(CloseProtocol)
 	case errors.Is(err, net.ErrClosed):
 	default:
 		c.logger().Debug("read failed", "err", err)
@@ -286,7 +288,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.reply(m.Append(nil, proto.TPong, id))
 	case proto.TClose:
 		c.closeRecv = true
-		c.closeGraceful(proto.CloseNormal)
+		c.closeGraceful(CloseNormal)
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
@@ -344,8 +346,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			ok, tooMany := c.acks.admit()
 			if tooMany {
 				c.set.Stats.ProtocolErrors.Add(1)
-				c.logger().Info("closing connection: it acknowledges deliveries that are not pending", "bogus", maxBogusAcks)
-				c.closeGraceful(proto.CloseProtocol)
+				c.set.closeLog.log(c.logger(), CloseProtocol, "closing connection: it acknowledges deliveries that are not pending", "bogus", maxBogusAcks)
+				c.closeGraceful(CloseProtocol)
 				return false
 			}
 			if ok {
@@ -376,7 +378,7 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			}
 		}
 		c.reply(proto.AppendEmpty(nil, proto.TOK, id))
-		c.closeGraceful(proto.CloseNormal)
+		c.closeGraceful(CloseNormal)
 		return false
 	}
 	return true
@@ -455,7 +457,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	}
 	if old := c.set.dir.register(c.user, c); old != nil {
 		old.logger().Info("closing: the user's receiving session moved to another connection")
-		old.closeGraceful(proto.CloseReplaced)
+		old.closeGraceful(CloseReplaced)
 	}
 	c.sh.post(event{kind: evLogin, c: c})
 	c.logger().Info("logged in", "kind", loginKind(t))
@@ -581,7 +583,7 @@ func (c *conn) cleanup() {
 	draining := c.closed && c.writing // a graceful close: the writer closes the socket
 	c.wmu.Unlock()
 	if !draining {
-		c.abort()
+		c.abort(ClosePeer)
 	}
 	if c.fr != nil {
 		c.fr.Release()
@@ -685,16 +687,16 @@ func (c *conn) enqueueHeld(sh *Shard, msg []byte) error {
 	if len(*c.out)+len(msg)+proto.FrameHeaderLen+proto.SealOverhead > c.set.opts.MaxPending {
 		c.wmu.Unlock()
 		c.set.Stats.SlowConsumers.Add(1)
-		c.logger().Info("closing slow consumer", "queued_bytes", c.set.opts.MaxPending)
-		c.abort()
+		c.set.closeLog.log(c.logger(), CloseSlowConsumer, "closing slow consumer", "queued_bytes", c.set.opts.MaxPending)
+		c.abort(CloseSlowConsumer)
 		return errSlowConsumer
 	}
 	var err error
 	*c.out, err = c.sess.Seal(*c.out, msg)
 	if err != nil {
 		c.wmu.Unlock()
-		c.logger().Info("closing connection: cannot seal", "err", err)
-		c.abort()
+		c.set.closeLog.log(c.logger(), CloseSealFailed, "closing connection: cannot seal", "err", err)
+		c.abort(CloseSealFailed)
 		return err
 	}
 	switch {
@@ -755,14 +757,16 @@ func (c *conn) writeLoop() {
 			outPool.Put(buf)
 		}
 		if err != nil {
+			reason := CloseWriteFailed
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				reason = CloseWriteTimeout
 				c.set.Stats.SlowConsumers.Add(1)
-				c.logger().Info("closing slow consumer: write deadline passed")
+				c.set.closeLog.log(c.logger(), reason, "closing slow consumer: write deadline passed")
 			}
 			c.wmu.Lock()
 			c.writing = false
 			c.wmu.Unlock()
-			c.abort()
+			c.abort(reason)
 			return
 		}
 	}
@@ -770,12 +774,13 @@ func (c *conn) writeLoop() {
 
 // closeGraceful queues a Close frame; the writer closes the socket once
 // everything queued before it is written.
-func (c *conn) closeGraceful(reason uint8) {
+func (c *conn) closeGraceful(reason CloseReason) {
 	c.wmu.Lock()
 	if c.closed {
 		c.wmu.Unlock()
 		return
 	}
+	c.set.Stats.Closes[reason].Add(1)
 	if c.sess == nil {
 		c.closed = true
 		c.wmu.Unlock()
@@ -786,7 +791,7 @@ func (c *conn) closeGraceful(reason uint8) {
 		c.out = outPool.Get().(*[]byte)
 	}
 	var err error
-	*c.out, err = c.sess.Seal(*c.out, (&proto.Close{Reason: reason}).Append(nil, 0))
+	*c.out, err = c.sess.Seal(*c.out, (&proto.Close{Reason: uint8(reason)}).Append(nil, 0))
 	c.closed = true
 	if err == nil && !c.writing {
 		c.writing = true
@@ -801,8 +806,11 @@ func (c *conn) closeGraceful(reason uint8) {
 }
 
 // abort closes the socket at once, dropping queued output.
-func (c *conn) abort() {
+func (c *conn) abort(reason CloseReason) {
 	c.wmu.Lock()
+	if !c.closed {
+		c.set.Stats.Closes[reason].Add(1)
+	}
 	c.closed = true
 	if c.out != nil && !c.writing {
 		putOut(c.out)

@@ -484,12 +484,13 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		if _, invited := g.Pending[mem.Name]; invited {
 			// Not joined: nothing reaches or waits for them (the sender
 			// cannot tell).
+			c.set.Stats.dropped(DropInvited)
 			ack.done(true)
 			continue
 		}
 		if rc := c.set.router.find(userEndpoint([]byte(mem.Name))); rc != nil {
 			if rc.blocksUser(c.user) {
-				c.set.Stats.BlockedDropped.Add(1)
+				c.set.Stats.dropped(DropBlocked)
 				ack.done(true) // as if stored: the sender cannot tell
 				continue
 			}

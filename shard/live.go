@@ -160,7 +160,7 @@ func (c *conn) enqueueLive(msg []byte) bool {
 	full := c.out != nil && len(*c.out)+len(msg) > c.set.opts.MaxPending/2
 	c.wmu.Unlock()
 	if full {
-		c.set.Stats.LiveDropped.Add(1)
+		c.set.Stats.dropped(DropLiveBehind)
 		return false
 	}
 	return c.enqueue(msg) == nil
@@ -285,6 +285,7 @@ func (c *conn) signal(id uint32, body []byte) {
 	// shared group): a stranger cannot make "typing..." appear, and the
 	// receiver of a request shows nothing back before accepting.
 	if accepted, wrote := c.relation(to); !accepted || !wrote && !c.sharesGroup(to) {
+		c.set.Stats.dropped(DropNotAccepted)
 		return
 	}
 	if rc := c.set.dir.lookup(to); rc != nil {

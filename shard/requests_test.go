@@ -12,6 +12,7 @@ import (
 	"securefastchat/internal/server"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
+	"securefastchat/shard"
 )
 
 // events collects a client's events.
@@ -299,4 +300,40 @@ func TestGroupInvitation(t *testing.T) {
 	if m := recvOne(t, bob); m.Group != "friends" {
 		t.Fatalf("bob got %+v", m)
 	}
+}
+
+// TestCloseReasonsCounted: each closed connection is counted once, under
+// the first reason it was closed for; drops are counted by reason.
+func TestCloseReasonsCounted(t *testing.T) {
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.SignupBurst = 100 })
+	st := &s.Set.Stats
+	cfg := testserver.ClientConfig(t, s)
+	alice, err := client.Signup(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	// A second receiving session of alice's replaces the first.
+	alice2, err := client.Open(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice2.Close()
+	waitUntil(t, "a close counted as replaced", func() bool { return st.Closes[shard.CloseReplaced].Load() == 1 })
+	// A frame that does not open: a protocol close, counted once (not
+	// again as the peer's end when the reader exits).
+	r := dialRaw(t, s)
+	r.signup("mallory")
+	r.nc.Write([]byte{0, 40})
+	r.nc.Write(make([]byte, 40))
+	waitUntil(t, "a close counted as protocol", func() bool { return st.Closes[shard.CloseProtocol].Load() == 1 })
+	time.Sleep(100 * time.Millisecond)
+	if n := st.Closes[shard.ClosePeer].Load(); n != 0 {
+		t.Fatalf("%d closes counted as the peer's as well", n)
+	}
+	// A typing signal to a stranger is dropped, and counted so.
+	if err := alice2.SendTyping(ctxT(t), "mallory", "", true); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a drop counted as not accepted", func() bool { return st.Drops[shard.DropNotAccepted].Load() == 1 })
 }

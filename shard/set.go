@@ -281,6 +281,7 @@ type Set struct {
 	broadcastsAddr *ratelimit.Limiter
 	broadcastsAll  *ratelimit.Limiter
 	signals        *ratelimit.Limiter
+	closeLog       rateLog            // close lines of hot paths, rate-limited
 	relations      *ratelimit.Limiter // accepts and blocks per user
 	// groupCreates, groupChanges and groupChurn limit group creation per
 	// user, and roster changes and rekeys per user and per group.
@@ -322,6 +323,11 @@ type Stats struct {
 	LiveDropped     atomic.Int64 // live signals dropped for a receiver far behind
 	BlockedDropped  atomic.Int64 // messages dropped: the receiver blocks the sender
 	Panics          atomic.Int64
+
+	// Closes counts closed connections by reason, Drops what went to
+	// nobody by reason (reasons.go).
+	Closes [numCloseReasons]atomic.Int64
+	Drops  [numDropReasons]atomic.Int64
 }
 
 // New starts a Set's shards.
@@ -398,7 +404,7 @@ func (s *Set) Kick(user string) bool {
 	cs := s.dir.sessions(user)
 	for _, c := range cs {
 		c.logger().Info("closing: sessions revoked by an admin")
-		c.closeGraceful(proto.CloseRevoked)
+		c.closeGraceful(CloseRevoked)
 	}
 	return len(cs) > 0
 }

@@ -186,7 +186,7 @@ func (sh *Shard) loop() {
 			stopping, stop = true, nil
 			sh.mu.Lock()
 			for c := range sh.conns {
-				c.closeGraceful(proto.CloseShutdown)
+				c.closeGraceful(CloseShutdown)
 			}
 			sh.mu.Unlock()
 		}
@@ -272,7 +272,7 @@ func (sh *Shard) add(nc net.Conn, stopping bool) {
 	ok, evicted := s.gate.admit(c)
 	if evicted != nil {
 		s.Stats.Evicted.Add(1)
-		evicted.abort()
+		evicted.abort(CloseEvicted)
 	}
 	if !ok {
 		s.Stats.Refused.Add(1)
@@ -358,7 +358,7 @@ func (sh *Shard) fetch(c *conn) {
 			c.lastFetched = q.ServerID
 			if q.Stored.Before(cutoff) {
 				sh.set.dequeue(c.user, q.ServerID) // expired: never served
-				sh.set.Stats.ExpiredAtFetch.Add(1)
+				sh.set.Stats.dropped(DropExpired)
 				continue
 			}
 			sh.scratch = appendStored(sh.scratch[:0], q, q.Group == "" && c.sess.Version >= 2 && !c.accepts(q.From))
@@ -460,8 +460,8 @@ func (sh *Shard) reapStuck() {
 	for c := range sh.waiting {
 		if len(c.pending) > 0 && now.Sub(c.pending[0].queued) > sh.set.opts.AckTimeout {
 			sh.set.Stats.SlowConsumers.Add(1)
-			c.logger().Info("closing stuck receiver: deliveries not acknowledged", "pending", len(c.pending))
-			c.abort()
+			sh.set.closeLog.log(c.logger(), CloseStuck, "closing stuck receiver: deliveries not acknowledged", "pending", len(c.pending))
+			c.abort(CloseStuck)
 			delete(sh.waiting, c)
 		}
 	}
@@ -481,7 +481,7 @@ func (sh *Shard) forceClose() {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for c := range sh.conns {
-		c.abort()
+		c.abort(CloseServerStop)
 	}
 }
 
@@ -535,7 +535,7 @@ func (s *Set) persisted(q *store.Queued, r store.Result, out outcome) {
 		// Dropped (the receiver blocks the sender) is told as any
 		// stored message is: the sender cannot tell.
 		if r.Dropped {
-			s.Stats.BlockedDropped.Add(1)
+			s.Stats.dropped(DropBlocked)
 		} else {
 			s.Stats.Queued.Add(1)
 		}

@@ -168,6 +168,8 @@ func TestAdminUsersAndMetrics(t *testing.T) {
 		"securefastchat_messages_expired_total", "securefastchat_queued_messages", "securefastchat_slow_consumers_total",
 		"securefastchat_message_latency_seconds_bucket", "securefastchat_group_fanout_members_bucket",
 		"securefastchat_store_commit_seconds_bucket", "securefastchat_ready 1", "go_goroutines", "process_resident_memory_bytes",
+		`securefastchat_connections_closed_total{reason="protocol"}`, `securefastchat_connections_closed_total{reason="slow_consumer"}`,
+		`securefastchat_dropped_total{reason="blocked"}`, `securefastchat_dropped_total{reason="invited"}`,
 	} {
 		if !strings.Contains(text, series) {
 			t.Errorf("metrics lack %s", series)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"securefastchat/internal/server"
+	"securefastchat/shard"
 )
 
 // Metrics is a registry. Its Observer goes into the shard options before
@@ -129,6 +130,16 @@ func (m *Metrics) Register(s *server.Server) {
 	counter("signals_total", "Typing signals passed on.", st.Signals.Load)
 	counter("broadcasts_total", "Broadcasts sent.", st.Broadcasts.Load)
 	counter("live_dropped_total", "Presence, signals and broadcasts dropped for receivers far behind.", st.LiveDropped.Load)
+	for _, r := range shard.CloseReasons() {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "securefastchat_connections_closed_total",
+			Help: "Connections closed, by the first reason.", ConstLabels: prometheus.Labels{"reason": r.String()}},
+			func() float64 { return float64(st.Closes[r].Load()) }))
+	}
+	for _, r := range shard.DropReasons() {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "securefastchat_dropped_total",
+			Help: "Messages and live signals that went to nobody, by reason.", ConstLabels: prometheus.Labels{"reason": r.String()}},
+			func() float64 { return float64(st.Drops[r].Load()) }))
+	}
 }
 
 // Handler serves the registry in the Prometheus text format.

@@ -3,6 +3,8 @@ package shard
 import (
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"securefastchat/proto"
 	"securefastchat/ratelimit"
@@ -55,6 +57,19 @@ func ParseBroadcastPolicy(s string) (BroadcastPolicy, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("unknown broadcast policy %q: use anyone, admins or off", s)
+}
+
+// liveState is a connection's view of its user's relations, guarded by
+// liveMu: its contacts (who see its presence), nil until the first; the
+// users it has written to who have not written back (its requests, so
+// each is recorded once), bounded by maxAsked; and the users it blocks
+// (requests.go), whose number nblocks is read without the lock.
+type liveState struct {
+	liveMu   sync.Mutex
+	contacts map[string]struct{}
+	asked    map[string]struct{}
+	blocks   map[string]struct{}
+	nblocks  atomic.Int32
 }
 
 // loadContacts reads the user's contacts from the store into c's set, at

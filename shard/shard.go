@@ -71,14 +71,6 @@ func (g *groupAck) refused(code proto.ErrorCode, text string) {
 	}
 }
 
-// pendingAck is a delivery waiting for its receiver's ack.
-type pendingAck struct {
-	serverID uint64 // in the receiver's sequence
-	queued   time.Time
-	stored   bool      // it came from the store: the ack dequeues it
-	env      *envelope // not stored: the message, told its outcome on the ack, or stored if the receiver goes away
-}
-
 // mail is a note from the committer to a shard loop; it goes through a
 // mutex-guarded mailbox so the committer never blocks on a shard.
 type mail struct {
@@ -286,141 +278,6 @@ func (sh *Shard) add(nc net.Conn, stopping bool) {
 	s.goTracked(c.run)
 }
 
-// login starts a logged-in connection with its queue: a barrier through
-// the committer makes sure every message accepted for the user before now
-// is on disk, then the queue is delivered before anything new.
-func (sh *Shard) login(c *conn) {
-	err := sh.set.batcher.Submit(&store.Op{Done: func(store.Result) { sh.post2(mail{c: c, kind: mailBarrier}) }})
-	if err != nil {
-		c.barrier = false // shutting down: nothing more will commit
-	}
-}
-
-// deliver writes a message to a connection of this shard, numbered in the
-// receiver's sequence, or stores it when the receiver has a backlog, is
-// full, slow or gone.
-func (sh *Shard) deliver(rc *conn, env *envelope) {
-	failpoint("route", rc.user)
-	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
-		sh.persist(rc, env)
-		return
-	}
-	id := env.id
-	if id == 0 || env.shared {
-		id = rc.seq.Add(1)
-	}
-	rc.acks.expect() // before the write: the receiver's ack may come back at once
-	if err := rc.enqueueHeld(sh, env.frameFor(id, &sh.scratch)); err != nil {
-		rc.acks.unexpect()
-		sh.persist(rc, env)
-		return
-	}
-	if len(rc.pending) == 0 {
-		sh.waiting[rc] = struct{}{}
-	}
-	rc.pending = append(rc.pending, pendingAck{serverID: id, queued: sh.set.opts.Now(), env: env})
-	sh.msgs.Add(1)
-	sh.set.Stats.Routed.Add(1)
-}
-
-// persist stores a message for rc's user through the committer, and keeps
-// what comes after it for rc out of the way until it has committed, so
-// the user's messages stay in order.
-func (sh *Shard) persist(rc *conn, env *envelope) {
-	if rc.dead {
-		sh.set.persist(rc.user, env, nil)
-		return
-	}
-	rc.persisting++
-	rc.backlog = true
-	sh.set.persist(rc.user, env, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
-}
-
-// fetch delivers queued messages up to the unacked limit.
-func (sh *Shard) fetch(c *conn) {
-	if c.barrier || c.dead {
-		return
-	}
-	for c.backlog && len(c.pending) < sh.set.opts.MaxUnacked {
-		items, err := sh.set.opts.Store.Peek(c.user, c.lastFetched, sh.set.opts.MaxUnacked-len(c.pending))
-		if err != nil {
-			c.logger().Error("reading the queue", "err", err)
-			return
-		}
-		if len(items) == 0 {
-			if c.persisting == 0 {
-				c.backlog = false
-			}
-			return
-		}
-		cutoff := sh.set.opts.Now().Add(-sh.set.opts.Retention)
-		for _, q := range items {
-			c.lastFetched = q.ServerID
-			if q.Stored.Before(cutoff) {
-				sh.set.dequeue(c.user, q.ServerID) // expired: never served
-				sh.set.Stats.dropped(DropExpired)
-				continue
-			}
-			sh.scratch = appendStored(sh.scratch[:0], q, q.Group == "" && c.sess.Version >= 2 && !c.accepts(q.From))
-			c.acks.expect()
-			if err := c.enqueue(sh.scratch); err != nil {
-				c.acks.unexpect()
-				return // the connection is going; its queue stays for next time
-			}
-			if len(c.pending) == 0 {
-				sh.waiting[c] = struct{}{}
-			}
-			c.pending = append(c.pending, pendingAck{serverID: q.ServerID, queued: sh.set.opts.Now(), stored: true})
-			sh.set.Stats.FromQueue.Add(1)
-		}
-	}
-}
-
-func (sh *Shard) ack(rc *conn, serverID uint64) {
-	for i, p := range rc.pending {
-		if p.serverID != serverID {
-			continue
-		}
-		rc.pending = append(rc.pending[:i], rc.pending[i+1:]...)
-		if len(rc.pending) == 0 {
-			delete(sh.waiting, rc)
-		}
-		sh.set.Stats.Delivered.Add(1)
-		if ob := sh.set.opts.Observer; ob != nil && !p.stored {
-			ob.Delivered(sh.set.opts.Now().Sub(p.queued))
-		}
-		if p.stored {
-			sh.set.dequeue(rc.user, p.serverID)
-		} else {
-			p.env.out.delivered(sh)
-			p.env.done()
-		}
-		if rc.backlog {
-			sh.fetch(rc)
-		}
-		return
-	}
-	rc.acks.unmatched() // an id the reader let through that matched nothing
-}
-
-// gone forgets a connection whose reader has exited. Deliveries it had not
-// acknowledged are queued for its user (the queued ones are still there),
-// and their senders get Sent(queued) once they are on disk.
-func (sh *Shard) gone(c *conn) {
-	c.dead = true
-	for _, p := range c.pending {
-		if !p.stored {
-			sh.set.persist(c.user, p.env, nil)
-		}
-	}
-	c.pending = nil
-	delete(sh.waiting, c)
-	sh.mu.Lock()
-	delete(sh.conns, c)
-	sh.mu.Unlock()
-	sh.nconns.Add(-1)
-}
-
 // post2 leaves mail for the loop without ever blocking.
 func (sh *Shard) post2(m mail) {
 	sh.mailMu.Lock()
@@ -429,41 +286,6 @@ func (sh *Shard) post2(m mail) {
 	select {
 	case sh.kick <- struct{}{}:
 	default:
-	}
-}
-
-func (sh *Shard) readMail() {
-	defer sh.guard()
-	sh.mailMu.Lock()
-	box := sh.mailbox
-	sh.mailbox = nil
-	sh.mailMu.Unlock()
-	for _, m := range box {
-		c := m.c
-		switch m.kind {
-		case mailBarrier:
-			c.barrier = false
-		case mailCommitted:
-			c.persisting--
-			c.backlog = true
-		case mailWake:
-			c.backlog = true
-		}
-		sh.fetch(c)
-	}
-}
-
-// reapStuck disconnects receivers whose oldest delivery has waited longer
-// than AckTimeout; their pending deliveries are queued when they are gone.
-func (sh *Shard) reapStuck() {
-	now := sh.set.opts.Now()
-	for c := range sh.waiting {
-		if len(c.pending) > 0 && now.Sub(c.pending[0].queued) > sh.set.opts.AckTimeout {
-			sh.set.Stats.SlowConsumers.Add(1)
-			sh.set.closeLog.log(c.logger(), CloseStuck, "closing stuck receiver: deliveries not acknowledged", "pending", len(c.pending))
-			c.abort(CloseStuck)
-			delete(sh.waiting, c)
-		}
 	}
 }
 

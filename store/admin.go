@@ -13,10 +13,6 @@ import (
 // What the operator does: list, delete and revoke users, invite codes,
 // queue totals and hot backups.
 
-// bucketInvites holds single-use sign-up codes: SHA-256(code) ->
-// expires i64 (unix ns). A code is deleted when it is used.
-var bucketInvites = []byte("invites")
-
 // UserInfo is a user as the operator sees it.
 type UserInfo struct {
 	Name, Display string

@@ -7,11 +7,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// bucketBlocked records blocks: blocker NUL blocked -> empty. What a
-// blocked user sends the blocker (direct or in a group) is dropped at
-// enqueue; the pair are no contacts.
-var bucketBlocked = []byte("blocked")
-
 // ErrTooManyBlocked: the account blocks as many users as it may.
 var ErrTooManyBlocked = errors.New("store: too many users blocked")
 

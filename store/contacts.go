@@ -7,18 +7,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// bucketContacts records who are contacts: user NUL peer -> empty,
-// written both ways once each has written to the other (a message to
-// someone who has not written back is a request: it makes no contact).
-// Presence uses it.
-// bucketWrote records who wrote to whom: writer NUL peer -> empty. A
-// sender the receiver has written to is its contact for the receiver's
-// queue shares, and no longer a stranger's request.
-var (
-	bucketContacts = []byte("contacts")
-	bucketWrote    = []byte("wrote")
-)
-
 func contactKey(user, peer string) []byte {
 	k := make([]byte, 0, len(user)+1+len(peer))
 	return append(append(append(k, user...), 0), peer...)

@@ -10,14 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Group buckets.
-var (
-	bucketGroups     = []byte("groups")  // group -> state record
-	bucketGroupChain = []byte("gchain")  // group -> bucket of seq (u32 BE) -> signed statement
-	bucketGroupKeys  = []byte("gkeys")   // group -> bucket of epoch (u32 BE) | member -> wrapped key; epoch | 0 -> epoch header
-	bucketUserGroups = []byte("ugroups") // user -> bucket of group -> empty
-)
-
 // Group errors.
 var (
 	// ErrGroupExists: a group with that name exists.

@@ -6,14 +6,12 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// bucketGroupInvites records group invitations: group NUL member -> the
-// member who added them. A user added to a group by someone they had not
-// accepted (see the shard's message requests) is invited, not joined:
+// A user added to a group by someone they had not accepted (see the
+// shard's message requests) is invited, not joined (bucketGroupInvites):
 // nothing of the group's messages reaches or is queued for them, and the
 // group makes them nobody's contact, until they accept
 // (AcceptGroupInvite). They are on the signed roster all the same (the
 // roster is the clients' to check), and may leave it to decline.
-var bucketGroupInvites = []byte("ginvites")
 
 // GroupInvite is a pending invitation.
 type GroupInvite struct {

@@ -10,15 +10,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Queue buckets.
-var (
-	bucketQueue    = []byte("queue")    // receiver -> bucket of server_id (u64 BE) -> queued record
-	bucketQStats   = []byte("qstats")   // receiver -> count u64 | bytes u64
-	bucketQSenders = []byte("qsenders") // receiver NUL sender -> count u64 | bytes u64: what each sender holds of a queue
-	bucketMsgIDs   = []byte("msgids")   // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
-	keyMaxID       = []byte("max_server_id")
-)
-
 // Queued is one message waiting in a receiver's queue: ciphertext and the
 // envelope the server needs to deliver it.
 type Queued struct {

@@ -24,12 +24,45 @@ import (
 var (
 	bucketUsers    = []byte("users")    // canonical name -> user record
 	bucketSessions = []byte("sessions") // SHA-256(token) -> session record
-	bucketMeta     = []byte("meta")     // settings: "schema" -> version
+	bucketMeta     = []byte("meta")     // settings: "schema" -> version; "max_server_id"
 	// bucketUserSessions indexes sessions by user: user 0x00 SHA-256(token) -> nil.
 	bucketUserSessions = []byte("usersessions")
-	allBuckets         = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
+	// bucketInvites holds single-use sign-up codes: SHA-256(code) ->
+	// expires i64 (unix ns). A code is deleted when it is used.
+	bucketInvites = []byte("invites")
+
+	bucketQueue    = []byte("queue")    // receiver -> bucket of server_id (u64 BE) -> queued record
+	bucketQStats   = []byte("qstats")   // receiver -> count u64 | bytes u64
+	bucketQSenders = []byte("qsenders") // receiver NUL sender -> count u64 | bytes u64: what each sender holds of a queue
+	bucketMsgIDs   = []byte("msgids")   // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
+
+	// bucketContacts records who are contacts: user NUL peer -> empty,
+	// written both ways once each has written to the other (a message to
+	// someone who has not written back is a request: it makes no
+	// contact). Presence uses it.
+	bucketContacts = []byte("contacts")
+	// bucketWrote records who wrote to whom: writer NUL peer -> empty. A
+	// sender the receiver has written to is its contact for the
+	// receiver's queue shares, and no longer a stranger's request.
+	bucketWrote = []byte("wrote")
+	// bucketBlocked records blocks: blocker NUL blocked -> empty. What a
+	// blocked user sends the blocker (direct or in a group) is dropped
+	// at enqueue; the pair are no contacts.
+	bucketBlocked = []byte("blocked")
+
+	bucketGroups     = []byte("groups")  // group -> state record
+	bucketGroupChain = []byte("gchain")  // group -> bucket of seq (u32 BE) -> signed statement
+	bucketGroupKeys  = []byte("gkeys")   // group -> bucket of epoch (u32 BE) | member -> wrapped key; epoch | 0 -> epoch header
+	bucketUserGroups = []byte("ugroups") // user -> bucket of group -> empty
+	// bucketGroupInvites records group invitations: group NUL member ->
+	// the member who added them (invites.go).
+	bucketGroupInvites = []byte("ginvites")
+
+	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
 		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites}
+
+	keyMaxID = []byte("max_server_id") // in bucketMeta
 )
 
 // schemaVersion is the store's format.

@@ -15,6 +15,65 @@
 //	                                  <-     Sent, Keys, Deliver, Pong, Error ...
 //	Close                             <->    Close
 //
+// # Message types
+//
+// Every message type, by number (client to server below 0x80, server to
+// client from 0x80; the layouts are beside each constant and in
+// docs/PROTOCOL.md):
+//
+//	0x01  Signup              messages.go
+//	0x02  Login               messages.go
+//	0x03  Resume              messages.go
+//	0x04  CheckUsername       messages.go
+//	0x05  Logout              messages.go
+//	0x06  SignupInvite        messages.go
+//	0x07  LoginWith           messages.go (v2)
+//	0x08  ResumeWith          messages.go (v2)
+//	0x10  GetKeys             messages.go
+//	0x11  SendDM              messages.go
+//	0x12  Ack                 messages.go
+//	0x13  Signal              live.go
+//	0x14  Broadcast           live.go
+//	0x15  SendDMFor           messages.go (v2)
+//	0x16  Relation            requests.go (v2)
+//	0x17  BlockedList         requests.go (v2)
+//	0x20  Ping                messages.go
+//	0x3F  Close               messages.go
+//	0x40  GroupChange         groupmsg.go
+//	0x41  GroupList           groupmsg.go
+//	0x42  GroupChain          groupmsg.go
+//	0x43  GroupKeys           groupmsg.go
+//	0x44  SendGroup           groupmsg.go
+//	0x45  SendGroupFile       groupmsg.go
+//	0x46  GroupChangeV2       groupmsg.go (v2)
+//	0x47  GroupBadEpoch       groupmsg.go (v2)
+//	0x48  GroupJoin           requests.go (v2)
+//	0x49  GroupInvites        requests.go (v2)
+//	0x80  OK                  messages.go
+//	0x81  Error               messages.go
+//	0x82  LoginOK             messages.go
+//	0x83  Keys                messages.go
+//	0x84  Sent                messages.go
+//	0x85  Deliver             messages.go
+//	0x86  Pong                messages.go
+//	0x87  Available           messages.go
+//	0x88  Groups              groupmsg.go
+//	0x89  GroupChainReply     groupmsg.go
+//	0x8A  GroupKeysReply      groupmsg.go
+//	0x8B  DeliverGroup        groupmsg.go
+//	0x8C  SignalMsg           live.go
+//	0x8D  Presence            live.go
+//	0x8E  BroadcastSent       live.go
+//	0x8F  BroadcastMsg        live.go
+//	0x90  KeysChanged         messages.go (v2)
+//	0x91  GroupChanged        groupmsg.go (v2)
+//	0x92  GroupKeysReplyV2    groupmsg.go (v2)
+//	0x93  DeliverRequest      requests.go (v2)
+//	0x94  Blocked             requests.go (v2)
+//	0x95  GroupInvitesReply   requests.go (v2)
+//
+// Versions and what each added: the changelog on MaxVersion (frame.go).
+//
 // # Frames
 //
 // Every unit on the wire is a frame: a 2-byte big-endian length followed by

@@ -23,9 +23,13 @@ const Magic = "SCH1"
 //	   key epoch is made by a signed epoch statement that commits to the
 //	   key (GroupChangeV2, GroupKeysReplyV2), and a member reports a bad one
 //	   (GroupBadEpoch); a group message's inner (version 2) carries the
-//	   roster position it was sent under. A version 2 server still serves
-//	   version 1 clients, except for group changes; a version 2 client needs
-//	   a version 2 server.
+//	   roster position it was sent under; message requests and blocks
+//	   (DeliverRequest, Relation, BlockedList, Blocked) and group
+//	   invitations (GroupJoin, GroupInvites, GroupInvitesReply). A version 2
+//	   server still serves version 1 clients, except for group changes (a
+//	   version 1 client gets a request as Deliver, and one only invited to a
+//	   group gets nothing of it); a version 2 client needs a version 2
+//	   server.
 const (
 	MinVersion = 1
 	MaxVersion = 2

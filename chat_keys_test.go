@@ -22,12 +22,12 @@ import (
 func TestChatKeys(t *testing.T) {
 	tmuxOrSkip(t)
 	srv := newChild(t)
-	srv.start()
-	users := signupAll(t, srv.addr, chatPassword, "ann", "bob")
+	srv.Start()
+	users := signupAll(t, srv.Addr, chatPassword, "ann", "bob")
 	// 700 old messages from bob in ann's history (written as her chat
 	// would), for the scrollback.
 	annHome := strings.TrimPrefix(users["ann"][0], "SFC_HOME=")
-	lc, err := client.Load(client.Config{Addr: srv.addr, Home: annHome}, "ann", chatPassword)
+	lc, err := client.Load(client.Config{Addr: srv.Addr, Home: annHome}, "ann", chatPassword)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,8 +48,8 @@ func TestChatKeys(t *testing.T) {
 
 	socket := fmt.Sprintf("sfc-keys-%d", os.Getpid())
 	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })
-	ann := startChatPane(t, socket, "ann", users["ann"], "--server", srv.addr, "--user", "ann")
-	bob := startChatPane(t, socket, "bob", users["bob"], "--server", srv.addr, "--user", "bob")
+	ann := startChatPane(t, socket, "ann", users["ann"], "--server", srv.Addr, "--user", "ann")
+	bob := startChatPane(t, socket, "bob", users["bob"], "--server", srv.Addr, "--user", "bob")
 	ann.waitFor(`● connected`)
 	bob.waitFor(`● connected`)
 

@@ -87,20 +87,20 @@ func TestChatInTerminal(t *testing.T) {
 	tmuxOrSkip(t)
 	srv := newChild(t)
 	adminAddr := freeAddr(t)
-	srv.args = []string{"--admin", adminAddr}
-	srv.start()
+	srv.Args = []string{"--admin", adminAddr}
+	srv.Start()
 	env := []string{"SFC_PASSWORD=" + chatPassword}
 	annHome, bobHome := t.TempDir(), t.TempDir()
 	for _, u := range []struct{ name, home string }{{"ann", annHome}, {"bob", bobHome}} {
-		if r := run(t, env, "signup", "--server", srv.addr, "--user", u.name, "--home", u.home); r.code != 0 {
+		if r := run(t, env, "signup", "--server", srv.Addr, "--user", u.name, "--home", u.home); r.code != 0 {
 			t.Fatalf("signup %s: %s", u.name, r.stderr)
 		}
 	}
 	socket := fmt.Sprintf("sfc-test-%d", os.Getpid())
 	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })
-	annArgs := []string{"--server", srv.addr, "--user", "ann", "--home", annHome}
+	annArgs := []string{"--server", srv.Addr, "--user", "ann", "--home", annHome}
 	ann := startChat(t, socket, "ann", annArgs...)
-	bob := startChat(t, socket, "bob", "--server", srv.addr, "--user", "bob", "--home", bobHome)
+	bob := startChat(t, socket, "bob", "--server", srv.Addr, "--user", "bob", "--home", bobHome)
 	ann.waitFor(`● connected`)
 	bob.waitFor(`● connected`)
 
@@ -183,15 +183,15 @@ func TestChatInTerminal(t *testing.T) {
 	ann.waitFor(`^\s*$`)
 	bob.typeLine("/quit")
 	bob.waitFor(`^\s*$`)
-	if r := run(t, nil, "admin", "--admin", adminAddr, "--data", srv.data, "delete", "bob", "--yes"); r.code != 0 {
+	if r := run(t, nil, "admin", "--admin", adminAddr, "--data", srv.Data, "delete", "bob", "--yes"); r.code != 0 {
 		t.Fatalf("admin delete: %+v", r)
 	}
 	bobHome = t.TempDir()
-	if r := run(t, env, "signup", "--server", srv.addr, "--user", "bob", "--home", bobHome); r.code != 0 {
+	if r := run(t, env, "signup", "--server", srv.Addr, "--user", "bob", "--home", bobHome); r.code != 0 {
 		t.Fatalf("signup bob again: %s", r.stderr)
 	}
 	bob.tmux("kill-session", "-t", "bob")
-	bob = startChat(t, socket, "bob", "--server", srv.addr, "--user", "bob", "--home", bobHome)
+	bob = startChat(t, socket, "bob", "--server", srv.Addr, "--user", "bob", "--home", bobHome)
 	bob.waitFor(`● connected`)
 	ann.tmux("kill-session", "-t", "ann")
 	ann = startChat(t, socket, "ann", annArgs...)
@@ -211,11 +211,11 @@ func TestChatInTerminal(t *testing.T) {
 
 	// The server restarts: ann sees she is offline, what she types waits,
 	// and it goes once the client has reconnected by itself.
-	srv.stop(syscall.SIGTERM)
+	srv.Stop(syscall.SIGTERM)
 	ann.waitFor(`OFFLINE`)
 	ann.typeLine("typed while the server was down")
 	ann.waitFor(`typed while the server was down  … sending`)
-	srv.start()
+	srv.Start()
 	ann.waitFor(`● connected`)
 	bob.waitFor(`ann: typed while the server was down`)
 	ann.waitFor(`typed while the server was down  ✓✓ (delivered|read)`)

@@ -107,10 +107,10 @@ func TestScripts(t *testing.T) {
 // lost, reconnects by itself and prints what arrives afterwards.
 func TestRecvWaitReconnects(t *testing.T) {
 	srv := newChild(t)
-	srv.start()
-	users := signupAll(t, srv.addr, "shared password", "ann", "ben")
+	srv.Start()
+	users := signupAll(t, srv.Addr, "shared password", "ann", "ben")
 	ann, ben := users["ann"], users["ben"]
-	recv := exec.Command(binPath, "recv", "--server", srv.addr, "--user", "ben", "--wait", "60s")
+	recv := exec.Command(binPath, "recv", "--server", srv.Addr, "--user", "ben", "--wait", "60s")
 	recv.Env = append(os.Environ(), ben...)
 	out, errb := &syncBuffer{}, &syncBuffer{}
 	recv.Stdout, recv.Stderr = out, errb
@@ -118,16 +118,16 @@ func TestRecvWaitReconnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { recv.Process.Kill(); recv.Wait() }()
-	waitFor(t, func() bool { return strings.Contains(srv.logs.String(), "user=ben kind=resume") })
-	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "before the restart"); r.code != 0 {
+	waitFor(t, func() bool { return strings.Contains(srv.Logs.String(), "user=ben kind=resume") })
+	if r := run(t, ann, "send", "--server", srv.Addr, "--user", "ann", "--to", "ben", "before the restart"); r.code != 0 {
 		t.Fatalf("send: %+v", r)
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ann (request): before the restart") })
-	srv.stop(syscall.SIGTERM)
+	srv.Stop(syscall.SIGTERM)
 	waitFor(t, func() bool { return strings.Contains(errb.String(), "reconnecting") })
-	srv.start()
+	srv.Start()
 	waitFor(t, func() bool { return strings.Contains(errb.String(), "Reconnected.") })
-	if r := run(t, ann, "send", "--server", srv.addr, "--user", "ann", "--to", "ben", "after the restart"); r.code != 0 {
+	if r := run(t, ann, "send", "--server", srv.Addr, "--user", "ann", "--to", "ben", "after the restart"); r.code != 0 {
 		t.Fatalf("send after the restart: %+v", r)
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "ann (request): after the restart") })

@@ -1,4 +1,4 @@
-package main
+package durability_test
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -19,88 +18,6 @@ import (
 )
 
 var crashRounds = flag.Int("crash.rounds", 10, "SIGKILL rounds in TestCrashLosesNothing (the nightly run uses 50)")
-
-// child is the server binary running as a child process.
-type child struct {
-	t    *testing.T
-	addr string
-	data string
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	args []string // more serve flags
-}
-
-// newChild prepares a server child on a free loopback port and a fresh
-// data directory; the test kills it at the end.
-func newChild(t *testing.T) *child {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c := &child{t: t, addr: addr, data: t.TempDir()}
-	t.Cleanup(func() {
-		if c.cmd != nil && c.cmd.ProcessState == nil {
-			c.cmd.Process.Kill()
-			c.cmd.Wait()
-		}
-	})
-	return c
-}
-
-func (c *child) start() time.Duration { return c.startWith("") }
-
-// spawn starts the server without waiting for it.
-func (c *child) spawn() *exec.Cmd {
-	cmd := exec.Command(binPath, "serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
-		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0")
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	return cmd
-}
-
-// startWith starts the server, through "bash -c 'PREFIX binary ...'" when
-// prefix is set (to set limits), and waits until it accepts.
-func (c *child) startWith(prefix string) time.Duration {
-	c.t.Helper()
-	start := time.Now()
-	args := append([]string{"serve", "--listen", c.addr, "--data", c.data, "--shards", "2",
-		"--argon2", "t=1,m=64,p=1", "--insecure-weak-argon2", "--msg-every", "0"}, c.args...)
-	if prefix == "" {
-		c.cmd = exec.Command(binPath, args...)
-	} else {
-		c.cmd = exec.Command("bash", append([]string{"-c", prefix + ` "$0" "$@"`, binPath}, args...)...)
-	}
-	c.logs = &syncBuffer{}
-	c.cmd.Stderr = c.logs
-	if err := c.cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if nc, err := net.Dial("tcp", c.addr); err == nil {
-			nc.Close()
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("server did not restart:\n%s", c.logs)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (c *child) kill() { c.stop(syscall.SIGKILL) }
-
-// stop sends sig and waits for the process; after SIGTERM it must exit 0.
-func (c *child) stop(sig syscall.Signal) {
-	c.cmd.Process.Signal(sig)
-	err := c.cmd.Wait()
-	if sig == syscall.SIGTERM && err != nil {
-		c.t.Errorf("exit after SIGTERM: %v\n%s", err, c.logs)
-	}
-}
 
 // TestCrashLosesNothing (F1) drives senders and receivers through the
 // client package against the real binary, kills the server with SIGKILL
@@ -115,8 +32,8 @@ func TestGracefulRestartLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGT
 
 func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 	srv := newChild(t)
-	addr := srv.addr
-	srv.start()
+	addr := srv.Addr
+	srv.Start()
 
 	// Senders send until the kill rounds are over, at most perSender each.
 	const senders, receivers, perSender = 8, 4, 20000
@@ -219,8 +136,8 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 			r := rs[receivers-1-round/2%2]
 			r.c.Close() // offline for a while
 		}
-		srv.stop(sig)
-		st, err := store.Open(filepath.Join(srv.data, "securefastchat.db"), nil)
+		srv.Stop(sig)
+		st, err := store.Open(filepath.Join(srv.Data, "securefastchat.db"), nil)
 		if err != nil {
 			t.Fatalf("round %d: store after kill: %v", round, err)
 		}
@@ -229,7 +146,7 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 		}
 		st.Close()
 		checks++
-		if d := srv.start(); d > maxRestart {
+		if d := srv.Start(); d > maxRestart {
 			maxRestart = d
 		}
 		if round%2 == 0 {
@@ -275,8 +192,8 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 	}
 	if lost > 0 {
 		// Where are they? Stop the server and look in the store.
-		srv.kill()
-		st, err := store.Open(filepath.Join(srv.data, "securefastchat.db"), nil)
+		srv.Kill()
+		st, err := store.Open(filepath.Join(srv.Data, "securefastchat.db"), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package main
+package durability_test
 
 import (
 	"context"
@@ -23,10 +23,10 @@ import (
 // still log in, and after a restart with room every acked message arrives.
 func TestDiskFull(t *testing.T) {
 	srv := newChild(t)
-	addr, data := srv.addr, srv.data
+	addr, data := srv.Addr, srv.Data
 	// bbolt grows its file 32 KiB, 64 KiB, 128 KiB, 256 KiB...: a 200 KiB
 	// limit lets it start and fills up after a few hundred messages.
-	srv.startWith("ulimit -f 200; exec")
+	srv.StartWith("ulimit -f 200; exec")
 	kdf := client.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
 	cfg := func() client.Config {
 		return client.Config{Addr: addr, Home: t.TempDir(), OutDir: t.TempDir(), KDF: kdf, PingInterval: -1}
@@ -71,8 +71,8 @@ func TestDiskFull(t *testing.T) {
 	if nFailed.Load() == 0 || nAcked.Load() == 0 {
 		t.Fatalf("acked %d, failed %d: the limit did not bite", nAcked.Load(), nFailed.Load())
 	}
-	if err := srv.cmd.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Fatalf("the server died: %v\n%s", err, srv.logs)
+	if err := srv.Cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the server died: %v\n%s", err, srv.Logs)
 	}
 	// A receiver can still log in while the disk is full, and read what is
 	// queued (its acks may not commit: those come again and are dropped
@@ -96,7 +96,7 @@ read:
 	for m := range bob.Messages() { // handed over before Close
 		got[m.Text[:4]] = true
 	}
-	srv.stop(syscall.SIGTERM)
+	srv.Stop(syscall.SIGTERM)
 	st, err := store.Open(filepath.Join(data, "securefastchat.db"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ read:
 		t.Fatalf("bbolt check: %v", err)
 	}
 	st.Close()
-	srv.startWith("exec")
+	srv.StartWith("exec")
 	bob, err = client.Login(ctx, bobCfg, "bob", "bob password")
 	if err != nil {
 		t.Fatal(err)

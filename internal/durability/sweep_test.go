@@ -1,4 +1,4 @@
-package main
+package durability_test
 
 import (
 	"bytes"
@@ -22,9 +22,9 @@ import (
 // expired is left to be served.
 func TestKillDuringSweep(t *testing.T) {
 	srv := newChild(t)
-	data := srv.data
-	srv.start() // makes the key and the store
-	srv.stop(syscall.SIGTERM)
+	data := srv.Data
+	srv.Start() // makes the key and the store
+	srv.Stop(syscall.SIGTERM)
 
 	const users, perUser = 40, 500
 	now := time.Now()
@@ -87,14 +87,14 @@ func TestKillDuringSweep(t *testing.T) {
 	rounds := 0
 	var left []int64
 	for ; rounds < 5; rounds++ {
-		cmd := srv.spawn()
+		cmd := srv.Spawn()
 		time.Sleep(time.Duration(5+rand.IntN(30)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
 		left = append(left, check(rounds))
 	}
-	srv.start()
-	srv.stop(syscall.SIGTERM)
+	srv.Start()
+	srv.Stop(syscall.SIGTERM)
 	if left := check(rounds); left != int64(users*perUser/2) {
 		t.Fatalf("%d messages left after a full sweep, want only the %d unexpired", left, users*perUser/2)
 	}

@@ -1,6 +1,15 @@
 // Package shard runs securefastchat's connections. A Set holds N shards;
 // each shard is a goroutine that owns its connections and the messages
 // routed to them, and shards hand messages to each other over channels.
+// It reaches accounts through the Accounts interface it defines, and the
+// store through package store; the balancer hands it connections.
+//
+// Files: set.go (the Set, its options and limits), shard.go (a shard's
+// loop and events), inbox.go (what the loop does for one connection:
+// deliver, persist, fetch, ack), conn.go (a connection's reader: the
+// handshake, login and requests), outq.go (its output), envelope.go and
+// router.go (the message path), groups.go, live.go, requests.go,
+// directory.go (who is online where, and the admission gate), reasons.go.
 //
 // # Connections
 //
@@ -41,6 +50,41 @@
 // (contacts, requests, blocks) or wmu (the output queue). Lock order: a
 // Shard's mu before a conn's wmu (closing the shard's connections);
 // otherwise no lock of this package is taken while another is held.
+//
+// # The login barrier and the mailbox
+//
+// A receiving connection that logs in delivers nothing until a barrier has
+// passed through the committer (every message accepted for the user
+// before the login is on disk); then its stored queue goes first, at most
+// MaxUnacked unacknowledged at a time, and only then does anything routed
+// live. Until then, and whenever the store may hold something for the user
+// (a backlog, or a message of theirs still committing), what is routed to
+// the connection is stored instead, so the user's messages stay in order.
+// The committer never blocks on a shard: it leaves notes (the barrier
+// passed, a message committed, something was stored: fetch) in the shard's
+// mailbox, a mutex-guarded list the loop drains when kicked.
+//
+// # Groups
+//
+// Roster statements and key epochs are checked here (groups.go) and kept
+// in the store, whose cache of each group's state means a group message
+// reads no bbolt page. A group message is one shared envelope: one event
+// per shard carries that shard's members, and a member away gets it
+// through the store. A member only invited (someone they had not accepted
+// added them) gets nothing until they join (requests.go).
+//
+// # Presence, requests and live signals
+//
+// Two users are contacts once each has written to the other (or accepted
+// the other), or they share a joined group; contacts see each other come
+// and go (live.go). A direct message from someone the receiver has not
+// accepted is a request: always stored first, pushed as DeliverRequest,
+// and the receiver's client sends nothing back; typing passes only between
+// people who have both accepted each other; a block drops, in the store,
+// what the blocked user sends (requests.go). Live signals (presence,
+// typing, broadcasts) are never stored and are dropped for a receiver far
+// behind. What is closed or dropped is counted by typed reason
+// (reasons.go).
 //
 // # Slow consumers
 //

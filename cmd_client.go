@@ -66,6 +66,23 @@ func (cf *clientFlags) parse(args []string) error {
 	return nil
 }
 
+// parseWords parses a command whose words (a subcommand and its
+// arguments) may come before, between or after the flags, and returns the
+// words.
+func (cf *clientFlags) parseWords(args []string) ([]string, error) {
+	var words []string
+	for {
+		if err := parseFlags(cf.fs, args); err != nil {
+			return nil, err
+		}
+		if cf.fs.NArg() == 0 {
+			return words, nil
+		}
+		words = append(words, cf.fs.Arg(0))
+		args = cf.fs.Args()[1:]
+	}
+}
+
 func (cf *clientFlags) config() client.Config {
 	return client.Config{
 		Addr: *cf.server, Home: *cf.home, ServerKey: *cf.serverKey, MaxFileSize: *cf.maxFile,

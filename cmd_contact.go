@@ -17,16 +17,9 @@ func cmdContact(args []string) error {
 			"until you accept, by writing to them or with 'contact accept'. 'block' makes\n"+
 			"the server drop what they send you from now on, and what of theirs waits for\n"+
 			"you; they are not told. 'unblock' undoes it; 'blocked' lists whom you block.")
-	var rest []string
-	for {
-		if err := parseFlags(cf.fs, args); err != nil {
-			return err
-		}
-		if cf.fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, cf.fs.Arg(0))
-		args = cf.fs.Args()[1:]
+	rest, err := cf.parseWords(args)
+	if err != nil {
+		return err
 	}
 	if *cf.user == "" {
 		return usagef("--user is required")

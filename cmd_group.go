@@ -14,17 +14,9 @@ func cmdGroup(args []string) error {
 	cf := newClientFlags("group", groupUsage+" [--server ADDR --user NAME]",
 		"Manages groups. Membership changes are signed by you and checked by every\nmember's client; adding or removing someone gives the group a new key.\n"+
 			"Someone added by a user they have not written to (nor share a group with)\nis only invited: nothing of the group reaches them until they 'join'.")
-	// Flags may come before, between or after the words.
-	var rest []string
-	for {
-		if err := parseFlags(cf.fs, args); err != nil {
-			return err
-		}
-		if cf.fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, cf.fs.Arg(0))
-		args = cf.fs.Args()[1:]
+	rest, err := cf.parseWords(args)
+	if err != nil {
+		return err
 	}
 	if *cf.user == "" {
 		return usagef("--user is required")

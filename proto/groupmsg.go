@@ -136,22 +136,38 @@ type Groups struct{ Names [][]byte }
 
 // Append appends the message to b.
 func (m *Groups) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint16(AppendHeader(b, TGroups, id), uint16(len(m.Names)))
-	for _, n := range m.Names {
+	return appendNames(AppendHeader(b, TGroups, id), m.Names)
+}
+
+// Parse decodes a body.
+func (m *Groups) Parse(body []byte) error {
+	var err error
+	m.Names, err = parseNames(body, 0)
+	return err
+}
+
+// appendNames appends a list of names: count u16 | name str8 x count.
+func appendNames(b []byte, names [][]byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(names)))
+	for _, n := range names {
 		b = appendStr8(b, n)
 	}
 	return b
 }
 
-// Parse decodes a body.
-func (m *Groups) Parse(body []byte) error {
+// parseNames decodes a whole body that is a list of names (appendNames),
+// of at most max names if max > 0.
+func parseNames(body []byte, max int) ([][]byte, error) {
 	d := dec{b: body}
 	n := int(d.u16())
-	m.Names = nil
-	for i := 0; i < n && d.err == nil; i++ {
-		m.Names = append(m.Names, d.str8())
+	if d.err == nil && max > 0 && n > max {
+		d.err = fmt.Errorf("%w: %d names, at most %d", ErrMalformed, n, max)
 	}
-	return d.done()
+	var names [][]byte
+	for i := 0; i < n && d.err == nil; i++ {
+		names = append(names, d.str8())
+	}
+	return names, d.done()
 }
 
 // GroupChainReply returns statements in order; More says more follow.

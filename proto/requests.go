@@ -55,25 +55,14 @@ type Blocked struct{ Users [][]byte }
 
 // Append appends the message to b.
 func (m *Blocked) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint16(AppendHeader(b, TBlocked, id), uint16(len(m.Users)))
-	for _, u := range m.Users {
-		b = appendStr8(b, u)
-	}
-	return b
+	return appendNames(AppendHeader(b, TBlocked, id), m.Users)
 }
 
 // Parse decodes a body.
 func (m *Blocked) Parse(body []byte) error {
-	d := dec{b: body}
-	n := int(d.u16())
-	if d.err == nil && n > MaxBlocked {
-		d.err = fmt.Errorf("%w: %d blocked users, at most %d", ErrMalformed, n, MaxBlocked)
-	}
-	m.Users = nil
-	for i := 0; i < n && d.err == nil; i++ {
-		m.Users = append(m.Users, d.str8())
-	}
-	return d.done()
+	var err error
+	m.Users, err = parseNames(body, MaxBlocked)
+	return err
 }
 
 // Group invitations (version 2). A user added to a group by someone they

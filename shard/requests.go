@@ -249,6 +249,11 @@ func (c *conn) joinGroup(id uint32, body []byte) {
 		c.replyBad(id, err)
 		return
 	}
+	// A join is a store write: it shares the limit of relation changes.
+	if err := ratelimit.Refuse(c.set.relations.Take(c.user), "joining groups too fast"); err != nil {
+		c.replyFailure(id, err)
+		return
+	}
 	canon, err := proto.AppendCanonicalUsername(nil, m.Group)
 	if err != nil {
 		c.replyErr(id, proto.CodeNoSuchGroup, "no such group")

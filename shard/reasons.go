@@ -98,6 +98,7 @@ func (s *Stats) dropped(r DropReason) {
 // rateLogBurst per reason per second; the rest are counted and their
 // number logged with the next line let through.
 type rateLog struct {
+	now        func() time.Time // nil: time.Now
 	mu         sync.Mutex
 	window     [numCloseReasons]time.Time
 	n          [numCloseReasons]int
@@ -108,6 +109,9 @@ const rateLogBurst = 10
 
 func (l *rateLog) log(log *slog.Logger, r CloseReason, msg string, args ...any) {
 	now := time.Now()
+	if l.now != nil {
+		now = l.now()
+	}
 	l.mu.Lock()
 	if now.Sub(l.window[r]) >= time.Second {
 		l.window[r], l.n[r] = now, 0

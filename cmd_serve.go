@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"securefastchat/balancer"
+	"securefastchat/groups"
 	"securefastchat/internal/account"
 	"securefastchat/internal/admin"
 	"securefastchat/internal/metrics"
@@ -51,7 +52,7 @@ func cmdServe(args []string) error {
 	maxUnauth := fs.Int("max-unauth", shard.DefaultMaxUnauth, "connections that have not logged in, at most")
 	maxUnauthIP := fs.Int("max-unauth-per-ip", shard.DefaultMaxUnauthPerIP, "connections that have not logged in, per address")
 	msgRate := fs.Duration("msg-every", shard.DefaultMsgEvery, "one more message per user allowed every DURATION (burst --msg-burst; a file chunk counts as one); 0 turns message limits off")
-	groupRate := fs.Duration("group-change-every", shard.GroupChangeEvery, fmt.Sprintf("one more group change or rekey per user and per group allowed every DURATION (burst %d); 0 turns group change limits off (benchmarks)", shard.GroupChangeBurst))
+	groupRate := fs.Duration("group-change-every", groups.ChangeEvery, fmt.Sprintf("one more group change or rekey per user and per group allowed every DURATION (burst %d); 0 turns group change limits off (benchmarks)", groups.ChangeBurst))
 	msgBurst := fs.Int("msg-burst", shard.DefaultMsgBurst, "text messages a user may send at once")
 	retention := fs.Duration("retention", server.DefaultRetention, "how long a queued message waits for an offline receiver before it is deleted")
 	queueCount := fs.Int64("queue-max-messages", shard.DefaultQueueCount, "messages queued for one receiver, at most")
@@ -173,11 +174,11 @@ func cmdServe(args []string) error {
 		Shard: shard.Options{
 			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
 			MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
-			GroupChangeEvery: offIfZero(*groupRate),
-			Presence:         presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
+			Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
 			Observer:    mx,
 			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
 		},
+		Groups: groups.Options{ChangeEvery: offIfZero(*groupRate)},
 		Signup: policy,
 		Logger: logger,
 	})

@@ -270,7 +270,7 @@ func TestDefaultDataDir(t *testing.T) {
 // (accounts, limits and the rest reach them through interfaces they
 // define), and the balancer does not depend on the shards.
 func TestLayers(t *testing.T) {
-	for _, pkg := range []string{"./proto", "./store", "./balancer", "./shard", "./client", "./ratelimit", "./termtext", "./history"} {
+	for _, pkg := range []string{"./proto", "./store", "./balancer", "./shard", "./client", "./ratelimit", "./termtext", "./history", "./groups"} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).Output()
 		if err != nil {
 			t.Fatal(err)

@@ -393,10 +393,10 @@ func TestUncommittedEpochReplaced(t *testing.T) {
 // whose every part is checked as it comes. Each refusal names its limit.
 func TestGroupLimits(t *testing.T) {
 	s := testserver.Start(t, func(c *server.Config) {
-		c.Shard.GroupCreateBurst = 3
-		c.Shard.GroupCreateEvery = 200 * time.Millisecond
-		c.Shard.MaxGroupsOwned = 4
-		c.Shard.GroupChangeBurst = 5
+		c.Groups.CreateBurst = 3
+		c.Groups.CreateEvery = 200 * time.Millisecond
+		c.Groups.MaxOwned = 4
+		c.Groups.ChangeBurst = 5
 		c.Shard.GroupUploadTimeout = 300 * time.Millisecond
 	})
 	mal := testserver.Signup(t, s, "mal")
@@ -480,7 +480,7 @@ func TestGroupLimits(t *testing.T) {
 // group's whole history of epochs; an older epoch is fetched when a
 // message under it arrives, one reply's worth (at most 150 epochs).
 func TestKeyFetchBounded(t *testing.T) {
-	s := testserver.Start(t, func(c *server.Config) { c.Shard.GroupChangeBurst = 1000 })
+	s := testserver.Start(t, func(c *server.Config) { c.Groups.ChangeBurst = 1000 })
 	ann := testserver.Signup(t, s, "ann")
 	bcfg := testserver.ClientConfig(t, s)
 	bob, err := client.Signup(ctxT(t), bcfg, "bob", pw)

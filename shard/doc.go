@@ -66,9 +66,11 @@
 //
 // # Groups
 //
-// Roster statements and key epochs are checked here (groups.go) and kept
-// in the store, whose cache of each group's state means a group message
-// reads no bbolt page. A group message is one shared envelope: one event
+// The group rules (who may change a roster, the key epoch rules, the
+// limits, invitations) are package groups', reached through GroupRules;
+// this package carries a change's parts, the replies and the news to the
+// members (groups.go). Groups are kept in the store, whose cache of each
+// group's state means a group message reads no bbolt page. A group message is one shared envelope: one event
 // per shard carries that shard's members, and a member away gets it
 // through the store. A member only invited (someone they had not accepted
 // added them) gets nothing until they join (requests.go).

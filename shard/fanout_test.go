@@ -61,7 +61,7 @@ func benchFanout(b *testing.B, members int) {
 		c.Limits.SignupBurst = 1 << 20
 		c.Limits.LookupBurst = 1 << 20
 		c.Shard.HandshakeBurst = 1 << 20
-		c.Shard.GroupChangeBurst = 1 << 20
+		c.Groups.ChangeBurst = 1 << 20
 		c.Shard.MsgEvery = -1
 	})
 	ctx := context.Background()

@@ -1,7 +1,6 @@
 package shard
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,7 +25,7 @@ const (
 // at its first part, each later part checked as it comes, committed at its
 // last. Owned by the connection's reader.
 type groupUpload struct {
-	plan    *groupPlan
+	plan    GroupPlan
 	parts   uint16
 	got     uint16
 	keys    map[string][]byte
@@ -38,27 +37,6 @@ type groupUpload struct {
 // for (MaxGroupMembers, each at most MaxWrappedLen): what one connection
 // holds of it is bounded in time and size.
 
-// toRoster turns the server's cached state into a roster to apply
-// statements to.
-func toRoster(g *store.GroupState) *proto.Roster {
-	if g == nil {
-		return nil
-	}
-	r := &proto.Roster{Group: g.Name, Seq: g.Seq, Last: g.Last}
-	for _, m := range g.Members {
-		r.Members = append(r.Members, proto.RosterMember{Name: m.Name, Admin: m.Admin})
-	}
-	return r
-}
-
-func (c *conn) signKey(user string) ed25519.PublicKey {
-	u, err := c.set.opts.Store.GetUser(user)
-	if err != nil || u.Disabled {
-		return nil
-	}
-	return ed25519.PublicKey(u.SignKey)
-}
-
 // canonicalGroup checks a group name; group names follow the user-name
 // rule and must be sent in canonical form.
 func canonicalGroup(b []byte) (string, bool) {
@@ -69,6 +47,10 @@ func canonicalGroup(b []byte) (string, bool) {
 func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 	if t == proto.TGroupChange {
 		c.replyErr(id, proto.CodeUnsupportedFeature, "group changes need a client that signs each key epoch (protocol version 2): upgrade securefastchat")
+		return
+	}
+	if c.set.opts.Groups == nil {
+		c.replyErr(id, proto.CodeUnsupportedFeature, "this server keeps no groups")
 		return
 	}
 	var m proto.GroupChange
@@ -84,16 +66,16 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 	up := c.upload
 	if m.Part == 1 {
 		c.upload = nil
-		plan, code, text := c.planGroupChange(group, &m)
-		if code != 0 {
-			c.replyErr(id, code, text)
+		plan, refusal := c.set.opts.Groups.Plan(c.user, group, &m)
+		if refusal != nil {
+			c.replyErr(id, refusal.Code, refusal.Message)
 			return
 		}
 		up = &groupUpload{plan: plan, parts: m.Parts, keys: map[string][]byte{}, started: c.set.opts.Now()}
 		c.upload = up
 	}
 	switch {
-	case up == nil || up.plan.group != group || up.plan.epochN() != m.Epoch || up.plan.rosterSeq != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1:
+	case up == nil || up.plan.Group() != group || up.plan.Epoch() != m.Epoch || up.plan.RosterSeq() != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1:
 		c.upload = nil
 		c.replyErr(id, proto.CodeBadRequest, "group change parts out of order")
 		return
@@ -106,7 +88,7 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 	for _, k := range m.Keys {
 		member := string(k.Member)
 		_, dup := up.keys[member]
-		if !up.plan.wrapsFor[member] || dup {
+		if !up.plan.Wraps(member) || dup {
 			c.upload = nil
 			c.replyErr(id, proto.CodeBadRequest, fmt.Sprintf("a key wrapped for %q, who is not in the roster it is for (or twice)", k.Member))
 			return
@@ -118,223 +100,29 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 		return
 	}
 	c.upload = nil
-	if code, text := c.commitGroupChange(up.plan, up.keys); code != 0 {
-		c.replyErr(id, code, text)
+	if refusal := c.commitGroupChange(up.plan, up.keys); refusal != nil {
+		c.replyErr(id, refusal.Code, refusal.Message)
 		return
 	}
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 }
 
-// groupPlan is a checked group change waiting for its keys: the state it
-// was checked against (the commit fails if that changed meanwhile), the
-// state after it, and the members its epoch must be wrapped for.
-type groupPlan struct {
-	group     string
-	cur       *store.GroupState // nil for a create
-	next      *store.GroupState
-	statement []byte
-	stmt      *proto.Statement // nil for a rekey only
-	epoch     *store.Epoch     // nil for a change with no new epoch
-	rosterSeq uint32
-	wrapsFor  map[string]bool
-}
-
-func (p *groupPlan) epochN() uint32 {
-	if p.epoch == nil {
-		return 0
+// commitGroupChange stores a planned change with its wrapped keys (the
+// group rules decide), then links a member added with the members online
+// and tells every member online to fetch and check what changed.
+func (c *conn) commitGroupChange(p GroupPlan, keys map[string][]byte) *proto.RemoteError {
+	ch, refusal := c.set.opts.Groups.Commit(c.user, p, keys)
+	if refusal != nil {
+		return refusal
 	}
-	return p.epoch.N
-}
-
-// planGroupChange checks a change against the group's roster, the epoch
-// rules and the user's limits, at its first part. It returns 0 and the
-// plan, or the refusal.
-func (c *conn) planGroupChange(group string, m *proto.GroupChange) (*groupPlan, proto.ErrorCode, string) {
-	st := c.set.opts.Store
-	cur, err := st.Group(group)
-	if errors.Is(err, store.ErrNotFound) {
-		cur = nil
-	} else if err != nil {
-		return nil, proto.CodeInternal, "reading the group failed"
-	}
-	p := &groupPlan{group: group, cur: cur, next: cur, statement: append([]byte(nil), m.Statement...), rosterSeq: m.RosterSeq}
-	if len(m.Statement) > 0 {
-		stmt := new(proto.Statement)
-		if err := stmt.Parse(m.Statement); err != nil || string(stmt.Group) != group {
-			return nil, proto.CodeBadRequest, "malformed statement"
-		}
-		if string(stmt.Signer) != c.user {
-			return nil, proto.CodeForbidden, "statements are signed by the user who sends them"
-		}
-		switch {
-		case cur == nil && stmt.Op != proto.OpCreate:
-			return nil, proto.CodeNoSuchGroup, "no such group"
-		case cur != nil && stmt.Op == proto.OpCreate:
-			return nil, proto.CodeGroupTaken, "a group by that name exists"
-		case cur != nil:
-			if m, _ := cur.Member(c.user); !m {
-				return nil, proto.CodeNoSuchGroup, "no such group"
-			}
-		}
-		if stmt.Op == proto.OpAdd && c.signKey(string(stmt.Target)) == nil {
-			return nil, proto.CodeNoSuchUser, "no such user"
-		}
-		r, err := toRoster(cur).Apply(stmt, c.signKey)
-		switch {
-		case errors.Is(err, proto.ErrNotAllowed):
-			return nil, proto.CodeForbidden, err.Error()
-		case errors.Is(err, proto.ErrBadChain):
-			return nil, proto.CodeStaleGroup, "the group has changed; fetch it and retry"
-		case err != nil:
-			return nil, proto.CodeInvalidKey, err.Error()
-		}
-		if len(r.Members) > proto.MaxGroupMembers {
-			return nil, proto.CodeGroupFull, "the group is full"
-		}
-		next := &store.GroupState{Name: group, Seq: r.Seq, Last: r.Last}
-		if cur != nil {
-			next.Epoch, next.EpochSeq, next.EpochBad, next.Created = cur.Epoch, cur.EpochSeq, cur.EpochBad, cur.Created
-		} else {
-			next.Created = c.set.opts.Now()
-		}
-		for _, m := range r.Members {
-			next.Members = append(next.Members, store.GroupMember{Name: m.Name, Admin: m.Admin})
-		}
-		p.stmt, p.next = stmt, next
-	} else {
-		if cur == nil {
-			return nil, proto.CodeNoSuchGroup, "no such group"
-		}
-		if m, _ := cur.Member(c.user); !m {
-			return nil, proto.CodeNoSuchGroup, "no such group"
-		}
-		if m.Epoch == 0 {
-			return nil, proto.CodeBadRequest, "a change needs a statement or an epoch"
-		}
-		cp := *cur
-		p.next = &cp
-	}
-	// Epochs: a new one whenever membership changes (none for a leave,
-	// which the next sender rekeys; none needed for a promote), made by a
-	// signed epoch statement for exactly the roster it names.
-	op := uint8(0)
-	if p.stmt != nil {
-		op = p.stmt.Op
-	}
-	if op == proto.OpLeave && m.Epoch != 0 {
-		return nil, proto.CodeBadRequest, "whoever leaves cannot make the next key"
-	}
-	if (op == proto.OpCreate || op == proto.OpAdd || op == proto.OpRemove) && m.Epoch == 0 {
-		return nil, proto.CodeBadRequest, "a membership change needs a new key epoch"
-	}
-	if err := c.set.chargeGroupChange(c.user, group, op == proto.OpCreate); err != nil {
-		return nil, proto.CodeRateLimited, err.Error()
-	}
-	if op == proto.OpCreate {
-		if n, err := c.adminOf(); err != nil {
-			return nil, proto.CodeInternal, "reading your groups failed"
-		} else if n >= c.set.opts.MaxGroupsOwned {
-			return nil, proto.CodeGroupLimit, fmt.Sprintf("you are an admin of %d groups, the most one user may have; leave one (another member takes it over) before you create more", n)
-		}
-	}
-	if m.Epoch != 0 {
-		want := uint32(1)
-		if cur != nil {
-			want = cur.Epoch + 1
-		}
-		if m.Epoch != want || m.RosterSeq != p.next.Seq {
-			return nil, proto.CodeStaleGroup, "the key epoch is not the next one for this roster"
-		}
-		var es proto.EpochStatement
-		if err := es.Parse(m.EpochStmt); err != nil {
-			return nil, proto.CodeBadRequest, "a new key epoch needs its signed epoch statement: " + err.Error()
-		}
-		if string(es.Group) != group || es.Epoch != m.Epoch || es.RosterSeq != m.RosterSeq || es.Head != p.next.Last || string(es.Maker) != c.user {
-			return nil, proto.CodeBadRequest, "the epoch statement does not name this group, epoch, roster and maker"
-		}
-		if !es.Verify(c.signKey(c.user)) {
-			return nil, proto.CodeInvalidKey, "the epoch statement's signature does not verify"
-		}
-		p.epoch = &store.Epoch{N: m.Epoch, RosterSeq: m.RosterSeq, Created: c.set.opts.Now(), Wrapper: c.user, Stmt: append([]byte(nil), m.EpochStmt...)}
-		p.wrapsFor = map[string]bool{}
-		for _, mb := range p.next.Members {
-			p.wrapsFor[mb.Name] = true
-		}
-		p.next.Epoch, p.next.EpochSeq, p.next.EpochBad = m.Epoch, m.RosterSeq, false
-	}
-	return p, 0, ""
-}
-
-// commitGroupChange stores a planned change with its wrapped keys, unless
-// the group changed since it was planned. It returns 0 on success.
-func (c *conn) commitGroupChange(p *groupPlan, keys map[string][]byte) (proto.ErrorCode, string) {
-	st := c.set.opts.Store
-	if p.epoch != nil {
-		if len(keys) != len(p.wrapsFor) {
-			return proto.CodeBadRequest, "the new key must be wrapped for exactly the members"
-		}
-		p.epoch.Keys = keys
-	}
-	var err error
-	if p.cur == nil {
-		err = st.CreateGroup(p.next, p.statement, p.epoch)
-	} else {
-		var statement []byte
-		if p.stmt != nil {
-			statement = p.statement
-		}
-		invite := ""
-		if p.stmt != nil && p.stmt.Op == proto.OpAdd && !c.acceptedBy(string(p.stmt.Target)) {
-			// Added by someone they have not accepted: an invitation.
-			invite = string(p.stmt.Target)
-		}
-		err = st.ChangeGroup(p.next, p.cur.Seq, p.cur.Epoch, statement, p.epoch, invite, c.user)
-	}
-	switch {
-	case errors.Is(err, store.ErrGroupExists):
-		return proto.CodeGroupTaken, "a group by that name exists"
-	case errors.Is(err, store.ErrConflict):
-		return proto.CodeStaleGroup, "the group has changed; fetch it and retry"
-	case errors.Is(err, store.ErrUnavailable):
-		return proto.CodeStorageUnavailable, "storage is unavailable; retry"
-	case err != nil:
-		c.logger().Error("group change failed", "group", p.group, "err", err)
-		return proto.CodeInternal, "internal error"
-	}
-	if p.stmt != nil && p.stmt.Op == proto.OpAdd {
-		c.set.joined(p.group, string(p.stmt.Target))
+	if ch.Added != "" {
+		c.set.joined(ch.Group, ch.Added)
 	}
 	// Every member online fetches and checks what changed at once: a new
 	// member sees the group, and a bad key is found and reported before
 	// anyone sends under it.
-	var gone string
-	chainLen := uint32(0) // the keys changed, not the roster
-	if p.stmt != nil {
-		chainLen = p.next.Seq + 1
-		if p.stmt.Op == proto.OpRemove || p.stmt.Op == proto.OpLeave {
-			gone = string(p.stmt.Target)
-		}
-	}
-	c.set.groupChanged(p.group, chainLen, p.next.Members, gone)
-	return 0, ""
-}
-
-// adminOf counts the groups the user is an admin of.
-func (c *conn) adminOf() (int, error) {
-	st := c.set.opts.Store
-	names, err := st.UserGroups(c.user)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, name := range names {
-		if g, err := st.Group(name); err == nil {
-			if _, admin := g.Member(c.user); admin {
-				n++
-			}
-		}
-	}
-	return n, nil
+	c.set.groupChanged(ch.Group, ch.ChainLen, ch.Members, ch.Gone)
+	return nil
 }
 
 // groupChanged tells a group's members online, and a member who has just
@@ -523,20 +311,12 @@ func (c *conn) badEpoch(id uint32, body []byte) {
 	if g == nil {
 		return
 	}
-	if !ed25519.Verify(c.signKey(c.user), proto.BadEpochSigned(m.Group, m.Epoch, []byte(c.user)), m.Sig) {
-		c.replyErr(id, proto.CodeInvalidKey, "the report's signature does not verify")
+	if c.set.opts.Groups == nil {
+		c.replyErr(id, proto.CodeUnsupportedFeature, "this server keeps no groups")
 		return
 	}
-	if err := c.set.chargeGroupChange(c.user, g.Name, false); err != nil {
-		c.replyErr(id, proto.CodeRateLimited, err.Error())
-		return
-	}
-	if err := c.set.opts.Store.MarkEpochBad(g.Name, m.Epoch, c.user, m.Sig); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			c.replyErr(id, proto.CodeBadRequest, "no such epoch")
-			return
-		}
-		c.replyFailure(id, err)
+	if refusal := c.set.opts.Groups.ReportBad(c.user, g, &m); refusal != nil {
+		c.replyErr(id, refusal.Code, refusal.Message)
 		return
 	}
 	c.logger().Info("group epoch reported bad", "group", g.Name, "epoch", m.Epoch)

@@ -231,16 +231,6 @@ func (c *conn) accepts(from string) bool {
 	return c.sharesGroup([]byte(from))
 }
 
-// acceptedBy reports whether user has accepted c's user: written to them,
-// or shares a joined group with them. Someone added to a group by a user
-// they have not accepted is only invited to it.
-func (c *conn) acceptedBy(user string) bool {
-	if w, _ := c.set.opts.Store.Wrote(user, c.user); w {
-		return true
-	}
-	return c.sharesGroup([]byte(user))
-}
-
 // joinGroup handles GroupJoin: an invited member accepts the invitation,
 // and from then on gets the group's messages.
 func (c *conn) joinGroup(id uint32, body []byte) {

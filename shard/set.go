@@ -3,7 +3,6 @@ package shard
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -103,18 +102,9 @@ type Options struct {
 	SignalBurst int
 	SignalEvery time.Duration
 
-	// GroupCreateBurst and GroupCreateEvery limit group creation per user;
-	// GroupChangeBurst and GroupChangeEvery limit roster changes, rekeys
-	// and bad-key reports per user and per group. If zero, the Group*
-	// constants; a negative GroupChangeEvery turns the change limits off
-	// (benchmarks do, and say so).
-	GroupCreateBurst int
-	GroupCreateEvery time.Duration
-	GroupChangeBurst int
-	GroupChangeEvery time.Duration
-	// MaxGroupsOwned caps the groups one user may be an admin of. If
-	// zero, MaxGroupsOwned.
-	MaxGroupsOwned int
+	// Groups holds the group rules (package groups). Without it,
+	// group changes are refused.
+	Groups GroupRules
 	// GroupUploadTimeout bounds a multi-part group change from its first
 	// part to its last. If zero, 30 s.
 	GroupUploadTimeout time.Duration
@@ -125,37 +115,6 @@ type Options struct {
 
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
-}
-
-// Group limits, per user (creation, changes) and per group (changes): a
-// roster change or a rekey is a store write every member's client then
-// fetches and checks.
-const (
-	GroupCreateBurst = 10
-	GroupCreateEvery = time.Minute
-	GroupChangeBurst = 60
-	GroupChangeEvery = 5 * time.Second
-	// MaxGroupsOwned caps the groups one user is an admin of.
-	MaxGroupsOwned = 200
-)
-
-// chargeGroupChange spends the group limits of a change by user to group
-// (create: the user's creations). Its error names the limit and when a
-// retry passes.
-func (s *Set) chargeGroupChange(user, group string, create bool) error {
-	if create {
-		if wait := s.groupCreates.Take(user); wait > 0 {
-			return ratelimit.Refuse(wait, fmt.Sprintf("too many groups created (%d at once, then one every %s)", s.opts.GroupCreateBurst, s.opts.GroupCreateEvery))
-		}
-		return nil
-	}
-	if wait := s.groupChanges.Take(user); wait > 0 {
-		return ratelimit.Refuse(wait, fmt.Sprintf("too many group changes and rekeys by you (%d at once, then one every %s)", s.opts.GroupChangeBurst, s.opts.GroupChangeEvery))
-	}
-	if wait := s.groupChurn.Take(group); wait > 0 {
-		return ratelimit.Refuse(wait, fmt.Sprintf("too many changes and rekeys of %s (%d at once, then one every %s)", group, s.opts.GroupChangeBurst, s.opts.GroupChangeEvery))
-	}
-	return nil
 }
 
 // Default shares of one receiver's queue that one sender may hold.
@@ -252,11 +211,6 @@ func (o *Options) setDefaults() {
 		o.SignalBurst = 30
 	}
 	def(&o.SignalEvery, 200*time.Millisecond)
-	defI(&o.GroupCreateBurst, GroupCreateBurst)
-	def(&o.GroupCreateEvery, GroupCreateEvery)
-	defI(&o.GroupChangeBurst, GroupChangeBurst)
-	def(&o.GroupChangeEvery, GroupChangeEvery)
-	defI(&o.MaxGroupsOwned, MaxGroupsOwned)
 	def(&o.GroupUploadTimeout, 30*time.Second)
 }
 
@@ -283,12 +237,7 @@ type Set struct {
 	signals        *ratelimit.Limiter
 	closeLog       rateLog            // close lines of hot paths, rate-limited
 	relations      *ratelimit.Limiter // accepts and blocks per user
-	// groupCreates, groupChanges and groupChurn limit group creation per
-	// user, and roster changes and rekeys per user and per group.
-	groupCreates *ratelimit.Limiter
-	groupChanges *ratelimit.Limiter
-	groupChurn   *ratelimit.Limiter
-	batcher      *store.Batcher // the group committer of the queues
+	batcher        *store.Batcher     // the group committer of the queues
 
 	// Lifecycle.
 	closing  atomic.Bool
@@ -345,9 +294,6 @@ func New(opts Options) (*Set, error) {
 	s.broadcastsAll = ratelimit.New(opts.BroadcastAllBurst, opts.BroadcastAllEvery, opts.Now)
 	s.signals = ratelimit.New(opts.SignalBurst, opts.SignalEvery, opts.Now)
 	s.relations = ratelimit.New(relationBurst, relationEvery, opts.Now)
-	s.groupCreates = ratelimit.New(opts.GroupCreateBurst, opts.GroupCreateEvery, opts.Now)
-	s.groupChanges = ratelimit.New(opts.GroupChangeBurst, opts.GroupChangeEvery, opts.Now)
-	s.groupChurn = ratelimit.New(opts.GroupChangeBurst, opts.GroupChangeEvery, opts.Now)
 	if opts.MsgEvery > 0 {
 		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
 		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)

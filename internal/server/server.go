@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"securefastchat/balancer"
+	"securefastchat/groups"
 	"securefastchat/internal/account"
 	"securefastchat/internal/passwd"
 	"securefastchat/proto"
@@ -46,9 +47,12 @@ type Config struct {
 	Limits account.Limits
 	// Signup is who may sign up. If empty, account.SignupOpen.
 	Signup account.SignupPolicy
-	// Shard configures the shard set; Static, Accounts and Logger are
-	// filled in here.
+	// Shard configures the shard set; Static, Accounts, Groups and Logger
+	// are filled in here.
 	Shard shard.Options
+	// Groups configures the group rules (limits); Store, Now and Logger
+	// are filled in here.
+	Groups groups.Options
 	// Retention is how long a queued message waits for its receiver
 	// before the sweeper deletes it. If zero, 7 days.
 	Retention time.Duration
@@ -157,7 +161,10 @@ func Start(cfg Config) (_ *Server, err error) {
 	}()
 	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup})
 	so := cfg.Shard
+	gopts := cfg.Groups
+	gopts.Store, gopts.Now, gopts.Logger = st, cfg.Shard.Now, cfg.Logger
 	so.Static, so.Accounts, so.Store, so.Logger = key, shardAccounts{acc}, st, cfg.Logger
+	so.Groups = shardGroups{groups.New(gopts)}
 	so.Retention = cfg.Retention
 	set, err := shard.New(so)
 	if err != nil {

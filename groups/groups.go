@@ -1,0 +1,403 @@
+// Package groups holds the group rules the server enforces: who may change
+// a roster and how (checked against the signed statement chain), the key
+// epoch rules (a new epoch for every membership change, made by a signed
+// epoch statement for exactly the roster it names), the limits on changes
+// and creations, bad-epoch reports, and invitations (a member added by
+// someone they have not accepted is only invited). It keeps its state in
+// the store; the shards reach it through shard.GroupRules, and a change's
+// transport (its parts, the replies, telling the members) stays there.
+package groups
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"securefastchat/proto"
+	"securefastchat/ratelimit"
+	"securefastchat/store"
+)
+
+// Default limits, per user (creation, changes) and per group (changes): a
+// roster change or a rekey is a store write every member's client then
+// fetches and checks.
+const (
+	CreateBurst = 10
+	CreateEvery = time.Minute
+	ChangeBurst = 60
+	ChangeEvery = 5 * time.Second
+	// MaxOwned caps the groups one user is an admin of.
+	MaxOwned = 200
+)
+
+// Options configure Rules. Zero fields take the defaults above.
+type Options struct {
+	Store *store.Store // required
+	Now   func() time.Time
+	// CreateBurst and CreateEvery limit group creation per user;
+	// ChangeBurst and ChangeEvery limit roster changes, rekeys and bad
+	// epoch reports per user and per group. A negative ChangeEvery turns
+	// the change limits off (benchmarks).
+	CreateBurst int
+	CreateEvery time.Duration
+	ChangeBurst int
+	ChangeEvery time.Duration
+	MaxOwned    int          // groups one user may be an admin of
+	Logger      *slog.Logger // nil: slog.Default()
+}
+
+// Rules enforces the group rules. It is safe for concurrent use.
+type Rules struct {
+	o                       Options
+	creates, changes, churn *ratelimit.Limiter
+}
+
+// New returns the rules over o.Store.
+func New(o Options) *Rules {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.CreateBurst == 0 {
+		o.CreateBurst = CreateBurst
+	}
+	if o.CreateEvery == 0 {
+		o.CreateEvery = CreateEvery
+	}
+	if o.ChangeBurst == 0 {
+		o.ChangeBurst = ChangeBurst
+	}
+	if o.ChangeEvery == 0 {
+		o.ChangeEvery = ChangeEvery
+	}
+	if o.MaxOwned == 0 {
+		o.MaxOwned = MaxOwned
+	}
+	return &Rules{o: o,
+		creates: ratelimit.New(o.CreateBurst, o.CreateEvery, o.Now),
+		changes: ratelimit.New(o.ChangeBurst, o.ChangeEvery, o.Now),
+		churn:   ratelimit.New(o.ChangeBurst, o.ChangeEvery, o.Now)}
+}
+
+func refuse(code proto.ErrorCode, text string) *proto.RemoteError {
+	return &proto.RemoteError{Code: code, Message: text}
+}
+
+// charge spends the limits of a change by user to group (create: the
+// user's creations). Its error names the limit and when a retry passes.
+func (r *Rules) charge(user, group string, create bool) *proto.RemoteError {
+	var err error
+	switch {
+	case create:
+		if wait := r.creates.Take(user); wait > 0 {
+			err = ratelimit.Refuse(wait, fmt.Sprintf("too many groups created (%d at once, then one every %s)", r.o.CreateBurst, r.o.CreateEvery))
+		}
+	default:
+		if wait := r.changes.Take(user); wait > 0 {
+			err = ratelimit.Refuse(wait, fmt.Sprintf("too many group changes and rekeys by you (%d at once, then one every %s)", r.o.ChangeBurst, r.o.ChangeEvery))
+		} else if wait := r.churn.Take(group); wait > 0 {
+			err = ratelimit.Refuse(wait, fmt.Sprintf("too many changes and rekeys of %s (%d at once, then one every %s)", group, r.o.ChangeBurst, r.o.ChangeEvery))
+		}
+	}
+	if err != nil {
+		return refuse(proto.CodeRateLimited, err.Error())
+	}
+	return nil
+}
+
+// signKey returns a user's signing key, nil for no such (or a disabled)
+// user.
+func (r *Rules) signKey(user string) ed25519.PublicKey {
+	u, err := r.o.Store.GetUser(user)
+	if err != nil || u.Disabled {
+		return nil
+	}
+	return ed25519.PublicKey(u.SignKey)
+}
+
+// toRoster turns the store's state into a roster to apply statements to.
+func toRoster(g *store.GroupState) *proto.Roster {
+	if g == nil {
+		return nil
+	}
+	r := &proto.Roster{Group: g.Name, Seq: g.Seq, Last: g.Last}
+	for _, m := range g.Members {
+		r.Members = append(r.Members, proto.RosterMember{Name: m.Name, Admin: m.Admin})
+	}
+	return r
+}
+
+// Plan is a checked change waiting for its keys: the state it was
+// checked against (the commit fails if that changed meanwhile), the state
+// after it, and the members its epoch must be wrapped for.
+type Plan struct {
+	group     string
+	cur       *store.GroupState // nil for a create
+	next      *store.GroupState
+	statement []byte
+	stmt      *proto.Statement // nil for a rekey only
+	epoch     *store.Epoch     // nil for a change with no new epoch
+	rosterSeq uint32
+	wrapsFor  map[string]bool
+}
+
+// Group is the group the change is to.
+func (p *Plan) Group() string { return p.group }
+
+// Epoch is the new key epoch, 0 for none.
+func (p *Plan) Epoch() uint32 {
+	if p.epoch == nil {
+		return 0
+	}
+	return p.epoch.N
+}
+
+// RosterSeq is the roster statement the change's epoch is for.
+func (p *Plan) RosterSeq() uint32 { return p.rosterSeq }
+
+// Wraps reports whether the new epoch's key is to be wrapped for member.
+func (p *Plan) Wraps(member string) bool { return p.wrapsFor[member] }
+
+// Change is what a committed change did, for telling the members.
+type Change struct {
+	Group    string
+	ChainLen uint32 // the roster's new length; 0: only the keys changed
+	Members  []store.GroupMember
+	Added    string // a member this change added (joined or invited)
+	Gone     string // a member this change removed, or who left
+}
+
+// Plan checks user's change to group against its roster, the epoch rules
+// and the user's limits, at its first part.
+func (r *Rules) Plan(user, group string, m *proto.GroupChange) (*Plan, *proto.RemoteError) {
+	st := r.o.Store
+	cur, err := st.Group(group)
+	if errors.Is(err, store.ErrNotFound) {
+		cur = nil
+	} else if err != nil {
+		return nil, refuse(proto.CodeInternal, "reading the group failed")
+	}
+	p := &Plan{group: group, cur: cur, next: cur, statement: append([]byte(nil), m.Statement...), rosterSeq: m.RosterSeq}
+	if len(m.Statement) > 0 {
+		stmt := new(proto.Statement)
+		if err := stmt.Parse(m.Statement); err != nil || string(stmt.Group) != group {
+			return nil, refuse(proto.CodeBadRequest, "malformed statement")
+		}
+		if string(stmt.Signer) != user {
+			return nil, refuse(proto.CodeForbidden, "statements are signed by the user who sends them")
+		}
+		switch {
+		case cur == nil && stmt.Op != proto.OpCreate:
+			return nil, refuse(proto.CodeNoSuchGroup, "no such group")
+		case cur != nil && stmt.Op == proto.OpCreate:
+			return nil, refuse(proto.CodeGroupTaken, "a group by that name exists")
+		case cur != nil:
+			if m, _ := cur.Member(user); !m {
+				return nil, refuse(proto.CodeNoSuchGroup, "no such group")
+			}
+		}
+		if stmt.Op == proto.OpAdd && r.signKey(string(stmt.Target)) == nil {
+			return nil, refuse(proto.CodeNoSuchUser, "no such user")
+		}
+		ro, err := toRoster(cur).Apply(stmt, r.signKey)
+		switch {
+		case errors.Is(err, proto.ErrNotAllowed):
+			return nil, refuse(proto.CodeForbidden, err.Error())
+		case errors.Is(err, proto.ErrBadChain):
+			return nil, refuse(proto.CodeStaleGroup, "the group has changed; fetch it and retry")
+		case err != nil:
+			return nil, refuse(proto.CodeInvalidKey, err.Error())
+		}
+		if len(ro.Members) > proto.MaxGroupMembers {
+			return nil, refuse(proto.CodeGroupFull, "the group is full")
+		}
+		next := &store.GroupState{Name: group, Seq: ro.Seq, Last: ro.Last}
+		if cur != nil {
+			next.Epoch, next.EpochSeq, next.EpochBad, next.Created = cur.Epoch, cur.EpochSeq, cur.EpochBad, cur.Created
+		} else {
+			next.Created = r.o.Now()
+		}
+		for _, m := range ro.Members {
+			next.Members = append(next.Members, store.GroupMember{Name: m.Name, Admin: m.Admin})
+		}
+		p.stmt, p.next = stmt, next
+	} else {
+		if cur == nil {
+			return nil, refuse(proto.CodeNoSuchGroup, "no such group")
+		}
+		if m, _ := cur.Member(user); !m {
+			return nil, refuse(proto.CodeNoSuchGroup, "no such group")
+		}
+		if m.Epoch == 0 {
+			return nil, refuse(proto.CodeBadRequest, "a change needs a statement or an epoch")
+		}
+		cp := *cur
+		p.next = &cp
+	}
+	// Epochs: a new one whenever membership changes (none for a leave,
+	// which the next sender rekeys; none needed for a promote), made by a
+	// signed epoch statement for exactly the roster it names.
+	op := uint8(0)
+	if p.stmt != nil {
+		op = p.stmt.Op
+	}
+	if op == proto.OpLeave && m.Epoch != 0 {
+		return nil, refuse(proto.CodeBadRequest, "whoever leaves cannot make the next key")
+	}
+	if (op == proto.OpCreate || op == proto.OpAdd || op == proto.OpRemove) && m.Epoch == 0 {
+		return nil, refuse(proto.CodeBadRequest, "a membership change needs a new key epoch")
+	}
+	if err := r.charge(user, group, op == proto.OpCreate); err != nil {
+		return nil, err
+	}
+	if op == proto.OpCreate {
+		if n, err := r.adminOf(user); err != nil {
+			return nil, refuse(proto.CodeInternal, "reading your groups failed")
+		} else if n >= r.o.MaxOwned {
+			return nil, refuse(proto.CodeGroupLimit, fmt.Sprintf("you are an admin of %d groups, the most one user may have; leave one (another member takes it over) before you create more", n))
+		}
+	}
+	if m.Epoch != 0 {
+		want := uint32(1)
+		if cur != nil {
+			want = cur.Epoch + 1
+		}
+		if m.Epoch != want || m.RosterSeq != p.next.Seq {
+			return nil, refuse(proto.CodeStaleGroup, "the key epoch is not the next one for this roster")
+		}
+		var es proto.EpochStatement
+		if err := es.Parse(m.EpochStmt); err != nil {
+			return nil, refuse(proto.CodeBadRequest, "a new key epoch needs its signed epoch statement: "+err.Error())
+		}
+		if string(es.Group) != group || es.Epoch != m.Epoch || es.RosterSeq != m.RosterSeq || es.Head != p.next.Last || string(es.Maker) != user {
+			return nil, refuse(proto.CodeBadRequest, "the epoch statement does not name this group, epoch, roster and maker")
+		}
+		if !es.Verify(r.signKey(user)) {
+			return nil, refuse(proto.CodeInvalidKey, "the epoch statement's signature does not verify")
+		}
+		p.epoch = &store.Epoch{N: m.Epoch, RosterSeq: m.RosterSeq, Created: r.o.Now(), Wrapper: user, Stmt: append([]byte(nil), m.EpochStmt...)}
+		p.wrapsFor = map[string]bool{}
+		for _, mb := range p.next.Members {
+			p.wrapsFor[mb.Name] = true
+		}
+		p.next.Epoch, p.next.EpochSeq, p.next.EpochBad = m.Epoch, m.RosterSeq, false
+	}
+	return p, nil
+}
+
+// Commit stores a planned change by user with its wrapped keys, unless the
+// group changed since it was planned. A member added by someone they have
+// not accepted is only invited.
+func (r *Rules) Commit(user string, p *Plan, keys map[string][]byte) (*Change, *proto.RemoteError) {
+	st := r.o.Store
+	if p.epoch != nil {
+		if len(keys) != len(p.wrapsFor) {
+			return nil, refuse(proto.CodeBadRequest, "the new key must be wrapped for exactly the members")
+		}
+		p.epoch.Keys = keys
+	}
+	var err error
+	if p.cur == nil {
+		err = st.CreateGroup(p.next, p.statement, p.epoch)
+	} else {
+		var statement []byte
+		if p.stmt != nil {
+			statement = p.statement
+		}
+		invite := ""
+		if p.stmt != nil && p.stmt.Op == proto.OpAdd && !r.acceptedBy(string(p.stmt.Target), user) {
+			invite = string(p.stmt.Target)
+		}
+		err = st.ChangeGroup(p.next, p.cur.Seq, p.cur.Epoch, statement, p.epoch, invite, user)
+	}
+	switch {
+	case errors.Is(err, store.ErrGroupExists):
+		return nil, refuse(proto.CodeGroupTaken, "a group by that name exists")
+	case errors.Is(err, store.ErrConflict):
+		return nil, refuse(proto.CodeStaleGroup, "the group has changed; fetch it and retry")
+	case errors.Is(err, store.ErrUnavailable):
+		return nil, refuse(proto.CodeStorageUnavailable, "storage is unavailable; retry")
+	case err != nil:
+		r.o.Logger.Error("group change failed", "group", p.group, "err", err)
+		return nil, refuse(proto.CodeInternal, "internal error")
+	}
+	ch := &Change{Group: p.group, Members: p.next.Members}
+	if p.stmt != nil {
+		ch.ChainLen = p.next.Seq + 1
+		switch p.stmt.Op {
+		case proto.OpAdd:
+			ch.Added = string(p.stmt.Target)
+		case proto.OpRemove, proto.OpLeave:
+			ch.Gone = string(p.stmt.Target)
+		}
+	}
+	return ch, nil
+}
+
+// ReportBad takes member user's signed report that its copy of an epoch's
+// key of group g does not open or does not match the epoch statement.
+func (r *Rules) ReportBad(user string, g *store.GroupState, m *proto.BadEpoch) *proto.RemoteError {
+	if !ed25519.Verify(r.signKey(user), proto.BadEpochSigned(m.Group, m.Epoch, []byte(user)), m.Sig) {
+		return refuse(proto.CodeInvalidKey, "the report's signature does not verify")
+	}
+	if err := r.charge(user, g.Name, false); err != nil {
+		return err
+	}
+	if err := r.o.Store.MarkEpochBad(g.Name, m.Epoch, user, m.Sig); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return refuse(proto.CodeBadRequest, "no such epoch")
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			return refuse(proto.CodeStorageUnavailable, "storage is unavailable; retry")
+		}
+		r.o.Logger.Error("marking an epoch bad failed", "group", g.Name, "err", err)
+		return refuse(proto.CodeInternal, "internal error")
+	}
+	return nil
+}
+
+// acceptedBy reports whether invitee has accepted adder: written to them,
+// or shares a joined group with them.
+func (r *Rules) acceptedBy(invitee, adder string) bool {
+	st := r.o.Store
+	if w, _ := st.Wrote(invitee, adder); w {
+		return true
+	}
+	mine, err := st.JoinedGroups(adder)
+	if err != nil {
+		return false
+	}
+	theirs, err := st.JoinedGroups(invitee)
+	if err != nil {
+		return false
+	}
+	for _, g := range theirs {
+		if slices.Contains(mine, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// adminOf counts the groups user is an admin of.
+func (r *Rules) adminOf(user string) (int, error) {
+	st := r.o.Store
+	names, err := st.UserGroups(user)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range names {
+		if g, err := st.Group(name); err == nil {
+			if _, admin := g.Member(user); admin {
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"securefastchat/proto"
@@ -364,24 +363,11 @@ func (r *Rules) ReportBad(user string, g *store.GroupState, m *proto.BadEpoch) *
 // acceptedBy reports whether invitee has accepted adder: written to them,
 // or shares a joined group with them.
 func (r *Rules) acceptedBy(invitee, adder string) bool {
-	st := r.o.Store
-	if w, _ := st.Wrote(invitee, adder); w {
+	if w, _ := r.o.Store.Wrote(invitee, adder); w {
 		return true
 	}
-	mine, err := st.JoinedGroups(adder)
-	if err != nil {
-		return false
-	}
-	theirs, err := st.JoinedGroups(invitee)
-	if err != nil {
-		return false
-	}
-	for _, g := range theirs {
-		if slices.Contains(mine, g) {
-			return true
-		}
-	}
-	return false
+	ok, _ := r.o.Store.ShareGroup(invitee, adder, true)
+	return ok
 }
 
 // adminOf counts the groups user is an admin of.

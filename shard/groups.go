@@ -386,22 +386,6 @@ func (c *conn) inGroupWith(user []byte, joined bool) bool {
 	if err != nil {
 		return false
 	}
-	groups := c.set.opts.Store.UserGroups
-	if joined {
-		groups = c.set.opts.Store.JoinedGroups
-	}
-	mine, err := groups(c.user)
-	if err != nil || len(mine) == 0 {
-		return false
-	}
-	theirs, err := groups(string(canon))
-	if err != nil {
-		return false
-	}
-	for _, g := range theirs {
-		if slices.Contains(mine, g) {
-			return true
-		}
-	}
-	return false
+	ok, _ := c.set.opts.Store.ShareGroup(c.user, string(canon), joined)
+	return ok
 }

@@ -176,6 +176,12 @@ func TestGroupInvites(t *testing.T) {
 	if gs, _ := s.JoinedGroups("bob"); len(gs) != 0 {
 		t.Fatalf("joined %v", gs)
 	}
+	if in, _ := s.ShareGroup("bob", "mallory", false); !in {
+		t.Fatal("an invited member shares no group with the admin")
+	}
+	if joined, _ := s.ShareGroup("bob", "mallory", true); joined {
+		t.Fatal("an invited member shares a joined group with the admin")
+	}
 	if got, _ := s.Group("prize"); got.Pending["bob"] != "mallory" {
 		t.Fatalf("pending %v", got.Pending)
 	}
@@ -195,6 +201,9 @@ func TestGroupInvites(t *testing.T) {
 	}
 	if c, _ := s.Contacts("bob"); !slices.Equal(c, []string{"mallory"}) {
 		t.Fatalf("contacts once joined: %v", c)
+	}
+	if joined, _ := s.ShareGroup("mallory", "bob", true); !joined {
+		t.Fatal("no joined group in common once bob accepted")
 	}
 	// Invited again after a leave: the invitation goes with the member.
 	left := next

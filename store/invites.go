@@ -105,6 +105,40 @@ func joinedGroups(tx *bolt.Tx, user string) []string {
 	return out
 }
 
+// shareGroup reports whether a and b are members of a common group; with
+// joined, a group both have joined (not only been invited to).
+func shareGroup(tx *bolt.Tx, a, b string, joined bool) bool {
+	ug := tx.Bucket(bucketUserGroups)
+	ba, bb := ug.Bucket([]byte(a)), ug.Bucket([]byte(b))
+	if ba == nil || bb == nil {
+		return false
+	}
+	inv := tx.Bucket(bucketGroupInvites)
+	found := false
+	_ = ba.ForEach(func(g, _ []byte) error {
+		if found || bb.Get(g) == nil {
+			return nil
+		}
+		if !joined || inv.Get(contactKey(string(g), a)) == nil && inv.Get(contactKey(string(g), b)) == nil {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// ShareGroup reports whether a and b are members of a common group; with
+// joined, one both have joined (which makes them each other's contacts),
+// not only been invited to.
+func (s *Store) ShareGroup(a, b string, joined bool) (bool, error) {
+	var ok bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ok = shareGroup(tx, a, b, joined)
+		return nil
+	})
+	return ok, err
+}
+
 // JoinedGroups returns the groups user is a member of and not only
 // invited to: those that make its members each other's contacts.
 func (s *Store) JoinedGroups(user string) ([]string, error) {

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -184,16 +183,7 @@ func (w *wtx) contact(to, from string) bool {
 	if c, ok := w.contacts[k]; ok {
 		return c
 	}
-	c := w.tx.Bucket(bucketWrote).Get([]byte(k)) != nil
-	if !c {
-		theirs := joinedGroups(w.tx, from)
-		for _, g := range joinedGroups(w.tx, to) {
-			if slices.Contains(theirs, g) {
-				c = true
-				break
-			}
-		}
-	}
+	c := w.tx.Bucket(bucketWrote).Get([]byte(k)) != nil || shareGroup(w.tx, to, from, true)
 	w.contacts[k] = c
 	return c
 }

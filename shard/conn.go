@@ -492,7 +492,7 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
 		return
 	}
-	if c.blocksName(to) {
+	if c.blocksUser(to) {
 		c.replyErr(id, proto.CodeForbidden, "you block "+string(to)+": unblock them first (what they send you is dropped meanwhile)")
 		return
 	}

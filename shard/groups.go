@@ -277,7 +277,7 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			continue
 		}
 		if rc := c.set.router.find(userEndpoint([]byte(mem.Name))); rc != nil {
-			if rc.blocksUser(c.user) {
+			if rc.blocksUser([]byte(c.user)) {
 				c.set.Stats.dropped(DropBlocked)
 				ack.done(true) // as if stored: the sender cannot tell
 				continue

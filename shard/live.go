@@ -235,7 +235,7 @@ const maxAsked = 1024
 // presence, tells each that the other is online, unless one blocks the
 // other.
 func (s *Set) linkOnline(a, b *conn) {
-	if a.blocksUser(b.user) || b.blocksUser(a.user) {
+	if a.blocksUser([]byte(b.user)) || b.blocksUser([]byte(a.user)) {
 		return // no contacts while one blocks the other
 	}
 	a.liveMu.Lock()

@@ -171,20 +171,10 @@ func (s *Set) blocked(blocker, user string, on bool) {
 	}
 }
 
-// blocks reports whether c's user blocks user (from memory: loaded at
-// login, kept by Set.blocked).
-func (c *conn) blocksUser(user string) bool {
-	if c.nblocks.Load() == 0 {
-		return false
-	}
-	c.liveMu.Lock()
-	_, ok := c.blocks[user]
-	c.liveMu.Unlock()
-	return ok
-}
-
-// blocksName is blocksUser for a name in bytes (no allocation).
-func (c *conn) blocksName(user []byte) bool {
+// blocksUser reports whether c's user blocks user (from memory: loaded
+// at login, kept by Set.blocked). It takes the name in bytes, so the
+// direct-message path asks without allocating.
+func (c *conn) blocksUser(user []byte) bool {
 	if c.nblocks.Load() == 0 {
 		return false
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"securefastchat/internal/testbin"
 	"securefastchat/internal/testserver"
 )
 
@@ -47,19 +48,8 @@ func run(t *testing.T, env []string, args ...string) result {
 // runIn is run with stdin.
 func runIn(t *testing.T, env []string, stdin string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{out.String(), errb.String(), code}
+	r := testbin.Run(t, binPath, env, stdin, args...)
+	return result{r.Stdout, r.Stderr, r.Code}
 }
 
 // signupAll signs each user up on addr with a home of its own and returns

@@ -1,11 +1,8 @@
 package durability_test
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 
 	"securefastchat/internal/testbin"
@@ -28,25 +25,8 @@ func TestMain(m *testing.M) {
 
 func newChild(t *testing.T) *testbin.Child { return testbin.NewChild(t, binPath) }
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
 // run runs the binary with args and the environment plus env.
-func run(t *testing.T, env []string, args ...string) result {
+func run(t *testing.T, env []string, args ...string) testbin.Result {
 	t.Helper()
-	cmd := exec.Command(binPath, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{out.String(), errb.String(), code}
+	return testbin.Run(t, binPath, env, "", args...)
 }

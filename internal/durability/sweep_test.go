@@ -112,13 +112,13 @@ func TestCorruptStoreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := run(t, nil, "serve", "--data", data, "--listen", "127.0.0.1:0")
-	if r.code != 1 || !strings.Contains(r.stderr, "corrupt") || !strings.Contains(r.stderr, "left untouched") {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "corrupt") || !strings.Contains(r.Stderr, "left untouched") {
+		t.Fatalf("exit %d, stderr %q", r.Code, r.Stderr)
 	}
 	after, _ := os.ReadFile(path)
 	if !bytes.Equal(after, bad) {
 		t.Fatal("the corrupt file was changed")
 	}
-	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
 	t.Logf("faults: F5 corrupt store: refused with exit 1, file untouched: %s", lines[len(lines)-1])
 }

@@ -16,17 +16,35 @@ import (
 // errNotPinned: the user did not accept a server met for the first time.
 var errNotPinned = errors.New("the server's key was not accepted; nothing was pinned or sent")
 
-// confirmFirstContact shows the key of a server met for the first time and
-// asks before pinning it (the chat runs on a terminal).
-func confirmFirstContact(addr, fingerprint string, _ bool) error {
-	fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
-		"Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n"+
-		"Pin this key and continue? [y/N] ", addr, fingerprint)
-	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
-	if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-		return errNotPinned
+// confirmServer pins a server met for the first time. Unless its key was
+// given (--server-key), it shows the key and asks first (the chat runs on
+// a terminal); then it pins exactly the key the user accepted.
+func confirmServer(cfg client.Config) error {
+	pinned, err := client.Pinned(cfg.Home, cfg.Addr)
+	if err != nil || pinned {
+		return err
 	}
-	return nil
+	ctx, cancel := timeout()
+	defer cancel()
+	if cfg.ServerKey == "" {
+		ask := cfg
+		ask.NoPinNew = true
+		_, err := client.PinServer(ctx, ask)
+		var unknown *client.UnknownServerError
+		if !errors.As(err, &unknown) {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
+			"Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n"+
+			"Pin this key and continue? [y/N] ", unknown.Addr, unknown.Fingerprint)
+		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+			return errNotPinned
+		}
+		cfg.ServerKey = unknown.Fingerprint
+	}
+	_, err = client.PinServer(ctx, cfg)
+	return err
 }
 
 func cmdChat(args []string) error {
@@ -52,26 +70,12 @@ func cmdChat(args []string) error {
 		return err
 	}
 	cfg := cf.config()
-	cfg.OnPeerKeyChange = nil // the chat shows its own warnings
-	cfg.OnReject = nil
 	// A server met for the first time is pinned, and its fingerprint
 	// shown, before the screen opens; later the chat connects in the
 	// background and opens even while the server is down.
-	if pinned, err := client.Pinned(*cf.home, *cf.server); err != nil {
+	if err := confirmServer(cfg); err != nil {
 		return err
-	} else if !pinned {
-		pcfg := cfg
-		if *cf.serverKey == "" {
-			pcfg.OnFirstContact = confirmFirstContact
-		}
-		ctx, cancel := timeout()
-		err := client.PinServer(ctx, pcfg)
-		cancel()
-		if err != nil {
-			return err
-		}
 	}
-	cfg.OnFirstContact = nil
 	return chat.Run(chat.Options{
 		Config: cfg, User: *cf.user, Password: pw, Downloads: *downloads,
 		NoReadReceipts: *noRead, NoTyping: *noTyping, AltScreen: !*noAlt, NoBell: *noBell, NoMouse: *noMouse,

@@ -84,17 +84,65 @@ func (cf *clientFlags) parseWords(args []string) ([]string, error) {
 }
 
 func (cf *clientFlags) config() client.Config {
-	return client.Config{
-		Addr: *cf.server, Home: *cf.home, ServerKey: *cf.serverKey, MaxFileSize: *cf.maxFile,
-		OnFirstContact: noteFirstContact,
-		OnPeerKeyChange: func(user, oldFP, newFP string) {
-			fmt.Fprintf(os.Stderr, "WARNING: %s's keys have CHANGED (was %s, now %s).\n"+
-				"WARNING: they may have reinstalled, or someone may be intercepting your messages. Verify with them out of band.\n", user, oldFP, newFP)
-		},
-		OnReject: func(from string, err error) {
-			fmt.Fprintf(os.Stderr, "WARNING: dropped a message from %s: %v\n", from, err)
-		},
+	return client.Config{Addr: *cf.server, Home: *cf.home, ServerKey: *cf.serverKey, MaxFileSize: *cf.maxFile}
+}
+
+// warnKeyChange tells of a contact whose keys changed.
+func warnKeyChange(ev client.Event) {
+	fmt.Fprintf(os.Stderr, "WARNING: %s's keys have CHANGED (was %s, now %s).\n"+
+		"WARNING: they may have reinstalled, or someone may be intercepting your messages. Verify with them out of band.\n", ev.User, ev.OldFingerprint, ev.Fingerprint)
+}
+
+// warnRejected tells of a delivery that failed its checks and was dropped.
+func warnRejected(ev client.Event) {
+	fmt.Fprintf(os.Stderr, "WARNING: dropped a message from %s: %v\n", ev.User, ev.Err)
+}
+
+// senderClient is the client of a command that only sends and asks: what
+// it is told (a contact's key change) goes to standard error.
+type senderClient struct {
+	*client.Client
+	told chan struct{} // closed once every event has been told
+}
+
+// tell prints the client's warnings until it is closed; keyChanges false
+// leaves key changes to the command (send reports the hold as its error).
+func (c *senderClient) tell(keyChanges bool) {
+	defer close(c.told)
+	for ev := range c.Events() {
+		switch {
+		case ev.Kind == client.EventKeyChange && keyChanges:
+			warnKeyChange(ev)
+		case ev.Kind == client.EventRejected:
+			warnRejected(ev)
+		}
 	}
+}
+
+// Close closes the client and waits until its warnings are printed.
+func (c *senderClient) Close() error {
+	err := c.Client.Close()
+	<-c.told
+	return err
+}
+
+// meetServer pins a server met for the first time before any credential
+// or password prompt, and tells the user which key it presented.
+func (cf *clientFlags) meetServer(cfg client.Config) error {
+	pinned, err := client.Pinned(cfg.Home, cfg.Addr)
+	if err != nil || pinned {
+		return err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	fc, err := client.PinServer(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if fc != nil {
+		noteFirstContact(fc)
+	}
+	return nil
 }
 
 // senderConfig is config for a command that only sends and asks: its
@@ -153,14 +201,13 @@ func timeout() (context.Context, context.CancelFunc) {
 // noteFirstContact tells the user, before anything else goes to a server
 // met for the first time, which key it presented and that it is now
 // pinned.
-func noteFirstContact(addr, fingerprint string, checked bool) error {
-	if checked {
-		fmt.Fprintf(os.Stderr, "First contact with %s: its key %s matches --server-key and is now pinned.\n", addr, fingerprint)
-		return nil
+func noteFirstContact(fc *client.FirstContact) {
+	if fc.Checked {
+		fmt.Fprintf(os.Stderr, "First contact with %s: its key %s matches --server-key and is now pinned.\n", fc.Addr, fc.Fingerprint)
+		return
 	}
 	fmt.Fprintf(os.Stderr, "First contact with %s: its key is %s\n"+
-		"  Pinned. Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n", addr, fingerprint)
-	return nil
+		"  Pinned. Compare it with the operator's 'securefastchat fingerprint'; if it differs, someone may be in between.\n", fc.Addr, fc.Fingerprint)
 }
 
 func cmdSignup(args []string) error {
@@ -172,10 +219,13 @@ func cmdSignup(args []string) error {
 	if cf.fs.NArg() != 0 {
 		return usagef("signup takes no arguments")
 	}
-	ctx, cancel := timeout()
-	defer cancel()
 	cfg := cf.config()
 	cfg.Invite = *invite
+	if err := cf.meetServer(cfg); err != nil {
+		return err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
 	// The name is checked first, so nobody types a password twice for a
 	// taken name; the check and the sign-up share one connection and one
 	// of the server's sign-up tokens.
@@ -193,6 +243,9 @@ func cmdSignup(args []string) error {
 // password only when there is none or the server refuses it: scripts cost
 // the server no password hashing and leave no new sessions behind.
 func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
+	if err := cf.meetServer(cfg); err != nil {
+		return nil, err
+	}
 	pw, err := password(false)
 	if err != nil {
 		return nil, err
@@ -200,6 +253,20 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 	ctx, cancel := timeout()
 	defer cancel()
 	return client.Open(ctx, cfg, *cf.user, pw)
+}
+
+// loginSender is login for a command that only sends and asks
+// (senderConfig); with keyChanges, a contact's key change is warned of.
+func loginSender(cf *clientFlags, keyChanges bool) (*senderClient, error) {
+	cfg := cf.senderConfig()
+	cfg.HoldOnKeyChange = !keyChanges
+	c, err := login(cf, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sc := &senderClient{Client: c, told: make(chan struct{})}
+	go sc.tell(keyChanges)
+	return sc, nil
 }
 
 func cmdSend(args []string) error {
@@ -223,7 +290,7 @@ func cmdSend(args []string) error {
 		if *to != "" || *file != "" || text == "" {
 			return usagef("--group takes TEXT, and neither --to nor --file")
 		}
-		c, err := login(cf, cf.senderConfig())
+		c, err := loginSender(cf, true)
 		if err != nil {
 			return err
 		}
@@ -255,10 +322,9 @@ func cmdSend(args []string) error {
 	if max := client.MaxTextLen(strings.ToLower(*cf.user), strings.ToLower(*to)); *file == "" && len(text) > max {
 		return fmt.Errorf("the message is %d bytes; the limit is %d (send long text as a file)", len(text), max)
 	}
-	cfg := cf.senderConfig()
-	cfg.HoldOnKeyChange = true // a change is told by the error, with what to do
-	cfg.OnPeerKeyChange = nil
-	c, err := login(cf, cfg)
+	// A change of the receiver's keys holds the message: the error says
+	// so, with what to do.
+	c, err := loginSender(cf, false)
 	if err != nil {
 		return err
 	}
@@ -266,21 +332,21 @@ func cmdSend(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if *acceptChange {
-		if err := acceptKeyChange(ctx, c, *to); err != nil {
+		if err := acceptKeyChange(ctx, c.Client, *to); err != nil {
 			return err
 		}
 	}
 	if *file != "" {
 		r, err := c.SendFile(ctx, *to, *file, nil)
 		if err != nil {
-			return heldErr(c, err)
+			return heldErr(c.Client, err)
 		}
 		fmt.Printf("Sent %s (%d bytes) to %s.\n", r.Name, r.Size, *to)
 		return nil
 	}
 	r, err := c.SendText(ctx, *to, text)
 	if err != nil {
-		return heldErr(c, err)
+		return heldErr(c.Client, err)
 	}
 	if r.Status == proto.StatusQueued {
 		fmt.Printf("Queued for %s (id %d): stored on the server until their client takes it (they are away, or have not written to you yet).\n", *to, r.ServerID)
@@ -373,16 +439,6 @@ func cmdRecv(args []string) error {
 	}
 	cfg := cf.config()
 	cfg.OutDir = *out
-	// The connection's changes, for a recv that waits: it reconnects by
-	// itself and goes on; it stops when another program takes the
-	// session, or when reconnecting cannot succeed.
-	conns := make(chan client.ConnEvent, 16)
-	cfg.OnConnection = func(ev client.ConnEvent) {
-		select {
-		case conns <- ev:
-		default:
-		}
-	}
 	c, err := login(cf, cfg)
 	if err != nil {
 		return err
@@ -392,64 +448,93 @@ func cmdRecv(args []string) error {
 	if *wait > 0 {
 		end = time.After(*wait)
 	}
-	quiet := time.Second
+	// Without --wait, recv leaves once no message has come for a second.
+	const quiet = time.Second
+	idle := time.NewTimer(quiet)
+	defer idle.Stop()
+	if *wait > 0 {
+		idle.Stop()
+	}
 	dropped := false
 	told := map[string]bool{} // senders of requests explained once
 	for {
-		var idle <-chan time.Time
-		if *wait == 0 {
-			idle = time.After(quiet)
-		}
 		select {
-		case ev := <-conns:
-			switch ev.State {
-			case client.StateConnecting:
-				if !dropped {
-					fmt.Fprintf(os.Stderr, "Connection lost (%v); reconnecting...\n", ev.Err)
-				}
-				dropped = true
-			case client.StateConnected:
-				if dropped {
-					fmt.Fprintln(os.Stderr, "Reconnected.")
-				}
-				dropped = false
-			case client.StateReplaced:
-				return fmt.Errorf("%s is now receiving in another program or on another machine (a chat, or another recv); this recv stops, and what arrives goes there", c.User())
-			case client.StateStopped:
-				return ev.Err
-			}
-			continue
-		case m, ok := <-c.Messages():
+		case ev, ok := <-c.Events():
 			if !ok {
 				return nil
 			}
-			if m.Request && !told[m.From] {
-				told[m.From] = true
-				fmt.Fprintf(os.Stderr, "%s is not in your contacts: their message is a request (nothing goes back to them).\n"+
-					"  Reply, or 'securefastchat contact accept %s', to accept; 'securefastchat contact block %s' to block.\n", m.From, m.From, m.From)
-			}
-			if *asJSON {
-				j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
-					Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged, Request: m.Request}
-				if m.File != nil {
-					j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
+			switch ev.Kind {
+			case client.EventMessage:
+				if *wait == 0 {
+					idle.Reset(quiet)
 				}
-				b, err := json.Marshal(j)
-				if err != nil {
+				if err := printReceived(ev.Message, *asJSON, told); err != nil {
 					return err
 				}
-				if _, err := os.Stdout.Write(append(termtext.EscapeJSON(b), '\n')); err != nil {
+			case client.EventKeyChange:
+				warnKeyChange(ev)
+			case client.EventRejected:
+				warnRejected(ev)
+			case client.EventConnection:
+				// A recv that waits reconnects by itself and goes on; it
+				// stops when another program takes the session, or when
+				// reconnecting cannot succeed.
+				if err := connChanged(c, ev, &dropped); err != nil {
 					return err
 				}
-				continue
 			}
-			printMessage(os.Stdout, m)
 		case <-end:
 			return nil
-		case <-idle:
+		case <-idle.C:
 			return nil
 		}
 	}
+}
+
+// connChanged tells of a change of recv's connection; an error ends recv.
+func connChanged(c *client.Client, ev client.Event, dropped *bool) error {
+	switch ev.State {
+	case client.StateConnecting:
+		if !*dropped {
+			fmt.Fprintf(os.Stderr, "Connection lost (%v); reconnecting...\n", ev.Err)
+		}
+		*dropped = true
+	case client.StateConnected:
+		if *dropped {
+			fmt.Fprintln(os.Stderr, "Reconnected.")
+		}
+		*dropped = false
+	case client.StateReplaced:
+		return fmt.Errorf("%s is now receiving in another program or on another machine (a chat, or another recv); this recv stops, and what arrives goes there", c.User())
+	case client.StateStopped:
+		return ev.Err
+	}
+	return nil
+}
+
+// printReceived prints one received message, as a line or as JSON; the
+// first request from each sender is explained once (told).
+func printReceived(m *client.Message, asJSON bool, told map[string]bool) error {
+	if m.Request && !told[m.From] {
+		told[m.From] = true
+		fmt.Fprintf(os.Stderr, "%s is not in your contacts: their message is a request (nothing goes back to them).\n"+
+			"  Reply, or 'securefastchat contact accept %s', to accept; 'securefastchat contact block %s' to block.\n", m.From, m.From, m.From)
+	}
+	if !asJSON {
+		printMessage(os.Stdout, m)
+		return nil
+	}
+	j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
+		Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged, Request: m.Request}
+	if m.File != nil {
+		j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(append(termtext.EscapeJSON(b), '\n'))
+	return err
 }
 
 // printMessage prints a received message as a line of recv's output.

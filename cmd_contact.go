@@ -37,7 +37,7 @@ func cmdContact(args []string) error {
 	if len(rest) == 2 && !proto.ValidUsername([]byte(rest[1])) {
 		return usagef("%q is not a valid name: use 1 to 32 characters of a-z A-Z 0-9 _", rest[1])
 	}
-	c, err := login(cf, cf.senderConfig())
+	c, err := loginSender(cf, true)
 	if err != nil {
 		return err
 	}

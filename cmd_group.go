@@ -37,7 +37,7 @@ func cmdGroup(args []string) error {
 			return usagef("%q is not a valid name: use 1 to 32 characters of a-z A-Z 0-9 _", a)
 		}
 	}
-	c, err := login(cf, cf.senderConfig())
+	c, err := loginSender(cf, true)
 	if err != nil {
 		return err
 	}

@@ -98,18 +98,6 @@ func Run(o Options) error {
 	cfg := o.Config
 	cfg.OutDir = o.Downloads
 	cfg.DeliveryReceipts = true
-	cfg.OnEvent = func(ev client.Event) { a.send(eventMsg(ev)) }
-	cfg.OnConnection = func(ev client.ConnEvent) { a.send(connMsg(ev)) }
-	cfg.OnReject = func(from string, err error) {
-		a.send(noticeMsg{text: rejectText(from, err), conv: convOfReject(from)})
-	}
-	cfg.OnPeerKeyChange = func(user, oldFP, newFP string) {
-		a.setWarned(user, true) // before the send that looked the keys up goes on
-		a.send(keyChangeMsg{user: user, old: oldFP, new: newFP})
-	}
-	cfg.OnFileProgress = func(from, name string, id [proto.MsgIDLen]byte, got, size int64) {
-		a.send(progressMsg{id: id, name: name, peer: from, done: got, total: size})
-	}
 	c, err := client.Load(cfg, o.User, o.Password)
 	if err != nil {
 		return err
@@ -142,7 +130,7 @@ func Run(o Options) error {
 
 	a.outbox = newOutbox(a)
 	a.wg.Add(2)
-	go a.forwardMessages()
+	go a.forwardEvents()
 	go a.outbox.run()
 	// Connect in the background: the chat opens with its history while the
 	// server is away, and what is typed waits for the connection.
@@ -181,26 +169,17 @@ func rejectText(from string, err error) string {
 	return fmt.Sprintf("a message from %s could not be opened: %v", from, err)
 }
 
-// forwardMessages stores received messages in the history, a burst in
-// one transaction, then hands them to the interface.
-func (a *app) forwardMessages() {
+// forwardEvents reads the client's events. Received messages are stored
+// in the history, a burst in one transaction, then handed to the
+// interface; the rest goes to the interface in the order it came.
+func (a *app) forwardEvents() {
 	defer a.wg.Done()
-	msgs := a.c.Messages()
-	for m := range msgs {
-		batch := []*history.Entry{entryOf(m)}
-		requests := []bool{m.Request}
-	more:
-		for len(batch) < 256 {
-			select {
-			case m, ok := <-msgs:
-				if !ok {
-					break more
-				}
-				batch = append(batch, entryOf(m))
-				requests = append(requests, m.Request)
-			default:
-				break more
-			}
+	evs := a.c.Events()
+	var batch []*history.Entry
+	var requests []bool
+	flush := func() {
+		if len(batch) == 0 {
+			return
 		}
 		if err := a.h.Add(batch...); err != nil {
 			a.send(noticeMsg{text: "could not save to the history: " + err.Error()})
@@ -208,6 +187,50 @@ func (a *app) forwardMessages() {
 		for i, e := range batch {
 			a.send(receivedMsg{e: e, request: requests[i]})
 		}
+		batch, requests = batch[:0], requests[:0]
+	}
+	for {
+		var ev client.Event
+		var ok bool
+		if len(batch) > 0 && len(batch) < 256 {
+			select {
+			case ev, ok = <-evs:
+			default:
+				flush() // the burst is over
+				continue
+			}
+		} else {
+			flush()
+			ev, ok = <-evs
+		}
+		if !ok {
+			flush()
+			return
+		}
+		if ev.Kind == client.EventMessage {
+			batch = append(batch, entryOf(ev.Message))
+			requests = append(requests, ev.Message.Request)
+			continue
+		}
+		flush() // what came before this event is shown before it
+		a.event(ev)
+	}
+}
+
+// event hands one event other than a message to the interface.
+func (a *app) event(ev client.Event) {
+	switch ev.Kind {
+	case client.EventConnection:
+		a.send(connMsg{State: ev.State, Err: ev.Err})
+	case client.EventRejected:
+		a.send(noticeMsg{text: rejectText(ev.User, ev.Err), conv: convOfReject(ev.User)})
+	case client.EventKeyChange:
+		a.setWarned(ev.User, true)
+		a.send(keyChangeMsg{user: ev.User, old: ev.OldFingerprint, new: ev.Fingerprint})
+	case client.EventFileProgress:
+		a.send(progressMsg{id: ev.File.ID, name: ev.File.Name, peer: ev.User, done: ev.Got, total: ev.File.Size})
+	default:
+		a.send(eventMsg(ev))
 	}
 }
 
@@ -325,6 +348,13 @@ func (o *outbox) send(j job) {
 			peer := j.conv[1:]
 			var out *client.Outgoing
 			out, err = a.c.PrepareAs(a.ctx, peer, proto.KindText, []byte(j.text), j.id)
+			if err == nil {
+				// The client holds the change for every program of the
+				// account; the event that says so may still be on its way.
+				if _, held := a.c.KeyChangeHeld(peer); held {
+					a.setWarned(peer, true)
+				}
+			}
 			if err == nil && a.isWarned(peer) {
 				a.send(sentMsg{seq: j.seq, held: true})
 				return

@@ -142,7 +142,7 @@ func TestOutboxSends(t *testing.T) {
 	m.typeLine("through the outbox")
 	e := m.convs["@bob"].entries[0]
 	select {
-	case msg := <-bob.Messages():
+	case msg := <-testserver.Messages(bob):
 		if msg.Text != "through the outbox" || msg.MsgID != e.ID || msg.From != c.User() {
 			t.Fatalf("bob got %+v", msg)
 		}

@@ -24,8 +24,11 @@ import (
 
 // Messages from the client's goroutines and from commands.
 type (
-	eventMsg    client.Event
-	connMsg     client.ConnEvent
+	eventMsg client.Event
+	connMsg  struct {
+		State client.ConnState
+		Err   error // why not connected
+	}
 	noticeMsg   struct{ text, conv string } // conv: also kept in that conversation
 	receivedMsg struct {
 		e       *history.Entry
@@ -319,7 +322,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		cmds = append(cmds, tick())
 	case connMsg:
-		m.connChanged(client.ConnEvent(msg))
+		m.connChanged(msg)
 		if msg.State == client.StateConnected {
 			m.askInvites = true
 		}
@@ -578,7 +581,7 @@ func (m *model) complete() {
 
 // connChanged shows the connection's new state. Being replaced or stopped
 // is said in full in the panel, with what to do.
-func (m *model) connChanged(ev client.ConnEvent) {
+func (m *model) connChanged(ev connMsg) {
 	m.conn, m.connErr = ev.State, ""
 	if ev.Err != nil {
 		m.connErr = clean(ev.Err.Error())

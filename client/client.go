@@ -1,7 +1,14 @@
 // Package client is the securefastchat client library: it connects with a
 // pinned server key, signs up and logs in, looks up and pins other users'
 // keys, seals direct messages end to end and opens the ones it receives.
-// The command line, the tests and the benchmarks all use it.
+// The command line, the chat, the tests and the benchmarks all use it.
+//
+// Everything the client has to tell the application (messages, receipts,
+// presence, typing, group changes, connection states, rejected
+// deliveries, key changes, file progress) arrives one way: the channel
+// Client.Events (events.go). A server met for the first time is pinned by
+// PinServer, which says what it pinned; a program that asks its user first
+// uses Config.NoPinNew and pins the key the user accepted.
 package client
 
 import (
@@ -35,41 +42,18 @@ type Config struct {
 	MaxFileSize int64
 	// Dial opens the byte stream. If nil, TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// OnPeerKeyChange is called when a contact's published keys differ
-	// from the pinned ones. The new keys are pinned after the call.
-	OnPeerKeyChange func(user, oldFingerprint, newFingerprint string)
 	// HoldOnKeyChange refuses to seal text or files for a user whose keys
 	// changed until AcceptKeyChange (a *KeyChangeHeldError): for programs
 	// that cannot hold a message themselves, as the chat does.
 	HoldOnKeyChange bool
-	// OnReject is called for a received message that fails its checks
-	// (it is acknowledged and dropped: it can never open).
-	OnReject func(from string, err error)
 	// PingInterval is how often an idle connection is pinged. If zero,
 	// 60 s; negative turns pings off.
 	PingInterval time.Duration
-	// Messages is the capacity of the Messages channel. If zero, 256.
-	Messages int
+	// Events is the capacity of the Events channel. If zero, 256.
+	Events int
 	// NoReconnect turns off reconnecting by itself when the connection
 	// drops.
 	NoReconnect bool
-	// OnConnection, if set, is told each change of the connection's state
-	// (connected, connecting with the reason it dropped, replaced by
-	// another session of the user, stopped for good with the reason). It
-	// is called from the client's goroutines and must return quickly.
-	OnConnection func(ConnEvent)
-	// OnEvent, if set, receives presence, typing, broadcasts and receipts.
-	// It is called from the client's goroutines (receipts from the one
-	// that receives messages), so it must be safe for concurrent use and
-	// return quickly.
-	OnEvent func(Event)
-	// OnFileProgress, if set, is told how much of a file being received
-	// has arrived (from the goroutine that receives messages).
-	OnFileProgress func(from, name string, id [proto.MsgIDLen]byte, got, size int64)
-	// OnFirstContact, if set, is called before the server's key is pinned
-	// for the first time, before any credential goes to it; an error
-	// refuses the server (see DialOptions.OnFirstContact).
-	OnFirstContact func(addr, fingerprint string, checked bool) error
 	// Invite is the invite code Signup presents, for servers that sign up
 	// by invitation only.
 	Invite string
@@ -84,7 +68,7 @@ type Config struct {
 	// (proto.LoginNoDeliveries): nothing queued for the user is fetched,
 	// acknowledged or lost by it, it does not replace the user's receiving
 	// session elsewhere, and it does not show the user online. Commands
-	// that only send or ask use it; Messages then stays empty.
+	// that only send or ask use it; Events then carries no messages.
 	SendOnly bool
 }
 
@@ -115,8 +99,8 @@ func (c *Config) setDefaults() error {
 	if c.PingInterval == 0 {
 		c.PingInterval = time.Minute
 	}
-	if c.Messages == 0 {
-		c.Messages = 256
+	if c.Events == 0 {
+		c.Events = 256
 	}
 	if c.ChangeGrace == 0 {
 		c.ChangeGrace = DefaultChangeGrace
@@ -144,22 +128,38 @@ type Receipt struct {
 }
 
 func (cfg *Config) dialOptions() DialOptions {
-	return DialOptions{KnownServers: KnownServersPath(cfg.Home), ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial,
-		OnFirstContact: cfg.OnFirstContact}
+	return DialOptions{KnownServers: KnownServersPath(cfg.Home), ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial}
 }
 
-// PinServer connects to the server once, without logging in, so its key
-// is pinned (Config.OnFirstContact hears of a first contact) or checked
-// against the pin.
-func PinServer(ctx context.Context, cfg Config) error {
+// FirstContact describes a server whose key was pinned for the first
+// time.
+type FirstContact struct {
+	Addr        string
+	Fingerprint string
+	// Checked: the key matched the one given (Config.ServerKey).
+	Checked bool
+}
+
+// FirstContact returns the server this Dial pinned for the first time,
+// or nil if it was pinned before.
+func (c *Conn) FirstContact() *FirstContact { return c.firstContact }
+
+// PinServer connects to the server once, without logging in, so that its
+// key is checked against the pin or, on a first contact, pinned: it then
+// returns what was pinned, before any credential has gone to the server,
+// so a program can show it. With Config.NoPinNew a new server is refused
+// with an *UnknownServerError that carries its key: a program that asks
+// its user calls PinServer again with Config.ServerKey set to the key the
+// user accepted.
+func PinServer(ctx context.Context, cfg Config) (*FirstContact, error) {
 	if err := cfg.setDefaults(); err != nil {
-		return err
+		return nil, err
 	}
 	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return conn.Close()
+	return conn.FirstContact(), conn.Close()
 }
 
 // Signup asks for a new account on a fresh connection. keys must be the
@@ -227,9 +227,6 @@ func (c *Client) DuplicatesDropped() int64 {
 	return c.recv.dups.Load()
 }
 
-// Messages returns decrypted, verified messages. It is closed by Close.
-func (c *Client) Messages() <-chan *Message { return c.msgs }
-
 // Available reports whether a user name can be signed up.
 func Available(ctx context.Context, cfg Config, user string) (bool, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -259,7 +256,7 @@ func (c *Conn) available(ctx context.Context, user string) (bool, error) {
 
 // PeerKeys returns a user's verified keys. Keys are fetched from the
 // server once per client, checked against their signature and against the
-// pinned keys; a change calls Config.OnPeerKeyChange and re-pins.
+// pinned keys; a change posts EventKeyChange and re-pins.
 func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 	canon, err := proto.CanonicalUsername(user)
 	if err != nil {
@@ -278,7 +275,7 @@ func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 
 // acceptKeys checks a key record the server sent for canon (a Keys reply,
 // or KeysChanged), makes it the session's keys for canon and pins it; a
-// change from the pinned keys calls Config.OnPeerKeyChange.
+// change from the pinned keys posts EventKeyChange.
 func (c *Client) acceptKeys(canon string, body []byte) (*PeerKeys, error) {
 	var r proto.KeysReply
 	if err := r.Parse(body); err != nil {
@@ -302,9 +299,7 @@ func (c *Client) acceptKeys(canon string, body []byte) (*PeerKeys, error) {
 	}
 	if changed {
 		pk.Changed = true
-		if c.cfg.OnPeerKeyChange != nil {
-			c.cfg.OnPeerKeyChange(canon, old, pk.Fingerprint())
-		}
+		c.post(Event{Kind: EventKeyChange, User: canon, OldFingerprint: old, Fingerprint: pk.Fingerprint(), Time: time.Now()})
 	}
 	return pk, nil
 }
@@ -402,7 +397,7 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 //
 // If the receiver's keys are no longer those it was sealed for (they
 // signed up again, or someone stands in between), nothing is sent: the new
-// keys are checked and pinned (Config.OnPeerKeyChange is told) and Send
+// keys are checked and pinned (a change posts EventKeyChange) and Send
 // returns a *KeysChangedError; Prepare it again to seal for the new keys.
 func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 	m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}

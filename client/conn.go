@@ -28,11 +28,6 @@ type DialOptions struct {
 	HandshakeTimeout time.Duration
 	// Deliveries is the capacity of the delivery channel. If zero, 1024.
 	Deliveries int
-	// OnFirstContact, if set, is called before a server's key is pinned
-	// for the first time (and before any credential goes to it), with its
-	// fingerprint; checked says it matched ServerKey. An error refuses
-	// the server: nothing is pinned and Dial returns the error.
-	OnFirstContact func(addr, fingerprint string, checked bool) error
 	// OnDelivery, if set, receives every delivery on the connection's
 	// reader goroutine instead of the Deliveries channel, without copies:
 	// the Delivery and everything it points to are valid only during the
@@ -51,9 +46,10 @@ const maxQueuedOut = 1 << 20
 // Its methods are safe for concurrent use.
 type Conn struct {
 	// Static after Dial.
-	nc        net.Conn
-	addr      string
-	serverKey proto.PublicKey
+	nc           net.Conn
+	addr         string
+	serverKey    proto.PublicKey
+	firstContact *FirstContact // nil unless this Dial pinned the server
 
 	// Guarded by wmu. Senders seal into out; whoever finds no write in
 	// progress writes out (and what others add meanwhile) in one call.
@@ -191,18 +187,13 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	if pinned == nil && opts.KnownServers != "" {
 		if opts.NoPinNew {
 			c.Close()
-			return nil, fmt.Errorf("%w: %s presents %s", ErrUnknownServer, addr, got)
-		}
-		if opts.OnFirstContact != nil {
-			if err := opts.OnFirstContact(addr, got, want != ""); err != nil {
-				c.Close()
-				return nil, err
-			}
+			return nil, &UnknownServerError{Addr: addr, Fingerprint: got}
 		}
 		if err := addPin(opts.KnownServers, addr, c.serverKey); err != nil {
 			c.Close()
 			return nil, err
 		}
+		c.firstContact = &FirstContact{Addr: addr, Fingerprint: got, Checked: want != ""}
 	}
 	return c, nil
 }

@@ -32,7 +32,7 @@ func ctxT(t *testing.T) context.Context {
 func recvOne(t *testing.T, c *client.Client) *client.Message {
 	t.Helper()
 	select {
-	case m := <-c.Messages():
+	case m := <-testserver.Messages(c):
 		return m
 	case <-time.After(10 * time.Second):
 		t.Fatal("no message within 10s")
@@ -658,9 +658,16 @@ func TestSecondLoginReplacesFirst(t *testing.T) {
 // A contact whose keys change is reported with both fingerprints.
 func TestPeerKeyChangeWarning(t *testing.T) {
 	s := testserver.Start(t, nil)
+	var mu sync.Mutex
 	var warned []string
+	warn := func(ev client.Event) {
+		if ev.Kind == client.EventKeyChange {
+			mu.Lock()
+			warned = append(warned, ev.User+" "+ev.OldFingerprint+" "+ev.Fingerprint)
+			mu.Unlock()
+		}
+	}
 	cfg := testserver.ClientConfig(t, s)
-	cfg.OnPeerKeyChange = func(user, old, new string) { warned = append(warned, user+" "+old+" "+new) }
 	alice, err := client.Signup(ctxT(t), cfg, "alice", pw)
 	if err != nil {
 		t.Fatal(err)
@@ -680,9 +687,23 @@ func TestPeerKeyChangeWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer alice.Close()
+	testserver.OnEvent(alice, warn)
 	if _, err := alice.SendText(ctxT(t), "bob", "second"); err != nil {
 		t.Fatal(err)
 	}
+	// The warning is posted while the send looks up bob's keys; the
+	// application reads it from Events.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := len(warned)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // a second warning, if one were posted
+	mu.Lock()
+	defer mu.Unlock()
 	if len(warned) != 1 || !strings.HasPrefix(warned[0], "bob SHA256:") {
 		t.Fatalf("warnings: %v", warned)
 	}

@@ -53,6 +53,21 @@ var (
 	ErrFileTooLarge = errors.New("client: file too large")
 )
 
+// UnknownServerError reports a server met for the first time when pinning
+// a new key was refused (Config.NoPinNew): nothing was sent to it and
+// nothing pinned. Fingerprint is the key it presented; to trust it, pin it
+// with PinServer and Config.ServerKey set to it.
+type UnknownServerError struct {
+	Addr        string
+	Fingerprint string
+}
+
+func (e *UnknownServerError) Error() string {
+	return fmt.Sprintf("%v: %s presents %s", ErrUnknownServer, e.Addr, e.Fingerprint)
+}
+
+func (e *UnknownServerError) Is(target error) bool { return target == ErrUnknownServer }
+
 // KeyChangedError reports a server key that differs from the pinned (or
 // expected) one. Nothing was sent to that server.
 type KeyChangedError struct {
@@ -102,7 +117,7 @@ func (e *KeyChangeHeldError) Is(target error) bool { return target == ErrKeyChan
 
 // KeysChangedError: a message was not sent because the receiver's keys
 // are not the ones it was sealed for. The new keys are pinned (and
-// Config.OnPeerKeyChange was told); prepare the message again to send it.
+// EventKeyChange was posted); prepare the message again to send it.
 type KeysChangedError struct {
 	User        string
 	Fingerprint string // of the new keys

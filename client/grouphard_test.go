@@ -119,12 +119,16 @@ func TestBadEpochs(t *testing.T) {
 	for _, name := range []string{"ann", "bob", "carol", "mallory"} {
 		e := &eventLog{}
 		cfg := testserver.ClientConfig(t, s)
-		cfg.OnEvent = e.add
-		cfg.OnReject = func(from string, err error) { t.Logf("%s rejected a message from %s: %v", name, from, err) }
 		c, err := client.Signup(ctxT(t), cfg, name, pw)
 		if err != nil {
 			t.Fatal(err)
 		}
+		testserver.OnEvent(c, func(ev client.Event) {
+			if ev.Kind == client.EventRejected {
+				t.Logf("%s rejected a message from %s: %v", name, ev.User, ev.Err)
+			}
+			e.add(ev)
+		})
 		t.Cleanup(func() { c.Close() })
 		evs[name], users[name] = e, c
 	}
@@ -226,11 +230,15 @@ func TestGroupMessageFreshness(t *testing.T) {
 	rejected := make(chan error, 8)
 	bcfg := testserver.ClientConfig(t, s)
 	bcfg.ChangeGrace = 300 * time.Millisecond
-	bcfg.OnReject = func(from string, err error) { rejected <- err }
 	bob, err := client.Signup(ctxT(t), bcfg, "bob", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			rejected <- ev.Err
+		}
+	})
 	if err := ann.CreateGroup(ctxT(t), "team"); err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +263,11 @@ func TestGroupMessageFreshness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			rejected <- ev.Err
+		}
+	})
 	defer bob.Close()
 	m := recvOne(t, bob)
 	if m.Text != "sent while a member" || !m.BeforeChange {
@@ -279,7 +292,7 @@ func TestGroupMessageFreshness(t *testing.T) {
 				t.Fatalf("rejection: %v", err)
 			}
 			done = true
-		case m := <-bob.Messages():
+		case m := <-testserver.Messages(bob):
 			t.Fatalf("bob accepted a message from a removed member: %q", m.Text)
 		case <-time.After(10 * time.Second):
 			t.Fatal("the injected message was neither accepted nor rejected")

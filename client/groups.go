@@ -85,7 +85,7 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	var events []Event // told once the lock is released
 	defer func() {
 		for _, ev := range events {
-			c.emit(ev)
+			c.post(ev)
 		}
 	}()
 	c.groupsMu.Lock()
@@ -233,7 +233,7 @@ func (c *Client) epochKey(ctx context.Context, name string, epoch uint32) (*[pro
 	var events []Event
 	defer func() {
 		for _, ev := range events {
-			c.emit(ev)
+			c.post(ev)
 		}
 	}()
 	c.groupsMu.Lock()

@@ -282,7 +282,7 @@ func TestGroupMessages(t *testing.T) {
 		}
 	}
 	select {
-	case m := <-carol.Messages():
+	case m := <-testserver.Messages(carol):
 		t.Fatalf("carol received %q after her removal", m.Text)
 	default:
 	}

@@ -20,11 +20,15 @@ func TestKeyChangeReachesRunningClient(t *testing.T) {
 	s := testserver.Start(t, nil)
 	changed := make(chan string, 4)
 	cfg := testserver.ClientConfig(t, s)
-	cfg.OnPeerKeyChange = func(user, old, new string) { changed <- user }
 	alice, err := client.Signup(ctxT(t), cfg, "alice", "correct horse battery")
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(alice, func(ev client.Event) {
+		if ev.Kind == client.EventKeyChange {
+			changed <- ev.User
+		}
+	})
 	defer alice.Close()
 	dave := testserver.Signup(t, s, "dave")
 	if _, err := alice.SendText(ctxT(t), "dave", "hi dave"); err != nil {
@@ -45,11 +49,15 @@ func TestKeyChangeReachesRunningClient(t *testing.T) {
 
 	rejected := make(chan error, 4)
 	dcfg := testserver.ClientConfig(t, s)
-	dcfg.OnReject = func(from string, err error) { rejected <- err }
 	newDave, err := client.Signup(ctxT(t), dcfg, "dave", "another battery staple")
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(newDave, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			rejected <- ev.Err
+		}
+	})
 	defer newDave.Close()
 	select {
 	case u := <-changed:
@@ -83,6 +91,11 @@ func TestKeyChangeReachesRunningClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(again, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			rejected <- ev.Err
+		}
+	})
 	defer again.Close()
 	if m := recvOne(t, again); m.Text != "sealed for the new dave" {
 		t.Fatalf("new dave got %q", m.Text)

@@ -12,56 +12,6 @@ import (
 	"securefastchat/proto"
 )
 
-// EventKind says what an Event reports.
-type EventKind uint8
-
-// Event kinds.
-const (
-	// EventPresence: User came online or went (Online). With Reset, the
-	// server is about to send a full list: forget what was known (User is
-	// empty then).
-	EventPresence EventKind = iota + 1
-	// EventTyping: User started or stopped typing (Typing) to this user,
-	// or in Group.
-	EventTyping
-	// EventBroadcast: User sent Text to everyone online. A broadcast is
-	// NOT end-to-end encrypted: only the transport protected it, and the
-	// server could have read or changed it.
-	EventBroadcast
-	// EventReceipt: User's client got (proto.ReceiptDelivered) or User saw
-	// (proto.ReceiptRead) the messages MsgIDs this user sent them, directly
-	// or in Group. It is end-to-end sealed: the server cannot forge it.
-	EventReceipt
-	// EventGroup: Group's roster changed: User (the signer, checked
-	// against the signed chain) did Op (proto.OpCreate, OpAdd, OpRemove,
-	// OpLeave, OpPromote) to Target. Op 0 means this user is no longer a
-	// member (removed or left): the server no longer shows the group, so
-	// who did it cannot be checked.
-	EventGroup
-	// EventGroupBadKey: in Group, the key of Epoch that User made did not
-	// open or did not match its commitment for Target (this user, or a
-	// member whose signed report was checked); Text says how. No message
-	// is sent under it; the next sender makes a new one.
-	EventGroupBadKey
-)
-
-// Event is a live signal or a receipt.
-type Event struct {
-	Kind    EventKind
-	User    string // canonical
-	Online  bool
-	Reset   bool
-	Typing  bool
-	Group   string
-	Text    string
-	Time    time.Time
-	Receipt uint8
-	MsgIDs  [][proto.MsgIDLen]byte
-	Op      uint8  // EventGroup
-	Target  string // EventGroup, EventGroupBadKey
-	Epoch   uint32 // EventGroupBadKey
-}
-
 // liveQueue is how many pushes wait for the live goroutine; beyond it
 // they are dropped (they are never stored by the server either).
 const liveQueue = 512
@@ -92,18 +42,12 @@ func (c *Client) liveLoop() {
 	for {
 		select {
 		case p := <-c.live.ch:
-			if err := c.handlePush(p); err != nil && c.cfg.OnReject != nil {
-				c.cfg.OnReject("", err)
+			if err := c.handlePush(p); err != nil {
+				c.post(Event{Kind: EventRejected, Err: err})
 			}
 		case <-c.stop:
 			return
 		}
-	}
-}
-
-func (c *Client) emit(ev Event) {
-	if c.cfg.OnEvent != nil {
-		c.cfg.OnEvent(ev)
 	}
 }
 
@@ -128,17 +72,17 @@ func (c *Client) handlePush(p push) error {
 		}
 		c.live.mu.Unlock()
 		if m.Reset {
-			c.emit(Event{Kind: EventPresence, Reset: true})
+			c.post(Event{Kind: EventPresence, Reset: true})
 		}
 		for _, e := range m.Entries {
-			c.emit(Event{Kind: EventPresence, User: string(e.User), Online: e.Online})
+			c.post(Event{Kind: EventPresence, User: string(e.User), Online: e.Online})
 		}
 	case proto.TBroadcastMsg:
 		var m proto.BroadcastMsg
 		if err := m.Parse(p.body); err != nil {
 			return fmt.Errorf("%w: broadcast: %v", ErrProtocol, err)
 		}
-		c.emit(Event{Kind: EventBroadcast, User: string(m.From), Text: string(m.Text), Time: time.UnixMilli(m.Time)})
+		c.post(Event{Kind: EventBroadcast, User: string(m.From), Text: string(m.Text), Time: time.UnixMilli(m.Time)})
 	case proto.TSignalMsg:
 		var m proto.SignalMsg
 		if err := m.Parse(p.body); err != nil {
@@ -147,7 +91,7 @@ func (c *Client) handlePush(p push) error {
 		return c.openSignal(string(m.From), m.Body)
 	case proto.TKeysChanged:
 		// A contact's key record changed: check and pin it now, so nothing
-		// more is sealed to the old keys (a change calls OnPeerKeyChange).
+		// more is sealed to the old keys (a change posts EventKeyChange).
 		_, err := c.acceptKeys("", p.body)
 		return err
 	case proto.TGroupChanged:
@@ -181,7 +125,7 @@ func (c *Client) groupChanged(name string, chainLen uint32) error {
 		delete(c.groupsM, name)
 		delete(c.groupsShown, name)
 		c.groupsMu.Unlock()
-		c.emit(Event{Kind: EventGroup, Group: name, Target: c.user, Time: time.Now()})
+		c.post(Event{Kind: EventGroup, Group: name, Target: c.user, Time: time.Now()})
 		return nil
 	}
 	if err != nil {
@@ -205,7 +149,7 @@ func (c *Client) groupChanged(name string, chainLen uint32) error {
 	c.groupsShown[name] = len(g.chain)
 	c.groupsMu.Unlock()
 	for _, ev := range evs {
-		c.emit(ev)
+		c.post(ev)
 	}
 	return nil
 }
@@ -249,7 +193,7 @@ func (c *Client) openSignal(from string, body []byte) error {
 			return fmt.Errorf("%w: %s is not a member of %s", ErrRejected, from, t.Group)
 		}
 	}
-	c.emit(Event{Kind: EventTyping, User: from, Typing: t.Active, Group: string(t.Group), Time: time.Unix(0, in.SentAt)})
+	c.post(Event{Kind: EventTyping, User: from, Typing: t.Active, Group: string(t.Group), Time: time.Unix(0, in.SentAt)})
 	return nil
 }
 

@@ -68,12 +68,12 @@ func liveUser(t *testing.T, s *server.Server, name string, receipts bool) (*clie
 	t.Helper()
 	ev := make(events, 1000)
 	cfg := testserver.ClientConfig(t, s)
-	cfg.OnEvent = ev.on
 	cfg.DeliveryReceipts = receipts
 	c, err := client.Signup(ctxT(t), cfg, name, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(c, ev.on)
 	t.Cleanup(func() { c.Close() })
 	return c, ev, cfg
 }
@@ -113,6 +113,7 @@ func TestPresenceContacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob2, bobEv.on)
 	defer bob2.Close()
 	bobEv.wait(t, "a fresh presence list", func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.Reset })
 	bobEv.wait(t, "ann in the login list", presence("ann", true))
@@ -323,7 +324,7 @@ func TestReceiptsAndTyping(t *testing.T) {
 	annEv.wait(t, "the read receipt", isReceipt(proto.ReceiptRead))
 	// Receipts are messages to the application of neither side.
 	select {
-	case m := <-ann.Messages():
+	case m := <-testserver.Messages(ann):
 		t.Fatalf("a receipt reached ann's messages: %+v", m)
 	default:
 	}
@@ -339,6 +340,7 @@ func TestReceiptsAndTyping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob2, bobEv.on)
 	defer bob2.Close()
 	bobEv.wait(t, "the queued read receipt", func(ev client.Event) bool {
 		return ev.Kind == client.EventReceipt && ev.User == "ann" && ev.Receipt == proto.ReceiptRead && ev.MsgIDs[0] == [proto.MsgIDLen]byte{7}
@@ -407,6 +409,7 @@ func TestStrangerLearnsNothingLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(v2, vicEv.on)
 	defer v2.Close()
 	malEv.none(t, "the victim's presence", 500*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventPresence && ev.User == "victim" })
 	if mallory.IsOnline("victim") {
@@ -441,6 +444,7 @@ func TestSignalsNeverQueued(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob2, bobEv.on)
 	defer bob2.Close()
 	bobEv.none(t, "a typing signal sent while away", 500*time.Millisecond, func(ev client.Event) bool { return ev.Kind == client.EventTyping })
 	n, _, _ := s.Store.QueueLen("bob")

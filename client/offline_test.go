@@ -132,7 +132,7 @@ func TestOfflineThousandAcrossRestart(t *testing.T) {
 		}
 	}
 	select {
-	case m := <-bob.Messages():
+	case m := <-testserver.Messages(bob):
 		t.Fatalf("extra message %+v", m)
 	case <-time.After(300 * time.Millisecond):
 	}
@@ -291,7 +291,7 @@ func TestExpiry(t *testing.T) {
 		t.Fatalf("got %q", m.Text)
 	}
 	select {
-	case m := <-bob.Messages():
+	case m := <-testserver.Messages(bob):
 		t.Fatalf("expired message delivered: %q", m.Text)
 	case <-time.After(200 * time.Millisecond):
 	}
@@ -393,7 +393,7 @@ func TestSeenAcrossClientRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case m := <-bob.Messages():
+	case m := <-testserver.Messages(bob):
 		t.Fatalf("shown twice: %q", m.Text)
 	case <-time.After(500 * time.Millisecond):
 	}

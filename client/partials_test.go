@@ -22,11 +22,18 @@ func TestPartialFilesBounded(t *testing.T) {
 	mallory := testserver.Signup(t, s, "mallory")
 	rejected := make(chan error, 100)
 	cfg := testserver.ClientConfig(t, s)
-	cfg.OnReject = func(from string, err error) { rejected <- err }
 	bob, err := client.Signup(ctxT(t), cfg, "bob", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	onReject := func(c *client.Client) {
+		testserver.OnEvent(c, func(ev client.Event) {
+			if ev.Kind == client.EventRejected {
+				rejected <- ev.Err
+			}
+		})
+	}
+	onReject(bob)
 	// The first of two chunks of six files, then the rest of one of them.
 	firstChunk := func(i int) {
 		id := client.NewMsgID()
@@ -66,6 +73,7 @@ func TestPartialFilesBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	onReject(bob)
 	defer bob.Close()
 	if left, _ := filepath.Glob(filepath.Join(cfg.OutDir, ".incoming-*")); len(left) != 0 {
 		t.Fatalf("stalled transfers left after a restart: %v", left)
@@ -108,7 +116,7 @@ func TestHostileFileNames(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for len(got) < len(names) {
 		select {
-		case m := <-bob.Messages():
+		case m := <-testserver.Messages(bob):
 			if m.File != nil {
 				got = append(got, m.File)
 			}

@@ -109,16 +109,12 @@ func (r *receiver) run(conn *Conn) {
 			return
 		}
 		if err != nil {
-			if r.c.cfg.OnReject != nil {
-				r.c.cfg.OnReject(from, err)
-			}
+			r.c.post(Event{Kind: EventRejected, User: from, Err: err})
 		} else if msg != nil {
-			select {
-			case r.c.msgs <- msg:
-				r.c.delivered(msg)
-			case <-r.c.stop:
+			if !r.c.events.hand(Event{Kind: EventMessage, User: msg.From, Group: msg.Group, Time: msg.SentAt, Message: msg}) {
 				return // not handed over: not seen, not acknowledged
 			}
+			r.c.delivered(msg)
 		}
 		// Only now is it the application's: remember it, so a redelivery
 		// or a resend is dropped.
@@ -201,7 +197,7 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 		for _, id := range rc.MsgIDs {
 			ev.MsgIDs = append(ev.MsgIDs, [proto.MsgIDLen]byte(id))
 		}
-		r.c.emit(ev)
+		r.c.post(ev)
 		return nil, true, nil
 	case proto.KindFile:
 		f, err := r.fileChunk(from, in.Body)
@@ -449,9 +445,8 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	f.got[ch.Index] = true
 	f.n++
 	f.dirty = true
-	if p := r.c.cfg.OnFileProgress; p != nil {
-		p(from, f.name, id, int64(min(uint64(f.n)*proto.FileChunkData, f.size)), int64(f.size))
-	}
+	r.c.post(Event{Kind: EventFileProgress, User: from, File: &ReceivedFile{ID: id, Name: f.name, Size: int64(f.size)},
+		Got: int64(min(uint64(f.n)*proto.FileChunkData, f.size))})
 	if f.n < f.count {
 		return nil, nil
 	}

@@ -41,13 +41,6 @@ func (s ConnState) String() string {
 	return [...]string{"offline", "connecting", "connected", "replaced", "stopped"}[s]
 }
 
-// ConnEvent reports a change of a Client's connection state.
-type ConnEvent struct {
-	State ConnState
-	// Err says why the client is not connected (nil when connected).
-	Err error
-}
-
 // Client is a user's end of the service: their identity, their contacts'
 // pinned keys, and one session with the server, kept up across
 // reconnects.
@@ -78,7 +71,7 @@ type Client struct {
 	requestsMu sync.Mutex      // guards requests
 	requests   map[string]bool // senders of unaccepted requests (requests.go)
 
-	msgs     chan *Message
+	events   *events
 	recv     *receiver // nil for a SendOnly client
 	live     live
 	receipts *receipts
@@ -251,7 +244,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		cfg: cfg, user: canon, display: canon, id: id, contacts: ct,
 		password: []byte(password),
 		changed:  make(chan struct{}),
-		msgs:     make(chan *Message, cfg.Messages),
+		events:   newEvents(cfg.Events),
 		stop:     make(chan struct{}),
 		receipts: newReceipts(),
 	}
@@ -264,6 +257,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		}
 		c.recv = newReceiver(c, seen)
 	}
+	c.goTracked(func() { c.events.run(c.stop) })
 	c.goTracked(c.liveLoop)
 	c.goTracked(c.receiptLoop)
 	return c, nil
@@ -292,7 +286,7 @@ func (c *Client) Connect(ctx context.Context) error {
 
 // Start connects in the background: the client stays offline
 // (StateConnecting) until the server answers, trying again with backoff,
-// and Config.OnConnection hears of every change. What is sent meanwhile
+// and every change is posted as an EventConnection. What is sent meanwhile
 // waits for the connection. The chat starts this way, so it opens with
 // its history while the server is down.
 func (c *Client) Start() {
@@ -489,7 +483,7 @@ func final(err error) bool {
 	return false
 }
 
-// setState records a state and tells Config.OnConnection if it changed.
+// setState records a state and posts EventConnection if it changed.
 func (c *Client) setState(s ConnState, err error) {
 	c.mu.Lock()
 	changed := c.state != s || fmt.Sprint(c.stateErr) != fmt.Sprint(err)
@@ -511,14 +505,11 @@ func (c *Client) setStateLocked(s ConnState, err error) {
 }
 
 func (c *Client) notify() {
-	if c.cfg.OnConnection == nil {
-		return
-	}
 	st, err := c.State()
 	if c.isClosing() {
 		return
 	}
-	c.cfg.OnConnection(ConnEvent{State: st, Err: err})
+	c.post(Event{Kind: EventConnection, State: st, Err: err, Time: time.Now()})
 }
 
 func (c *Client) isClosing() bool {
@@ -634,7 +625,7 @@ func (c *Client) Close() error {
 		if c.recv != nil {
 			c.recv.close()
 		}
-		close(c.msgs)
+		c.events.close()
 	})
 	return nil
 }

@@ -92,15 +92,14 @@ func TestClientStates(t *testing.T) {
 	}
 	s := start()
 	defer func() { testserver.Stop(t, s) }()
-	events := make(chan client.ConnEvent, 64)
 	cfg := testserver.ClientConfig(t, s)
-	cfg.OnConnection = func(ev client.ConnEvent) { events <- ev }
 	bob := testserver.Signup(t, s, "bob")
 	c, err := client.Signup(ctxT(t), cfg, "alice", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	events := connEvents(c)
 	waitState(t, events, client.StateConnected)
 
 	if _, err := s.Store.DeleteUserSessions("alice"); err != nil {
@@ -119,9 +118,7 @@ func TestClientStates(t *testing.T) {
 
 	// Another receiving session takes over: this one waits, then takes
 	// the session back.
-	other := cfg
-	other.OnConnection = nil
-	o, err := client.Open(ctxT(t), other, "alice", pw)
+	o, err := client.Open(ctxT(t), cfg, "alice", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,13 +167,12 @@ func TestStartOffline(t *testing.T) {
 	c.Close()
 	testserver.Stop(t, s)
 
-	events := make(chan client.ConnEvent, 64)
-	cfg.OnConnection = func(ev client.ConnEvent) { events <- ev }
 	c, err = client.Load(cfg, "alice", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	events := connEvents(c)
 	c.Start()
 	waitState(t, events, client.StateConnecting)
 	sent := make(chan error, 1)
@@ -195,7 +191,18 @@ func TestStartOffline(t *testing.T) {
 	}
 }
 
-func waitState(t *testing.T, events <-chan client.ConnEvent, want client.ConnState) client.ConnEvent {
+// connEvents returns c's connection events.
+func connEvents(c *client.Client) <-chan client.Event {
+	events := make(chan client.Event, 64)
+	testserver.OnEvent(c, func(ev client.Event) {
+		if ev.Kind == client.EventConnection {
+			events <- ev
+		}
+	})
+	return events
+}
+
+func waitState(t *testing.T, events <-chan client.Event, want client.ConnState) client.Event {
 	t.Helper()
 	deadline := time.After(15 * time.Second)
 	for {

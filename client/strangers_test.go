@@ -39,15 +39,17 @@ func TestJunkCostsNothing(t *testing.T) {
 	var mu sync.Mutex
 	var rejected []error
 	bcfg := testserver.ClientConfig(t, s)
-	bcfg.OnReject = func(from string, err error) {
-		mu.Lock()
-		rejected = append(rejected, err)
-		mu.Unlock()
-	}
 	bob, err := client.Signup(ctxT(t), bcfg, "bob", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			mu.Lock()
+			rejected = append(rejected, ev.Err)
+			mu.Unlock()
+		}
+	})
 	alice := testserver.Signup(t, s, "alice")
 	carol := testserver.Signup(t, s, "carol")
 	mallory := testserver.Signup(t, s, "mallory")
@@ -74,6 +76,13 @@ func TestJunkCostsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(bob, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			mu.Lock()
+			rejected = append(rejected, ev.Err)
+			mu.Unlock()
+		}
+	})
 	defer bob.Close()
 	if m := recvOne(t, bob); m.Text != "queued after the junk" {
 		t.Fatalf("bob got %q", m.Text)

@@ -205,7 +205,7 @@ func TestBadFramesClose(t *testing.T) {
 	if _, err := alice.SendText(context.Background(), "bob", "still fine"); err != nil {
 		t.Fatal(err)
 	}
-	if m := <-bob.Messages(); m.Text != "still fine" {
+	if m := <-testserver.Messages(bob); m.Text != "still fine" {
 		t.Fatal("wrong message")
 	}
 	if got := s.Set.Stats.LoginsOK.Load() - before; got != int64(len(postHandshake)) {
@@ -293,7 +293,7 @@ func TestTamperedFramesClose(t *testing.T) {
 		t.Fatalf("%d tampered messages routed", got)
 	}
 	select {
-	case m := <-bob.Messages():
+	case m := <-testserver.Messages(bob):
 		t.Fatalf("bob received %+v", m)
 	default:
 	}
@@ -622,7 +622,7 @@ func TestSlowConsumer(t *testing.T) {
 		if _, err := alice.SendText(context.Background(), "carol", "not stalled"); err != nil {
 			t.Fatalf("%s: other traffic stalled: %v", mode, err)
 		}
-		<-carol.Messages()
+		<-testserver.Messages(carol)
 		wg.Wait()
 		if delivered.Load() != 0 || queued.Load() != int64(n) {
 			t.Fatalf("%s: delivered %d queued %d", mode, delivered.Load(), queued.Load())

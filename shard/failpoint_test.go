@@ -55,13 +55,13 @@ func TestInjectedPanics(t *testing.T) {
 		if _, err := alice.SendText(ctx, "bob", "fine"); err != nil {
 			t.Fatalf("other traffic: %v", err)
 		}
-		if m := <-bob.Messages(); m.Text != "fine" {
+		if m := <-testserver.Messages(bob); m.Text != "fine" {
 			t.Fatal("wrong message")
 		}
 		if _, err := bob.SendText(ctx, "alice", "fine too"); err != nil {
 			t.Fatal(err)
 		}
-		<-alice.Messages()
+		<-testserver.Messages(alice)
 	}
 	if n := s.Set.Stats.Panics.Load(); n < 2 {
 		t.Fatalf("panics counted: %d", n)
@@ -72,7 +72,7 @@ func TestInjectedPanics(t *testing.T) {
 		t.Fatalf("after the fault: %v", err)
 	}
 	for {
-		m := <-victim.Messages()
+		m := <-testserver.Messages(victim)
 		if m.Text == "after the fault" {
 			break
 		}

@@ -200,7 +200,7 @@ func BenchmarkAckFlood(b *testing.B) {
 				}
 			}
 			go func() {
-				for range bob.Messages() {
+				for range testserver.Messages(bob) {
 				}
 			}()
 			lat := make([]time.Duration, 0, b.N)

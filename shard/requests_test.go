@@ -41,11 +41,11 @@ func signupEvents(t *testing.T, s *server.Server, user string) (*client.Client, 
 	ev := &events{}
 	cfg := testserver.ClientConfig(t, s)
 	cfg.DeliveryReceipts = true
-	cfg.OnEvent = ev.add
 	c, err := client.Signup(ctxT(t), cfg, user, pw)
 	if err != nil {
 		t.Fatal(err)
 	}
+	testserver.OnEvent(c, ev.add)
 	t.Cleanup(func() { c.Close() })
 	return c, ev
 }
@@ -178,7 +178,7 @@ func TestBlock(t *testing.T) {
 		got = append(got, m.Text)
 	}
 	select {
-	case m := <-bob2.Messages():
+	case m := <-testserver.Messages(bob2):
 		t.Fatalf("bob got %+v", m)
 	case <-time.After(300 * time.Millisecond):
 	}
@@ -255,7 +255,7 @@ func TestGroupInvitation(t *testing.T) {
 		t.Fatalf("bob got %+v: want only mallory's direct message, as a request", m)
 	}
 	select {
-	case m := <-bob.Messages():
+	case m := <-testserver.Messages(bob):
 		t.Fatalf("an invited member got %+v", m)
 	case <-time.After(300 * time.Millisecond):
 	}

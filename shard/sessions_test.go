@@ -139,7 +139,7 @@ func ctxT(t *testing.T) context.Context {
 func recvOne(t *testing.T, c *client.Client) *client.Message {
 	t.Helper()
 	select {
-	case m := <-c.Messages():
+	case m := <-testserver.Messages(c):
 		return m
 	case <-time.After(5 * time.Second):
 		t.Fatal("no message")

@@ -89,7 +89,7 @@ func TestAdminUsersAndMetrics(t *testing.T) {
 	if _, err := ann.SendText(ctx, "bob", "hello"); err != nil {
 		t.Fatal(err)
 	}
-	<-bob.Messages()
+	<-testserver.Messages(bob)
 
 	var users []admin.User
 	if code := call(t, a, "GET", "/v1/users", tok, nil, &users); code != 200 || len(users) != 2 || users[1].Name != "bob" || !users[1].Online {
@@ -631,7 +631,7 @@ func TestBackupRestore(t *testing.T) {
 	timeout := time.After(10 * time.Second)
 	for got < 20 {
 		select {
-		case <-bob.Messages():
+		case <-testserver.Messages(bob):
 			got++
 		case <-timeout:
 			t.Fatalf("got %d of at least 20 queued messages after restore", got)

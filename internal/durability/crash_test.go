@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"securefastchat/client"
+	"securefastchat/internal/testserver"
 	"securefastchat/store"
 )
 
@@ -74,7 +75,7 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 	var wgRecv sync.WaitGroup
 	consume := func(r *recv, c *client.Client) {
 		defer wgRecv.Done()
-		for m := range c.Messages() {
+		for m := range testserver.Messages(c) {
 			r.mu.Lock()
 			r.got[m.Text]++
 			r.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"securefastchat/client"
+	"securefastchat/internal/testserver"
 	"securefastchat/proto"
 	"securefastchat/store"
 )
@@ -86,14 +87,14 @@ func TestDiskFull(t *testing.T) {
 read:
 	for {
 		select {
-		case m := <-bob.Messages():
+		case m := <-testserver.Messages(bob):
 			got[m.Text[:4]] = true
 		case <-drain:
 			break read
 		}
 	}
 	bob.Close()
-	for m := range bob.Messages() { // handed over before Close
+	for m := range testserver.Messages(bob) { // handed over before Close
 		got[m.Text[:4]] = true
 	}
 	srv.Stop(syscall.SIGTERM)
@@ -114,7 +115,7 @@ read:
 	timeout := time.After(30 * time.Second)
 	for len(got) < int(nAcked.Load()) {
 		select {
-		case m := <-bob.Messages():
+		case m := <-testserver.Messages(bob):
 			got[m.Text[:4]] = true
 		case <-timeout:
 			t.Fatalf("received %d of %d acked", len(got), nAcked.Load())

@@ -159,7 +159,7 @@ func Acquaint(t testing.TB, from, to *client.Client) {
 	}
 	for {
 		select {
-		case m := <-from.Messages():
+		case m := <-Messages(from):
 			if m.Text == text {
 				return
 			}

@@ -1,14 +1,3 @@
-// Package client is the securefastchat client library: it connects with a
-// pinned server key, signs up and logs in, looks up and pins other users'
-// keys, seals direct messages end to end and opens the ones it receives.
-// The command line, the chat, the tests and the benchmarks all use it.
-//
-// Everything the client has to tell the application (messages, receipts,
-// presence, typing, group changes, connection states, rejected
-// deliveries, key changes, file progress) arrives one way: the channel
-// Client.Events (events.go). A server met for the first time is pinned by
-// PinServer, which says what it pinned; a program that asks its user first
-// uses Config.NoPinNew and pins the key the user accepted.
 package client
 
 import (
@@ -266,7 +255,7 @@ func (c *Client) PeerKeys(ctx context.Context, user string) (*PeerKeys, error) {
 		return k, nil
 	}
 	m := proto.UserReq{User: []byte(canon)}
-	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
+	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
 	if err := expect(t, proto.TKeys, err); err != nil {
 		return nil, err
 	}
@@ -411,7 +400,7 @@ func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 // sendRequest sends a message request and waits for its Sent, sending the
 // same bytes again after a reconnect if the connection drops first.
 func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error) {
-	t, rb, err := c.request(ctx, build)
+	t, rb, err := c.s.request(ctx, build)
 	if err == nil && t == proto.TKeysChanged {
 		pk, kerr := c.acceptKeys("", rb)
 		if kerr != nil {
@@ -427,33 +416,6 @@ func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return &Receipt{ServerID: s.ServerID, Time: time.UnixMilli(s.Time), Status: s.Status}, nil
-}
-
-// request sends a request that is safe to repeat (a read, or a message the
-// server de-duplicates by its msg_id) and returns the reply. If the
-// connection drops or the server says it is stopping before the reply, it
-// waits for the client to reconnect and sends it again, until ctx ends.
-// While the client is offline it waits for the connection first.
-func (c *Client) request(ctx context.Context, build func(b []byte, id uint32) []byte) (proto.MsgType, []byte, error) {
-	for {
-		conn := c.Conn()
-		if conn == nil {
-			if err := c.waitReconnect(ctx, nil); err != nil {
-				return 0, nil, err
-			}
-			continue
-		}
-		t, rb, err := conn.Request(ctx, build)
-		var re *proto.RemoteError
-		retry := errors.Is(err, ErrConnectionLost) ||
-			errors.As(err, &re) && re.Code == proto.CodeServerShuttingDown
-		if !retry || ctx.Err() != nil {
-			return t, rb, err
-		}
-		if werr := c.waitReconnect(ctx, conn); werr != nil {
-			return 0, nil, fmt.Errorf("%w (reconnecting: %v)", err, werr)
-		}
-	}
 }
 
 // MaxTextLen is the longest text one message can carry for this pair of

@@ -60,11 +60,11 @@ func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgI
 // sealed with the group's key and signed, like its messages. The id names
 // it in receipts.
 func (c *Client) SendGroupFileAs(ctx context.Context, group, path string, id [proto.MsgIDLen]byte, progress func(done, total int64)) (*FileReceipt, error) {
-	if _, err := c.group(ctx, group); err != nil {
+	if _, err := c.groups.group(ctx, group); err != nil {
 		return nil, err
 	}
 	return c.sendFile(ctx, path, id, progress, func(ctx context.Context, chunk []byte) error {
-		_, err := c.sendGroup(ctx, group, proto.KindFile, chunk, NewMsgID())
+		_, err := c.groups.sendGroup(ctx, group, proto.KindFile, chunk, NewMsgID())
 		return err
 	})
 }

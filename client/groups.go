@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"securefastchat/proto"
@@ -16,6 +17,27 @@ var ErrGroupChain = errors.New("client: the group's membership does not verify")
 
 // wrapsPerPart keeps one GroupChange part under a frame.
 const wrapsPerPart = 300
+
+// groupBook is what this client knows of its groups and the changes it
+// makes to them: each group's view (the roster chain and the epoch keys,
+// fetched and checked against the signed chain), the statements already
+// told to the application, and roster changes with their rekeying.
+// Owner: the Client. The fields above mu are set once; mu guards views
+// (and the views in it) and shown; changeMu lets one change run at a time.
+type groupBook struct {
+	user  string // canonical
+	id    *Identity
+	s     *session
+	peers func(ctx context.Context, user string) (*PeerKeys, error)
+	send  func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
+	post  func(Event)
+	grace time.Duration // Config.ChangeGrace
+
+	mu       sync.Mutex
+	views    map[string]*groupView
+	shown    map[string]int // statements of each group reported as events
+	changeMu sync.Mutex
+}
 
 // groupView is what this client has verified of a group.
 type groupView struct {
@@ -64,14 +86,160 @@ func (g *groupView) usable(epoch uint32) bool {
 	return have && !bad && g.committed[epoch] && g.epochSeq[epoch] == g.roster().Seq
 }
 
+// BadEpochs returns the epochs of a group this client knows to be bad.
+func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error) {
+	g, err := c.groups.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	c.groups.mu.Lock()
+	defer c.groups.mu.Unlock()
+	var out []BadEpoch
+	for _, b := range g.bad {
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// CreateGroup creates a group with this user as its admin and a first key
+// wrapped for itself.
+func (c *Client) CreateGroup(ctx context.Context, name string) error {
+	canon, err := proto.CanonicalUsername(name)
+	if err != nil {
+		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: "group names are 1 to 32 of a-z A-Z 0-9 _"}
+	}
+	return c.groups.change(ctx, canon, proto.OpCreate, c.user, true)
+}
+
+// AddMember adds user to the group (admins only) under a new key, so the
+// new member cannot read what came before.
+func (c *Client) AddMember(ctx context.Context, group, user string) error {
+	return c.groups.rosterOp(ctx, group, user, proto.OpAdd, true)
+}
+
+// RemoveMember removes user (admins only) under a new key wrapped for the
+// remaining members only.
+func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
+	return c.groups.rosterOp(ctx, group, user, proto.OpRemove, true)
+}
+
+// Promote makes user an admin.
+func (c *Client) Promote(ctx context.Context, group, user string) error {
+	return c.groups.rosterOp(ctx, group, user, proto.OpPromote, false)
+}
+
+// LeaveGroup leaves the group. The next member to send makes the new key:
+// whoever leaves must not know it.
+func (c *Client) LeaveGroup(ctx context.Context, group string) error {
+	return c.groups.rosterOp(ctx, group, c.user, proto.OpLeave, false)
+}
+
+// Rekey makes a new key epoch for the group's current, verified roster.
+func (c *Client) Rekey(ctx context.Context, group string) error {
+	return c.groups.change(ctx, group, 0, "", true)
+}
+
+// Groups lists the groups this user is in.
+func (c *Client) Groups(ctx context.Context) ([]string, error) {
+	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupList, id) })
+	if err := expect(t, proto.TGroups, err); err != nil {
+		return nil, err
+	}
+	var r proto.Groups
+	if err := r.Parse(body); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	var out []string
+	for _, n := range r.Names {
+		out = append(out, string(n))
+	}
+	return out, nil
+}
+
+// GroupMembers returns a group's roster, as its verified statement chain
+// proves it (never the server's word).
+func (c *Client) GroupMembers(ctx context.Context, group string) ([]proto.RosterMember, error) {
+	g, err := c.groups.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	c.groups.mu.Lock()
+	defer c.groups.mu.Unlock()
+	return append([]proto.RosterMember(nil), g.roster().Members...), nil
+}
+
+// GroupKey returns this member's key of an epoch, if it has it.
+func (c *Client) GroupKey(ctx context.Context, group string, epoch uint32) (*[proto.GroupKeyLen]byte, error) {
+	g, err := c.groups.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	c.groups.mu.Lock()
+	k := g.keys[epoch]
+	c.groups.mu.Unlock()
+	if k == nil {
+		return nil, fmt.Errorf("client: no key for epoch %d of %s", epoch, group)
+	}
+	return k, nil
+}
+
+// GroupEpochs returns the epochs whose keys this member holds and the
+// group's current epoch.
+func (c *Client) GroupEpochs(ctx context.Context, group string) ([]uint32, uint32, error) {
+	g, err := c.groups.group(ctx, group)
+	if err != nil {
+		return nil, 0, err
+	}
+	c.groups.mu.Lock()
+	defer c.groups.mu.Unlock()
+	var out []uint32
+	for e := range g.keys {
+		out = append(out, e)
+	}
+	return out, g.current, nil
+}
+
+// GroupChain returns a group's verified statements: its membership
+// history, each change signed.
+func (c *Client) GroupChain(ctx context.Context, group string) ([]*proto.Statement, error) {
+	g, err := c.groups.group(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	c.groups.mu.Lock()
+	defer c.groups.mu.Unlock()
+	return append([]*proto.Statement(nil), g.chain...), nil
+}
+
+// SendGroupText seals text with the group's current key, signs it and
+// sends it to every member. If the key is behind the roster (someone left
+// since), it makes a new epoch first. It returns once every member's client
+// has it or it is stored for them.
+func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receipt, error) {
+	return c.SendGroupTextAs(ctx, group, text, NewMsgID())
+}
+
+// SendGroupTextAs is SendGroupText with the message id chosen by the
+// caller (see PrepareAs).
+func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
+	return c.groups.sendGroup(ctx, group, proto.KindText, []byte(text), id)
+}
+
+// DefaultChangeGrace is how long after this client learns of a roster
+// change it still accepts a message signed under the roster before it
+// from a member the change removed (Config.ChangeGrace): messages
+// genuinely in flight during the change. A removed member working with the
+// server can back-date a message within it (docs/PROTOCOL.md says so).
+const DefaultChangeGrace = 2 * time.Minute
+
 // signKey returns a user's pinned, verified Ed25519 key for statement
 // checks; the client's own comes from its identity.
-func (c *Client) signKeyFunc(ctx context.Context) proto.SignKeyFunc {
+func (gb *groupBook) signKeyFunc(ctx context.Context) proto.SignKeyFunc {
 	return func(user string) ed25519.PublicKey {
-		if user == c.user {
-			return c.id.Sign.Public().(ed25519.PublicKey)
+		if user == gb.user {
+			return gb.id.Sign.Public().(ed25519.PublicKey)
 		}
-		pk, err := c.PeerKeys(ctx, user)
+		pk, err := gb.peers(ctx, user)
 		if err != nil {
 			return nil
 		}
@@ -81,21 +249,21 @@ func (c *Client) signKeyFunc(ctx context.Context) proto.SignKeyFunc {
 
 // group fetches what is new of a group (statements and this member's
 // keys), verifies it and returns the view.
-func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
+func (gb *groupBook) group(ctx context.Context, name string) (*groupView, error) {
 	var events []Event // told once the lock is released
 	defer func() {
 		for _, ev := range events {
-			c.post(ev)
+			gb.post(ev)
 		}
 	}()
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	g := c.groupsM[name]
+	gb.mu.Lock()
+	defer gb.mu.Unlock()
+	g := gb.views[name]
 	if g == nil {
 		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
 			created: map[uint32]time.Time{}, sent: map[uint32]int{}, committed: map[uint32]bool{}, bad: map[uint32]BadEpoch{}}
 	}
-	if err := c.fetchChain(ctx, g, name); err != nil {
+	if err := gb.fetchChain(ctx, g, name); err != nil {
 		return nil, err
 	}
 	// A fresh view asks for the current epoch only (from 0): older ones are
@@ -105,25 +273,25 @@ func (c *Client) group(ctx context.Context, name string) (*groupView, error) {
 	if g.fetched == 0 {
 		from = 0
 	}
-	evs, err := c.fetchKeys(ctx, g, name, from, true)
+	evs, err := gb.fetchKeys(ctx, g, name, from, true)
 	events = append(events, evs...)
 	if err != nil {
 		return nil, err
 	}
-	if c.groupsM == nil {
-		c.groupsM = map[string]*groupView{}
+	if gb.views == nil {
+		gb.views = map[string]*groupView{}
 	}
-	c.groupsM[name] = g
+	gb.views[name] = g
 	return g, nil
 }
 
 // fetchChain fetches and verifies the statements of a group past those
-// the view has. c.groupsMu is held.
-func (c *Client) fetchChain(ctx context.Context, g *groupView, name string) error {
-	keys := c.signKeyFunc(ctx)
+// the view has. b.mu is held.
+func (gb *groupBook) fetchChain(ctx context.Context, g *groupView, name string) error {
+	keys := gb.signKeyFunc(ctx)
 	for {
 		req := proto.GroupReq{Group: []byte(name), From: uint32(len(g.chain))}
-		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
+		t, body, err := gb.s.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
 		if err := expect(t, proto.TGroupChainReply, err); err != nil {
 			return err
 		}
@@ -162,12 +330,12 @@ func (c *Client) fetchChain(ctx context.Context, g *groupView, name string) erro
 // current one only), up to the current epoch if all, else one reply's
 // worth, and checks each (checkEpoch, checkReport). It returns the events
 // for the epochs newly found bad (and reports those this member found).
-// c.groupsMu is held.
-func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from uint32, all bool) ([]Event, error) {
+// b.mu is held.
+func (gb *groupBook) fetchKeys(ctx context.Context, g *groupView, name string, from uint32, all bool) ([]Event, error) {
 	var newlyBad []BadEpoch
 	for {
 		req := proto.GroupReq{Group: []byte(name), From: from}
-		t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
+		t, body, err := gb.s.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
 		if err := expect(t, proto.TGroupKeysReplyV2, err); err != nil {
 			return nil, err
 		}
@@ -180,7 +348,7 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 			if int(k.RosterSeq) >= len(g.rosters) {
 				// Made for a roster change after the chain this view
 				// fetched (it happened meanwhile): catch up first.
-				if err := c.fetchChain(ctx, g, name); err != nil {
+				if err := gb.fetchChain(ctx, g, name); err != nil {
 					return nil, err
 				}
 				if int(k.RosterSeq) >= len(g.rosters) {
@@ -193,7 +361,7 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 			if _, known := g.bad[k.Epoch]; known {
 				continue // found bad already, and said so
 			}
-			key, committed, why, err := c.checkEpoch(ctx, g, name, &k)
+			key, committed, why, err := gb.checkEpoch(ctx, g, name, &k)
 			if err != nil {
 				g.fetched = min(g.fetched, k.Epoch-1) // fetched again next time
 				return nil, err
@@ -203,10 +371,10 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 				g.committed[k.Epoch] = committed
 			}
 			if why != "" {
-				b := BadEpoch{Epoch: k.Epoch, Maker: string(k.Wrapper), Reporter: c.user, Why: why}
+				b := BadEpoch{Epoch: k.Epoch, Maker: string(k.Wrapper), Reporter: gb.user, Why: why}
 				g.bad[k.Epoch] = b
 				newlyBad = append(newlyBad, b)
-			} else if rep := c.checkReport(ctx, g, name, &k); rep != "" {
+			} else if rep := gb.checkReport(ctx, g, name, &k); rep != "" {
 				b := BadEpoch{Epoch: k.Epoch, Maker: string(k.Wrapper), Reporter: rep, Why: "its key did not open or match for " + rep}
 				g.bad[k.Epoch] = b
 				newlyBad = append(newlyBad, b)
@@ -219,8 +387,8 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 	}
 	var events []Event
 	for _, b := range newlyBad {
-		if b.Reporter == c.user {
-			c.reportBadEpoch(ctx, name, b.Epoch)
+		if b.Reporter == gb.user {
+			gb.reportBadEpoch(ctx, name, b.Epoch)
 		}
 		events = append(events, Event{Kind: EventGroupBadKey, Group: name, User: b.Maker, Target: b.Reporter, Text: b.Why, Epoch: b.Epoch, Time: time.Now()})
 	}
@@ -229,21 +397,21 @@ func (c *Client) fetchKeys(ctx context.Context, g *groupView, name string, from 
 
 // epochKey returns this member's key of an older epoch of a group and the
 // roster it was made for, fetching it if this client has not yet.
-func (c *Client) epochKey(ctx context.Context, name string, epoch uint32) (*[proto.GroupKeyLen]byte, uint32, bool, error) {
+func (gb *groupBook) epochKey(ctx context.Context, name string, epoch uint32) (*[proto.GroupKeyLen]byte, uint32, bool, error) {
 	var events []Event
 	defer func() {
 		for _, ev := range events {
-			c.post(ev)
+			gb.post(ev)
 		}
 	}()
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	g := c.groupsM[name]
+	gb.mu.Lock()
+	defer gb.mu.Unlock()
+	g := gb.views[name]
 	if g == nil {
 		return nil, 0, false, fmt.Errorf("client: no view of %s", name)
 	}
 	if _, ok := g.epochSeq[epoch]; !ok && epoch < g.fetched {
-		evs, err := c.fetchKeys(ctx, g, name, epoch, false)
+		evs, err := gb.fetchKeys(ctx, g, name, epoch, false)
 		events = evs
 		if err != nil {
 			return nil, 0, false, err
@@ -260,16 +428,16 @@ func (c *Client) epochKey(ctx context.Context, name string, epoch uint32) (*[pro
 // and why the epoch is bad ("" if it is not). An epoch from before
 // statements has none: its key is kept for the messages sent under it,
 // uncommitted.
-func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string, error) {
+func (gb *groupBook) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string, error) {
 	wrapper := string(k.Wrapper)
-	if g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(c.user) < 0 {
+	if g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(gb.user) < 0 {
 		return nil, false, fmt.Sprintf("it was made by %s for a roster that did not have both of you", wrapper), nil
 	}
 	// The maker's keys: a failure to fetch them says nothing of the epoch.
-	shared := proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
-	signKey := c.id.Sign.Public().(ed25519.PublicKey)
-	if wrapper != c.user {
-		pk, err := c.PeerKeys(ctx, wrapper)
+	shared := proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public)
+	signKey := gb.id.Sign.Public().(ed25519.PublicKey)
+	if wrapper != gb.user {
+		pk, err := gb.peers(ctx, wrapper)
 		if err != nil {
 			return nil, false, "", fmt.Errorf("client: keys of %s, who made epoch %d of %s: %w", wrapper, k.Epoch, name, err)
 		}
@@ -288,7 +456,7 @@ func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *p
 			return nil, false, "its epoch statement is not signed by " + wrapper, nil
 		}
 	}
-	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(c.user), shared)
+	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(gb.user), shared)
 	if err != nil {
 		return nil, false, "the copy wrapped for you does not open", nil
 	}
@@ -304,12 +472,12 @@ func (c *Client) checkEpoch(ctx context.Context, g *groupView, name string, k *p
 // checkReport checks a member's report that an epoch is bad: signed by a
 // member of the roster the epoch was made for. It returns the reporter,
 // or "" if there is no report it can believe.
-func (c *Client) checkReport(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) string {
+func (gb *groupBook) checkReport(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) string {
 	rep := string(k.BadBy)
 	if rep == "" || int(k.RosterSeq) >= len(g.rosters) || g.rosters[k.RosterSeq].Index(rep) < 0 {
 		return ""
 	}
-	key := c.signKeyFunc(ctx)(rep)
+	key := gb.signKeyFunc(ctx)(rep)
 	if key == nil || !ed25519.Verify(key, proto.BadEpochSigned([]byte(name), k.Epoch, []byte(rep)), k.BadSig) {
 		return ""
 	}
@@ -319,91 +487,76 @@ func (c *Client) checkReport(ctx context.Context, g *groupView, name string, k *
 // reportBadEpoch tells the server (and through it every member) that this
 // member's copy of an epoch is bad, signed. The server then refuses sends
 // under it, and the next sender makes a new one.
-func (c *Client) reportBadEpoch(ctx context.Context, name string, epoch uint32) {
-	m := proto.BadEpoch{Group: []byte(name), Epoch: epoch, Sig: ed25519.Sign(c.id.Sign, proto.BadEpochSigned([]byte(name), epoch, []byte(c.user)))}
-	if conn := c.Conn(); conn != nil {
+func (gb *groupBook) reportBadEpoch(ctx context.Context, name string, epoch uint32) {
+	m := proto.BadEpoch{Group: []byte(name), Epoch: epoch, Sig: ed25519.Sign(gb.id.Sign, proto.BadEpochSigned([]byte(name), epoch, []byte(gb.user)))}
+	if conn := gb.s.Conn(); conn != nil {
 		_ = conn.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, func(proto.MsgType, []byte, error) {})
 	}
-}
-
-// BadEpochs returns the epochs of a group this client knows to be bad.
-func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error) {
-	g, err := c.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	var out []BadEpoch
-	for _, b := range g.bad {
-		out = append(out, b)
-	}
-	return out, nil
 }
 
 // change signs a statement (if op != 0) and sends it with a new epoch
 // wrapped for the roster after it (if withEpoch). Changes from one client
 // go one at a time: the parts of one epoch must not interleave with
 // another's on the connection.
-func (c *Client) change(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
-	c.changeMu.Lock()
-	defer c.changeMu.Unlock()
-	return c.changeLocked(ctx, name, op, target, withEpoch)
+func (gb *groupBook) change(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
+	gb.changeMu.Lock()
+	defer gb.changeMu.Unlock()
+	return gb.changeLocked(ctx, name, op, target, withEpoch)
 }
 
 // rekeyIfNeeded makes a new epoch unless, once it holds the change lock,
 // the current one is fine (another send may just have made it).
 // The view is the one held (a sender that waited for another's rekey finds
 // it current); after a rekey it is fetched again, once.
-func (c *Client) rekeyIfNeeded(ctx context.Context, name string, rotate bool) error {
-	c.changeMu.Lock()
-	defer c.changeMu.Unlock()
-	c.groupsMu.Lock()
-	g := c.groupsM[name]
-	c.groupsMu.Unlock()
+func (gb *groupBook) rekeyIfNeeded(ctx context.Context, name string, rotate bool) error {
+	gb.changeMu.Lock()
+	defer gb.changeMu.Unlock()
+	gb.mu.Lock()
+	g := gb.views[name]
+	gb.mu.Unlock()
 	if g == nil {
 		var err error
-		if g, err = c.group(ctx, name); err != nil {
+		if g, err = gb.group(ctx, name); err != nil {
 			return err
 		}
 	}
-	c.groupsMu.Lock()
+	gb.mu.Lock()
 	usable := g.usable(g.current)
 	stale := rotate && (time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages)
-	c.groupsMu.Unlock()
+	gb.mu.Unlock()
 	if usable && !stale {
 		return nil
 	}
-	if err := c.changeLocked(ctx, name, 0, "", true); err != nil {
+	if err := gb.changeLocked(ctx, name, 0, "", true); err != nil {
 		return err
 	}
-	_, err := c.group(ctx, name)
+	_, err := gb.group(ctx, name)
 	return err
 }
 
-func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
+func (gb *groupBook) changeLocked(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
 	var g *groupView
 	var roster *proto.Roster
 	var epoch uint32 = 1
 	if op != proto.OpCreate {
 		var err error
-		if g, err = c.group(ctx, name); err != nil {
+		if g, err = gb.group(ctx, name); err != nil {
 			return err
 		}
-		c.groupsMu.Lock()
+		gb.mu.Lock()
 		roster = g.roster().Clone()
 		epoch = g.current + 1
-		c.groupsMu.Unlock()
+		gb.mu.Unlock()
 	}
 	var raw []byte
 	rosterSeq := uint32(0)
 	if op != 0 {
-		s := &proto.Statement{Group: []byte(name), Op: op, Target: []byte(target), Signer: []byte(c.user)}
+		s := &proto.Statement{Group: []byte(name), Op: op, Target: []byte(target), Signer: []byte(gb.user)}
 		if roster != nil {
 			s.Seq, s.Prev = roster.Seq+1, roster.Last
 		}
-		s.Sign(c.id.Sign)
-		next, err := roster.Apply(s, c.signKeyFunc(ctx))
+		s.Sign(gb.id.Sign)
+		next, err := roster.Apply(s, gb.signKeyFunc(ctx))
 		if err != nil {
 			return err // refused locally: the server would refuse it too
 		}
@@ -419,13 +572,13 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 			return err
 		}
 		es := proto.EpochStatement{Group: []byte(name), Epoch: epoch, RosterSeq: rosterSeq, Head: roster.Last,
-			Commit: proto.KeyCommitment(key, []byte(name), epoch), Maker: []byte(c.user)}
-		es.Sign(c.id.Sign)
+			Commit: proto.KeyCommitment(key, []byte(name), epoch), Maker: []byte(gb.user)}
+		es.Sign(gb.id.Sign)
 		epochStmt = es.Append(nil)
 		for _, m := range roster.Names() {
-			shared := proto.SharedKey(&c.id.Box.Private, c.id.Box.Public)
-			if m != c.user {
-				pk, err := c.PeerKeys(ctx, m)
+			shared := proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public)
+			if m != gb.user {
+				pk, err := gb.peers(ctx, m)
 				if err != nil {
 					return err
 				}
@@ -441,7 +594,7 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 		epoch = 0
 	}
 	parts := max(1, (len(wraps)+wrapsPerPart-1)/wrapsPerPart)
-	conn, err := c.liveConn(ctx) // every part goes on one connection
+	conn, err := gb.s.liveConn(ctx) // every part goes on one connection
 	if err != nil {
 		return err
 	}
@@ -456,40 +609,7 @@ func (c *Client) changeLocked(ctx context.Context, name string, op uint8, target
 	return nil
 }
 
-// CreateGroup creates a group with this user as its admin and a first key
-// wrapped for itself.
-func (c *Client) CreateGroup(ctx context.Context, name string) error {
-	canon, err := proto.CanonicalUsername(name)
-	if err != nil {
-		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: "group names are 1 to 32 of a-z A-Z 0-9 _"}
-	}
-	return c.change(ctx, canon, proto.OpCreate, c.user, true)
-}
-
-// AddMember adds user to the group (admins only) under a new key, so the
-// new member cannot read what came before.
-func (c *Client) AddMember(ctx context.Context, group, user string) error {
-	return c.rosterOp(ctx, group, user, proto.OpAdd, true)
-}
-
-// RemoveMember removes user (admins only) under a new key wrapped for the
-// remaining members only.
-func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
-	return c.rosterOp(ctx, group, user, proto.OpRemove, true)
-}
-
-// Promote makes user an admin.
-func (c *Client) Promote(ctx context.Context, group, user string) error {
-	return c.rosterOp(ctx, group, user, proto.OpPromote, false)
-}
-
-// LeaveGroup leaves the group. The next member to send makes the new key:
-// whoever leaves must not know it.
-func (c *Client) LeaveGroup(ctx context.Context, group string) error {
-	return c.rosterOp(ctx, group, c.user, proto.OpLeave, false)
-}
-
-func (c *Client) rosterOp(ctx context.Context, group, user string, op uint8, epoch bool) error {
+func (gb *groupBook) rosterOp(ctx context.Context, group, user string, op uint8, epoch bool) error {
 	g, err := proto.CanonicalUsername(group)
 	if err != nil {
 		return &proto.RemoteError{Code: proto.CodeNoSuchGroup, Message: "no such group"}
@@ -498,107 +618,16 @@ func (c *Client) rosterOp(ctx context.Context, group, user string, op uint8, epo
 	if err != nil {
 		return &proto.RemoteError{Code: proto.CodeNoSuchUser, Message: "no such user"}
 	}
-	err = c.change(ctx, g, op, u, epoch)
+	err = gb.change(ctx, g, op, u, epoch)
 	if errors.Is(err, proto.CodeStaleGroup) {
-		err = c.change(ctx, g, op, u, epoch) // someone else changed it first: once more on the new state
+		err = gb.change(ctx, g, op, u, epoch) // someone else changed it first: once more on the new state
 	}
 	return err
 }
 
-// Rekey makes a new key epoch for the group's current, verified roster.
-func (c *Client) Rekey(ctx context.Context, group string) error {
-	return c.change(ctx, group, 0, "", true)
-}
-
-// Groups lists the groups this user is in.
-func (c *Client) Groups(ctx context.Context) ([]string, error) {
-	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupList, id) })
-	if err := expect(t, proto.TGroups, err); err != nil {
-		return nil, err
-	}
-	var r proto.Groups
-	if err := r.Parse(body); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
-	}
-	var out []string
-	for _, n := range r.Names {
-		out = append(out, string(n))
-	}
-	return out, nil
-}
-
-// GroupMembers returns a group's roster, as its verified statement chain
-// proves it (never the server's word).
-func (c *Client) GroupMembers(ctx context.Context, group string) ([]proto.RosterMember, error) {
-	g, err := c.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	return append([]proto.RosterMember(nil), g.roster().Members...), nil
-}
-
-// GroupKey returns this member's key of an epoch, if it has it.
-func (c *Client) GroupKey(ctx context.Context, group string, epoch uint32) (*[proto.GroupKeyLen]byte, error) {
-	g, err := c.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	c.groupsMu.Lock()
-	k := g.keys[epoch]
-	c.groupsMu.Unlock()
-	if k == nil {
-		return nil, fmt.Errorf("client: no key for epoch %d of %s", epoch, group)
-	}
-	return k, nil
-}
-
-// GroupEpochs returns the epochs whose keys this member holds and the
-// group's current epoch.
-func (c *Client) GroupEpochs(ctx context.Context, group string) ([]uint32, uint32, error) {
-	g, err := c.group(ctx, group)
-	if err != nil {
-		return nil, 0, err
-	}
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	var out []uint32
-	for e := range g.keys {
-		out = append(out, e)
-	}
-	return out, g.current, nil
-}
-
-// GroupChain returns a group's verified statements: its membership
-// history, each change signed.
-func (c *Client) GroupChain(ctx context.Context, group string) ([]*proto.Statement, error) {
-	g, err := c.group(ctx, group)
-	if err != nil {
-		return nil, err
-	}
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	return append([]*proto.Statement(nil), g.chain...), nil
-}
-
-// SendGroupText seals text with the group's current key, signs it and
-// sends it to every member. If the key is behind the roster (someone left
-// since), it makes a new epoch first. It returns once every member's client
-// has it or it is stored for them.
-func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receipt, error) {
-	return c.SendGroupTextAs(ctx, group, text, NewMsgID())
-}
-
-// SendGroupTextAs is SendGroupText with the message id chosen by the
-// caller (see PrepareAs).
-func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
-	return c.sendGroup(ctx, group, proto.KindText, []byte(text), id)
-}
-
 // sendGroup seals an inner of kind (text or a file chunk) for the group,
 // signs it and sends it.
-func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body []byte, id [proto.MsgIDLen]byte) (*Receipt, error) {
+func (gb *groupBook) sendGroup(ctx context.Context, group string, kind uint8, body []byte, id [proto.MsgIDLen]byte) (*Receipt, error) {
 	name, err := proto.CanonicalUsername(group)
 	if err != nil {
 		return nil, &proto.RemoteError{Code: proto.CodeNoSuchGroup, Message: "no such group"}
@@ -610,28 +639,28 @@ func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body [
 		// the roster, and the retry fetches what changed.
 		var g *groupView
 		if attempt == 0 {
-			c.groupsMu.Lock()
-			g = c.groupsM[name]
-			c.groupsMu.Unlock()
+			gb.mu.Lock()
+			g = gb.views[name]
+			gb.mu.Unlock()
 		}
 		if g == nil {
 			var err error
-			if g, err = c.group(ctx, name); err != nil {
+			if g, err = gb.group(ctx, name); err != nil {
 				return nil, err
 			}
 		}
-		c.groupsMu.Lock()
+		gb.mu.Lock()
 		key, usable := g.keys[g.current], g.usable(g.current)
 		current, pos := g.current, proto.RosterPos{Seq: g.roster().Seq, Head: g.roster().Last}
 		stale := time.Since(g.created[g.current]) > RotateAfter || g.sent[g.current] >= RotateAfterMessages
-		c.groupsMu.Unlock()
+		gb.mu.Unlock()
 		if !usable || stale && attempt == 0 {
-			if err := c.rekeyIfNeeded(ctx, name, attempt == 0); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
+			if err := gb.rekeyIfNeeded(ctx, name, attempt == 0); err != nil && !errors.Is(err, proto.CodeStaleGroup) {
 				return nil, err
 			}
 			continue
 		}
-		in := proto.Inner{Kind: kind, From: []byte(c.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body, Roster: &pos}
+		in := proto.Inner{Kind: kind, From: []byte(gb.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body, Roster: &pos}
 		plain, err := in.Append(nil)
 		if err != nil {
 			return nil, err
@@ -641,26 +670,19 @@ func (c *Client) sendGroup(ctx context.Context, group string, kind uint8, body [
 			return nil, err
 		}
 		m := proto.SendGroup{File: kind == proto.KindFile, Group: []byte(name), Epoch: current, MsgID: msgID, Body: sealed,
-			Sig: ed25519.Sign(c.id.Sign, proto.GroupMsgSigned([]byte(name), current, msgID, sealed))}
-		r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+			Sig: ed25519.Sign(gb.id.Sign, proto.GroupMsgSigned([]byte(name), current, msgID, sealed))}
+		r, err := gb.send(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {
 			continue // the roster moved under us: refresh and send again (same id)
 		}
 		if err == nil {
-			c.groupsMu.Lock()
+			gb.mu.Lock()
 			g.sent[m.Epoch]++
-			c.groupsMu.Unlock()
+			gb.mu.Unlock()
 		}
 		return r, err
 	}
 }
-
-// DefaultChangeGrace is how long after this client learns of a roster
-// change it still accepts a message signed under the roster before it
-// from a member the change removed (Config.ChangeGrace): messages
-// genuinely in flight during the change. A removed member working with the
-// server can back-date a message within it (docs/PROTOCOL.md says so).
-const DefaultChangeGrace = 2 * time.Minute
 
 // checkPosition checks the roster position a group message was signed
 // under (pos; nil for a message from before positions, which stands at
@@ -669,26 +691,26 @@ const DefaultChangeGrace = 2 * time.Minute
 // longer a member is accepted only within Config.ChangeGrace of when this client
 // learned of the change that removed them, and only with a send time
 // before it; before reports that case.
-func (c *Client) checkPosition(ctx context.Context, group, from string, epochSeq uint32, pos *proto.RosterPos, sentAt time.Time) (before bool, _ error) {
+func (gb *groupBook) checkPosition(ctx context.Context, group, from string, epochSeq uint32, pos *proto.RosterPos, sentAt time.Time) (before bool, _ error) {
 	seq := epochSeq
 	if pos != nil {
 		seq = pos.Seq
 	}
 	for attempt := 0; ; attempt++ {
-		c.groupsMu.Lock()
-		g := c.groupsM[group]
+		gb.mu.Lock()
+		g := gb.views[group]
 		known := g != nil && int(seq) < len(g.rosters)
-		c.groupsMu.Unlock()
+		gb.mu.Unlock()
 		if known || attempt > 0 {
 			break
 		}
-		if _, err := c.group(ctx, group); err != nil { // a position newer than this view: fetch once
+		if _, err := gb.group(ctx, group); err != nil { // a position newer than this view: fetch once
 			return false, fmt.Errorf("%w: group %s: %v", ErrRejected, group, err)
 		}
 	}
-	c.groupsMu.Lock()
-	defer c.groupsMu.Unlock()
-	g := c.groupsM[group]
+	gb.mu.Lock()
+	defer gb.mu.Unlock()
+	g := gb.views[group]
 	switch {
 	case g == nil || int(seq) >= len(g.rosters):
 		return false, fmt.Errorf("%w: %s signed it under roster position %d of %s, which this client's verified chain does not have", ErrRejected, from, seq, group)
@@ -708,9 +730,59 @@ func (c *Client) checkPosition(ctx context.Context, group, from string, epochSeq
 		gone++
 	}
 	learned := g.learned[min(int(gone), len(g.learned)-1)]
-	grace := c.cfg.ChangeGrace
+	grace := gb.grace
 	if time.Since(learned) > grace || sentAt.After(learned.Add(grace)) {
 		return false, fmt.Errorf("%w: %s is no longer a member of %s, and this was signed under the roster before that change, after its grace period (injected or replayed)", ErrRejected, from, group)
 	}
 	return true, nil
+}
+
+// groupChanged fetches and checks a group whose roster changed and tells
+// the application what each statement it has not reported yet did (on the
+// first change seen of a group, the last one only: the one pushed).
+func (gb *groupBook) groupChanged(name string, chainLen uint32) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if chainLen == 0 {
+		// The keys changed: a new epoch, or a report that one is bad. Fetch
+		// the current epoch again too, for its report.
+		gb.mu.Lock()
+		if g := gb.views[name]; g != nil && g.current > 0 {
+			g.fetched = min(g.fetched, g.current-1)
+		}
+		gb.mu.Unlock()
+	}
+	g, err := gb.group(ctx, name)
+	if errors.Is(err, proto.CodeNoSuchGroup) {
+		gb.mu.Lock()
+		delete(gb.views, name)
+		delete(gb.shown, name)
+		gb.mu.Unlock()
+		gb.post(Event{Kind: EventGroup, Group: name, Target: gb.user, Time: time.Now()})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	gb.mu.Lock()
+	from, ok := gb.shown[name]
+	switch {
+	case chainLen == 0 && !ok:
+		from = len(g.chain) // the keys changed, not the roster: nothing new to show
+	case !ok:
+		from = len(g.chain) - 1
+	}
+	var evs []Event
+	for _, s := range g.chain[min(from, len(g.chain)):] {
+		evs = append(evs, Event{Kind: EventGroup, Group: name, User: string(s.Signer), Op: s.Op, Target: string(s.Target), Time: time.Now()})
+	}
+	if gb.shown == nil {
+		gb.shown = map[string]int{}
+	}
+	gb.shown[name] = len(g.chain)
+	gb.mu.Unlock()
+	for _, ev := range evs {
+		gb.post(ev)
+	}
+	return nil
 }

@@ -99,57 +99,7 @@ func (c *Client) handlePush(p push) error {
 		if err := m.Parse(p.body); err != nil {
 			return fmt.Errorf("%w: group change: %v", ErrProtocol, err)
 		}
-		return c.groupChanged(string(m.Group), m.From)
-	}
-	return nil
-}
-
-// groupChanged fetches and checks a group whose roster changed and tells
-// the application what each statement it has not reported yet did (on the
-// first change seen of a group, the last one only: the one pushed).
-func (c *Client) groupChanged(name string, chainLen uint32) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if chainLen == 0 {
-		// The keys changed: a new epoch, or a report that one is bad. Fetch
-		// the current epoch again too, for its report.
-		c.groupsMu.Lock()
-		if g := c.groupsM[name]; g != nil && g.current > 0 {
-			g.fetched = min(g.fetched, g.current-1)
-		}
-		c.groupsMu.Unlock()
-	}
-	g, err := c.group(ctx, name)
-	if errors.Is(err, proto.CodeNoSuchGroup) {
-		c.groupsMu.Lock()
-		delete(c.groupsM, name)
-		delete(c.groupsShown, name)
-		c.groupsMu.Unlock()
-		c.post(Event{Kind: EventGroup, Group: name, Target: c.user, Time: time.Now()})
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	c.groupsMu.Lock()
-	from, ok := c.groupsShown[name]
-	switch {
-	case chainLen == 0 && !ok:
-		from = len(g.chain) // the keys changed, not the roster: nothing new to show
-	case !ok:
-		from = len(g.chain) - 1
-	}
-	var evs []Event
-	for _, s := range g.chain[min(from, len(g.chain)):] {
-		evs = append(evs, Event{Kind: EventGroup, Group: name, User: string(s.Signer), Op: s.Op, Target: string(s.Target), Time: time.Now()})
-	}
-	if c.groupsShown == nil {
-		c.groupsShown = map[string]int{}
-	}
-	c.groupsShown[name] = len(g.chain)
-	c.groupsMu.Unlock()
-	for _, ev := range evs {
-		c.post(ev)
+		return c.groups.groupChanged(string(m.Group), m.From)
 	}
 	return nil
 }
@@ -182,13 +132,13 @@ func (c *Client) openSignal(from string, body []byte) error {
 		return fmt.Errorf("%w: typing: %v", ErrRejected, err)
 	}
 	if len(t.Group) > 0 {
-		g, err := c.group(ctx, string(t.Group))
+		g, err := c.groups.group(ctx, string(t.Group))
 		if err != nil {
 			return fmt.Errorf("%w: typing in %s: %v", ErrRejected, t.Group, err)
 		}
-		c.groupsMu.Lock()
+		c.groups.mu.Lock()
 		member := g.roster().Index(from) >= 0
-		c.groupsMu.Unlock()
+		c.groups.mu.Unlock()
 		if !member {
 			return fmt.Errorf("%w: %s is not a member of %s", ErrRejected, from, t.Group)
 		}
@@ -227,13 +177,13 @@ func (c *Client) SendTyping(ctx context.Context, to, group string, active bool) 
 	if group == "" {
 		return c.signal(ctx, to, body)
 	}
-	g, err := c.group(ctx, group)
+	g, err := c.groups.group(ctx, group)
 	if err != nil {
 		return err
 	}
-	c.groupsMu.Lock()
+	c.groups.mu.Lock()
 	names := g.roster().Names()
-	c.groupsMu.Unlock()
+	c.groups.mu.Unlock()
 	c.live.mu.Lock()
 	known, online := c.live.known, c.live.online
 	var targets []string
@@ -285,7 +235,7 @@ func (c *Client) Broadcast(ctx context.Context, text string) (int, error) {
 	if err := m.Parse(m.Append(nil, 0)[proto.MsgHeaderLen:]); err != nil {
 		return 0, fmt.Errorf("client: broadcast: %w", err)
 	}
-	conn, err := c.liveConn(ctx)
+	conn, err := c.s.liveConn(ctx)
 	if err != nil {
 		return 0, err
 	}

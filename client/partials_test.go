@@ -58,6 +58,21 @@ func TestPartialFilesBounded(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the fifth unfinished file was not refused")
 	}
+	// Every chunk is taken (the sixth is refused too, silently) before
+	// bob closes: one not acknowledged yet would come again after the
+	// restart, as a transfer begun then.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, _, err := s.Store.QueueLen("bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d chunks still queued for bob", n)
+		}
+	}
 	parts, _ := filepath.Glob(filepath.Join(cfg.OutDir, ".incoming-*.part"))
 	if len(parts) != 4 {
 		t.Fatalf("%d partial files on disk, want 4", len(parts))

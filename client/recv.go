@@ -261,17 +261,17 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		r.dups.Add(1)
 		return nil, false, nil
 	}
-	if _, err := r.c.group(ctx, group); err != nil {
+	if _, err := r.c.groups.group(ctx, group); err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
-	key, seq, ok, err := r.c.epochKey(ctx, group, d.Epoch)
+	key, seq, ok, err := r.c.groups.epochKey(ctx, group, d.Epoch)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
 	if key == nil || !ok {
 		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)
 	}
-	signKey := r.c.signKeyFunc(ctx)(from)
+	signKey := r.c.groups.signKeyFunc(ctx)(from)
 	if signKey == nil || !ed25519.Verify(signKey, proto.GroupMsgSigned(d.Group, d.Epoch, d.MsgID, d.Body), d.Sig) {
 		return nil, false, fmt.Errorf("%w: the signature is not %s's", ErrRejected, from)
 	}
@@ -286,7 +286,7 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText && in.Kind != proto.KindFile {
 		return nil, false, fmt.Errorf("%w: sealed sender, group, id or kind do not match", ErrRejected)
 	}
-	before, err := r.c.checkPosition(ctx, group, from, seq, in.Roster, time.Unix(0, in.SentAt))
+	before, err := r.c.groups.checkPosition(ctx, group, from, seq, in.Roster, time.Unix(0, in.SentAt))
 	if err != nil {
 		return nil, false, err
 	}

@@ -67,7 +67,7 @@ func (c *Client) relation(ctx context.Context, user string, action uint8) error 
 		return fmt.Errorf("client: %q: %w", user, err)
 	}
 	m := proto.Relation{User: []byte(canon), Action: action}
-	t, _, err := c.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 	if err := expect(t, proto.TOK, err); err != nil {
 		return err
 	}
@@ -79,7 +79,7 @@ func (c *Client) relation(ctx context.Context, user string, action uint8) error 
 
 // Blocked returns the users this user blocks, sorted.
 func (c *Client) Blocked(ctx context.Context) ([]string, error) {
-	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TBlockedList, id) })
+	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TBlockedList, id) })
 	if err := expect(t, proto.TBlocked, err); err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ type GroupInvite struct {
 
 // GroupInvites returns this user's pending group invitations.
 func (c *Client) GroupInvites(ctx context.Context) ([]GroupInvite, error) {
-	t, body, err := c.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupInvites, id) })
+	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TGroupInvites, id) })
 	if err := expect(t, proto.TGroupInvitesReply, err); err != nil {
 		return nil, err
 	}
@@ -127,6 +127,6 @@ func (c *Client) JoinGroup(ctx context.Context, group string) error {
 		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: "group names are 1 to 32 of a-z A-Z 0-9 _"}
 	}
 	m := proto.GroupJoin{Group: []byte(canon)}
-	t, _, err := c.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 	return expect(t, proto.TOK, err)
 }

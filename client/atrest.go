@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"golang.org/x/crypto/nacl/secretbox"
 )
@@ -58,24 +56,30 @@ func openAtRest(key *[32]byte, magic string, b []byte, path string) (content []b
 	return content, false, nil
 }
 
-// writeSealed seals content and replaces path with it atomically.
-func writeSealed(key *[32]byte, magic, path string, content []byte) error {
+// records is what sealed records are kept in: a Storage or a Downloads.
+type records interface {
+	Read(name string) ([]byte, error)
+	Replace(name string, data []byte) error
+}
+
+// writeSealed seals content and replaces the record name with it.
+func writeSealed(st records, key *[32]byte, magic, name string, content []byte) error {
 	b, err := sealAtRest(key, magic, content)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	return writeFileAtomic(path, b)
+	return st.Replace(name, b)
 }
 
-// readSealed reads a file sealed under magic; a missing file is
-// os.ErrNotExist, and plain reports a file from before sealing.
-func readSealed(key *[32]byte, magic, path string) (content []byte, plain bool, err error) {
-	b, err := os.ReadFile(path)
+// readSealed reads a record sealed under magic; a missing one is
+// fs.ErrNotExist, and plain reports one from before sealing.
+func readSealed(st records, key *[32]byte, magic, name string) (content []byte, plain bool, err error) {
+	b, err := st.Read(name)
 	if err != nil {
 		return nil, false, err
 	}
-	return openAtRest(key, magic, b, path)
+	if s, ok := st.(Storage); ok {
+		name = where(s, name)
+	}
+	return openAtRest(key, magic, b, name)
 }

@@ -49,7 +49,7 @@ func TestHomeFormat0(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct, err := loadContacts(filepath.Join(dir, "contacts"), localKey(id, "alice", "contacts"))
+	ct, err := loadContacts(Dir(home), "users/alice/contacts", localKey(id, "alice", "contacts"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestHomeFormat0(t *testing.T) {
 	if bob == nil || bob.Fingerprint() == "" {
 		t.Fatalf("bob's pinned keys were not read: %+v", ct.pinned)
 	}
-	seen, err := openSeenLog(filepath.Join(dir, "seen"), localKey(id, "alice", "seen"))
+	seen, err := openSeenLog(Dir(home), "users/alice/seen", localKey(id, "alice", "seen"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +73,11 @@ func TestHomeFormat0(t *testing.T) {
 		}
 	}
 	// Opened again: the same.
-	ct2, err := loadContacts(filepath.Join(dir, "contacts"), localKey(id, "alice", "contacts"))
+	ct2, err := loadContacts(Dir(home), "users/alice/contacts", localKey(id, "alice", "contacts"))
 	if err != nil || ct2.pinned["bob"] == nil || ct2.pinned["bob"].Fingerprint() != bob.Fingerprint() {
 		t.Fatalf("sealed contacts: %v %+v", err, ct2.pinned)
 	}
-	seen, err = openSeenLog(filepath.Join(dir, "seen"), localKey(id, "alice", "seen"))
+	seen, err = openSeenLog(Dir(home), "users/alice/seen", localKey(id, "alice", "seen"))
 	if err != nil || !seen.has("bob", msgID) {
 		t.Fatalf("sealed seen log: %v", err)
 	}
@@ -91,7 +91,8 @@ func TestHomeFormat0(t *testing.T) {
 	}
 
 	// The partial transfer from before: known, then sealed at its next write.
-	downloads := filepath.Join(home, "downloads")
+	downloadDir := filepath.Join(home, "downloads")
+	downloads := DownloadDir(downloadDir)
 	var fid [proto.MsgIDLen]byte
 	copy(fid[:], mustHex("00112233445566778899aabbccddeeff"))
 	key := localKey(id, "alice", "partials")
@@ -108,7 +109,7 @@ func TestHomeFormat0(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.f.Close()
-	if b, _ := os.ReadFile(incomingPath(downloads, fid, "state")); bytes.Contains(b, []byte("bob")) || bytes.Contains(b, []byte("report")) {
+	if b, _ := os.ReadFile(filepath.Join(downloadDir, incomingName(fid, "state"))); bytes.Contains(b, []byte("bob")) || bytes.Contains(b, []byte("report")) {
 		t.Fatal("the state is still plain after a write")
 	}
 	if p := loadPartials(downloads, time.Now(), key); p.m[fid] == nil {
@@ -119,17 +120,17 @@ func TestHomeFormat0(t *testing.T) {
 	if p := loadPartials(downloads, time.Now(), &other); len(p.m) != 0 {
 		t.Fatal("another key read the state")
 	}
-	if _, err := os.Stat(incomingPath(downloads, fid, "part")); err != nil {
+	if _, err := os.Stat(filepath.Join(downloadDir, incomingName(fid, "part"))); err != nil {
 		t.Fatalf("another user's start removed the transfer: %v", err)
 	}
 
 	// Files of a later format.
 	os.WriteFile(filepath.Join(dir, "contacts"), []byte("SFCCON2\nwhatever"), 0o600)
-	if _, err := loadContacts(filepath.Join(dir, "contacts"), localKey(id, "alice", "contacts")); !errors.Is(err, ErrNewerFile) || !strings.Contains(err.Error(), "newer securefastchat") {
+	if _, err := loadContacts(Dir(home), "users/alice/contacts", localKey(id, "alice", "contacts")); !errors.Is(err, ErrNewerFile) || !strings.Contains(err.Error(), "newer securefastchat") {
 		t.Fatalf("a newer contacts file: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "seen"), []byte("SFCSEEN2\n"), 0o600)
-	if _, err := openSeenLog(filepath.Join(dir, "seen"), localKey(id, "alice", "seen")); !errors.Is(err, ErrNewerFile) {
+	if _, err := openSeenLog(Dir(home), "users/alice/seen", localKey(id, "alice", "seen")); !errors.Is(err, ErrNewerFile) {
 		t.Fatalf("a newer seen log: %v", err)
 	}
 }

@@ -17,8 +17,10 @@ type Config struct {
 	// Addr is the server's host:port. Required.
 	Addr string
 	// Home is the client's home directory: pinned server keys, identity
-	// keys and pinned contact keys. Required.
+	// keys and pinned contact keys. Required unless Storage is set.
 	Home string
+	// Storage keeps the home (storage.go). If nil, Dir(Home).
+	Storage Storage
 	// ServerKey, if set, is the fingerprint the server must present.
 	ServerKey string
 	// NoPinNew refuses a server whose key is not pinned yet.
@@ -27,6 +29,9 @@ type Config struct {
 	KDF KDFParams
 	// OutDir receives files. If empty, the current directory.
 	OutDir string
+	// Downloads is where received files are assembled and saved. If nil,
+	// DownloadDir(OutDir).
+	Downloads Downloads
 	// MaxFileSize caps files sent and received. If zero, 100 MiB.
 	MaxFileSize int64
 	// Dial opens the byte stream. If nil, TCP.
@@ -73,14 +78,20 @@ func (c *Config) setDefaults() error {
 	if c.Addr == "" {
 		return errors.New("client: no server address")
 	}
-	if c.Home == "" {
-		return errors.New("client: no home directory")
+	if c.Storage == nil {
+		if c.Home == "" {
+			return errors.New("client: no home directory")
+		}
+		c.Storage = Dir(c.Home)
 	}
 	if c.KDF == (KDFParams{}) {
 		c.KDF = DefaultKDF
 	}
 	if c.OutDir == "" {
 		c.OutDir = "."
+	}
+	if c.Downloads == nil {
+		c.Downloads = DownloadDir(c.OutDir)
 	}
 	if c.MaxFileSize == 0 {
 		c.MaxFileSize = 100 << 20
@@ -106,7 +117,14 @@ func IdentityPath(home, canonUser string) string {
 }
 
 // KnownServersPath returns the server pin file of a home directory.
-func KnownServersPath(home string) string { return filepath.Join(home, "known_servers") }
+func KnownServersPath(home string) string { return Dir(home).Where(knownServers) }
+
+// The records of a home (Storage).
+const knownServers = "known_servers"
+
+// userRecord names one of a user's records in the home: identity,
+// contacts, contacts.changed, session, seen.
+func userRecord(canonUser, what string) string { return "users/" + canonUser + "/" + what }
 
 // Receipt is the server's acknowledgement of a sent message: the receiver's
 // client has it.
@@ -117,7 +135,7 @@ type Receipt struct {
 }
 
 func (cfg *Config) dialOptions() DialOptions {
-	return DialOptions{KnownServers: KnownServersPath(cfg.Home), ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial}
+	return DialOptions{Pins: cfg.Storage, ServerKey: cfg.ServerKey, NoPinNew: cfg.NoPinNew, Dial: cfg.Dial}
 }
 
 // FirstContact describes a server whose key was pinned for the first

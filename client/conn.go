@@ -14,9 +14,9 @@ import (
 
 // DialOptions configure Dial.
 type DialOptions struct {
-	// KnownServers is the pin file (host:port -> fingerprint). If empty,
-	// nothing is pinned and every contact is a first contact.
-	KnownServers string
+	// Pins is the home whose known_servers record pins server keys
+	// (host:port -> key). If nil, no pin is checked or kept.
+	Pins Storage
 	// ServerKey, if set, is the fingerprint the server must present, even
 	// on first contact.
 	ServerKey string
@@ -154,8 +154,8 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 	}
 	var pinned *proto.PublicKey
 	var pinnedFP string
-	if opts.KnownServers != "" {
-		k, fp, err := lookupPin(opts.KnownServers, addr)
+	if opts.Pins != nil {
+		k, fp, err := lookupPin(opts.Pins, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -184,12 +184,12 @@ func Dial(ctx context.Context, addr string, opts DialOptions) (*Conn, error) {
 		c.Close()
 		return nil, &KeyChangedError{Addr: addr, Pinned: want, Presented: got, Expected: true, FirstContact: pinned == nil}
 	}
-	if pinned == nil && opts.KnownServers != "" {
+	if pinned == nil && opts.Pins != nil {
 		if opts.NoPinNew {
 			c.Close()
 			return nil, &UnknownServerError{Addr: addr, Fingerprint: got}
 		}
-		if err := addPin(opts.KnownServers, addr, c.serverKey); err != nil {
+		if err := addPin(opts.Pins, addr, c.serverKey); err != nil {
 			c.Close()
 			return nil, err
 		}

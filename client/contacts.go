@@ -4,8 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 	"sync"
 
@@ -43,8 +42,9 @@ func (k *PeerKeys) Fingerprint() string {
 // so that every program on the account (a chat, a script's send) holds
 // messages to them until the user accepts.
 type contacts struct {
-	path string
-	key  *[32]byte // seals the files
+	st   Storage
+	name string    // the record; the changed keys are name + ".changed"
+	key  *[32]byte // seals the records
 
 	mu         sync.Mutex
 	pinned     map[string]*PeerKeys
@@ -58,13 +58,13 @@ const (
 	changedMagic  = "SFCCHG1"
 )
 
-func loadContacts(path string, key *[32]byte) (*contacts, error) {
-	ct := &contacts{path: path, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
+func loadContacts(st Storage, name string, key *[32]byte) (*contacts, error) {
+	ct := &contacts{st: st, name: name, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
 	if err := ct.loadUnaccepted(); err != nil {
 		return nil, err
 	}
-	content, plain, err := readSealed(key, contactsMagic, path)
-	if errors.Is(err, os.ErrNotExist) {
+	content, plain, err := readSealed(st, key, contactsMagic, name)
+	if errors.Is(err, fs.ErrNotExist) {
 		return ct, nil
 	}
 	if errors.Is(err, ErrNewerFile) {
@@ -78,7 +78,7 @@ func loadContacts(path string, key *[32]byte) (*contacts, error) {
 		if len(fields) == 0 || strings.HasPrefix(fields[0], "#") {
 			continue
 		}
-		bad := fmt.Errorf("%w: %s line %d (the keys pinned for your contacts); move the file away to start over: keys are then pinned again as they are next used, so compare safety numbers again", ErrDamagedContacts, path, n+1)
+		bad := fmt.Errorf("%w: %s line %d (the keys pinned for your contacts); move the file away to start over: keys are then pinned again as they are next used, so compare safety numbers again", ErrDamagedContacts, where(st, name), n+1)
 		if len(fields) != 3 || !strings.HasPrefix(fields[1], "x25519:") || !strings.HasPrefix(fields[2], "ed25519:") {
 			return nil, bad
 		}
@@ -159,8 +159,8 @@ func (ct *contacts) accept(user string) error {
 }
 
 func (ct *contacts) loadUnaccepted() error {
-	b, _, err := readSealed(ct.key, changedMagic, ct.path+".changed")
-	if errors.Is(err, os.ErrNotExist) {
+	b, _, err := readSealed(ct.st, ct.key, changedMagic, ct.name+".changed")
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
@@ -179,7 +179,7 @@ func (ct *contacts) saveUnaccepted() error {
 	for name, old := range ct.unaccepted {
 		fmt.Fprintf(&b, "%s %s\n", name, old)
 	}
-	return writeSealed(ct.key, changedMagic, ct.path+".changed", []byte(b.String()))
+	return writeSealed(ct.st, ct.key, changedMagic, ct.name+".changed", []byte(b.String()))
 }
 
 // save rewrites the file atomically.
@@ -188,25 +188,5 @@ func (ct *contacts) save() error {
 	for name, k := range ct.pinned {
 		fmt.Fprintf(&b, "%s x25519:%s ed25519:%s\n", name, k.Box.String(), hex.EncodeToString(k.Sign))
 	}
-	return writeSealed(ct.key, contactsMagic, ct.path, []byte(b.String()))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("client: %w", err)
-	}
-	_, werr := tmp.Write(data)
-	if err := errors.Join(werr, tmp.Sync(), tmp.Close()); err != nil {
-		return fmt.Errorf("client: writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("client: writing %s: %w", path, err)
-	}
-	return nil
+	return writeSealed(ct.st, ct.key, contactsMagic, ct.name, []byte(b.String()))
 }

@@ -1,8 +1,6 @@
 package client
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -27,26 +25,22 @@ func FuzzHomeFiles(f *testing.F) {
 	sealed, _ = sealAtRest(&fuzzKey, stateMagic, []byte("bob\nreport.pdf\n100000\n4\n1000\n"))
 	f.Add(uint8(4), sealed)
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
-		dir := t.TempDir()
-		path := filepath.Join(dir, "f")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		st := memStorage{"f": b, knownServers: b}
 		switch kind % 5 {
 		case 0:
-			if id, err := LoadIdentity(path, []byte("password")); err == nil && id == nil {
+			if id, err := loadIdentity(st, "f", []byte("password")); err == nil && id == nil {
 				t.Fatal("no identity and no error")
 			}
 		case 1:
-			lookupPin(path, "127.0.0.1:7878")
+			lookupPin(st, "127.0.0.1:7878")
 		case 2:
-			loadContacts(path, &fuzzKey)
+			loadContacts(st, "f", &fuzzKey)
 		case 3:
-			if l, err := openSeenLog(path, &fuzzKey); err == nil {
+			if l, err := openSeenLog(st, "f", &fuzzKey); err == nil {
 				l.close()
 			}
 		case 4:
-			if content, err := readState(&fuzzKey, path); err == nil {
+			if content, err := readState(memDownloads{memStorage: st}, &fuzzKey, "f"); err == nil {
 				stateHead(content)
 			}
 		}

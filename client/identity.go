@@ -7,7 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"path/filepath"
 
 	"golang.org/x/crypto/argon2"
@@ -79,6 +79,17 @@ func (p KDFParams) key(password, salt []byte) *[32]byte {
 // SaveIdentity writes id to path (mode 0600), encrypted with a key derived
 // from password. It refuses to overwrite an existing file.
 func SaveIdentity(path string, id *Identity, password []byte, p KDFParams) error {
+	return saveIdentity(Dir(filepath.Dir(path)), filepath.Base(path), id, password, p)
+}
+
+// LoadIdentity opens the identity file at path with password.
+func LoadIdentity(path string, password []byte) (*Identity, error) {
+	return loadIdentity(Dir(filepath.Dir(path)), filepath.Base(path), password)
+}
+
+// saveIdentity makes the record name in st: id, encrypted with a key
+// derived from password. It refuses to replace one.
+func saveIdentity(st Storage, name string, id *Identity, password []byte, p KDFParams) error {
 	salt := make([]byte, 16)
 	var nonce [24]byte
 	if _, err := rand.Read(salt); err != nil {
@@ -96,26 +107,17 @@ func SaveIdentity(path string, id *Identity, password []byte, p KDFParams) error
 	secret := append(id.Box.Private.Bytes(), id.Sign.Seed()...)
 	b = secretbox.Seal(b, secret, &nonce, p.key(password, salt))
 	clear(secret)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("client: saving identity: %w", err)
-	}
-	_, werr := f.Write(b)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
+	if err := st.Create(name, b); err != nil {
 		return fmt.Errorf("client: saving identity: %w", err)
 	}
 	return nil
 }
 
-// LoadIdentity opens the identity file at path with password.
-func LoadIdentity(path string, password []byte) (*Identity, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w (%s)", ErrNoIdentity, path)
+// loadIdentity opens the identity record name in st with password.
+func loadIdentity(st Storage, name string, password []byte) (*Identity, error) {
+	b, err := st.Read(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w (%s)", ErrNoIdentity, where(st, name))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: reading identity: %w", err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"securefastchat/proto"
@@ -56,9 +54,9 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 	if err != nil {
 		return nil, err
 	}
-	idPath := IdentityPath(cfg.Home, canon)
-	if _, err := os.Stat(idPath); err == nil {
-		return nil, fmt.Errorf("client: %s already holds an identity for %s; log in instead", idPath, canon)
+	idName := userRecord(canon, "identity")
+	if _, err := cfg.Storage.Read(idName); err == nil {
+		return nil, fmt.Errorf("client: %s already holds an identity for %s; log in instead", where(cfg.Storage, idName), canon)
 	}
 	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
 	if err != nil {
@@ -99,7 +97,7 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		conn.Close()
 		return nil, err
 	}
-	if err := SaveIdentity(idPath, id, []byte(pw), cfg.KDF); err != nil {
+	if err := saveIdentity(cfg.Storage, idName, id, []byte(pw), cfg.KDF); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -128,7 +126,7 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 		conn.Close()
 		return nil, err
 	}
-	id, err := LoadIdentity(IdentityPath(cfg.Home, canon), []byte(password))
+	id, err := loadIdentity(cfg.Storage, userRecord(canon, "identity"), []byte(password))
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -150,7 +148,7 @@ func Load(cfg Config, user, password string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := LoadIdentity(IdentityPath(cfg.Home, canon), []byte(password))
+	id, err := loadIdentity(cfg.Storage, userRecord(canon, "identity"), []byte(password))
 	if err != nil {
 		return nil, err
 	}
@@ -191,8 +189,7 @@ func prepare(cfg *Config, user string) (string, error) {
 }
 
 func newClient(cfg Config, canon string, id *Identity, password string) (*Client, error) {
-	dir := UserDir(cfg.Home, canon)
-	ct, err := loadContacts(filepath.Join(dir, "contacts"), localKey(id, canon, "contacts"))
+	ct, err := loadContacts(cfg.Storage, userRecord(canon, "contacts"), localKey(id, canon, "contacts"))
 	if err != nil {
 		return nil, err
 	}
@@ -204,14 +201,14 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 	}
 	c.s = &session{
 		cfg: &c.cfg, user: canon, password: []byte(password),
-		tokens: &sessionFile{path: filepath.Join(dir, "session"), key: c.LocalKey("session")},
+		tokens: &sessionFile{st: cfg.Storage, name: userRecord(canon, "session"), key: c.LocalKey("session")},
 		post:   c.post, serve: c.serve, goTracked: c.goTracked, stop: c.stop,
 		display: canon, changed: make(chan struct{}),
 	}
 	c.groups = &groupBook{user: canon, id: id, s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {
-		seen, err := openSeenLog(filepath.Join(dir, "seen"), localKey(id, canon, "seen"))
+		seen, err := openSeenLog(cfg.Storage, userRecord(canon, "seen"), localKey(id, canon, "seen"))
 		if err != nil {
 			return nil, err
 		}

@@ -3,8 +3,6 @@ package client
 import (
 	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -35,8 +33,8 @@ type partial struct {
 // partials indexes the unfinished transfers in the downloads folder.
 // Owned by the receiver (under its mu).
 type partials struct {
-	dir string
-	key *[32]byte // seals the state files
+	dl  Downloads
+	key *[32]byte // seals the states
 	m   map[[proto.MsgIDLen]byte]*partial
 }
 
@@ -47,24 +45,22 @@ const stateMagic = "SFCPRT1"
 // loadPartials reads what earlier runs left in dir, deleting transfers
 // that stalled and files that belong to none. A state this user's key
 // does not open (another user's, in a shared folder) is left alone.
-func loadPartials(dir string, now time.Time, key *[32]byte) *partials {
-	p := &partials{dir: dir, key: key, m: map[[proto.MsgIDLen]byte]*partial{}}
+func loadPartials(dl Downloads, now time.Time, key *[32]byte) *partials {
+	p := &partials{dl: dl, key: key, m: map[[proto.MsgIDLen]byte]*partial{}}
 	states := map[[proto.MsgIDLen]byte]bool{}
-	entries, err := os.ReadDir(dir)
+	entries, err := dl.List()
 	if err != nil {
 		return p
 	}
 	for _, e := range entries {
-		name := e.Name()
+		name := e.Name
 		if !strings.HasPrefix(name, ".incoming-") {
 			continue
 		}
-		path := filepath.Join(dir, name)
 		hexID, ext, _ := strings.Cut(strings.TrimPrefix(name, ".incoming-"), ".")
 		raw, err := hex.DecodeString(hexID)
-		info, ierr := e.Info()
-		if err != nil || len(raw) != proto.MsgIDLen || ierr != nil || now.Sub(info.ModTime()) > StalledAfter {
-			os.Remove(path)
+		if err != nil || len(raw) != proto.MsgIDLen || now.Sub(e.Modified) > StalledAfter {
+			dl.Remove(name)
 			continue
 		}
 		var id [proto.MsgIDLen]byte
@@ -73,25 +69,24 @@ func loadPartials(dir string, now time.Time, key *[32]byte) *partials {
 			continue
 		}
 		states[id] = true
-		content, err := readState(key, path) // one from before sealing is sealed at its next write (or gone when it stalls): it may be another user's
+		content, err := readState(dl, key, name) // one from before sealing is sealed at its next write (or gone when it stalls): it may be another user's
 		if err != nil {
 			continue // another user's, or not readable now
 		}
 		from, size, ok := stateHead(content)
 		if !ok {
-			os.Remove(path)
-			os.Remove(incomingPath(dir, id, "part"))
+			dl.Remove(name)
+			dl.Remove(incomingName(id, "part"))
 			delete(states, id)
 			continue
 		}
-
-		p.m[id] = &partial{from: from, size: size, touched: info.ModTime()}
+		p.m[id] = &partial{from: from, size: size, touched: e.Modified}
 	}
 	// A part file with no state (removed above, or never written: none of
 	// its chunks was acknowledged) cannot be resumed.
 	for _, e := range entries {
-		hexID, ok := strings.CutSuffix(strings.TrimPrefix(e.Name(), ".incoming-"), ".part")
-		if !ok || !strings.HasPrefix(e.Name(), ".incoming-") {
+		hexID, ok := strings.CutSuffix(strings.TrimPrefix(e.Name, ".incoming-"), ".part")
+		if !ok || !strings.HasPrefix(e.Name, ".incoming-") {
 			continue
 		}
 		var id [proto.MsgIDLen]byte
@@ -101,14 +96,14 @@ func loadPartials(dir string, now time.Time, key *[32]byte) *partials {
 				continue
 			}
 		}
-		os.Remove(filepath.Join(dir, e.Name()))
+		dl.Remove(e.Name)
 	}
 	return p
 }
 
-// readState reads a state file, sealed or from before sealing.
-func readState(key *[32]byte, path string) ([]byte, error) {
-	content, _, err := readSealed(key, stateMagic, path)
+// readState reads a state, sealed or from before sealing.
+func readState(dl Downloads, key *[32]byte, name string) ([]byte, error) {
+	content, _, err := readSealed(dl, key, stateMagic, name)
 	return content, err
 }
 
@@ -165,8 +160,8 @@ func (p *partials) expire(now time.Time) [][proto.MsgIDLen]byte {
 	var gone [][proto.MsgIDLen]byte
 	for id, q := range p.m {
 		if now.Sub(q.touched) > StalledAfter {
-			os.Remove(incomingPath(p.dir, id, "part"))
-			os.Remove(incomingPath(p.dir, id, "state"))
+			p.dl.Remove(incomingName(id, "part"))
+			p.dl.Remove(incomingName(id, "state"))
 			delete(p.m, id)
 			gone = append(gone, id)
 		}

@@ -2,11 +2,11 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 
 	"securefastchat/proto"
@@ -19,16 +19,16 @@ import (
 // Lines starting with # are comments. A pin is changed only by editing
 // the file: a changed key is never re-pinned automatically.
 
-func lookupPin(path, addr string) (*proto.PublicKey, string, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
+func lookupPin(st Storage, addr string) (*proto.PublicKey, string, error) {
+	path := where(st, knownServers)
+	b, err := st.Read(knownServers)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("client: reading %s: %w", path, err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -51,23 +51,18 @@ func lookupPin(path, addr string) (*proto.PublicKey, string, error) {
 	return nil, "", sc.Err()
 }
 
-func addPin(path, addr string, k proto.PublicKey) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("client: pinning server key: %w", err)
-	}
-	_, werr := fmt.Fprintf(f, "%s x25519:%s %s\n", addr, k.String(), k.Fingerprint())
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+func addPin(st Storage, addr string, k proto.PublicKey) error {
+	if err := st.Append(knownServers, fmt.Appendf(nil, "%s x25519:%s %s\n", addr, k.String(), k.Fingerprint())); err != nil {
 		return fmt.Errorf("client: pinning server key: %w", err)
 	}
 	return nil
 }
 
 // Pinned reports whether a server key is pinned for addr in home.
-func Pinned(home, addr string) (bool, error) {
-	k, _, err := lookupPin(KnownServersPath(home), addr)
+func Pinned(home, addr string) (bool, error) { return PinnedIn(Dir(home), addr) }
+
+// PinnedIn reports whether a server key is pinned for addr in a home.
+func PinnedIn(st Storage, addr string) (bool, error) {
+	k, _, err := lookupPin(st, addr)
 	return k != nil, err
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -74,7 +73,7 @@ type receiver struct {
 const maxRefused = 1024
 
 func newReceiver(c *Client, seen *seenLog) *receiver {
-	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.OutDir, time.Now(), c.LocalKey("partials")),
+	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.Downloads, time.Now(), c.LocalKey("partials")),
 		refused: map[[proto.MsgIDLen]byte]bool{}, refetched: map[string]time.Time{}}
 }
 
@@ -318,12 +317,13 @@ type incomingFile struct {
 	count uint32
 	got   []bool
 	n     uint32
-	f     *os.File
+	f     Part
 	dirty bool
 }
 
-func incomingPath(dir string, id [proto.MsgIDLen]byte, ext string) string {
-	return filepath.Join(dir, fmt.Sprintf(".incoming-%x.%s", id, ext))
+// incomingName names a transfer's entry in Downloads: its part or state.
+func incomingName(id [proto.MsgIDLen]byte, ext string) string {
+	return fmt.Sprintf(".incoming-%x.%s", id, ext)
 }
 
 // state (sealed, stateMagic): from \n name \n size \n count \n one character per chunk (0 or 1)
@@ -340,9 +340,9 @@ func (f *incomingFile) state() []byte {
 }
 
 // openIncoming reopens a partial file left by an earlier run, or starts one.
-func openIncoming(dir string, key *[32]byte, id [proto.MsgIDLen]byte, from, name string, size uint64, count uint32) (*incomingFile, error) {
+func openIncoming(dl Downloads, key *[32]byte, id [proto.MsgIDLen]byte, from, name string, size uint64, count uint32) (*incomingFile, error) {
 	f := &incomingFile{id: id, key: key, from: from, name: name, size: size, count: count, got: make([]bool, count)}
-	if st, err := readState(key, incomingPath(dir, id, "state")); err == nil {
+	if st, err := readState(dl, key, incomingName(id, "state")); err == nil {
 		lines := strings.Split(string(st), "\n")
 		if len(lines) >= 5 && lines[0] == from && lines[1] == name && lines[2] == fmt.Sprint(size) && lines[3] == fmt.Sprint(count) && len(lines[4]) == int(count) {
 			for i, c := range lines[4] {
@@ -353,7 +353,7 @@ func openIncoming(dir string, key *[32]byte, id [proto.MsgIDLen]byte, from, name
 			}
 		}
 	}
-	pf, err := os.OpenFile(incomingPath(dir, id, "part"), os.O_RDWR|os.O_CREATE, 0o600)
+	pf, err := dl.OpenPart(incomingName(id, "part"))
 	if err != nil {
 		return nil, fmt.Errorf("client: receiving file: %w", err)
 	}
@@ -363,14 +363,14 @@ func openIncoming(dir string, key *[32]byte, id [proto.MsgIDLen]byte, from, name
 
 // sync makes the chunks written so far durable, with the state that
 // lists them.
-func (f *incomingFile) sync(dir string) error {
+func (f *incomingFile) sync(dl Downloads) error {
 	if !f.dirty {
 		return nil
 	}
 	if err := f.f.Sync(); err != nil {
 		return err
 	}
-	if err := writeSealed(f.key, stateMagic, incomingPath(dir, f.id, "state"), f.state()); err != nil {
+	if err := writeSealed(dl, f.key, stateMagic, incomingName(f.id, "state"), f.state()); err != nil {
 		return err
 	}
 	f.dirty = false
@@ -400,7 +400,7 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	}
 	var id [proto.MsgIDLen]byte
 	copy(id[:], ch.FileID)
-	dir := r.c.cfg.OutDir
+	dl := r.c.cfg.Downloads
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
@@ -426,7 +426,7 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 			r.closeOldestLocked()
 		}
 		var err error
-		if f, err = openIncoming(dir, r.partials.key, id, from, name, ch.Size, ch.Count); err != nil {
+		if f, err = openIncoming(dl, r.partials.key, id, from, name, ch.Size, ch.Count); err != nil {
 			r.partials.done(id)
 			return nil, err
 		}
@@ -452,7 +452,7 @@ func (r *receiver) fileChunk(from string, body []byte) (*ReceivedFile, error) {
 	}
 	delete(r.files, id)
 	r.partials.done(id)
-	return f.finish(dir)
+	return f.finish(dl)
 }
 
 // syncFiles makes every partial file touched since the last call durable.
@@ -460,15 +460,14 @@ func (r *receiver) syncFiles() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, f := range r.files {
-		if err := f.sync(r.c.cfg.OutDir); err != nil {
+		if err := f.sync(r.c.cfg.Downloads); err != nil {
 			return fmt.Errorf("client: receiving file: %w", err)
 		}
 	}
 	return nil
 }
 
-func (f *incomingFile) finish(dir string) (*ReceivedFile, error) {
-	part := f.f.Name()
+func (f *incomingFile) finish(dl Downloads) (*ReceivedFile, error) {
 	err := f.f.Truncate(int64(f.size))
 	if err == nil {
 		err = f.f.Sync()
@@ -476,15 +475,12 @@ func (f *incomingFile) finish(dir string) (*ReceivedFile, error) {
 	f.f.Close()
 	var path string
 	if err == nil {
-		if path, err = uniquePath(dir, f.name); err == nil {
-			err = os.Link(part, path)
-		}
+		path, err = dl.Save(incomingName(f.id, "part"), f.name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: saving file: %w", err)
 	}
-	os.Remove(part)
-	os.Remove(incomingPath(dir, f.id, "state"))
+	dl.Remove(incomingName(f.id, "state"))
 	return &ReceivedFile{ID: f.id, Name: f.name, Path: path, Size: int64(f.size)}, nil
 }
 
@@ -492,7 +488,7 @@ func (f *incomingFile) finish(dir string) (*ReceivedFile, error) {
 // open files; it is reopened if more of it arrives.
 func (r *receiver) closeOldestLocked() {
 	for id, f := range r.files {
-		_ = f.sync(r.c.cfg.OutDir)
+		_ = f.sync(r.c.cfg.Downloads)
 		f.f.Close()
 		delete(r.files, id)
 		return
@@ -506,7 +502,7 @@ func (r *receiver) close() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, f := range r.files {
-		_ = f.sync(r.c.cfg.OutDir)
+		_ = f.sync(r.c.cfg.Downloads)
 		f.f.Close()
 		delete(r.files, id)
 	}
@@ -546,20 +542,4 @@ func safeFileName(name string) string {
 		name = stem[:cut] + ext
 	}
 	return name
-}
-
-// uniquePath returns dir/name, or dir/name (n) if that exists.
-func uniquePath(dir, name string) (string, error) {
-	ext := filepath.Ext(name)
-	stem := strings.TrimSuffix(name, ext)
-	for i := 0; i < 1000; i++ {
-		p := filepath.Join(dir, name)
-		if i > 0 {
-			p = filepath.Join(dir, fmt.Sprintf("%s (%d)%s", stem, i, ext))
-		}
-		if _, err := os.Lstat(p); os.IsNotExist(err) {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("client: no free name for %s in %s", name, dir)
 }

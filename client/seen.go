@@ -2,11 +2,12 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,14 +32,14 @@ const seenKeep = 8 * 24 * time.Hour
 // compacted when it grows. A file from before sealing holds the records in
 // plain text with no first line; it is read and written again sealed.
 type seenLog struct {
-	path string
+	st   Storage
+	name string
 	key  *[32]byte
 
-	mu    sync.Mutex
-	seen  map[string]int64 // key -> unix seconds
-	f     *os.File
-	w     *bufio.Writer
-	lines int
+	mu      sync.Mutex
+	seen    map[string]int64 // key -> unix seconds
+	pending []byte           // lines added since the last sync
+	lines   int              // in the record, with pending
 }
 
 func seenKey(from string, msgID []byte) string { return from + "\x00" + string(msgID) }
@@ -47,18 +48,17 @@ func seenKey(from string, msgID []byte) string { return from + "\x00" + string(m
 // format's version.
 const seenMagic = "SFCSEEN1"
 
-func openSeenLog(path string, key *[32]byte) (*seenLog, error) {
-	l := &seenLog{path: path, key: key, seen: map[string]int64{}}
+func openSeenLog(st Storage, name string, key *[32]byte) (*seenLog, error) {
+	l := &seenLog{st: st, name: name, key: key, seen: map[string]int64{}}
 	cutoff := time.Now().Add(-seenKeep).Unix()
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
+	if b, err := st.Read(name); err == nil {
+		sc := bufio.NewScanner(bytes.NewReader(b))
 		sealed := false
 		for n := 0; sc.Scan(); n++ {
 			line := sc.Text()
 			if n == 0 && strings.HasPrefix(line, seenMagic[:len(seenMagic)-1]) {
 				if line != seenMagic {
-					f.Close()
-					return nil, fmt.Errorf("%w: %s", ErrNewerFile, path)
+					return nil, fmt.Errorf("%w: %s", ErrNewerFile, where(st, name))
 				}
 				sealed = true
 				continue
@@ -77,9 +77,8 @@ func openSeenLog(path string, key *[32]byte) (*seenLog, error) {
 			}
 			l.seen[seenKey(fields[1], id)] = ts
 		}
-		f.Close()
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("client: reading %s: %w", path, err)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("client: reading %s: %w", where(st, name), err)
 	}
 	if err := l.rewrite(); err != nil {
 		return nil, err
@@ -111,7 +110,8 @@ func (l *seenLog) openLine(line string) string {
 	return string(plain)
 }
 
-// rewrite writes the live entries to a fresh file and appends from there.
+// rewrite replaces the record with the live entries; later ones are
+// appended.
 func (l *seenLog) rewrite() error {
 	var b strings.Builder
 	b.WriteString(seenMagic + "\n")
@@ -119,17 +119,10 @@ func (l *seenLog) rewrite() error {
 		from, id, _ := strings.Cut(k, "\x00")
 		b.WriteString(l.sealLine(fmt.Sprintf("%d %s %x", ts, from, id)) + "\n")
 	}
-	if err := writeFileAtomic(l.path, []byte(b.String())); err != nil {
+	if err := l.st.Replace(l.name, []byte(b.String())); err != nil {
 		return err
 	}
-	if l.f != nil {
-		l.f.Close()
-	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	l.f, l.w, l.lines = f, bufio.NewWriter(f), len(l.seen)
+	l.pending, l.lines = nil, len(l.seen)
 	return nil
 }
 
@@ -147,15 +140,19 @@ func (l *seenLog) add(from string, msgID []byte) {
 	defer l.mu.Unlock()
 	now := time.Now().Unix()
 	l.seen[seenKey(from, msgID)] = now
-	l.w.WriteString(l.sealLine(fmt.Sprintf("%d %s %x", now, from, msgID)) + "\n")
+	l.pending = append(l.pending, l.sealLine(fmt.Sprintf("%d %s %x", now, from, msgID))+"\n"...)
 	l.lines++
 }
 
-// sync flushes and fsyncs what add wrote, compacting the file when it has
+// sync makes what add recorded durable, compacting the record when it has
 // grown to twice the live entries.
 func (l *seenLog) sync() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.syncLocked()
+}
+
+func (l *seenLog) syncLocked() error {
 	if l.lines > 2*len(l.seen)+1000 {
 		cutoff := time.Now().Add(-seenKeep).Unix()
 		for k, ts := range l.seen {
@@ -165,19 +162,19 @@ func (l *seenLog) sync() error {
 		}
 		return l.rewrite()
 	}
-	if err := l.w.Flush(); err != nil {
+	if len(l.pending) == 0 {
+		return nil
+	}
+	if err := l.st.Append(l.name, l.pending); err != nil {
 		return fmt.Errorf("client: writing the seen log: %w", err)
 	}
-	return l.f.Sync()
+	l.pending = nil
+	return nil
 }
 
+// close keeps what was recorded since the last sync.
 func (l *seenLog) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.f != nil {
-		l.w.Flush()
-		l.f.Sync()
-		l.f.Close()
-		l.f = nil
-	}
+	_ = l.syncLocked()
 }

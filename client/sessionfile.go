@@ -4,7 +4,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strings"
 	"sync"
 )
@@ -21,7 +21,8 @@ import (
 // one process's writes whole (another process's concurrent write may win:
 // the loser logs in with the password next time).
 type sessionFile struct {
-	path string
+	st   Storage
+	name string
 	key  *[32]byte
 	mu   sync.Mutex
 }
@@ -31,12 +32,12 @@ const sessionMagic = "SFCSES1"
 
 func (f *sessionFile) read() (map[string][]byte, error) {
 	out := map[string][]byte{}
-	plain, old, err := readSealed(f.key, sessionMagic, f.path)
-	if errors.Is(err, os.ErrNotExist) {
+	plain, old, err := readSealed(f.st, f.key, sessionMagic, f.name)
+	if errors.Is(err, fs.ErrNotExist) {
 		return out, nil
 	}
 	if err == nil && old {
-		err = fmt.Errorf("client: %s is damaged", f.path)
+		err = fmt.Errorf("client: %s is damaged", where(f.st, f.name))
 	}
 	if err != nil {
 		return out, err
@@ -55,7 +56,7 @@ func (f *sessionFile) write(m map[string][]byte) error {
 	for addr, tok := range m {
 		fmt.Fprintf(&plain, "%s %x\n", addr, tok)
 	}
-	return writeSealed(f.key, sessionMagic, f.path, []byte(plain.String()))
+	return writeSealed(f.st, f.key, sessionMagic, f.name, []byte(plain.String()))
 }
 
 // get returns the token kept for addr, or nil.

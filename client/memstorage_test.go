@@ -70,7 +70,9 @@ func (m memDownloads) Remove(name string) error {
 	return nil
 }
 
-func (m memDownloads) OpenPart(name string) (Part, error) { return &memPart{m: m.memStorage, name: name}, nil }
+func (m memDownloads) OpenPart(name string) (Part, error) {
+	return &memPart{m: m.memStorage, name: name}, nil
+}
 
 func (m memDownloads) Save(part, name string) (string, error) {
 	memMu.Lock()

@@ -1,0 +1,367 @@
+// Package storetest is the conformance suite of the store's contract
+// (docs/STORE.md). Run drives an implementation through the operations
+// the server needs (accounts and sessions, a receiver's stream and its
+// cursor, relations and blocks, a group's compare-and-set chain, a user's
+// deletion) and, after every step, crashes it: it opens what a kill of the
+// process at that moment would leave, checks that everything acknowledged
+// is there and nothing half-done shows, and goes on from that copy. So
+// each step must be durable when it returns, and the next step must be
+// able to go on from any state a crash between two steps leaves.
+//
+// Package store (bbolt) runs it in store/conformance_test.go; a second
+// backend runs the same Run with its own Backend.
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"securefastchat/store"
+)
+
+// Store is the part of the contract the suite drives; *store.Store has it.
+type Store interface {
+	CreateUser(u *store.User) error
+	GetUser(name string) (*store.User, error)
+	DeleteUser(name string) error
+	PutSession(ss *store.Session) error
+	GetSession(h [32]byte) (*store.Session, error)
+
+	Enqueue(msgs []*store.Queued, lim store.QueueLimits) ([]error, error)
+	Dequeue(user string, ids []uint64) error
+	Peek(user string, after uint64, n int) ([]*store.Queued, error)
+	QueueLen(user string) (count, bytes int64, err error)
+	MaxServerID() (uint64, error)
+
+	AddContact(a, b string) error
+	Wrote(writer, peer string) (bool, error)
+	Block(blocker, user string, max int) (dropped int, err error)
+	Blocks(blocker, user string) (bool, error)
+
+	CreateGroup(g *store.GroupState, statement []byte, first *store.Epoch) error
+	ChangeGroup(next *store.GroupState, expectSeq, expectEpoch uint32, statement []byte, epoch *store.Epoch, invite, by string) error
+	Group(name string) (*store.GroupState, error)
+	GroupChain(name string, from uint32, maxBytes int) ([][]byte, bool, error)
+	MemberKeys(name, member string, fromEpoch uint32, max int) ([]store.EpochKey, error)
+	MarkEpochBad(name string, epoch uint32, reporter string, sig []byte) error
+
+	Close() error
+}
+
+// Backend makes and crashes an implementation.
+type Backend interface {
+	// Open opens the store kept in dir, making it if there is none.
+	Open(t testing.TB, dir string) Store
+	// Crash returns a new directory holding what a kill of the process
+	// at this moment would leave of the store s kept in dir. s stays open;
+	// the suite closes it.
+	Crash(t testing.TB, s Store, dir string) string
+}
+
+// Run runs the suite against b.
+func Run(t *testing.T, b Backend) {
+	r := &run{t: t, b: b, dir: t.TempDir(), now: time.Unix(1_800_000_000, 0)}
+	r.s = b.Open(t, r.dir)
+	defer func() { r.s.Close() }()
+	for _, st := range steps {
+		st.do(r)
+		if t.Failed() {
+			t.Fatalf("step %q failed", st.name)
+		}
+		// Kill: open what the crash left and go on from it.
+		dir := b.Crash(t, r.s, r.dir)
+		r.s.Close()
+		r.dir = dir
+		r.s = b.Open(t, dir)
+		st.check(r)
+		if t.Failed() {
+			t.Fatalf("after a crash following step %q", st.name)
+		}
+	}
+}
+
+type run struct {
+	t   *testing.T
+	b   Backend
+	s   Store
+	dir string
+	now time.Time
+}
+
+func (r *run) fatal(format string, args ...any) {
+	r.t.Helper()
+	r.t.Fatalf(format, args...)
+}
+
+// step is one operation, then what must hold after a crash that follows it.
+type step struct {
+	name  string
+	do    func(*run)
+	check func(*run)
+}
+
+func msg(to, from string, id uint64, body string, at time.Time) *store.Queued {
+	q := &store.Queued{ServerID: id, SentID: id, To: to, From: from, Kind: 1, Time: at.UnixMilli(), Stored: at, Body: []byte(body)}
+	q.MsgID[0], q.MsgID[1] = byte(id>>8), byte(id)
+	return q
+}
+
+func user(name string, at time.Time) *store.User {
+	return &store.User{Name: name, Display: name, PasswordHash: "$argon2id$v=19$m=64,t=1,p=1$c2FsdA$aGFzaA",
+		BoxKey: make([]byte, 32), SignKey: make([]byte, 32), KeySig: make([]byte, 64), Created: at}
+}
+
+var token = store.HashToken([]byte("bob's session"))
+
+// peek returns the bodies in a receiver's stream, and checks that their
+// numbers rise.
+func (r *run) peek(user string) []string {
+	r.t.Helper()
+	q, err := r.s.Peek(user, 0, 1000)
+	if err != nil {
+		r.fatal("peek %s: %v", user, err)
+	}
+	var out []string
+	for i, m := range q {
+		if i > 0 && m.ServerID <= q[i-1].ServerID {
+			r.fatal("%s's stream is not in order: %d after %d", user, m.ServerID, q[i-1].ServerID)
+		}
+		out = append(out, string(m.Body))
+	}
+	return out
+}
+
+func (r *run) wantStream(user string, want ...string) {
+	r.t.Helper()
+	got := r.peek(user)
+	if !slices.Equal(got, want) {
+		r.fatal("%s's stream holds %q, want %q", user, got, want)
+	}
+	n, b, err := r.s.QueueLen(user)
+	if err != nil || n != int64(len(want)) || (n > 0) != (b > 0) {
+		r.fatal("%s's counts: %d messages, %d bytes, %v; want %d messages", user, n, b, err, len(want))
+	}
+}
+
+func (r *run) enqueue(msgs ...*store.Queued) []error {
+	r.t.Helper()
+	errs, err := r.s.Enqueue(msgs, store.QueueLimits{})
+	if err != nil {
+		r.fatal("enqueue: %v", err)
+	}
+	return errs
+}
+
+func team(seq uint32, epoch uint32, members ...store.GroupMember) *store.GroupState {
+	return &store.GroupState{Name: "team", Seq: seq, Last: [32]byte{byte(seq + 1)}, Epoch: epoch, EpochSeq: seq,
+		Created: time.Unix(1_800_000_000, 0), Members: members}
+}
+
+var (
+	ann = store.GroupMember{Name: "alice", Admin: true}
+	bob = store.GroupMember{Name: "bob"}
+)
+
+var steps = []step{
+	{
+		name: "create users (compare: absent)",
+		do: func(r *run) {
+			for _, u := range []string{"alice", "bob", "carol"} {
+				if err := r.s.CreateUser(user(u, r.now)); err != nil {
+					r.fatal("create %s: %v", u, err)
+				}
+			}
+		},
+		check: func(r *run) {
+			for _, u := range []string{"alice", "bob", "carol"} {
+				if got, err := r.s.GetUser(u); err != nil || got.Name != u {
+					r.fatal("user %s after the crash: %+v %v", u, got, err)
+				}
+			}
+			if err := r.s.CreateUser(user("alice", r.now)); !errors.Is(err, store.ErrUserExists) {
+				r.fatal("a second alice: %v, want ErrUserExists", err)
+			}
+		},
+	},
+	{
+		name: "put a session",
+		do: func(r *run) {
+			if err := r.s.PutSession(&store.Session{TokenHash: token, User: "bob", Created: r.now, LastSeen: r.now}); err != nil {
+				r.fatal("session: %v", err)
+			}
+		},
+		check: func(r *run) {
+			if ss, err := r.s.GetSession(token); err != nil || ss.User != "bob" {
+				r.fatal("bob's session after the crash: %+v %v", ss, err)
+			}
+		},
+	},
+	{
+		name: "append to a receiver's stream",
+		do: func(r *run) {
+			if errs := r.enqueue(msg("bob", "alice", 10, "one", r.now), msg("bob", "alice", 11, "two", r.now), msg("bob", "alice", 12, "three", r.now)); errors.Join(errs...) != nil {
+				r.fatal("enqueue: %v", errs)
+			}
+		},
+		check: func(r *run) {
+			r.wantStream("bob", "one", "two", "three")
+			if id, err := r.s.MaxServerID(); err != nil || id < 12 {
+				r.fatal("the highest number after the crash: %d %v; a restart would number anew from below it", id, err)
+			}
+			// A repeat of (sender, msg_id) is not stored twice.
+			dup := msg("bob", "alice", 99, "two again", r.now)
+			dup.MsgID = msg("bob", "alice", 11, "", r.now).MsgID
+			r.enqueue(dup)
+			r.wantStream("bob", "one", "two", "three")
+		},
+	},
+	{
+		name: "advance the cursor",
+		do: func(r *run) {
+			if err := r.s.Dequeue("bob", []uint64{10}); err != nil {
+				r.fatal("dequeue: %v", err)
+			}
+		},
+		check: func(r *run) {
+			r.wantStream("bob", "two", "three")
+			// Acknowledged again (the ack's reply was lost): idempotent.
+			if err := r.s.Dequeue("bob", []uint64{10, 11}); err != nil {
+				r.fatal("dequeue again: %v", err)
+			}
+			r.wantStream("bob", "three")
+			if id, err := r.s.MaxServerID(); err != nil || id < 12 {
+				r.fatal("the highest number after acknowledgements: %d %v", id, err)
+			}
+		},
+	},
+	{
+		name: "record who wrote to whom",
+		do: func(r *run) {
+			if err := r.s.AddContact("bob", "alice"); err != nil {
+				r.fatal("contact: %v", err)
+			}
+		},
+		check: func(r *run) {
+			if w, err := r.s.Wrote("bob", "alice"); err != nil || !w {
+				r.fatal("bob wrote to alice, after the crash: %v %v", w, err)
+			}
+		},
+	},
+	{
+		name: "block (drops what the blocked user queued)",
+		do: func(r *run) {
+			if errs := r.enqueue(msg("bob", "carol", 20, "spam 1", r.now), msg("bob", "carol", 21, "spam 2", r.now)); errors.Join(errs...) != nil {
+				r.fatal("enqueue: %v", errs)
+			}
+			if n, err := r.s.Block("bob", "carol", 1000); err != nil || n != 2 {
+				r.fatal("block: dropped %d, %v; want 2", n, err)
+			}
+		},
+		check: func(r *run) {
+			r.wantStream("bob", "three")
+			if b, err := r.s.Blocks("bob", "carol"); err != nil || !b {
+				r.fatal("the block after the crash: %v %v", b, err)
+			}
+			if errs := r.enqueue(msg("bob", "carol", 22, "spam 3", r.now)); !errors.Is(errs[0], store.ErrBlocked) {
+				r.fatal("a blocked sender's message: %v, want ErrBlocked", errs[0])
+			}
+			r.wantStream("bob", "three")
+		},
+	},
+	{
+		name: "create a group (compare: absent)",
+		do: func(r *run) {
+			e := &store.Epoch{N: 1, RosterSeq: 0, Wrapper: "alice", Created: r.now, Keys: map[string][]byte{"alice": []byte("a1")}}
+			if err := r.s.CreateGroup(team(0, 1, ann), []byte("statement 0"), e); err != nil {
+				r.fatal("create group: %v", err)
+			}
+		},
+		check: func(r *run) {
+			g, err := r.s.Group("team")
+			if err != nil || g.Seq != 0 || g.Epoch != 1 || len(g.Members) != 1 {
+				r.fatal("the group after the crash: %+v %v", g, err)
+			}
+			if err := r.s.CreateGroup(team(0, 1, ann), []byte("again"), nil); !errors.Is(err, store.ErrGroupExists) {
+				r.fatal("a second team: %v, want ErrGroupExists", err)
+			}
+		},
+	},
+	{
+		name: "change a group (compare-and-set on its state)",
+		do: func(r *run) {
+			e := &store.Epoch{N: 2, RosterSeq: 1, Wrapper: "alice", Created: r.now, Keys: map[string][]byte{"alice": []byte("a2"), "bob": []byte("b2")}}
+			if err := r.s.ChangeGroup(team(1, 2, ann, bob), 0, 1, []byte("statement 1"), e, "", ""); err != nil {
+				r.fatal("change: %v", err)
+			}
+		},
+		check: func(r *run) {
+			g, err := r.s.Group("team")
+			if err != nil || g.Seq != 1 || g.Epoch != 2 || len(g.Members) != 2 {
+				r.fatal("the group after the crash: %+v %v", g, err)
+			}
+			chain, _, err := r.s.GroupChain("team", 0, 1<<20)
+			if err != nil || len(chain) != 2 || string(chain[1]) != "statement 1" {
+				r.fatal("the chain after the crash: %q %v", chain, err)
+			}
+			if k, err := r.s.MemberKeys("team", "bob", 0, 0); err != nil || len(k) != 1 || string(k[0].Wrapped) != "b2" {
+				r.fatal("bob's keys after the crash: %+v %v", k, err)
+			}
+			// A change planned on the state before loses.
+			if err := r.s.ChangeGroup(team(1, 2, ann), 0, 1, []byte("statement 1b"), nil, "", ""); !errors.Is(err, store.ErrConflict) {
+				r.fatal("a stale change: %v, want ErrConflict", err)
+			}
+		},
+	},
+	{
+		name: "mark an epoch bad",
+		do: func(r *run) {
+			if err := r.s.MarkEpochBad("team", 2, "bob", []byte("bob's signature")); err != nil {
+				r.fatal("mark bad: %v", err)
+			}
+		},
+		check: func(r *run) {
+			g, err := r.s.Group("team")
+			if err != nil || !g.EpochBad {
+				r.fatal("the bad flag after the crash: %+v %v", g, err)
+			}
+			k, err := r.s.MemberKeys("team", "alice", 2, 0)
+			if err != nil || len(k) != 1 || k[0].BadBy != "bob" {
+				r.fatal("the report after the crash: %+v %v", k, err)
+			}
+		},
+	},
+	{
+		name: "delete a user",
+		do: func(r *run) {
+			if err := r.s.DeleteUser("bob"); err != nil {
+				r.fatal("delete: %v", err)
+			}
+		},
+		check: func(r *run) {
+			if _, err := r.s.GetUser("bob"); !errors.Is(err, store.ErrNotFound) {
+				r.fatal("bob after the crash: %v, want ErrNotFound", err)
+			}
+			if _, err := r.s.GetSession(token); !errors.Is(err, store.ErrNotFound) {
+				r.fatal("bob's session after the crash: %v, want ErrNotFound", err)
+			}
+			r.wantStream("bob")
+			if w, err := r.s.Wrote("bob", "alice"); err != nil || w {
+				r.fatal("bob's who-wrote record after the crash: %v %v", w, err)
+			}
+			if b, err := r.s.Blocks("bob", "carol"); err != nil || b {
+				r.fatal("bob's block after the crash: %v %v", b, err)
+			}
+			// The name can be signed up again, fresh.
+			if err := r.s.CreateUser(user("bob", r.now)); err != nil {
+				r.fatal("bob again: %v", err)
+			}
+			if errs := r.enqueue(msg("bob", "carol", 30, fmt.Sprint("to the new bob"), r.now)); errs[0] != nil {
+				r.fatal("carol to the new bob: %v", errs[0])
+			}
+			r.wantStream("bob", "to the new bob")
+		},
+	},
+}

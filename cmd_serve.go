@@ -172,11 +172,13 @@ func cmdServe(args []string) error {
 		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
 		Limits: account.Limits{LookupBurst: *lookups, LookupEvery: 15 * time.Minute / time.Duration(*lookups)},
 		Shard: shard.Options{
-			Shards: *shards, MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
-			MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
-			Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames,
-			Observer:    mx,
-			QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
+			Shards: *shards, Observer: mx,
+			Limits: shard.Limits{
+				MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
+				MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
+				QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
+			},
+			Live: shard.Live{Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames},
 		},
 		Groups: groups.Options{ChangeEvery: offIfZero(*groupRate)},
 		Signup: policy,

@@ -44,7 +44,7 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 	}
 	static, _ := proto.NewKeyPair(rand.Reader)
 	s, err = New(Options{Shards: 2, Static: &static, Accounts: benchAccounts{account.New(st, account.Options{Hasher: h})}, Store: st,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MsgEvery: -1})
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: Limits{MsgEvery: -1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -24,17 +24,26 @@ type Options struct {
 	Accounts Accounts
 	// Store holds the receivers' queues. Required.
 	Store *store.Store
-	// QueueLimits cap each receiver's queue. Zero fields take 10,000
-	// messages and 100 MiB, of which one sender may hold a quarter if the
-	// receiver has written to it or shares a group with it, and a tenth
-	// otherwise.
-	QueueLimits store.QueueLimits
-	// Retention is how long a queued message may wait; an older one is
-	// never delivered, even between sweeps. If zero, 7 days.
-	Retention time.Duration
+	// Groups holds the group rules (package groups). Without it,
+	// group changes are refused.
+	Groups GroupRules
 	// Logger receives the logs. If nil, slog.Default() is used.
 	Logger *slog.Logger
+	// Observer, if set, is told of each message's delivery latency and
+	// each group message's fan-out (for metrics).
+	Observer Observer
+	// Now is the clock. If nil, time.Now is used.
+	Now func() time.Time
 
+	// What bounds time, what bounds use, and who hears what: each in its
+	// own part, read through Options (o.IdleTimeout, o.MsgBurst).
+	Timeouts
+	Limits
+	Live
+}
+
+// Timeouts are the deadlines the shards keep on connections.
+type Timeouts struct {
 	// HandshakeTimeout is the absolute deadline for the handshake, from
 	// accept. If zero, 5 s.
 	HandshakeTimeout time.Duration
@@ -49,14 +58,29 @@ type Options struct {
 	FrameTimeout time.Duration
 	// WriteTimeout is the deadline of each write. If zero, 10 s.
 	WriteTimeout time.Duration
-	// MaxPending caps the bytes queued for one connection. If zero, 4 MiB.
-	MaxPending int
-	// MaxUnacked caps deliveries waiting for one receiver's ack. If zero, 128.
-	MaxUnacked int
 	// AckTimeout disconnects a receiver that has left a delivery unacked
 	// this long (a stuck client); what it had not acknowledged is queued.
 	// If zero, 10 s.
 	AckTimeout time.Duration
+	// GroupUploadTimeout bounds a multi-part group change from its first
+	// part to its last. If zero, 30 s.
+	GroupUploadTimeout time.Duration
+}
+
+// Limits bound what one connection, user or address may use.
+type Limits struct {
+	// QueueLimits cap each receiver's queue. Zero fields take 10,000
+	// messages and 100 MiB, of which one sender may hold a quarter if the
+	// receiver has written to it or shares a group with it, and a tenth
+	// otherwise.
+	QueueLimits store.QueueLimits
+	// Retention is how long a queued message may wait; an older one is
+	// never delivered, even between sweeps. If zero, 7 days.
+	Retention time.Duration
+	// MaxPending caps the bytes queued for one connection. If zero, 4 MiB.
+	MaxPending int
+	// MaxUnacked caps deliveries waiting for one receiver's ack. If zero, 128.
+	MaxUnacked int
 
 	// MaxUnauth caps connections that have not logged in, in all; past it
 	// the oldest of them is closed to make room. If zero, 4096.
@@ -79,6 +103,15 @@ type Options struct {
 	MsgBytesBurst  int
 	MsgBytesPerSec int
 
+	// SignalBurst and SignalEvery limit signals (typing) per user. If
+	// zero, a burst of 30 and one more every 200 ms.
+	SignalBurst int
+	SignalEvery time.Duration
+}
+
+// Live is the policy of what is told live, beside messages: presence and
+// broadcasts, and who may send the latter how often.
+type Live struct {
 	// Presence says who is told when a user comes online or goes. If
 	// empty, PresenceContacts.
 	Presence PresenceMode
@@ -97,24 +130,6 @@ type Options struct {
 	// of 6 then one every 10 s, and a burst of 20 then one a second.
 	BroadcastAddrBurst, BroadcastAllBurst int
 	BroadcastAddrEvery, BroadcastAllEvery time.Duration
-	// SignalBurst and SignalEvery limit signals (typing) per user. If
-	// zero, a burst of 30 and one more every 200 ms.
-	SignalBurst int
-	SignalEvery time.Duration
-
-	// Groups holds the group rules (package groups). Without it,
-	// group changes are refused.
-	Groups GroupRules
-	// GroupUploadTimeout bounds a multi-part group change from its first
-	// part to its last. If zero, 30 s.
-	GroupUploadTimeout time.Duration
-
-	// Observer, if set, is told of each message's delivery latency and
-	// each group message's fan-out (for metrics).
-	Observer Observer
-
-	// Now is the clock. If nil, time.Now is used.
-	Now func() time.Time
 }
 
 // Default shares of one receiver's queue that one sender may hold.
@@ -147,25 +162,46 @@ type Observer interface {
 }
 
 func (o *Options) setDefaults() {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
+	if o.Shards == 0 {
+		o.Shards = 1
 	}
-	defI := func(d *int, v int) {
-		if *d == 0 {
-			*d = v
-		}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
-	defI(&o.Shards, 1)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.Timeouts.setDefaults()
+	o.Limits.setDefaults()
+	o.Live.setDefaults()
+}
+
+// def and defI set a zero duration or int to its default.
+func def(d *time.Duration, v time.Duration) {
+	if *d == 0 {
+		*d = v
+	}
+}
+
+func defI(d *int, v int) {
+	if *d == 0 {
+		*d = v
+	}
+}
+
+func (o *Timeouts) setDefaults() {
 	def(&o.HandshakeTimeout, 5*time.Second)
 	def(&o.LoginTimeout, 10*time.Second)
 	def(&o.IdleTimeout, 5*time.Minute)
 	def(&o.FrameTimeout, 30*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
+	def(&o.AckTimeout, 10*time.Second)
+	def(&o.GroupUploadTimeout, 30*time.Second)
+}
+
+func (o *Limits) setDefaults() {
 	defI(&o.MaxPending, 4<<20)
 	defI(&o.MaxUnacked, 128)
-	def(&o.AckTimeout, 10*time.Second)
 	def(&o.Retention, 7*24*time.Hour)
 	if o.QueueLimits.Count == 0 {
 		o.QueueLimits.Count = DefaultQueueCount
@@ -187,31 +223,23 @@ func (o *Options) setDefaults() {
 	def(&o.MsgEvery, DefaultMsgEvery)
 	defI(&o.MsgBytesBurst, 128<<20)
 	defI(&o.MsgBytesPerSec, 8<<20)
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
+	defI(&o.SignalBurst, 30)
+	def(&o.SignalEvery, 200*time.Millisecond)
+}
+
+func (o *Live) setDefaults() {
 	if o.Presence == "" {
 		o.Presence = PresenceContacts
 	}
 	if o.Broadcast == "" {
 		o.Broadcast = BroadcastAnyone
 	}
-	if o.BroadcastBurst == 0 {
-		o.BroadcastBurst = 3
-	}
+	defI(&o.BroadcastBurst, 3)
 	def(&o.BroadcastEvery, 20*time.Second)
 	defI(&o.BroadcastAddrBurst, 6)
 	def(&o.BroadcastAddrEvery, 10*time.Second)
 	defI(&o.BroadcastAllBurst, 20)
 	def(&o.BroadcastAllEvery, time.Second)
-	if o.SignalBurst == 0 {
-		o.SignalBurst = 30
-	}
-	def(&o.SignalEvery, 200*time.Millisecond)
-	def(&o.GroupUploadTimeout, 30*time.Second)
 }
 
 // ErrClosed is returned by Handoff after Shutdown has begun.

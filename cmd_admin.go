@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -247,44 +246,9 @@ func cmdBackup(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	resp, err := adminClient(*addr, *data).Do(ctx, "GET", "/v1/backup", nil)
+	n, m, err := adminClient(*addr, *data).Backup(ctx, outPath)
 	if err != nil {
 		return adminErr(err, *data)
-	}
-	defer resp.Body.Close()
-	tmp := outPath + ".partial"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	n, err := io.Copy(f, resp.Body)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
-	// Check the archive whole before calling it a backup.
-	dir, err := os.MkdirTemp(filepath.Dir(outPath), ".backup-check-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	rf, err := os.Open(tmp)
-	if err != nil {
-		return err
-	}
-	m, err := backup.Restore(rf, dir, backup.Limits{})
-	rf.Close()
-	if err != nil {
-		return fmt.Errorf("the backup did not check out: %w", err)
-	}
-	if err := os.Rename(tmp, outPath); err != nil {
-		return err
 	}
 	fmt.Printf("Backed up to %s (%d bytes; store %d bytes; server key %s)\n", outPath, n, m.Sizes["securefastchat.db"], m.Fingerprint)
 	return nil

@@ -1,27 +1,22 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"strings"
-	"syscall"
 	"time"
 
 	"securefastchat/balancer"
 	"securefastchat/groups"
 	"securefastchat/internal/account"
 	"securefastchat/internal/admin"
-	"securefastchat/internal/metrics"
 	"securefastchat/internal/passwd"
+	serverprocess "securefastchat/internal/serve"
 	"securefastchat/internal/server"
 	"securefastchat/proto"
 	"securefastchat/shard"
@@ -124,125 +119,31 @@ func cmdServe(args []string) error {
 			return usagef("--admin %s: %v", *adminAddr, err)
 		}
 	}
-	mx := metrics.New()
 	logger, err := newLogger(*logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
-	}
-	// Signals first: a SIGTERM during startup (the first sweep can take a
-	// while on a big store) waits for startup to finish, then shuts down.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-	// Both ports are taken before anything is made in the data directory.
-	var adminLn net.Listener
-	if *adminAddr != "" {
-		if adminLn, err = net.Listen("tcp", *adminAddr); err != nil {
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		defer adminLn.Close() // a no-op once the admin server has it and closed it
-		if adminToken == "" {
-			tok, created, err := admin.LoadOrCreateToken(*data)
-			if err != nil {
-				return err
-			}
-			adminToken = tok
-			if created {
-				fmt.Fprintf(os.Stderr, "Made an admin token in %s (mode 0600): the admin commands on this machine read it there; elsewhere set SFC_ADMIN_TOKEN to it.\n",
-					filepath.Join(*data, admin.TokenFileName))
-			}
-		}
-	}
-	srv, err := server.Start(server.Config{
-		DataDir: *data, Listen: *listen, Strategy: *strategy,
-		Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
-		Limits: account.Limits{LookupBurst: *lookups, LookupEvery: 15 * time.Minute / time.Duration(*lookups)},
-		Shard: shard.Options{
-			Shards: *shards, Observer: mx,
-			Limits: shard.Limits{
-				MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
-				MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
-				QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
+	return serverprocess.Run(serverprocess.Config{
+		Server: server.Config{
+			DataDir: *data, Listen: *listen, Strategy: *strategy,
+			Argon2: params, AllowWeakArgon2: *weak, HashConcurrency: *hashConc, Retention: *retention,
+			Limits: account.Limits{LookupBurst: *lookups, LookupEvery: 15 * time.Minute / time.Duration(*lookups)},
+			Shard: shard.Options{
+				Shards: *shards,
+				Limits: shard.Limits{
+					MaxUnauth: *maxUnauth, MaxUnauthPerIP: *maxUnauthIP,
+					MsgEvery: offIfZero(*msgRate), MsgBurst: *msgBurst,
+					QueueLimits: store.QueueLimits{Count: *queueCount, Bytes: *queueBytes},
+				},
+				Live: shard.Live{Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames},
 			},
-			Live: shard.Live{Presence: presenceMode, Broadcast: broadcastPolicy, Admins: adminNames},
+			Groups: groups.Options{ChangeEvery: offIfZero(*groupRate)},
+			Signup: policy,
+			Logger: logger,
 		},
-		Groups: groups.Options{ChangeEvery: offIfZero(*groupRate)},
-		Signup: policy,
-		Logger: logger,
+		AdminAddr: *adminAddr, AdminHosts: splitList(*adminHosts), AdminToken: adminToken,
+		CPUProfile: *cpuProfile, Notes: os.Stderr,
 	})
-	if err != nil {
-		return err
-	}
-	mx.Register(srv)
-	var adm *admin.Admin
-	if *adminAddr != "" {
-		adm, err = admin.Start(admin.Config{Addr: *adminAddr, Listener: adminLn, Token: adminToken, Hosts: splitList(*adminHosts),
-			Server: srv, Metrics: mx, Logger: logger})
-		if err != nil {
-			_ = srv.Shutdown(context.Background())
-			return err
-		}
-	}
-	var serveErr error
-wait:
-	for {
-		select {
-		case <-usr1:
-			logStats(logger, srv)
-		case s := <-sig:
-			logger.Info("shutting down", "signal", s.String())
-			break wait
-		case serveErr = <-srv.Done():
-			logger.Error("accept loop stopped", "err", serveErr)
-			break wait
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err = srv.Shutdown(ctx)
-	if adm != nil {
-		_ = adm.Close(ctx)
-	}
-	if err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if serveErr != nil && !errors.Is(serveErr, balancer.ErrServerClosed) {
-		return serveErr
-	}
-	return nil
-}
-
-// logStats logs the server's counters, per shard and in all, and the
-// process's goroutines and heap.
-func logStats(logger *slog.Logger, srv *server.Server) {
-	n := srv.Set.Len()
-	conns, msgs := make([]int64, n), make([]int64, n)
-	for i := range n {
-		conns[i], msgs[i] = srv.Set.Shard(i).Conns(), srv.Set.Shard(i).Messages()
-	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	st := &srv.Set.Stats
-	logger.Info("stats", "shard_conns", conns, "shard_msgs", msgs, "online", srv.Set.Online(),
-		"logins_ok", st.LoginsOK.Load(), "logins_failed", st.LoginsFailed.Load(),
-		"routed", st.Routed.Load(), "delivered", st.Delivered.Load(), "queued", st.Queued.Load(),
-		"from_queue", st.FromQueue.Load(), "slow_consumers", st.SlowConsumers.Load(), "expired", srv.Expired.Load(),
-		"signals", st.Signals.Load(), "broadcasts", st.Broadcasts.Load(), "live_dropped", st.LiveDropped.Load(),
-		"goroutines", runtime.NumGoroutine(), "heap_inuse", ms.HeapInuse, "stack_inuse", ms.StackInuse)
 }
 
 func newLogger(format, level string) (*slog.Logger, error) {

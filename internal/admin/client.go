@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+
+	"securefastchat/internal/backup"
 )
 
 // Client calls a server's admin API.
@@ -72,4 +76,53 @@ func (a *Client) JSON(ctx context.Context, method, path string, body, out any) e
 	}
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Backup takes a backup of the running server into the new file outPath:
+// it is written beside it first, synced, and checked whole (laid out in a
+// scratch folder as a restore would) before it takes its name. It returns
+// its size and what it holds.
+func (a *Client) Backup(ctx context.Context, outPath string) (int64, *backup.Manifest, error) {
+	if _, err := os.Stat(outPath); err == nil {
+		return 0, nil, fmt.Errorf("%s exists; choose a new file", outPath)
+	}
+	resp, err := a.Do(ctx, "GET", "/v1/backup", nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	tmp := outPath + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer os.Remove(tmp)
+	n, err := io.Copy(f, resp.Body)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("backup: %w", err)
+	}
+	dir, err := os.MkdirTemp(filepath.Dir(outPath), ".backup-check-")
+	if err != nil {
+		return 0, nil, err
+	}
+	defer os.RemoveAll(dir)
+	rf, err := os.Open(tmp)
+	if err != nil {
+		return 0, nil, err
+	}
+	m, err := backup.Restore(rf, dir, backup.Limits{})
+	rf.Close()
+	if err != nil {
+		return 0, nil, fmt.Errorf("the backup did not check out: %w", err)
+	}
+	if err := os.Rename(tmp, outPath); err != nil {
+		return 0, nil, err
+	}
+	return n, m, nil
 }

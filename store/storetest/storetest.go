@@ -14,7 +14,6 @@ package storetest
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -358,7 +357,7 @@ var steps = []step{
 			if err := r.s.CreateUser(user("bob", r.now)); err != nil {
 				r.fatal("bob again: %v", err)
 			}
-			if errs := r.enqueue(msg("bob", "carol", 30, fmt.Sprint("to the new bob"), r.now)); errs[0] != nil {
+			if errs := r.enqueue(msg("bob", "carol", 30, "to the new bob", r.now)); errs[0] != nil {
 				r.fatal("carol to the new bob: %v", errs[0])
 			}
 			r.wantStream("bob", "to the new bob")

@@ -63,3 +63,31 @@ func TestContactCommands(t *testing.T) {
 		t.Fatalf("bad subcommand: %+v", r)
 	}
 }
+
+// TestDeviceCommand: 'device list' shows one's own first device, made by
+// the client at sign-up, and another account's list as checked against
+// its pinned master key.
+func TestDeviceCommand(t *testing.T) {
+	addr, _, _ := serve(t, t.TempDir())
+	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password!"}
+	bob := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=bob password!"}
+	for _, u := range []struct {
+		env  []string
+		name string
+	}{{ann, "ann"}, {bob, "bob"}} {
+		if r := run(t, u.env, "signup", "--server", addr, "--user", u.name); r.code != 0 {
+			t.Fatalf("signup %s: %+v", u.name, r)
+		}
+	}
+	r := run(t, ann, "device", "list", "--server", addr, "--user", "ann")
+	if r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") || !strings.Contains(r.stdout, "first device") {
+		t.Fatalf("ann's devices: %+v", r)
+	}
+	r = run(t, bob, "device", "list", "ann", "--server", addr, "--user", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") {
+		t.Fatalf("ann's devices as bob sees them: %+v", r)
+	}
+	if r := run(t, bob, "device", "remove", "x", "--server", addr, "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "device list") {
+		t.Fatalf("an unknown subcommand: %+v", r)
+	}
+}

@@ -29,6 +29,7 @@ var commands = []command{
 	{name: "send", synopsis: "--server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...", run: cmdSend},
 	{name: "group", synopsis: groupUsage[len("group "):], run: cmdGroup},
 	{name: "contact", synopsis: contactUsage[len("contact "):], run: cmdContact},
+	{name: "device", synopsis: deviceUsage[len("device "):], run: cmdDevice},
 	{name: "recv", synopsis: "--server ADDR --user NAME [--wait DURATION] [--json] [--out DIR]", run: cmdRecv},
 	{name: "bench", synopsis: "[--server ADDR | --embedded] [--scenario dm|latency|fanout|idle|login|mixed] ...", run: cmdBench},
 	{name: "admin", synopsis: "[--admin ADDR] users | disable USER | enable USER | revoke USER | delete USER | stats | invite", run: cmdAdmin},

@@ -32,6 +32,9 @@ type Config struct {
 	// Downloads is where received files are assembled and saved. If nil,
 	// DownloadDir(OutDir).
 	Downloads Downloads
+	// DeviceName names this device in the account's device list when
+	// this client makes the list. If empty, DefaultDeviceName.
+	DeviceName string
 	// MaxFileSize caps files sent and received. If zero, 100 MiB.
 	MaxFileSize int64
 	// Dial opens the byte stream. If nil, TCP.
@@ -101,6 +104,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Events == 0 {
 		c.Events = 256
+	}
+	if c.DeviceName == "" {
+		c.DeviceName = DefaultDeviceName
+	}
+	if len(c.DeviceName) > proto.MaxDeviceName {
+		return fmt.Errorf("client: a device name is at most %d bytes", proto.MaxDeviceName)
 	}
 	if c.ChangeGrace == 0 {
 		c.ChangeGrace = DefaultChangeGrace

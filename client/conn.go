@@ -261,6 +261,9 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 // ServerKey returns the server's static key.
 func (c *Conn) ServerKey() proto.PublicKey { return c.serverKey }
 
+// Version returns the protocol version agreed with the server.
+func (c *Conn) Version() uint8 { return c.sess.Version }
+
 // Delivery is one message the server pushed: a direct message or a group
 // message (exactly one of DM and Group is set).
 type Delivery struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"securefastchat/proto"
 )
@@ -21,6 +22,10 @@ type Client struct {
 	s        *session // the connection, the login, reconnects and requests
 
 	groups *groupBook // views of the groups, and changes to them
+
+	devMu       sync.Mutex   // one device chain made at a time (devices.go)
+	devicesMade atomic.Bool  // this account's chain exists
+	devHeads    *deviceHeads // the heads of the device chains seen
 
 	requestsMu sync.Mutex      // guards requests
 	requests   map[string]bool // senders of unaccepted requests (requests.go)
@@ -106,7 +111,17 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		conn.Close()
 		return nil, err
 	}
-	return c, c.installNew(conn, ok)
+	if err := c.installNew(conn, ok); err != nil {
+		return nil, err
+	}
+	// The account's device list, with this device first, from the start;
+	// if the server cannot take it now, the next connection makes it.
+	if conn.Version() >= 3 {
+		if _, err := c.ensureDevices(ctx); err == nil {
+			c.devicesMade.Store(true)
+		}
+	}
+	return c, nil
 }
 
 // Login logs in with the password (one argon2 hash on the server), opens
@@ -206,6 +221,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		display: canon, changed: make(chan struct{}),
 	}
 	c.groups = &groupBook{user: canon, id: id, s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
+	c.devHeads = &deviceHeads{st: cfg.Storage, name: userRecord(canon, "devices"), key: c.LocalKey("devices")}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {
 		seen, err := openSeenLog(cfg.Storage, userRecord(canon, "seen"), localKey(id, canon, "seen"))
@@ -225,6 +241,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 // sends, the receiver.
 func (c *Client) serve(conn *Conn) {
 	conn.OnPush(c.onPush)
+	c.makeDevicesOnConnect(conn)
 	if c.recv != nil {
 		c.goTracked(func() { c.recv.run(conn) })
 	}

@@ -37,6 +37,8 @@
 //	0x15  SendDMFor           messages.go (v2)
 //	0x16  Relation            requests.go (v2)
 //	0x17  BlockedList         requests.go (v2)
+//	0x18  DeviceChain         devices.go (v3)
+//	0x19  DeviceAppend        devices.go (v3)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
@@ -71,6 +73,7 @@
 //	0x93  DeliverRequest      requests.go (v2)
 //	0x94  Blocked             requests.go (v2)
 //	0x95  GroupInvitesReply   requests.go (v2)
+//	0x96  DeviceChainReply    devices.go (v3)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

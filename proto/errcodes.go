@@ -42,6 +42,8 @@ const (
 	CodeInvalidInvite      ErrorCode = 31 // the invite code is unknown, used or expired
 	CodeShareFull          ErrorCode = 32 // the sender holds its share of the receiver's queue; nothing queued was dropped
 	CodeGroupLimit         ErrorCode = 33 // the user is an admin of as many groups as one may be
+	CodeStaleDevices       ErrorCode = 34 // the device chain moved on since the statement was made: fetch and sign again (version 3)
+	CodeTooManyDevices     ErrorCode = 35 // the account has MaxDevices devices (version 3)
 )
 
 var codeNames = map[ErrorCode]string{

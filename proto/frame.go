@@ -30,9 +30,17 @@ const Magic = "SCH1"
 //	   version 1 client gets a request as Deliver, and one only invited to a
 //	   group gets nothing of it); a version 2 client needs a version 2
 //	   server.
+//	3: each account's devices are a hash chain of statements signed by its
+//	   master key (DeviceChain, DeviceAppend, DeviceChainReply; the codes
+//	   StaleDevices and TooManyDevices). An account made before has no
+//	   chain until its client, on its next version 3 connection, makes the
+//	   first statement: its identity becomes its master key and first
+//	   device. A version 3 server serves version 1 and 2 clients as
+//	   before; a version 3 client works with a version 2 server, without
+//	   device chains.
 const (
 	MinVersion = 1
-	MaxVersion = 2
+	MaxVersion = 3
 	// ClientMinVersion is the oldest server version this package's
 	// clients accept.
 	ClientMinVersion = 2

@@ -146,6 +146,18 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TDeviceChain:
+		var m DeviceChain
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDeviceAppend:
+		var m DeviceAppend
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDeviceChainReply:
+		var m DeviceChainReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TGroupKeysReply, TGroupKeysReplyV2:
 		var m GroupKeysReply
 		err = m.ParseAs(t, body)
@@ -233,6 +245,9 @@ func seedMessages() [][]byte {
 		(&SendGroup{File: true, Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed chunk"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 26),
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
+		(&DeviceChain{User: []byte("ann"), From: 2}).Append(nil, 22),
+		(&DeviceAppend{Statement: seedDeviceStatements()[0]}).Append(nil, 23),
+		(&DeviceChainReply{User: []byte("ann"), More: true, Statements: [][]byte{[]byte("d0"), []byte("d1")}}).Append(nil, 24),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),

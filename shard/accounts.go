@@ -27,6 +27,14 @@ type Accounts interface {
 	// FirstContact charges requester for a message to someone it has no
 	// relation with, before the name is looked at.
 	FirstContact(requester string) error
+	// DeviceChain returns user's canonical name and device statements
+	// from seq from on (a reply's worth, and whether more follow),
+	// charging requester's lookup budget unless free.
+	DeviceChain(requester string, user []byte, from uint32, free bool) (string, [][]byte, bool, error)
+	// AppendDevice appends a signed statement to requester's own device
+	// chain, once it follows the chain and the account's master key
+	// signed it.
+	AppendDevice(requester string, statement []byte) error
 }
 
 // Session is the outcome of a sign-up, login or resume.

@@ -278,7 +278,8 @@ func (c *conn) handle(msg []byte) bool {
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
-		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites:
+		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
+		proto.TDeviceChain, proto.TDeviceAppend:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -310,6 +311,10 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.changeRelation(id, body)
 	case proto.TGroupJoin:
 		c.joinGroup(id, body)
+	case proto.TDeviceChain:
+		c.deviceChain(id, body)
+	case proto.TDeviceAppend:
+		c.appendDevice(id, body)
 	case proto.TGroupInvites:
 		if err := proto.ParseEmpty(body); err != nil {
 			c.replyBad(id, err)
@@ -612,7 +617,10 @@ func (c *conn) replyBad(id uint32, err error) {
 func (c *conn) replyFailure(id uint32, err error) {
 	var code proto.ErrorCode
 	var refused *ratelimit.Refused
+	var remote *proto.RemoteError
 	switch {
+	case errors.As(err, &remote):
+		c.replyErr(id, remote.Code, remote.Message)
 	case errors.As(err, &refused):
 		c.replyErr(id, proto.CodeRateLimited, refused.Error())
 	case errors.As(err, &code):

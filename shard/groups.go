@@ -335,6 +335,9 @@ func (c *conn) freeLookup(user []byte) bool {
 	if err != nil {
 		return false
 	}
+	if string(canon) == c.user {
+		return true // one's own keys and devices
+	}
 	if c.inGroupWith(canon, false) {
 		return true // a member's keys, which every member needs to wrap keys for them
 	}

@@ -56,6 +56,9 @@ func (s *Store) DeleteUser(name string) error {
 		if _, err := deleteSessionsOf(tx, name); err != nil {
 			return err
 		}
+		if err := deleteDevices(tx, name); err != nil {
+			return err
+		}
 		qb := tx.Bucket(bucketQueue)
 		if qb.Bucket([]byte(name)) != nil {
 			if err := qb.DeleteBucket([]byte(name)); err != nil {

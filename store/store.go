@@ -58,9 +58,13 @@ var (
 	// the member who added them (invites.go).
 	bucketGroupInvites = []byte("ginvites")
 
+	// bucketDevices holds each account's device chain: user -> bucket of
+	// seq (u32 BE) -> signed device statement (devices.go).
+	bucketDevices = []byte("devices")
+
 	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
-		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites}
+		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites, bucketDevices}
 
 	keyMaxID = []byte("max_server_id") // in bucketMeta
 )
@@ -79,7 +83,11 @@ var (
 //	3: blocks (blocked) and group invitations (ginvites). A schema 2
 //	   file needs only the new buckets; the version says an older build
 //	   must not serve it (it would let what blocked users send through).
-const schemaVersion = 3
+//	4: device chains (devices). A schema 3 file needs only the new bucket;
+//	   its accounts have no chain until their client makes one. The version
+//	   says an older build must not serve it (it would keep a deleted
+//	   account's chain for the next account of that name).
+const schemaVersion = 4
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -167,8 +175,8 @@ func (s *Store) init() error {
 			if err := migrate1to2(tx); err != nil {
 				return fmt.Errorf("migrating schema 1 to 2: %w", err)
 			}
-		case v[0] == 2:
-			// Schema 3 adds buckets, created above.
+		case v[0] == 2, v[0] == 3:
+			// Schemas 3 and 4 add buckets, created above.
 		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})

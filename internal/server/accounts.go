@@ -32,3 +32,11 @@ func (a shardAccounts) Login(ctx context.Context, addr string, user, password []
 func (a shardAccounts) Resume(addr string, user, token []byte) (*shard.Session, error) {
 	return session(a.Service.Resume(addr, user, token))
 }
+
+func (a shardAccounts) DeviceChain(requester string, user []byte, from uint32, free bool) (string, [][]byte, bool, error) {
+	return a.Service.DeviceChain(requester, user, from, free)
+}
+
+func (a shardAccounts) AppendDevice(requester string, statement []byte) error {
+	return a.Service.AppendDevice(requester, statement)
+}

@@ -28,6 +28,8 @@ type Store interface {
 	DeleteUser(name string) error
 	PutSession(ss *store.Session) error
 	GetSession(h [32]byte) (*store.Session, error)
+	AppendDevice(user string, seq uint32, statement []byte) error
+	DeviceChain(user string, from uint32, maxBytes int) ([][]byte, bool, error)
 
 	Enqueue(msgs []*store.Queued, lim store.QueueLimits) ([]error, error)
 	Dequeue(user string, ids []uint64) error
@@ -199,6 +201,22 @@ var steps = []step{
 		},
 	},
 	{
+		name: "append to a device chain (compare: its length)",
+		do: func(r *run) {
+			if err := r.s.AppendDevice("bob", 0, []byte("bob's first device")); err != nil {
+				r.fatal("append: %v", err)
+			}
+		},
+		check: func(r *run) {
+			if c, _, err := r.s.DeviceChain("bob", 0, 1<<20); err != nil || len(c) != 1 || string(c[0]) != "bob's first device" {
+				r.fatal("bob's device chain after the crash: %q %v", c, err)
+			}
+			if err := r.s.AppendDevice("bob", 0, []byte("another first device")); !errors.Is(err, store.ErrConflict) {
+				r.fatal("a second statement 0: %v, want ErrConflict", err)
+			}
+		},
+	},
+	{
 		name: "append to a receiver's stream",
 		do: func(r *run) {
 			if errs := r.enqueue(msg("bob", "alice", 10, "one", r.now), msg("bob", "alice", 11, "two", r.now), msg("bob", "alice", 12, "three", r.now)); errors.Join(errs...) != nil {
@@ -352,6 +370,9 @@ var steps = []step{
 			}
 			if b, err := r.s.Blocks("bob", "carol"); err != nil || b {
 				r.fatal("bob's block after the crash: %v %v", b, err)
+			}
+			if c, _, err := r.s.DeviceChain("bob", 0, 1<<20); err != nil || len(c) != 0 {
+				r.fatal("bob's device chain after the crash: %q %v", c, err)
 			}
 			// The name can be signed up again, fresh.
 			if err := r.s.CreateUser(user("bob", r.now)); err != nil {

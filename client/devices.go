@@ -1,0 +1,254 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"securefastchat/proto"
+)
+
+// An account's devices are a chain of statements signed by its master key
+// (proto.DeviceStatement): the sign key of the account's identity, made on
+// its first device. The server keeps the chain; this client checks every
+// chain it reads against the master key it pinned, and remembers the
+// head it last saw of each account (the "devices" record, sealed: lines
+// "user seq hex(hash)"), so a server that adds a device by itself, drops
+// a statement, or shows a different history (a fork) is caught.
+//
+// An account made before devices has no chain: its client makes the
+// first statement (its identity becomes its master key and first device)
+// on its first connection to a server that keeps chains (version 3).
+
+// Errors of device chains.
+var (
+	// ErrDeviceChain: the chain the server sent is not signed by the
+	// account's master key or does not follow the rules; nothing of it
+	// is trusted.
+	ErrDeviceChain = errors.New("client: the server's device list for this account is not signed by its master key")
+	// ErrDeviceChainForked: the chain differs from the one this client
+	// saw before (a statement dropped, or another history).
+	ErrDeviceChainForked = errors.New("client: the server shows a device list that does not continue the one seen before")
+	// ErrNoDeviceChain: the account has no device list yet (its client
+	// makes it on its next connection).
+	ErrNoDeviceChain = errors.New("client: the account has no device list yet")
+	// ErrNoDevices: the server is older than device lists.
+	ErrNoDevices = errors.New("client: the server does not keep device lists (protocol version 3); upgrade it")
+)
+
+// DefaultDeviceName names a device whose program gave it no name.
+const DefaultDeviceName = "first device"
+
+// deviceHeads remembers the last head seen of each account's device chain.
+// Owner: the Client; mu guards m and the record.
+type deviceHeads struct {
+	st   Storage
+	name string
+	key  *[32]byte
+
+	mu     sync.Mutex
+	m      map[string]deviceHead
+	loaded bool
+}
+
+type deviceHead struct {
+	seq  uint32
+	hash [32]byte
+}
+
+// devicesMagic: the devices record has been sealed since its first version.
+const devicesMagic = "SFCDEV1"
+
+func (h *deviceHeads) loadLocked() error {
+	if h.loaded {
+		return nil
+	}
+	h.m = map[string]deviceHead{}
+	b, _, err := readSealed(h.st, h.key, devicesMagic, h.name)
+	if errors.Is(err, fs.ErrNotExist) {
+		h.loaded = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("client: reading the device heads: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		seq, err1 := strconv.ParseUint(f[1], 10, 32)
+		raw, err2 := hex.DecodeString(f[2])
+		if err1 != nil || err2 != nil || len(raw) != 32 {
+			continue
+		}
+		h.m[f[0]] = deviceHead{seq: uint32(seq), hash: [32]byte(raw)}
+	}
+	h.loaded = true
+	return nil
+}
+
+// has reports whether a head of user's chain was seen.
+func (h *deviceHeads) has(user string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.loadLocked() != nil {
+		return false
+	}
+	_, ok := h.m[user]
+	return ok
+}
+
+// check reports whether list continues what was seen of user's chain
+// (chain holds every statement), and remembers its head.
+func (h *deviceHeads) check(user string, chain []*proto.DeviceStatement, list *proto.DeviceList) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.loadLocked(); err != nil {
+		return err
+	}
+	if seen, ok := h.m[user]; ok {
+		if int(seen.seq) >= len(chain) || chain[seen.seq].Hash() != seen.hash {
+			return fmt.Errorf("%w: %s's list had statement %d before, which the server no longer shows as it was; do not trust its devices, and tell your server's operator",
+				ErrDeviceChainForked, user, seen.seq)
+		}
+		if seen.seq == list.Seq {
+			return nil
+		}
+	}
+	h.m[user] = deviceHead{seq: list.Seq, hash: list.Last}
+	var b strings.Builder
+	for u, hd := range h.m {
+		fmt.Fprintf(&b, "%s %d %x\n", u, hd.seq, hd.hash)
+	}
+	return writeSealed(h.st, h.key, devicesMagic, h.name, []byte(b.String()))
+}
+
+// Devices returns user's devices as the account's chain proves them,
+// checked against the master key this client pinned for the account
+// (its own for the user itself) and against the chain it saw before.
+// For the user itself, a chain is made first if the account has none.
+func (c *Client) Devices(ctx context.Context, user string) (*proto.DeviceList, error) {
+	canon, err := proto.CanonicalUsername(user)
+	if err != nil {
+		return nil, &proto.RemoteError{Code: proto.CodeNoSuchRecipient, Message: err.Error()}
+	}
+	if canon == c.user {
+		return c.ensureDevices(ctx)
+	}
+	pk, err := c.PeerKeys(ctx, canon)
+	if err != nil {
+		return nil, err
+	}
+	return c.deviceList(ctx, canon, ed25519.PublicKey(pk.Sign))
+}
+
+// deviceList fetches and checks an account's chain.
+func (c *Client) deviceList(ctx context.Context, canon string, master ed25519.PublicKey) (*proto.DeviceList, error) {
+	chain, err := c.fetchDeviceChain(ctx, canon)
+	if err != nil {
+		return nil, err
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%w: %s's client makes it on its next connection", ErrNoDeviceChain, canon)
+	}
+	list, err := proto.ReplayDevices(chain, master)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s): %v", ErrDeviceChain, canon, err)
+	}
+	if err := c.devHeads.check(canon, chain, list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+func (c *Client) fetchDeviceChain(ctx context.Context, canon string) ([]*proto.DeviceStatement, error) {
+	var chain []*proto.DeviceStatement
+	for from := uint32(0); ; {
+		conn, err := c.s.liveConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if conn.Version() < 3 {
+			return nil, ErrNoDevices
+		}
+		m := proto.DeviceChain{User: []byte(canon), From: from}
+		t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		if err := expect(t, proto.TDeviceChainReply, err); err != nil {
+			return nil, err
+		}
+		var r proto.DeviceChainReply
+		if err := r.Parse(body); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		if string(r.User) != canon {
+			return nil, fmt.Errorf("%w: asked for %s's devices, got %q's", ErrProtocol, canon, r.User)
+		}
+		for _, raw := range r.Statements {
+			var st proto.DeviceStatement
+			if err := st.Parse(raw); err != nil {
+				return nil, fmt.Errorf("%w (%s): %v", ErrDeviceChain, canon, err)
+			}
+			if st.Seq != uint32(len(chain)) {
+				return nil, fmt.Errorf("%w (%s): statement %d where %d belongs", ErrDeviceChain, canon, st.Seq, len(chain))
+			}
+			chain = append(chain, &st)
+		}
+		if !r.More || len(r.Statements) == 0 {
+			return chain, nil
+		}
+		from = uint32(len(chain))
+	}
+}
+
+// ensureDevices returns this account's devices, making its chain first if
+// it has none: its identity becomes its master key and first device.
+func (c *Client) ensureDevices(ctx context.Context) (*proto.DeviceList, error) {
+	c.devMu.Lock()
+	defer c.devMu.Unlock()
+	master := c.id.Sign.Public().(ed25519.PublicKey)
+	list, err := c.deviceList(ctx, c.user, master)
+	if !errors.Is(err, ErrNoDeviceChain) {
+		return list, err
+	}
+	keys := c.id.PublicKeys(c.user)
+	st := &proto.DeviceStatement{User: []byte(c.user), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys),
+		Name: []byte(c.cfg.DeviceName), BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: time.Now().Unix()}
+	st.Sign(c.id.Sign)
+	m := proto.DeviceAppend{Statement: st.Append(nil)}
+	t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err := expect(t, proto.TOK, err); err != nil && !errors.Is(err, proto.CodeStaleDevices) {
+		return nil, fmt.Errorf("client: making the device list: %w", err)
+	}
+	return c.deviceList(ctx, c.user, master)
+}
+
+// makeDevicesOnConnect makes the account's chain, if it has none, once a
+// connection to a server that keeps chains is up (an account from before
+// devices, or a sign-up). A failure is tried again on the next connection.
+func (c *Client) makeDevicesOnConnect(conn *Conn) {
+	if conn.Version() < 3 || c.devicesMade.Load() || c.devHeads.has(c.user) {
+		return
+	}
+	c.goTracked(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if _, err := c.ensureDevices(ctx); err == nil {
+			c.devicesMade.Store(true)
+		}
+	})
+}

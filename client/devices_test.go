@@ -1,0 +1,267 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/internal/server"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+// newDevice makes a device's keys and the statement that adds it after
+// list, signed by master.
+func newDevice(t *testing.T, user string, list *proto.DeviceList, name string, master ed25519.PrivateKey) *proto.DeviceStatement {
+	t.Helper()
+	box, err := proto.NewKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign, _, _ := ed25519.GenerateKey(rand.Reader)
+	st := &proto.DeviceStatement{User: []byte(user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, Name: []byte(name),
+		BoxKey: box.Public.Bytes(), SignKey: sign, Time: time.Now().Unix()}
+	st.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: st.BoxKey, SignKey: st.SignKey})
+	st.Sign(master)
+	return st
+}
+
+// appendDevice sends a DeviceAppend on c's connection as any client
+// speaking the protocol could.
+func appendDevice(t *testing.T, c *client.Client, st *proto.DeviceStatement) error {
+	t.Helper()
+	m := proto.DeviceAppend{Statement: st.Append(nil)}
+	typ, _, err := c.Conn().Request(ctxT(t), func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err == nil && typ != proto.TOK {
+		return fmt.Errorf("reply %#x", uint8(typ))
+	}
+	return err
+}
+
+func remoteCode(err error) proto.ErrorCode {
+	var re *proto.RemoteError
+	if errors.As(err, &re) {
+		return re.Code
+	}
+	return 0
+}
+
+// TestDeviceChains: each account has a device list signed by its master
+// key, made by its first client; others check it against the key they
+// pinned. An ordinary account cannot change another's list, nor its own
+// without its master key, past the rules or past MaxDevices.
+func TestDeviceChains(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	mallory := testserver.Signup(t, s, "mallory")
+
+	mine, err := alice.Devices(ctxT(t), "alice")
+	if err != nil || len(mine.Devices) != 1 || mine.Devices[0].Name != client.DefaultDeviceName {
+		t.Fatalf("alice's own devices: %+v %v", mine, err)
+	}
+	keys := alice.Identity().PublicKeys("alice")
+	if mine.Devices[0].ID != proto.KeyRecordID(&keys) {
+		t.Fatal("alice's first device is not her identity")
+	}
+	seen, err := bob.Devices(ctxT(t), "alice")
+	if err != nil || seen.Last != mine.Last {
+		t.Fatalf("alice's devices as bob sees them: %+v %v", seen, err)
+	}
+
+	// mallory, an ordinary account, against bob's list and her own.
+	bobList, err := bob.Devices(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, malKey, _ := ed25519.GenerateKey(rand.Reader)
+	if err := appendDevice(t, mallory, newDevice(t, "bob", bobList, "mallory's phone", malKey)); remoteCode(err) != proto.CodeForbidden {
+		t.Fatalf("mallory adding a device to bob: %v", err)
+	}
+	malList, err := mallory.Devices(ctxT(t), "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := appendDevice(t, mallory, newDevice(t, "mallory", malList, "unsigned", malKey)); remoteCode(err) != proto.CodeInvalidKey {
+		t.Fatalf("a device signed by another key than the master: %v", err)
+	}
+	master := mallory.Identity().Sign
+	stale := newDevice(t, "mallory", malList, "stale", master)
+	stale.Seq, stale.Prev = 0, [32]byte{}
+	stale.Sign(master)
+	if err := appendDevice(t, mallory, stale); remoteCode(err) != proto.CodeStaleDevices {
+		t.Fatalf("a statement in a taken place: %v", err)
+	}
+	list := malList
+	for i := 1; i < proto.MaxDevices; i++ {
+		st := newDevice(t, "mallory", list, fmt.Sprint("device ", i), master)
+		if err := appendDevice(t, mallory, st); err != nil {
+			t.Fatalf("device %d: %v", i+1, err)
+		}
+		if list, err = list.Apply(st, master.Public().(ed25519.PublicKey)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = appendDevice(t, mallory, newDevice(t, "mallory", list, "one too many", master))
+	if remoteCode(err) != proto.CodeTooManyDevices {
+		t.Fatalf("device %d: %v", proto.MaxDevices+1, err)
+	}
+	if got, err := bob.Devices(ctxT(t), "mallory"); err != nil || len(got.Devices) != proto.MaxDevices {
+		t.Fatalf("mallory's devices as bob sees them: %d %v", len(got.Devices), err)
+	}
+	if got, err := alice.Devices(ctxT(t), "bob"); err != nil || len(got.Devices) != 1 {
+		t.Fatalf("bob's list after mallory's attempts: %+v %v", got, err)
+	}
+}
+
+// TestLyingServerDevices: a device the server adds to bob's list by itself
+// is caught by alice's client, and so is a server that shows an older
+// list than alice saw (restored from a backup, it drops bob's second
+// device's statement and shows another in its place).
+func TestLyingServerDevices(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testserver.Config(t, dir)
+	s, err := server.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { testserver.Stop(t, s) }()
+	acfg := testserver.ClientConfig(t, s)
+	alice, err := client.Signup(ctxT(t), acfg, "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob := testserver.Signup(t, s, "bob")
+	bobList, err := bob.Devices(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The server appends a device of its own to bob's list.
+	_, serverKey, _ := ed25519.GenerateKey(rand.Reader)
+	forged := newDevice(t, "bob", bobList, "the server's", serverKey)
+	if err := s.Store.AppendDevice("bob", forged.Seq, forged.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Devices(ctxT(t), "bob"); !errors.Is(err, client.ErrDeviceChain) {
+		t.Fatalf("a device the server added: %v, want ErrDeviceChain", err)
+	}
+
+	// Another server (another store): bob adds a laptop, alice sees it;
+	// then the server shows the list without it.
+	testserver.Stop(t, s)
+	db := filepath.Join(dir, "securefastchat.db")
+	if err := os.Remove(db); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = server.Start(cfg); err != nil {
+		t.Fatal(err)
+	}
+	acfg.Addr = s.Addr()
+	alice2, err := client.Signup(ctxT(t), acfg, "alice2", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice2.Close()
+	bob2 := testserver.Signup(t, s, "bob2")
+	l0, err := bob2.Devices(ctxT(t), "bob2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(db) // the "backup": bob2's list has one device
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop := newDevice(t, "bob2", l0, "laptop", bob2.Identity().Sign)
+	if err := appendDevice(t, bob2, laptop); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := alice2.Devices(ctxT(t), "bob2"); err != nil || len(got.Devices) != 2 {
+		t.Fatalf("bob2's two devices: %+v %v", got, err)
+	}
+	testserver.Stop(t, s)
+	if err := os.WriteFile(db, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = server.Start(cfg); err != nil {
+		t.Fatal(err)
+	}
+	alice2.Close()
+	acfg.Addr = s.Addr()
+	alice2, err = client.Open(ctxT(t), acfg, "alice2", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice2.Devices(ctxT(t), "bob2"); !errors.Is(err, client.ErrDeviceChainForked) {
+		t.Fatalf("a list without the statement alice saw: %v, want ErrDeviceChainForked", err)
+	}
+}
+
+// TestDevicesUpgrade: an account from before device lists (a store and
+// homes made by the previous version, in testdata/upgrade-v2) opens on
+// this version: alice's identity becomes her master key and first device
+// when her client first connects, what was queued for her arrives, and
+// bob, from his old home, checks her list.
+func TestDevicesUpgrade(t *testing.T) {
+	root := t.TempDir()
+	if err := os.CopyFS(root, os.DirFS("testdata/upgrade-v2")); err != nil {
+		t.Fatal(err)
+	}
+	// Files copied keep their modes but not 0700 folders; the home is the
+	// user's alone.
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	s, err := server.Start(testserver.Config(t, filepath.Join(root, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer testserver.Stop(t, s)
+	cfg := testserver.ClientConfig(t, s)
+	cfg.Home = filepath.Join(root, "home")
+	cfg.KDF = client.KDFParams{}
+	alice, err := client.Open(ctxT(t), cfg, "alice", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	if m := recvOne(t, alice); m.Text != "queued before the upgrade" || m.From != "bob" {
+		t.Fatalf("alice got %+v", m)
+	}
+	bob, err := client.Open(ctxT(t), cfg, "bob", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	// Alice's client made her list when it connected; bob checks it.
+	var list *proto.DeviceList
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if list, err = bob.Devices(ctxT(t), "alice"); err == nil || !errors.Is(err, client.ErrNoDeviceChain) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || len(list.Devices) != 1 {
+		t.Fatalf("alice's list as bob sees it: %+v %v", list, err)
+	}
+	keys := alice.Identity().PublicKeys("alice")
+	if list.Devices[0].ID != proto.KeyRecordID(&keys) {
+		t.Fatal("alice's first device is not her old identity")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if own, err := alice.Devices(ctx, "alice"); err != nil || own.Last != list.Last {
+		t.Fatalf("alice's own list: %+v %v", own, err)
+	}
+}

@@ -1,0 +1,109 @@
+package account
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// An account's devices are a chain of statements signed by its master key
+// (the sign key of its key record). The service checks each statement
+// against the chain and the master key before the store appends it
+// (compare-and-set on the chain's length); clients check the chain again,
+// so a server that added a device by itself would be caught.
+
+// MaxDeviceStatements bounds an account's device chain (adds and removes
+// over its life).
+const MaxDeviceStatements = 1000
+
+// maxChainReply bounds the statements of one reply, in bytes.
+const maxChainReply = 48 << 10
+
+// DeviceChain returns user's device statements from seq from on, a reply's
+// worth, and whether more follow. It costs requester a key lookup unless
+// free (as Keys).
+func (s *Service) DeviceChain(requester string, user []byte, from uint32, free bool) (string, [][]byte, bool, error) {
+	u, err := s.Keys(requester, user, free)
+	if err != nil {
+		return "", nil, false, err
+	}
+	stmts, more, err := s.st.DeviceChain(u.Name, from, maxChainReply)
+	if err != nil {
+		return "", nil, false, fmt.Errorf("account: device chain: %w", err)
+	}
+	return u.Name, stmts, more, nil
+}
+
+// AppendDevice appends a statement to requester's own device chain once
+// it follows the chain and is signed by the account's master key.
+func (s *Service) AppendDevice(requester string, raw []byte) error {
+	var st proto.DeviceStatement
+	if err := st.Parse(raw); err != nil {
+		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: err.Error()}
+	}
+	if string(st.User) != requester {
+		return &proto.RemoteError{Code: proto.CodeForbidden, Message: "a device statement changes its signer's own account only"}
+	}
+	u, err := s.st.GetUser(requester)
+	if err != nil {
+		return fmt.Errorf("account: device chain: %w", err)
+	}
+	if st.Seq >= MaxDeviceStatements {
+		return &proto.RemoteError{Code: proto.CodeTooManyDevices, Message: fmt.Sprintf("the device chain is full (%d statements); reset the account to start a new one", MaxDeviceStatements)}
+	}
+	list, err := s.deviceList(requester, u.SignKey)
+	if err != nil {
+		return err
+	}
+	if _, err := list.Apply(&st, ed25519.PublicKey(u.SignKey)); err != nil {
+		return deviceRefusal(err)
+	}
+	switch err := s.st.AppendDevice(requester, st.Seq, raw); {
+	case errors.Is(err, store.ErrConflict):
+		return &proto.RemoteError{Code: proto.CodeStaleDevices, Message: "another device statement came first; fetch the chain and sign again"}
+	case err != nil:
+		return fmt.Errorf("account: device chain: %w", err)
+	}
+	return nil
+}
+
+// deviceList replays an account's stored chain (nil if it has none).
+func (s *Service) deviceList(user string, master []byte) (*proto.DeviceList, error) {
+	var list *proto.DeviceList
+	for from := uint32(0); ; {
+		stmts, more, err := s.st.DeviceChain(user, from, maxChainReply)
+		if err != nil {
+			return nil, fmt.Errorf("account: device chain: %w", err)
+		}
+		for _, raw := range stmts {
+			var st proto.DeviceStatement
+			if err := st.Parse(raw); err != nil {
+				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
+			}
+			if list, err = list.Apply(&st, ed25519.PublicKey(master)); err != nil {
+				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
+			}
+			from = st.Seq + 1
+		}
+		if !more {
+			return list, nil
+		}
+	}
+}
+
+// deviceRefusal is the reply to a statement the chain does not take.
+func deviceRefusal(err error) error {
+	code := proto.CodeInvalidKey
+	switch {
+	case errors.Is(err, proto.ErrBadChain):
+		code = proto.CodeStaleDevices
+	case errors.Is(err, proto.ErrTooManyDevices):
+		code = proto.CodeTooManyDevices
+	case errors.Is(err, proto.ErrDeviceNotAllowed):
+		code = proto.CodeForbidden
+	}
+	return &proto.RemoteError{Code: code, Message: err.Error()}
+}

@@ -1,0 +1,268 @@
+package proto
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// An account's devices are client-authoritative, like a group's roster:
+// every change is a DeviceStatement signed by the account's master key
+// (the sign key of the account's key record, made on its first device),
+// and the statements form a hash chain per account. A client replays the
+// chain with DeviceList.Apply and trusts no device the server did not
+// prove with it, so a server cannot add a device by itself.
+//
+//	device statement = version u8 (1) | user str8 | seq u32 | prev 32
+//	                   | op u8 | device_id u64 | name str8 | box_key 32
+//	                   | sign_key 32 | time i64 (unix seconds) | sig 64
+//
+// prev is the SHA-256 of the previous statement's bytes (zero for seq 0).
+// device_id is KeyRecordID of the device's box and sign keys. time is the
+// signer's clock when it signed. sig is Ed25519 by the master key over
+// DeviceSigContext and every byte before sig. A remove names the device by
+// its id and repeats its keys.
+const (
+	DeviceStatementVersion = 1
+	DeviceSigContext       = "securefastchat v1 device statement"
+	// MaxDevices is how many devices an account may have at once.
+	MaxDevices = 10
+	// MaxDeviceName is the longest device name, in bytes.
+	MaxDeviceName = 64
+)
+
+// Device operations.
+const (
+	DeviceAdd    uint8 = 1
+	DeviceRemove uint8 = 2
+)
+
+// Device chain errors. ErrBadChain and ErrBadSignature (group.go) serve
+// both chains.
+var (
+	ErrBadDeviceStatement = errors.New("proto: malformed device statement")
+	ErrTooManyDevices     = fmt.Errorf("proto: an account has at most %d devices", MaxDevices)
+	ErrDeviceNotAllowed   = errors.New("proto: device statement not allowed by the device list")
+)
+
+// DeviceStatement is one signed change to an account's devices.
+type DeviceStatement struct {
+	User     []byte
+	Seq      uint32
+	Prev     [32]byte
+	Op       uint8
+	DeviceID uint64
+	Name     []byte
+	BoxKey   []byte // 32
+	SignKey  []byte // 32
+	Time     int64
+	Sig      []byte // 64
+}
+
+func (s *DeviceStatement) appendUnsigned(b []byte) []byte {
+	b = appendStr8(append(b, DeviceStatementVersion), s.User)
+	b = binary.BigEndian.AppendUint32(b, s.Seq)
+	b = append(append(b, s.Prev[:]...), s.Op)
+	b = binary.BigEndian.AppendUint64(b, s.DeviceID)
+	b = appendStr8(b, s.Name)
+	b = append(append(b, s.BoxKey...), s.SignKey...)
+	return binary.BigEndian.AppendUint64(b, uint64(s.Time))
+}
+
+func (s *DeviceStatement) signedBytes() []byte {
+	return s.appendUnsigned([]byte(DeviceSigContext))
+}
+
+// Append appends the statement (signature included) to b.
+func (s *DeviceStatement) Append(b []byte) []byte { return append(s.appendUnsigned(b), s.Sig...) }
+
+// Hash is the SHA-256 of the statement's bytes, the next statement's prev.
+func (s *DeviceStatement) Hash() [32]byte { return sha256.Sum256(s.Append(nil)) }
+
+// Sign signs the statement with the account's master key.
+func (s *DeviceStatement) Sign(master ed25519.PrivateKey) {
+	s.Sig = ed25519.Sign(master, s.signedBytes())
+}
+
+// Parse decodes a statement.
+func (s *DeviceStatement) Parse(b []byte) error {
+	d := dec{b: b}
+	if v := d.u8(); d.err == nil && v != DeviceStatementVersion {
+		return fmt.Errorf("%w: version %d", ErrBadDeviceStatement, v)
+	}
+	s.User, s.Seq = d.str8(), d.u32()
+	copy(s.Prev[:], d.fixed(32))
+	s.Op, s.DeviceID, s.Name = d.u8(), d.u64(), d.str8()
+	s.BoxKey, s.SignKey = d.fixed(KeyLen), d.fixed(ed25519.PublicKeySize)
+	s.Time = int64(d.u64())
+	s.Sig = d.fixed(ed25519.SignatureSize)
+	if err := d.done(); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadDeviceStatement, err)
+	}
+	if !ValidUsername(s.User) || (s.Op != DeviceAdd && s.Op != DeviceRemove) || len(s.Name) > MaxDeviceName {
+		return fmt.Errorf("%w: user, op or name", ErrBadDeviceStatement)
+	}
+	return nil
+}
+
+// Device is one device of an account.
+type Device struct {
+	ID      uint64
+	Name    string
+	BoxKey  PublicKey
+	SignKey ed25519.PublicKey
+	Added   int64 // unix seconds, by the signer's clock
+}
+
+// DeviceList is an account's devices as its chain proves them.
+type DeviceList struct {
+	User    string
+	Seq     uint32
+	Last    [32]byte // hash of the last statement
+	Devices []Device // in the order they were added
+}
+
+// Index returns the position of a device, or -1.
+func (l *DeviceList) Index(id uint64) int {
+	for i, d := range l.Devices {
+		if d.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Apply checks a statement against the list (chain, rules, signature by
+// master) and returns the list after it; l is nil before the first. On
+// error l is unchanged.
+func (l *DeviceList) Apply(s *DeviceStatement, master ed25519.PublicKey) (*DeviceList, error) {
+	next := &DeviceList{User: string(s.User)}
+	if l == nil {
+		if s.Seq != 0 || s.Prev != ([32]byte{}) || s.Op != DeviceAdd {
+			return nil, fmt.Errorf("%w: a device chain starts with its first device's add", ErrBadChain)
+		}
+	} else {
+		if string(s.User) != l.User || s.Seq != l.Seq+1 || s.Prev != l.Last {
+			return nil, fmt.Errorf("%w: device statement %d after %d", ErrBadChain, s.Seq, l.Seq)
+		}
+		next.Devices = append([]Device(nil), l.Devices...)
+	}
+	box, err := ParsePublicKey(s.BoxKey)
+	if err != nil || len(s.SignKey) != ed25519.PublicKeySize || KeyRecordID(&Keys{BoxKey: s.BoxKey, SignKey: s.SignKey}) != s.DeviceID {
+		return nil, fmt.Errorf("%w: the device's keys or id", ErrBadDeviceStatement)
+	}
+	i := next.Index(s.DeviceID)
+	switch s.Op {
+	case DeviceAdd:
+		if i >= 0 {
+			return nil, fmt.Errorf("%w: device %016x is there already", ErrDeviceNotAllowed, s.DeviceID)
+		}
+		if len(next.Devices) >= MaxDevices {
+			return nil, ErrTooManyDevices
+		}
+		next.Devices = append(next.Devices, Device{ID: s.DeviceID, Name: string(s.Name), BoxKey: box,
+			SignKey: ed25519.PublicKey(append([]byte(nil), s.SignKey...)), Added: s.Time})
+	case DeviceRemove:
+		if i < 0 || !next.Devices[i].BoxKey.Equal(box) || string(next.Devices[i].SignKey) != string(s.SignKey) {
+			return nil, fmt.Errorf("%w: no device %016x with those keys", ErrDeviceNotAllowed, s.DeviceID)
+		}
+		if len(next.Devices) == 1 {
+			return nil, fmt.Errorf("%w: the last device stays (reset the account to start again)", ErrDeviceNotAllowed)
+		}
+		next.Devices = append(next.Devices[:i], next.Devices[i+1:]...)
+	}
+	if len(master) != ed25519.PublicKeySize || !ed25519.Verify(master, s.signedBytes(), s.Sig) {
+		return nil, fmt.Errorf("%w: device statement %d is not signed by %s's master key", ErrBadSignature, s.Seq, s.User)
+	}
+	next.Seq, next.Last = s.Seq, s.Hash()
+	return next, nil
+}
+
+// ReplayDevices applies a whole chain from its first statement.
+func ReplayDevices(chain []*DeviceStatement, master ed25519.PublicKey) (*DeviceList, error) {
+	var l *DeviceList
+	for i, s := range chain {
+		next, err := l.Apply(s, master)
+		if err != nil {
+			return nil, fmt.Errorf("device statement %d: %w", i, err)
+		}
+		l = next
+	}
+	if l == nil {
+		return nil, fmt.Errorf("%w: empty device chain", ErrBadChain)
+	}
+	return l, nil
+}
+
+// Device chain messages (version 3).
+const (
+	TDeviceChain      MsgType = 0x18 // user str8 | from u32 (version 3)
+	TDeviceAppend     MsgType = 0x19 // statement str16 (version 3)
+	TDeviceChainReply MsgType = 0x96 // user str8 | more u8 | count u16 | statement str16 x count (version 3)
+)
+
+// DeviceChain asks for an account's device statements from seq From on.
+type DeviceChain struct {
+	User []byte
+	From uint32
+}
+
+// Append appends the message to b.
+func (m *DeviceChain) Append(b []byte, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TDeviceChain, id), m.User), m.From)
+}
+
+// Parse decodes a body.
+func (m *DeviceChain) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.From = d.str8(), d.u32()
+	return d.done()
+}
+
+// DeviceAppend adds a signed statement to the requester's own device chain.
+type DeviceAppend struct{ Statement []byte }
+
+// Append appends the message to b.
+func (m *DeviceAppend) Append(b []byte, id uint32) []byte {
+	return appendStr16(AppendHeader(b, TDeviceAppend, id), m.Statement)
+}
+
+// Parse decodes a body.
+func (m *DeviceAppend) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Statement = d.str16()
+	return d.done()
+}
+
+// DeviceChainReply carries device statements in order; More says the
+// requester should ask again from the next seq.
+type DeviceChainReply struct {
+	User       []byte
+	More       bool
+	Statements [][]byte
+}
+
+// Append appends the message to b.
+func (m *DeviceChainReply) Append(b []byte, id uint32) []byte {
+	b = appendStr8(AppendHeader(b, TDeviceChainReply, id), m.User)
+	b = binary.BigEndian.AppendUint16(append(b, boolByte(m.More)), uint16(len(m.Statements)))
+	for _, s := range m.Statements {
+		b = appendStr16(b, s)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *DeviceChainReply) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User = d.str8()
+	m.More = d.bool()
+	n := int(d.u16())
+	m.Statements = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Statements = append(m.Statements, d.str16())
+	}
+	return d.done()
+}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -204,6 +205,15 @@ func (c *Conn) Login(ctx context.Context, user, password string) (*proto.LoginOK
 // LoginWith is Login with login flags (proto.LoginNoDeliveries).
 func (c *Conn) LoginWith(ctx context.Context, user, password string, flags uint8) (*proto.LoginOK, error) {
 	m := proto.Login{User: []byte(user), Password: []byte(password), Flags: flags}
+	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+}
+
+// LoginDevice logs in on a fresh connection with a device's own key
+// instead of the password (protocol version 3): deviceID must be in the
+// account's device list.
+func (c *Conn) LoginDevice(ctx context.Context, user string, deviceID uint64, key ed25519.PrivateKey, flags uint8) (*proto.LoginOK, error) {
+	m := proto.LoginDevice{User: []byte(user), DeviceID: deviceID, Flags: flags}
+	m.Sign(key, c.sess.Binding())
 	return loginRequest(ctx, c, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 }
 

@@ -252,3 +252,13 @@ func (c *Client) makeDevicesOnConnect(conn *Conn) {
 		}
 	})
 }
+
+// thisDevice returns this device's id and sign key once the account's
+// device list is known to hold it (this client made or checked it).
+func (c *Client) thisDevice() (uint64, ed25519.PrivateKey, bool) {
+	if !c.devicesMade.Load() && !c.devHeads.has(c.user) {
+		return 0, nil, false
+	}
+	keys := c.id.PublicKeys(c.user)
+	return proto.KeyRecordID(&keys), c.id.Sign, true
+}

@@ -265,3 +265,50 @@ func TestDevicesUpgrade(t *testing.T) {
 		t.Fatalf("alice's own list: %+v %v", own, err)
 	}
 }
+
+// TestDeviceLogin: a device in its account's list logs in with its own
+// key when its session is gone, and the password does not reach the
+// server (here the server's password hash is another password's, so a
+// password login would fail). mallory, speaking the protocol, cannot log
+// in as alice's device: neither with her own key nor with a login signed
+// for another connection.
+func TestDeviceLogin(t *testing.T) {
+	s := testserver.Start(t, nil)
+	cfg := testserver.ClientConfig(t, s)
+	alice, err := client.Signup(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := alice.Identity().PublicKeys("alice")
+	aliceKey := alice.Identity().Sign
+	alice.Close()
+	if err := s.Store.SetPasswordHash("alice", "$argon2id$v=19$m=64,t=1,p=1$c29tZSBzYWx0IGhlcmU$YW5vdGhlciBwYXNzd29yZCdzIGhhc2ggaGVyZSEh"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.DeleteUserSessions("alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice, err = client.Open(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatalf("alice's device logging in with its key: %v", err)
+	}
+	defer alice.Close()
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+
+	conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, malKey, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := conn.LoginDevice(ctxT(t), "alice", proto.KeyRecordID(&keys), malKey, 0); remoteCode(err) != proto.CodeInvalidCredentials {
+		t.Fatalf("alice's device id with mallory's key: %v", err)
+	}
+	replay := proto.LoginDevice{User: []byte("alice"), DeviceID: proto.KeyRecordID(&keys)}
+	replay.Sign(aliceKey, [32]byte{1, 2, 3}) // another connection's binding
+	typ, _, err := conn.Request(ctxT(t), func(b []byte, id uint32) []byte { return replay.Append(b, id) })
+	if remoteCode(err) != proto.CodeInvalidCredentials {
+		t.Fatalf("a login signed for another connection: %#x %v", uint8(typ), err)
+	}
+}

@@ -217,7 +217,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 	c.s = &session{
 		cfg: &c.cfg, user: canon, password: []byte(password),
 		tokens: &sessionFile{st: cfg.Storage, name: userRecord(canon, "session"), key: c.LocalKey("session")},
-		post:   c.post, serve: c.serve, goTracked: c.goTracked, stop: c.stop,
+		post:   c.post, serve: c.serve, device: c.thisDevice, goTracked: c.goTracked, stop: c.stop,
 		display: canon, changed: make(chan struct{}),
 	}
 	c.groups = &groupBook{user: canon, id: id, s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}

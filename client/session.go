@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"sync"
@@ -46,12 +47,15 @@ func (s ConnState) String() string {
 // which gives it serve (what else runs on each new connection: the
 // receiver, the pushes) and closes it. The fields above mu are set once.
 type session struct {
-	cfg       *Config
-	user      string       // canonical
-	password  []byte       // for a password login when the token is refused; nil if unknown
-	tokens    *sessionFile // session tokens kept in the home, sealed
-	post      func(Event)
-	serve     func(*Conn) // called with mu held for each new connection
+	cfg      *Config
+	user     string       // canonical
+	password []byte       // for a password login when the token is refused; nil if unknown
+	tokens   *sessionFile // session tokens kept in the home, sealed
+	post     func(Event)
+	serve    func(*Conn) // called with mu held for each new connection
+	// device returns this device's id and sign key if the account's
+	// device list has it, for a login without the password.
+	device    func() (id uint64, key ed25519.PrivateKey, ok bool)
 	goTracked func(func())
 	stop      <-chan struct{}
 
@@ -108,18 +112,35 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 		return nil, nil, err
 	}
 	flags := s.cfg.loginFlags()
+	var tokErr error
 	if tok := s.Token(); tok != nil {
 		ok, err := conn.ResumeWith(ctx, s.user, tok, flags)
 		if err == nil {
 			return conn, ok, nil
 		}
-		if !errors.Is(err, proto.CodeInvalidToken) || len(s.password) == 0 {
+		if !errors.Is(err, proto.CodeInvalidToken) {
+			conn.Close()
+			return nil, nil, err
+		}
+		tokErr = err
+	}
+	// This device's own key, if the account's device list has it: the
+	// password does not go to the server.
+	if id, key, ok := s.device(); ok && conn.Version() >= 3 {
+		lok, err := conn.LoginDevice(ctx, s.user, id, key, flags)
+		if err == nil {
+			return conn, lok, nil
+		}
+		if !errors.Is(err, proto.CodeInvalidCredentials) {
 			conn.Close()
 			return nil, nil, err
 		}
 	}
 	if len(s.password) == 0 {
 		conn.Close()
+		if tokErr != nil {
+			return nil, nil, tokErr
+		}
 		return nil, nil, ErrNeedPassword
 	}
 	ok, err := conn.LoginWith(ctx, s.user, string(s.password), flags)

@@ -266,3 +266,50 @@ func (m *DeviceChainReply) Parse(body []byte) error {
 	}
 	return d.done()
 }
+
+// TLoginDevice logs a device in with its own key instead of the password
+// (version 3): the server finds the device in the account's device list
+// and checks the signature with the device's sign key.
+const TLoginDevice MsgType = 0x09 // user str8 | device_id u64 | flags u8 | sig 64 (version 3)
+
+// DeviceLoginContext starts what a device signs to log in.
+const DeviceLoginContext = "securefastchat v3 device login"
+
+// LoginDevice is a device's login. Sig is Ed25519 by the device's sign key
+// over DeviceLoginContext, the connection's binding (Session.Binding) and
+// every field before sig, so it is good on this connection only.
+type LoginDevice struct {
+	User     []byte
+	DeviceID uint64
+	Flags    uint8
+	Sig      []byte // 64
+}
+
+func (m *LoginDevice) signedBytes(binding [32]byte) []byte {
+	b := append([]byte(DeviceLoginContext), binding[:]...)
+	b = binary.BigEndian.AppendUint64(appendStr8(b, m.User), m.DeviceID)
+	return append(b, m.Flags)
+}
+
+// Sign signs the login for the connection whose binding is given.
+func (m *LoginDevice) Sign(device ed25519.PrivateKey, binding [32]byte) {
+	m.Sig = ed25519.Sign(device, m.signedBytes(binding))
+}
+
+// Verify checks the signature with the device's sign key.
+func (m *LoginDevice) Verify(device ed25519.PublicKey, binding [32]byte) bool {
+	return len(device) == ed25519.PublicKeySize && ed25519.Verify(device, m.signedBytes(binding), m.Sig)
+}
+
+// Append appends the message to b.
+func (m *LoginDevice) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(appendStr8(AppendHeader(b, TLoginDevice, id), m.User), m.DeviceID)
+	return append(append(b, m.Flags), m.Sig...)
+}
+
+// Parse decodes a body.
+func (m *LoginDevice) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.DeviceID, m.Flags, m.Sig = d.str8(), d.u64(), d.u8(), d.fixed(ed25519.SignatureSize)
+	return d.done()
+}

@@ -131,3 +131,39 @@ func FuzzDeviceStatement(f *testing.F) {
 		l.Apply(&m, make(ed25519.PublicKey, 32)) // must not panic
 	})
 }
+
+// TestLoginDeviceBound: both ends of a connection share its binding, no
+// two connections do, and a device's login signed for one connection
+// does not verify on another or under another key.
+func TestLoginDeviceBound(t *testing.T) {
+	server := mustKey(t, "server static")
+	cs1, ss1, _, _ := handshake(t, server, &server.Public)
+	cs2, ss2, _, _ := handshake(t, server, nil)
+	if cs1.Binding() != ss1.Binding() || cs2.Binding() != ss2.Binding() {
+		t.Fatal("the two ends of a connection disagree on its binding")
+	}
+	if cs1.Binding() == cs2.Binding() {
+		t.Fatal("two connections share a binding")
+	}
+	pub, priv, _ := ed25519.GenerateKey(&detRand{seed: "device"})
+	other, _, _ := ed25519.GenerateKey(&detRand{seed: "other device"})
+	m := LoginDevice{User: []byte("ann"), DeviceID: 7}
+	m.Sign(priv, cs1.Binding())
+	var p LoginDevice
+	if err := p.Parse(m.Append(nil, 1)[MsgHeaderLen:]); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Verify(pub, ss1.Binding()) {
+		t.Fatal("the login does not verify on its connection")
+	}
+	if p.Verify(pub, ss2.Binding()) {
+		t.Fatal("the login verifies on another connection")
+	}
+	if p.Verify(other, ss1.Binding()) {
+		t.Fatal("the login verifies under another key")
+	}
+	p.Flags = LoginNoDeliveries
+	if p.Verify(pub, ss1.Binding()) {
+		t.Fatal("the login verifies with other flags")
+	}
+}

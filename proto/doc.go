@@ -29,6 +29,7 @@
 //	0x06  SignupInvite        messages.go
 //	0x07  LoginWith           messages.go (v2)
 //	0x08  ResumeWith          messages.go (v2)
+//	0x09  LoginDevice         devices.go (v3)
 //	0x10  GetKeys             messages.go
 //	0x11  SendDM              messages.go
 //	0x12  Ack                 messages.go

@@ -32,7 +32,9 @@ const Magic = "SCH1"
 //	   server.
 //	3: each account's devices are a hash chain of statements signed by its
 //	   master key (DeviceChain, DeviceAppend, DeviceChainReply; the codes
-//	   StaleDevices and TooManyDevices). An account made before has no
+//	   StaleDevices and TooManyDevices); a device logs in with its own key
+//	   (LoginDevice), signing the connection's binding, instead of the
+//	   password. An account made before has no
 //	   chain until its client, on its next version 3 connection, makes the
 //	   first statement: its identity becomes its master key and first
 //	   device. A version 3 server serves version 1 and 2 clients as

@@ -146,6 +146,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TLoginDevice:
+		var m LoginDevice
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TDeviceChain:
 		var m DeviceChain
 		err = m.Parse(body)
@@ -246,6 +250,7 @@ func seedMessages() [][]byte {
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
 		(&DeviceChain{User: []byte("ann"), From: 2}).Append(nil, 22),
+		(&LoginDevice{User: []byte("ann"), DeviceID: 9, Flags: LoginNoDeliveries, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 25),
 		(&DeviceAppend{Statement: seedDeviceStatements()[0]}).Append(nil, 23),
 		(&DeviceChainReply{User: []byte("ann"), More: true, Statements: [][]byte{[]byte("d0"), []byte("d1")}}).Append(nil, 24),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),

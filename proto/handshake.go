@@ -302,6 +302,7 @@ func (c *ClientHandshake) Finish(serverHello []byte) (*Session, PublicKey, error
 	}
 	s := &Session{
 		Version: sh.Version,
+		binding: bindingOf(th),
 		send:    newHalfConn(c2s, dirClientToServer, 0),
 		recv:    newHalfConn(s2c, dirServerToClient, 1),
 	}
@@ -376,6 +377,7 @@ func ServerHandshake(cfg ServerConfig, clientHello []byte) ([]byte, *Session, er
 	sh.Confirm = confirmTag(s2c, nil)
 	s := &Session{
 		Version: ver,
+		binding: bindingOf(th),
 		send:    newHalfConn(s2c, dirServerToClient, 1),
 		recv:    newHalfConn(c2s, dirClientToServer, 0),
 	}

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 
 	"golang.org/x/crypto/nacl/secretbox"
@@ -91,9 +92,24 @@ func (h *halfConn) open(dst, payload []byte) ([]byte, error) {
 type Session struct {
 	// Version is the protocol version both sides agreed on.
 	Version uint8
+	binding [32]byte
 	send    halfConn
 	recv    halfConn
 }
+
+// Binding is a value unique to this connection that both sides know and
+// nobody else can make use of: SHA-256 of a label and the handshake
+// transcript. A signature over it (a device's login) cannot be replayed on
+// another connection.
+func (s *Session) Binding() [32]byte { return s.binding }
+
+func bindingOf(transcript []byte) [32]byte {
+	return sha256.Sum256(append([]byte(bindingLabel), transcript...))
+}
+
+// bindingLabel separates the binding from every other use of the
+// transcript.
+const bindingLabel = "securefastchat v3 channel binding"
 
 // Seal appends the frame (length prefix included) carrying plaintext to dst.
 func (s *Session) Seal(dst, plaintext []byte) ([]byte, error) { return s.send.seal(dst, plaintext) }

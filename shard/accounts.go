@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"crypto/ed25519"
 	"time"
 
 	"securefastchat/proto"
@@ -35,6 +36,9 @@ type Accounts interface {
 	// chain, once it follows the chain and the account's master key
 	// signed it.
 	AppendDevice(requester string, statement []byte) error
+	// LoginDevice logs a device of user in: the device must be in the
+	// account's device list and verify must accept its sign key.
+	LoginDevice(addr string, user []byte, deviceID uint64, verify func(signKey ed25519.PublicKey) bool) (*Session, error)
 }
 
 // Session is the outcome of a sign-up, login or resume.

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"io"
 	"log/slog"
@@ -181,4 +182,8 @@ func (a benchAccounts) Login(ctx context.Context, addr string, user, password []
 
 func (a benchAccounts) Resume(addr string, user, token []byte) (*Session, error) {
 	return benchSession(a.Service.Resume(addr, user, token))
+}
+
+func (a benchAccounts) LoginDevice(addr string, user []byte, deviceID uint64, verify func(ed25519.PublicKey) bool) (*Session, error) {
+	return benchSession(a.Service.LoginDevice(addr, user, deviceID, verify))
 }

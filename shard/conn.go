@@ -3,6 +3,7 @@ package shard
 import (
 	"container/list"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -243,7 +244,7 @@ func (c *conn) handle(msg []byte) bool {
 	c.frameDL = false
 	failpoint("handle", c.user)
 	switch t {
-	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume, proto.TLoginWith, proto.TResumeWith:
+	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume, proto.TLoginWith, proto.TResumeWith, proto.TLoginDevice:
 		if c.authed {
 			c.replyErr(id, proto.CodeAlreadyLoggedIn, "this connection is logged in")
 			return true
@@ -406,6 +407,15 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 				res, err = o.Accounts.Login(ctx, c.ip, m.User, m.Password)
 			}
 		}
+	case proto.TLoginDevice:
+		var m proto.LoginDevice
+		if err = m.Parse(body); err == nil {
+			flags = m.Flags
+			if err = checkLoginFlags(flags); err == nil {
+				binding := c.sess.Binding()
+				res, err = o.Accounts.LoginDevice(c.ip, m.User, m.DeviceID, func(k ed25519.PublicKey) bool { return m.Verify(k, binding) })
+			}
+		}
 	case proto.TResume, proto.TResumeWith:
 		var m proto.Resume
 		if err = m.ParseAs(t, body); err == nil {
@@ -470,6 +480,8 @@ func loginKind(t proto.MsgType) string {
 		return "signup"
 	case proto.TResume, proto.TResumeWith:
 		return "resume"
+	case proto.TLoginDevice:
+		return "device"
 	}
 	return "password"
 }

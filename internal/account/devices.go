@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"securefastchat/proto"
+	"securefastchat/ratelimit"
 	"securefastchat/store"
 )
 
@@ -106,4 +107,44 @@ func deviceRefusal(err error) error {
 		code = proto.CodeForbidden
 	}
 	return &proto.RemoteError{Code: code, Message: err.Error()}
+}
+
+// LoginDevice logs a device in with its own key: the device must be in
+// the account's device list, and verify must accept a signature by its
+// sign key (the connection checks the login's signature over its
+// binding). No password is hashed; each failure counts against the
+// account as a wrong password does, and logins from one address are
+// throttled as resumes are.
+func (s *Service) LoginDevice(addr string, user []byte, deviceID uint64, verify func(signKey ed25519.PublicKey) bool) (*Result, error) {
+	if err := ratelimit.Refuse(s.resumeIP.Take(addr), "too many logins from this address"); err != nil {
+		return nil, err
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil {
+		return nil, proto.CodeInvalidCredentials
+	}
+	name := string(canon)
+	if s.failures.Throttled(name) {
+		return nil, proto.CodeInvalidCredentials
+	}
+	u, err := s.st.GetUser(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, proto.CodeInvalidCredentials
+	} else if err != nil {
+		return nil, fmt.Errorf("account: device login: %w", err)
+	}
+	list, err := s.deviceList(name, u.SignKey)
+	if err != nil {
+		return nil, err
+	}
+	i := -1
+	if list != nil {
+		i = list.Index(deviceID)
+	}
+	if i < 0 || u.Disabled || !verify(list.Devices[i].SignKey) {
+		s.failures.Fail(name)
+		return nil, proto.CodeInvalidCredentials
+	}
+	s.failures.Succeed(name)
+	return s.newSession(u)
 }

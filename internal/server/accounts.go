@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 
 	"securefastchat/internal/account"
 	"securefastchat/proto"
@@ -39,4 +40,8 @@ func (a shardAccounts) DeviceChain(requester string, user []byte, from uint32, f
 
 func (a shardAccounts) AppendDevice(requester string, statement []byte) error {
 	return a.Service.AppendDevice(requester, statement)
+}
+
+func (a shardAccounts) LoginDevice(addr string, user []byte, deviceID uint64, verify func(ed25519.PublicKey) bool) (*shard.Session, error) {
+	return session(a.Service.LoginDevice(addr, user, deviceID, verify))
 }

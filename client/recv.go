@@ -60,6 +60,12 @@ type receiver struct {
 	seen *seenLog
 	dups atomic.Int64 // repeats dropped before the application saw them
 
+	// running is held by the run of one connection at a time: a new
+	// connection's deliveries wait until the old one's run has handed
+	// over (and recorded as seen) what it held, so a message the server
+	// delivers again on the new connection is known as a repeat.
+	running sync.Mutex
+
 	mu       sync.Mutex
 	files    map[[proto.MsgIDLen]byte]*incomingFile // open, at most maxOpenFiles
 	partials *partials                              // every unfinished transfer, open or not
@@ -82,6 +88,8 @@ func newReceiver(c *Client, seen *seenLog) *receiver {
 // (or rejected for good) and recorded in the seen log on disk, never
 // before; the acks of a burst go in one frame, after one fsync.
 func (r *receiver) run(conn *Conn) {
+	r.running.Lock()
+	defer r.running.Unlock()
 	ch := conn.Deliveries()
 	acks := make([]uint64, 0, proto.MaxAckIDs)
 	for dl := range ch {

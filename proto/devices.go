@@ -246,25 +246,14 @@ type DeviceChainReply struct {
 
 // Append appends the message to b.
 func (m *DeviceChainReply) Append(b []byte, id uint32) []byte {
-	b = appendStr8(AppendHeader(b, TDeviceChainReply, id), m.User)
-	b = binary.BigEndian.AppendUint16(append(b, boolByte(m.More)), uint16(len(m.Statements)))
-	for _, s := range m.Statements {
-		b = appendStr16(b, s)
-	}
-	return b
+	return appendChainPage(AppendHeader(b, TDeviceChainReply, id), m.User, m.More, m.Statements)
 }
 
 // Parse decodes a body.
 func (m *DeviceChainReply) Parse(body []byte) error {
-	d := dec{b: body}
-	m.User = d.str8()
-	m.More = d.bool()
-	n := int(d.u16())
-	m.Statements = nil
-	for i := 0; i < n && d.err == nil; i++ {
-		m.Statements = append(m.Statements, d.str16())
-	}
-	return d.done()
+	var err error
+	m.User, m.More, m.Statements, err = parseChainPage(&dec{b: body})
+	return err
 }
 
 // TLoginDevice logs a device in with its own key instead of the password

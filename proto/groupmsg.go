@@ -179,25 +179,35 @@ type GroupChainReply struct {
 
 // Append appends the message to b.
 func (m *GroupChainReply) Append(b []byte, id uint32) []byte {
-	b = appendStr8(AppendHeader(b, TGroupChainReply, id), m.Group)
-	b = binary.BigEndian.AppendUint16(append(b, boolByte(m.More)), uint16(len(m.Statements)))
-	for _, s := range m.Statements {
+	return appendChainPage(AppendHeader(b, TGroupChainReply, id), m.Group, m.More, m.Statements)
+}
+
+// Parse decodes a body.
+func (m *GroupChainReply) Parse(body []byte) error {
+	var err error
+	m.Group, m.More, m.Statements, err = parseChainPage(&dec{b: body})
+	return err
+}
+
+// A page of a signed chain (a group's roster, an account's devices):
+//
+//	name str8 | more u8 | count u16 | statement str16 x count
+func appendChainPage(b, name []byte, more bool, stmts [][]byte) []byte {
+	b = appendStr8(b, name)
+	b = binary.BigEndian.AppendUint16(append(b, boolByte(more)), uint16(len(stmts)))
+	for _, s := range stmts {
 		b = appendStr16(b, s)
 	}
 	return b
 }
 
-// Parse decodes a body.
-func (m *GroupChainReply) Parse(body []byte) error {
-	d := dec{b: body}
-	m.Group = d.str8()
-	m.More = d.bool()
+func parseChainPage(d *dec) (name []byte, more bool, stmts [][]byte, err error) {
+	name, more = d.str8(), d.bool()
 	n := int(d.u16())
-	m.Statements = nil
 	for i := 0; i < n && d.err == nil; i++ {
-		m.Statements = append(m.Statements, d.str16())
+		stmts = append(stmts, d.str16())
 	}
-	return d.done()
+	return name, more, stmts, d.done()
 }
 
 // EpochKeyMsg is one of the requester's wrapped keys.

@@ -18,19 +18,8 @@ func (s *Store) DeviceChain(user string, from uint32, maxBytes int) ([][]byte, b
 	var out [][]byte
 	more := false
 	err := s.db.View(func(tx *bolt.Tx) error {
-		db := tx.Bucket(bucketDevices).Bucket([]byte(user))
-		if db == nil {
-			return nil
-		}
-		c := db.Cursor()
-		size := 0
-		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-			if len(out) > 0 && size+len(v) > maxBytes {
-				more = true
-				break
-			}
-			out = append(out, copyBytes(v))
-			size += len(v)
+		if db := tx.Bucket(bucketDevices).Bucket([]byte(user)); db != nil {
+			out, more = chainPage(db, from, maxBytes)
 		}
 		return nil
 	})

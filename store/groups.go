@@ -356,19 +356,26 @@ func (s *Store) GroupChain(name string, from uint32, maxBytes int) ([][]byte, bo
 		if cb == nil {
 			return ErrNotFound
 		}
-		c := cb.Cursor()
-		size := 0
-		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-			if len(out) > 0 && size+len(v) > maxBytes {
-				more = true
-				break
-			}
-			out = append(out, copyBytes(v))
-			size += len(v)
-		}
+		out, more = chainPage(cb, from, maxBytes)
 		return nil
 	})
 	return out, more, err
+}
+
+// chainPage reads a chain (a bucket of seq -> statement) from seq from
+// on, at most maxBytes of it (at least one statement if any), and whether
+// more follow.
+func chainPage(b *bolt.Bucket, from uint32, maxBytes int) (out [][]byte, more bool) {
+	c := b.Cursor()
+	size := 0
+	for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+		if len(out) > 0 && size+len(v) > maxBytes {
+			return out, true
+		}
+		out = append(out, copyBytes(v))
+		size += len(v)
+	}
+	return out, false
 }
 
 // MemberKeys returns member's wrapped keys of the epochs from fromEpoch

@@ -93,6 +93,15 @@ func warnKeyChange(ev client.Event) {
 		"WARNING: they may have reinstalled, or someone may be intercepting your messages. Verify with them out of band.\n", ev.User, ev.OldFingerprint, ev.Fingerprint)
 }
 
+// warnDevice tells of a contact's device list that changed.
+func warnDevice(ev client.Event) {
+	what := "added a device"
+	if ev.Op == proto.DeviceRemove {
+		what = "removed a device"
+	}
+	fmt.Fprintf(os.Stderr, "%s %s: %s\n", ev.User, what, termtext.Line(ev.Text))
+}
+
 // warnRejected tells of a delivery that failed its checks and was dropped.
 func warnRejected(ev client.Event) {
 	fmt.Fprintf(os.Stderr, "WARNING: dropped a message from %s: %v\n", ev.User, ev.Err)
@@ -475,6 +484,8 @@ func cmdRecv(args []string) error {
 				warnKeyChange(ev)
 			case client.EventRejected:
 				warnRejected(ev)
+			case client.EventDevice:
+				warnDevice(ev)
 			case client.EventConnection:
 				// A recv that waits reconnects by itself and goes on; it
 				// stops when another program takes the session, or when

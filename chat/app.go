@@ -227,6 +227,8 @@ func (a *app) event(ev client.Event) {
 	case client.EventKeyChange:
 		a.setWarned(ev.User, true)
 		a.send(keyChangeMsg{user: ev.User, old: ev.OldFingerprint, new: ev.Fingerprint})
+	case client.EventDevice:
+		a.send(noticeMsg{text: deviceText(ev), conv: "@" + ev.User})
 	case client.EventFileProgress:
 		a.send(progressMsg{id: ev.File.ID, name: ev.File.Name, peer: ev.User, done: ev.Got, total: ev.File.Size})
 	default:
@@ -396,4 +398,12 @@ func (a *app) do(fn func(ctx context.Context) tea.Msg) tea.Cmd {
 		defer cancel()
 		return fn(ctx)
 	}
+}
+
+// deviceText is the notice for a contact's device list that changed.
+func deviceText(ev client.Event) string {
+	if ev.Op == proto.DeviceRemove {
+		return fmt.Sprintf("%s removed a device: %s", ev.User, ev.Text)
+	}
+	return fmt.Sprintf("%s added a device: %s (their safety number stays the same; ask them if you did not expect it)", ev.User, ev.Text)
 }

@@ -93,7 +93,8 @@ type push struct {
 const maxEarlyPushes = 256
 
 // OnPush sets the function that receives live pushes: TPresence,
-// TSignalMsg, TBroadcastMsg and TKeysChanged bodies. It runs on the connection's reader
+// TSignalMsg, TBroadcastMsg, TKeysChanged, TGroupChanged and TDevicesChanged
+// bodies. It runs on the connection's reader
 // goroutine, so it must not block; body is valid only during the call.
 // Pushes that arrived before it was set (the presence list follows the
 // login reply at once) are passed to it first.
@@ -379,7 +380,7 @@ func (c *Conn) readLoop() {
 			case <-c.closed:
 				return
 			}
-		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged:
+		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged, proto.TDevicesChanged:
 			c.pushed(t, body)
 		case proto.TKeysChanged:
 			if id == 0 {

@@ -107,34 +107,39 @@ func (h *deviceHeads) has(user string) bool {
 }
 
 // check reports whether list continues what was seen of user's chain
-// (chain holds every statement), and remembers its head.
-func (h *deviceHeads) check(user string, chain []*proto.DeviceStatement, list *proto.DeviceList) error {
+// (chain holds every statement), remembers its head, and returns the
+// statements new since the head seen before (all, if none was seen).
+func (h *deviceHeads) check(user string, chain []*proto.DeviceStatement, list *proto.DeviceList) ([]*proto.DeviceStatement, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.loadLocked(); err != nil {
-		return err
+		return nil, err
 	}
+	news := chain
 	if seen, ok := h.m[user]; ok {
 		if int(seen.seq) >= len(chain) || chain[seen.seq].Hash() != seen.hash {
-			return fmt.Errorf("%w: %s's list had statement %d before, which the server no longer shows as it was; do not trust its devices, and tell your server's operator",
+			return nil, fmt.Errorf("%w: %s's list had statement %d before, which the server no longer shows as it was; do not trust its devices, and tell your server's operator",
 				ErrDeviceChainForked, user, seen.seq)
 		}
 		if seen.seq == list.Seq {
-			return nil
+			return nil, nil
 		}
+		news = chain[seen.seq+1:]
 	}
 	h.m[user] = deviceHead{seq: list.Seq, hash: list.Last}
 	var b strings.Builder
 	for u, hd := range h.m {
 		fmt.Fprintf(&b, "%s %d %x\n", u, hd.seq, hd.hash)
 	}
-	return writeSealed(h.st, h.key, devicesMagic, h.name, []byte(b.String()))
+	return news, writeSealed(h.st, h.key, devicesMagic, h.name, []byte(b.String()))
 }
 
 // Devices returns user's devices as the account's chain proves them,
 // checked against the master key this client pinned for the account
-// (its own for the user itself) and against the chain it saw before.
-// For the user itself, a chain is made first if the account has none.
+// (its own for the user itself) and against the chain it saw before. What
+// changed in a contact's list since this client last saw it is posted as
+// EventDevice. For the user itself, a chain is made first if the account
+// has none.
 func (c *Client) Devices(ctx context.Context, user string) (*proto.DeviceList, error) {
 	canon, err := proto.CanonicalUsername(user)
 	if err != nil {
@@ -143,30 +148,68 @@ func (c *Client) Devices(ctx context.Context, user string) (*proto.DeviceList, e
 	if canon == c.user {
 		return c.ensureDevices(ctx)
 	}
+	seen := c.devHeads.has(canon)
+	list, news, err := c.contactDevices(ctx, canon)
+	if seen {
+		c.postDeviceNews(canon, news)
+	}
+	return list, err
+}
+
+// devicesChanged checks a contact's device list the server says grew, and
+// posts what changed since this client last saw it (the last statement,
+// if it had not seen the list before).
+func (c *Client) devicesChanged(user string) error {
+	if user == c.user {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seen := c.devHeads.has(user)
+	_, news, err := c.contactDevices(ctx, user)
+	if !seen && len(news) > 0 {
+		news = news[len(news)-1:]
+	}
+	c.postDeviceNews(user, news)
+	return err
+}
+
+func (c *Client) postDeviceNews(user string, news []*proto.DeviceStatement) {
+	for _, st := range news {
+		c.post(Event{Kind: EventDevice, User: user, Op: st.Op, Text: string(st.Name), Time: time.Unix(st.Time, 0)})
+	}
+}
+
+// contactDevices checks another account's chain against the master key
+// pinned for it.
+func (c *Client) contactDevices(ctx context.Context, canon string) (*proto.DeviceList, []*proto.DeviceStatement, error) {
 	pk, err := c.PeerKeys(ctx, canon)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return c.deviceList(ctx, canon, ed25519.PublicKey(pk.Sign))
 }
 
-// deviceList fetches and checks an account's chain.
-func (c *Client) deviceList(ctx context.Context, canon string, master ed25519.PublicKey) (*proto.DeviceList, error) {
+// deviceList fetches and checks an account's chain, and returns with it
+// the statements new since this client last saw it (every one, the first
+// time).
+func (c *Client) deviceList(ctx context.Context, canon string, master ed25519.PublicKey) (*proto.DeviceList, []*proto.DeviceStatement, error) {
 	chain, err := c.fetchDeviceChain(ctx, canon)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("%w: %s's client makes it on its next connection", ErrNoDeviceChain, canon)
+		return nil, nil, fmt.Errorf("%w: %s's client makes it on its next connection", ErrNoDeviceChain, canon)
 	}
 	list, err := proto.ReplayDevices(chain, master)
 	if err != nil {
-		return nil, fmt.Errorf("%w (%s): %v", ErrDeviceChain, canon, err)
+		return nil, nil, fmt.Errorf("%w (%s): %v", ErrDeviceChain, canon, err)
 	}
-	if err := c.devHeads.check(canon, chain, list); err != nil {
-		return nil, err
+	news, err := c.devHeads.check(canon, chain, list)
+	if err != nil {
+		return nil, nil, err
 	}
-	return list, nil
+	return list, news, nil
 }
 
 func (c *Client) fetchDeviceChain(ctx context.Context, canon string) ([]*proto.DeviceStatement, error) {
@@ -214,7 +257,7 @@ func (c *Client) ensureDevices(ctx context.Context) (*proto.DeviceList, error) {
 	c.devMu.Lock()
 	defer c.devMu.Unlock()
 	master := c.id.Sign.Public().(ed25519.PublicKey)
-	list, err := c.deviceList(ctx, c.user, master)
+	list, _, err := c.deviceList(ctx, c.user, master)
 	if !errors.Is(err, ErrNoDeviceChain) {
 		return list, err
 	}
@@ -227,7 +270,8 @@ func (c *Client) ensureDevices(ctx context.Context) (*proto.DeviceList, error) {
 	if err := expect(t, proto.TOK, err); err != nil && !errors.Is(err, proto.CodeStaleDevices) {
 		return nil, fmt.Errorf("client: making the device list: %w", err)
 	}
-	return c.deviceList(ctx, c.user, master)
+	list, _, err = c.deviceList(ctx, c.user, master)
+	return list, err
 }
 
 // makeDevicesOnConnect makes the account's chain, if it has none, once a

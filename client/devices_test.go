@@ -312,3 +312,48 @@ func TestDeviceLogin(t *testing.T) {
 		t.Fatalf("a login signed for another connection: %#x %v", uint8(typ), err)
 	}
 }
+
+// TestDeviceNews: when bob's device list grows, his contacts online are
+// told at once: their clients check the new list and say which device
+// was added. Someone who is not his contact is not told.
+func TestDeviceNews(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	eve := testserver.Signup(t, s, "eve")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	news := func(c *client.Client) <-chan client.Event {
+		ch := make(chan client.Event, 8)
+		testserver.OnEvent(c, func(ev client.Event) {
+			if ev.Kind == client.EventDevice {
+				ch <- ev
+			}
+		})
+		return ch
+	}
+	aliceNews, eveNews := news(alice), news(eve)
+	list, err := bob.Devices(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := appendDevice(t, bob, newDevice(t, "bob", list, "laptop", bob.Identity().Sign)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-aliceNews:
+		if ev.User != "bob" || ev.Op != proto.DeviceAdd || ev.Text != "laptop" {
+			t.Fatalf("alice was told %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice was not told that bob added a device")
+	}
+	if got, err := alice.Devices(ctxT(t), "bob"); err != nil || len(got.Devices) != 2 {
+		t.Fatalf("bob's list as alice sees it: %+v %v", got, err)
+	}
+	select {
+	case ev := <-eveNews:
+		t.Fatalf("eve, a stranger to bob, was told %+v", ev)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

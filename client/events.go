@@ -67,6 +67,10 @@ const (
 	// is whole), being received from User, Got bytes of File.Size have
 	// arrived.
 	EventFileProgress
+	// EventDevice: User's device list, checked against the master key
+	// pinned for User, added (Op proto.DeviceAdd) or removed
+	// (proto.DeviceRemove) the device named Text.
+	EventDevice
 )
 
 // Event is one thing the client tells the application; Kind says which,
@@ -82,7 +86,7 @@ type Event struct {
 	Time    time.Time
 	Receipt uint8
 	MsgIDs  [][proto.MsgIDLen]byte
-	Op      uint8  // EventGroup
+	Op      uint8  // EventGroup, EventDevice
 	Target  string // EventGroup, EventGroupBadKey
 	Epoch   uint32 // EventGroupBadKey
 

@@ -94,6 +94,12 @@ func (c *Client) handlePush(p push) error {
 		// more is sealed to the old keys (a change posts EventKeyChange).
 		_, err := c.acceptKeys("", p.body)
 		return err
+	case proto.TDevicesChanged:
+		var m proto.DevicesChanged
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: devices changed: %v", ErrProtocol, err)
+		}
+		return c.devicesChanged(string(m.User))
 	case proto.TGroupChanged:
 		var m proto.GroupReq
 		if err := m.Parse(p.body); err != nil {

@@ -302,3 +302,25 @@ func (m *LoginDevice) Parse(body []byte) error {
 	m.User, m.DeviceID, m.Flags, m.Sig = d.str8(), d.u64(), d.u8(), d.fixed(ed25519.SignatureSize)
 	return d.done()
 }
+
+// TDevicesChanged is pushed (id 0) to a user's contacts online when the
+// user's device list grows: they fetch and check it (version 3).
+const TDevicesChanged MsgType = 0x97 // user str8 | seq u32 (version 3)
+
+// DevicesChanged names an account whose device list has a new statement.
+type DevicesChanged struct {
+	User []byte
+	Seq  uint32
+}
+
+// Append appends the message to b.
+func (m *DevicesChanged) Append(b []byte, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TDevicesChanged, id), m.User), m.Seq)
+}
+
+// Parse decodes a body.
+func (m *DevicesChanged) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Seq = d.str8(), d.u32()
+	return d.done()
+}

@@ -75,6 +75,7 @@
 //	0x94  Blocked             requests.go (v2)
 //	0x95  GroupInvitesReply   requests.go (v2)
 //	0x96  DeviceChainReply    devices.go (v3)
+//	0x97  DevicesChanged      devices.go (v3)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

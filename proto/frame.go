@@ -34,7 +34,8 @@ const Magic = "SCH1"
 //	   master key (DeviceChain, DeviceAppend, DeviceChainReply; the codes
 //	   StaleDevices and TooManyDevices); a device logs in with its own key
 //	   (LoginDevice), signing the connection's binding, instead of the
-//	   password. An account made before has no
+//	   password; contacts online are told when a list grows
+//	   (DevicesChanged). An account made before has no
 //	   chain until its client, on its next version 3 connection, makes the
 //	   first statement: its identity becomes its master key and first
 //	   device. A version 3 server serves version 1 and 2 clients as

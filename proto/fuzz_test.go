@@ -146,6 +146,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TDevicesChanged:
+		var m DevicesChanged
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TLoginDevice:
 		var m LoginDevice
 		err = m.Parse(body)
@@ -250,6 +254,7 @@ func seedMessages() [][]byte {
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
 		(&DeviceChain{User: []byte("ann"), From: 2}).Append(nil, 22),
+		(&DevicesChanged{User: []byte("ann"), Seq: 3}).Append(nil, 0),
 		(&LoginDevice{User: []byte("ann"), DeviceID: 9, Flags: LoginNoDeliveries, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 25),
 		(&DeviceAppend{Statement: seedDeviceStatements()[0]}).Append(nil, 23),
 		(&DeviceChainReply{User: []byte("ann"), More: true, Statements: [][]byte{[]byte("d0"), []byte("d1")}}).Append(nil, 24),

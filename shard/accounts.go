@@ -34,8 +34,8 @@ type Accounts interface {
 	DeviceChain(requester string, user []byte, from uint32, free bool) (string, [][]byte, bool, error)
 	// AppendDevice appends a signed statement to requester's own device
 	// chain, once it follows the chain and the account's master key
-	// signed it.
-	AppendDevice(requester string, statement []byte) error
+	// signed it, and returns its seq.
+	AppendDevice(requester string, statement []byte) (uint32, error)
 	// LoginDevice logs a device of user in: the device must be in the
 	// account's device list and verify must accept its sign key.
 	LoginDevice(addr string, user []byte, deviceID uint64, verify func(signKey ed25519.PublicKey) bool) (*Session, error)

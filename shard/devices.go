@@ -25,9 +25,11 @@ func (c *conn) appendDevice(id uint32, body []byte) {
 		c.replyBad(id, err)
 		return
 	}
-	if err := c.set.opts.Accounts.AppendDevice(c.user, m.Statement); err != nil {
+	seq, err := c.set.opts.Accounts.AppendDevice(c.user, m.Statement)
+	if err != nil {
 		c.replyFailure(id, err)
 		return
 	}
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+	c.set.devicesChanged(c.user, seq)
 }

@@ -361,7 +361,18 @@ func (c *conn) broadcast(id uint32, body []byte) {
 // the old keys. Sign-ups are rare and rate-limited, so walking the users
 // online is affordable.
 func (s *Set) keysChanged(user string, keys *proto.Keys) {
-	msg := (&proto.KeysReply{User: []byte(user), Keys: *keys}).AppendType(nil, proto.TKeysChanged, 0)
+	s.tellContacts(user, (&proto.KeysReply{User: []byte(user), Keys: *keys}).AppendType(nil, proto.TKeysChanged, 0))
+}
+
+// devicesChanged tells user's contacts online that user's device list has
+// statement seq.
+func (s *Set) devicesChanged(user string, seq uint32) {
+	s.tellContacts(user, (&proto.DevicesChanged{User: []byte(user), Seq: seq}).Append(nil, 0))
+}
+
+// tellContacts pushes msg to every connection online of someone who has
+// user as a contact, or wrote to user.
+func (s *Set) tellContacts(user string, msg []byte) {
 	s.dir.each(func(rc *conn) {
 		if rc.user == user {
 			return

@@ -39,36 +39,37 @@ func (s *Service) DeviceChain(requester string, user []byte, from uint32, free b
 }
 
 // AppendDevice appends a statement to requester's own device chain once
-// it follows the chain and is signed by the account's master key.
-func (s *Service) AppendDevice(requester string, raw []byte) error {
+// it follows the chain and is signed by the account's master key, and
+// returns its seq.
+func (s *Service) AppendDevice(requester string, raw []byte) (uint32, error) {
 	var st proto.DeviceStatement
 	if err := st.Parse(raw); err != nil {
-		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: err.Error()}
+		return 0, &proto.RemoteError{Code: proto.CodeBadRequest, Message: err.Error()}
 	}
 	if string(st.User) != requester {
-		return &proto.RemoteError{Code: proto.CodeForbidden, Message: "a device statement changes its signer's own account only"}
+		return 0, &proto.RemoteError{Code: proto.CodeForbidden, Message: "a device statement changes its signer's own account only"}
 	}
 	u, err := s.st.GetUser(requester)
 	if err != nil {
-		return fmt.Errorf("account: device chain: %w", err)
+		return 0, fmt.Errorf("account: device chain: %w", err)
 	}
 	if st.Seq >= MaxDeviceStatements {
-		return &proto.RemoteError{Code: proto.CodeTooManyDevices, Message: fmt.Sprintf("the device chain is full (%d statements); reset the account to start a new one", MaxDeviceStatements)}
+		return 0, &proto.RemoteError{Code: proto.CodeTooManyDevices, Message: fmt.Sprintf("the device chain is full (%d statements); reset the account to start a new one", MaxDeviceStatements)}
 	}
 	list, err := s.deviceList(requester, u.SignKey)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if _, err := list.Apply(&st, ed25519.PublicKey(u.SignKey)); err != nil {
-		return deviceRefusal(err)
+		return 0, deviceRefusal(err)
 	}
 	switch err := s.st.AppendDevice(requester, st.Seq, raw); {
 	case errors.Is(err, store.ErrConflict):
-		return &proto.RemoteError{Code: proto.CodeStaleDevices, Message: "another device statement came first; fetch the chain and sign again"}
+		return 0, &proto.RemoteError{Code: proto.CodeStaleDevices, Message: "another device statement came first; fetch the chain and sign again"}
 	case err != nil:
-		return fmt.Errorf("account: device chain: %w", err)
+		return 0, fmt.Errorf("account: device chain: %w", err)
 	}
-	return nil
+	return st.Seq, nil
 }
 
 // deviceList replays an account's stored chain (nil if it has none).

@@ -38,7 +38,7 @@ func (a shardAccounts) DeviceChain(requester string, user []byte, from uint32, f
 	return a.Service.DeviceChain(requester, user, from, free)
 }
 
-func (a shardAccounts) AppendDevice(requester string, statement []byte) error {
+func (a shardAccounts) AppendDevice(requester string, statement []byte) (uint32, error) {
 	return a.Service.AppendDevice(requester, statement)
 }
 

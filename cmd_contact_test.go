@@ -1,8 +1,17 @@
 package main
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/proto"
 )
 
 // TestContactCommands: recv marks a stranger's message as a request and
@@ -68,9 +77,10 @@ func TestContactCommands(t *testing.T) {
 // the client at sign-up, and another account's list as checked against
 // its pinned master key.
 func TestDeviceCommand(t *testing.T) {
-	addr, _, _ := serve(t, t.TempDir())
+	addr, _, logs := serve(t, t.TempDir())
 	ann := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=ann password!"}
-	bob := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=bob password!"}
+	bobHome := t.TempDir()
+	bob := []string{"SFC_HOME=" + bobHome, "SFC_PASSWORD=bob password!"}
 	for _, u := range []struct {
 		env  []string
 		name string
@@ -90,4 +100,49 @@ func TestDeviceCommand(t *testing.T) {
 	if r := run(t, bob, "device", "remove", "x", "--server", addr, "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "device list") {
 		t.Fatalf("an unknown subcommand: %+v", r)
 	}
+
+	// ann and bob write to each other; while ann's recv waits, bob's list
+	// gains a device (signed with his master key, as a linking device
+	// would), and ann's recv says so.
+	for _, m := range [][]string{{"ann", "bob"}, {"bob", "ann"}} {
+		env := ann
+		if m[0] == "bob" {
+			env = bob
+		}
+		if r := run(t, env, "send", "--server", addr, "--user", m[0], "--to", m[1], "hello "+m[1]); r.code != 0 {
+			t.Fatalf("send: %+v", r)
+		}
+	}
+	recv := exec.Command(binPath, "recv", "--server", addr, "--user", "ann", "--wait", "60s")
+	recv.Env = append(os.Environ(), ann...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	recv.Stdout, recv.Stderr = out, errb
+	if err := recv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { recv.Process.Kill(); recv.Wait() }()
+	waitFor(t, func() bool { return strings.Contains(out.String(), "hello ann") })
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "user=ann kind=resume") })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	bc, err := client.Open(ctx, client.Config{Addr: addr, Home: bobHome, SendOnly: true}, "bob", "bob password!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	list, err := bc.Devices(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, _ := proto.NewKeyPair(rand.Reader)
+	sign, _, _ := ed25519.GenerateKey(rand.Reader)
+	st := &proto.DeviceStatement{User: []byte("bob"), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, Name: []byte("laptop"),
+		BoxKey: box.Public.Bytes(), SignKey: sign, Time: time.Now().Unix()}
+	st.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: st.BoxKey, SignKey: st.SignKey})
+	st.Sign(bc.Identity().Sign)
+	m := proto.DeviceAppend{Statement: st.Append(nil)}
+	if typ, _, err := bc.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) }); err != nil || typ != proto.TOK {
+		t.Fatalf("bob's new device: %#x %v", uint8(typ), err)
+	}
+	waitFor(t, func() bool { return strings.Contains(errb.String(), "bob added a device: laptop") })
 }

@@ -245,3 +245,23 @@ func TestGroupMarksFromReceiptsOnly(t *testing.T) {
 		t.Fatalf("after bob's receipt: %v", e.Status)
 	}
 }
+
+// TestDeviceNotice: a contact's new device is noted in the conversation
+// with them, and the name they gave it cannot act on the terminal.
+func TestDeviceNotice(t *testing.T) {
+	m, _, _ := testModel(t)
+	var got []tea.Msg
+	m.a.send = func(msg tea.Msg) { got = append(got, msg) }
+	m.a.event(client.Event{Kind: client.EventDevice, User: "bob", Op: proto.DeviceAdd, Text: "laptop\x1b[2J"})
+	if len(got) != 1 {
+		t.Fatalf("sent %v", got)
+	}
+	m.Update(got[0])
+	c := m.convs["@bob"]
+	if c == nil || len(c.entries) != 1 || !c.entries[0].Notice || !strings.Contains(c.entries[0].Text, "bob added a device: laptop") {
+		t.Fatalf("bob's conversation: %+v", c)
+	}
+	if strings.Contains(m.View(), "\x1b[2J") {
+		t.Fatal("the device's name reached the terminal raw")
+	}
+}

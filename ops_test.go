@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"securefastchat/client"
 )
 
 func freeAddr(t *testing.T) string {
@@ -22,7 +25,8 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServe runs the binary's serve with env and args and waits until
-// addr accepts.
+// it serves on addr: a handshake succeeds. (The port is taken before the
+// key and the store are made, so a bare TCP connect can succeed first.)
 func startServe(t *testing.T, env []string, addr string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cmd := exec.Command(binPath, append([]string{"serve"}, args...)...)
@@ -40,7 +44,10 @@ func startServe(t *testing.T, env []string, addr string, args ...string) (*exec.
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := client.Dial(ctx, addr, client.DialOptions{})
+		cancel()
+		if err == nil {
 			c.Close()
 			return cmd, logs
 		}

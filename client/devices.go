@@ -239,7 +239,7 @@ func (c *Client) fetchDeviceChain(ctx context.Context, canon string) ([]*proto.D
 			if err := st.Parse(raw); err != nil {
 				return nil, fmt.Errorf("%w (%s): %v", ErrDeviceChain, canon, err)
 			}
-			if st.Seq != uint32(len(chain)) {
+			if st.Seq != uint32(len(chain)) || st.Seq >= proto.MaxDeviceStatements {
 				return nil, fmt.Errorf("%w (%s): statement %d where %d belongs", ErrDeviceChain, canon, st.Seq, len(chain))
 			}
 			chain = append(chain, &st)

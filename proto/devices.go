@@ -31,6 +31,9 @@ const (
 	MaxDevices = 10
 	// MaxDeviceName is the longest device name, in bytes.
 	MaxDeviceName = 64
+	// MaxDeviceStatements bounds an account's device chain (adds and
+	// removes over its life).
+	MaxDeviceStatements = 1000
 )
 
 // Device operations.

@@ -16,10 +16,6 @@ import (
 // (compare-and-set on the chain's length); clients check the chain again,
 // so a server that added a device by itself would be caught.
 
-// MaxDeviceStatements bounds an account's device chain (adds and removes
-// over its life).
-const MaxDeviceStatements = 1000
-
 // maxChainReply bounds the statements of one reply, in bytes.
 const maxChainReply = 48 << 10
 
@@ -53,8 +49,8 @@ func (s *Service) AppendDevice(requester string, raw []byte) (uint32, error) {
 	if err != nil {
 		return 0, fmt.Errorf("account: device chain: %w", err)
 	}
-	if st.Seq >= MaxDeviceStatements {
-		return 0, &proto.RemoteError{Code: proto.CodeTooManyDevices, Message: fmt.Sprintf("the device chain is full (%d statements); reset the account to start a new one", MaxDeviceStatements)}
+	if st.Seq >= proto.MaxDeviceStatements {
+		return 0, &proto.RemoteError{Code: proto.CodeTooManyDevices, Message: fmt.Sprintf("the device chain is full (%d statements); reset the account to start a new one", proto.MaxDeviceStatements)}
 	}
 	list, err := s.deviceList(requester, u.SignKey)
 	if err != nil {

@@ -222,8 +222,8 @@ func (c *Client) fetchDeviceChain(ctx context.Context, canon string) ([]*proto.D
 		if conn.Version() < 3 {
 			return nil, ErrNoDevices
 		}
-		m := proto.DeviceChain{User: []byte(canon), From: from}
-		t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		m := proto.DeviceReq{User: []byte(canon), Seq: from}
+		t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TDeviceChain, id) })
 		if err := expect(t, proto.TDeviceChainReply, err); err != nil {
 			return nil, err
 		}

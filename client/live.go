@@ -95,7 +95,7 @@ func (c *Client) handlePush(p push) error {
 		_, err := c.acceptKeys("", p.body)
 		return err
 	case proto.TDevicesChanged:
-		var m proto.DevicesChanged
+		var m proto.DeviceReq
 		if err := m.Parse(p.body); err != nil {
 			return fmt.Errorf("%w: devices changed: %v", ErrProtocol, err)
 		}

@@ -206,21 +206,24 @@ const (
 	TDeviceChainReply MsgType = 0x96 // user str8 | more u8 | count u16 | statement str16 x count (version 3)
 )
 
-// DeviceChain asks for an account's device statements from seq From on.
-type DeviceChain struct {
+// DeviceReq names an account and a seq in its device list: a request for
+// the statements from Seq on (TDeviceChain), or the news that the list has
+// statement Seq (TDevicesChanged).
+type DeviceReq struct {
 	User []byte
-	From uint32
+	Seq  uint32
 }
 
-// Append appends the message to b.
-func (m *DeviceChain) Append(b []byte, id uint32) []byte {
-	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TDeviceChain, id), m.User), m.From)
+// Append appends the message with type t (TDeviceChain or
+// TDevicesChanged).
+func (m *DeviceReq) Append(b []byte, t MsgType, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.User), m.Seq)
 }
 
 // Parse decodes a body.
-func (m *DeviceChain) Parse(body []byte) error {
+func (m *DeviceReq) Parse(body []byte) error {
 	d := dec{b: body}
-	m.User, m.From = d.str8(), d.u32()
+	m.User, m.Seq = d.str8(), d.u32()
 	return d.done()
 }
 
@@ -310,20 +313,3 @@ func (m *LoginDevice) Parse(body []byte) error {
 // user's device list grows: they fetch and check it (version 3).
 const TDevicesChanged MsgType = 0x97 // user str8 | seq u32 (version 3)
 
-// DevicesChanged names an account whose device list has a new statement.
-type DevicesChanged struct {
-	User []byte
-	Seq  uint32
-}
-
-// Append appends the message to b.
-func (m *DevicesChanged) Append(b []byte, id uint32) []byte {
-	return binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TDevicesChanged, id), m.User), m.Seq)
-}
-
-// Parse decodes a body.
-func (m *DevicesChanged) Parse(body []byte) error {
-	d := dec{b: body}
-	m.User, m.Seq = d.str8(), d.u32()
-	return d.done()
-}

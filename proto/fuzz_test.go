@@ -146,18 +146,14 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TDevicesChanged:
-		var m DevicesChanged
-		err = m.Parse(body)
-		return m.Append(nil, id), err
 	case TLoginDevice:
 		var m LoginDevice
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TDeviceChain:
-		var m DeviceChain
+	case TDeviceChain, TDevicesChanged:
+		var m DeviceReq
 		err = m.Parse(body)
-		return m.Append(nil, id), err
+		return m.Append(nil, t, id), err
 	case TDeviceAppend:
 		var m DeviceAppend
 		err = m.Parse(body)
@@ -253,8 +249,8 @@ func seedMessages() [][]byte {
 		(&SendGroup{File: true, Group: []byte("team"), Epoch: 2, MsgID: id16, Body: []byte("sealed chunk"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 26),
 		(&Groups{Names: [][]byte{[]byte("team"), []byte("ops")}}).Append(nil, 20),
 		(&GroupChainReply{Group: []byte("team"), More: true, Statements: [][]byte{[]byte("s0"), []byte("s1")}}).Append(nil, 21),
-		(&DeviceChain{User: []byte("ann"), From: 2}).Append(nil, 22),
-		(&DevicesChanged{User: []byte("ann"), Seq: 3}).Append(nil, 0),
+		(&DeviceReq{User: []byte("ann"), Seq: 2}).Append(nil, TDeviceChain, 22),
+		(&DeviceReq{User: []byte("ann"), Seq: 3}).Append(nil, TDevicesChanged, 0),
 		(&LoginDevice{User: []byte("ann"), DeviceID: 9, Flags: LoginNoDeliveries, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 25),
 		(&DeviceAppend{Statement: seedDeviceStatements()[0]}).Append(nil, 23),
 		(&DeviceChainReply{User: []byte("ann"), More: true, Statements: [][]byte{[]byte("d0"), []byte("d1")}}).Append(nil, 24),

@@ -6,12 +6,12 @@ import "securefastchat/proto"
 // AppendDevice); a connection only carries the requests and replies.
 
 func (c *conn) deviceChain(id uint32, body []byte) {
-	var m proto.DeviceChain
+	var m proto.DeviceReq
 	if err := m.Parse(body); err != nil {
 		c.replyBad(id, err)
 		return
 	}
-	user, stmts, more, err := c.set.opts.Accounts.DeviceChain(c.user, m.User, m.From, c.freeLookup(m.User))
+	user, stmts, more, err := c.set.opts.Accounts.DeviceChain(c.user, m.User, m.Seq, c.freeLookup(m.User))
 	if err != nil {
 		c.replyFailure(id, err)
 		return

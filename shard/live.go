@@ -367,7 +367,7 @@ func (s *Set) keysChanged(user string, keys *proto.Keys) {
 // devicesChanged tells user's contacts online that user's device list has
 // statement seq.
 func (s *Set) devicesChanged(user string, seq uint32) {
-	s.tellContacts(user, (&proto.DevicesChanged{User: []byte(user), Seq: seq}).Append(nil, 0))
+	s.tellContacts(user, (&proto.DeviceReq{User: []byte(user), Seq: seq}).Append(nil, proto.TDevicesChanged, 0))
 }
 
 // tellContacts pushes msg to every connection online of someone who has

@@ -312,4 +312,3 @@ func (m *LoginDevice) Parse(body []byte) error {
 // TDevicesChanged is pushed (id 0) to a user's contacts online when the
 // user's device list grows: they fetch and check it (version 3).
 const TDevicesChanged MsgType = 0x97 // user str8 | seq u32 (version 3)
-

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"securefastchat/internal/account"
+	"securefastchat/proto"
 )
 
 // Commands that only send or ask (send, send to oneself, a failed send to
@@ -216,6 +217,9 @@ func TestDocumentedLimits(t *testing.T) {
 	}
 	if !strings.Contains(string(doc), "10,000 messages and 100 MiB") || !strings.Contains(string(doc), "a burst of 60, then one a second") {
 		t.Error("docs/OPERATIONS.md does not give the message and queue limits")
+	}
+	if want := fmt.Sprintf("| %d at once; %s statements in an account's device list", proto.MaxDevices, "1,000"); !strings.Contains(string(doc), want) || proto.MaxDeviceStatements != 1000 {
+		t.Errorf("docs/OPERATIONS.md does not say %q", want)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 const deviceUsage = `device list [USER]`
@@ -45,7 +46,7 @@ func cmdDevice(args []string) error {
 	}
 	fmt.Printf("%s has %d device(s) (list statement %d):\n", l.User, len(l.Devices), l.Seq)
 	for _, d := range l.Devices {
-		fmt.Printf("  %016x  %-20s added %s\n", d.ID, d.Name, time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"))
+		fmt.Printf("  %016x  %-20s added %s\n", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"))
 	}
 	return nil
 }

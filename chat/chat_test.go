@@ -265,3 +265,37 @@ func TestDeviceNotice(t *testing.T) {
 		t.Fatal("the device's name reached the terminal raw")
 	}
 }
+
+// TestDevicesCommand: /devices lists one's own devices, and another
+// user's, in the panel; a device's name cannot act on the terminal.
+func TestDevicesCommand(t *testing.T) {
+	m, _, signup := testModel(t)
+	signup("bob")
+	run := func(line string) resultMsg {
+		t.Helper()
+		cmd := m.typeLine(line)
+		if cmd == nil {
+			t.Fatalf("%s ran nothing", line)
+		}
+		r, ok := cmd().(resultMsg)
+		if !ok {
+			t.Fatalf("%s: no result", line)
+		}
+		m.Update(r)
+		return r
+	}
+	r := run("/devices")
+	if r.err != nil || len(r.info) != 2 || !strings.Contains(r.info[0], "ann has 1 device(s)") || !strings.Contains(r.info[1], client.DefaultDeviceName) {
+		t.Fatalf("/devices: %+v", r)
+	}
+	if !strings.Contains(m.View(), "ann has 1 device(s)") {
+		t.Fatal("the list is not shown")
+	}
+	if r := run("/devices bob"); r.err != nil || !strings.Contains(r.info[0], "bob has 1 device(s)") {
+		t.Fatalf("/devices bob: %+v", r)
+	}
+	l := &proto.DeviceList{User: "eve", Devices: []proto.Device{{ID: 1, Name: "evil\x1b[2J"}}}
+	if got := strings.Join(deviceLines(l), "\n"); strings.Contains(got, "\x1b") {
+		t.Fatalf("a raw escape in the list: %q", got)
+	}
+}

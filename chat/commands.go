@@ -15,6 +15,7 @@ import (
 	"securefastchat/client"
 	"securefastchat/history"
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // command is one slash command.
@@ -39,6 +40,7 @@ var commands = []command{
 	{"/decline", "USER", "decline USER's message request: block them and close the conversation"},
 	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
 	{"/blocked", "", "list whom you block"},
+	{"/devices", "[USER]", "your devices, or USER's, as the signed device list proves them"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
@@ -320,6 +322,18 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			}
 			return joinedMsg{group: g}
 		}), false
+	case "/devices":
+		of := arg
+		if of == "" {
+			of = c.User()
+		}
+		return a.do(func(ctx context.Context) tea.Msg {
+			l, err := c.Devices(ctx, of)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/devices: %w", err)}
+			}
+			return resultMsg{info: deviceLines(l)}
+		}), false
 	case "/blocked":
 		return a.do(func(ctx context.Context) tea.Msg {
 			l, err := c.Blocked(ctx)
@@ -520,4 +534,13 @@ func (m *model) sendFile(path string) tea.Cmd {
 		}
 		return fileSentMsg{seq: seq, err: err}
 	}
+}
+
+// deviceLines shows a device list in the info panel.
+func deviceLines(l *proto.DeviceList) []string {
+	info := []string{fmt.Sprintf("%s has %d device(s), as the list signed by their master key proves (Esc closes this):", l.User, len(l.Devices))}
+	for _, d := range l.Devices {
+		info = append(info, fmt.Sprintf("  %016x  %s  added %s", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04")))
+	}
+	return info
 }

@@ -357,3 +357,77 @@ func TestDeviceNews(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestDeviceLoginFollowsTheList: a device logs in while it is on its
+// account's list and not after it was removed; an account deleted and made
+// again under the same keys starts a new list, and only that list counts.
+func TestDeviceLoginFollowsTheList(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	master := alice.Identity().Sign
+	list, err := alice.Devices(ctxT(t), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, _ := proto.NewKeyPair(rand.Reader)
+	_, laptopKey, _ := ed25519.GenerateKey(rand.Reader)
+	add := &proto.DeviceStatement{User: []byte("alice"), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, Name: []byte("laptop"),
+		BoxKey: box.Public.Bytes(), SignKey: laptopKey.Public().(ed25519.PublicKey), Time: time.Now().Unix()}
+	add.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: add.BoxKey, SignKey: add.SignKey})
+	add.Sign(master)
+	if err := appendDevice(t, alice, add); err != nil {
+		t.Fatal(err)
+	}
+	login := func() error {
+		conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, err = conn.LoginDevice(ctxT(t), "alice", add.DeviceID, laptopKey, proto.LoginNoDeliveries)
+		return err
+	}
+	if err := login(); err != nil {
+		t.Fatalf("the laptop on the list: %v", err)
+	}
+	withLaptop, err := list.Apply(add, master.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := *add
+	rm.Seq, rm.Prev, rm.Op = withLaptop.Seq+1, withLaptop.Last, proto.DeviceRemove
+	rm.Sign(master)
+	if err := appendDevice(t, alice, &rm); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(); remoteCode(err) != proto.CodeInvalidCredentials {
+		t.Fatalf("the laptop after its removal: %v", err)
+	}
+
+	// The account deleted and made again with the same keys: its new list
+	// starts at statement 0, and the old laptop is on neither.
+	keys := alice.Identity().PublicKeys("alice")
+	alice.Close()
+	if err := s.Store.DeleteUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	s.Set.Kick("alice")
+	conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Signup(ctxT(t), "alice", pw, keys); err != nil {
+		t.Fatal(err)
+	}
+	first := &proto.DeviceStatement{User: []byte("alice"), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys), Name: []byte("again"),
+		BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: time.Now().Unix()}
+	first.Sign(master)
+	m := proto.DeviceAppend{Statement: first.Append(nil)}
+	if typ, _, err := conn.Request(ctxT(t), func(b []byte, id uint32) []byte { return m.Append(b, id) }); err != nil || typ != proto.TOK {
+		t.Fatalf("the new list's first statement: %#x %v", uint8(typ), err)
+	}
+	if err := login(); remoteCode(err) != proto.CodeInvalidCredentials {
+		t.Fatalf("the old laptop on the new account: %v", err)
+	}
+}

@@ -124,6 +124,8 @@ type Service struct {
 	signupIP *ratelimit.Limiter
 	lookups  *ratelimit.Limiter
 	failures *ratelimit.Throttle
+
+	devices deviceLists // devices.go
 }
 
 // New returns a Service over st.

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"sync"
 
 	"securefastchat/proto"
 	"securefastchat/ratelimit"
@@ -68,11 +69,67 @@ func (s *Service) AppendDevice(requester string, raw []byte) (uint32, error) {
 	return st.Seq, nil
 }
 
-// deviceList replays an account's stored chain (nil if it has none).
+// deviceLists caches each account's device list as last replayed, under
+// the master key it was checked with. Every use reads the store from the
+// cached head on and goes on from there only if the statement at the head
+// is still the one cached; otherwise (an account deleted and made again)
+// it replays the chain from its start. So a statement appended since is
+// always applied, and a list is never trusted past what the store holds.
+type deviceLists struct {
+	mu sync.Mutex
+	m  map[string]cachedDevices
+}
+
+type cachedDevices struct {
+	master string
+	list   *proto.DeviceList
+}
+
+// maxCachedLists bounds the cache; past it, it starts over.
+const maxCachedLists = 10000
+
+func (d *deviceLists) get(user string, master []byte) *proto.DeviceList {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.m[user]; ok && c.master == string(master) {
+		return c.list
+	}
+	return nil
+}
+
+func (d *deviceLists) put(user string, master []byte, l *proto.DeviceList) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil || len(d.m) >= maxCachedLists {
+		d.m = map[string]cachedDevices{}
+	}
+	d.m[user] = cachedDevices{master: string(master), list: l}
+}
+
+// deviceList returns an account's device list as its stored chain proves
+// it (nil if it has none), replaying only what is new since it was cached.
 func (s *Service) deviceList(user string, master []byte) (*proto.DeviceList, error) {
-	var list *proto.DeviceList
-	for from := uint32(0); ; {
-		stmts, more, err := s.st.DeviceChain(user, from, maxChainReply)
+	cached := s.devices.get(user, master)
+	list, err := s.replayDevices(user, master, cached)
+	if err == nil && cached != nil && list == nil {
+		list, err = s.replayDevices(user, master, nil) // the chain is not the cached one's: from the start
+	}
+	if err == nil && list != nil {
+		s.devices.put(user, master, list)
+	}
+	return list, err
+}
+
+// replayDevices applies the stored statements after from's head to from
+// (nil: the whole chain). It returns nil, no error, if the statement at
+// from's head is no longer the one from was made with.
+func (s *Service) replayDevices(user string, master []byte, from *proto.DeviceList) (*proto.DeviceList, error) {
+	list, next := from, uint32(0)
+	if from != nil {
+		next = from.Seq
+	}
+	for {
+		stmts, more, err := s.st.DeviceChain(user, next, maxChainReply)
 		if err != nil {
 			return nil, fmt.Errorf("account: device chain: %w", err)
 		}
@@ -81,10 +138,24 @@ func (s *Service) deviceList(user string, master []byte) (*proto.DeviceList, err
 			if err := st.Parse(raw); err != nil {
 				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
 			}
+			if from != nil && st.Seq == from.Seq {
+				if st.Hash() != from.Last {
+					return nil, nil
+				}
+				continue // the cached head
+			}
 			if list, err = list.Apply(&st, ed25519.PublicKey(master)); err != nil {
 				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
 			}
-			from = st.Seq + 1
+		}
+		if len(stmts) > 0 {
+			var last proto.DeviceStatement
+			if err := last.Parse(stmts[len(stmts)-1]); err == nil {
+				next = last.Seq + 1
+			}
+		}
+		if from != nil && next <= from.Seq {
+			return nil, nil // the cached head is gone
 		}
 		if !more {
 			return list, nil

@@ -138,6 +138,7 @@ func (s *Service) replayDevices(user string, master []byte, from *proto.DeviceLi
 			if err := st.Parse(raw); err != nil {
 				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
 			}
+			next = st.Seq + 1
 			if from != nil && st.Seq == from.Seq {
 				if st.Hash() != from.Last {
 					return nil, nil
@@ -146,12 +147,6 @@ func (s *Service) replayDevices(user string, master []byte, from *proto.DeviceLi
 			}
 			if list, err = list.Apply(&st, ed25519.PublicKey(master)); err != nil {
 				return nil, fmt.Errorf("account: %s's stored device chain: %w", user, err)
-			}
-		}
-		if len(stmts) > 0 {
-			var last proto.DeviceStatement
-			if err := last.Parse(stmts[len(stmts)-1]); err == nil {
-				next = last.Seq + 1
 			}
 		}
 		if from != nil && next <= from.Seq {

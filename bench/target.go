@@ -191,9 +191,10 @@ func (r *run) seed(ctx context.Context, t *target, n int, params passwd.Params) 
 		}
 		u := &user{name: fmt.Sprintf("b%06d", i), token: randBytes(proto.TokenLen), id: id, password: t.password}
 		k := id.PublicKeys(u.name)
-		us = append(us, &store.User{Name: u.name, Display: u.name, PasswordHash: phc,
-			BoxKey: k.BoxKey, SignKey: k.SignKey, KeySig: k.KeySig, Created: now})
-		ss = append(ss, &store.Session{TokenHash: store.HashToken(u.token), User: u.name, Created: now, LastSeen: now})
+		su := &store.User{Name: u.name, Display: u.name, PasswordHash: phc,
+			BoxKey: k.BoxKey, SignKey: k.SignKey, KeySig: k.KeySig, Created: now}
+		us = append(us, su)
+		ss = append(ss, &store.Session{TokenHash: store.HashToken(u.token), User: u.name, Created: now, LastSeen: now, Device: store.FirstDevice(su)})
 		t.users = append(t.users, u)
 	}
 	return st.CreateUsers(us, ss)

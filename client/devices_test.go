@@ -212,26 +212,7 @@ func TestLyingServerDevices(t *testing.T) {
 // when her client first connects, what was queued for her arrives, and
 // bob, from his old home, checks her list.
 func TestDevicesUpgrade(t *testing.T) {
-	root := t.TempDir()
-	if err := os.CopyFS(root, os.DirFS("testdata/upgrade-v2")); err != nil {
-		t.Fatal(err)
-	}
-	// Files copied keep their modes but not 0700 folders; the home is the
-	// user's alone.
-	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	s, err := server.Start(testserver.Config(t, filepath.Join(root, "data")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer testserver.Stop(t, s)
-	cfg := testserver.ClientConfig(t, s)
-	cfg.Home = filepath.Join(root, "home")
-	cfg.KDF = client.KDFParams{}
+	_, cfg := upgradeFrom(t, "testdata/upgrade-v2")
 	alice, err := client.Open(ctxT(t), cfg, "alice", "correct horse battery")
 	if err != nil {
 		t.Fatal(err)
@@ -264,6 +245,34 @@ func TestDevicesUpgrade(t *testing.T) {
 	if own, err := alice.Devices(ctx, "alice"); err != nil || own.Last != list.Last {
 		t.Fatalf("alice's own list: %+v %v", own, err)
 	}
+}
+
+// upgradeFrom starts a server on a copy of the data directory a previous
+// build left in dir (dir/data), and returns it with a client
+// configuration for the homes that build left (dir/home).
+func upgradeFrom(t *testing.T, dir string) (*server.Server, client.Config) {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.CopyFS(root, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	// Files copied keep their modes but not 0700 folders; the home is the
+	// user's alone.
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	s, err := server.Start(testserver.Config(t, filepath.Join(root, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testserver.Stop(t, s) })
+	cfg := testserver.ClientConfig(t, s)
+	cfg.Home = filepath.Join(root, "home")
+	cfg.KDF = client.KDFParams{}
+	return s, cfg
 }
 
 // TestDeviceLogin: a device in its account's list logs in with its own

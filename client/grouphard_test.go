@@ -331,7 +331,11 @@ func eveMessage(t *testing.T, s *server.Server, eve *client.Client, group, text 
 		t.Fatal(err)
 	}
 	sig := ed25519.Sign(eve.Identity().Sign, proto.GroupMsgSigned([]byte(group), epoch, id[:], sealed))
-	return &store.Queued{To: "bob", From: "eve", MsgID: id, Time: time.Now().UnixMilli(), Stored: time.Now(), Body: sealed, Group: group, Epoch: epoch, Sig: sig}
+	bob, err := s.Store.GetUser("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &store.Queued{To: "bob", Device: store.FirstDevice(bob), From: "eve", MsgID: id, Time: time.Now().UnixMilli(), Stored: time.Now(), Body: sealed, Group: group, Epoch: epoch, Sig: sig}
 }
 
 // An epoch made before epoch statements (no commitment) still opens the

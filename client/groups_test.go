@@ -263,7 +263,11 @@ func TestGroupMessages(t *testing.T) {
 	if m := recvGroup(t, bob); m.Text != "after carol left" {
 		t.Fatalf("bob got %q", m.Text)
 	}
-	queued, _ := s.Store.Peek("dave", 0, 10)
+	daves, _ := s.Store.Inboxes("dave")
+	if len(daves) != 1 {
+		t.Fatalf("dave's inboxes: %v", daves)
+	}
+	queued, _ := s.Store.Peek(daves[0], 0, 10)
 	var after *store.Queued
 	for _, q := range queued {
 		if q.Group == "team" && q.Epoch > carolEpochs[len(carolEpochs)-1] {

@@ -23,8 +23,6 @@ type Accounts interface {
 	// Keys returns another user's account for requester, charging its
 	// lookup budget unless free.
 	Keys(requester string, user []byte, free bool) (*store.User, error)
-	// Recipient returns the account of a canonical name, or nil.
-	Recipient(canon string) (*store.User, error)
 	// FirstContact charges requester for a message to someone it has no
 	// relation with, before the name is looked at.
 	FirstContact(requester string) error
@@ -39,6 +37,17 @@ type Accounts interface {
 	// LoginDevice logs a device of user in: the device must be in the
 	// account's device list and verify must accept its sign key.
 	LoginDevice(addr string, user []byte, deviceID uint64, verify func(signKey ed25519.PublicKey) bool) (*Session, error)
+	// Devices returns the devices a message to a canonical name goes to,
+	// or nil if there is no such account.
+	Devices(canon string) (*DeviceSet, error)
+}
+
+// DeviceSet is where a message to an account goes: its current devices,
+// as its device list says (an account without one has its first device
+// only), and the key record senders seal for.
+type DeviceSet struct {
+	Key uint64   // proto.KeyRecordID of the account's published keys
+	IDs []uint64 // the devices, in the list's order
 }
 
 // Session is the outcome of a sign-up, login or resume.
@@ -47,10 +56,5 @@ type Session struct {
 	Display string
 	Token   []byte // nil for a resume: the presented token stays valid
 	Expires time.Time
-	KeyID   uint64 // proto.KeyRecordID of the user's published keys
-}
-
-// keyID is proto.KeyRecordID of a user's published keys.
-func keyID(u *store.User) uint64 {
-	return proto.KeyRecordID(&proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey})
+	Device  uint64 // the device logged in (a password login's is the first device)
 }

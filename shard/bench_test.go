@@ -60,10 +60,17 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 		if err != nil {
 			b.Fatal(err)
 		}
+		keys, _ := proto.NewKeyPair(rand.Reader)
+		_, sign, _ := ed25519.GenerateKey(rand.Reader)
+		u := &store.User{Name: user, Display: user, BoxKey: keys.Public.Bytes(), SignKey: sign.Public().(ed25519.PublicKey), KeySig: make([]byte, 64)}
+		if err := st.CreateUser(u); err != nil {
+			b.Fatal(err)
+		}
 		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
-		c.sess, c.authed, c.user, c.seq = ss, true, user, s.seqs.of(user)
+		c.sess, c.authed, c.user, c.dev = ss, true, user, store.FirstDevice(u)
+		c.seq = s.seqs.of(c.box())
 		c.backlog, c.barrier = false, false // logged in with an empty queue
-		s.dir.register(user, c)
+		s.dir.register(c)
 		return c, cs
 	}
 	sender, sendC = mk(0, "alice")
@@ -89,7 +96,7 @@ func BenchmarkDMPath(b *testing.B) {
 	s, sender, receiver, sendC, recvC := benchPair(b)
 	body := make([]byte, 256+proto.SealedOverhead)
 	msgID := make([]byte, 16)
-	dm := proto.SendDM{To: []byte("bob"), MsgID: msgID, Kind: proto.KindText, Body: body}
+	dm := proto.SendDM{To: []byte("bob"), KeyID: receiver.dev, MsgID: msgID, Kind: proto.KindText, Body: body}
 	var msg, frame, plain []byte
 	var ids [1]uint64
 	// A client acks a delivery once it has it: the ack of a message goes
@@ -169,7 +176,15 @@ func benchSession(r *account.Result, err error) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, KeyID: r.KeyID}, nil
+	return &Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, Device: r.Device}, nil
+}
+
+func (a benchAccounts) Devices(canon string) (*DeviceSet, error) {
+	key, ids, ok, err := a.Service.Devices(canon)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &DeviceSet{Key: key, IDs: ids}, nil
 }
 
 func (a benchAccounts) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*Session, error) {

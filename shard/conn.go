@@ -75,9 +75,9 @@ type conn struct {
 	// Set by the reader at login, before the conn is published in the
 	// directory; read-only after.
 	user      string         // canonical
+	dev       uint64         // the device it logged in as (its id in the account's device list)
 	receiving bool           // takes deliveries (not a LoginNoDeliveries session)
-	keyID     uint64         // proto.KeyRecordID of the user's keys
-	seq       *atomic.Uint64 // the user's delivery sequence (seqs)
+	seq       *atomic.Uint64 // the device's delivery sequence (seqs)
 
 	// Owned by the reader goroutine.
 	readerState
@@ -108,6 +108,9 @@ type readerState struct {
 	checked   []byte       // the canonical name this connection found free (CheckUsername)
 	upload    *groupUpload // a multi-part group change under way
 }
+
+// box names the device's inbox.
+func (c *conn) box() store.Inbox { return store.Inbox{User: c.user, Device: c.dev} }
 
 func newConn(sh *Shard, nc net.Conn, ip string) *conn {
 	return &conn{sh: sh, set: sh.set, nc: nc, ip: ip, start: sh.set.opts.Now()}
@@ -437,8 +440,8 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		c.replyFailure(id, err)
 		return true
 	}
-	c.authed, c.user, c.token = true, res.User, res.Token
-	c.receiving, c.keyID, c.seq = flags&proto.LoginNoDeliveries == 0, res.KeyID, c.set.seqs.of(res.User)
+	c.authed, c.user, c.dev, c.token = true, res.User, res.Device, res.Token
+	c.receiving, c.seq = flags&proto.LoginNoDeliveries == 0, c.set.seqs.of(c.box())
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
@@ -453,16 +456,17 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		// It sends and asks only: it replaces nothing, takes nothing from
 		// the queue and shows nobody the user online.
 		c.set.dir.addSide(c.user, c)
-		c.logger().Info("logged in", "kind", loginKind(t), "deliveries", false)
+		c.logger().Info("logged in", "kind", loginKind(t), "device", fmt.Sprintf("%016x", c.dev), "deliveries", false)
 		return true
 	}
-	if old := c.set.dir.register(c.user, c); old != nil {
-		old.logger().Info("closing: the user's receiving session moved to another connection")
+	old, first := c.set.dir.register(c)
+	if old != nil {
+		old.logger().Info("closing: the device's receiving session moved to another connection")
 		old.closeGraceful(CloseReplaced)
 	}
 	c.sh.post(event{kind: evLogin, c: c})
-	c.logger().Info("logged in", "kind", loginKind(t))
-	c.cameOnline()
+	c.logger().Info("logged in", "kind", loginKind(t), "device", fmt.Sprintf("%016x", c.dev))
+	c.cameOnline(first)
 	return true
 }
 
@@ -522,45 +526,58 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 			return
 		}
 	}
-	rc := c.set.router.find(userEndpoint(to))
+	ds, err := c.set.devices(to)
+	switch {
+	case err != nil:
+		c.replyFailure(id, err)
+		return
+	case ds == nil:
+		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return
+	case checkKey && m.KeyID != ds.Key:
+		c.replyKeysChanged(id, string(to))
+		return
+	}
+	now := c.set.opts.Now().UnixMilli()
+	if len(ds.IDs) > 1 {
+		c.sendToDevices(id, to, ds.IDs, &m, now, accepted)
+		return
+	}
+	ep := deviceEndpoint(to, ds.IDs[0])
+	rc := c.set.router.find(ep)
 	if rc == nil || !accepted {
 		// Away, or a request (the receiver has not written to the sender
 		// nor shares a group with them): stored first and answered
 		// "queued" either way, so a stranger cannot tell whether the
 		// receiver is online.
-		c.queueForOffline(id, to, &m, checkKey)
+		c.noteContact(to)
+		c.set.persist(ep.inbox(), c.directEnvelope(&m, id, now), nil)
 		return
 	}
-	if checkKey && m.KeyID != rc.keyID {
-		c.replyKeysChanged(id, string(to))
-		return
-	}
-	c.noteContact(to, rc)
+	c.noteContact(to)
 	// The sender's number for it is in the sender's sequence, the
 	// receiver's (given as it is written) in the receiver's: neither
 	// learns the other's traffic.
-	env := c.directEnvelope(&m, id, c.set.opts.Now().UnixMilli())
+	env := c.directEnvelope(&m, id, now)
 	env.id = rc.seq.Add(1)
 	c.set.route(rc, env)
 }
 
-// queueForOffline stores a message for a receiver who is not connected;
-// the sender gets Sent(queued) once it is on disk.
-func (c *conn) queueForOffline(id uint32, to []byte, m *proto.SendDM, checkKey bool) {
-	u, err := c.set.opts.Accounts.Recipient(string(to))
-	switch {
-	case err != nil:
-		c.replyFailure(id, err)
-		return
-	case u == nil:
-		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
-		return
-	case checkKey && m.KeyID != keyID(u):
-		c.replyKeys(id, proto.TKeysChanged, u)
-		return
+// sendToDevices sends a direct message to every device of an account with
+// several: those online get it at once (unless it is a request, which is
+// stored first as for one device), the others through their inboxes. Each
+// device numbers it in its own sequence.
+func (c *conn) sendToDevices(id uint32, to []byte, devs []uint64, m *proto.SendDM, now int64, accepted bool) {
+	c.noteContact(to)
+	env := c.devicesEnvelope(m, id, now, len(devs))
+	for _, dev := range devs {
+		ep := deviceEndpoint(to, dev)
+		if rc := c.set.router.find(ep); rc != nil && accepted {
+			c.set.route(rc, env)
+		} else {
+			c.set.persist(ep.inbox(), env, nil)
+		}
 	}
-	c.noteContact(to, nil)
-	c.set.persist(string(to), c.directEnvelope(m, id, c.set.opts.Now().UnixMilli()), nil)
 }
 
 // replyKeysChanged refuses a message sealed for keys user no longer has,
@@ -595,7 +612,7 @@ func (c *conn) cleanup() {
 	if c.authed {
 		if !c.receiving {
 			c.set.dir.removeSide(c.user, c)
-		} else if c.set.dir.unregister(c.user, c) {
+		} else if was, last := c.set.dir.unregister(c); was && last {
 			c.wentOffline()
 		}
 		c.logger().Info("logged out")

@@ -31,5 +31,23 @@ func (c *conn) appendDevice(id uint32, body []byte) {
 		return
 	}
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+	// Messages to the account go to the new list from now on.
+	c.set.devsets.drop(c.user)
+	var st proto.DeviceStatement
+	if st.Parse(m.Statement) == nil && st.Op == proto.DeviceRemove {
+		c.set.endDevice(c.user, st.DeviceID)
+	}
 	c.set.devicesChanged(c.user, seq)
+}
+
+// endDevice closes the connections of a device removed from its
+// account's list: at once, as an admin's revocation does. What it had
+// not acknowledged is not queued for it again (its inbox is gone).
+func (s *Set) endDevice(user string, dev uint64) {
+	for _, c := range s.dir.sessions(user) {
+		if c.dev == dev {
+			c.logger().Info("closing: the device was removed from its account's list")
+			c.closeGraceful(CloseRevoked)
+		}
+	}
 }

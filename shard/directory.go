@@ -11,15 +11,17 @@ import (
 
 const dirStripes = 64
 
-// directory maps a canonical user name to the connection that receives
-// for the user, and keeps the user's other sessions (those that take no
-// deliveries) so an admin can end them too. Readers look receivers up
-// without allocating; writes happen at login and logout only.
+// directory maps a canonical user name to the connections that receive
+// for the user, one per device, and keeps the user's other sessions (those
+// that take no deliveries) so an admin can end them too. Readers look
+// receivers up without allocating; writes happen at login and logout only.
+// A user's receivers are an immutable slice, replaced whole on a change,
+// so a reader may keep one it got.
 type directory struct {
 	seed maphash.Seed
 	s    [dirStripes]struct {
 		mu   sync.RWMutex
-		m    map[string]*conn
+		m    map[string][]*conn // receiving connections, one per device
 		side map[string][]*conn // sessions that take no deliveries
 	}
 }
@@ -27,7 +29,7 @@ type directory struct {
 func (d *directory) init() {
 	d.seed = maphash.MakeSeed()
 	for i := range d.s {
-		d.s[i].m = make(map[string]*conn)
+		d.s[i].m = make(map[string][]*conn)
 		d.s[i].side = make(map[string][]*conn)
 	}
 }
@@ -53,63 +55,90 @@ func (d *directory) removeSide(name string, c *conn) {
 	st.mu.Unlock()
 }
 
-// sessions returns every connection of name: the one that receives, if
-// any, and the others.
+// sessions returns every connection of name: those that receive, and the
+// others.
 func (d *directory) sessions(name string) []*conn {
 	st := &d.s[d.stripe([]byte(name))]
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	out := slices.Clone(st.side[name])
-	if c := st.m[name]; c != nil {
-		out = append(out, c)
-	}
-	return out
+	return append(slices.Clone(st.side[name]), st.m[name]...)
 }
 
 func (d *directory) stripe(name []byte) int { return int(maphash.Bytes(d.seed, name) % dirStripes) }
 
-// lookup returns the connection of a canonical name, or nil.
-func (d *directory) lookup(name []byte) *conn {
+// receivers returns the connections receiving for a canonical name, one
+// per device online (nil if none). The slice must not be changed.
+func (d *directory) receivers(name []byte) []*conn {
 	st := &d.s[d.stripe(name)]
 	st.mu.RLock()
-	c := st.m[string(name)]
+	l := st.m[string(name)]
 	st.mu.RUnlock()
-	return c
+	return l
 }
 
-// register makes c the user's connection and returns the one it replaces.
-func (d *directory) register(name string, c *conn) *conn {
-	st := &d.s[d.stripe([]byte(name))]
-	st.mu.Lock()
-	old := st.m[name]
-	st.m[name] = c
-	st.mu.Unlock()
-	return old
-}
-
-// unregister removes c, if it is still the user's connection, and says
-// whether it was.
-func (d *directory) unregister(name string, c *conn) bool {
-	st := &d.s[d.stripe([]byte(name))]
-	st.mu.Lock()
-	was := st.m[name] == c
-	if was {
-		delete(st.m, name)
+// lookup returns the connection receiving for one device of a canonical
+// name, or nil.
+func (d *directory) lookup(name []byte, dev uint64) *conn {
+	for _, c := range d.receivers(name) {
+		if c.dev == dev {
+			return c
+		}
 	}
-	st.mu.Unlock()
-	return was
+	return nil
 }
 
-// each calls fn for every logged-in connection. fn runs with no lock held,
-// on a snapshot taken one stripe at a time.
+// online reports whether any device of a canonical name is receiving.
+func (d *directory) online(name []byte) bool { return len(d.receivers(name)) > 0 }
+
+// register makes c the connection of its user's device. It returns the
+// one it replaces (the same device's), and whether c is the user's first
+// device online.
+func (d *directory) register(c *conn) (old *conn, first bool) {
+	st := &d.s[d.stripe([]byte(c.user))]
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	l := st.m[c.user]
+	next := make([]*conn, 0, len(l)+1)
+	for _, x := range l {
+		if x.dev == c.dev {
+			old = x
+		} else {
+			next = append(next, x)
+		}
+	}
+	st.m[c.user] = append(next, c)
+	return old, len(l) == 0
+}
+
+// unregister removes c, if it is still its device's connection. It says
+// whether it was, and whether no device of the user is online now.
+func (d *directory) unregister(c *conn) (was, last bool) {
+	st := &d.s[d.stripe([]byte(c.user))]
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	l := st.m[c.user]
+	if !slices.Contains(l, c) {
+		return false, false
+	}
+	next := slices.DeleteFunc(slices.Clone(l), func(x *conn) bool { return x == c })
+	if len(next) == 0 {
+		delete(st.m, c.user)
+		return true, true
+	}
+	st.m[c.user] = next
+	return true, false
+}
+
+// each calls fn for every receiving connection. fn runs with no lock
+// held, on a snapshot taken one stripe at a time.
 func (d *directory) each(fn func(c *conn)) {
 	var snap []*conn
 	for i := range d.s {
 		st := &d.s[i]
 		st.mu.RLock()
 		snap = snap[:0]
-		for _, c := range st.m {
-			snap = append(snap, c)
+		for _, l := range st.m {
+			snap = append(snap, l...)
 		}
 		st.mu.RUnlock()
 		for _, c := range snap {
@@ -118,6 +147,7 @@ func (d *directory) each(fn func(c *conn)) {
 	}
 }
 
+// len returns the number of users with a device receiving.
 func (d *directory) len() int {
 	n := 0
 	for i := range d.s {

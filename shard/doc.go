@@ -36,12 +36,27 @@
 // checks and stamps it, finds the receiver's endpoint through the router
 // (router.go: the directory of this process's shards; a cluster's router
 // would be another) and hands it to the receiver's shard, whose loop
-// (Shard.deliver) writes it with the receiver's number and keeps it
+// (Shard.deliver) writes it with the receiving device's number and keeps it
 // pending until the receiver's client acknowledges it. A receiver who is
 // offline, has a backlog, or cannot keep up, and a stranger's message
 // (requests.go), get it through the store instead (Set.persist): it is
 // committed (group commit, fsync) before its outcome is told queued.
 // Either way nothing acknowledged is lost.
+//
+// # Devices
+//
+// The receiver is a device: an endpoint is a user and one of its devices
+// (the ids of its device list, which the account service proves; an
+// account without one has its first device). Each device has one
+// receiving connection in the directory, its own delivery sequence
+// (seqs.go) and its own inbox in the store, so devices of one account
+// receive side by side and one device's backlog or full queue holds back
+// nothing of another's. A direct message to an account with several
+// devices is one shared envelope whose outcome (devicesReply) answers the
+// sender once every device has it: delivered if one acknowledged it. A
+// group message goes to every device of each member. Where an account's
+// messages go is cached per account (devsets.go) and dropped when its list
+// changes here; a device removed from the list is closed at once.
 //
 // # Who owns what
 //
@@ -54,12 +69,13 @@
 // # The login barrier and the mailbox
 //
 // A receiving connection that logs in delivers nothing until a barrier has
-// passed through the committer (every message accepted for the user
+// passed through the committer (every message accepted for its device
 // before the login is on disk); then its stored queue goes first, at most
 // MaxUnacked unacknowledged at a time, and only then does anything routed
-// live. Until then, and whenever the store may hold something for the user
-// (a backlog, or a message of theirs still committing), what is routed to
-// the connection is stored instead, so the user's messages stay in order.
+// live. Until then, and whenever the store may hold something for the
+// device (a backlog, or a message of its still committing), what is routed
+// to the connection is stored instead, so the device's messages stay in
+// order.
 // The committer never blocks on a shard: it leaves notes (the barrier
 // passed, a message committed, something was stored: fetch) in the shard's
 // mailbox, a mutex-guarded list the loop drains when kicked.

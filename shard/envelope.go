@@ -2,6 +2,7 @@ package shard
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"securefastchat/proto"
@@ -13,19 +14,20 @@ import (
 // store. It holds the frame its receivers get (a Deliver or DeliverGroup
 // whose server_id each receiver's delivery sets) and, pointing into that
 // frame, the fields the store keeps; nothing on the path decodes it again.
-// It is addressed, per delivery, to a recipient endpoint: today a user's
-// receiving connection (see router), next a device.
+// It is addressed, per delivery, to a recipient endpoint: a device of a
+// user (see router).
 //
-// A direct message's envelope comes from a pool and has one receiver: it
-// belongs to whoever holds it (the sender's reader, then the receiver's
-// shard loop, or the committer) and is released once its outcome is told.
-// A group message's envelope is shared read-only by its members'
-// deliveries and left to the collector.
+// A direct message to an account with one device has one receiver: its
+// envelope comes from a pool and belongs to whoever holds it (the sender's
+// reader, then the receiver's shard loop, or the committer), and is
+// released once its outcome is told. A direct message to an account with
+// several devices, and a group message, are shared read-only by their
+// deliveries (one per device) and left to the collector.
 type envelope struct {
 	frame  []byte  // the Deliver or DeliverGroup, server_id 0
 	id     uint64  // a direct message's number in its receiver's sequence, if given before it is routed
 	buf    *[]byte // the pooled buffer frame lives in (direct only)
-	shared bool    // a group message's: copied before its server_id is set
+	shared bool    // several receivers: copied before its server_id is set
 
 	from  string
 	msgID []byte // in frame
@@ -76,6 +78,58 @@ func (r *directReply) refused(code proto.ErrorCode, why string) {
 	}
 }
 
+// devicesReply answers the sender of a direct message to an account with
+// several devices: once every device has it (acknowledged or stored), Sent
+// says delivered if one of them acknowledged it, else queued. A device
+// that refuses it (its queue is full) does not refuse it for the others:
+// only if every device refused is the sender refused, with the first
+// refusal.
+type devicesReply struct {
+	remaining atomic.Int32
+	acked     atomic.Bool // one device acknowledged it
+	taken     atomic.Bool // one device has it (acknowledged or stored)
+	mu        sync.Mutex
+	refusal   *proto.RemoteError // the first refusal
+	directReply
+}
+
+func (r *devicesReply) delivered(*Shard) { r.acked.Store(true); r.taken.Store(true); r.done() }
+
+func (r *devicesReply) queued(sentID uint64) {
+	if sentID != 0 {
+		r.sentID = sentID // a repeat's: the first one's
+	}
+	r.taken.Store(true)
+	r.done()
+}
+
+func (r *devicesReply) refused(code proto.ErrorCode, why string) {
+	r.mu.Lock()
+	if r.refusal == nil {
+		r.refusal = &proto.RemoteError{Code: code, Message: why}
+	}
+	r.mu.Unlock()
+	r.done()
+}
+
+// done records one device's outcome.
+func (r *devicesReply) done() {
+	if r.remaining.Add(-1) != 0 || r.from == nil {
+		return
+	}
+	switch {
+	case r.acked.Load():
+		_ = r.from.enqueue((&proto.Sent{ServerID: r.sentID, Time: r.time, Status: proto.StatusDelivered}).Append(nil, r.reqID))
+	case r.taken.Load():
+		_ = r.from.enqueue((&proto.Sent{ServerID: r.sentID, Time: r.time, Status: proto.StatusQueued}).Append(nil, r.reqID))
+	default:
+		r.mu.Lock()
+		e := r.refusal
+		r.mu.Unlock()
+		r.from.replyErr(r.reqID, e.Code, e.Message)
+	}
+}
+
 var envPool = sync.Pool{New: func() any { return new(envelope) }}
 
 // directEnvelope makes the envelope of a direct message from c's user,
@@ -94,6 +148,16 @@ func (c *conn) directEnvelope(m *proto.SendDM, id uint32, now int64) *envelope {
 	e.group, e.epoch, e.sig = "", 0, nil
 	e.reply = directReply{from: c, reqID: id, sentID: c.seq.Add(1), time: now}
 	e.out = &e.reply
+	return e
+}
+
+// devicesEnvelope makes the shared envelope of a direct message from c's
+// user to n devices of one account.
+func (c *conn) devicesEnvelope(m *proto.SendDM, id uint32, now int64, n int) *envelope {
+	e := c.directEnvelope(m, id, now)
+	r := &devicesReply{directReply: e.reply}
+	r.remaining.Store(int32(n))
+	e.shared, e.out = true, r
 	return e
 }
 
@@ -119,11 +183,11 @@ func (e *envelope) frameFor(id uint64, scratch *[]byte) []byte {
 	return proto.SetDeliverID(e.frame, id)
 }
 
-// record returns the store record of the envelope for receiver to.
-func (e *envelope) record(to string, stored time.Time) *store.Queued {
-	q := &store.Queued{To: to, From: e.from, SentID: e.reply.sentID, Kind: e.kind, Time: e.time, Stored: stored,
+// record returns the store record of the envelope for one device.
+func (e *envelope) record(to store.Inbox, stored time.Time) *store.Queued {
+	q := &store.Queued{To: to.User, Device: to.Device, From: e.from, SentID: e.reply.sentID, Kind: e.kind, Time: e.time, Stored: stored,
 		Body: append([]byte(nil), e.body...), Group: e.group, Epoch: e.epoch}
-	if e.shared {
+	if e.group != "" {
 		q.SentID, q.Kind = 0, 0
 		q.Sig = append([]byte(nil), e.sig...)
 	}

@@ -132,7 +132,7 @@ func (c *conn) commitGroupChange(p GroupPlan, keys map[string][]byte) *proto.Rem
 func (s *Set) groupChanged(group string, chainLen uint32, members []store.GroupMember, gone string) {
 	msg := (&proto.GroupReq{Group: []byte(group), From: chainLen}).Append(nil, proto.TGroupChanged, 0)
 	tell := func(name string) {
-		if rc := s.dir.lookup([]byte(name)); rc != nil {
+		for _, rc := range s.dir.receivers([]byte(name)) {
 			rc.enqueueLive(msg)
 		}
 	}
@@ -251,12 +251,11 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members (or a member reported it bad): fetch it, make a new one, and send again")
 		return
 	}
-	// Each member's copy gets the member's number as it is written (or
-	// stored); the sender's receipt its own.
+	// Each member device's copy gets the device's number as it is
+	// written (or stored); the sender's receipt its own.
 	now := c.set.opts.Now().UnixMilli()
 	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: now}
 	env := groupEnvelope(c.user, &m, now, ack)
-	ack.remaining.Store(int32(len(g.Members) - 1))
 	if ob := c.set.opts.Observer; ob != nil {
 		ob.FannedOut(len(g.Members) - 1)
 	}
@@ -264,8 +263,24 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		c.reply((&proto.Sent{ServerID: ack.sentID, Time: now, Status: proto.StatusDelivered}).Append(nil, id))
 		return
 	}
+	// Where each member's copies go: their devices.
+	sets := make([]*DeviceSet, len(g.Members))
+	for i, mem := range g.Members {
+		if _, invited := g.Pending[mem.Name]; invited || mem.Name == c.user {
+			continue
+		}
+		ds, err := c.set.devices([]byte(mem.Name))
+		if err != nil {
+			c.replyFailure(id, err)
+			return
+		}
+		sets[i] = ds
+	}
+	// One outcome is held until every copy is on its way, so the last
+	// copy's cannot answer the sender early.
+	ack.remaining.Store(1)
 	byShard := map[*Shard][]*conn{}
-	for _, mem := range g.Members {
+	for i, mem := range g.Members {
 		if mem.Name == c.user {
 			continue
 		}
@@ -273,27 +288,38 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			// Not joined: nothing reaches or waits for them (the sender
 			// cannot tell).
 			c.set.Stats.dropped(DropInvited)
-			ack.done(true)
+			ack.queuedAny.Store(true)
 			continue
 		}
-		if rc := c.set.router.find(userEndpoint([]byte(mem.Name))); rc != nil {
-			if rc.blocksUser([]byte(c.user)) {
+		if sets[i] == nil {
+			c.set.Stats.dropped(DropNoAccount) // deleted by an admin, still on the roster
+			ack.queuedAny.Store(true)
+			continue
+		}
+		name := []byte(mem.Name)
+		for _, dev := range sets[i].IDs {
+			ack.remaining.Add(1)
+			ep := deviceEndpoint(name, dev)
+			rc := c.set.router.find(ep)
+			switch {
+			case rc == nil:
+				c.set.persist(ep.inbox(), env, nil)
+			case rc.blocksUser([]byte(c.user)):
 				c.set.Stats.dropped(DropBlocked)
 				ack.done(true) // as if stored: the sender cannot tell
-				continue
+			default:
+				byShard[rc.sh] = append(byShard[rc.sh], rc)
 			}
-			byShard[rc.sh] = append(byShard[rc.sh], rc)
-		} else {
-			c.set.persist(mem.Name, env, nil)
 		}
 	}
 	for sh, recips := range byShard {
 		if !sh.post(event{kind: evDeliver, recips: recips, env: env}) {
 			for _, rc := range recips {
-				c.set.persist(rc.user, env, nil)
+				c.set.persist(rc.box(), env, nil)
 			}
 		}
 	}
+	ack.done(false)
 }
 
 // badEpoch takes a member's signed report that its copy of an epoch's key

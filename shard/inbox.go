@@ -7,14 +7,14 @@ import (
 )
 
 // inbox is what a connection's shard loop owns: the deliveries waiting
-// for the receiver's ack, and where the user's stored queue stands. Only
+// for the receiver's ack, and where its device's stored queue stands. Only
 // the loop of the connection's shard reads or writes it; its logic (the
 // Shard methods below) lives here beside it.
 type inbox struct {
 	pending     []pendingAck
-	backlog     bool   // the store may hold messages for the user not yet fetched
+	backlog     bool   // the store may hold messages for the device not yet fetched
 	barrier     bool   // waiting for the login barrier: deliver nothing yet
-	persisting  int    // messages for the user this loop sent to the committer, not yet committed
+	persisting  int    // messages for the device this loop sent to the committer, not yet committed
 	lastFetched uint64 // the highest server id fetched from the store
 	dead        bool   // gone has run
 }
@@ -64,21 +64,21 @@ func (sh *Shard) deliver(rc *conn, env *envelope) {
 	sh.set.Stats.Routed.Add(1)
 }
 
-// persist stores a message for rc's user through the committer. For a
-// direct message it keeps what comes after it for rc out of the way until
-// it has committed, so the user's messages stay in order; a group
+// persist stores a message in rc's device's inbox through the committer.
+// For a direct message it keeps what comes after it for rc out of the way
+// until it has committed, so the device's messages stay in order; a group
 // message's copy is stored without holding the rest back, as it always
 // was: holding back costs the mixed load about 6%, but without it a
 // member's group message stored because its unacked window was full can
 // arrive after later ones (left for the throughput work).
 func (sh *Shard) persist(rc *conn, env *envelope) {
-	if rc.dead || env.shared {
-		sh.set.persist(rc.user, env, nil)
+	if rc.dead || env.group != "" {
+		sh.set.persist(rc.box(), env, nil)
 		return
 	}
 	rc.persisting++
 	rc.backlog = true
-	sh.set.persist(rc.user, env, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
+	sh.set.persist(rc.box(), env, func() { sh.post2(mail{c: rc, kind: mailCommitted}) })
 }
 
 // fetch delivers queued messages up to the unacked limit.
@@ -102,7 +102,7 @@ func (sh *Shard) fetch(c *conn) {
 		return r
 	}
 	for c.backlog && len(c.pending) < sh.set.opts.MaxUnacked {
-		items, err := sh.set.opts.Store.Peek(c.user, c.lastFetched, sh.set.opts.MaxUnacked-len(c.pending))
+		items, err := sh.set.opts.Store.Peek(c.box(), c.lastFetched, sh.set.opts.MaxUnacked-len(c.pending))
 		if err != nil {
 			c.logger().Error("reading the queue", "err", err)
 			return
@@ -117,7 +117,7 @@ func (sh *Shard) fetch(c *conn) {
 		for _, q := range items {
 			c.lastFetched = q.ServerID
 			if q.Stored.Before(cutoff) {
-				sh.set.dequeue(c.user, q.ServerID) // expired: never served
+				sh.set.dequeue(c.box(), q.ServerID) // expired: never served
 				sh.set.Stats.dropped(DropExpired)
 				continue
 			}
@@ -150,7 +150,7 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 			ob.Delivered(sh.set.opts.Now().Sub(p.queued))
 		}
 		if p.stored {
-			sh.set.dequeue(rc.user, p.serverID)
+			sh.set.dequeue(rc.box(), p.serverID)
 		} else {
 			p.env.out.delivered(sh)
 			p.env.done()
@@ -164,13 +164,13 @@ func (sh *Shard) ack(rc *conn, serverID uint64) {
 }
 
 // gone forgets a connection whose reader has exited. Deliveries it had not
-// acknowledged are queued for its user (the queued ones are still there),
+// acknowledged are queued for its device (the queued ones are still there),
 // and their senders get Sent(queued) once they are on disk.
 func (sh *Shard) gone(c *conn) {
 	c.dead = true
 	for _, p := range c.pending {
 		if !p.stored {
-			sh.set.persist(c.user, p.env, nil)
+			sh.set.persist(c.box(), p.env, nil)
 		}
 	}
 	c.pending = nil

@@ -110,10 +110,11 @@ func (c *conn) contactList() []string {
 	return out
 }
 
-// cameOnline runs in c's reader once c is the user's connection: it sends
-// c the users online it may see (a full list, even if empty) and tells
-// them that c's user is online.
-func (c *conn) cameOnline() {
+// cameOnline runs in c's reader once c receives for its device: it sends
+// c the users online it may see (a full list, even if empty) and, if c is
+// the user's first device online (first), tells them that c's user is
+// online.
+func (c *conn) cameOnline(first bool) {
 	mode := c.set.opts.Presence
 	if mode == PresenceOff {
 		return
@@ -121,7 +122,9 @@ func (c *conn) cameOnline() {
 	var online []string
 	c.set.forPresence(c, func(rc *conn) {
 		online = append(online, rc.user)
-		rc.sendPresence(c.user, true)
+		if first {
+			rc.sendPresence(c.user, true)
+		}
 	})
 	slices.Sort(online)
 	online = slices.Compact(online)
@@ -136,7 +139,8 @@ func (c *conn) cameOnline() {
 	}
 }
 
-// wentOffline tells the users who may see c's user that it has gone.
+// wentOffline tells the users who may see c's user that it has gone (its
+// last device online went).
 func (c *conn) wentOffline() {
 	if c.set.opts.Presence == PresenceOff {
 		return
@@ -144,19 +148,19 @@ func (c *conn) wentOffline() {
 	c.set.forPresence(c, func(rc *conn) { rc.sendPresence(c.user, false) })
 }
 
-// forPresence calls fn for each other online user's connection that sees
-// c's user come and go.
+// forPresence calls fn for each receiving connection of another user
+// that sees c's user come and go.
 func (s *Set) forPresence(c *conn, fn func(rc *conn)) {
 	if s.opts.Presence == PresenceAll {
 		s.dir.each(func(rc *conn) {
-			if rc != c && rc.user != c.user {
+			if rc.user != c.user {
 				fn(rc)
 			}
 		})
 		return
 	}
 	for _, n := range c.contactList() {
-		if rc := s.dir.lookup([]byte(n)); rc != nil && rc != c {
+		for _, rc := range s.dir.receivers([]byte(n)) {
 			fn(rc)
 		}
 	}
@@ -185,7 +189,7 @@ func (c *conn) enqueueLive(msg []byte) bool {
 // The pair become contacts (stored, and each told of the other's presence
 // if both are online) once each has written to the other: a message to
 // someone who has not written back is a request, and makes no contact.
-func (c *conn) noteContact(to []byte, rc *conn) {
+func (c *conn) noteContact(to []byte) {
 	if string(to) == c.user {
 		return
 	}
@@ -197,12 +201,12 @@ func (c *conn) noteContact(to []byte, rc *conn) {
 		return
 	}
 	_ = c.set.batcher.Submit(&store.Op{Contact: [2]string{c.user, string(to)}})
-	if rc == nil {
-		rc = c.set.dir.lookup(to)
-	}
 	back, _ := c.set.opts.Store.Wrote(string(to), c.user)
-	if !back && rc != nil { // written back a moment ago, not yet committed
-		rc.liveMu.Lock()
+	for _, rc := range c.set.dir.sessions(string(to)) {
+		if back {
+			break
+		}
+		rc.liveMu.Lock() // written back a moment ago, not yet committed
 		_, back = rc.asked[c.user]
 		rc.liveMu.Unlock()
 	}
@@ -218,46 +222,57 @@ func (c *conn) noteContact(to []byte, rc *conn) {
 		c.liveMu.Unlock()
 		return
 	}
-	if rc != nil {
-		c.set.linkOnline(c, rc)
-		return
-	}
-	c.liveMu.Lock()
-	c.addContactLocked(string(to))
-	c.liveMu.Unlock()
+	c.set.linkOnline(c.user, string(to))
 }
 
 // maxAsked bounds a connection's memory of the users it has written to
 // who have not written back.
 const maxAsked = 1024
 
-// linkOnline makes two online users contacts in memory and, under contact
-// presence, tells each that the other is online, unless one blocks the
-// other.
-func (s *Set) linkOnline(a, b *conn) {
-	if a.blocksUser([]byte(b.user)) || b.blocksUser([]byte(a.user)) {
-		return // no contacts while one blocks the other
+// linkOnline makes two users contacts in memory, on every connection
+// either has online, and, under contact presence, tells each one's
+// devices that the other is online, unless one blocks the other.
+func (s *Set) linkOnline(a, b string) {
+	as, bs := s.dir.sessions(a), s.dir.sessions(b)
+	for _, x := range as {
+		if x.blocksUser([]byte(b)) {
+			return // no contacts while one blocks the other
+		}
 	}
-	a.liveMu.Lock()
-	na := a.addContactLocked(b.user)
-	a.liveMu.Unlock()
-	b.liveMu.Lock()
-	nb := b.addContactLocked(a.user)
-	b.liveMu.Unlock()
-	if s.opts.Presence != PresenceContacts {
+	for _, y := range bs {
+		if y.blocksUser([]byte(a)) {
+			return
+		}
+	}
+	added := false
+	link := func(conns []*conn, other string) {
+		for _, x := range conns {
+			x.liveMu.Lock()
+			added = x.addContactLocked(other) || added
+			x.liveMu.Unlock()
+		}
+	}
+	link(as, b)
+	link(bs, a)
+	if s.opts.Presence != PresenceContacts || !added {
 		return
 	}
-	if na || nb {
-		a.sendPresence(b.user, true)
-		b.sendPresence(a.user, true)
+	ra, rb := s.dir.receivers([]byte(a)), s.dir.receivers([]byte(b))
+	if len(ra) == 0 || len(rb) == 0 {
+		return
+	}
+	for _, x := range ra {
+		x.sendPresence(b, true)
+	}
+	for _, y := range rb {
+		y.sendPresence(a, true)
 	}
 }
 
 // joined links a user just added to (or who just joined) a group with its
 // members online, unless the user is only invited.
 func (s *Set) joined(group, user string) {
-	nc := s.dir.lookup([]byte(user))
-	if nc == nil {
+	if len(s.dir.sessions(user)) == 0 {
 		return
 	}
 	g, err := s.opts.Store.Group(group)
@@ -271,8 +286,8 @@ func (s *Set) joined(group, user string) {
 		if _, invited := g.Pending[m.Name]; invited || m.Name == user {
 			continue
 		}
-		if rc := s.dir.lookup([]byte(m.Name)); rc != nil {
-			s.linkOnline(nc, rc)
+		if len(s.dir.sessions(m.Name)) > 0 {
+			s.linkOnline(user, m.Name)
 		}
 	}
 }
@@ -303,8 +318,12 @@ func (c *conn) signal(id uint32, body []byte) {
 		c.set.Stats.dropped(DropNotAccepted)
 		return
 	}
-	if rc := c.set.dir.lookup(to); rc != nil {
-		if rc.enqueueLive((&proto.SignalMsg{From: []byte(c.user), Body: m.Body}).Append(nil, 0)) {
+	var msg []byte
+	for _, rc := range c.set.dir.receivers(to) {
+		if msg == nil {
+			msg = (&proto.SignalMsg{From: []byte(c.user), Body: m.Body}).Append(nil, 0)
+		}
+		if rc.enqueueLive(msg) {
 			c.set.Stats.Signals.Add(1)
 		}
 	}

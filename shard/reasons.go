@@ -60,10 +60,11 @@ const (
 	DropExpired                       // queued past the retention
 	DropInvited                       // a group message for a member only invited
 	DropNotAccepted                   // typing between people who have not both accepted
+	DropNoAccount                     // a group message for a member whose account is gone
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"live_behind", "blocked", "expired", "invited", "not_accepted"}
+var dropNames = [numDropReasons]string{"live_behind", "blocked", "expired", "invited", "not_accepted", "no_account"}
 
 func (r DropReason) String() string {
 	if r < numDropReasons {

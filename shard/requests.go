@@ -120,11 +120,7 @@ func (c *conn) accepted(other string) {
 	if !back {
 		return
 	}
-	if rc := c.set.dir.lookup([]byte(other)); rc != nil {
-		if mine := c.set.dir.lookup([]byte(c.user)); mine != nil {
-			c.set.linkOnline(mine, rc)
-		}
-	}
+	c.set.linkOnline(c.user, other)
 }
 
 // blocked updates the connections online after blocker blocked (on) or

@@ -272,7 +272,8 @@ type Set struct {
 	wg       sync.WaitGroup // every goroutine the set starts
 	stopOnce sync.Once
 
-	seqs seqs // each user's delivery sequence
+	seqs    seqs    // each device's delivery sequence
+	devsets devsets // each account's devices, as messages to it are addressed
 
 	// Counters.
 	Stats Stats
@@ -315,6 +316,7 @@ func New(opts Options) (*Set, error) {
 	opts.setDefaults()
 	s := &Set{opts: opts, log: opts.Logger}
 	s.dir.init()
+	s.devsets.init()
 	s.router = &s.dir
 	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
 	s.broadcasts = ratelimit.New(opts.BroadcastBurst, opts.BroadcastEvery, opts.Now)
@@ -326,14 +328,14 @@ func New(opts Options) (*Set, error) {
 		s.msgs = ratelimit.New(opts.MsgBurst, opts.MsgEvery, opts.Now)
 		s.msgBytes = ratelimit.New(opts.MsgBytesBurst, time.Second/time.Duration(max(1, opts.MsgBytesPerSec)), opts.Now)
 	}
-	// Every user's sequence only grows, across restarts too: it starts past
+	// Every device's sequence only grows, across restarts too: it starts past
 	// the clock and past every id ever stored.
 	maxID, err := opts.Store.MaxServerID()
 	if err != nil {
 		return nil, err
 	}
 	s.seqs.init(max(uint64(opts.Now().UnixNano()), maxID+1))
-	bo := store.BatcherOptions{Limits: opts.QueueLimits, NewID: func(user string) uint64 { return s.seqs.of(user).Add(1) }}
+	bo := store.BatcherOptions{Limits: opts.QueueLimits, NewID: func(in store.Inbox) uint64 { return s.seqs.of(in).Add(1) }}
 	if opts.Observer != nil {
 		bo.OnCommit = opts.Observer.Committed
 	}
@@ -368,13 +370,16 @@ func (s *Set) Unauthenticated() int { return s.gate.unauthenticated() }
 // Online returns how many users are logged in.
 func (s *Set) Online() int { return s.dir.len() }
 
-// IsOnline reports whether a user (canonical name) is logged in.
-func (s *Set) IsOnline(user string) bool { return s.dir.lookup([]byte(user)) != nil }
+// IsOnline reports whether a user (canonical name) is logged in on a
+// device that receives.
+func (s *Set) IsOnline(user string) bool { return s.dir.online([]byte(user)) }
 
 // Kick closes a user's connections, if any, telling the clients their
 // sessions were revoked. It reports whether there was one. What was
-// delivered but not acknowledged stays queued.
+// delivered but not acknowledged stays queued. The account's devices are
+// looked up again (it may have been deleted, or made again).
 func (s *Set) Kick(user string) bool {
+	s.devsets.drop(user)
 	cs := s.dir.sessions(user)
 	for _, c := range cs {
 		c.logger().Info("closing: sessions revoked by an admin")

@@ -322,11 +322,11 @@ func remoteIP(nc net.Conn) string {
 	return host
 }
 
-// persist stores a message for receiver to through the committer. Its
+// persist stores a message in a device's inbox through the committer. Its
 // outcome is told once it is on disk (queued) or refused; then the
-// receiver's current connection, if any, is told to fetch, and after (if
+// device's current connection, if any, is told to fetch, and after (if
 // set) runs, in the committer's goroutine.
-func (s *Set) persist(to string, env *envelope, after func()) {
+func (s *Set) persist(to store.Inbox, env *envelope, after func()) {
 	q := env.record(to, s.opts.Now())
 	err := s.batcher.Submit(&store.Op{Put: q, Done: func(r store.Result) {
 		s.persisted(q, r, env.out)
@@ -335,7 +335,7 @@ func (s *Set) persist(to string, env *envelope, after func()) {
 			after()
 		}
 		if r.Err == nil && !r.Dropped {
-			if rc := s.dir.lookup([]byte(to)); rc != nil {
+			if rc := s.dir.lookup([]byte(to.User), to.Device); rc != nil {
 				rc.sh.post2(mail{c: rc, kind: mailWake})
 			}
 		}
@@ -389,7 +389,7 @@ func shareText(to string, err error) string {
 		to, sf.Count, sf.Bytes>>20, who)
 }
 
-// dequeue removes a delivered message from the store (batched).
-func (s *Set) dequeue(user string, id uint64) {
-	_ = s.batcher.Submit(&store.Op{DelUser: user, DelIDs: []uint64{id}})
+// dequeue removes a delivered message from a device's inbox (batched).
+func (s *Set) dequeue(in store.Inbox, id uint64) {
+	_ = s.batcher.Submit(&store.Op{Del: in, DelIDs: []uint64{id}})
 }

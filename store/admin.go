@@ -26,13 +26,12 @@ type UserInfo struct {
 func (s *Store) ListUsers() ([]UserInfo, error) {
 	var out []UserInfo
 	err := s.db.View(func(tx *bolt.Tx) error {
-		qs := tx.Bucket(bucketQStats)
 		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
 			u, err := unmarshalUser(string(k), v)
 			if err != nil {
 				return err
 			}
-			st := getStats(qs, u.Name)
+			st := userStats(tx, u.Name)
 			out = append(out, UserInfo{Name: u.Name, Display: u.Display, Created: u.Created, Disabled: u.Disabled, Queued: st.count, QueuedBytes: st.bytes})
 			return nil
 		})
@@ -59,19 +58,23 @@ func (s *Store) DeleteUser(name string) error {
 		if err := deleteDevices(tx, name); err != nil {
 			return err
 		}
-		qb := tx.Bucket(bucketQueue)
-		if qb.Bucket([]byte(name)) != nil {
-			if err := qb.DeleteBucket([]byte(name)); err != nil {
+		inboxes, err := inboxesOf(tx, name)
+		if err != nil {
+			return err
+		}
+		for _, in := range inboxes {
+			if _, err := deleteInbox(tx, in.key()); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketQStats).Delete([]byte(name)); err != nil {
+		// Counts of inboxes already empty.
+		if err := deletePrefix(tx.Bucket(bucketQStats), inboxPrefix(name)); err != nil {
+			return err
+		}
+		if err := deletePrefix(tx.Bucket(bucketQSenders), inboxPrefix(name)); err != nil {
 			return err
 		}
 		prefix := contactKey(name, "")
-		if err := deletePrefix(tx.Bucket(bucketQSenders), prefix); err != nil {
-			return err
-		}
 		// Contacts and who wrote to whom, both ways: a new account under
 		// this name starts as a stranger to everyone.
 		for _, bn := range [][]byte{bucketContacts, bucketWrote} {

@@ -14,9 +14,10 @@ import (
 type Op struct {
 	// Put enqueues a message (with de-duplication and the queue limits).
 	Put *Queued
-	// DelUser and DelIDs dequeue delivered messages.
-	DelUser string
-	DelIDs  []uint64
+	// Del and DelIDs dequeue a device's delivered messages (if
+	// Del.User is set).
+	Del    Inbox
+	DelIDs []uint64
 	// Contact, if both are set, records two users as contacts of each
 	// other.
 	Contact [2]string
@@ -50,7 +51,7 @@ type BatcherOptions struct {
 	// sequence at commit time, so a queue's order is the order of commits
 	// and a reader that has seen every id up to N never misses a later
 	// commit. If nil, Put keeps the ServerID it carries.
-	NewID func(receiver string) uint64
+	NewID func(Inbox) uint64
 }
 
 // Batcher is the store's group committer: one goroutine takes every
@@ -171,7 +172,7 @@ func (b *Batcher) commit(batch []*Op) {
 			results[i] = Result{}
 			if op.Put != nil {
 				if b.o.NewID != nil {
-					op.Put.ServerID = b.o.NewID(op.Put.To)
+					op.Put.ServerID = b.o.NewID(op.Put.inbox())
 				}
 				id, sentID, dup, err := w.enqueue(op.Put, b.o.Limits)
 				switch {
@@ -183,8 +184,8 @@ func (b *Batcher) commit(batch []*Op) {
 					results[i] = Result{ServerID: id, SentID: sentID, Dup: dup, Err: err}
 				}
 			}
-			if op.DelUser != "" {
-				if _, err := w.dequeue(op.DelUser, op.DelIDs); err != nil {
+			if op.Del.User != "" {
+				if _, err := w.dequeue(op.Del, op.DelIDs); err != nil {
 					return err
 				}
 			}

@@ -42,11 +42,15 @@ func (s *Store) Block(blocker, user string, max int) (dropped int, err error) {
 			return err
 		}
 		w := newWtx(tx)
-		qb, _ := w.queue(blocker, false)
-		if qb != nil {
+		inboxes, err := inboxesOf(tx, blocker)
+		if err != nil {
+			return err
+		}
+		for _, in := range inboxes {
+			qb, _ := w.queue(in.key(), false)
 			var ids []uint64
 			err := qb.ForEach(func(k, v []byte) error {
-				q, err := unmarshalQueued(blocker, k, v)
+				q, err := unmarshalQueued(in, k, v)
 				if err != nil {
 					return err
 				}
@@ -58,9 +62,11 @@ func (s *Store) Block(blocker, user string, max int) (dropped int, err error) {
 			if err != nil {
 				return err
 			}
-			if dropped, err = w.dequeue(blocker, ids); err != nil {
+			n, err := w.dequeue(in, ids)
+			if err != nil {
 				return err
 			}
+			dropped += n
 		}
 		return w.finish()
 	})

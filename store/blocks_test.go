@@ -46,7 +46,7 @@ func TestBlock(t *testing.T) {
 	if err != nil || dropped != 2 {
 		t.Fatalf("block: %d dropped, %v", dropped, err)
 	}
-	items, _ := s.Peek("bob", 0, 10)
+	items, _ := s.Peek(Inbox{User: "bob"}, 0, 10)
 	if len(items) != 2 || items[0].From != "alice" || items[1].From != "carol" {
 		t.Fatalf("bob's queue after the block: %+v", items)
 	}
@@ -54,7 +54,7 @@ func TestBlock(t *testing.T) {
 		t.Fatalf("queue count %d", n)
 	}
 	s.db.View(func(tx *bolt.Tx) error {
-		if st := getStatsKey(tx.Bucket(bucketQSenders), contactKey("bob", "mallory")); st.count != 0 {
+		if st := getStatsKey(tx.Bucket(bucketQSenders), senderKey(Inbox{User: "bob"}.key(), "mallory")); st.count != 0 {
 			t.Errorf("mallory still holds %d of bob's queue", st.count)
 		}
 		return nil
@@ -143,7 +143,7 @@ func TestMigrateSchema2(t *testing.T) {
 	if n, err := s.Block("bob", "mallory", 10); err != nil || n != 2 {
 		t.Fatalf("block on a migrated store: %d %v", n, err)
 	}
-	if items, _ := s.Peek("bob", 0, 10); len(items) != 1 || items[0].From != "alice" {
+	if items, _ := s.Peek(firstInbox(t, s, "bob"), 0, 10); len(items) != 1 || items[0].From != "alice" {
 		t.Fatalf("bob's queue: %+v", items)
 	}
 }

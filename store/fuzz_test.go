@@ -35,7 +35,7 @@ func FuzzRecords(f *testing.F) {
 				t.Fatal("session record does not round trip")
 			}
 		case 2:
-			q, err := unmarshalQueued("bob", idKey(7), b)
+			q, err := unmarshalQueued(Inbox{User: "bob"}, idKey(7), b)
 			if err == nil && !bytes.Equal(q.marshal(), b) {
 				t.Fatal("queued record does not round trip")
 			}

@@ -42,7 +42,8 @@ func TestMigrateSchema1(t *testing.T) {
 	if n, b, err := s.QueueLen("bob"); err != nil || n != 9 || b == 0 {
 		t.Fatalf("bob's queue: %d messages, %d bytes, %v", n, b, err)
 	}
-	items, err := s.Peek("bob", 0, 100)
+	bobs := firstInbox(t, s, "bob")
+	items, err := s.Peek(bobs, 0, 100)
 	if err != nil || len(items) != 9 || items[8].Group != "team" {
 		t.Fatalf("bob's queue after the migration: %d items, %v", len(items), err)
 	}
@@ -58,10 +59,10 @@ func TestMigrateSchema1(t *testing.T) {
 			t.Errorf("schema after opening: %v", v)
 		}
 		q := tx.Bucket(bucketQSenders)
-		if st := getStatsKey(q, contactKey("bob", "alice")); st.count != 6 {
+		if st := getStatsKey(q, senderKey(bobs.key(), "alice")); st.count != 6 {
 			t.Errorf("alice holds %d of bob's queue, want 6 (5 direct, 1 group)", st.count)
 		}
-		if st := getStatsKey(q, contactKey("bob", "carol")); st.count != 3 {
+		if st := getStatsKey(q, senderKey(bobs.key(), "carol")); st.count != 3 {
 			t.Errorf("carol holds %d of bob's queue, want 3", st.count)
 		}
 		w := tx.Bucket(bucketWrote)
@@ -74,11 +75,11 @@ func TestMigrateSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Dequeuing keeps the counts right.
-	if err := s.Dequeue("bob", []uint64{items[0].ServerID, items[5].ServerID}); err != nil {
+	if err := s.Dequeue(bobs, []uint64{items[0].ServerID, items[5].ServerID}); err != nil {
 		t.Fatal(err)
 	}
 	s.db.View(func(tx *bolt.Tx) error {
-		if st := getStatsKey(tx.Bucket(bucketQSenders), contactKey("bob", "alice")); st.count != 5 {
+		if st := getStatsKey(tx.Bucket(bucketQSenders), senderKey(bobs.key(), "alice")); st.count != 5 {
 			t.Errorf("after dequeues alice holds %d, want 5", st.count)
 		}
 		return nil
@@ -137,8 +138,8 @@ func TestSenderShares(t *testing.T) {
 	if ok, err := put("carol", 5, &id); ok != 5 || err != nil {
 		t.Fatalf("another sender after the flood: %d (%v)", ok, err)
 	}
-	items, _ := s.Peek("bob", 0, 1)
-	if err := s.Dequeue("bob", []uint64{items[0].ServerID}); err != nil {
+	items, _ := s.Peek(Inbox{User: "bob"}, 0, 1)
+	if err := s.Dequeue(Inbox{User: "bob"}, []uint64{items[0].ServerID}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := put("mallory", 2, &id); ok != 1 {
@@ -188,5 +189,72 @@ func TestMigrateSchema1Sessions(t *testing.T) {
 	// Revoking a user's sessions finds them all through the index.
 	if n, err := s.DeleteUserSessions("bob"); err != nil || n != 3 {
 		t.Fatalf("deleting bob's sessions: %d %v", n, err)
+	}
+}
+
+// firstInbox is the inbox of user's first device, where a store from
+// before schema 5 keeps what was queued for the account.
+func firstInbox(t *testing.T, s *Store, user string) Inbox {
+	t.Helper()
+	u, err := s.GetUser(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Inbox{User: user, Device: FirstDevice(u)}
+}
+
+// A schema 4 store (testdata/schema4.db, written by a running server of
+// that build: alice and bob signed up with their device lists, and bob
+// queued two messages for alice while she was away) opens as schema 5:
+// alice's queue is her first device's inbox, with its counts and bob's
+// share of it; a repeat of a message queued before is still known as one;
+// and the sessions belong to each account's first device.
+func TestMigrateSchema4(t *testing.T) {
+	s, _ := openCopy(t, "schema4.db")
+	defer s.Close()
+	alices := firstInbox(t, s, "alice")
+	items, err := s.Peek(alices, 0, 10)
+	if err != nil || len(items) != 2 || items[0].From != "bob" || items[0].To != "alice" || items[0].Device != alices.Device {
+		t.Fatalf("alice's first device's inbox: %+v %v", items, err)
+	}
+	if in, err := s.Inboxes("alice"); err != nil || len(in) != 1 || in[0] != alices {
+		t.Fatalf("alice's inboxes: %v %v", in, err)
+	}
+	if n, _, err := s.InboxLen(alices); err != nil || n != 2 {
+		t.Fatalf("the inbox's count: %d %v", n, err)
+	}
+	if n, _, err := s.QueueLen("alice"); err != nil || n != 2 {
+		t.Fatalf("alice's count: %d %v", n, err)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte("schema")); len(v) != 1 || v[0] != schemaVersion {
+			t.Errorf("schema after opening: %v", v)
+		}
+		if st := getStatsKey(tx.Bucket(bucketQSenders), senderKey(alices.key(), "bob")); st.count != 2 {
+			t.Errorf("bob holds %d of alice's inbox, want 2", st.count)
+		}
+		return tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
+			var h [32]byte
+			copy(h[:], k)
+			ss, err := unmarshalSession(h, v)
+			if err != nil || ss.Device != firstInbox(t, s, ss.User).Device {
+				t.Errorf("a session after the migration: %+v %v", ss, err)
+			}
+			return nil
+		})
+	})
+	repeat := *items[0]
+	repeat.ServerID, repeat.Body = 1<<62, []byte("again")
+	if errs, err := s.Enqueue([]*Queued{&repeat}, QueueLimits{}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	if n, _, _ := s.InboxLen(alices); n != 2 {
+		t.Fatalf("a repeat of a message queued before the migration was stored again: %d", n)
+	}
+	if err := s.Dequeue(alices, []uint64{items[0].ServerID, items[1].ServerID}); err != nil {
+		t.Fatal(err)
+	}
+	if n, b, _ := s.QueueLen("alice"); n != 0 || b != 0 {
+		t.Fatalf("after both were acknowledged: %d messages, %d bytes", n, b)
 	}
 }

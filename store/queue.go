@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,6 +22,9 @@ type Queued struct {
 	// the same one.
 	SentID uint64
 	To     string // canonical receiver
+	// Device is the receiving device: the message waits in the inbox
+	// {To, Device}.
+	Device uint64
 	From   string // canonical sender
 	MsgID  [16]byte
 	Kind   uint8
@@ -63,15 +67,19 @@ func (q *Queued) marshal() []byte {
 	return append(b, q.Body...)
 }
 
-func unmarshalQueued(to string, key, v []byte) (*Queued, error) {
-	bad := fmt.Errorf("%w: queued record for %s", ErrCorrupt, to)
+// inbox is the queue the message is in.
+func (q *Queued) inbox() Inbox { return Inbox{User: q.To, Device: q.Device} }
+
+func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
+	bad := fmt.Errorf("%w: queued record for %s", ErrCorrupt, in)
 	if len(key) != 8 || len(v) < 18 || (v[0] != 1 && v[0] != 2) || len(v) < 18+int(v[17])+17 {
 		return nil, bad
 	}
 	n := int(v[17])
 	q := &Queued{
 		ServerID: binary.BigEndian.Uint64(key),
-		To:       to,
+		To:       in.User,
+		Device:   in.Device,
 		Time:     int64(binary.BigEndian.Uint64(v[1:])),
 		Stored:   time.Unix(0, int64(binary.BigEndian.Uint64(v[9:]))),
 		From:     string(v[18 : 18+n]),
@@ -96,14 +104,14 @@ func unmarshalQueued(to string, key, v []byte) (*Queued, error) {
 func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 
 // msgIDKey is the de-duplication key: a repeat is the same message id from
-// the same sender to the same receiver (a group message is stored once per
-// member).
-func msgIDKey(from, to string, id [16]byte) []byte {
-	k := append(append(append([]byte(from), 0), to...), 0)
+// the same sender to the same inbox (a message is stored once per
+// receiving device, and a group message once per member's device).
+func msgIDKey(from string, inbox []byte, id [16]byte) []byte {
+	k := append(append(append([]byte(from), 0), inbox...), 0)
 	return append(k, id[:]...)
 }
 
-// QueueLimits cap one receiver's queue. Zero fields mean no limit.
+// QueueLimits cap one device's queue. Zero fields mean no limit.
 type QueueLimits struct {
 	Count int64
 	Bytes int64
@@ -128,8 +136,6 @@ func (l QueueLimits) share(contact bool) (count, bytes int64) {
 
 type qstats struct{ count, bytes int64 }
 
-func getStats(b *bolt.Bucket, user string) qstats { return getStatsKey(b, []byte(user)) }
-
 func getStatsKey(b *bolt.Bucket, k []byte) qstats {
 	v := b.Get(k)
 	if len(v) != 16 {
@@ -137,8 +143,6 @@ func getStatsKey(b *bolt.Bucket, k []byte) qstats {
 	}
 	return qstats{int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))}
 }
-
-func putStats(b *bolt.Bucket, user string, st qstats) error { return putStatsKey(b, []byte(user), st) }
 
 func putStatsKey(b *bolt.Bucket, k []byte, st qstats) error {
 	if st.count <= 0 {
@@ -152,10 +156,10 @@ func putStatsKey(b *bolt.Bucket, k []byte, st qstats) error {
 // the highest server id are written once at the end, not per message.
 type wtx struct {
 	tx       *bolt.Tx
-	stats    map[string]*qstats
-	senders  map[string]*qstats // receiver NUL sender -> what the sender holds of the queue
-	contacts map[string]bool    // receiver NUL sender -> the sender is the receiver's contact
-	buckets  map[string]*bolt.Bucket
+	stats    map[string]*qstats      // inbox -> its counts
+	senders  map[string]*qstats      // inbox NUL sender -> what the sender holds of the queue
+	contacts map[string]bool         // receiver NUL sender -> the sender is the receiver's contact
+	buckets  map[string]*bolt.Bucket // inbox -> its queue
 	maxID    uint64
 }
 
@@ -164,9 +168,14 @@ func newWtx(tx *bolt.Tx) *wtx {
 		buckets: map[string]*bolt.Bucket{}}
 }
 
-// sender returns what from holds of to's queue.
-func (w *wtx) sender(to, from string) *qstats {
-	k := string(contactKey(to, from))
+// senderKey is the key of what from holds of an inbox.
+func senderKey(inbox []byte, from string) []byte {
+	return append(append(inbox[:len(inbox):len(inbox)], 0), from...)
+}
+
+// sender returns what from holds of an inbox.
+func (w *wtx) sender(inbox []byte, from string) *qstats {
+	k := string(senderKey(inbox, from))
 	st := w.senders[k]
 	if st == nil {
 		v := getStatsKey(w.tx.Bucket(bucketQSenders), []byte(k))
@@ -188,29 +197,29 @@ func (w *wtx) contact(to, from string) bool {
 	return c
 }
 
-func (w *wtx) stat(user string) *qstats {
-	st := w.stats[user]
+func (w *wtx) stat(inbox []byte) *qstats {
+	st := w.stats[string(inbox)]
 	if st == nil {
-		v := getStats(w.tx.Bucket(bucketQStats), user)
+		v := getStatsKey(w.tx.Bucket(bucketQStats), inbox)
 		st = &v
-		w.stats[user] = st
+		w.stats[string(inbox)] = st
 	}
 	return st
 }
 
-func (w *wtx) queue(user string, create bool) (*bolt.Bucket, error) {
-	if b := w.buckets[user]; b != nil {
+func (w *wtx) queue(inbox []byte, create bool) (*bolt.Bucket, error) {
+	if b := w.buckets[string(inbox)]; b != nil {
 		return b, nil
 	}
 	var b *bolt.Bucket
 	var err error
 	if create {
-		b, err = w.tx.Bucket(bucketQueue).CreateBucketIfNotExists([]byte(user))
+		b, err = w.tx.Bucket(bucketQueue).CreateBucketIfNotExists(inbox)
 	} else {
-		b = w.tx.Bucket(bucketQueue).Bucket([]byte(user))
+		b = w.tx.Bucket(bucketQueue).Bucket(inbox)
 	}
 	if b != nil {
-		w.buckets[user] = b
+		w.buckets[string(inbox)] = b
 	}
 	return b, err
 }
@@ -218,8 +227,8 @@ func (w *wtx) queue(user string, create bool) (*bolt.Bucket, error) {
 // finish writes the aggregated bookkeeping.
 func (w *wtx) finish() error {
 	stats := w.tx.Bucket(bucketQStats)
-	for u, st := range w.stats {
-		if err := putStats(stats, u, *st); err != nil {
+	for in, st := range w.stats {
+		if err := putStatsKey(stats, []byte(in), *st); err != nil {
 			return err
 		}
 	}
@@ -236,12 +245,13 @@ func (w *wtx) finish() error {
 	return nil
 }
 
-// enqueue adds q. A (sender, msg_id) already stored returns its ids and
-// dup; a full queue returns ErrQueueFull, and a sender past its share of
+// enqueue adds q to its inbox. A (sender, msg_id) already stored there
+// returns its ids and dup; a full queue returns ErrQueueFull, and a sender past its share of
 // the queue a *ShareFullError; either changes nothing.
 func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, err error) {
 	ids := w.tx.Bucket(bucketMsgIDs)
-	mk := msgIDKey(q.From, q.To, q.MsgID)
+	inbox := q.inbox().key()
+	mk := msgIDKey(q.From, inbox, q.MsgID)
 	if v := ids.Get(mk); len(v) >= 8 {
 		sentID = q.SentID // a record from before sent ids: the new one
 		if len(v) >= 25 && v[16] == 0xFF {
@@ -252,18 +262,18 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, 
 	if q.From != q.To && blocked(w.tx, q.To, q.From) {
 		return 0, q.SentID, false, ErrBlocked
 	}
-	st := w.stat(q.To)
+	st := w.stat(inbox)
 	if lim.Count > 0 && st.count+1 > lim.Count || lim.Bytes > 0 && st.bytes+q.size() > lim.Bytes {
 		return 0, 0, false, ErrQueueFull
 	}
-	ss := w.sender(q.To, q.From)
+	ss := w.sender(inbox, q.From)
 	if q.From != q.To {
 		contact := w.contact(q.To, q.From)
 		if n, b := lim.share(contact); n > 0 && (ss.count+1 > n || ss.bytes+q.size() > b) {
 			return 0, 0, false, &ShareFullError{Count: n, Bytes: b, Contact: contact}
 		}
 	}
-	qb, err := w.queue(q.To, true)
+	qb, err := w.queue(inbox, true)
 	if err != nil {
 		return 0, 0, false, err
 	}
@@ -273,7 +283,7 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, 
 	rec := binary.BigEndian.AppendUint64(nil, q.ServerID)
 	rec = binary.BigEndian.AppendUint64(rec, uint64(q.Stored.UnixNano()))
 	rec = binary.BigEndian.AppendUint64(append(rec, 0xFF), q.SentID)
-	if err := ids.Put(mk, append(rec, q.To...)); err != nil {
+	if err := ids.Put(mk, append(rec, inbox...)); err != nil {
 		return 0, 0, false, err
 	}
 	st.count++
@@ -285,12 +295,13 @@ func (w *wtx) enqueue(q *Queued, lim QueueLimits) (id, sentID uint64, dup bool, 
 }
 
 // dequeue deletes delivered messages; missing ones are skipped.
-func (w *wtx) dequeue(user string, ids []uint64) (int, error) {
-	qb, _ := w.queue(user, false)
+func (w *wtx) dequeue(in Inbox, ids []uint64) (int, error) {
+	inbox := in.key()
+	qb, _ := w.queue(inbox, false)
 	if qb == nil {
 		return 0, nil
 	}
-	st := w.stat(user)
+	st := w.stat(inbox)
 	n := 0
 	for _, id := range ids {
 		k := idKey(id)
@@ -298,7 +309,7 @@ func (w *wtx) dequeue(user string, ids []uint64) (int, error) {
 		if v == nil {
 			continue
 		}
-		q, err := unmarshalQueued(user, k, v)
+		q, err := unmarshalQueued(in, k, v)
 		if err != nil {
 			return n, err
 		}
@@ -307,7 +318,7 @@ func (w *wtx) dequeue(user string, ids []uint64) (int, error) {
 		}
 		st.count--
 		st.bytes -= q.size()
-		ss := w.sender(user, q.From)
+		ss := w.sender(inbox, q.From)
 		ss.count--
 		ss.bytes -= q.size()
 		n++
@@ -332,29 +343,29 @@ func (s *Store) Enqueue(msgs []*Queued, lim QueueLimits) ([]error, error) {
 	return errs, err
 }
 
-// Dequeue deletes a receiver's delivered messages.
-func (s *Store) Dequeue(user string, ids []uint64) error {
+// Dequeue deletes a device's delivered messages.
+func (s *Store) Dequeue(in Inbox, ids []uint64) error {
 	return s.update(func(tx *bolt.Tx) error {
 		w := newWtx(tx)
-		if _, err := w.dequeue(user, ids); err != nil {
+		if _, err := w.dequeue(in, ids); err != nil {
 			return err
 		}
 		return w.finish()
 	})
 }
 
-// Peek returns up to n of user's queued messages with server ids above
-// after, in server id order (the order they were accepted).
-func (s *Store) Peek(user string, after uint64, n int) ([]*Queued, error) {
+// Peek returns up to n of a device's queued messages with server ids
+// above after, in server id order (the order they were accepted).
+func (s *Store) Peek(in Inbox, after uint64, n int) ([]*Queued, error) {
 	var out []*Queued
 	err := s.db.View(func(tx *bolt.Tx) error {
-		qb := tx.Bucket(bucketQueue).Bucket([]byte(user))
+		qb := tx.Bucket(bucketQueue).Bucket(in.key())
 		if qb == nil {
 			return nil
 		}
 		c := qb.Cursor()
 		for k, v := c.Seek(idKey(after + 1)); k != nil && len(out) < n; k, v = c.Next() {
-			q, err := unmarshalQueued(user, k, v)
+			q, err := unmarshalQueued(in, k, v)
 			if err != nil {
 				return err
 			}
@@ -365,14 +376,28 @@ func (s *Store) Peek(user string, after uint64, n int) ([]*Queued, error) {
 	return out, err
 }
 
-// QueueLen returns how many messages and bytes wait for user.
+// QueueLen returns how many messages and bytes wait for user, over all
+// its devices' inboxes.
 func (s *Store) QueueLen(user string) (count, bytes int64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {
-		st := getStats(tx.Bucket(bucketQStats), user)
+		st := userStats(tx, user)
 		count, bytes = st.count, st.bytes
 		return nil
 	})
 	return
+}
+
+// userStats sums the counts of user's inboxes.
+func userStats(tx *bolt.Tx, user string) qstats {
+	var sum qstats
+	prefix := inboxPrefix(user)
+	c := tx.Bucket(bucketQStats).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		st := getStatsKey(tx.Bucket(bucketQStats), k)
+		sum.count += st.count
+		sum.bytes += st.bytes
+	}
+	return sum
 }
 
 // MaxServerID returns the highest server id ever queued, so ids stay
@@ -389,23 +414,24 @@ func (s *Store) MaxServerID() (uint64, error) {
 }
 
 // Sweep deletes queued messages stored before cutoff, and the
-// de-duplication records of the same age, one receiver per transaction.
+// de-duplication records of the same age, one inbox per transaction.
 // It returns how many messages it deleted.
 func (s *Store) Sweep(cutoff time.Time) (int, error) {
-	var users []string
+	var inboxes []Inbox
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketQueue).ForEachBucket(func(k []byte) error {
-			users = append(users, string(k))
-			return nil
+			in, err := parseInbox(k)
+			inboxes = append(inboxes, in)
+			return err
 		})
 	}); err != nil {
 		return 0, err
 	}
 	total := 0
-	for _, u := range users {
+	for _, u := range inboxes {
 		var expired []uint64
 		if err := s.db.View(func(tx *bolt.Tx) error {
-			qb := tx.Bucket(bucketQueue).Bucket([]byte(u))
+			qb := tx.Bucket(bucketQueue).Bucket(u.key())
 			if qb == nil {
 				return nil
 			}
@@ -425,7 +451,10 @@ func (s *Store) Sweep(cutoff time.Time) (int, error) {
 		err := s.update(func(tx *bolt.Tx) error {
 			// Re-check inside the write transaction: only what is still
 			// expired goes.
-			qb := tx.Bucket(bucketQueue).Bucket([]byte(u))
+			qb := tx.Bucket(bucketQueue).Bucket(u.key())
+			if qb == nil {
+				return nil
+			}
 			var still []uint64
 			for _, id := range expired {
 				if v := qb.Get(idKey(id)); len(v) >= 17 && int64(binary.BigEndian.Uint64(v[9:])) < cutoff.UnixNano() {

@@ -27,11 +27,11 @@ func TestQueue(t *testing.T) {
 	if err != nil || errors.Join(errs...) != nil {
 		t.Fatal(err, errs)
 	}
-	got, err := s.Peek("bob", 0, 4)
+	got, err := s.Peek(Inbox{User: "bob"}, 0, 4)
 	if err != nil || len(got) != 4 || got[0].ServerID != 10 || string(got[3].Body) != "m4" || got[0].From != "alice" || got[0].MsgID != msgs[0].MsgID {
 		t.Fatalf("peek: %v %+v", err, got)
 	}
-	got, _ = s.Peek("bob", 40, 100)
+	got, _ = s.Peek(Inbox{User: "bob"}, 40, 100)
 	if len(got) != 6 || got[0].ServerID != 50 {
 		t.Fatalf("peek after 40: %d", len(got))
 	}
@@ -45,7 +45,7 @@ func TestQueue(t *testing.T) {
 	if n, _, _ := s.QueueLen("bob"); n != 10 {
 		t.Fatalf("duplicate stored: %d", n)
 	}
-	if err := s.Dequeue("bob", []uint64{10, 20, 12345}); err != nil {
+	if err := s.Dequeue(Inbox{User: "bob"}, []uint64{10, 20, 12345}); err != nil {
 		t.Fatal(err)
 	}
 	if n, _, _ := s.QueueLen("bob"); n != 8 {
@@ -83,7 +83,7 @@ func TestSweep(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("swept %d, %v", n, err)
 	}
-	left, _ := s.Peek("bob", 0, 10)
+	left, _ := s.Peek(Inbox{User: "bob"}, 0, 10)
 	if len(left) != 1 || string(left[0].Body) != "young" {
 		t.Fatalf("left %+v", left)
 	}
@@ -125,7 +125,7 @@ func TestBatcher(t *testing.T) {
 		t.Fatalf("%d commits for %d ops: no batching", commits, ops)
 	}
 	done := make(chan struct{})
-	b.Submit(&Op{DelUser: "bob", DelIDs: []uint64{1, 2, 3}})
+	b.Submit(&Op{Del: Inbox{User: "bob"}, DelIDs: []uint64{1, 2, 3}})
 	b.Submit(&Op{Done: func(Result) { close(done) }}) // a barrier
 	<-done
 	if n, _, _ := s.QueueLen("bob"); n != 497 {
@@ -176,7 +176,7 @@ func TestBatchDedupWithinCommit(t *testing.T) {
 	}
 	defer s.Close()
 	var next uint64
-	bt := s.NewBatcher(BatcherOptions{NewID: func(string) uint64 { next++; return next }})
+	bt := s.NewBatcher(BatcherOptions{NewID: func(Inbox) uint64 { next++; return next }})
 	defer bt.Close()
 	results := make([]Result, 3)
 	var wg sync.WaitGroup

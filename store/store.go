@@ -31,10 +31,11 @@ var (
 	// expires i64 (unix ns). A code is deleted when it is used.
 	bucketInvites = []byte("invites")
 
-	bucketQueue    = []byte("queue")    // receiver -> bucket of server_id (u64 BE) -> queued record
-	bucketQStats   = []byte("qstats")   // receiver -> count u64 | bytes u64
-	bucketQSenders = []byte("qsenders") // receiver NUL sender -> count u64 | bytes u64: what each sender holds of a queue
-	bucketMsgIDs   = []byte("msgids")   // sender NUL receiver NUL msg_id -> server_id u64 | stored i64 | receiver
+	// The queues are per device: an inbox (inbox.go) is user ":" device.
+	bucketQueue    = []byte("queue")    // inbox -> bucket of server_id (u64 BE) -> queued record
+	bucketQStats   = []byte("qstats")   // inbox -> count u64 | bytes u64
+	bucketQSenders = []byte("qsenders") // inbox NUL sender -> count u64 | bytes u64: what each sender holds of a queue
+	bucketMsgIDs   = []byte("msgids")   // sender NUL inbox NUL msg_id -> server_id u64 | stored i64 | 0xFF sent_id u64 | inbox
 
 	// bucketContacts records who are contacts: user NUL peer -> empty,
 	// written both ways once each has written to the other (a message to
@@ -87,7 +88,12 @@ var (
 //	   its accounts have no chain until their client makes one. The version
 //	   says an older build must not serve it (it would keep a deleted
 //	   account's chain for the next account of that name).
-const schemaVersion = 4
+//	5: a queue per device (inboxes, user ":" device). A schema 4 file is
+//	   migrated in place: each user's queue, its counts, its senders'
+//	   shares and its repeat records move to the inbox of the account's
+//	   first device (the one its keys name), and each session is bound to
+//	   that device.
+const schemaVersion = 5
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -175,8 +181,13 @@ func (s *Store) init() error {
 			if err := migrate1to2(tx); err != nil {
 				return fmt.Errorf("migrating schema 1 to 2: %w", err)
 			}
-		case v[0] == 2, v[0] == 3:
+		case v[0] == 2, v[0] == 3, v[0] == 4:
 			// Schemas 3 and 4 add buckets, created above.
+		}
+		if v == nil || v[0] < 5 {
+			if err := migrate4to5(tx); err != nil {
+				return fmt.Errorf("migrating schema 4 to 5: %w", err)
+			}
 		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})
@@ -194,7 +205,7 @@ func migrate1to2(tx *bolt.Tx) error {
 	err := tx.Bucket(bucketQueue).ForEachBucket(func(to []byte) error {
 		counts := map[string]*qstats{}
 		err := tx.Bucket(bucketQueue).Bucket(to).ForEach(func(k, v []byte) error {
-			q, err := unmarshalQueued(string(to), k, v)
+			q, err := unmarshalQueued(Inbox{User: string(to)}, k, v) // schema 1: a queue per user
 			if err != nil {
 				return err
 			}

@@ -172,30 +172,41 @@ type Session struct {
 	User      string
 	Created   time.Time
 	LastSeen  time.Time
+	// Device is the device the session logged in as (its id in the
+	// account's device list): what it receives comes from that device's
+	// inbox.
+	Device uint64
 }
 
 // HashToken returns the key a token is stored under.
 func HashToken(token []byte) [32]byte { return sha256.Sum256(token) }
 
-// session record: version u8 (1) | user str8 | created i64 | last_seen i64
+// session record: version u8 (2) | user str8 | created i64 | last_seen i64
+// | device u64. Version 1 (schema 4 and before) had no device: the
+// schema 5 migration gives those sessions the account's first device.
 func (ss *Session) marshal() []byte {
-	b := append(make([]byte, 0, 2+len(ss.User)+16), 1, byte(len(ss.User)))
+	b := append(make([]byte, 0, 2+len(ss.User)+24), 2, byte(len(ss.User)))
 	b = append(b, ss.User...)
 	b = binary.BigEndian.AppendUint64(b, uint64(ss.Created.UnixNano()))
-	return binary.BigEndian.AppendUint64(b, uint64(ss.LastSeen.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(ss.LastSeen.UnixNano()))
+	return binary.BigEndian.AppendUint64(b, ss.Device)
 }
 
 func unmarshalSession(h [32]byte, b []byte) (*Session, error) {
-	if len(b) < 2 || b[0] != 1 || len(b) != 2+int(b[1])+16 {
+	if len(b) < 2 || (b[0] != 1 || len(b) != 2+int(b[1])+16) && (b[0] != 2 || len(b) != 2+int(b[1])+24) {
 		return nil, fmt.Errorf("%w: session record", ErrCorrupt)
 	}
 	n := int(b[1])
-	return &Session{
+	ss := &Session{
 		TokenHash: h,
 		User:      string(b[2 : 2+n]),
 		Created:   time.Unix(0, int64(binary.BigEndian.Uint64(b[2+n:]))),
 		LastSeen:  time.Unix(0, int64(binary.BigEndian.Uint64(b[2+n+8:]))),
-	}, nil
+	}
+	if b[0] == 2 {
+		ss.Device = binary.BigEndian.Uint64(b[2+n+16:])
+	}
+	return ss, nil
 }
 
 // PutSession stores a session.
@@ -392,6 +403,30 @@ func (s *Store) DeleteUserSessions(user string) (int, error) {
 		var err error
 		n, err = deleteSessionsOf(tx, user)
 		return err
+	})
+	return n, err
+}
+
+// DeleteDeviceSessions revokes the sessions of one device of an account
+// (it left the account's list) and returns how many.
+func (s *Store) DeleteDeviceSessions(in Inbox) (int, error) {
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		n = 0
+		all, err := sessionsOf(tx, in.User)
+		if err != nil {
+			return err
+		}
+		for _, ss := range all {
+			if ss.Device != in.Device {
+				continue
+			}
+			if err := deleteSession(tx, ss.TokenHash); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
 	})
 	return n, err
 }

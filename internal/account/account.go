@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"securefastchat/internal/passwd"
@@ -110,6 +111,9 @@ type Options struct {
 	Limits Limits
 	// Now is the clock. If nil, time.Now is used.
 	Now func() time.Time
+	// Logger logs what fails after a change is made (cleanup). If nil,
+	// nothing is logged.
+	Logger *slog.Logger
 }
 
 // Service runs account operations. It is safe for concurrent use.
@@ -118,6 +122,7 @@ type Service struct {
 	hasher *passwd.Hasher
 	now    func() time.Time
 	signup SignupPolicy
+	log    *slog.Logger
 
 	loginIP  *ratelimit.Limiter
 	resumeIP *ratelimit.Limiter
@@ -137,8 +142,11 @@ func New(st *store.Store, o Options) *Service {
 	if o.Signup == "" {
 		o.Signup = SignupOpen
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	return &Service{
-		st: st, hasher: o.Hasher, now: o.Now, signup: o.Signup,
+		st: st, hasher: o.Hasher, now: o.Now, signup: o.Signup, log: o.Logger,
 		loginIP:  ratelimit.New(l.LoginBurst, l.LoginEvery, o.Now),
 		resumeIP: ratelimit.New(l.ResumeBurst, l.ResumeEvery, o.Now),
 		signupIP: ratelimit.New(l.SignupBurst, l.SignupEvery, o.Now),
@@ -157,12 +165,15 @@ type Result struct {
 	Token   []byte // nil for a resume: the presented token stays valid
 	Expires time.Time
 	KeyID   uint64 // proto.KeyRecordID of the user's published keys
+	// Device is the device logged in: the one a device login named, the
+	// one a resumed session was made for, or, for a sign-up or a password
+	// login, the account's first device (store.FirstDevice).
+	Device uint64
 }
 
-// KeyID returns proto.KeyRecordID of a user's published keys.
-func KeyID(u *store.User) uint64 {
-	return proto.KeyRecordID(&proto.Keys{BoxKey: u.BoxKey, SignKey: u.SignKey})
-}
+// KeyID returns proto.KeyRecordID of a user's published keys: the id of
+// the account's first device.
+func KeyID(u *store.User) uint64 { return store.FirstDevice(u) }
 
 // SignupPolicy returns who may sign up.
 func (s *Service) SignupPolicy() SignupPolicy { return s.signup }
@@ -235,7 +246,7 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 		}
 		return nil, storageErr("signup", err)
 	}
-	return s.newSession(u)
+	return s.newSession(u, KeyID(u))
 }
 
 // Login checks a password and opens a session.
@@ -277,7 +288,7 @@ func (s *Service) Login(ctx context.Context, addr string, user, password []byte)
 			_ = s.st.SetPasswordHash(name, phc) // best effort: the old hash still works
 		}
 	}
-	return s.newSession(u)
+	return s.newSession(u, KeyID(u))
 }
 
 // Resume checks a session token presented after a fresh handshake.
@@ -308,6 +319,12 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 	if err != nil || u.Disabled {
 		return nil, proto.CodeInvalidToken
 	}
+	if on, err := s.onList(u, ss.Device); err != nil {
+		return nil, err
+	} else if !on {
+		_ = s.st.DeleteSession(h) // its device was removed
+		return nil, proto.CodeInvalidToken
+	}
 	// last_seen only measures idleness in days: write it (a synced
 	// transaction) at most once per TouchEvery, not on every reconnect.
 	if now.Sub(ss.LastSeen) >= TouchEvery {
@@ -315,7 +332,7 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 			return nil, storageErr("resume", err)
 		} // when the disk is full, last_seen is not updated; the login goes on
 	}
-	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now), KeyID: KeyID(u)}, nil
+	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now), KeyID: KeyID(u), Device: ss.Device}, nil
 }
 
 // Logout revokes the session of token.
@@ -376,18 +393,6 @@ func (s *Service) Keys(requester string, user []byte, free bool) (*store.User, e
 	return u, nil
 }
 
-// Recipient returns the account of a canonical name, or nil if there is
-// none. A disabled account is returned: what is sent to it waits in its
-// queue. What a send to a stranger costs is charged before, whether the
-// name exists or not (FirstContact).
-func (s *Service) Recipient(canon string) (*store.User, error) {
-	u, err := s.st.GetUser(canon)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("account: lookup: %w", err)
-	}
-	return u, nil
-}
-
 // FirstContact charges requester's lookup budget for a message to
 // someone it has no relation with, before anything about the name is
 // known: a name that exists and one that does not cost the same, so sends
@@ -396,20 +401,21 @@ func (s *Service) FirstContact(requester string) error {
 	return ratelimit.Refuse(s.lookups.Take(requester), "too many first messages to people you have not written to (they share the key-lookup budget)")
 }
 
-func (s *Service) newSession(u *store.User) (*Result, error) {
+// newSession opens a session of u's device dev.
+func (s *Service) newSession(u *store.User, dev uint64) (*Result, error) {
 	token := make([]byte, proto.TokenLen)
 	if _, err := rand.Read(token); err != nil {
 		return nil, fmt.Errorf("account: reading randomness: %w", err)
 	}
 	now := s.now()
-	if _, err := s.st.PutSessionCapped(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now}, MaxSessions); err != nil {
+	if _, err := s.st.PutSessionCapped(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now, Device: dev}, MaxSessions); err != nil {
 		if !errors.Is(err, store.ErrUnavailable) {
 			return nil, storageErr("session", err)
 		}
 		// The disk is full: let the user in (to read what is queued) with
 		// a token that is not stored; resuming will ask for the password.
 	}
-	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now), KeyID: KeyID(u)}, nil
+	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now), KeyID: KeyID(u), Device: dev}, nil
 }
 
 func expiry(created, now time.Time) time.Time {

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"securefastchat/proto"
@@ -65,6 +66,19 @@ func (s *Service) AppendDevice(requester string, raw []byte) (uint32, error) {
 		return 0, &proto.RemoteError{Code: proto.CodeStaleDevices, Message: "another device statement came first; fetch the chain and sign again"}
 	case err != nil:
 		return 0, fmt.Errorf("account: device chain: %w", err)
+	}
+	if st.Op == proto.DeviceRemove {
+		// The device is off the list: its sessions no longer resume
+		// (Resume checks the list) and nothing more is queued for it.
+		// What it had waiting goes now; if this fails, the retention
+		// sweeps it.
+		in := store.Inbox{User: requester, Device: st.DeviceID}
+		if _, err := s.st.DeleteDeviceSessions(in); err != nil {
+			s.log.Warn("ending a removed device's sessions", "user", requester, "err", err)
+		}
+		if _, err := s.st.DeleteInbox(in); err != nil {
+			s.log.Warn("dropping a removed device's queue", "user", requester, "err", err)
+		}
 	}
 	return st.Seq, nil
 }
@@ -209,5 +223,41 @@ func (s *Service) LoginDevice(addr string, user []byte, deviceID uint64, verify 
 		return nil, proto.CodeInvalidCredentials
 	}
 	s.failures.Succeed(name)
-	return s.newSession(u)
+	return s.newSession(u, deviceID)
+}
+
+// Devices returns the devices of a canonical name's account: those of its
+// device list, or its first device if it has none yet; ok is false if
+// there is no such account.
+func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err error) {
+	u, err := s.st.GetUser(canon)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, false, nil
+	} else if err != nil {
+		return 0, nil, false, fmt.Errorf("account: devices: %w", err)
+	}
+	ids, err = s.deviceIDs(u)
+	return KeyID(u), ids, err == nil, err
+}
+
+// deviceIDs returns the ids of u's devices.
+func (s *Service) deviceIDs(u *store.User) ([]uint64, error) {
+	list, err := s.deviceList(u.Name, u.SignKey)
+	if err != nil {
+		return nil, err
+	}
+	if list == nil {
+		return []uint64{KeyID(u)}, nil
+	}
+	ids := make([]uint64, len(list.Devices))
+	for i, d := range list.Devices {
+		ids[i] = d.ID
+	}
+	return ids, nil
+}
+
+// onList reports whether dev is one of u's devices.
+func (s *Service) onList(u *store.User, dev uint64) (bool, error) {
+	ids, err := s.deviceIDs(u)
+	return slices.Contains(ids, dev), err
 }

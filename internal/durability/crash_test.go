@@ -200,10 +200,13 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 		}
 		for _, r := range rs {
 			n, _, _ := st.QueueLen(r.name)
-			q, _ := st.Peek(r.name, 0, 5)
 			var ids []uint64
-			for _, m := range q {
-				ids = append(ids, m.ServerID)
+			inboxes, _ := st.Inboxes(r.name)
+			for _, in := range inboxes {
+				q, _ := st.Peek(in, 0, 5)
+				for _, m := range q {
+					ids = append(ids, m.ServerID)
+				}
 			}
 			t.Logf("queue of %s: %d waiting; first ids %v", r.name, n, ids)
 		}

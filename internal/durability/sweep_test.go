@@ -67,7 +67,7 @@ func TestKillDuringSweep(t *testing.T) {
 		}
 		for u := 0; u < users; u++ {
 			to := fmt.Sprintf("user%d", u)
-			msgs, err := st.Peek(to, 0, perUser)
+			msgs, err := st.Peek(store.Inbox{User: to}, 0, perUser)
 			if err != nil {
 				t.Fatal(err)
 			}

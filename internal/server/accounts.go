@@ -19,7 +19,7 @@ func session(r *account.Result, err error) (*shard.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &shard.Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, KeyID: r.KeyID}, nil
+	return &shard.Session{User: r.User, Display: r.Display, Token: r.Token, Expires: r.Expires, Device: r.Device}, nil
 }
 
 func (a shardAccounts) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*shard.Session, error) {
@@ -44,4 +44,12 @@ func (a shardAccounts) AppendDevice(requester string, statement []byte) (uint32,
 
 func (a shardAccounts) LoginDevice(addr string, user []byte, deviceID uint64, verify func(ed25519.PublicKey) bool) (*shard.Session, error) {
 	return session(a.Service.LoginDevice(addr, user, deviceID, verify))
+}
+
+func (a shardAccounts) Devices(canon string) (*shard.DeviceSet, error) {
+	key, ids, ok, err := a.Service.Devices(canon)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &shard.DeviceSet{Key: key, IDs: ids}, nil
 }

@@ -159,7 +159,7 @@ func Start(cfg Config) (_ *Server, err error) {
 			st.Close()
 		}
 	}()
-	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup})
+	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup, Logger: cfg.Logger})
 	so := cfg.Shard
 	gopts := cfg.Groups
 	gopts.Store, gopts.Now, gopts.Logger = st, cfg.Shard.Now, cfg.Logger

@@ -32,9 +32,11 @@ type Store interface {
 	DeviceChain(user string, from uint32, maxBytes int) ([][]byte, bool, error)
 
 	Enqueue(msgs []*store.Queued, lim store.QueueLimits) ([]error, error)
-	Dequeue(user string, ids []uint64) error
-	Peek(user string, after uint64, n int) ([]*store.Queued, error)
+	Dequeue(in store.Inbox, ids []uint64) error
+	Peek(in store.Inbox, after uint64, n int) ([]*store.Queued, error)
 	QueueLen(user string) (count, bytes int64, err error)
+	InboxLen(in store.Inbox) (count, bytes int64, err error)
+	DeleteInbox(in store.Inbox) (int64, error)
 	MaxServerID() (uint64, error)
 
 	AddContact(a, b string) error
@@ -104,8 +106,11 @@ type step struct {
 	check func(*run)
 }
 
-func msg(to, from string, id uint64, body string, at time.Time) *store.Queued {
-	q := &store.Queued{ServerID: id, SentID: id, To: to, From: from, Kind: 1, Time: at.UnixMilli(), Stored: at, Body: []byte(body)}
+// bob's two devices: each has its own stream.
+var phone, laptop = store.Inbox{User: "bob", Device: 1}, store.Inbox{User: "bob", Device: 2}
+
+func msg(to store.Inbox, from string, id uint64, body string, at time.Time) *store.Queued {
+	q := &store.Queued{ServerID: id, SentID: id, To: to.User, Device: to.Device, From: from, Kind: 1, Time: at.UnixMilli(), Stored: at, Body: []byte(body)}
 	q.MsgID[0], q.MsgID[1] = byte(id>>8), byte(id)
 	return q
 }
@@ -117,33 +122,44 @@ func user(name string, at time.Time) *store.User {
 
 var token = store.HashToken([]byte("bob's session"))
 
-// peek returns the bodies in a receiver's stream, and checks that their
+// peek returns the bodies in a device's stream, and checks that their
 // numbers rise.
-func (r *run) peek(user string) []string {
+func (r *run) peek(in store.Inbox) []string {
 	r.t.Helper()
-	q, err := r.s.Peek(user, 0, 1000)
+	q, err := r.s.Peek(in, 0, 1000)
 	if err != nil {
-		r.fatal("peek %s: %v", user, err)
+		r.fatal("peek %s: %v", in, err)
 	}
 	var out []string
 	for i, m := range q {
 		if i > 0 && m.ServerID <= q[i-1].ServerID {
-			r.fatal("%s's stream is not in order: %d after %d", user, m.ServerID, q[i-1].ServerID)
+			r.fatal("%s's stream is not in order: %d after %d", in, m.ServerID, q[i-1].ServerID)
+		}
+		if m.To != in.User || m.Device != in.Device {
+			r.fatal("%s's stream holds a message for %s device %d", in, m.To, m.Device)
 		}
 		out = append(out, string(m.Body))
 	}
 	return out
 }
 
-func (r *run) wantStream(user string, want ...string) {
+func (r *run) wantStream(in store.Inbox, want ...string) {
 	r.t.Helper()
-	got := r.peek(user)
+	got := r.peek(in)
 	if !slices.Equal(got, want) {
-		r.fatal("%s's stream holds %q, want %q", user, got, want)
+		r.fatal("%s's stream holds %q, want %q", in, got, want)
 	}
-	n, b, err := r.s.QueueLen(user)
+	n, b, err := r.s.InboxLen(in)
 	if err != nil || n != int64(len(want)) || (n > 0) != (b > 0) {
-		r.fatal("%s's counts: %d messages, %d bytes, %v; want %d messages", user, n, b, err, len(want))
+		r.fatal("%s's counts: %d messages, %d bytes, %v; want %d messages", in, n, b, err, len(want))
+	}
+}
+
+// wantTotal checks an account's count over its devices.
+func (r *run) wantTotal(user string, want int64) {
+	r.t.Helper()
+	if n, _, err := r.s.QueueLen(user); err != nil || n != want {
+		r.fatal("%s's messages over its devices: %d %v, want %d", user, n, err, want)
 	}
 }
 
@@ -190,12 +206,12 @@ var steps = []step{
 	{
 		name: "put a session",
 		do: func(r *run) {
-			if err := r.s.PutSession(&store.Session{TokenHash: token, User: "bob", Created: r.now, LastSeen: r.now}); err != nil {
+			if err := r.s.PutSession(&store.Session{TokenHash: token, User: "bob", Created: r.now, LastSeen: r.now, Device: phone.Device}); err != nil {
 				r.fatal("session: %v", err)
 			}
 		},
 		check: func(r *run) {
-			if ss, err := r.s.GetSession(token); err != nil || ss.User != "bob" {
+			if ss, err := r.s.GetSession(token); err != nil || ss.User != "bob" || ss.Device != phone.Device {
 				r.fatal("bob's session after the crash: %+v %v", ss, err)
 			}
 		},
@@ -219,39 +235,56 @@ var steps = []step{
 	{
 		name: "append to a receiver's stream",
 		do: func(r *run) {
-			if errs := r.enqueue(msg("bob", "alice", 10, "one", r.now), msg("bob", "alice", 11, "two", r.now), msg("bob", "alice", 12, "three", r.now)); errors.Join(errs...) != nil {
+			if errs := r.enqueue(msg(phone, "alice", 10, "one", r.now), msg(phone, "alice", 11, "two", r.now), msg(phone, "alice", 12, "three", r.now),
+				msg(laptop, "alice", 10, "one", r.now)); errors.Join(errs...) != nil {
 				r.fatal("enqueue: %v", errs)
 			}
 		},
 		check: func(r *run) {
-			r.wantStream("bob", "one", "two", "three")
+			r.wantStream(phone, "one", "two", "three")
+			r.wantStream(laptop, "one")
+			r.wantTotal("bob", 4)
 			if id, err := r.s.MaxServerID(); err != nil || id < 12 {
 				r.fatal("the highest number after the crash: %d %v; a restart would number anew from below it", id, err)
 			}
 			// A repeat of (sender, msg_id) is not stored twice.
-			dup := msg("bob", "alice", 99, "two again", r.now)
-			dup.MsgID = msg("bob", "alice", 11, "", r.now).MsgID
+			dup := msg(phone, "alice", 99, "two again", r.now)
+			dup.MsgID = msg(phone, "alice", 11, "", r.now).MsgID
 			r.enqueue(dup)
-			r.wantStream("bob", "one", "two", "three")
+			r.wantStream(phone, "one", "two", "three")
 		},
 	},
 	{
 		name: "advance the cursor",
 		do: func(r *run) {
-			if err := r.s.Dequeue("bob", []uint64{10}); err != nil {
+			if err := r.s.Dequeue(phone, []uint64{10}); err != nil {
 				r.fatal("dequeue: %v", err)
 			}
 		},
 		check: func(r *run) {
-			r.wantStream("bob", "two", "three")
+			r.wantStream(phone, "two", "three")
 			// Acknowledged again (the ack's reply was lost): idempotent.
-			if err := r.s.Dequeue("bob", []uint64{10, 11}); err != nil {
+			if err := r.s.Dequeue(phone, []uint64{10, 11}); err != nil {
 				r.fatal("dequeue again: %v", err)
 			}
-			r.wantStream("bob", "three")
+			r.wantStream(phone, "three")
+			r.wantStream(laptop, "one") // the phone's acknowledgements are its own
 			if id, err := r.s.MaxServerID(); err != nil || id < 12 {
 				r.fatal("the highest number after acknowledgements: %d %v", id, err)
 			}
+		},
+	},
+	{
+		name: "drop a device's inbox",
+		do: func(r *run) {
+			if n, err := r.s.DeleteInbox(laptop); err != nil || n != 1 {
+				r.fatal("delete the laptop's inbox: %d %v, want 1", n, err)
+			}
+		},
+		check: func(r *run) {
+			r.wantStream(laptop)
+			r.wantStream(phone, "three")
+			r.wantTotal("bob", 1)
 		},
 	},
 	{
@@ -270,7 +303,7 @@ var steps = []step{
 	{
 		name: "block (drops what the blocked user queued)",
 		do: func(r *run) {
-			if errs := r.enqueue(msg("bob", "carol", 20, "spam 1", r.now), msg("bob", "carol", 21, "spam 2", r.now)); errors.Join(errs...) != nil {
+			if errs := r.enqueue(msg(phone, "carol", 20, "spam 1", r.now), msg(phone, "carol", 21, "spam 2", r.now)); errors.Join(errs...) != nil {
 				r.fatal("enqueue: %v", errs)
 			}
 			if n, err := r.s.Block("bob", "carol", 1000); err != nil || n != 2 {
@@ -278,14 +311,14 @@ var steps = []step{
 			}
 		},
 		check: func(r *run) {
-			r.wantStream("bob", "three")
+			r.wantStream(phone, "three")
 			if b, err := r.s.Blocks("bob", "carol"); err != nil || !b {
 				r.fatal("the block after the crash: %v %v", b, err)
 			}
-			if errs := r.enqueue(msg("bob", "carol", 22, "spam 3", r.now)); !errors.Is(errs[0], store.ErrBlocked) {
+			if errs := r.enqueue(msg(phone, "carol", 22, "spam 3", r.now)); !errors.Is(errs[0], store.ErrBlocked) {
 				r.fatal("a blocked sender's message: %v, want ErrBlocked", errs[0])
 			}
-			r.wantStream("bob", "three")
+			r.wantStream(phone, "three")
 		},
 	},
 	{
@@ -364,7 +397,8 @@ var steps = []step{
 			if _, err := r.s.GetSession(token); !errors.Is(err, store.ErrNotFound) {
 				r.fatal("bob's session after the crash: %v, want ErrNotFound", err)
 			}
-			r.wantStream("bob")
+			r.wantStream(phone)
+			r.wantTotal("bob", 0)
 			if w, err := r.s.Wrote("bob", "alice"); err != nil || w {
 				r.fatal("bob's who-wrote record after the crash: %v %v", w, err)
 			}
@@ -378,10 +412,10 @@ var steps = []step{
 			if err := r.s.CreateUser(user("bob", r.now)); err != nil {
 				r.fatal("bob again: %v", err)
 			}
-			if errs := r.enqueue(msg("bob", "carol", 30, "to the new bob", r.now)); errs[0] != nil {
+			if errs := r.enqueue(msg(phone, "carol", 30, "to the new bob", r.now)); errs[0] != nil {
 				r.fatal("carol to the new bob: %v", errs[0])
 			}
-			r.wantStream("bob", "to the new bob")
+			r.wantStream(phone, "to the new bob")
 		},
 	},
 }

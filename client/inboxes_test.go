@@ -1,0 +1,368 @@
+package client_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"testing"
+	"time"
+
+	"securefastchat/client"
+	"securefastchat/internal/server"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+	"securefastchat/store"
+)
+
+// addDevice adds a device to c's own account, as a managing device does:
+// keys made for it, a statement signed with c's master key. It returns
+// the statement and the device's sign key.
+func addDevice(t *testing.T, c *client.Client, user, name string) (*proto.DeviceStatement, ed25519.PrivateKey) {
+	t.Helper()
+	list, err := c.Devices(ctxT(t), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := proto.NewKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	st := &proto.DeviceStatement{User: []byte(user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, Name: []byte(name),
+		BoxKey: box.Public.Bytes(), SignKey: pub, Time: time.Now().Unix()}
+	st.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: st.BoxKey, SignKey: st.SignKey})
+	st.Sign(c.Identity().Sign)
+	if err := appendDevice(t, c, st); err != nil {
+		t.Fatal(err)
+	}
+	return st, priv
+}
+
+// removeDevice removes a device from c's own account.
+func removeDevice(t *testing.T, c *client.Client, user string, dev *proto.DeviceStatement) {
+	t.Helper()
+	list, err := c.Devices(ctxT(t), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := *dev
+	rm.Seq, rm.Prev, rm.Op, rm.Time = list.Seq+1, list.Last, proto.DeviceRemove, time.Now().Unix()
+	rm.Sign(c.Identity().Sign)
+	if err := appendDevice(t, c, &rm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deviceConn logs a device in with its own key, as a receiving session,
+// speaking the protocol.
+func deviceConn(t *testing.T, s *server.Server, user string, dev *proto.DeviceStatement, key ed25519.PrivateKey) (*client.Conn, error) {
+	t.Helper()
+	conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := conn.LoginDevice(ctxT(t), user, dev.DeviceID, key, 0); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// delivery waits for the next message pushed to a device's connection.
+func delivery(t *testing.T, conn *client.Conn) *client.Delivery {
+	t.Helper()
+	select {
+	case d, ok := <-conn.Deliveries():
+		if !ok {
+			t.Fatalf("the device's connection ended: %v", conn.Err())
+		}
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing was delivered to the device")
+	}
+	return nil
+}
+
+func inboxLen(t *testing.T, s *server.Server, user string, dev uint64) int64 {
+	t.Helper()
+	n, _, err := s.Store.InboxLen(store.Inbox{User: user, Device: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestDeviceInboxes: each device of an account receives on its own, side
+// by side: alice's first device (her client) and her laptop (a second
+// device logged in with its own key) each get bob's messages, each with
+// its own numbers and acknowledgements; what one device has not
+// acknowledged waits in its own inbox and never in the other's; a
+// message is "delivered" once one device has it; and a full queue on one
+// device refuses nothing for the other.
+func TestDeviceInboxes(t *testing.T) {
+	s := testserver.Start(t, func(cfg *server.Config) {
+		// bob, alice's contact, may hold half of a device's 6 messages.
+		cfg.Shard.QueueLimits = store.QueueLimits{Count: 6, ContactShare: 0.5}
+	})
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	first := alice.Identity().KeyID("alice")
+	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+
+	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both receive: the laptop's login replaced nothing. bob's receipt
+	// comes once each device has it (acknowledged, or stored when the
+	// laptop goes without acknowledging), and says delivered.
+	sent := send(t, bob, "alice", "to both")
+	if m := recvOne(t, alice); m.Text != "to both" {
+		t.Fatalf("alice's first device got %q", m.Text)
+	}
+	d := delivery(t, lc)
+	if d.DM == nil || string(d.DM.From) != "bob" {
+		t.Fatalf("the laptop got %+v", d)
+	}
+	lc.Close()
+	if r := <-sent; r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's receipt: status %d, want delivered", r.Status)
+	}
+	// The laptop's copy waits in its inbox, and only there.
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 1 })
+	if n := inboxLen(t, s, "alice", first); n != 0 {
+		t.Fatalf("alice's first device's inbox holds %d; it acknowledged everything", n)
+	}
+	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := delivery(t, lc)
+	if again.DM == nil || string(again.DM.MsgID) != string(d.DM.MsgID) {
+		t.Fatalf("the laptop got, after its reconnect, %+v", again)
+	}
+	if err := lc.Ack(again.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 0 })
+
+	// With her first device away, the laptop alone makes it delivered;
+	// the first device's copy waits for it.
+	alice.Close()
+	sent = send(t, bob, "alice", "while the first device is away")
+	d = delivery(t, lc)
+	if err := lc.Ack(d.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-sent; r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's receipt with the laptop alone: status %d, want delivered", r.Status)
+	}
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", first) == 1 })
+
+	// The laptop goes too; bob sends more than his share of one device's
+	// queue. Each inbox refuses its copies past the share, and bob is
+	// refused only because both are full.
+	lc.Close()
+	var refused int
+	for i := range 5 {
+		_, err := bob.SendText(ctxT(t), "alice", "flood "+string(rune('a'+i)))
+		if remoteCode(err) == proto.CodeShareFull {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := inboxLen(t, s, "alice", first); got != 3 {
+		t.Fatalf("alice's first device holds %d, want its share of 3", got)
+	}
+	if got := inboxLen(t, s, "alice", laptop.DeviceID); got != 3 {
+		t.Fatalf("the laptop holds %d, want its share of 3", got)
+	}
+	// The first device's inbox held one before: the third of the flood
+	// went to the laptop alone, the last two to nobody.
+	if refused != 2 {
+		t.Fatalf("bob was refused %d times, want 2", refused)
+	}
+}
+
+// send sends text in the background: its receipt comes once the server
+// answers.
+func send(t *testing.T, from *client.Client, to, text string) <-chan *client.Receipt {
+	t.Helper()
+	ch := make(chan *client.Receipt, 1)
+	go func() {
+		r, err := from.SendText(ctxT(t), to, text)
+		if err != nil {
+			t.Errorf("sending %q: %v", text, err)
+			r = &client.Receipt{}
+		}
+		ch <- r
+	}()
+	return ch
+}
+
+// TestDeviceInboxesOneFull: a full queue on one device never refuses the
+// message for the others.
+func TestDeviceInboxesOneFull(t *testing.T) {
+	s := testserver.Start(t, func(cfg *server.Config) {
+		cfg.Shard.QueueLimits = store.QueueLimits{Count: 4, ContactShare: 1}
+	})
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	laptop, _ := addDevice(t, alice, "alice", "laptop")
+	// The laptop never logs in: its queue fills; alice's client reads
+	// everything.
+	for i := range 8 {
+		r, err := bob.SendText(ctxT(t), "alice", "message "+string(rune('a'+i)))
+		if err != nil {
+			t.Fatalf("message %d, with the laptop's queue full: %v", i, err)
+		}
+		if r.Status != proto.StatusDelivered {
+			t.Fatalf("message %d: status %d, want delivered", i, r.Status)
+		}
+		if m := recvOne(t, alice); m.Text != "message "+string(rune('a'+i)) {
+			t.Fatalf("alice got %q", m.Text)
+		}
+	}
+	if n := inboxLen(t, s, "alice", laptop.DeviceID); n != 4 {
+		t.Fatalf("the laptop's inbox holds %d, want its cap of 4", n)
+	}
+}
+
+// TestDeviceRemovedEndsAtOnce: removing a device ends its session at
+// once, drops its inbox, and its session does not come back; messages go
+// to the devices left.
+func TestDeviceRemovedEndsAtOnce(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.Close()
+	if _, err := bob.SendText(ctxT(t), "alice", "waiting for the laptop"); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, alice)
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 1 })
+	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivery(t, lc) // not acknowledged
+	removeDevice(t, alice, "alice", laptop)
+	select {
+	case <-lc.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed device's session goes on")
+	}
+	if lc.CloseReason() != proto.CloseRevoked {
+		t.Fatalf("the removed device was closed with reason %d", lc.CloseReason())
+	}
+	if _, err := bob.SendText(ctxT(t), "alice", "after the removal"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, alice); m.Text != "after the removal" {
+		t.Fatalf("alice got %q", m.Text)
+	}
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 0 })
+	if _, err := deviceConn(t, s, "alice", laptop, laptopKey); remoteCode(err) != proto.CodeInvalidCredentials {
+		t.Fatalf("the removed device logging in again: %v", err)
+	}
+}
+
+// TestDeviceInboxesGroups: a group message reaches every device of each
+// member: alice's laptop gets bob's group message beside her client, and
+// gets it from its inbox when it was away.
+func TestDeviceInboxesGroups(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	if err := bob.CreateGroup(ctxT(t), "team"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.AddMember(ctxT(t), "team", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, alice, "team")
+	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendGroup := func(text string) {
+		t.Helper()
+		if _, err := bob.SendGroupText(ctxT(t), "team", text); err != nil {
+			t.Fatal(err)
+		}
+		if m := recvGroup(t, alice); m.Text != text {
+			t.Fatalf("alice's client got %q", m.Text)
+		}
+	}
+	done := make(chan struct{})
+	go func() { // bob's receipt waits for the laptop's copy too
+		defer close(done)
+		sendGroup("to the team")
+	}()
+	d := delivery(t, lc)
+	if d.Group == nil || string(d.Group.Group) != "team" || string(d.Group.From) != "bob" {
+		t.Fatalf("the laptop got %+v", d)
+	}
+	if err := lc.Ack(d.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	lc.Close()
+	sendGroup("while the laptop is away")
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 1 })
+	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := delivery(t, lc); d.Group == nil || d.ServerID == 0 {
+		t.Fatalf("the laptop got from its inbox %+v", d)
+	}
+}
+
+// TestInboxesUpgrade: a store and homes of the build before per-device
+// queues (testdata/upgrade-v3: alice and bob signed up with their device
+// lists; bob queued two messages for alice while she was away). alice's
+// client resumes its session, now her first device's, and gets both
+// from that device's inbox; bob's resumes too, and his messages to her
+// go on.
+func TestInboxesUpgrade(t *testing.T) {
+	s, cfg := upgradeFrom(t, "testdata/upgrade-v3")
+	alice, err := client.Open(ctxT(t), cfg, "alice", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	for i := 1; i <= 2; i++ {
+		if m := recvOne(t, alice); m.From != "bob" || m.Text != "queued before the upgrade "+string(rune('0'+i)) {
+			t.Fatalf("alice got %+v", m)
+		}
+	}
+	first := alice.Identity().KeyID("alice")
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", first) == 0 })
+	bob, err := client.Open(ctxT(t), cfg, "bob", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if r, err := bob.SendText(ctxT(t), "alice", "after the upgrade"); err != nil || r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's message after the upgrade: %+v %v", r, err)
+	}
+	if m := recvOne(t, alice); m.Text != "after the upgrade" {
+		t.Fatalf("alice got %q", m.Text)
+	}
+}

@@ -34,16 +34,10 @@ func newDevice(t *testing.T, user string, list *proto.DeviceList, name string, m
 	return st
 }
 
-// appendDevice sends a DeviceAppend on c's connection as any client
-// speaking the protocol could.
+// appendDevice sends a DeviceAppend on c's connection.
 func appendDevice(t *testing.T, c *client.Client, st *proto.DeviceStatement) error {
 	t.Helper()
-	m := proto.DeviceAppend{Statement: st.Append(nil)}
-	typ, _, err := c.Conn().Request(ctxT(t), func(b []byte, id uint32) []byte { return m.Append(b, id) })
-	if err == nil && typ != proto.TOK {
-		return fmt.Errorf("reply %#x", uint8(typ))
-	}
-	return err
+	return testserver.AppendDevice(ctxT(t), c, st)
 }
 
 func remoteCode(err error) proto.ErrorCode {

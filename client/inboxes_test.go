@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"testing"
 	"time"
 
@@ -12,45 +11,6 @@ import (
 	"securefastchat/proto"
 	"securefastchat/store"
 )
-
-// addDevice adds a device to c's own account, as a managing device does:
-// keys made for it, a statement signed with c's master key. It returns
-// the statement and the device's sign key.
-func addDevice(t *testing.T, c *client.Client, user, name string) (*proto.DeviceStatement, ed25519.PrivateKey) {
-	t.Helper()
-	list, err := c.Devices(ctxT(t), user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	box, err := proto.NewKeyPair(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	st := &proto.DeviceStatement{User: []byte(user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, Name: []byte(name),
-		BoxKey: box.Public.Bytes(), SignKey: pub, Time: time.Now().Unix()}
-	st.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: st.BoxKey, SignKey: st.SignKey})
-	st.Sign(c.Identity().Sign)
-	if err := appendDevice(t, c, st); err != nil {
-		t.Fatal(err)
-	}
-	return st, priv
-}
-
-// removeDevice removes a device from c's own account.
-func removeDevice(t *testing.T, c *client.Client, user string, dev *proto.DeviceStatement) {
-	t.Helper()
-	list, err := c.Devices(ctxT(t), user)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rm := *dev
-	rm.Seq, rm.Prev, rm.Op, rm.Time = list.Seq+1, list.Last, proto.DeviceRemove, time.Now().Unix()
-	rm.Sign(c.Identity().Sign)
-	if err := appendDevice(t, c, &rm); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // deviceConn logs a device in with its own key, as a receiving session,
 // speaking the protocol.
@@ -109,7 +69,7 @@ func TestDeviceInboxes(t *testing.T) {
 	testserver.Acquaint(t, alice, bob)
 	testserver.Acquaint(t, bob, alice)
 	first := alice.Identity().KeyID("alice")
-	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
@@ -213,7 +173,7 @@ func TestDeviceInboxesOneFull(t *testing.T) {
 	bob := testserver.Signup(t, s, "bob")
 	testserver.Acquaint(t, alice, bob)
 	testserver.Acquaint(t, bob, alice)
-	laptop, _ := addDevice(t, alice, "alice", "laptop")
+	laptop, _ := testserver.AddDevice(t, alice, "laptop", nil)
 	// The laptop never logs in: its queue fills; alice's client reads
 	// everything.
 	for i := range 8 {
@@ -242,7 +202,7 @@ func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	bob := testserver.Signup(t, s, "bob")
 	testserver.Acquaint(t, alice, bob)
 	testserver.Acquaint(t, bob, alice)
-	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
 		t.Fatal(err)
@@ -258,7 +218,7 @@ func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	delivery(t, lc) // not acknowledged
-	removeDevice(t, alice, "alice", laptop)
+	testserver.RemoveDevice(t, alice, laptop)
 	select {
 	case <-lc.Done():
 	case <-time.After(5 * time.Second):
@@ -295,7 +255,7 @@ func TestDeviceInboxesGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	testserver.Join(t, alice, "team")
-	laptop, laptopKey := addDevice(t, alice, "alice", "laptop")
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
 		t.Fatal(err)

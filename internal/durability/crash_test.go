@@ -2,6 +2,7 @@ package durability_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 
 	"securefastchat/client"
 	"securefastchat/internal/testserver"
+	"securefastchat/proto"
 	"securefastchat/store"
 )
 
@@ -24,6 +26,7 @@ var crashRounds = flag.Int("crash.rounds", 10, "SIGKILL rounds in TestCrashLoses
 // client package against the real binary, kills the server with SIGKILL
 // at random moments, restarts it on the same data directory, and checks
 // that every message whose sender got an ack was received exactly once.
+// Every receiver has two devices, and each device gets every message.
 func TestCrashLosesNothing(t *testing.T) { faultRounds(t, syscall.SIGKILL, *crashRounds) }
 
 // TestGracefulRestartLosesNothing (F9) does the same with SIGTERM: the
@@ -86,6 +89,26 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 		go consume(r, r.c)
 	}
 
+	// Each receiver has a second device, its laptop, logged in with its
+	// own key beside the client, which reconnects whenever the server
+	// comes back: what a receiver is sent must reach both devices. (Each
+	// laptop shares its first device's box key, so that the test can open
+	// what it gets and name each message; in a real account each device's
+	// keys are its own.)
+	senderKeys := sync.Map{} // sender -> proto.PublicKey
+	stopLaptops := make(chan struct{})
+	var wgLaptops sync.WaitGroup
+	laptops := make([]*laptop, len(rs))
+	for i, r := range rs {
+		st, key := testserver.AddDevice(t, r.c, "laptop", &r.c.Identity().Box)
+		laptops[i] = &laptop{user: r.name, st: st, key: key, box: r.c.Identity().Box, got: map[string]int{}}
+		wgLaptops.Add(1)
+		go func() {
+			defer wgLaptops.Done()
+			laptops[i].run(ctx, t, addr, &senderKeys, stopLaptops)
+		}()
+	}
+
 	var sent, acked, failed atomic.Int64
 	var ackedMu sync.Mutex
 	ackedSet := map[string]string{} // text -> receiver
@@ -97,6 +120,7 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		senderKeys.Store(c.User(), c.Identity().Box.Public)
 		wgSend.Add(1)
 		go func() {
 			defer wgSend.Done()
@@ -169,9 +193,9 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 
 	// Everything acked must arrive; wait for it.
 	deadline := time.Now().Add(20 * time.Second)
-	var lost, dupShown int
+	var lost, lostLaptop, dupShown int
 	for {
-		lost, dupShown = 0, 0
+		lost, lostLaptop, dupShown = 0, 0, 0
 		ackedMu.Lock()
 		for text, to := range ackedSet {
 			r := rs[to[1]-'0']
@@ -184,14 +208,19 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 			if n > 1 {
 				dupShown++
 			}
+			if laptops[to[1]-'0'].count(text) == 0 {
+				lostLaptop++
+			}
 		}
 		ackedMu.Unlock()
-		if lost == 0 || time.Now().After(deadline) {
+		if lost == 0 && lostLaptop == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if lost > 0 {
+	close(stopLaptops)
+	wgLaptops.Wait()
+	if lost > 0 || lostLaptop > 0 {
 		// Where are they? Stop the server and look in the store.
 		srv.Kill()
 		st, err := store.Open(filepath.Join(srv.Data, "securefastchat.db"), nil)
@@ -234,15 +263,105 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 	}
 	wgRecv.Wait()
 	name := map[syscall.Signal]string{syscall.SIGKILL: "F1 kill -9", syscall.SIGTERM: "F9 SIGTERM"}[sig]
-	t.Logf("faults: %s: %d rounds, sent %d, acked %d, send errors %d, received %d, lost %d, duplicates dropped by the client %d, duplicates shown %d; bbolt check %d/%d OK; slowest restart %v",
-		name, rounds, sent.Load(), acked.Load(), failed.Load(), received, lost, rawDups, dupShown, checks, checks, maxRestart.Round(time.Millisecond))
-	if lost != 0 || dupShown != 0 {
-		t.Fatalf("lost %d, duplicates shown %d", lost, dupShown)
+	var laptopGot, laptopAgain int
+	for _, l := range laptops {
+		l.mu.Lock()
+		laptopGot += len(l.got)
+		for _, n := range l.got {
+			laptopAgain += n - 1
+		}
+		l.mu.Unlock()
+	}
+	t.Logf("faults: %s: %d rounds, sent %d, acked %d, send errors %d, received %d, lost %d, duplicates dropped by the client %d, duplicates shown %d; second devices received %d, lost %d, got again %d; bbolt check %d/%d OK; slowest restart %v",
+		name, rounds, sent.Load(), acked.Load(), failed.Load(), received, lost, rawDups, dupShown, laptopGot, lostLaptop, laptopAgain, checks, checks, maxRestart.Round(time.Millisecond))
+	if lost != 0 || dupShown != 0 || lostLaptop != 0 {
+		t.Fatalf("lost %d, duplicates shown %d; lost by second devices %d", lost, dupShown, lostLaptop)
 	}
 	if acked.Load() != sent.Load() {
 		t.Errorf("%d sends never acknowledged", sent.Load()-acked.Load())
 	}
 	if maxRestart > 2*time.Second {
 		t.Errorf("a restart took %v", maxRestart)
+	}
+}
+
+// laptop is a receiver's second device, speaking the protocol: it logs in
+// with its own key, opens what it is sent, and acknowledges it once it
+// has recorded it.
+type laptop struct {
+	user string
+	st   *proto.DeviceStatement
+	key  ed25519.PrivateKey
+	box  proto.KeyPair
+
+	mu  sync.Mutex
+	got map[string]int // text -> times delivered
+}
+
+func (l *laptop) count(text string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.got[text]
+}
+
+// run keeps the laptop connected until stop is closed, logging in again
+// whenever the server comes back.
+func (l *laptop) run(ctx context.Context, t *testing.T, addr string, senderKeys *sync.Map, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-ctx.Done():
+			return
+		default:
+		}
+		conn, err := client.Dial(ctx, addr, client.DialOptions{})
+		if err != nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if _, err := conn.LoginDevice(ctx, l.user, l.st.DeviceID, l.key, 0); err != nil {
+			conn.Close()
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		l.receive(t, conn, senderKeys, stop)
+		conn.Close()
+	}
+}
+
+func (l *laptop) receive(t *testing.T, conn *client.Conn, senderKeys *sync.Map, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case d, ok := <-conn.Deliveries():
+			if !ok {
+				return
+			}
+			if d.DM == nil {
+				continue
+			}
+			pub, ok := senderKeys.Load(string(d.DM.From))
+			if !ok {
+				t.Errorf("%s's laptop: a message from %s, who is no sender", l.user, d.DM.From)
+				continue
+			}
+			inner, err := proto.OpenBody(nil, d.DM.Body, proto.SharedKey(&l.box.Private, pub.(proto.PublicKey)))
+			var in proto.Inner
+			if err == nil {
+				err = in.Parse(inner)
+			}
+			if err != nil {
+				t.Errorf("%s's laptop: a message from %s does not open: %v", l.user, d.DM.From, err)
+				continue
+			}
+			l.mu.Lock()
+			l.got[string(in.Body)]++
+			l.mu.Unlock()
+			if conn.Ack(d.ServerID) != nil {
+				return
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
 	"securefastchat/bench"
@@ -43,6 +44,23 @@ func sum(v []int64) (s int64) {
 		s += x
 	}
 	return s
+}
+
+// TestBenchDevices: with --devices 3 each receiver has three devices
+// online, and every message reaches each of them.
+func TestBenchDevices(t *testing.T) {
+	rs := benchJSON(t, "--argon2", "t=1,m=64,p=1", "--shards", "2", "--scenario", "dm", "--clients", "40", "--devices", "3")
+	if len(rs) != 1 {
+		t.Fatalf("%d results", len(rs))
+	}
+	r := rs[0]
+	checkSane(t, r)
+	if r.Devices != 3 || r.Queued != 0 || r.OtherDevicesReceived != 2*r.Received {
+		t.Errorf("%d devices: the first received %d (%d acknowledged queued), the others %d; want twice as many", r.Devices, r.Received, r.Queued, r.OtherDevicesReceived)
+	}
+	if r := run(t, nil, "bench", "--scenario", "fanout", "--devices", "2"); r.code != 2 || !strings.Contains(r.stderr, "--devices is for the dm and latency scenarios") {
+		t.Errorf("--devices with fanout: %+v", r)
+	}
 }
 
 // TestBenchScenarios runs every scenario of 'securefastchat bench' at a

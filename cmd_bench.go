@@ -37,6 +37,7 @@ func cmdBench(args []string) error {
 	window := fs.Int("window", 0, "messages in flight per sender (default 64; mixed 16)")
 	rate := fs.Int("rate", 0, "latency: messages per second in all (default 100)")
 	procs := fs.Int("procs", 0, "idle: load processes holding the connections (default one per 9,000)")
+	devices := fs.Int("devices", 1, "dm and latency, embedded server: devices each receiver has online; every message goes to each")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	serverLog := fs.Bool("server-log", false, "copy the embedded server's log to standard error")
@@ -104,7 +105,7 @@ another host.
 		Server: *srv, ServerKey: *serverKey, ServerPID: *serverPID,
 		Shards: *shards, Strategies: strategies, Argon2: *argon,
 		Scenario: *scenario, Clients: *clients, Duration: *duration, Warmup: *warmup,
-		Size: *size, Window: *window, Rate: *rate, Procs: *procs,
+		Size: *size, Window: *window, Rate: *rate, Procs: *procs, Devices: *devices,
 	}
 	if !*quiet {
 		cfg.Progress = os.Stderr

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"securefastchat/balancer"
+	"securefastchat/proto"
 )
 
 // Scenarios, in the order the help lists them.
@@ -51,6 +52,9 @@ type Config struct {
 	Window   int // messages in flight per sender
 	Rate     int // latency: messages per second in all
 	Procs    int // idle: load processes (0: one per 9,000 connections)
+	// Devices is how many devices each receiver has online (dm and
+	// latency, embedded server): a message goes to every one of them.
+	Devices int
 
 	// Progress receives a progress line now and then; nil for none.
 	Progress io.Writer
@@ -111,6 +115,10 @@ type Result struct {
 	Queued    int64 `json:"acked_queued"`
 	Received  int64 `json:"received"`
 	Errors    int64 `json:"errors"`
+	// With --devices: each receiver's devices online, and what its
+	// devices other than the first received (Received is the first's).
+	Devices              int   `json:"devices,omitempty"`
+	OtherDevicesReceived int64 `json:"other_devices_received,omitempty"`
 
 	// Per shard: connections at the end of the window, messages routed in
 	// it. Empty if the server's counters cannot be read.
@@ -186,6 +194,13 @@ func (c *Config) setDefaults() error {
 		def(&c.Window, 16)
 	}
 	def(&c.Size, 256)
+	def(&c.Devices, 1)
+	if c.Devices < 1 || c.Devices > proto.MaxDevices {
+		return fmt.Errorf("%w: --devices must be 1 to %d", ErrBadConfig, proto.MaxDevices)
+	}
+	if c.Devices > 1 && (c.Scenario != "dm" && c.Scenario != "latency" || c.Server != "") {
+		return fmt.Errorf("%w: --devices is for the dm and latency scenarios on the embedded server", ErrBadConfig)
+	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
 	}

@@ -25,12 +25,14 @@ const (
 type pair struct {
 	from, to *user
 	sc, rc   *client.Conn
-	key      *[32]byte // box key between them (the same from either side)
-	keyID    uint64    // the receiver's key record, named in each send
+	others   []*client.Conn // the receiver's other devices (--devices)
+	key      *[32]byte      // box key between them (the same from either side)
+	keyID    uint64         // the receiver's key record, named in each send
 	slots    chan struct{}
 	phase    *atomic.Int32
 
 	sent, delivered, queued, errs, received, inWindow atomic.Int64
+	othersReceived                                    atomic.Int64 // by the receiver's other devices
 
 	mu      sync.Mutex // guards firstErr
 	firstEr error
@@ -60,17 +62,8 @@ func (p *pair) onDelivery(d *client.Delivery) bool {
 	if d.DM == nil {
 		return true
 	}
-	plain, err := proto.OpenBody(p.rbuf[:0], d.DM.Body, p.key)
-	p.rbuf = plain[:0]
-	var in proto.Inner
-	if err == nil {
-		err = in.Parse(plain)
-	}
-	if err == nil && (!bytes.Equal(in.From, d.DM.From) || !bytes.Equal(in.MsgID, d.DM.MsgID) || string(in.To) != p.to.name) {
-		err = fmt.Errorf("bench: sealed envelope does not match")
-	}
-	if err != nil {
-		p.fail(fmt.Errorf("bench: opening a message for %s: %w", p.to.name, err))
+	in, ok := p.open(d, &p.rbuf)
+	if !ok {
 		return true
 	}
 	p.received.Add(1)
@@ -81,6 +74,39 @@ func (p *pair) onDelivery(d *client.Delivery) bool {
 		p.hmu.Unlock()
 	}
 	return true
+}
+
+// onOtherDelivery opens a message on one of the receiver's other devices
+// (each has its buffer, since their connections deliver at once).
+func (p *pair) onOtherDelivery() func(*client.Delivery) bool {
+	var buf []byte
+	return func(d *client.Delivery) bool {
+		if d.DM != nil {
+			if _, ok := p.open(d, &buf); ok {
+				p.othersReceived.Add(1)
+			}
+		}
+		return true
+	}
+}
+
+// open opens a delivered direct message into buf and checks its inner
+// envelope.
+func (p *pair) open(d *client.Delivery, buf *[]byte) (*proto.Inner, bool) {
+	plain, err := proto.OpenBody((*buf)[:0], d.DM.Body, p.key)
+	*buf = plain[:0]
+	var in proto.Inner
+	if err == nil {
+		err = in.Parse(plain)
+	}
+	if err == nil && (!bytes.Equal(in.From, d.DM.From) || !bytes.Equal(in.MsgID, d.DM.MsgID) || string(in.To) != p.to.name) {
+		err = fmt.Errorf("bench: sealed envelope does not match")
+	}
+	if err != nil {
+		p.fail(fmt.Errorf("bench: opening a message for %s: %w", p.to.name, err))
+		return nil, false
+	}
+	return &in, true
 }
 
 // send seals one message of size bytes and sends it without waiting; a
@@ -151,6 +177,13 @@ func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int,
 			if p.rc, err = r.t.login(ctx, first+2*i+1, p.to, client.DialOptions{OnDelivery: p.onDelivery}); err != nil {
 				return err
 			}
+			for _, d := range p.to.devices {
+				oc, err := r.t.login(ctx, first+2*i+1, d, client.DialOptions{OnDelivery: p.onOtherDelivery()})
+				if err != nil {
+					return err
+				}
+				p.others = append(p.others, oc)
+			}
 		}
 		p.sc, err = r.t.login(ctx, first+2*i, p.from, client.DialOptions{OnDelivery: func(*client.Delivery) bool { return true }})
 		if err == nil && online {
@@ -196,7 +229,7 @@ func (p *pair) greet(ctx context.Context) error {
 func closePairs(ps []*pair) {
 	var wg sync.WaitGroup
 	for _, p := range ps {
-		for _, c := range []*client.Conn{p.sc, p.rc} {
+		for _, c := range append([]*client.Conn{p.sc, p.rc}, p.others...) {
 			if c != nil {
 				wg.Add(1)
 				go func() { defer wg.Done(); c.Close() }()
@@ -293,6 +326,7 @@ func (r *run) dm(ctx context.Context, res *Result, paced bool) error {
 	wg.Wait()
 	r.drain(ps)
 	var h hist
+	var others int64
 	for _, p := range ps {
 		p.hmu.Lock()
 		h.merge(&p.hist)
@@ -303,8 +337,16 @@ func (r *run) dm(ctx context.Context, res *Result, paced bool) error {
 		res.Queued += p.queued.Load()
 		res.Received += p.received.Load()
 		res.Errors += p.errs.Load()
+		others += p.othersReceived.Load()
 	}
 	res.Latency = h.latency()
+	if cfg.Devices > 1 {
+		// Each message goes to every device; the figures above count its
+		// first device's.
+		res.Devices, res.OtherDevicesReceived = cfg.Devices, others
+		res.Notes = append(res.Notes, fmt.Sprintf("each receiver has %d devices online; the figures count the first's, and the others received %d in all (%.2f per message received by the first)",
+			cfg.Devices, others, float64(others)/float64(max(1, res.Received))))
+	}
 	return pairsErr(ps, res)
 }
 

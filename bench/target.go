@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -32,6 +33,9 @@ type user struct {
 	token    []byte
 	id       *client.Identity
 	password string
+	// devices are the user's devices besides its first (--devices): each
+	// logs in with its own session.
+	devices []*user
 }
 
 // target is the server under load.
@@ -197,7 +201,53 @@ func (r *run) seed(ctx context.Context, t *target, n int, params passwd.Params) 
 		ss = append(ss, &store.Session{TokenHash: store.HashToken(u.token), User: u.name, Created: now, LastSeen: now, Device: store.FirstDevice(su)})
 		t.users = append(t.users, u)
 	}
-	return st.CreateUsers(us, ss)
+	if err := st.CreateUsers(us, ss); err != nil {
+		return err
+	}
+	if r.cfg.Devices < 2 {
+		return nil
+	}
+	ss = ss[:0]
+	for i := 1; i < n; i += 2 { // the receivers of the dm pairs
+		extra, err := seedDevices(st, t.users[i], r.cfg.Devices, now)
+		if err != nil {
+			return err
+		}
+		ss = append(ss, extra...)
+	}
+	return st.CreateUsers(nil, ss)
+}
+
+// seedDevices writes u's device list: its first device, and devices-1
+// more, each with a session. The devices share the first one's box key,
+// so the load can open what each one gets with one key; each has its own
+// sign key and id, so the server routes to each as to a device of its
+// own.
+func seedDevices(st *store.Store, u *user, devices int, now time.Time) ([]*store.Session, error) {
+	keys := u.id.PublicKeys(u.name)
+	stmt := &proto.DeviceStatement{User: []byte(u.name), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys), Name: []byte("first"),
+		BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: now.Unix()}
+	var ss []*store.Session
+	for seq := 0; seq < devices; seq++ {
+		if seq > 0 {
+			pub, _, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return nil, err
+			}
+			next := &proto.DeviceStatement{User: stmt.User, Seq: uint32(seq), Prev: stmt.Hash(), Op: proto.DeviceAdd, Name: []byte(fmt.Sprint("device ", seq+1)),
+				BoxKey: keys.BoxKey, SignKey: pub, Time: now.Unix()}
+			next.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: next.BoxKey, SignKey: next.SignKey})
+			stmt = next
+			d := &user{name: u.name, token: randBytes(proto.TokenLen), id: u.id}
+			u.devices = append(u.devices, d)
+			ss = append(ss, &store.Session{TokenHash: store.HashToken(d.token), User: u.name, Created: now, LastSeen: now, Device: stmt.DeviceID})
+		}
+		stmt.Sign(u.id.Sign)
+		if err := st.AppendDevice(u.name, stmt.Seq, stmt.Append(nil)); err != nil {
+			return nil, err
+		}
+	}
+	return ss, nil
 }
 
 // signupUsers signs the users up on a running server, as any client would

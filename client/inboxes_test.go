@@ -194,8 +194,8 @@ func TestDeviceInboxesOneFull(t *testing.T) {
 }
 
 // TestDeviceRemovedEndsAtOnce: removing a device ends its session at
-// once, drops its inbox, and its session does not come back; messages go
-// to the devices left.
+// once, drops its inbox, and neither its key nor its session token logs
+// in again; messages go to the devices left.
 func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice := testserver.Signup(t, s, "alice")
@@ -213,7 +213,12 @@ func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	}
 	recvOne(t, alice)
 	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 1 })
-	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)
+	lc, err = client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	ok, err := lc.LoginDevice(ctxT(t), "alice", laptop.DeviceID, laptopKey, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,6 +241,16 @@ func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 0 })
 	if _, err := deviceConn(t, s, "alice", laptop, laptopKey); remoteCode(err) != proto.CodeInvalidCredentials {
 		t.Fatalf("the removed device logging in again: %v", err)
+	}
+	// Nor does its session come back: whoever holds its token (the
+	// device itself, or someone who took it from the device) is refused.
+	rc, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := rc.Resume(ctxT(t), "alice", ok.Token); remoteCode(err) != proto.CodeInvalidToken {
+		t.Fatalf("the removed device's session resuming: %v", err)
 	}
 }
 

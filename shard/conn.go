@@ -450,6 +450,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	c.loadContacts()
 	c.loadBlocks()
 	if keys != nil {
+		c.set.devsets.drop(c.user) // a new account: none of a deleted one's devices
 		c.set.keysChanged(c.user, keys)
 	}
 	if !c.receiving {

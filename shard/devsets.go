@@ -8,8 +8,9 @@ import (
 // devsets caches each account's device set (Accounts.Devices): the
 // devices a message to the account goes to. A message path that finds it
 // here reads nothing from the store. An entry is dropped when the
-// account's device list changes (an append through this Set) or the
-// account is ended (Kick); the next message loads it again. Only
+// account's device list changes (an append through this Set), the account
+// is ended (Kick) or signed up (a name made again); the next message
+// loads it again. Only
 // accounts that exist are kept, so the cache is bounded by the accounts.
 type devsets struct {
 	seed maphash.Seed

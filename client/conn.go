@@ -380,7 +380,8 @@ func (c *Conn) readLoop() {
 			case <-c.closed:
 				return
 			}
-		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged, proto.TDevicesChanged:
+		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged, proto.TDevicesChanged,
+			proto.TLinkJoined, proto.TLinkRelay, proto.TLinkClosed:
 			c.pushed(t, body)
 		case proto.TKeysChanged:
 			if id == 0 {

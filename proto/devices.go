@@ -89,6 +89,11 @@ func (s *DeviceStatement) Sign(master ed25519.PrivateKey) {
 	s.Sig = ed25519.Sign(master, s.signedBytes())
 }
 
+// Verify reports whether master signed the statement.
+func (s *DeviceStatement) Verify(master ed25519.PublicKey) bool {
+	return len(master) == ed25519.PublicKeySize && ed25519.Verify(master, s.signedBytes(), s.Sig)
+}
+
 // Parse decodes a statement.
 func (s *DeviceStatement) Parse(b []byte) error {
 	d := dec{b: b}
@@ -176,7 +181,7 @@ func (l *DeviceList) Apply(s *DeviceStatement, master ed25519.PublicKey) (*Devic
 		}
 		next.Devices = append(next.Devices[:i], next.Devices[i+1:]...)
 	}
-	if len(master) != ed25519.PublicKeySize || !ed25519.Verify(master, s.signedBytes(), s.Sig) {
+	if !s.Verify(master) {
 		return nil, fmt.Errorf("%w: device statement %d is not signed by %s's master key", ErrBadSignature, s.Seq, s.User)
 	}
 	next.Seq, next.Last = s.Seq, s.Hash()

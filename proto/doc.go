@@ -40,6 +40,8 @@
 //	0x17  BlockedList         requests.go (v2)
 //	0x18  DeviceChain         devices.go (v3)
 //	0x19  DeviceAppend        devices.go (v3)
+//	0x1A  LinkOpen            link.go (v3)
+//	0x1B  LinkData            link.go (v3)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
@@ -76,6 +78,9 @@
 //	0x95  GroupInvitesReply   requests.go (v2)
 //	0x96  DeviceChainReply    devices.go (v3)
 //	0x97  DevicesChanged      devices.go (v3)
+//	0x98  LinkJoined          link.go (v3)
+//	0x99  LinkRelay           link.go (v3)
+//	0x9A  LinkClosed          link.go (v3)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

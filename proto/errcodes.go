@@ -44,6 +44,7 @@ const (
 	CodeGroupLimit         ErrorCode = 33 // the user is an admin of as many groups as one may be
 	CodeStaleDevices       ErrorCode = 34 // the device chain moved on since the statement was made: fetch and sign again (version 3)
 	CodeTooManyDevices     ErrorCode = 35 // the account has MaxDevices devices (version 3)
+	CodeLinkUnknown        ErrorCode = 36 // no device offers a link on that channel: the code expired, was used, or is wrong (version 3)
 )
 
 var codeNames = map[ErrorCode]string{
@@ -80,6 +81,9 @@ var codeNames = map[ErrorCode]string{
 	CodeInvalidInvite:      "invalid_invite",
 	CodeShareFull:          "sender_share_full",
 	CodeGroupLimit:         "group_limit",
+	CodeStaleDevices:       "stale_devices",
+	CodeTooManyDevices:     "too_many_devices",
+	CodeLinkUnknown:        "link_unknown",
 }
 
 // String returns the code's name, as in docs/PROTOCOL.md.

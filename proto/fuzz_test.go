@@ -162,6 +162,16 @@ func reencode(msg []byte) ([]byte, error) {
 		var m DeviceChainReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TLinkOpen:
+		var m LinkOpen
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TLinkData, TLinkRelay:
+		var m LinkData
+		err = m.Parse(body)
+		return m.Append(nil, t, id), err
+	case TLinkJoined, TLinkClosed:
+		return AppendEmpty(nil, t, id), ParseEmpty(body)
 	case TGroupKeysReply, TGroupKeysReplyV2:
 		var m GroupKeysReply
 		err = m.ParseAs(t, body)
@@ -254,6 +264,12 @@ func seedMessages() [][]byte {
 		(&LoginDevice{User: []byte("ann"), DeviceID: 9, Flags: LoginNoDeliveries, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 25),
 		(&DeviceAppend{Statement: seedDeviceStatements()[0]}).Append(nil, 23),
 		(&DeviceChainReply{User: []byte("ann"), More: true, Statements: [][]byte{[]byte("d0"), []byte("d1")}}).Append(nil, 24),
+		(&LinkOpen{Channel: [LinkChannelLen]byte{1, 2, 3}, Role: LinkOffer}).Append(nil, 28),
+		(&LinkOpen{Channel: [LinkChannelLen]byte{1, 2, 3}, Role: LinkJoin}).Append(nil, 29),
+		(&LinkData{Data: []byte("sealed frame")}).Append(nil, TLinkData, 0),
+		(&LinkData{Data: []byte("sealed frame")}).Append(nil, TLinkRelay, 0),
+		AppendEmpty(nil, TLinkJoined, 0),
+		AppendEmpty(nil, TLinkClosed, 0),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),

@@ -94,6 +94,9 @@ type conn struct {
 	// Guarded by the gate's mutex.
 	gateElem *list.Element // place among connections not logged in
 
+	// Guarded by the Set's links.mu (links.go).
+	link *link
+
 	// Guarded by wmu (outq.go).
 	outQueue
 }
@@ -276,6 +279,10 @@ func (c *conn) handle(msg []byte) bool {
 			return true
 		}
 		c.reply(m.Append(nil, proto.TPong, id))
+	case proto.TLinkOpen:
+		c.linkOpen(id, body)
+	case proto.TLinkData:
+		c.linkData(id, body)
 	case proto.TClose:
 		c.closeRecv = true
 		c.closeGraceful(CloseNormal)
@@ -441,6 +448,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		return true
 	}
 	c.authed, c.user, c.dev, c.token = true, res.User, res.Device, res.Token
+	c.linkLoggedIn()
 	c.receiving, c.seq = flags&proto.LoginNoDeliveries == 0, c.set.seqs.of(c.box())
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
@@ -610,6 +618,7 @@ func (c *conn) cleanup() {
 		c.fr.Release()
 	}
 	c.set.gate.release(c)
+	c.leaveLink()
 	if c.authed {
 		if !c.receiving {
 			c.set.dir.removeSide(c.user, c)

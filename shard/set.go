@@ -274,6 +274,7 @@ type Set struct {
 
 	seqs    seqs    // each device's delivery sequence
 	devsets devsets // each account's devices, as messages to it are addressed
+	links   links   // device links offered and joined (links.go)
 
 	// Counters.
 	Stats Stats
@@ -317,6 +318,7 @@ func New(opts Options) (*Set, error) {
 	s := &Set{opts: opts, log: opts.Logger}
 	s.dir.init()
 	s.devsets.init()
+	s.links.init()
 	s.router = &s.dir
 	s.gate.init(opts.MaxUnauth, opts.MaxUnauthPerIP, ratelimit.New(opts.HandshakeBurst, opts.HandshakeEvery, opts.Now))
 	s.broadcasts = ratelimit.New(opts.BroadcastBurst, opts.BroadcastEvery, opts.Now)

@@ -1,0 +1,318 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"securefastchat/proto"
+)
+
+// Linking a new device to an account (proto link.go). The existing device
+// offers a link (OfferLink) and shows its code; the new device joins with
+// the code (JoinLink), makes its own keys and asks to be added; the
+// existing device's user sees the new device's name and id and accepts
+// (the existing device signs the statement that adds it, with the
+// account's master key) or refuses. The server only relays sealed frames.
+
+// Linking errors.
+var (
+	// ErrLinkRefused: the existing device's user refused the new device.
+	ErrLinkRefused = errors.New("client: the existing device refused the link")
+	// ErrLinkBroken: the other device left, the link expired, or a frame
+	// did not open (the relay altered or reordered it).
+	ErrLinkBroken = errors.New("client: the link broke")
+	// ErrNotManaging: this device does not hold the account's master key,
+	// so it cannot add devices.
+	ErrNotManaging = errors.New("client: this device does not manage the account's devices")
+)
+
+// linkPeer is one device's end of a link channel: its connection and the
+// frames the other device sent.
+type linkPeer struct {
+	conn   *Conn
+	ciph   *proto.LinkCipher
+	joined chan struct{} // closed when the new device joined (offer side)
+	frames chan []byte
+	closed chan struct{} // closed when the link ended
+}
+
+func newLinkPeer(conn *Conn, ciph *proto.LinkCipher) *linkPeer {
+	p := &linkPeer{conn: conn, ciph: ciph, joined: make(chan struct{}), frames: make(chan []byte, 4), closed: make(chan struct{})}
+	var joined, closed bool
+	conn.OnPush(func(t proto.MsgType, body []byte) {
+		switch t {
+		case proto.TLinkJoined:
+			if !joined {
+				joined = true
+				close(p.joined)
+			}
+		case proto.TLinkRelay:
+			var m proto.LinkData
+			if m.Parse(body) == nil {
+				select {
+				case p.frames <- append([]byte(nil), m.Data...):
+				default: // more than a link's exchange: the other device misbehaves
+				}
+			}
+		case proto.TLinkClosed:
+			if !closed {
+				closed = true
+				close(p.closed)
+			}
+		}
+	})
+	return p
+}
+
+// send seals a frame for the other device.
+func (p *linkPeer) send(plain []byte) error {
+	m := proto.LinkData{Data: p.ciph.Seal(nil, plain)}
+	return p.conn.send(m.Append(nil, proto.TLinkData, 0))
+}
+
+// next waits for the other device's next frame and opens it.
+func (p *linkPeer) next(ctx context.Context) ([]byte, error) {
+	select {
+	case f := <-p.frames:
+		plain, err := p.ciph.Open(nil, f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: a frame from the other device did not open (the server altered it, or the code is not this link's)", ErrLinkBroken)
+		}
+		return plain, nil
+	case <-p.closed:
+		return nil, fmt.Errorf("%w: the other device left, or the link expired", ErrLinkBroken)
+	case <-p.conn.Done():
+		return nil, fmt.Errorf("%w: %v", ErrLinkBroken, p.conn.Err())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// LinkOffer is a link this device offers to a new device of its account.
+type LinkOffer struct {
+	c    *Client
+	code *proto.LinkCode
+	peer *linkPeer
+	req  *proto.LinkRequest
+}
+
+// OfferLink offers a link for a new device, on a connection of its own,
+// and returns it: show its Code to the user, then wait for the new device
+// with Request. Only a device holding the account's master key (its first
+// device) may offer one.
+func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
+	if _, _, ok := c.thisDevice(); !ok {
+		return nil, fmt.Errorf("client: the account's device list is not known yet; connect first")
+	}
+	list, err := c.Devices(ctx, c.user)
+	if err != nil {
+		return nil, err
+	}
+	master := c.id.Sign.Public().(ed25519.PublicKey)
+	keys := c.id.PublicKeys(c.user)
+	if list.Index(proto.KeyRecordID(&keys)) != 0 {
+		return nil, ErrNotManaging
+	}
+	if len(list.Devices) >= proto.MaxDevices {
+		return nil, fmt.Errorf("client: %w: remove one first", proto.ErrTooManyDevices)
+	}
+	token := c.Token()
+	if token == nil {
+		return nil, ErrNotConnected
+	}
+	conn, err := Dial(ctx, c.cfg.Addr, c.cfg.dialOptions())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.ResumeWith(ctx, c.user, token, proto.LoginNoDeliveries); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	code := &proto.LinkCode{User: []byte(c.user), Addr: c.cfg.Addr, ServerKey: conn.ServerKey(), Master: master}
+	if _, err := rand.Read(code.Secret[:]); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	peer := newLinkPeer(conn, proto.NewLinkCipher(code.Secret, true))
+	open := proto.LinkOpen{Channel: code.Channel(), Role: proto.LinkOffer}
+	t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return open.Append(b, id) })
+	if err := expect(t, proto.TOK, err); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("client: offering a link: %w", err)
+	}
+	return &LinkOffer{c: c, code: code, peer: peer}, nil
+}
+
+// Code returns the link's code, for the new device (as text or a QR
+// code). It holds the link's secret: whoever has it can ask to join.
+func (o *LinkOffer) Code() string { return o.code.String() }
+
+// LinkRequestInfo is what a new device says of itself.
+type LinkRequestInfo struct {
+	Name     string
+	DeviceID uint64
+}
+
+// Request waits for the new device to join and say its name and keys.
+// The user compares the id with the one the new device shows before
+// accepting.
+func (o *LinkOffer) Request(ctx context.Context) (*LinkRequestInfo, error) {
+	select {
+	case <-o.peer.joined:
+	case <-o.peer.closed:
+		return nil, fmt.Errorf("%w: the link expired before a device joined", ErrLinkBroken)
+	case <-o.peer.conn.Done():
+		return nil, fmt.Errorf("%w: %v", ErrLinkBroken, o.peer.conn.Err())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	plain, err := o.peer.next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var req proto.LinkRequest
+	if err := req.Parse(plain); err != nil {
+		return nil, fmt.Errorf("%w: the new device's request: %v", ErrLinkBroken, err)
+	}
+	if err := req.Verify(o.code.Channel()); err != nil {
+		return nil, fmt.Errorf("%w: the new device's request: %v", ErrLinkBroken, err)
+	}
+	o.req = &req
+	return &LinkRequestInfo{Name: string(req.Name), DeviceID: req.DeviceID()}, nil
+}
+
+// Accept adds the new device to the account's device list, signed by the
+// master key, and sends it the statement. Request must have returned.
+func (o *LinkOffer) Accept(ctx context.Context) error {
+	if o.req == nil {
+		return errors.New("client: no device has asked to join yet")
+	}
+	c := o.c
+	c.devMu.Lock()
+	defer c.devMu.Unlock()
+	var st *proto.DeviceStatement
+	for attempt := 0; ; attempt++ {
+		list, _, err := c.deviceList(ctx, c.user, o.code.Master)
+		if err != nil {
+			return err
+		}
+		st = &proto.DeviceStatement{User: []byte(c.user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, DeviceID: o.req.DeviceID(),
+			Name: o.req.Name, BoxKey: o.req.BoxKey, SignKey: o.req.SignKey, Time: time.Now().Unix()}
+		st.Sign(c.id.Sign)
+		if _, err := list.Apply(st, o.code.Master); err != nil {
+			return fmt.Errorf("client: adding the device: %w", err)
+		}
+		m := proto.DeviceAppend{Statement: st.Append(nil)}
+		t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		err = expect(t, proto.TOK, err)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, proto.CodeStaleDevices) || attempt == 2 {
+			return fmt.Errorf("client: adding the device: %w", err)
+		}
+	}
+	ans := proto.LinkAnswer{Statement: st.Append(nil)}
+	return o.peer.send(ans.Append(nil))
+}
+
+// Refuse tells the new device it is not added.
+func (o *LinkOffer) Refuse(why string) error {
+	ans := proto.LinkAnswer{Refusal: []byte(why)}
+	return o.peer.send(ans.Append(nil))
+}
+
+// Close ends the link (the new device is told).
+func (o *LinkOffer) Close() error { return o.peer.conn.Close() }
+
+// LinkedDevice is a new device that joined its account.
+type LinkedDevice struct {
+	User      string // canonical
+	Master    ed25519.PublicKey
+	Statement *proto.DeviceStatement // the one that added this device
+	Box       proto.KeyPair
+	Sign      ed25519.PrivateKey
+	// Conn is logged in as the device, taking its deliveries.
+	Conn *Conn
+}
+
+// DeviceID returns the device's id in the account's list.
+func (d *LinkedDevice) DeviceID() uint64 { return d.Statement.DeviceID }
+
+// JoinLink joins the link of code as a new device named name: it makes the
+// device's keys, asks the existing device to add it (shown returns the
+// device's id at once, for the user to compare with the existing
+// device's screen), checks the statement it gets against the account's
+// master key in the code, and logs in as the device. The server must
+// present the key the code names.
+func JoinLink(ctx context.Context, code, name string, opts DialOptions, shown func(deviceID uint64)) (*LinkedDevice, error) {
+	lc, err := proto.ParseLinkCode(code)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" || len(name) > proto.MaxDeviceName {
+		return nil, fmt.Errorf("client: a device name is 1 to %d bytes", proto.MaxDeviceName)
+	}
+	box, err := proto.NewKeyPair(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	signPub, sign, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	opts.ServerKey = lc.ServerKey.Fingerprint()
+	conn, err := Dial(ctx, lc.Addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close()
+		}
+	}()
+	peer := newLinkPeer(conn, proto.NewLinkCipher(lc.Secret, false))
+	open := proto.LinkOpen{Channel: lc.Channel(), Role: proto.LinkJoin}
+	t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return open.Append(b, id) })
+	if err := expect(t, proto.TOK, err); err != nil {
+		return nil, fmt.Errorf("client: joining the link: %w", err)
+	}
+	req := proto.LinkRequest{Name: []byte(name), BoxKey: box.Public.Bytes(), SignKey: signPub}
+	req.Sign(sign, lc.Channel())
+	if err := peer.send(req.Append(nil)); err != nil {
+		return nil, err
+	}
+	if shown != nil {
+		shown(req.DeviceID())
+	}
+	plain, err := peer.next(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ans proto.LinkAnswer
+	if err := ans.Parse(plain); err != nil {
+		return nil, fmt.Errorf("%w: the existing device's answer: %v", ErrLinkBroken, err)
+	}
+	if ans.Statement == nil {
+		return nil, fmt.Errorf("%w: %s", ErrLinkRefused, ans.Refusal)
+	}
+	var st proto.DeviceStatement
+	if err := st.Parse(ans.Statement); err != nil {
+		return nil, fmt.Errorf("%w: the statement that adds this device: %v", ErrLinkBroken, err)
+	}
+	if string(st.User) != string(lc.User) || st.Op != proto.DeviceAdd || st.DeviceID != req.DeviceID() ||
+		!bytes.Equal(st.BoxKey, req.BoxKey) || !bytes.Equal(st.SignKey, req.SignKey) || !st.Verify(lc.Master) {
+		return nil, fmt.Errorf("%w: the statement that adds this device is not the account's master key's for these keys", ErrLinkBroken)
+	}
+	if _, err := conn.LoginDevice(ctx, string(lc.User), st.DeviceID, sign, 0); err != nil {
+		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
+	}
+	ok = true
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn}, nil
+}

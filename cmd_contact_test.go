@@ -97,7 +97,7 @@ func TestDeviceCommand(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") {
 		t.Fatalf("ann's devices as bob sees them: %+v", r)
 	}
-	if r := run(t, bob, "device", "remove", "x", "--server", addr, "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "device list") {
+	if r := run(t, bob, "device", "rename", "x", "--server", addr, "--user", "bob"); r.code != 2 || !strings.Contains(r.stderr, "device list") {
 		t.Fatalf("an unknown subcommand: %+v", r)
 	}
 
@@ -145,4 +145,50 @@ func TestDeviceCommand(t *testing.T) {
 		t.Fatalf("bob's new device: %#x %v", uint8(typ), err)
 	}
 	waitFor(t, func() bool { return strings.Contains(errb.String(), "bob added a device: laptop") })
+
+	// bob's own list says when each device last logged in (the laptop
+	// never has: from when it was added); he removes the laptop by name,
+	// and ann's recv says so. His only other device, the one that manages
+	// the list, he cannot remove.
+	bc.Close()
+	r = run(t, bob, "device", "list", "--server", addr, "--user", "bob")
+	if r.code != 0 || strings.Count(r.stdout, "seen today") != 2 {
+		t.Fatalf("bob's own devices: %+v", r)
+	}
+	if r := run(t, bob, "device", "remove", "phone", "--server", addr, "--user", "bob"); r.code != 1 || !strings.Contains(r.stderr, `no device "phone"`) {
+		t.Fatalf("removing a device bob does not have: %+v", r)
+	}
+	if r := run(t, bob, "device", "remove", "laptop", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "removed") {
+		t.Fatalf("removing bob's laptop: %+v", r)
+	}
+	waitFor(t, func() bool { return strings.Contains(errb.String(), "bob removed a device: laptop") })
+	r = run(t, bob, "device", "list", "--server", addr, "--user", "bob")
+	if r.code != 0 || !strings.Contains(r.stdout, "bob has 1 device(s)") {
+		t.Fatalf("bob's devices after the removal: %+v", r)
+	}
+	first := strings.Fields(strings.SplitN(r.stdout, "\n", 3)[1])[0]
+	if r := run(t, bob, "device", "remove", first, "--server", addr, "--user", "bob"); r.code != 1 || !strings.Contains(r.stderr, "cannot remove itself") {
+		t.Fatalf("bob removing the device that manages his list: %+v", r)
+	}
+}
+
+// TestDeviceSilence: what 'device list' says of a device by how long it
+// has not logged in: a week before it is sent nothing more, it says how
+// many days are left; after, that nothing more is sent and how to
+// remove it.
+func TestDeviceSilence(t *testing.T) {
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{time.Hour, "seen today"},
+		{3*day + time.Hour, "last seen 3 days ago"},
+		{24*day + time.Hour, "silent for 24 days: log in on it within 6 days, or nothing more is sent to it"},
+		{31 * day, "silent for 31 days: nothing more is sent to it until it logs in; remove it with 'securefastchat device remove tablet'"},
+	} {
+		if got := silence("tablet", c.d); got != c.want {
+			t.Errorf("%v: %q, want %q", c.d, got, c.want)
+		}
+	}
 }

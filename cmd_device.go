@@ -9,13 +9,17 @@ import (
 	"securefastchat/termtext"
 )
 
-const deviceUsage = `device list [USER]`
+const deviceUsage = `device list [USER] | device remove NAME|ID`
 
 func cmdDevice(args []string) error {
 	cf := newClientFlags("device", deviceUsage+" [--server ADDR --user NAME]",
-		"Lists an account's devices (yours, or USER's) as its device list proves them:\n"+
+		"list: an account's devices (yours, or USER's) as its device list proves them:\n"+
 			"a chain of statements signed by the account's master key, which your client\n"+
-			"checks against the key it pinned and against the list it saw before.")
+			"checks against the key it pinned and against the list it saw before. For\n"+
+			"your own, when each last logged in: a device silent for 30 days is sent\n"+
+			"nothing more (while another of yours logs in) until it logs in again.\n"+
+			"remove: takes a device off your list (from the device that manages it, your\n"+
+			"first): its sessions end at once and nothing more is sent to it.")
 	rest, err := cf.parseWords(args)
 	if err != nil {
 		return err
@@ -23,7 +27,11 @@ func cmdDevice(args []string) error {
 	if *cf.user == "" {
 		return usagef("--user is required")
 	}
-	if len(rest) == 0 || rest[0] != "list" || len(rest) > 2 {
+	switch {
+	case len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2:
+	case len(rest) == 2 && rest[0] == "remove":
+		return removeDevice(cf, rest[1])
+	default:
 		return usagef("usage: securefastchat %s", deviceUsage)
 	}
 	of := *cf.user
@@ -44,9 +52,51 @@ func cmdDevice(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s has %d device(s) (list statement %d):\n", l.User, len(l.Devices), l.Seq)
-	for _, d := range l.Devices {
-		fmt.Printf("  %016x  %-20s added %s\n", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"))
+	var seen map[uint64]time.Time
+	if l.User == c.User() {
+		if seen, err = c.DevicesSeen(ctx); err != nil {
+			return err
+		}
 	}
+	fmt.Printf("%s has %d device(s) (list statement %d):\n", l.User, len(l.Devices), l.Seq)
+	now := time.Now()
+	for _, d := range l.Devices {
+		fmt.Printf("  %016x  %-20s added %s", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"))
+		if at, ok := seen[d.ID]; ok {
+			fmt.Printf(", %s", silence(d.Name, now.Sub(at)))
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+// silence says when a device last logged in, and what follows from it.
+func silence(name string, d time.Duration) string {
+	days := int(d / (24 * time.Hour))
+	switch {
+	case d >= proto.DeviceSilentAfter:
+		return fmt.Sprintf("silent for %d days: nothing more is sent to it until it logs in; remove it with 'securefastchat device remove %s'", days, termtext.Line(name))
+	case d >= proto.DeviceSilentAfter-proto.DeviceSilentWarning:
+		left := int((proto.DeviceSilentAfter - d + 24*time.Hour - 1) / (24 * time.Hour))
+		return fmt.Sprintf("silent for %d days: log in on it within %d days, or nothing more is sent to it", days, left)
+	case days == 0:
+		return "seen today"
+	}
+	return fmt.Sprintf("last seen %d days ago", days)
+}
+
+func removeDevice(cf *clientFlags, which string) error {
+	c, err := loginSender(cf, true)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := c.RemoveDevice(ctx, which)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("removed %016x %s from %s's devices: its sessions are ended, and nothing more is sent to it\n", d.ID, termtext.Line(d.Name), c.User())
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"securefastchat/internal/account"
 	"securefastchat/proto"
+	"securefastchat/shard"
 )
 
 // Commands that only send or ask (send, send to oneself, a failed send to
@@ -220,6 +221,14 @@ func TestDocumentedLimits(t *testing.T) {
 	}
 	if want := fmt.Sprintf("| %d at once; %s statements in an account's device list", proto.MaxDevices, "1,000"); !strings.Contains(string(doc), want) || proto.MaxDeviceStatements != 1000 {
 		t.Errorf("docs/OPERATIONS.md does not say %q", want)
+	}
+	silent := fmt.Sprintf("not logged in for %d days while another device of the account has", int(proto.DeviceSilentAfter/(24*time.Hour)))
+	if !strings.Contains(string(doc), silent) || !strings.Contains(string(doc), fmt.Sprintf("warns %s before", "a week")) || proto.DeviceSilentWarning != 7*24*time.Hour {
+		t.Errorf("docs/OPERATIONS.md does not say %q and when it warns", silent)
+	}
+	links := fmt.Sprintf("%d open at once per account; each lives %d minutes and relays at most %d frames and %d MiB", shard.LinkMaxOffers, int(shard.LinkTTL/time.Minute), shard.LinkMaxFrames, shard.LinkMaxBytes>>20)
+	if !strings.Contains(string(doc), links) {
+		t.Errorf("docs/OPERATIONS.md does not say %q", links)
 	}
 }
 

@@ -306,3 +306,70 @@ func (c *Client) thisDevice() (uint64, ed25519.PrivateKey, bool) {
 	keys := c.id.PublicKeys(c.user)
 	return proto.KeyRecordID(&keys), c.id.Sign, true
 }
+
+// DevicesSeen returns when each device of this account last logged in
+// (or was added, if it has not logged in since).
+func (c *Client) DevicesSeen(ctx context.Context) (map[uint64]time.Time, error) {
+	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TDeviceSeen, id) })
+	if err := expect(t, proto.TDeviceSeenReply, err); err != nil {
+		return nil, err
+	}
+	var m proto.DeviceSeenReply
+	if err := m.Parse(body); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	out := make(map[uint64]time.Time, len(m.Devices))
+	for _, d := range m.Devices {
+		out[d.DeviceID] = time.Unix(d.Seen, 0)
+	}
+	return out, nil
+}
+
+// RemoveDevice removes one of this account's devices, named by its name
+// or its id (hex), with a statement signed by the master key: the device's
+// sessions end at once and nothing more is sent to it. Only the device
+// holding the master key (the account's first) removes devices, and not
+// itself.
+func (c *Client) RemoveDevice(ctx context.Context, which string) (*proto.Device, error) {
+	c.devMu.Lock()
+	defer c.devMu.Unlock()
+	master := c.id.Sign.Public().(ed25519.PublicKey)
+	keys := c.id.PublicKeys(c.user)
+	self := proto.KeyRecordID(&keys)
+	for attempt := 0; ; attempt++ {
+		list, _, err := c.deviceList(ctx, c.user, master)
+		if err != nil {
+			return nil, err
+		}
+		if list.Index(self) < 0 {
+			return nil, ErrNotManaging
+		}
+		var found []proto.Device
+		for _, d := range list.Devices {
+			if d.Name == which || fmt.Sprintf("%016x", d.ID) == strings.ToLower(which) {
+				found = append(found, d)
+			}
+		}
+		switch {
+		case len(found) == 0:
+			return nil, fmt.Errorf("client: %s has no device %q (see 'device list')", c.user, which)
+		case len(found) > 1:
+			return nil, fmt.Errorf("client: %d devices are named %q: name one by its id (see 'device list')", len(found), which)
+		case found[0].ID == self:
+			return nil, fmt.Errorf("client: this is the device that manages %s's devices; it cannot remove itself", c.user)
+		}
+		d := found[0]
+		st := &proto.DeviceStatement{User: []byte(c.user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceRemove, DeviceID: d.ID,
+			Name: []byte(d.Name), BoxKey: d.BoxKey.Bytes(), SignKey: d.SignKey, Time: time.Now().Unix()}
+		st.Sign(c.id.Sign)
+		m := proto.DeviceAppend{Statement: st.Append(nil)}
+		t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		err = expect(t, proto.TOK, err)
+		if err == nil {
+			return &d, nil
+		}
+		if !errors.Is(err, proto.CodeStaleDevices) || attempt == 2 {
+			return nil, fmt.Errorf("client: removing the device: %w", err)
+		}
+	}
+}

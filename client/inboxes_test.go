@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"crypto/ed25519"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,5 +340,56 @@ func TestInboxesUpgrade(t *testing.T) {
 	}
 	if m := recvOne(t, alice); m.Text != "after the upgrade" {
 		t.Fatalf("alice got %q", m.Text)
+	}
+}
+
+// TestSilentDevice: a device that has not logged in for a month, while
+// another device of its account has, is sent nothing more (its inbox
+// stays empty); once it logs in again, it is sent to again.
+func TestSilentDevice(t *testing.T) {
+	var clockMu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	s := testserver.Start(t, func(c *server.Config) { c.Shard.Now = clock; c.Limits.LoginBurst = 100 })
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
+	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.Close()
+
+	advance(proto.DeviceSilentAfter + time.Hour)
+	for _, c := range []*client.Client{alice, bob} {
+		if err := c.Reconnect(ctxT(t)); err != nil { // each logs in again, a month on
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.SendText(ctxT(t), "alice", "a month on"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, alice); m.Text != "a month on" {
+		t.Fatalf("alice got %q", m.Text)
+	}
+	if n := inboxLen(t, s, "alice", laptop.DeviceID); n != 0 {
+		t.Fatalf("the silent laptop's inbox holds %d", n)
+	}
+
+	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := send(t, bob, "alice", "back again")
+	d := delivery(t, lc)
+	if err := lc.Ack(d.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, alice)
+	if r := <-sent; r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's receipt: %+v", r)
 	}
 }

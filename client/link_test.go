@@ -11,6 +11,7 @@ import (
 	"securefastchat/internal/server"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
+	"securefastchat/shard"
 )
 
 type joined struct {
@@ -185,9 +186,9 @@ func TestLinkTampered(t *testing.T) {
 
 // TestLinkLimits: mallory, an ordinary account, may hold two links open
 // at once; a connection that has not logged in cannot offer one, nor
-// relay a frame without having joined one; and a new device that joined
-// a link is not cut off by the login deadline while it waits for the
-// existing device's user.
+// relay a frame without having joined one; a link relays a bounded number
+// of frames; and a new device that joined a link is not cut off by the
+// login deadline while it waits for the existing device's user.
 func TestLinkLimits(t *testing.T) {
 	s := testserver.Start(t, func(cfg *server.Config) { cfg.Shard.LoginTimeout = 300 * time.Millisecond })
 	mallory := testserver.Signup(t, s, "mallory")
@@ -216,6 +217,34 @@ func TestLinkLimits(t *testing.T) {
 	data := proto.LinkData{Data: []byte("x")}
 	if _, _, err := conn.Request(ctxT(t), func(b []byte, id uint32) []byte { return data.Append(b, proto.TLinkData, id) }); !errors.Is(err, proto.CodeLinkUnknown) {
 		t.Fatalf("a frame with no link: %v", err)
+	}
+
+	// A link relays at most LinkMaxFrames frames: past them, the sender is
+	// told and the link ends.
+	code, err := proto.ParseLinkCode(offers[1].Code())
+	if err != nil {
+		t.Fatal(err)
+	}
+	jc, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jc.Close()
+	openJoin := proto.LinkOpen{Channel: code.Channel(), Role: proto.LinkJoin}
+	if _, _, err := jc.Request(ctxT(t), func(b []byte, id uint32) []byte { return openJoin.Append(b, id) }); err != nil {
+		t.Fatal(err)
+	}
+	for range shard.LinkMaxFrames {
+		if err := jc.SendRaw(data.Append(nil, proto.TLinkData, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := jc.Request(ctxT(t), func(b []byte, id uint32) []byte { return data.Append(b, proto.TLinkData, id) }); !errors.Is(err, proto.CodeTooLarge) {
+		t.Fatalf("a frame past the link's bound: %v", err)
+	}
+	offers[1].Close()
+	if _, err := mallory.OfferLink(ctxT(t)); err != nil {
+		t.Fatalf("a link once the ended one is closed: %v", err)
 	}
 
 	// The new device joins and waits longer than the login deadline

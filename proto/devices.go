@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // An account's devices are client-authoritative, like a group's roster:
@@ -34,6 +35,12 @@ const (
 	// MaxDeviceStatements bounds an account's device chain (adds and
 	// removes over its life).
 	MaxDeviceStatements = 1000
+	// DeviceSilentAfter is how long a device may go without logging in
+	// before nothing more is sent to it (while another device of its
+	// account has logged in since): its user is asked to remove it.
+	// DeviceSilentWarning before that, its user is warned.
+	DeviceSilentAfter   = 30 * 24 * time.Hour
+	DeviceSilentWarning = 7 * 24 * time.Hour
 )
 
 // Device operations.
@@ -317,3 +324,41 @@ func (m *LoginDevice) Parse(body []byte) error {
 // TDevicesChanged is pushed (id 0) to a user's contacts online when the
 // user's device list grows: they fetch and check it (version 3).
 const TDevicesChanged MsgType = 0x97 // user str8 | seq u32 (version 3)
+
+// When each device of one's own account last logged in.
+const (
+	TDeviceSeen      MsgType = 0x1C // (empty) (version 3)
+	TDeviceSeenReply MsgType = 0x9B // count u8 | (device_id u64 | seen i64 (unix seconds)) x count (version 3)
+)
+
+// DeviceSeen is one device's last login.
+type DeviceSeen struct {
+	DeviceID uint64
+	Seen     int64 // unix seconds
+}
+
+// DeviceSeenReply answers DeviceSeen.
+type DeviceSeenReply struct{ Devices []DeviceSeen }
+
+// Append appends the message to b.
+func (m *DeviceSeenReply) Append(b []byte, id uint32) []byte {
+	b = append(AppendHeader(b, TDeviceSeenReply, id), byte(len(m.Devices)))
+	for _, d := range m.Devices {
+		b = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(b, d.DeviceID), uint64(d.Seen))
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *DeviceSeenReply) Parse(body []byte) error {
+	d := dec{b: body}
+	n := int(d.u8())
+	if d.err == nil && n > MaxDevices {
+		return fmt.Errorf("%w: %d devices", ErrMalformed, n)
+	}
+	m.Devices = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Devices = append(m.Devices, DeviceSeen{DeviceID: d.u64(), Seen: int64(d.u64())})
+	}
+	return d.done()
+}

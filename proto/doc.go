@@ -42,6 +42,7 @@
 //	0x19  DeviceAppend        devices.go (v3)
 //	0x1A  LinkOpen            link.go (v3)
 //	0x1B  LinkData            link.go (v3)
+//	0x1C  DeviceSeen          devices.go (v3)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
@@ -81,6 +82,7 @@
 //	0x98  LinkJoined          link.go (v3)
 //	0x99  LinkRelay           link.go (v3)
 //	0x9A  LinkClosed          link.go (v3)
+//	0x9B  DeviceSeenReply     devices.go (v3)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

@@ -170,8 +170,12 @@ func reencode(msg []byte) ([]byte, error) {
 		var m LinkData
 		err = m.Parse(body)
 		return m.Append(nil, t, id), err
-	case TLinkJoined, TLinkClosed:
+	case TLinkJoined, TLinkClosed, TDeviceSeen:
 		return AppendEmpty(nil, t, id), ParseEmpty(body)
+	case TDeviceSeenReply:
+		var m DeviceSeenReply
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TGroupKeysReply, TGroupKeysReplyV2:
 		var m GroupKeysReply
 		err = m.ParseAs(t, body)
@@ -270,6 +274,8 @@ func seedMessages() [][]byte {
 		(&LinkData{Data: []byte("sealed frame")}).Append(nil, TLinkRelay, 0),
 		AppendEmpty(nil, TLinkJoined, 0),
 		AppendEmpty(nil, TLinkClosed, 0),
+		AppendEmpty(nil, TDeviceSeen, 30),
+		(&DeviceSeenReply{Devices: []DeviceSeen{{DeviceID: 7, Seen: 1_800_000_000}, {DeviceID: 9, Seen: 1_800_000_500}}}).Append(nil, 30),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),

@@ -40,6 +40,9 @@ type Accounts interface {
 	// Devices returns the devices a message to a canonical name goes to,
 	// or nil if there is no such account.
 	Devices(canon string) (*DeviceSet, error)
+	// OwnDevicesSeen returns when each device of user's own list last
+	// logged in.
+	OwnDevicesSeen(user string) ([]proto.DeviceSeen, error)
 }
 
 // DeviceSet is where a message to an account goes: its current devices,

@@ -290,7 +290,7 @@ func (c *conn) handle(msg []byte) bool {
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
-		proto.TDeviceChain, proto.TDeviceAppend:
+		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -326,6 +326,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.deviceChain(id, body)
 	case proto.TDeviceAppend:
 		c.appendDevice(id, body)
+	case proto.TDeviceSeen:
+		c.devicesSeen(id, body)
 	case proto.TGroupInvites:
 		if err := proto.ParseEmpty(body); err != nil {
 			c.replyBad(id, err)
@@ -468,6 +470,7 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		c.logger().Info("logged in", "kind", loginKind(t), "device", fmt.Sprintf("%016x", c.dev), "deliveries", false)
 		return true
 	}
+	c.set.devsets.loggedIn(c.user, c.dev)
 	old, first := c.set.dir.register(c)
 	if old != nil {
 		old.logger().Info("closing: the device's receiving session moved to another connection")
@@ -535,7 +538,8 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 			return
 		}
 	}
-	ds, err := c.set.devices(to)
+	now := c.set.opts.Now().UnixMilli()
+	ds, err := c.set.devices(to, now)
 	switch {
 	case err != nil:
 		c.replyFailure(id, err)
@@ -547,7 +551,6 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyKeysChanged(id, string(to))
 		return
 	}
-	now := c.set.opts.Now().UnixMilli()
 	if len(ds.IDs) > 1 {
 		c.sendToDevices(id, to, ds.IDs, &m, now, accepted)
 		return

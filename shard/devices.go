@@ -51,3 +51,18 @@ func (s *Set) endDevice(user string, dev uint64) {
 		}
 	}
 }
+
+// devicesSeen answers DeviceSeen: when each device of c's account last
+// logged in.
+func (c *conn) devicesSeen(id uint32, body []byte) {
+	if err := proto.ParseEmpty(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	seen, err := c.set.opts.Accounts.OwnDevicesSeen(c.user)
+	if err != nil {
+		c.replyFailure(id, err)
+		return
+	}
+	c.reply((&proto.DeviceSeenReply{Devices: seen}).Append(nil, id))
+}

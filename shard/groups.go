@@ -269,7 +269,7 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		if _, invited := g.Pending[mem.Name]; invited || mem.Name == c.user {
 			continue
 		}
-		ds, err := c.set.devices([]byte(mem.Name))
+		ds, err := c.set.devices([]byte(mem.Name), now)
 		if err != nil {
 			c.replyFailure(id, err)
 			return

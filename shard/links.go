@@ -16,11 +16,11 @@ import (
 const (
 	// LinkTTL is how long a link lives from its offer.
 	LinkTTL = 10 * time.Minute
-	// maxLinkOffers is how many links one account may offer at once.
-	maxLinkOffers = 2
-	// maxLinkFrames and maxLinkBytes bound what one link relays.
-	maxLinkFrames = 256
-	maxLinkBytes  = 4 << 20
+	// LinkMaxOffers is how many links one account may offer at once.
+	LinkMaxOffers = 2
+	// LinkMaxFrames and LinkMaxBytes bound what one link relays.
+	LinkMaxFrames = 256
+	LinkMaxBytes  = 4 << 20
 )
 
 // links holds the channels offered and joined. Its mutex guards every
@@ -69,7 +69,7 @@ func (c *conn) linkOpen(id uint32, body []byte) {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in on the existing device to offer a link")
 			return
 		}
-		if ls.offered[c.user] >= maxLinkOffers {
+		if ls.offered[c.user] >= LinkMaxOffers {
 			ls.mu.Unlock()
 			c.replyErr(id, proto.CodeRateLimited, "your account has links open already: finish or cancel one first")
 			return
@@ -130,7 +130,7 @@ func (c *conn) linkData(id uint32, body []byte) {
 	if peer != nil {
 		l.frames++
 		l.bytes += len(m.Data)
-		over = l.frames > maxLinkFrames || l.bytes > maxLinkBytes
+		over = l.frames > LinkMaxFrames || l.bytes > LinkMaxBytes
 	}
 	ls.mu.Unlock()
 	switch {

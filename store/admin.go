@@ -74,6 +74,9 @@ func (s *Store) DeleteUser(name string) error {
 		if err := deletePrefix(tx.Bucket(bucketQSenders), inboxPrefix(name)); err != nil {
 			return err
 		}
+		if err := deletePrefix(tx.Bucket(bucketDeviceSeen), inboxPrefix(name)); err != nil {
+			return err
+		}
 		prefix := contactKey(name, "")
 		// Contacts and who wrote to whom, both ways: a new account under
 		// this name starts as a stranger to everyone.

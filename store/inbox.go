@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -118,7 +119,36 @@ func deleteInbox(tx *bolt.Tx, k []byte) (int64, error) {
 	if err := tx.Bucket(bucketQStats).Delete(k); err != nil {
 		return 0, err
 	}
+	if err := tx.Bucket(bucketDeviceSeen).Delete(k); err != nil {
+		return 0, err
+	}
 	return st.count, deletePrefix(tx.Bucket(bucketQSenders), append(copyBytes(k), 0))
+}
+
+// TouchDevice records that a device logged in at at.
+func (s *Store) TouchDevice(in Inbox, at time.Time) error {
+	return s.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeviceSeen).Put(in.key(), binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())))
+	})
+}
+
+// DevicesSeen returns when each of user's devices last logged in (those
+// that have since schema 5).
+func (s *Store) DevicesSeen(user string) (map[uint64]time.Time, error) {
+	out := map[uint64]time.Time{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := inboxPrefix(user)
+		c := tx.Bucket(bucketDeviceSeen).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			in, err := parseInbox(k)
+			if err != nil || len(v) != 8 {
+				return fmt.Errorf("%w: device seen record %q", ErrCorrupt, k)
+			}
+			out[in.Device] = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // migrate4to5 moves each user's queue (schema 4 and before: one per

@@ -62,10 +62,13 @@ var (
 	// bucketDevices holds each account's device chain: user -> bucket of
 	// seq (u32 BE) -> signed device statement (devices.go).
 	bucketDevices = []byte("devices")
+	// bucketDeviceSeen records when each device last logged in: inbox ->
+	// unix ns (inbox.go).
+	bucketDeviceSeen = []byte("devseen")
 
 	allBuckets = [][]byte{bucketUsers, bucketSessions, bucketMeta, bucketQueue, bucketQStats, bucketMsgIDs,
 		bucketGroups, bucketGroupChain, bucketGroupKeys, bucketUserGroups, bucketContacts, bucketInvites,
-		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites, bucketDevices}
+		bucketQSenders, bucketWrote, bucketUserSessions, bucketBlocked, bucketGroupInvites, bucketDevices, bucketDeviceSeen}
 
 	keyMaxID = []byte("max_server_id") // in bucketMeta
 )
@@ -88,11 +91,11 @@ var (
 //	   its accounts have no chain until their client makes one. The version
 //	   says an older build must not serve it (it would keep a deleted
 //	   account's chain for the next account of that name).
-//	5: a queue per device (inboxes, user ":" device). A schema 4 file is
-//	   migrated in place: each user's queue, its counts, its senders'
-//	   shares and its repeat records move to the inbox of the account's
-//	   first device (the one its keys name), and each session is bound to
-//	   that device.
+//	5: a queue per device (inboxes, user ":" device), and when each device
+//	   last logged in (devseen). A schema 4 file is migrated in place: each
+//	   user's queue, its counts, its senders' shares and its repeat records
+//	   move to the inbox of the account's first device (the one its keys
+//	   name), and each session is bound to that device.
 const schemaVersion = 5
 
 // DefaultLockTimeout is how long Open waits for another process to release

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"securefastchat/proto"
 	"securefastchat/ratelimit"
@@ -226,9 +227,10 @@ func (s *Service) LoginDevice(addr string, user []byte, deviceID uint64, verify 
 	return s.newSession(u, deviceID)
 }
 
-// Devices returns the devices of a canonical name's account: those of its
-// device list, or its first device if it has none yet; ok is false if
-// there is no such account.
+// Devices returns the devices a message to a canonical name's account goes
+// to: those of its device list, or its first device if it has none yet,
+// less those silent for proto.DeviceSilentAfter while another has logged
+// in since; ok is false if there is no such account.
 func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err error) {
 	u, err := s.st.GetUser(canon)
 	if errors.Is(err, store.ErrNotFound) {
@@ -236,8 +238,44 @@ func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err 
 	} else if err != nil {
 		return 0, nil, false, fmt.Errorf("account: devices: %w", err)
 	}
-	ids, err = s.deviceIDs(u)
-	return KeyID(u), ids, err == nil, err
+	list, err := s.deviceList(u.Name, u.SignKey)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if list == nil {
+		return KeyID(u), []uint64{KeyID(u)}, true, nil
+	}
+	seen, err := s.DevicesSeen(u.Name, list)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	cutoff := s.now().Add(-proto.DeviceSilentAfter)
+	for _, d := range list.Devices {
+		if seen[d.ID].After(cutoff) {
+			ids = append(ids, d.ID)
+		}
+	}
+	if len(ids) == 0 { // every device silent: each keeps its queue
+		for _, d := range list.Devices {
+			ids = append(ids, d.ID)
+		}
+	}
+	return KeyID(u), ids, true, nil
+}
+
+// DevicesSeen returns when each device of list last logged in (or was
+// added, if it has not logged in since).
+func (s *Service) DevicesSeen(user string, list *proto.DeviceList) (map[uint64]time.Time, error) {
+	seen, err := s.st.DevicesSeen(user)
+	if err != nil {
+		return nil, fmt.Errorf("account: devices seen: %w", err)
+	}
+	for _, d := range list.Devices {
+		if added := time.Unix(d.Added, 0); seen[d.ID].Before(added) {
+			seen[d.ID] = added
+		}
+	}
+	return seen, nil
 }
 
 // deviceIDs returns the ids of u's devices.
@@ -260,4 +298,26 @@ func (s *Service) deviceIDs(u *store.User) ([]uint64, error) {
 func (s *Service) onList(u *store.User, dev uint64) (bool, error) {
 	ids, err := s.deviceIDs(u)
 	return slices.Contains(ids, dev), err
+}
+
+// OwnDevicesSeen returns when each device of user's list last logged in
+// (or was added), in the list's order; none if it has no list.
+func (s *Service) OwnDevicesSeen(user string) ([]proto.DeviceSeen, error) {
+	u, err := s.st.GetUser(user)
+	if err != nil {
+		return nil, fmt.Errorf("account: devices seen: %w", err)
+	}
+	list, err := s.deviceList(u.Name, u.SignKey)
+	if err != nil || list == nil {
+		return nil, err
+	}
+	seen, err := s.DevicesSeen(u.Name, list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proto.DeviceSeen, len(list.Devices))
+	for i, d := range list.Devices {
+		out[i] = proto.DeviceSeen{DeviceID: d.ID, Seen: seen[d.ID].Unix()}
+	}
+	return out, nil
 }

@@ -37,6 +37,8 @@ type Store interface {
 	QueueLen(user string) (count, bytes int64, err error)
 	InboxLen(in store.Inbox) (count, bytes int64, err error)
 	DeleteInbox(in store.Inbox) (int64, error)
+	TouchDevice(in store.Inbox, at time.Time) error
+	DevicesSeen(user string) (map[uint64]time.Time, error)
 	MaxServerID() (uint64, error)
 
 	AddContact(a, b string) error
@@ -209,10 +211,16 @@ var steps = []step{
 			if err := r.s.PutSession(&store.Session{TokenHash: token, User: "bob", Created: r.now, LastSeen: r.now, Device: phone.Device}); err != nil {
 				r.fatal("session: %v", err)
 			}
+			if err := r.s.TouchDevice(phone, r.now); err != nil {
+				r.fatal("the phone's login: %v", err)
+			}
 		},
 		check: func(r *run) {
 			if ss, err := r.s.GetSession(token); err != nil || ss.User != "bob" || ss.Device != phone.Device {
 				r.fatal("bob's session after the crash: %+v %v", ss, err)
+			}
+			if seen, err := r.s.DevicesSeen("bob"); err != nil || !seen[phone.Device].Equal(r.now) || len(seen) != 1 {
+				r.fatal("when bob's devices logged in, after the crash: %v %v", seen, err)
 			}
 		},
 	},
@@ -399,6 +407,9 @@ var steps = []step{
 			}
 			r.wantStream(phone)
 			r.wantTotal("bob", 0)
+			if seen, err := r.s.DevicesSeen("bob"); err != nil || len(seen) != 0 {
+				r.fatal("when bob's devices logged in, after his deletion: %v %v", seen, err)
+			}
 			if w, err := r.s.Wrote("bob", "alice"); err != nil || w {
 				r.fatal("bob's who-wrote record after the crash: %v %v", w, err)
 			}

@@ -486,6 +486,8 @@ func cmdRecv(args []string) error {
 				warnRejected(ev)
 			case client.EventDevice:
 				warnDevice(ev)
+			case client.EventDeviceSilent:
+				fmt.Fprintf(os.Stderr, "your device %s: %s\n", termtext.Line(ev.Text), client.DeviceSilence(ev.Text, ev.Idle))
 			case client.EventConnection:
 				// A recv that waits reconnects by itself and goes on; it
 				// stops when another program takes the session, or when

@@ -187,7 +187,7 @@ func TestDeviceSilence(t *testing.T) {
 		{24*day + time.Hour, "silent for 24 days: log in on it within 6 days, or nothing more is sent to it"},
 		{31 * day, "silent for 31 days: nothing more is sent to it until it logs in; remove it with 'securefastchat device remove tablet'"},
 	} {
-		if got := silence("tablet", c.d); got != c.want {
+		if got := client.DeviceSilence("tablet", c.d); got != c.want {
 			t.Errorf("%v: %q, want %q", c.d, got, c.want)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"securefastchat/client"
 	"securefastchat/proto"
 	"securefastchat/termtext"
 )
@@ -52,37 +53,21 @@ func cmdDevice(args []string) error {
 	if err != nil {
 		return err
 	}
-	var seen map[uint64]time.Time
+	var seen map[uint64]time.Duration
 	if l.User == c.User() {
 		if seen, err = c.DevicesSeen(ctx); err != nil {
 			return err
 		}
 	}
 	fmt.Printf("%s has %d device(s) (list statement %d):\n", l.User, len(l.Devices), l.Seq)
-	now := time.Now()
 	for _, d := range l.Devices {
 		fmt.Printf("  %016x  %-20s added %s", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"))
-		if at, ok := seen[d.ID]; ok {
-			fmt.Printf(", %s", silence(d.Name, now.Sub(at)))
+		if idle, ok := seen[d.ID]; ok {
+			fmt.Printf(", %s", client.DeviceSilence(d.Name, idle))
 		}
 		fmt.Println()
 	}
 	return nil
-}
-
-// silence says when a device last logged in, and what follows from it.
-func silence(name string, d time.Duration) string {
-	days := int(d / (24 * time.Hour))
-	switch {
-	case d >= proto.DeviceSilentAfter:
-		return fmt.Sprintf("silent for %d days: nothing more is sent to it until it logs in; remove it with 'securefastchat device remove %s'", days, termtext.Line(name))
-	case d >= proto.DeviceSilentAfter-proto.DeviceSilentWarning:
-		left := int((proto.DeviceSilentAfter - d + 24*time.Hour - 1) / (24 * time.Hour))
-		return fmt.Sprintf("silent for %d days: log in on it within %d days, or nothing more is sent to it", days, left)
-	case days == 0:
-		return "seen today"
-	}
-	return fmt.Sprintf("last seen %d days ago", days)
 }
 
 func removeDevice(cf *clientFlags, which string) error {

@@ -229,6 +229,8 @@ func (a *app) event(ev client.Event) {
 		a.send(keyChangeMsg{user: ev.User, old: ev.OldFingerprint, new: ev.Fingerprint})
 	case client.EventDevice:
 		a.send(noticeMsg{text: deviceText(ev), conv: "@" + ev.User})
+	case client.EventDeviceSilent:
+		a.send(noticeMsg{text: silentText(ev)})
 	case client.EventFileProgress:
 		a.send(progressMsg{id: ev.File.ID, name: ev.File.Name, peer: ev.User, done: ev.Got, total: ev.File.Size})
 	default:
@@ -401,6 +403,11 @@ func (a *app) do(fn func(ctx context.Context) tea.Msg) tea.Cmd {
 }
 
 // deviceText is the notice for a contact's device list that changed.
+// silentText warns of one of the user's own devices going silent.
+func silentText(ev client.Event) string {
+	return "your device " + ev.Text + ": " + client.DeviceSilence(ev.Text, ev.Idle) // cleaned as any notice is, when drawn
+}
+
 func deviceText(ev client.Event) string {
 	if ev.Op == proto.DeviceRemove {
 		return fmt.Sprintf("%s removed a device: %s", ev.User, ev.Text)

@@ -299,3 +299,21 @@ func TestDevicesCommand(t *testing.T) {
 		t.Fatalf("a raw escape in the list: %q", got)
 	}
 }
+
+// TestSilentDeviceNotice: the chat warns of one of the user's own devices
+// going silent, with what to do, and the device's name cannot act on the
+// terminal.
+func TestSilentDeviceNotice(t *testing.T) {
+	m, _, _ := testModel(t)
+	var got []tea.Msg
+	m.a.send = func(msg tea.Msg) { got = append(got, msg) }
+	m.a.event(client.Event{Kind: client.EventDeviceSilent, User: "me", Text: "tablet\x1b[2J", Idle: 24*24*time.Hour + time.Hour})
+	if len(got) != 1 {
+		t.Fatalf("sent %v", got)
+	}
+	m.Update(got[0])
+	v := m.View()
+	if !strings.Contains(v, "your device tablet") || !strings.Contains(v, "silent for 24 days") || strings.Contains(v, "\x1b[2J") {
+		t.Fatalf("the chat shows:\n%s", v)
+	}
+}

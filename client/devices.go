@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // An account's devices are a chain of statements signed by its master key
@@ -281,6 +282,16 @@ func (c *Client) makeDevicesOnConnect(conn *Conn) {
 	if conn.Version() < 3 || c.devicesMade.Load() || c.devHeads.has(c.user) {
 		return
 	}
+	c.onConnectTask(func(ctx context.Context) {
+		if _, err := c.ensureDevices(ctx); err == nil {
+			c.devicesMade.Store(true)
+		}
+	})
+}
+
+// onConnectTask runs fn in a tracked goroutine with a context that ends
+// after 30 seconds or when the client closes.
+func (c *Client) onConnectTask(fn func(ctx context.Context)) {
 	c.goTracked(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -291,8 +302,47 @@ func (c *Client) makeDevicesOnConnect(conn *Conn) {
 			case <-ctx.Done():
 			}
 		}()
-		if _, err := c.ensureDevices(ctx); err == nil {
-			c.devicesMade.Store(true)
+		fn(ctx)
+	})
+}
+
+// checkSilentDevices tells the application, once per device, of this
+// account's other devices that have not logged in for long
+// (EventDeviceSilent): within a week of being sent nothing more, or past
+// it. Only the device that manages the list, which can remove them,
+// asks.
+func (c *Client) checkSilentDevices(conn *Conn) {
+	if conn.Version() < 3 {
+		return
+	}
+	c.onConnectTask(func(ctx context.Context) {
+		self, _, ok := c.thisDevice()
+		if !ok {
+			return
+		}
+		list, err := c.Devices(ctx, c.user)
+		if err != nil || list.Index(self) != 0 {
+			return
+		}
+		idle, err := c.DevicesSeen(ctx)
+		if err != nil {
+			return
+		}
+		for _, d := range list.Devices {
+			since, known := idle[d.ID]
+			if d.ID == self || !known || since < proto.DeviceSilentAfter-proto.DeviceSilentWarning {
+				continue
+			}
+			c.silentMu.Lock()
+			told := c.silentTold[d.ID]
+			if c.silentTold == nil {
+				c.silentTold = map[uint64]bool{}
+			}
+			c.silentTold[d.ID] = true
+			c.silentMu.Unlock()
+			if !told {
+				c.post(Event{Kind: EventDeviceSilent, User: c.user, Text: d.Name, Idle: since})
+			}
 		}
 	})
 }
@@ -307,9 +357,10 @@ func (c *Client) thisDevice() (uint64, ed25519.PrivateKey, bool) {
 	return proto.KeyRecordID(&keys), c.id.Sign, true
 }
 
-// DevicesSeen returns when each device of this account last logged in
-// (or was added, if it has not logged in since).
-func (c *Client) DevicesSeen(ctx context.Context) (map[uint64]time.Time, error) {
+// DevicesSeen returns how long ago each device of this account last
+// logged in (or was added, if it has not logged in since), by the
+// server's clock.
+func (c *Client) DevicesSeen(ctx context.Context) (map[uint64]time.Duration, error) {
 	t, body, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return proto.AppendEmpty(b, proto.TDeviceSeen, id) })
 	if err := expect(t, proto.TDeviceSeenReply, err); err != nil {
 		return nil, err
@@ -318,9 +369,9 @@ func (c *Client) DevicesSeen(ctx context.Context) (map[uint64]time.Time, error) 
 	if err := m.Parse(body); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
-	out := make(map[uint64]time.Time, len(m.Devices))
+	out := make(map[uint64]time.Duration, len(m.Devices))
 	for _, d := range m.Devices {
-		out[d.DeviceID] = time.Unix(d.Seen, 0)
+		out[d.DeviceID] = time.Duration(d.Idle) * time.Second
 	}
 	return out, nil
 }
@@ -372,4 +423,21 @@ func (c *Client) RemoveDevice(ctx context.Context, which string) (*proto.Device,
 			return nil, fmt.Errorf("client: removing the device: %w", err)
 		}
 	}
+}
+
+// DeviceSilence says, for its user, how long ago their device name last
+// logged in and what follows from it (a device silent for
+// proto.DeviceSilentAfter is sent nothing more).
+func DeviceSilence(name string, d time.Duration) string {
+	days := int(d / (24 * time.Hour))
+	switch {
+	case d >= proto.DeviceSilentAfter:
+		return fmt.Sprintf("silent for %d days: nothing more is sent to it until it logs in; remove it with 'securefastchat device remove %s'", days, termtext.Line(name))
+	case d >= proto.DeviceSilentAfter-proto.DeviceSilentWarning:
+		left := int((proto.DeviceSilentAfter - d + 24*time.Hour - 1) / (24 * time.Hour))
+		return fmt.Sprintf("silent for %d days: log in on it within %d days, or nothing more is sent to it", days, left)
+	case days == 0:
+		return "seen today"
+	}
+	return fmt.Sprintf("last seen %d days ago", days)
 }

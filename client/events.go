@@ -71,6 +71,11 @@ const (
 	// pinned for User, added (Op proto.DeviceAdd) or removed
 	// (proto.DeviceRemove) the device named Text.
 	EventDevice
+	// EventDeviceSilent: the device named Text of this account has not
+	// logged in for Idle: within proto.DeviceSilentWarning of
+	// proto.DeviceSilentAfter, or past it (it is sent nothing more).
+	// Told once per device per client (DeviceSilence words it).
+	EventDeviceSilent
 )
 
 // Event is one thing the client tells the application; Kind says which,
@@ -99,6 +104,8 @@ type Event struct {
 
 	File *ReceivedFile // EventFileProgress
 	Got  int64         // EventFileProgress
+
+	Idle time.Duration // EventDeviceSilent
 }
 
 // maxQueuedEvents bounds the events that wait for the application; past

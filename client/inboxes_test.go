@@ -345,7 +345,8 @@ func TestInboxesUpgrade(t *testing.T) {
 
 // TestSilentDevice: a device that has not logged in for a month, while
 // another device of its account has, is sent nothing more (its inbox
-// stays empty); once it logs in again, it is sent to again.
+// stays empty), and the device that manages the account's list is told;
+// once it logs in again, it is sent to again.
 func TestSilentDevice(t *testing.T) {
 	var clockMu sync.Mutex
 	now := time.Now()
@@ -364,6 +365,12 @@ func TestSilentDevice(t *testing.T) {
 	lc.Close()
 
 	advance(proto.DeviceSilentAfter + time.Hour)
+	silent := make(chan client.Event, 2)
+	testserver.OnEvent(alice, func(ev client.Event) {
+		if ev.Kind == client.EventDeviceSilent {
+			silent <- ev
+		}
+	})
 	for _, c := range []*client.Client{alice, bob} {
 		if err := c.Reconnect(ctxT(t)); err != nil { // each logs in again, a month on
 			t.Fatal(err)
@@ -377,6 +384,15 @@ func TestSilentDevice(t *testing.T) {
 	}
 	if n := inboxLen(t, s, "alice", laptop.DeviceID); n != 0 {
 		t.Fatalf("the silent laptop's inbox holds %d", n)
+	}
+	// alice's first device, which manages her list, is told.
+	select {
+	case ev := <-silent:
+		if ev.Text != "laptop" || ev.Idle < proto.DeviceSilentAfter {
+			t.Fatalf("alice was told %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("alice was not told that her laptop went silent")
 	}
 
 	lc, err = deviceConn(t, s, "alice", laptop, laptopKey)

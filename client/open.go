@@ -26,6 +26,8 @@ type Client struct {
 	devMu       sync.Mutex   // one device chain made at a time (devices.go)
 	devicesMade atomic.Bool  // this account's chain exists
 	devHeads    *deviceHeads // the heads of the device chains seen
+	silentMu    sync.Mutex
+	silentTold  map[uint64]bool // devices EventDeviceSilent told of
 
 	requestsMu sync.Mutex      // guards requests
 	requests   map[string]bool // senders of unaccepted requests (requests.go)
@@ -242,6 +244,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 func (c *Client) serve(conn *Conn) {
 	conn.OnPush(c.onPush)
 	c.makeDevicesOnConnect(conn)
+	c.checkSilentDevices(conn)
 	if c.recv != nil {
 		c.goTracked(func() { c.recv.run(conn) })
 	}

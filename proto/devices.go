@@ -328,13 +328,15 @@ const TDevicesChanged MsgType = 0x97 // user str8 | seq u32 (version 3)
 // When each device of one's own account last logged in.
 const (
 	TDeviceSeen      MsgType = 0x1C // (empty) (version 3)
-	TDeviceSeenReply MsgType = 0x9B // count u8 | (device_id u64 | seen i64 (unix seconds)) x count (version 3)
+	TDeviceSeenReply MsgType = 0x9B // count u8 | (device_id u64 | idle u32 (seconds)) x count (version 3)
 )
 
-// DeviceSeen is one device's last login.
+// DeviceSeen is how long ago one device last logged in (or was added,
+// if it has not since), by the server's clock: the one that decides
+// when it goes silent.
 type DeviceSeen struct {
 	DeviceID uint64
-	Seen     int64 // unix seconds
+	Idle     uint32 // seconds
 }
 
 // DeviceSeenReply answers DeviceSeen.
@@ -344,7 +346,7 @@ type DeviceSeenReply struct{ Devices []DeviceSeen }
 func (m *DeviceSeenReply) Append(b []byte, id uint32) []byte {
 	b = append(AppendHeader(b, TDeviceSeenReply, id), byte(len(m.Devices)))
 	for _, d := range m.Devices {
-		b = binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(b, d.DeviceID), uint64(d.Seen))
+		b = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(b, d.DeviceID), d.Idle)
 	}
 	return b
 }
@@ -358,7 +360,7 @@ func (m *DeviceSeenReply) Parse(body []byte) error {
 	}
 	m.Devices = nil
 	for i := 0; i < n && d.err == nil; i++ {
-		m.Devices = append(m.Devices, DeviceSeen{DeviceID: d.u64(), Seen: int64(d.u64())})
+		m.Devices = append(m.Devices, DeviceSeen{DeviceID: d.u64(), Idle: d.u32()})
 	}
 	return d.done()
 }

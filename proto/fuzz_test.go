@@ -275,7 +275,7 @@ func seedMessages() [][]byte {
 		AppendEmpty(nil, TLinkJoined, 0),
 		AppendEmpty(nil, TLinkClosed, 0),
 		AppendEmpty(nil, TDeviceSeen, 30),
-		(&DeviceSeenReply{Devices: []DeviceSeen{{DeviceID: 7, Seen: 1_800_000_000}, {DeviceID: 9, Seen: 1_800_000_500}}}).Append(nil, 30),
+		(&DeviceSeenReply{Devices: []DeviceSeen{{DeviceID: 7, Idle: 60}, {DeviceID: 9, Idle: 2_600_000}}}).Append(nil, 30),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -300,8 +301,8 @@ func (s *Service) onList(u *store.User, dev uint64) (bool, error) {
 	return slices.Contains(ids, dev), err
 }
 
-// OwnDevicesSeen returns when each device of user's list last logged in
-// (or was added), in the list's order; none if it has no list.
+// OwnDevicesSeen returns how long ago each device of user's list last
+// logged in (or was added), in the list's order; none if it has no list.
 func (s *Service) OwnDevicesSeen(user string) ([]proto.DeviceSeen, error) {
 	u, err := s.st.GetUser(user)
 	if err != nil {
@@ -315,9 +316,11 @@ func (s *Service) OwnDevicesSeen(user string) ([]proto.DeviceSeen, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := s.now()
 	out := make([]proto.DeviceSeen, len(list.Devices))
 	for i, d := range list.Devices {
-		out[i] = proto.DeviceSeen{DeviceID: d.ID, Seen: seen[d.ID].Unix()}
+		idle := min(max(now.Sub(seen[d.ID]), 0)/time.Second, math.MaxUint32)
+		out[i] = proto.DeviceSeen{DeviceID: d.ID, Idle: uint32(idle)}
 	}
 	return out, nil
 }

@@ -409,3 +409,44 @@ func TestSilentDevice(t *testing.T) {
 		t.Fatalf("bob's receipt: %+v", r)
 	}
 }
+
+// TestDeviceRemovedWhileReceiving: a device removed while a message sent
+// to it live waits for its acknowledgement keeps nothing: the message is
+// stored as its connection goes, and the sweep drops what is stored for
+// devices off their lists.
+func TestDeviceRemovedWhileReceiving(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
+	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A first message, which the laptop's login may still take from its
+	// inbox, acknowledged; the second reaches it live.
+	sent := send(t, bob, "alice", "first")
+	d := delivery(t, lc)
+	if err := lc.Ack(d.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, alice)
+	<-sent
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 0 })
+	sent = send(t, bob, "alice", "in flight")
+	delivery(t, lc) // not acknowledged
+	recvOne(t, alice)
+	testserver.RemoveDevice(t, alice, laptop)
+	<-lc.Done()
+	<-sent // the laptop's copy is stored when its connection goes
+	waitFor(t, func() bool { return inboxLen(t, s, "alice", laptop.DeviceID) == 1 })
+	s.Sweep()
+	if n := inboxLen(t, s, "alice", laptop.DeviceID); n != 0 {
+		t.Fatalf("the removed laptop's inbox holds %d after the sweep", n)
+	}
+	if n := inboxLen(t, s, "alice", alice.Identity().KeyID("alice")); n != 0 {
+		t.Fatalf("alice's first device's inbox holds %d", n)
+	}
+}

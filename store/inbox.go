@@ -86,6 +86,19 @@ func (s *Store) Inboxes(user string) ([]Inbox, error) {
 	return out, err
 }
 
+// AllInboxes returns every inbox that holds messages.
+func (s *Store) AllInboxes() ([]Inbox, error) {
+	var out []Inbox
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueue).ForEachBucket(func(k []byte) error {
+			in, err := parseInbox(k)
+			out = append(out, in)
+			return err
+		})
+	})
+	return out, err
+}
+
 // InboxLen returns how many messages and bytes wait for one device.
 func (s *Store) InboxLen(in Inbox) (count, bytes int64, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {

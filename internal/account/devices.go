@@ -324,3 +324,39 @@ func (s *Service) OwnDevicesSeen(user string) ([]proto.DeviceSeen, error) {
 	}
 	return out, nil
 }
+
+// DropRemovedInboxes deletes the inboxes of devices no longer on their
+// account's list: what reached a device's connection as it was removed
+// and was stored when the connection went. It returns how many messages
+// it dropped.
+func (s *Service) DropRemovedInboxes() (int64, error) {
+	all, err := s.st.AllInboxes()
+	if err != nil {
+		return 0, fmt.Errorf("account: inboxes: %w", err)
+	}
+	var dropped int64
+	lists := map[string][]uint64{}
+	for _, in := range all {
+		ids, ok := lists[in.User]
+		if !ok {
+			u, err := s.st.GetUser(in.User)
+			if errors.Is(err, store.ErrNotFound) {
+				continue // the account's deletion takes its inboxes
+			} else if err != nil {
+				return dropped, fmt.Errorf("account: inboxes: %w", err)
+			}
+			if ids, err = s.deviceIDs(u); err != nil {
+				return dropped, err
+			}
+			lists[in.User] = ids
+		}
+		if !slices.Contains(ids, in.Device) {
+			n, err := s.st.DeleteInbox(in)
+			if err != nil {
+				return dropped, fmt.Errorf("account: dropping a removed device's inbox: %w", err)
+			}
+			dropped += n
+		}
+	}
+	return dropped, nil
+}

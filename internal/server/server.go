@@ -221,8 +221,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Sweep deletes queued messages older than the retention, the group key
-// epochs no message kept can need any more, and the sessions that expired,
-// and logs how many. It returns the number of messages.
+// epochs no message kept can need any more, the sessions that expired and
+// the inboxes of devices removed from their accounts' lists, and logs how
+// many. It returns the number of messages.
 func (s *Server) Sweep() int {
 	cutoff := s.cfg.Shard.Now().Add(-s.cfg.Retention)
 	n, err := s.Store.Sweep(cutoff)
@@ -237,8 +238,12 @@ func (s *Server) Sweep() int {
 	if serr != nil {
 		s.log.Error("sweeping expired sessions failed", "err", serr)
 	}
-	if n > 0 || epochs > 0 || sessions > 0 || err != nil {
-		s.log.Info("expiry sweep", "expired", n, "epochs_pruned", epochs, "sessions_expired", sessions, "retention", s.cfg.Retention.String())
+	removed, rerr := s.Accounts.DropRemovedInboxes()
+	if rerr != nil {
+		s.log.Error("dropping removed devices' inboxes failed", "err", rerr)
+	}
+	if n > 0 || epochs > 0 || sessions > 0 || removed > 0 || err != nil {
+		s.log.Info("expiry sweep", "expired", n, "epochs_pruned", epochs, "sessions_expired", sessions, "removed_devices_messages", removed, "retention", s.cfg.Retention.String())
 	}
 	s.Expired.Add(int64(n))
 	return n

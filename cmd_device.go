@@ -28,15 +28,12 @@ func cmdDevice(args []string) error {
 	if *cf.user == "" {
 		return usagef("--user is required")
 	}
-	switch {
-	case len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2:
-	case len(rest) == 2 && rest[0] == "remove":
-		return removeDevice(cf, rest[1])
-	default:
+	list := len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2
+	if !list && (len(rest) != 2 || rest[0] != "remove") {
 		return usagef("usage: securefastchat %s", deviceUsage)
 	}
 	of := *cf.user
-	if len(rest) == 2 {
+	if list && len(rest) == 2 {
 		of = rest[1]
 	}
 	if !proto.ValidUsername([]byte(of)) {
@@ -49,6 +46,14 @@ func cmdDevice(args []string) error {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if !list {
+		d, err := c.RemoveDevice(ctx, rest[1])
+		if err != nil {
+			return err
+		}
+		fmt.Printf("removed %016x %s from %s's devices: its sessions are ended, and nothing more is sent to it\n", d.ID, termtext.Line(d.Name), c.User())
+		return nil
+	}
 	l, err := c.Devices(ctx, of)
 	if err != nil {
 		return err
@@ -67,21 +72,5 @@ func cmdDevice(args []string) error {
 		}
 		fmt.Println()
 	}
-	return nil
-}
-
-func removeDevice(cf *clientFlags, which string) error {
-	c, err := loginSender(cf, true)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	d, err := c.RemoveDevice(ctx, which)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("removed %016x %s from %s's devices: its sessions are ended, and nothing more is sent to it\n", d.ID, termtext.Line(d.Name), c.User())
 	return nil
 }

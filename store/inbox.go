@@ -138,15 +138,14 @@ func deleteInbox(tx *bolt.Tx, k []byte) (int64, error) {
 	return st.count, deletePrefix(tx.Bucket(bucketQSenders), append(copyBytes(k), 0))
 }
 
-// TouchDevice records that a device logged in at at.
-func (s *Store) TouchDevice(in Inbox, at time.Time) error {
-	return s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDeviceSeen).Put(in.key(), binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())))
-	})
+// putDeviceSeen records that a device was seen at at: a session of its
+// was made or touched (sessions keep it; DevicesSeen reads it).
+func putDeviceSeen(tx *bolt.Tx, in Inbox, at time.Time) error {
+	return tx.Bucket(bucketDeviceSeen).Put(in.key(), binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano())))
 }
 
-// DevicesSeen returns when each of user's devices last logged in (those
-// that have since schema 5).
+// DevicesSeen returns when each of user's devices last logged in: when a
+// session of its was last made or touched (since schema 5).
 func (s *Store) DevicesSeen(user string) (map[uint64]time.Time, error) {
 	out := map[uint64]time.Time{}
 	err := s.db.View(func(tx *bolt.Tx) error {

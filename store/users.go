@@ -320,6 +320,9 @@ func putSession(tx *bolt.Tx, ss *Session) error {
 	if err := tx.Bucket(bucketSessions).Put(ss.TokenHash[:], ss.marshal()); err != nil {
 		return err
 	}
+	if err := putDeviceSeen(tx, Inbox{User: ss.User, Device: ss.Device}, ss.LastSeen); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketUserSessions).Put(sessionIndexKey(ss.User, ss.TokenHash), nil)
 }
 
@@ -387,6 +390,9 @@ func (s *Store) TouchSession(h [32]byte, when time.Time) error {
 			return err
 		}
 		ss.LastSeen = when
+		if err := putDeviceSeen(tx, Inbox{User: ss.User, Device: ss.Device}, when); err != nil {
+			return err
+		}
 		return b.Put(h[:], ss.marshal())
 	})
 }

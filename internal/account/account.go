@@ -331,7 +331,6 @@ func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 		if err := s.st.TouchSession(h, now); err != nil && !errors.Is(err, store.ErrUnavailable) {
 			return nil, storageErr("resume", err)
 		} // when the disk is full, last_seen is not updated; the login goes on
-		s.touchDevice(u.Name, ss.Device, now)
 	}
 	return &Result{User: u.Name, Display: u.Display, Expires: expiry(ss.Created, now), KeyID: KeyID(u), Device: ss.Device}, nil
 }
@@ -409,7 +408,6 @@ func (s *Service) newSession(u *store.User, dev uint64) (*Result, error) {
 		return nil, fmt.Errorf("account: reading randomness: %w", err)
 	}
 	now := s.now()
-	s.touchDevice(u.Name, dev, now)
 	if _, err := s.st.PutSessionCapped(&store.Session{TokenHash: store.HashToken(token), User: u.Name, Created: now, LastSeen: now, Device: dev}, MaxSessions); err != nil {
 		if !errors.Is(err, store.ErrUnavailable) {
 			return nil, storageErr("session", err)
@@ -418,14 +416,6 @@ func (s *Service) newSession(u *store.User, dev uint64) (*Result, error) {
 		// a token that is not stored; resuming will ask for the password.
 	}
 	return &Result{User: u.Name, Display: u.Display, Token: token, Expires: expiry(now, now), KeyID: KeyID(u), Device: dev}, nil
-}
-
-// touchDevice records that a device logged in (best effort: a device
-// not recorded counts from when it was added, or its last record).
-func (s *Service) touchDevice(user string, dev uint64, now time.Time) {
-	if err := s.st.TouchDevice(store.Inbox{User: user, Device: dev}, now); err != nil {
-		s.log.Warn("recording a device's login", "user", user, "err", err)
-	}
 }
 
 func expiry(created, now time.Time) time.Time {

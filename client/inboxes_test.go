@@ -44,6 +44,15 @@ func delivery(t *testing.T, conn *client.Conn) *client.Delivery {
 	return nil
 }
 
+// contacts signs alice and bob up, each having written to the other.
+func contacts(t *testing.T, s *server.Server) (alice, bob *client.Client) {
+	t.Helper()
+	alice, bob = testserver.Signup(t, s, "alice"), testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	return alice, bob
+}
+
 func inboxLen(t *testing.T, s *server.Server, user string, dev uint64) int64 {
 	t.Helper()
 	n, _, err := s.Store.InboxLen(store.Inbox{User: user, Device: dev})
@@ -65,10 +74,7 @@ func TestDeviceInboxes(t *testing.T) {
 		// bob, alice's contact, may hold half of a device's 6 messages.
 		cfg.Shard.QueueLimits = store.QueueLimits{Count: 6, ContactShare: 0.5}
 	})
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	first := alice.Identity().KeyID("alice")
 	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 
@@ -170,10 +176,7 @@ func TestDeviceInboxesOneFull(t *testing.T) {
 	s := testserver.Start(t, func(cfg *server.Config) {
 		cfg.Shard.QueueLimits = store.QueueLimits{Count: 4, ContactShare: 1}
 	})
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	laptop, _ := testserver.AddDevice(t, alice, "laptop", nil)
 	// The laptop never logs in: its queue fills; alice's client reads
 	// everything.
@@ -199,10 +202,7 @@ func TestDeviceInboxesOneFull(t *testing.T) {
 // in again; messages go to the devices left.
 func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	s := testserver.Start(t, nil)
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
@@ -260,10 +260,7 @@ func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 // gets it from its inbox when it was away.
 func TestDeviceInboxesGroups(t *testing.T) {
 	s := testserver.Start(t, nil)
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	if err := bob.CreateGroup(ctxT(t), "team"); err != nil {
 		t.Fatal(err)
 	}
@@ -353,10 +350,7 @@ func TestSilentDevice(t *testing.T) {
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
 	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
 	s := testserver.Start(t, func(c *server.Config) { c.Shard.Now = clock; c.Limits.LoginBurst = 100 })
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
@@ -416,10 +410,7 @@ func TestSilentDevice(t *testing.T) {
 // devices off their lists.
 func TestDeviceRemovedWhileReceiving(t *testing.T) {
 	s := testserver.Start(t, nil)
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {

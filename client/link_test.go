@@ -42,10 +42,7 @@ func join(t *testing.T, code, name string) <-chan joined {
 // contact, is told that she added it.
 func TestLinkDevice(t *testing.T) {
 	s := testserver.Start(t, nil)
-	alice := testserver.Signup(t, s, "alice")
-	bob := testserver.Signup(t, s, "bob")
-	testserver.Acquaint(t, alice, bob)
-	testserver.Acquaint(t, bob, alice)
+	alice, bob := contacts(t, s)
 	news := make(chan client.Event, 4)
 	testserver.OnEvent(bob, func(ev client.Event) {
 		if ev.Kind == client.EventDevice {

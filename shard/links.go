@@ -89,7 +89,7 @@ func (c *conn) linkOpen(id uint32, body []byte) {
 		c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 	case proto.LinkJoin:
 		l := ls.m[m.Channel]
-		if l == nil || l.join != nil || l.offer == c {
+		if l == nil || l.join != nil {
 			ls.mu.Unlock()
 			c.replyErr(id, proto.CodeLinkUnknown, "no device offers a link with that code: it expired or was used, or the code is wrong; make a new link on the existing device")
 			return

@@ -451,6 +451,9 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	}
 	c.authed, c.user, c.dev, c.token = true, res.User, res.Device, res.Token
 	c.linkLoggedIn()
+	// A device the cached set left out (silent for a month, back) is sent
+	// to from its login on: dropped before the login is answered.
+	c.set.devsets.loggedIn(c.user, c.dev)
 	c.receiving, c.seq = flags&proto.LoginNoDeliveries == 0, c.set.seqs.of(c.box())
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
@@ -470,7 +473,6 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 		c.logger().Info("logged in", "kind", loginKind(t), "device", fmt.Sprintf("%016x", c.dev), "deliveries", false)
 		return true
 	}
-	c.set.devsets.loggedIn(c.user, c.dev)
 	old, first := c.set.dir.register(c)
 	if old != nil {
 		old.logger().Info("closing: the device's receiving session moved to another connection")

@@ -132,6 +132,7 @@ func TestDeviceInboxes(t *testing.T) {
 	// queue. Each inbox refuses its copies past the share, and bob is
 	// refused only because both are full.
 	lc.Close()
+	waitFor(t, func() bool { return !s.Set.IsOnline("alice") }) // neither device takes anything live
 	var refused int
 	for i := range 5 {
 		_, err := bob.SendText(ctxT(t), "alice", "flood "+string(rune('a'+i)))

@@ -20,7 +20,8 @@ func cmdDevice(args []string) error {
 			"your own, when each last logged in: a device silent for 30 days is sent\n"+
 			"nothing more (while another of yours logs in) until it logs in again.\n"+
 			"remove: takes a device off your list (from the device that manages it, your\n"+
-			"first): its sessions end at once and nothing more is sent to it.")
+			"first): its sessions end at once, nothing more is sent to it, and every group\n"+
+			"you are in gets a new key.")
 	rest, err := cf.parseWords(args)
 	if err != nil {
 		return err
@@ -48,11 +49,13 @@ func cmdDevice(args []string) error {
 	defer cancel()
 	if !list {
 		d, err := c.RemoveDevice(ctx, rest[1])
-		if err != nil {
-			return err
+		if d != nil {
+			fmt.Printf("removed %016x %s from %s's devices: its sessions are ended, and nothing more is sent to it\n", d.ID, termtext.Line(d.Name), c.User())
 		}
-		fmt.Printf("removed %016x %s from %s's devices: its sessions are ended, and nothing more is sent to it\n", d.ID, termtext.Line(d.Name), c.User())
-		return nil
+		if err == nil {
+			fmt.Println("every group you are in has a new key, which it does not get")
+		}
+		return err
 	}
 	l, err := c.Devices(ctx, of)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"securefastchat/proto"
 )
 
-const groupUsage = `group create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME | invites | join NAME`
+const groupUsage = `group create NAME | add NAME USER | remove NAME USER | leave NAME | list | members NAME | invites | join NAME | rekey NAME`
 
 func cmdGroup(args []string) error {
 	cf := newClientFlags("group", groupUsage+" [--server ADDR --user NAME]",
@@ -24,7 +24,7 @@ func cmdGroup(args []string) error {
 	if len(rest) == 0 {
 		return usagef("group needs a subcommand: %s", groupUsage)
 	}
-	want := map[string]int{"create": 1, "add": 2, "remove": 2, "leave": 1, "list": 0, "members": 1, "invites": 0, "join": 1}
+	want := map[string]int{"create": 1, "add": 2, "remove": 2, "leave": 1, "list": 0, "members": 1, "invites": 0, "join": 1, "rekey": 1}
 	n, ok := want[rest[0]]
 	if !ok || len(rest)-1 != n {
 		return usagef("usage: securefastchat %s", groupUsage)
@@ -60,6 +60,11 @@ func cmdGroup(args []string) error {
 			return err
 		}
 		fmt.Printf("Removed %s from %s (the group has a new key).\n", rest[2], rest[1])
+	case "rekey":
+		if err := c.Rekey(ctx, rest[1]); err != nil {
+			return err
+		}
+		fmt.Printf("%s has a new key, for its members as they are now.\n", rest[1])
 	case "leave":
 		if err := c.LeaveGroup(ctx, rest[1]); err != nil {
 			return err

@@ -337,6 +337,7 @@ func TestGroupCommands(t *testing.T) {
 		{"carol", []string{"group", "leave", "team"}, 0, "Left team"},
 		{"carol", []string{"group", "members", "team"}, 1, "not a member"},
 		{"bob", []string{"group", "list"}, 0, "team"},
+		{"bob", []string{"group", "rekey", "team"}, 0, "team has a new key"},
 		{"bob", []string{"group", "frob"}, 2, "usage"},
 	}
 	for _, s := range steps {

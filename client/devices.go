@@ -378,10 +378,38 @@ func (c *Client) DevicesSeen(ctx context.Context) (map[uint64]time.Duration, err
 
 // RemoveDevice removes one of this account's devices, named by its name
 // or its id (hex), with a statement signed by the master key: the device's
-// sessions end at once and nothing more is sent to it. Only the device
-// holding the master key (the account's first) removes devices, and not
-// itself.
+// sessions end at once and nothing more is sent to it. Then every group
+// the user is in gets a new key epoch, which the removed device does not
+// get. Only the device holding the master key (the account's first)
+// removes devices, and not itself. If the device was removed but a group
+// could not be rekeyed, it returns the device and an error naming the
+// groups (ErrRekeyAfterRemove).
 func (c *Client) RemoveDevice(ctx context.Context, which string) (*proto.Device, error) {
+	d, err := c.removeDevice(ctx, which)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := c.Groups(ctx)
+	if err != nil {
+		return d, fmt.Errorf("%w: listing your groups: %v", ErrRekeyAfterRemove, err)
+	}
+	var failed []error
+	for _, g := range groups {
+		if err := c.Rekey(ctx, g); err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", g, err))
+		}
+	}
+	if len(failed) > 0 {
+		return d, fmt.Errorf("%w (rekey them with 'securefastchat group rekey'): %w", ErrRekeyAfterRemove, errors.Join(failed...))
+	}
+	return d, nil
+}
+
+// ErrRekeyAfterRemove: a device was removed, and some of the user's groups
+// still have a key epoch made before.
+var ErrRekeyAfterRemove = errors.New("client: the device is removed, but not every group has a new key")
+
+func (c *Client) removeDevice(ctx context.Context, which string) (*proto.Device, error) {
 	c.devMu.Lock()
 	defer c.devMu.Unlock()
 	master := c.id.Sign.Public().(ed25519.PublicKey)

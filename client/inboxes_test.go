@@ -442,3 +442,44 @@ func TestDeviceRemovedWhileReceiving(t *testing.T) {
 		t.Fatalf("alice's first device's inbox holds %d", n)
 	}
 }
+
+// TestDeviceRemovedRekeys: removing a device gives every group its user
+// is in a new key epoch, made for the members as they are, which the
+// removed device does not get.
+func TestDeviceRemovedRekeys(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob := contacts(t, s)
+	for _, g := range []string{"team", "ops"} {
+		if err := alice.CreateGroup(ctxT(t), g); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.AddMember(ctxT(t), g, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		testserver.Join(t, bob, g)
+	}
+	before := map[string]uint32{}
+	for _, g := range []string{"team", "ops"} {
+		st, err := s.Store.Group(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[g] = st.Epoch
+	}
+	testserver.AddDevice(t, alice, "laptop", nil)
+	if d, err := alice.RemoveDevice(ctxT(t), "laptop"); err != nil || d.Name != "laptop" {
+		t.Fatalf("removing the laptop: %+v %v", d, err)
+	}
+	for _, g := range []string{"team", "ops"} {
+		st, err := s.Store.Group(g)
+		if err != nil || st.Epoch != before[g]+1 {
+			t.Fatalf("%s's epoch after the removal: %d (before %d) %v", g, st.Epoch, before[g], err)
+		}
+	}
+	if _, err := bob.SendGroupText(ctxT(t), "team", "under the new key"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, alice); m.Text != "under the new key" {
+		t.Fatalf("alice got %q", m.Text)
+	}
+}

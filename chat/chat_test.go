@@ -267,7 +267,8 @@ func TestDeviceNotice(t *testing.T) {
 }
 
 // TestDevicesCommand: /devices lists one's own devices, and another
-// user's, in the panel; a device's name cannot act on the terminal.
+// user's, in the panel, and removes one's own by name; a device's name
+// cannot act on the terminal.
 func TestDevicesCommand(t *testing.T) {
 	m, _, signup := testModel(t)
 	signup("bob")
@@ -293,6 +294,20 @@ func TestDevicesCommand(t *testing.T) {
 	}
 	if r := run("/devices bob"); r.err != nil || !strings.Contains(r.info[0], "bob has 1 device(s)") {
 		t.Fatalf("/devices bob: %+v", r)
+	}
+	// ann removes a device of hers by name.
+	testserver.AddDevice(t, m.a.c, "tablet", nil)
+	if r := run("/devices"); r.err != nil || len(r.info) != 3 {
+		t.Fatalf("/devices with the tablet: %+v", r)
+	}
+	if r := run("/devices remove tablet"); r.err != nil || !strings.Contains(r.info[0], "Removed tablet") {
+		t.Fatalf("/devices remove tablet: %+v", r)
+	}
+	if r := run("/devices"); r.err != nil || len(r.info) != 2 {
+		t.Fatalf("/devices after the removal: %+v", r)
+	}
+	if r := run("/devices remove phone"); r.err == nil || !strings.Contains(r.err.Error(), `no device "phone"`) {
+		t.Fatalf("/devices remove phone: %+v", r)
 	}
 	l := &proto.DeviceList{User: "eve", Devices: []proto.Device{{ID: 1, Name: "evil\x1b[2J"}}}
 	if got := strings.Join(deviceLines(l), "\n"); strings.Contains(got, "\x1b") {

@@ -40,7 +40,7 @@ var commands = []command{
 	{"/decline", "USER", "decline USER's message request: block them and close the conversation"},
 	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
 	{"/blocked", "", "list whom you block"},
-	{"/devices", "[USER]", "your devices, or USER's, as the signed device list proves them"},
+	{"/devices", "[USER | remove NAME]", "your devices, or USER's, as the signed device list proves them; remove one of yours (its sessions end, your groups get new keys)"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
@@ -323,6 +323,22 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			return joinedMsg{group: g}
 		}), false
 	case "/devices":
+		if name, ok := strings.CutPrefix(arg, "remove "); ok {
+			name = strings.TrimSpace(name)
+			return a.do(func(ctx context.Context) tea.Msg {
+				d, err := c.RemoveDevice(ctx, name)
+				if d == nil {
+					return resultMsg{err: fmt.Errorf("/devices remove: %w", err)}
+				}
+				info := []string{fmt.Sprintf("Removed %s: its sessions are ended, and nothing more is sent to it.", d.Name)}
+				if err != nil {
+					info = append(info, err.Error())
+				} else {
+					info = append(info, "Every group you are in has a new key, which it does not get.")
+				}
+				return resultMsg{info: info}
+			}), false
+		}
 		of := arg
 		if of == "" {
 			of = c.User()

@@ -29,6 +29,17 @@ func deviceConn(t *testing.T, s *server.Server, user string, dev *proto.DeviceSt
 	return conn, nil
 }
 
+// laptopOnline adds a laptop to alice's devices and logs it in.
+func laptopOnline(t *testing.T, s *server.Server, alice *client.Client) (*proto.DeviceStatement, ed25519.PrivateKey, *client.Conn) {
+	t.Helper()
+	laptop, key := testserver.AddDevice(t, alice, "laptop", nil)
+	lc, err := deviceConn(t, s, "alice", laptop, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return laptop, key, lc
+}
+
 // delivery waits for the next message pushed to a device's connection.
 func delivery(t *testing.T, conn *client.Conn) *client.Delivery {
 	t.Helper()
@@ -204,11 +215,8 @@ func TestDeviceInboxesOneFull(t *testing.T) {
 func TestDeviceRemovedEndsAtOnce(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, bob := contacts(t, s)
-	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
-	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	laptop, laptopKey, lc := laptopOnline(t, s, alice)
+	var err error
 	lc.Close()
 	if _, err := bob.SendText(ctxT(t), "alice", "waiting for the laptop"); err != nil {
 		t.Fatal(err)
@@ -269,11 +277,8 @@ func TestDeviceInboxesGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	testserver.Join(t, alice, "team")
-	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
-	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	laptop, laptopKey, lc := laptopOnline(t, s, alice)
+	var err error
 	sendGroup := func(text string) {
 		t.Helper()
 		if _, err := bob.SendGroupText(ctxT(t), "team", text); err != nil {
@@ -352,11 +357,8 @@ func TestSilentDevice(t *testing.T) {
 	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
 	s := testserver.Start(t, func(c *server.Config) { c.Shard.Now = clock; c.Limits.LoginBurst = 100 })
 	alice, bob := contacts(t, s)
-	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
-	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	laptop, laptopKey, lc := laptopOnline(t, s, alice)
+	var err error
 	lc.Close()
 
 	advance(proto.DeviceSilentAfter + time.Hour)
@@ -412,11 +414,7 @@ func TestSilentDevice(t *testing.T) {
 func TestDeviceRemovedWhileReceiving(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, bob := contacts(t, s)
-	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
-	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	laptop, _, lc := laptopOnline(t, s, alice)
 	// A first message, which the laptop's login may still take from its
 	// inbox, acknowledged; the second reaches it live.
 	sent := send(t, bob, "alice", "first")

@@ -243,30 +243,29 @@ func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err 
 	if err != nil {
 		return 0, nil, false, err
 	}
+	all := listIDs(u, list)
 	if list == nil {
-		return KeyID(u), []uint64{KeyID(u)}, true, nil
+		return KeyID(u), all, true, nil
 	}
-	seen, err := s.DevicesSeen(u.Name, list)
+	seen, err := s.devicesSeen(u.Name, list)
 	if err != nil {
 		return 0, nil, false, err
 	}
 	cutoff := s.now().Add(-proto.DeviceSilentAfter)
-	for _, d := range list.Devices {
-		if seen[d.ID].After(cutoff) {
-			ids = append(ids, d.ID)
+	for _, id := range all {
+		if seen[id].After(cutoff) {
+			ids = append(ids, id)
 		}
 	}
 	if len(ids) == 0 { // every device silent: each keeps its queue
-		for _, d := range list.Devices {
-			ids = append(ids, d.ID)
-		}
+		ids = all
 	}
 	return KeyID(u), ids, true, nil
 }
 
-// DevicesSeen returns when each device of list last logged in (or was
+// devicesSeen returns when each device of list last logged in (or was
 // added, if it has not logged in since).
-func (s *Service) DevicesSeen(user string, list *proto.DeviceList) (map[uint64]time.Time, error) {
+func (s *Service) devicesSeen(user string, list *proto.DeviceList) (map[uint64]time.Time, error) {
 	seen, err := s.st.DevicesSeen(user)
 	if err != nil {
 		return nil, fmt.Errorf("account: devices seen: %w", err)
@@ -285,14 +284,20 @@ func (s *Service) deviceIDs(u *store.User) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	return listIDs(u, list), nil
+}
+
+// listIDs returns the ids of list's devices, or, for an account without a
+// list (nil), its first device's.
+func listIDs(u *store.User, list *proto.DeviceList) []uint64 {
 	if list == nil {
-		return []uint64{KeyID(u)}, nil
+		return []uint64{KeyID(u)}
 	}
 	ids := make([]uint64, len(list.Devices))
 	for i, d := range list.Devices {
 		ids[i] = d.ID
 	}
-	return ids, nil
+	return ids
 }
 
 // onList reports whether dev is one of u's devices.
@@ -312,7 +317,7 @@ func (s *Service) OwnDevicesSeen(user string) ([]proto.DeviceSeen, error) {
 	if err != nil || list == nil {
 		return nil, err
 	}
-	seen, err := s.DevicesSeen(u.Name, list)
+	seen, err := s.devicesSeen(u.Name, list)
 	if err != nil {
 		return nil, err
 	}

@@ -429,6 +429,8 @@ type recvJSON struct {
 	KeyChanged bool `json:"key_changed,omitempty"`
 	// Request: from someone you have not accepted (a message request).
 	Request bool `json:"request,omitempty"`
+	// To: set on what you sent from another of your devices, to whom.
+	To string `json:"to,omitempty"`
 }
 
 func cmdRecv(args []string) error {
@@ -539,6 +541,9 @@ func printReceived(m *client.Message, asJSON bool, told map[string]bool) error {
 	}
 	j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
 		Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged, Request: m.Request}
+	if m.Mine {
+		j.To = m.To
+	}
 	if m.File != nil {
 		j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
 	}
@@ -560,6 +565,10 @@ func printMessage(w io.Writer, m *client.Message) {
 	text := strings.ReplaceAll(termtext.Clean(m.Text), "\n", "\n    ")
 	group := termtext.Line(m.Group)
 	switch {
+	case m.Mine && m.File != nil:
+		fmt.Fprintf(w, "[%s] you, to %s from another device, sent a file: %s (%d bytes), saved as %s\n", ts, m.To, termtext.Line(m.File.Name), m.File.Size, termtext.Line(m.File.Path))
+	case m.Mine:
+		fmt.Fprintf(w, "[%s] you, to %s from another device: %s\n", ts, m.To, text)
 	case m.File != nil:
 		fmt.Fprintf(w, "[%s] %s sent a file: %s (%d bytes), saved as %s\n", ts, m.From, termtext.Line(m.File.Name), m.File.Size, termtext.Line(m.File.Path))
 	case m.Group != "" && m.BeforeChange:

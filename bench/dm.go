@@ -43,7 +43,8 @@ type pair struct {
 	// The sender's buffers (one goroutine sends on a pair).
 	plain, sealed []byte
 	msgID         [proto.MsgIDLen]byte
-	rbuf          []byte // the receiver's
+	copies        []proto.DeviceCopy // with --devices: one per device of the receiver
+	rbuf          []byte             // the receiver's
 }
 
 func (p *pair) fail(err error) {
@@ -59,7 +60,7 @@ func (p *pair) fail(err error) {
 // the inner envelope's checks; the latency is from the send time sealed
 // inside.
 func (p *pair) onDelivery(d *client.Delivery) bool {
-	if d.DM == nil {
+	if d.DM == nil && d.Devices == nil {
 		return true
 	}
 	in, ok := p.open(d, &p.rbuf)
@@ -81,7 +82,9 @@ func (p *pair) onDelivery(d *client.Delivery) bool {
 func (p *pair) onOtherDelivery() func(*client.Delivery) bool {
 	var buf []byte
 	return func(d *client.Delivery) bool {
-		if d.DM != nil {
+		// (What the receiver's first device sent, the greeting, comes to
+		// its other devices too: not counted.)
+		if d.DM != nil || d.Devices != nil && string(d.Devices.From) != p.to.name {
 			if _, ok := p.open(d, &buf); ok {
 				p.othersReceived.Add(1)
 			}
@@ -91,15 +94,27 @@ func (p *pair) onOtherDelivery() func(*client.Delivery) bool {
 }
 
 // open opens a delivered direct message into buf and checks its inner
-// envelope.
+// envelope: a message sealed for devices (--devices) through the device's
+// wrap of its key.
 func (p *pair) open(d *client.Delivery, buf *[]byte) (*proto.Inner, bool) {
-	plain, err := proto.OpenBody((*buf)[:0], d.DM.Body, p.key)
+	var plain, from, msgID []byte
+	var err error
+	if d.Devices != nil {
+		from, msgID = d.Devices.From, d.Devices.MsgID
+		var k *proto.MessageKey
+		if k, err = proto.OpenWrap(d.Devices.Wrap, d.Devices.Payload, p.key); err == nil {
+			plain, err = proto.OpenPayload((*buf)[:0], d.Devices.Payload, k)
+		}
+	} else {
+		from, msgID = d.DM.From, d.DM.MsgID
+		plain, err = proto.OpenBody((*buf)[:0], d.DM.Body, p.key)
+	}
 	*buf = plain[:0]
 	var in proto.Inner
 	if err == nil {
 		err = in.Parse(plain)
 	}
-	if err == nil && (!bytes.Equal(in.From, d.DM.From) || !bytes.Equal(in.MsgID, d.DM.MsgID) || string(in.To) != p.to.name) {
+	if err == nil && (!bytes.Equal(in.From, from) || !bytes.Equal(in.MsgID, msgID) || string(in.To) != p.to.name) {
 		err = fmt.Errorf("bench: sealed envelope does not match")
 	}
 	if err != nil {
@@ -121,12 +136,31 @@ func (p *pair) send(size int, body []byte) error {
 	if p.plain, err = in.Append(p.plain[:0]); err != nil {
 		return err
 	}
-	if p.sealed, err = proto.SealBody(p.sealed[:0], p.plain, p.key, nil); err != nil {
-		return err
+	var build func(b []byte, id uint32) []byte
+	if p.copies != nil {
+		// Sealed for the receiver's devices: the payload once, its key
+		// wrapped for each.
+		payload, k, err := proto.SealPayload(p.plain, nil)
+		if err != nil {
+			return err
+		}
+		hash := proto.PayloadHash(payload)
+		for i := range p.copies {
+			if p.copies[i].Wrap, err = proto.WrapKey(p.copies[i].Wrap[:0], k, &hash, p.key, nil); err != nil {
+				return err
+			}
+		}
+		m := proto.SendDMDevices{To: []byte(p.to.name), MsgID: p.msgID[:], Kind: proto.KindText, Copies: p.copies, Payload: payload}
+		build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
+	} else {
+		if p.sealed, err = proto.SealBody(p.sealed[:0], p.plain, p.key, nil); err != nil {
+			return err
+		}
+		m := proto.SendDM{To: []byte(p.to.name), KeyID: p.keyID, MsgID: p.msgID[:], Kind: proto.KindText, Body: p.sealed}
+		build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
 	}
-	m := proto.SendDM{To: []byte(p.to.name), KeyID: p.keyID, MsgID: p.msgID[:], Kind: proto.KindText, Body: p.sealed}
 	p.sent.Add(1)
-	err = p.sc.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, p.onSent)
+	err = p.sc.Go(build, p.onSent)
 	if err != nil {
 		<-p.slots
 		p.fail(err)
@@ -169,6 +203,12 @@ func (r *run) openPairsAt(ctx context.Context, users []*user, first, window int,
 		from, to := users[2*i], users[2*i+1]
 		ps[i] = &pair{from: from, to: to, key: proto.SharedKey(&from.id.Box.Private, to.id.Box.Public),
 			keyID: to.id.KeyID(to.name), slots: make(chan struct{}, window), phase: phase}
+		if len(to.devices) > 0 {
+			ps[i].copies = append(ps[i].copies, proto.DeviceCopy{Device: to.dev})
+			for _, d := range to.devices {
+				ps[i].copies = append(ps[i].copies, proto.DeviceCopy{Device: d.dev})
+			}
+		}
 	}
 	err := parallel(ctx, len(ps), 32, func(i int) error {
 		p := ps[i]
@@ -211,12 +251,37 @@ func (p *pair) greet(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sealed, err := proto.SealBody(nil, plain, p.key, nil)
-	if err != nil {
-		return err
+	var build func(b []byte, id uint32) []byte
+	if len(p.to.devices) > 0 {
+		// The receiver has other devices: they get what it sends too.
+		payload, k, err := proto.SealPayload(plain, nil)
+		if err != nil {
+			return err
+		}
+		hash := proto.PayloadHash(payload)
+		m := proto.SendDMDevices{To: []byte(p.from.name), MsgID: id[:], Kind: proto.KindText, Payload: payload}
+		w, err := proto.WrapKey(nil, k, &hash, p.key, nil)
+		if err != nil {
+			return err
+		}
+		m.Copies = []proto.DeviceCopy{{Device: p.from.id.KeyID(p.from.name), Wrap: w}}
+		self := proto.SharedKey(&p.to.id.Box.Private, p.to.id.Box.Public)
+		for _, d := range p.to.devices {
+			if w, err = proto.WrapKey(nil, k, &hash, self, nil); err != nil {
+				return err
+			}
+			m.Own = append(m.Own, proto.DeviceCopy{Device: d.dev, Wrap: w})
+		}
+		build = func(b []byte, rid uint32) []byte { return m.Append(b, rid) }
+	} else {
+		sealed, err := proto.SealBody(nil, plain, p.key, nil)
+		if err != nil {
+			return err
+		}
+		m := proto.SendDM{To: []byte(p.from.name), KeyID: p.from.id.KeyID(p.from.name), MsgID: id[:], Kind: proto.KindText, Body: sealed}
+		build = func(b []byte, rid uint32) []byte { return m.Append(b, rid) }
 	}
-	m := proto.SendDM{To: []byte(p.from.name), KeyID: p.from.id.KeyID(p.from.name), MsgID: id[:], Kind: proto.KindText, Body: sealed}
-	t, _, err := p.rc.Request(ctx, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+	t, _, err := p.rc.Request(ctx, build)
 	if err == nil && t != proto.TSent {
 		err = fmt.Errorf("answer %#x", uint8(t))
 	}

@@ -36,6 +36,7 @@ type user struct {
 	// devices are the user's devices besides its first (--devices): each
 	// logs in with its own session.
 	devices []*user
+	dev     uint64 // a device's id in its account's list (set with --devices)
 }
 
 // target is the server under load.
@@ -228,6 +229,7 @@ func seedDevices(st *store.Store, u *user, devices int, now time.Time) ([]*store
 	stmt := &proto.DeviceStatement{User: []byte(u.name), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys), Name: []byte("first"),
 		BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: now.Unix()}
 	var ss []*store.Session
+	u.dev = stmt.DeviceID
 	for seq := 0; seq < devices; seq++ {
 		if seq > 0 {
 			pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -238,7 +240,7 @@ func seedDevices(st *store.Store, u *user, devices int, now time.Time) ([]*store
 				BoxKey: keys.BoxKey, SignKey: pub, Time: now.Unix()}
 			next.DeviceID = proto.KeyRecordID(&proto.Keys{BoxKey: next.BoxKey, SignKey: next.SignKey})
 			stmt = next
-			d := &user{name: u.name, token: randBytes(proto.TokenLen), id: u.id}
+			d := &user{name: u.name, token: randBytes(proto.TokenLen), id: u.id, dev: stmt.DeviceID}
 			u.devices = append(u.devices, d)
 			ss = append(ss, &store.Session{TokenHash: store.HashToken(d.token), User: u.name, Created: now, LastSeen: now, Device: stmt.DeviceID})
 		}

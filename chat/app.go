@@ -241,9 +241,14 @@ func (a *app) event(ev client.Event) {
 // entryOf is a received message as a history entry.
 func entryOf(m *client.Message) *history.Entry {
 	e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text, Before: m.BeforeChange}
-	if m.Group != "" {
+	switch {
+	case m.Group != "":
 		e.Conv = "#" + m.Group
-	} else {
+	case m.Mine:
+		// What the user sent from another device: in the conversation
+		// with its receiver, as their own.
+		e.Conv, e.Mine, e.Unread = "@"+m.To, true, false
+	default:
 		e.Conv = "@" + m.From
 	}
 	if m.File != nil {

@@ -324,6 +324,11 @@ func (c *Client) acceptKeys(canon string, body []byte) (*PeerKeys, error) {
 		return nil, err
 	}
 	if changed {
+		// Another account by that name: its device chain is its own.
+		c.devLists.drop(canon)
+		if err := c.devHeads.forget(canon); err != nil {
+			return nil, err
+		}
 		pk.Changed = true
 		c.post(Event{Kind: EventKeyChange, User: canon, OldFingerprint: old, Fingerprint: pk.Fingerprint(), Time: time.Now()})
 	}
@@ -369,7 +374,16 @@ type Outgoing struct {
 	MsgID []byte
 	Kind  uint8
 	keyID uint64 // the receiver's key record it is sealed for
-	body  []byte // sealed
+	body  []byte // sealed for the receiver's first device
+	// Sealed for devices (devsealed.go): the inner plaintext, kept to seal
+	// for devices should the lists call for it; its key and payload, made
+	// once; and the wraps for the lists it was last sealed for. copies is
+	// nil while the message goes in the form for the first device.
+	inner   []byte
+	key     *proto.MessageKey
+	payload []byte
+	copies  []proto.DeviceCopy
+	own     []proto.DeviceCopy
 }
 
 // Prepare seals body for user (a proto.Kind* message).
@@ -409,11 +423,16 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 	if err != nil {
 		return nil, err
 	}
-	sealed, err := proto.SealBody(nil, plain, pk.shared, nil)
+	out := &Outgoing{To: pk.User, MsgID: msgID, Kind: kind, keyID: pk.ID, inner: plain}
+	toList, own, err := c.deviceForm(ctx, pk, false)
 	if err != nil {
 		return nil, err
 	}
-	return &Outgoing{To: pk.User, MsgID: msgID, Kind: kind, keyID: pk.ID, body: sealed}, nil
+	if toList != nil {
+		return out, c.sealForDevices(out, toList, own)
+	}
+	out.body, err = proto.SealBody(nil, plain, pk.shared, nil)
+	return out, err
 }
 
 // Send sends a prepared message and waits for the server's Sent: the
@@ -425,19 +444,42 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 // signed up again, or someone stands in between), nothing is sent: the new
 // keys are checked and pinned (a change posts EventKeyChange) and Send
 // returns a *KeysChangedError; Prepare it again to seal for the new keys.
+//
+// If the receiver's devices, or the sender's, are not those it was
+// sealed for (one was added or removed), it reads the lists again, seals
+// for them and sends again.
 func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
-	m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
-	r, err := c.sendRequest(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
-	if err == nil {
-		c.noteRequest(out.To, false) // writing to them accepts them
+	for try := 1; ; try++ {
+		var build func(b []byte, id uint32) []byte
+		if out.copies != nil {
+			m := proto.SendDMDevices{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Copies: out.copies, Own: out.own, Payload: out.payload}
+			build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
+		} else {
+			m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
+			build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
+		}
+		r, err := c.sendRequest(ctx, build)
+		var mm *devicesMismatchError
+		if errors.As(err, &mm) && try < sendTries {
+			if err := c.resealAfterMismatch(ctx, out, mm); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err == nil {
+			c.noteRequest(out.To, false) // writing to them accepts them
+		}
+		return r, err
 	}
-	return r, err
 }
 
 // sendRequest sends a message request and waits for its Sent, sending the
 // same bytes again after a reconnect if the connection drops first.
 func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error) {
 	t, rb, err := c.s.request(ctx, build)
+	if err == nil && t == proto.TDevicesMismatch {
+		return nil, parseMismatch(rb)
+	}
 	if err == nil && t == proto.TKeysChanged {
 		pk, kerr := c.acceptKeys("", rb)
 		if kerr != nil {

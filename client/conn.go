@@ -35,6 +35,9 @@ type DialOptions struct {
 	// it returns true the connection acknowledges the delivery, batching
 	// the acks of a burst into one frame.
 	OnDelivery func(*Delivery) bool
+	// MaxVersion, if set, is the highest protocol version offered (to
+	// speak as an older client does).
+	MaxVersion uint8
 }
 
 // maxQueuedOut bounds the sealed bytes waiting for the writer; senders
@@ -209,7 +212,7 @@ func dialOnce(ctx context.Context, addr string, opts DialOptions, pinned *proto.
 		dl = d
 	}
 	_ = nc.SetDeadline(dl)
-	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: pinned, MinVersion: proto.ClientMinVersion})
+	hs, err := proto.NewClientHandshake(proto.ClientConfig{ServerKey: pinned, MinVersion: proto.ClientMinVersion, MaxVersion: opts.MaxVersion})
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -271,6 +274,7 @@ type Delivery struct {
 	ServerID uint64
 	DM       *proto.Deliver
 	Group    *proto.DeliverGroup
+	Devices  *proto.DeliverDevices // a direct message sealed for devices (version 4)
 }
 
 // Deliveries returns the messages the server pushes. The caller must Ack
@@ -302,6 +306,7 @@ func (c *Conn) readLoop() {
 		dl    Delivery
 		dm    proto.Deliver
 		group proto.DeliverGroup
+		devs  proto.DeliverDevices
 		acks  []uint64
 		msg   []byte
 	}
@@ -333,38 +338,46 @@ func (c *Conn) readLoop() {
 			return
 		}
 		switch t {
-		case proto.TDeliver, proto.TDeliverRequest, proto.TDeliverGroup:
+		case proto.TDeliver, proto.TDeliverRequest, proto.TDeliverGroup, proto.TDeliverDevices:
 			var dl *Delivery
 			if c.onDelivery != nil {
 				dl = &fast.dl
 				*dl = Delivery{}
-				if t != proto.TDeliverGroup {
-					dl.DM = &fast.dm
-					err = dl.DM.Parse(body)
-					dl.DM.Request = t == proto.TDeliverRequest
-				} else {
+				switch t {
+				case proto.TDeliverGroup:
 					dl.Group = &fast.group
-					err = dl.Group.Parse(body)
+				case proto.TDeliverDevices:
+					dl.Devices = &fast.devs
+				default:
+					dl.DM = &fast.dm
 				}
 			} else {
 				dl = new(Delivery)
-				if t != proto.TDeliverGroup {
-					dl.DM = new(proto.Deliver)
-					err = dl.DM.Parse(append([]byte(nil), body...))
-					dl.DM.Request = t == proto.TDeliverRequest
-				} else {
+				body = append([]byte(nil), body...)
+				switch t {
+				case proto.TDeliverGroup:
 					dl.Group = new(proto.DeliverGroup)
-					err = dl.Group.Parse(append([]byte(nil), body...))
+				case proto.TDeliverDevices:
+					dl.Devices = new(proto.DeliverDevices)
+				default:
+					dl.DM = new(proto.Deliver)
 				}
+			}
+			switch {
+			case dl.Group != nil:
+				err = dl.Group.Parse(body)
+				dl.ServerID = dl.Group.ServerID
+			case dl.Devices != nil:
+				err = dl.Devices.Parse(body)
+				dl.ServerID = dl.Devices.ServerID
+			default:
+				err = dl.DM.Parse(body)
+				dl.DM.Request = t == proto.TDeliverRequest
+				dl.ServerID = dl.DM.ServerID
 			}
 			if err != nil {
 				c.fail(fmt.Errorf("%w: %v", ErrProtocol, err))
 				return
-			}
-			if dl.DM != nil {
-				dl.ServerID = dl.DM.ServerID
-			} else {
-				dl.ServerID = dl.Group.ServerID
 			}
 			if c.onDelivery != nil {
 				if c.onDelivery(dl) {

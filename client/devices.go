@@ -96,6 +96,29 @@ func (h *deviceHeads) loadLocked() error {
 	return nil
 }
 
+// forget drops what was seen of user's chain: the account was made again
+// (a new master key), and its new chain starts afresh.
+func (h *deviceHeads) forget(user string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.loadLocked(); err != nil {
+		return err
+	}
+	if _, ok := h.m[user]; !ok {
+		return nil
+	}
+	delete(h.m, user)
+	return h.writeLocked()
+}
+
+func (h *deviceHeads) writeLocked() error {
+	var b strings.Builder
+	for u, hd := range h.m {
+		fmt.Fprintf(&b, "%s %d %x\n", u, hd.seq, hd.hash)
+	}
+	return writeSealed(h.st, h.key, devicesMagic, h.name, []byte(b.String()))
+}
+
 // has reports whether a head of user's chain was seen.
 func (h *deviceHeads) has(user string) bool {
 	h.mu.Lock()
@@ -128,11 +151,7 @@ func (h *deviceHeads) check(user string, chain []*proto.DeviceStatement, list *p
 		news = chain[seen.seq+1:]
 	}
 	h.m[user] = deviceHead{seq: list.Seq, hash: list.Last}
-	var b strings.Builder
-	for u, hd := range h.m {
-		fmt.Fprintf(&b, "%s %d %x\n", u, hd.seq, hd.hash)
-	}
-	return news, writeSealed(h.st, h.key, devicesMagic, h.name, []byte(b.String()))
+	return news, h.writeLocked()
 }
 
 // Devices returns user's devices as the account's chain proves them,
@@ -210,6 +229,7 @@ func (c *Client) deviceList(ctx context.Context, canon string, master ed25519.Pu
 	if err != nil {
 		return nil, nil, err
 	}
+	c.devLists.put(canon, list)
 	return list, news, nil
 }
 

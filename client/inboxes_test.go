@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,30 @@ func laptopOnline(t *testing.T, s *server.Server, alice *client.Client) (*proto.
 		t.Fatal(err)
 	}
 	return laptop, key, lc
+}
+
+// newBox makes a device's box key pair.
+func newBox(t *testing.T) proto.KeyPair {
+	t.Helper()
+	kp, err := proto.NewKeyPair(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+// openText opens a device's copy of a direct message from sender's first
+// device with the device's box key pair, and returns its text.
+func openText(t *testing.T, d *client.Delivery, box *proto.KeyPair, sender *client.Client) string {
+	t.Helper()
+	if d.Devices == nil || string(d.Devices.From) != sender.User() || d.Devices.FromDevice != sender.Identity().KeyID(sender.User()) {
+		t.Fatalf("not a copy sealed for the device by %s's first device: %+v", sender.User(), d)
+	}
+	in, err := testserver.OpenCopy(d.Devices, box, sender.Identity().Box.Public)
+	if err != nil {
+		t.Fatalf("the copy does not open with the device's key: %v", err)
+	}
+	return string(in.Body)
 }
 
 // delivery waits for the next message pushed to a device's connection.
@@ -87,7 +112,8 @@ func TestDeviceInboxes(t *testing.T) {
 	})
 	alice, bob := contacts(t, s)
 	first := alice.Identity().KeyID("alice")
-	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", nil)
+	box := newBox(t)
+	laptop, laptopKey := testserver.AddDevice(t, alice, "laptop", &box)
 
 	lc, err := deviceConn(t, s, "alice", laptop, laptopKey)
 	if err != nil {
@@ -100,9 +126,10 @@ func TestDeviceInboxes(t *testing.T) {
 	if m := recvOne(t, alice); m.Text != "to both" {
 		t.Fatalf("alice's first device got %q", m.Text)
 	}
+	// The laptop's copy is sealed for its own key.
 	d := delivery(t, lc)
-	if d.DM == nil || string(d.DM.From) != "bob" {
-		t.Fatalf("the laptop got %+v", d)
+	if text := openText(t, d, &box, bob); text != "to both" {
+		t.Fatalf("the laptop got %q", text)
 	}
 	lc.Close()
 	if r := <-sent; r.Status != proto.StatusDelivered {
@@ -118,7 +145,7 @@ func TestDeviceInboxes(t *testing.T) {
 		t.Fatal(err)
 	}
 	again := delivery(t, lc)
-	if again.DM == nil || string(again.DM.MsgID) != string(d.DM.MsgID) {
+	if again.Devices == nil || string(again.Devices.MsgID) != string(d.Devices.MsgID) {
 		t.Fatalf("the laptop got, after its reconnect, %+v", again)
 	}
 	if err := lc.Ack(again.ServerID); err != nil {

@@ -26,6 +26,7 @@ type Client struct {
 	devMu       sync.Mutex   // one device chain made at a time (devices.go)
 	devicesMade atomic.Bool  // this account's chain exists
 	devHeads    *deviceHeads // the heads of the device chains seen
+	devLists    deviceLists  // the lists last checked, for sealing (devsealed.go)
 	silentMu    sync.Mutex
 	silentTold  map[uint64]bool // devices EventDeviceSilent told of
 

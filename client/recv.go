@@ -40,6 +40,9 @@ type Message struct {
 	// Request: a direct message from someone this user has not accepted
 	// (see Client.Accept); nothing is sent back for it.
 	Request bool
+	// Mine: a direct message this user sent from another of their devices
+	// (From is the user, To its receiver).
+	Mine bool
 }
 
 // ReceivedFile is a file that arrived whole.
@@ -98,10 +101,14 @@ func (r *receiver) run(conn *Conn) {
 		var err error
 		var from string
 		var msgID []byte
-		if dl.Group != nil {
+		switch {
+		case dl.Group != nil:
 			from, msgID = string(dl.Group.From), dl.Group.MsgID
 			msg, seen, err = r.openGroup(dl.Group)
-		} else {
+		case dl.Devices != nil:
+			from, msgID = string(dl.Devices.From), dl.Devices.MsgID
+			msg, seen, err = r.openDevices(dl.Devices)
+		default:
 			from, msgID = string(dl.DM.From), dl.DM.MsgID
 			msg, seen, err = r.open(dl.DM)
 		}
@@ -175,26 +182,39 @@ func (r *receiver) open(d *proto.Deliver) (_ *Message, seen bool, _ error) {
 	if string(in.From) != from || string(in.To) != r.c.user || !bytes.Equal(in.MsgID, d.MsgID) || !envelopeHolds(d.Kind, in.Kind) {
 		return nil, false, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
 	}
+	return r.accept(&in, d.ServerID, d.Time, d.Request, pk.Changed)
+}
+
+// accept hands on a direct message opened and checked against its
+// envelope: a text or a whole file becomes a Message, a receipt an event.
+// A message this user sent from another device (from is the user) is
+// shown as sent to its receiver.
+func (r *receiver) accept(in *proto.Inner, serverID uint64, at int64, request, keyChanged bool) (_ *Message, seen bool, _ error) {
+	from := string(in.From)
+	mine := from == r.c.user && string(in.To) != r.c.user
 	if r.seen.has(from, in.MsgID) {
 		r.dups.Add(1)
 		return nil, false, nil // a redelivery or a resend: shown once already
 	}
 	msg := &Message{
-		ServerID: d.ServerID, From: from, To: r.c.user, Kind: in.Kind,
-		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), PeerKeyChanged: pk.Changed,
-		Request: d.Request,
+		ServerID: serverID, From: from, To: string(in.To), Kind: in.Kind,
+		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(at), PeerKeyChanged: keyChanged,
+		Request: request, Mine: mine,
 	}
 	copy(msg.MsgID[:], in.MsgID)
-	if in.Kind != proto.KindReceipt {
-		r.c.noteRequest(from, d.Request)
+	if in.Kind != proto.KindReceipt && !mine {
+		r.c.noteRequest(from, request)
 	}
 	switch in.Kind {
 	case proto.KindText:
 		msg.Text = string(in.Body)
 		return msg, true, nil
 	case proto.KindReceipt:
-		if d.Request {
-			return nil, true, nil // a receipt from someone not accepted is for nothing this user sent
+		if request || mine {
+			// A receipt from someone not accepted is for nothing this user
+			// sent; one this user sent from another device is that
+			// device's.
+			return nil, true, nil
 		}
 		var rc proto.Receipt
 		if err := rc.Parse(in.Body); err != nil {

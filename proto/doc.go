@@ -43,6 +43,7 @@
 //	0x1A  LinkOpen            link.go (v3)
 //	0x1B  LinkData            link.go (v3)
 //	0x1C  DeviceSeen          devices.go (v3)
+//	0x1D  SendDMDevices       devsealed.go (v4)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
@@ -83,6 +84,8 @@
 //	0x99  LinkRelay           link.go (v3)
 //	0x9A  LinkClosed          link.go (v3)
 //	0x9B  DeviceSeenReply     devices.go (v3)
+//	0x9C  DevicesMismatch     devsealed.go (v4)
+//	0x9D  DeliverDevices      devsealed.go (v4)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

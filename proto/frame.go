@@ -41,9 +41,18 @@ const Magic = "SCH1"
 //	   device. A version 3 server serves version 1 and 2 clients as
 //	   before; a version 3 client works with a version 2 server, without
 //	   device chains.
+//	4: a direct message is sealed for devices (SendDMDevices): its key is
+//	   wrapped for every device of the receiver and every other device of
+//	   the sender, each device gets its own copy (DeliverDevices, which
+//	   names the sending device), and a send whose devices are not the
+//	   lists' is refused with the difference (DevicesMismatch). A version
+//	   3 connection is not sent such a message: a device whose queue holds
+//	   one is closed with CloseUpgrade, and its messages wait for a
+//	   version 4 client. A version 4 server serves the versions before as
+//	   they were.
 const (
 	MinVersion = 1
-	MaxVersion = 3
+	MaxVersion = 4
 	// ClientMinVersion is the oldest server version this package's
 	// clients accept.
 	ClientMinVersion = 2

@@ -176,6 +176,18 @@ func reencode(msg []byte) ([]byte, error) {
 		var m DeviceSeenReply
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TSendDMDevices:
+		var m SendDMDevices
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDevicesMismatch:
+		var m DevicesMismatch
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TDeliverDevices:
+		var m DeliverDevices
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TGroupKeysReply, TGroupKeysReplyV2:
 		var m GroupKeysReply
 		err = m.ParseAs(t, body)
@@ -276,6 +288,12 @@ func seedMessages() [][]byte {
 		AppendEmpty(nil, TLinkClosed, 0),
 		AppendEmpty(nil, TDeviceSeen, 30),
 		(&DeviceSeenReply{Devices: []DeviceSeen{{DeviceID: 7, Idle: 60}, {DeviceID: 9, Idle: 2_600_000}}}).Append(nil, 30),
+		(&SendDMDevices{To: []byte("bob"), MsgID: id16, Kind: KindText, Copies: []DeviceCopy{{Device: 7, Wrap: bytes.Repeat([]byte{8}, WrapLen)}, {Device: 9, Wrap: bytes.Repeat([]byte{9}, WrapLen)}},
+			Own: []DeviceCopy{{Device: 3, Wrap: bytes.Repeat([]byte{3}, WrapLen)}}, Payload: []byte("sealed")}).Append(nil, 31),
+		(&SendDMDevices{To: []byte("bob"), MsgID: id16, Kind: KindFile, Copies: []DeviceCopy{{Device: 7, Wrap: bytes.Repeat([]byte{8}, WrapLen)}}, Payload: []byte("chunk")}).Append(nil, 32),
+		(&DevicesMismatch{Users: []DevicesDiff{{User: []byte("bob"), Missing: []uint64{7}, Extra: []uint64{9, 10}}, {User: []byte("ann"), Extra: []uint64{3}}}}).Append(nil, 31),
+		(&DeliverDevices{ServerID: 5, Time: 1700000000000, Flags: DeliverFlagRequest, From: []byte("ann"), FromDevice: 3, To: []byte("bob"), MsgID: id16, Kind: KindText,
+			Wrap: bytes.Repeat([]byte{8}, WrapLen), Payload: []byte("sealed")}).Append(nil, 0),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),
@@ -547,6 +565,31 @@ func FuzzOpen(f *testing.F) {
 		_, ss, _, _ := handshake(t, s, &s.Public)
 		if _, err := ss.Open(nil, in); err == nil {
 			t.Fatal("a frame not sealed with the session key opened")
+		}
+	})
+}
+
+func FuzzOpenWrap(f *testing.F) {
+	k := &MessageKey{1, 2, 3}
+	payload := []byte("a payload")
+	var shared [32]byte
+	hash := PayloadHash(payload)
+	good, err := WrapKey(nil, k, &hash, &shared, bytes.NewReader(make([]byte, 24)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	seeds := [][]byte{good, good[:WrapLen-1], bytes.Repeat([]byte{0}, WrapLen)}
+	writeCorpus(f, "FuzzOpenWrap", seeds)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := OpenWrap(in, payload, &shared)
+		if err == nil && (!bytes.Equal(in, good) || *got != *k) {
+			t.Fatal("a wrap that was not made for this payload opened")
+		}
+		if _, err := OpenWrap(in, []byte("another payload"), &shared); err == nil {
+			t.Fatal("a wrap opened for another payload")
 		}
 	})
 }

@@ -99,6 +99,7 @@ const (
 	CloseRekey       uint8 = 4 // the nonce counter reached its limit
 	CloseProtocol    uint8 = 5 // the peer broke the protocol
 	CloseRevoked     uint8 = 6 // an admin revoked the user's sessions or disabled the account
+	CloseUpgrade     uint8 = 7 // a message waits that this client's version cannot open: upgrade it (version 4)
 )
 
 // AppendHeader appends a message header.

@@ -45,12 +45,14 @@ type Accounts interface {
 	OwnDevicesSeen(user string) ([]proto.DeviceSeen, error)
 }
 
-// DeviceSet is where a message to an account goes: its current devices,
-// as its device list says (an account without one has its first device
-// only), and the key record senders seal for.
+// DeviceSet is an account's devices, as its device list says (an account
+// without one has its first device only): all of them, which a message
+// sealed for devices must be sealed for, and those a message goes to
+// (less the silent ones); and the key record senders seal for.
 type DeviceSet struct {
 	Key uint64   // proto.KeyRecordID of the account's published keys
-	IDs []uint64 // the devices, in the list's order
+	All []uint64 // the devices on the list, in its order
+	IDs []uint64 // the devices sent to, in the list's order
 }
 
 // Session is the outcome of a sign-up, login or resume.

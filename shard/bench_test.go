@@ -180,11 +180,11 @@ func benchSession(r *account.Result, err error) (*Session, error) {
 }
 
 func (a benchAccounts) Devices(canon string) (*DeviceSet, error) {
-	key, ids, ok, err := a.Service.Devices(canon)
+	key, all, ids, ok, err := a.Service.Devices(canon)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return &DeviceSet{Key: key, IDs: ids}, nil
+	return &DeviceSet{Key: key, All: all, IDs: ids}, nil
 }
 
 func (a benchAccounts) Signup(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, invite []byte, checked bool) (*Session, error) {

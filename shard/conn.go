@@ -287,7 +287,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeRecv = true
 		c.closeGraceful(CloseNormal)
 		return false
-	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TAck,
+	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
 		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen:
@@ -306,6 +306,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	switch t {
 	case proto.TSendDM, proto.TSendDMFor:
 		c.sendDM(t, id, body)
+	case proto.TSendDMDevices:
+		c.sendDMDevices(id, body)
 	case proto.TGroupChange, proto.TGroupChangeV2:
 		c.groupChange(t, id, body)
 	case proto.TGroupBadEpoch:
@@ -512,46 +514,23 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 		c.replyBad(id, err)
 		return
 	}
-	checkKey := t == proto.TSendDMFor
-	if m.Kind != proto.KindText && m.Kind != proto.KindFile {
-		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
-		return
-	}
-	if err := c.set.chargeMessage(c.user, len(m.Body)); err != nil {
-		c.replyFailure(id, err)
-		return
-	}
 	var canon [proto.MaxUsernameLen]byte
-	to, err := proto.AppendCanonicalUsername(canon[:0], m.To)
-	if err != nil {
-		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+	to, ds, now, accepted, ok := c.admitDM(id, canon[:0], m.To, m.Kind, len(m.Body))
+	if !ok {
 		return
 	}
-	if c.blocksUser(to) {
-		c.replyErr(id, proto.CodeForbidden, "you block "+string(to)+": unblock them first (what they send you is dropped meanwhile)")
-		return
-	}
-	accepted, wrote := c.relation(to)
-	if !accepted && !wrote {
-		// A first message to someone: charged before the name is looked
-		// at, the same whether it exists, is online, or not.
-		if err := c.set.opts.Accounts.FirstContact(c.user); err != nil {
-			c.replyFailure(id, err)
-			return
-		}
-	}
-	now := c.set.opts.Now().UnixMilli()
-	ds, err := c.set.devices(to, now)
-	switch {
-	case err != nil:
-		c.replyFailure(id, err)
-		return
-	case ds == nil:
-		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
-		return
-	case checkKey && m.KeyID != ds.Key:
+	if t == proto.TSendDMFor && m.KeyID != ds.Key {
 		c.replyKeysChanged(id, string(to))
 		return
+	}
+	if c.sess.Version >= 4 {
+		// A version 4 sender seals for devices once the receiver or the
+		// sender has more than the account's first device: this form is
+		// for that device alone.
+		legacy := [1]proto.DeviceCopy{{Device: ds.Key}}
+		if !c.checkCopies(id, to, ds, now, legacy[:], nil) {
+			return
+		}
 	}
 	if len(ds.IDs) > 1 {
 		c.sendToDevices(id, to, ds.IDs, &m, now, accepted)
@@ -575,6 +554,52 @@ func (c *conn) sendDM(t proto.MsgType, id uint32, body []byte) {
 	env := c.directEnvelope(&m, id, now)
 	env.id = rc.seq.Add(1)
 	c.set.route(rc, env)
+}
+
+// admitDM checks what every direct message must pass before it is
+// routed: its kind, the sender's rate, the receiver's name (appended to
+// canon), blocks, and the cost of a first message to someone; and it finds
+// the receiver's devices. It answers the request itself when it refuses
+// (ok false); accepted reports that the receiver accepts the sender, now
+// is the message's stamp (unix ms).
+func (c *conn) admitDM(id uint32, canon, rawTo []byte, kind uint8, size int) (to []byte, ds *DeviceSet, now int64, accepted, ok bool) {
+	if kind != proto.KindText && kind != proto.KindFile {
+		c.replyErr(id, proto.CodeUnsupportedFeature, "unknown message kind")
+		return nil, nil, 0, false, false
+	}
+	if err := c.set.chargeMessage(c.user, size); err != nil {
+		c.replyFailure(id, err)
+		return nil, nil, 0, false, false
+	}
+	to, err := proto.AppendCanonicalUsername(canon, rawTo)
+	if err != nil {
+		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return nil, nil, 0, false, false
+	}
+	if c.blocksUser(to) {
+		c.replyErr(id, proto.CodeForbidden, "you block "+string(to)+": unblock them first (what they send you is dropped meanwhile)")
+		return nil, nil, 0, false, false
+	}
+	accepted, wrote := c.relation(to)
+	if !accepted && !wrote {
+		// A first message to someone: charged before the name is looked
+		// at, the same whether it exists, is online, or not.
+		if err := c.set.opts.Accounts.FirstContact(c.user); err != nil {
+			c.replyFailure(id, err)
+			return nil, nil, 0, false, false
+		}
+	}
+	now = c.set.opts.Now().UnixMilli()
+	ds, err = c.set.devices(to, now)
+	switch {
+	case err != nil:
+		c.replyFailure(id, err)
+		return nil, nil, 0, false, false
+	case ds == nil:
+		c.replyErr(id, proto.CodeNoSuchRecipient, "no such user")
+		return nil, nil, 0, false, false
+	}
+	return to, ds, now, accepted, true
 }
 
 // sendToDevices sends a direct message to every device of an account with

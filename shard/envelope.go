@@ -37,6 +37,13 @@ type envelope struct {
 	group string
 	epoch uint32
 	sig   []byte // in frame
+	// A copy of a message sealed for devices (version 4): the sending
+	// device, this device's wrap, and the message's receiver on a copy
+	// for another device of the sender.
+	fromDevice uint64
+	wrap       []byte // in frame
+	peer       string
+	storeFirst bool // stored before it is delivered, in order with what follows
 
 	out   outcome     // told what became of it, per receiver
 	reply directReply // a direct message's outcome (out points here)
@@ -191,6 +198,9 @@ func (e *envelope) record(to store.Inbox, stored time.Time) *store.Queued {
 		q.SentID, q.Kind = 0, 0
 		q.Sig = append([]byte(nil), e.sig...)
 	}
+	if e.wrap != nil {
+		q.FromDevice, q.Peer, q.Wrap = e.fromDevice, e.peer, append([]byte(nil), e.wrap...)
+	}
 	copy(q.MsgID[:], e.msgID)
 	return q
 }
@@ -206,8 +216,19 @@ func (e *envelope) done() {
 }
 
 // appendStored appends the frame of a stored message: a Deliver (a
-// DeliverRequest if request), or a DeliverGroup.
+// DeliverRequest if request), a DeliverDevices, or a DeliverGroup.
 func appendStored(b []byte, q *store.Queued, request bool) []byte {
+	if q.Wrap != nil {
+		d := proto.DeliverDevices{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), FromDevice: q.FromDevice, To: []byte(q.To),
+			MsgID: q.MsgID[:], Kind: q.Kind, Wrap: q.Wrap, Payload: q.Body}
+		if q.Peer != "" {
+			d.To = []byte(q.Peer)
+		}
+		if request {
+			d.Flags = proto.DeliverFlagRequest
+		}
+		return d.Append(b, 0)
+	}
 	if q.Group != "" {
 		d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
 		return d.Append(b, 0)

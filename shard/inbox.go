@@ -42,8 +42,13 @@ func (sh *Shard) login(c *conn) {
 // full, slow or gone.
 func (sh *Shard) deliver(rc *conn, env *envelope) {
 	failpoint("route", rc.user)
-	if rc.dead || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
+	if rc.dead || env.storeFirst || rc.backlog || rc.persisting > 0 || len(rc.pending) >= sh.set.opts.MaxUnacked {
 		sh.persist(rc, env)
+		return
+	}
+	if env.wrap != nil && rc.sess.Version < 4 {
+		sh.persist(rc, env)
+		sh.tooOld(rc)
 		return
 	}
 	id := env.id
@@ -121,7 +126,11 @@ func (sh *Shard) fetch(c *conn) {
 				sh.set.Stats.dropped(DropExpired)
 				continue
 			}
-			sh.scratch = appendStored(sh.scratch[:0], q, q.Group == "" && isRequest(q.From))
+			if q.Wrap != nil && c.sess.Version < 4 {
+				sh.tooOld(c) // it stays queued for a client that can open it
+				return
+			}
+			sh.scratch = appendStored(sh.scratch[:0], q, q.Group == "" && q.From != c.user && isRequest(q.From))
 			c.acks.expect()
 			if err := c.enqueue(sh.scratch); err != nil {
 				c.acks.unexpect()
@@ -134,6 +143,14 @@ func (sh *Shard) fetch(c *conn) {
 			sh.set.Stats.FromQueue.Add(1)
 		}
 	}
+}
+
+// tooOld closes a connection of a version before 4 whose device has been
+// sent a message sealed for devices, which it cannot open: its client is
+// told to upgrade, and the message waits in the device's inbox.
+func (sh *Shard) tooOld(c *conn) {
+	sh.set.closeLog.log(c.logger(), CloseUpgrade, "closing: a message sealed for devices waits for this device, and its client speaks a version before 4", "version", c.sess.Version)
+	c.closeGraceful(CloseUpgrade)
 }
 
 func (sh *Shard) ack(rc *conn, serverID uint64) {

@@ -23,6 +23,9 @@ func FuzzRecords(f *testing.F) {
 	qg := qmsg("bob", "alice", 8, "group body", time.Unix(1_700_000_000, 9))
 	qg.Group, qg.Epoch, qg.Sig = "team", 3, make([]byte, 64)
 	f.Add(uint8(2), qg.marshal())
+	qd := qmsg("bob", "alice", 9, "payload", time.Unix(1_700_000_000, 9))
+	qd.FromDevice, qd.Peer, qd.Wrap = 11, "carol", make([]byte, 104)
+	f.Add(uint8(2), qd.marshal())
 	g := &GroupState{Name: "team", Seq: 3, Epoch: 2, Created: time.Unix(5, 6), Members: []GroupMember{{Name: "ann", Admin: true}, {Name: "bob"}}}
 	f.Add(uint8(3), g.marshal())
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {

@@ -258,3 +258,33 @@ func TestMigrateSchema4(t *testing.T) {
 		t.Fatalf("after both were acknowledged: %d messages, %d bytes", n, b)
 	}
 }
+
+// A schema 5 store (testdata/schema5.db, written by a running server of
+// that build: alice and bob signed up, and bob queued two messages for
+// alice while she was away) opens as schema 6 with nothing rewritten:
+// alice's two messages wait in her first device's inbox, and a message
+// sealed for devices is queued beside them.
+func TestMigrateSchema5(t *testing.T) {
+	s, _ := openCopy(t, "schema5.db")
+	defer s.Close()
+	alices := firstInbox(t, s, "alice")
+	items, err := s.Peek(alices, 0, 10)
+	if err != nil || len(items) != 2 || items[0].From != "bob" || items[0].Wrap != nil || items[1].Wrap != nil {
+		t.Fatalf("alice's inbox: %+v %v", items, err)
+	}
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte("schema")); len(v) != 1 || v[0] != schemaVersion {
+			t.Errorf("schema after opening: %v", v)
+		}
+		return nil
+	})
+	q := *items[1]
+	q.ServerID, q.MsgID, q.FromDevice, q.Wrap = items[1].ServerID+1, [16]byte{9}, 5, make([]byte, 104)
+	if errs, err := s.Enqueue([]*Queued{&q}, QueueLimits{}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	items, err = s.Peek(alices, 0, 10)
+	if err != nil || len(items) != 3 || items[2].FromDevice != 5 || len(items[2].Wrap) != 104 {
+		t.Fatalf("alice's inbox with a message sealed for devices: %+v %v", items, err)
+	}
+}

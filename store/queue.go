@@ -36,21 +36,34 @@ type Queued struct {
 	Group string
 	Epoch uint32
 	Sig   []byte
+	// A direct message sealed for devices (protocol version 4) also
+	// carries the sending device, the device's wrap of the message key,
+	// and, on a copy of what its user sent from another device, the one
+	// it was sent to (Peer; empty on a copy for the receiver). Wrap is
+	// nil on every other message.
+	FromDevice uint64
+	Peer       string
+	Wrap       []byte
 }
 
 // size is what a record counts against its receiver's byte limit.
 func (q *Queued) size() int64 {
-	return int64(len(q.Body) + len(q.From) + len(q.Group) + len(q.Sig) + 64)
+	return int64(len(q.Body) + len(q.From) + len(q.Group) + len(q.Sig) + len(q.Peer) + len(q.Wrap) + 64)
 }
 
-// queued record: version u8 (1: direct, 2: group) | time i64 | stored i64
-// | from str8 | msg_id 16 | kind u8 | [group str8 | epoch u32 | sig 64]
+// queued record: version u8 (1: direct, 2: group, 3: sealed for devices)
+// | time i64 | stored i64 | from str8 | msg_id 16 | kind u8
+// | [2: group str8 | epoch u32 | sig 64]
+// | [3: from_device u64 | peer str8 | wrap str8]
 // | body (to the end)
 func (q *Queued) marshal() []byte {
-	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body)+1+len(q.Group)+4+len(q.Sig))
-	if q.Group != "" {
+	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body)+1+len(q.Group)+4+len(q.Sig)+8+2+len(q.Peer)+len(q.Wrap))
+	switch {
+	case q.Group != "":
 		b = append(b, 2)
-	} else {
+	case q.Wrap != nil:
+		b = append(b, 3)
+	default:
 		b = append(b, 1)
 	}
 	b = binary.BigEndian.AppendUint64(b, uint64(q.Time))
@@ -63,6 +76,10 @@ func (q *Queued) marshal() []byte {
 		b = append(append(b, byte(len(q.Group))), q.Group...)
 		b = binary.BigEndian.AppendUint32(b, q.Epoch)
 		b = append(b, q.Sig...)
+	} else if q.Wrap != nil {
+		b = binary.BigEndian.AppendUint64(b, q.FromDevice)
+		b = append(append(b, byte(len(q.Peer))), q.Peer...)
+		b = append(append(b, byte(len(q.Wrap))), q.Wrap...)
 	}
 	return append(b, q.Body...)
 }
@@ -72,7 +89,7 @@ func (q *Queued) inbox() Inbox { return Inbox{User: q.To, Device: q.Device} }
 
 func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
 	bad := fmt.Errorf("%w: queued record for %s", ErrCorrupt, in)
-	if len(key) != 8 || len(v) < 18 || (v[0] != 1 && v[0] != 2) || len(v) < 18+int(v[17])+17 {
+	if len(key) != 8 || len(v) < 18 || v[0] < 1 || v[0] > 3 || len(v) < 18+int(v[17])+17 {
 		return nil, bad
 	}
 	n := int(v[17])
@@ -96,6 +113,21 @@ func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
 		q.Epoch = binary.BigEndian.Uint32(rest[1+g:])
 		q.Sig = copyBytes(rest[1+g+4 : 1+g+4+64])
 		rest = rest[1+g+4+64:]
+	}
+	if v[0] == 3 {
+		if len(rest) < 8+1 || len(rest) < 8+1+int(rest[8])+1 {
+			return nil, bad
+		}
+		q.FromDevice = binary.BigEndian.Uint64(rest)
+		p := int(rest[8])
+		q.Peer = string(rest[9 : 9+p])
+		rest = rest[9+p:]
+		w := int(rest[0])
+		if w == 0 || len(rest) < 1+w {
+			return nil, bad
+		}
+		q.Wrap = copyBytes(rest[1 : 1+w])
+		rest = rest[1+w:]
 	}
 	q.Body = copyBytes(rest)
 	return q, nil

@@ -96,7 +96,12 @@ var (
 //	   user's queue, its counts, its senders' shares and its repeat records
 //	   move to the inbox of the account's first device (the one its keys
 //	   name), and each session is bound to that device.
-const schemaVersion = 5
+//	6: direct messages sealed for devices (queued record version 3: the
+//	   sending device, the device's wrap of the message key, and the
+//	   message's receiver on a copy of what its user sent). A schema 5 file
+//	   needs nothing rewritten; the version says an older build must not
+//	   serve it (it could not read those records).
+const schemaVersion = 6
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -184,8 +189,9 @@ func (s *Store) init() error {
 			if err := migrate1to2(tx); err != nil {
 				return fmt.Errorf("migrating schema 1 to 2: %w", err)
 			}
-		case v[0] == 2, v[0] == 3, v[0] == 4:
-			// Schemas 3 and 4 add buckets, created above.
+		case v[0] == 2, v[0] == 3, v[0] == 4, v[0] == 5:
+			// Schemas 3 and 4 add buckets, created above; 6 adds a record
+			// version.
 		}
 		if v == nil || v[0] < 5 {
 			if err := migrate4to5(tx); err != nil {

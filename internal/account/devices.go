@@ -228,28 +228,29 @@ func (s *Service) LoginDevice(addr string, user []byte, deviceID uint64, verify 
 	return s.newSession(u, deviceID)
 }
 
-// Devices returns the devices a message to a canonical name's account goes
-// to: those of its device list, or its first device if it has none yet,
-// less those silent for proto.DeviceSilentAfter while another has logged
-// in since; ok is false if there is no such account.
-func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err error) {
+// Devices returns the devices of a canonical name's account (all: those
+// of its device list, or its first device if it has none yet) and those a
+// message to it goes to (ids: all less those silent for
+// proto.DeviceSilentAfter while another has logged in since); ok is false
+// if there is no such account.
+func (s *Service) Devices(canon string) (key uint64, all, ids []uint64, ok bool, err error) {
 	u, err := s.st.GetUser(canon)
 	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil, false, nil
+		return 0, nil, nil, false, nil
 	} else if err != nil {
-		return 0, nil, false, fmt.Errorf("account: devices: %w", err)
+		return 0, nil, nil, false, fmt.Errorf("account: devices: %w", err)
 	}
 	list, err := s.deviceList(u.Name, u.SignKey)
 	if err != nil {
-		return 0, nil, false, err
+		return 0, nil, nil, false, err
 	}
-	all := listIDs(u, list)
+	all = listIDs(u, list)
 	if list == nil {
-		return KeyID(u), all, true, nil
+		return KeyID(u), all, all, true, nil
 	}
 	seen, err := s.devicesSeen(u.Name, list)
 	if err != nil {
-		return 0, nil, false, err
+		return 0, nil, nil, false, err
 	}
 	cutoff := s.now().Add(-proto.DeviceSilentAfter)
 	for _, id := range all {
@@ -260,7 +261,7 @@ func (s *Service) Devices(canon string) (key uint64, ids []uint64, ok bool, err 
 	if len(ids) == 0 { // every device silent: each keeps its queue
 		ids = all
 	}
-	return KeyID(u), ids, true, nil
+	return KeyID(u), all, ids, true, nil
 }
 
 // devicesSeen returns when each device of list last logged in (or was

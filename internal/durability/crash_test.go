@@ -3,6 +3,7 @@ package durability_test
 import (
 	"context"
 	"crypto/ed25519"
+	crand "crypto/rand"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -91,17 +92,19 @@ func faultRounds(t *testing.T, sig syscall.Signal, rounds int) {
 
 	// Each receiver has a second device, its laptop, logged in with its
 	// own key beside the client, which reconnects whenever the server
-	// comes back: what a receiver is sent must reach both devices. (Each
-	// laptop shares its first device's box key, so that the test can open
-	// what it gets and name each message; in a real account each device's
-	// keys are its own.)
+	// comes back: what a receiver is sent must reach both devices. Each
+	// laptop has keys of its own, and opens its copies with them.
 	senderKeys := sync.Map{} // sender -> proto.PublicKey
 	stopLaptops := make(chan struct{})
 	var wgLaptops sync.WaitGroup
 	laptops := make([]*laptop, len(rs))
 	for i, r := range rs {
-		st, key := testserver.AddDevice(t, r.c, "laptop", &r.c.Identity().Box)
-		laptops[i] = &laptop{user: r.name, st: st, key: key, box: r.c.Identity().Box, got: map[string]int{}}
+		box, err := proto.NewKeyPair(crand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, key := testserver.AddDevice(t, r.c, "laptop", &box)
+		laptops[i] = &laptop{user: r.name, st: st, key: key, box: box, got: map[string]int{}}
 		wgLaptops.Add(1)
 		go func() {
 			defer wgLaptops.Done()
@@ -339,21 +342,17 @@ func (l *laptop) receive(t *testing.T, conn *client.Conn, senderKeys *sync.Map, 
 			if !ok {
 				return
 			}
-			if d.DM == nil {
+			if d.Devices == nil {
 				continue
 			}
-			pub, ok := senderKeys.Load(string(d.DM.From))
+			pub, ok := senderKeys.Load(string(d.Devices.From))
 			if !ok {
-				t.Errorf("%s's laptop: a message from %s, who is no sender", l.user, d.DM.From)
+				t.Errorf("%s's laptop: a message from %s, who is no sender", l.user, d.Devices.From)
 				continue
 			}
-			inner, err := proto.OpenBody(nil, d.DM.Body, proto.SharedKey(&l.box.Private, pub.(proto.PublicKey)))
-			var in proto.Inner
-			if err == nil {
-				err = in.Parse(inner)
-			}
+			in, err := testserver.OpenCopy(d.Devices, &l.box, pub.(proto.PublicKey))
 			if err != nil {
-				t.Errorf("%s's laptop: a message from %s does not open: %v", l.user, d.DM.From, err)
+				t.Errorf("%s's laptop: a message from %s does not open: %v", l.user, d.Devices.From, err)
 				continue
 			}
 			l.mu.Lock()

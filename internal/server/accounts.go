@@ -47,9 +47,9 @@ func (a shardAccounts) LoginDevice(addr string, user []byte, deviceID uint64, ve
 }
 
 func (a shardAccounts) Devices(canon string) (*shard.DeviceSet, error) {
-	key, ids, ok, err := a.Service.Devices(canon)
+	key, all, ids, ok, err := a.Service.Devices(canon)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return &shard.DeviceSet{Key: key, IDs: ids}, nil
+	return &shard.DeviceSet{Key: key, All: all, IDs: ids}, nil
 }

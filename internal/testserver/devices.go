@@ -70,3 +70,22 @@ func AppendDevice(ctx context.Context, c *client.Client, st *proto.DeviceStateme
 	}
 	return err
 }
+
+// OpenCopy opens a device's copy of a message sealed for devices with the
+// device's box key pair and the sending device's box key, as the device's
+// client does.
+func OpenCopy(d *proto.DeliverDevices, box *proto.KeyPair, from proto.PublicKey) (*proto.Inner, error) {
+	key, err := proto.OpenWrap(d.Wrap, d.Payload, proto.SharedKey(&box.Private, from))
+	if err != nil {
+		return nil, fmt.Errorf("the wrap: %w", err)
+	}
+	plain, err := proto.OpenPayload(nil, d.Payload, key)
+	if err != nil {
+		return nil, fmt.Errorf("the payload: %w", err)
+	}
+	var in proto.Inner
+	if err := in.Parse(plain); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}

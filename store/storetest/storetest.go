@@ -425,4 +425,31 @@ var steps = []step{
 			r.wantStream(phone, "to the new bob")
 		},
 	},
+	{
+		name: "queue messages sealed for devices (with the sending device, peer and wrap)",
+		do: func(r *run) {
+			carols := store.Inbox{User: "carol", Device: 3}
+			toCarol := msg(carols, "alice", 40, "payload for carol", r.now)
+			toCarol.FromDevice, toCarol.Wrap = 7, []byte("wrap for carol's device")
+			sync := msg(store.Inbox{User: "alice", Device: 8}, "alice", 41, "payload for alice's laptop", r.now)
+			sync.FromDevice, sync.Peer, sync.Wrap = 7, "carol", []byte("wrap for alice's laptop")
+			if errs := r.enqueue(toCarol, sync); errs[0] != nil || errs[1] != nil {
+				r.fatal("enqueue: %v", errs)
+			}
+		},
+		check: func(r *run) {
+			for _, want := range []struct {
+				in         store.Inbox
+				peer, wrap string
+			}{
+				{store.Inbox{User: "carol", Device: 3}, "", "wrap for carol's device"},
+				{store.Inbox{User: "alice", Device: 8}, "carol", "wrap for alice's laptop"},
+			} {
+				q, err := r.s.Peek(want.in, 0, 10)
+				if err != nil || len(q) != 1 || q[0].From != "alice" || q[0].FromDevice != 7 || q[0].Peer != want.peer || string(q[0].Wrap) != want.wrap || q[0].Group != "" {
+					r.fatal("%s after the crash: %+v %v", want.in, q, err)
+				}
+			}
+		},
+	},
 }

@@ -1,16 +1,24 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"os"
+	"strings"
 	"time"
+
+	"github.com/skip2/go-qrcode"
 
 	"securefastchat/client"
 	"securefastchat/proto"
+	"securefastchat/shard"
 	"securefastchat/termtext"
 )
 
-const deviceUsage = `device list [USER] | device remove NAME|ID`
+const deviceUsage = `device list [USER] | device remove NAME|ID | device link | device add --code CODE --name NAME`
 
 func cmdDevice(args []string) error {
 	cf := newClientFlags("device", deviceUsage+" [--server ADDR --user NAME]",
@@ -21,13 +29,28 @@ func cmdDevice(args []string) error {
 			"nothing more (while another of yours logs in) until it logs in again.\n"+
 			"remove: takes a device off your list (from the device that manages it, your\n"+
 			"first): its sessions end at once, nothing more is sent to it, and every group\n"+
-			"you are in gets a new key.")
+			"you are in gets a new key.\n"+
+			"link: on your first device, shows a code (as text and as a QR code) for a new\n"+
+			"device, waits for it, shows the id it says, and adds it once you answer yes.\n"+
+			"add: on the new device, with the code: makes this home's keys, shows their id\n"+
+			"(compare it with the first device's screen), and keeps them under a passphrase\n"+
+			"of this device's own (from SFC_PASSWORD or a prompt; it never goes to the\n"+
+			"server: the device logs in with its key). The user and the server come from\n"+
+			"the code (--server overrides the address).")
+	code := cf.fs.String("code", "", "add: the code 'device link' shows on your first device")
+	name := cf.fs.String("name", "", "add: this device's name, as your devices list it")
 	rest, err := cf.parseWords(args)
 	if err != nil {
 		return err
 	}
+	if len(rest) == 1 && rest[0] == "add" {
+		return deviceAdd(cf, *code, *name)
+	}
 	if *cf.user == "" {
 		return usagef("--user is required")
+	}
+	if len(rest) == 1 && rest[0] == "link" {
+		return deviceLink(cf)
 	}
 	list := len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2
 	if !list && (len(rest) != 2 || rest[0] != "remove") {
@@ -75,5 +98,85 @@ func cmdDevice(args []string) error {
 		}
 		fmt.Println()
 	}
+	return nil
+}
+
+// deviceLink offers a link for a new device from this one (the account's
+// first), and adds the device that joins once the user says yes.
+func deviceLink(cf *clientFlags) error {
+	cfg := cf.senderConfig()
+	c, err := login(cf, cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), shard.LinkTTL)
+	defer cancel()
+	offer, err := c.OfferLink(ctx)
+	if err != nil {
+		return err
+	}
+	defer offer.Close()
+	code := offer.Code()
+	fmt.Printf("On the new device, run:\n\n  securefastchat device add --name NAME --code %s\n\n", code)
+	if q, err := qrcode.New(code, qrcode.Medium); err == nil {
+		fmt.Printf("or scan it:\n\n%s\n", q.ToSmallString(false))
+	}
+	fmt.Printf("The code holds a secret: whoever has it can ask to be %s's device. It works once, for %d minutes.\n", c.User(), int(shard.LinkTTL/time.Minute))
+	fmt.Println("Waiting for the new device...")
+	req, err := offer.Request(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("A device named %q asks to be added, with id %016x.\n", termtext.Line(req.Name), req.DeviceID)
+	fmt.Print("Is that the id the new device shows? Add it? [y/N] ")
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n') // none (end of input) is no
+	if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+		_ = offer.Refuse("the user of the first device did not accept it")
+		return errors.New("not added: the new device is told so")
+	}
+	if err := offer.Accept(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("Added %s (%016x) to %s's devices; your contacts are told.\n", termtext.Line(req.Name), req.DeviceID, c.User())
+	return nil
+}
+
+// deviceAdd makes this home a new device of the account whose code it is
+// given.
+func deviceAdd(cf *clientFlags, code, name string) error {
+	if code == "" || name == "" {
+		return usagef("device add needs --code (from 'device link' on your first device) and --name (this device's)")
+	}
+	if len(name) > proto.MaxDeviceName {
+		return usagef("--name is at most %d bytes", proto.MaxDeviceName)
+	}
+	lc, err := proto.ParseLinkCode(code)
+	if err != nil {
+		return usagef("--code: %v", err)
+	}
+	cfg := cf.config()
+	cf.fs.Visit(func(f *flag.Flag) {
+		if f.Name == "server" {
+			lc.Addr = cfg.Addr // the address given wins over the code's
+		}
+	})
+	cfg.Addr = lc.Addr
+	fmt.Fprintln(os.Stderr, "A passphrase for this device's keys (it stays on this device):")
+	pass, err := password(true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shard.LinkTTL)
+	defer cancel()
+	c, err := client.AddDevice(ctx, cfg, code, name, pass, func(id uint64) {
+		fmt.Printf("This device's id is %016x: check that your first device shows the same, and answer yes there.\n", id)
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Printf("This home is now %s's device %q. Its keys are in %s.\n", c.User(), termtext.Line(name), client.IdentityPath(cfg.Home, c.User()))
+	fmt.Printf("Use it with --user %s --server %s; it logs in with its own key.\n", c.User(), cfg.Addr)
 	return nil
 }

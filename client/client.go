@@ -431,6 +431,9 @@ func (c *Client) prepareAs(ctx context.Context, to string, kind, innerKind uint8
 	if toList != nil {
 		return out, c.sealForDevices(out, toList, own)
 	}
+	if c.acct.linked {
+		return nil, fmt.Errorf("client: %s has no device list yet (their program is older), so only your first device can write to them", pk.User)
+	}
 	out.body, err = proto.SealBody(nil, plain, pk.shared, nil)
 	return out, err
 }

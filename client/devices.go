@@ -277,15 +277,15 @@ func (c *Client) fetchDeviceChain(ctx context.Context, canon string) ([]*proto.D
 func (c *Client) ensureDevices(ctx context.Context) (*proto.DeviceList, error) {
 	c.devMu.Lock()
 	defer c.devMu.Unlock()
-	master := c.id.Sign.Public().(ed25519.PublicKey)
+	master := c.acct.master()
 	list, _, err := c.deviceList(ctx, c.user, master)
-	if !errors.Is(err, ErrNoDeviceChain) {
+	if !errors.Is(err, ErrNoDeviceChain) || c.acct.masterKey == nil {
 		return list, err
 	}
 	keys := c.id.PublicKeys(c.user)
 	st := &proto.DeviceStatement{User: []byte(c.user), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys),
 		Name: []byte(c.cfg.DeviceName), BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: time.Now().Unix()}
-	st.Sign(c.id.Sign)
+	st.Sign(c.acct.masterKey)
 	m := proto.DeviceAppend{Statement: st.Append(nil)}
 	t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 	if err := expect(t, proto.TOK, err); err != nil && !errors.Is(err, proto.CodeStaleDevices) {
@@ -370,7 +370,7 @@ func (c *Client) checkSilentDevices(conn *Conn) {
 // thisDevice returns this device's id and sign key once the account's
 // device list is known to hold it (this client made or checked it).
 func (c *Client) thisDevice() (uint64, ed25519.PrivateKey, bool) {
-	if !c.devicesMade.Load() && !c.devHeads.has(c.user) {
+	if !c.acct.linked && !c.devicesMade.Load() && !c.devHeads.has(c.user) {
 		return 0, nil, false
 	}
 	keys := c.id.PublicKeys(c.user)
@@ -432,9 +432,11 @@ var ErrRekeyAfterRemove = errors.New("client: the device is removed, but not eve
 func (c *Client) removeDevice(ctx context.Context, which string) (*proto.Device, error) {
 	c.devMu.Lock()
 	defer c.devMu.Unlock()
-	master := c.id.Sign.Public().(ed25519.PublicKey)
-	keys := c.id.PublicKeys(c.user)
-	self := proto.KeyRecordID(&keys)
+	if c.acct.masterKey == nil {
+		return nil, ErrNotManaging
+	}
+	master := c.acct.master()
+	self := c.selfDevice()
 	for attempt := 0; ; attempt++ {
 		list, _, err := c.deviceList(ctx, c.user, master)
 		if err != nil {
@@ -460,7 +462,7 @@ func (c *Client) removeDevice(ctx context.Context, which string) (*proto.Device,
 		d := found[0]
 		st := &proto.DeviceStatement{User: []byte(c.user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceRemove, DeviceID: d.ID,
 			Name: []byte(d.Name), BoxKey: d.BoxKey.Bytes(), SignKey: d.SignKey, Time: time.Now().Unix()}
-		st.Sign(c.id.Sign)
+		st.Sign(c.acct.masterKey)
 		m := proto.DeviceAppend{Statement: st.Append(nil)}
 		t, _, err := c.s.request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		err = expect(t, proto.TOK, err)

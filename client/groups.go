@@ -88,6 +88,10 @@ func (g *groupView) usable(epoch uint32) bool {
 
 // BadEpochs returns the epochs of a group this client knows to be bad.
 func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error) {
+	if err := c.groupsHere(); err != nil {
+		return nil, err
+	}
+
 	g, err := c.groups.group(ctx, group)
 	if err != nil {
 		return nil, err
@@ -104,6 +108,10 @@ func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error
 // CreateGroup creates a group with this user as its admin and a first key
 // wrapped for itself.
 func (c *Client) CreateGroup(ctx context.Context, name string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	canon, err := proto.CanonicalUsername(name)
 	if err != nil {
 		return &proto.RemoteError{Code: proto.CodeBadRequest, Message: "group names are 1 to 32 of a-z A-Z 0-9 _"}
@@ -114,28 +122,48 @@ func (c *Client) CreateGroup(ctx context.Context, name string) error {
 // AddMember adds user to the group (admins only) under a new key, so the
 // new member cannot read what came before.
 func (c *Client) AddMember(ctx context.Context, group, user string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	return c.groups.rosterOp(ctx, group, user, proto.OpAdd, true)
 }
 
 // RemoveMember removes user (admins only) under a new key wrapped for the
 // remaining members only.
 func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	return c.groups.rosterOp(ctx, group, user, proto.OpRemove, true)
 }
 
 // Promote makes user an admin.
 func (c *Client) Promote(ctx context.Context, group, user string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	return c.groups.rosterOp(ctx, group, user, proto.OpPromote, false)
 }
 
 // LeaveGroup leaves the group. The next member to send makes the new key:
 // whoever leaves must not know it.
 func (c *Client) LeaveGroup(ctx context.Context, group string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	return c.groups.rosterOp(ctx, group, c.user, proto.OpLeave, false)
 }
 
 // Rekey makes a new key epoch for the group's current, verified roster.
 func (c *Client) Rekey(ctx context.Context, group string) error {
+	if err := c.groupsHere(); err != nil {
+		return err
+	}
+
 	return c.groups.change(ctx, group, 0, "", true)
 }
 
@@ -170,6 +198,10 @@ func (c *Client) GroupMembers(ctx context.Context, group string) ([]proto.Roster
 
 // GroupKey returns this member's key of an epoch, if it has it.
 func (c *Client) GroupKey(ctx context.Context, group string, epoch uint32) (*[proto.GroupKeyLen]byte, error) {
+	if err := c.groupsHere(); err != nil {
+		return nil, err
+	}
+
 	g, err := c.groups.group(ctx, group)
 	if err != nil {
 		return nil, err
@@ -222,6 +254,10 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 // SendGroupTextAs is SendGroupText with the message id chosen by the
 // caller (see PrepareAs).
 func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
+	if err := c.groupsHere(); err != nil {
+		return nil, err
+	}
+
 	return c.groups.sendGroup(ctx, group, proto.KindText, []byte(text), id)
 }
 

@@ -113,9 +113,8 @@ func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	master := c.id.Sign.Public().(ed25519.PublicKey)
-	keys := c.id.PublicKeys(c.user)
-	if list.Index(proto.KeyRecordID(&keys)) != 0 {
+	master := c.acct.master()
+	if c.acct.masterKey == nil || list.Index(c.selfDevice()) != 0 {
 		return nil, ErrNotManaging
 	}
 	if len(list.Devices) >= proto.MaxDevices {
@@ -203,7 +202,7 @@ func (o *LinkOffer) Accept(ctx context.Context) error {
 		}
 		st = &proto.DeviceStatement{User: []byte(c.user), Seq: list.Seq + 1, Prev: list.Last, Op: proto.DeviceAdd, DeviceID: o.req.DeviceID(),
 			Name: o.req.Name, BoxKey: o.req.BoxKey, SignKey: o.req.SignKey, Time: time.Now().Unix()}
-		st.Sign(c.id.Sign)
+		st.Sign(c.acct.masterKey)
 		if _, err := list.Apply(st, o.code.Master); err != nil {
 			return fmt.Errorf("client: adding the device: %w", err)
 		}
@@ -237,8 +236,10 @@ type LinkedDevice struct {
 	Statement *proto.DeviceStatement // the one that added this device
 	Box       proto.KeyPair
 	Sign      ed25519.PrivateKey
-	// Conn is logged in as the device, taking its deliveries.
-	Conn *Conn
+	// Conn is logged in as the device, taking its deliveries, with the
+	// session Login.
+	Conn  *Conn
+	Login *proto.LoginOK
 }
 
 // DeviceID returns the device's id in the account's list.
@@ -251,9 +252,17 @@ func (d *LinkedDevice) DeviceID() uint64 { return d.Statement.DeviceID }
 // master key in the code, and logs in as the device. The server must
 // present the key the code names.
 func JoinLink(ctx context.Context, code, name string, opts DialOptions, shown func(deviceID uint64)) (*LinkedDevice, error) {
+	return joinLink(ctx, code, "", name, opts, shown)
+}
+
+// joinLink is JoinLink reaching the server at addr ("": the code's).
+func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, shown func(deviceID uint64)) (*LinkedDevice, error) {
 	lc, err := proto.ParseLinkCode(code)
 	if err != nil {
 		return nil, err
+	}
+	if addr == "" {
+		addr = lc.Addr
 	}
 	if name == "" || len(name) > proto.MaxDeviceName {
 		return nil, fmt.Errorf("client: a device name is 1 to %d bytes", proto.MaxDeviceName)
@@ -267,7 +276,7 @@ func JoinLink(ctx context.Context, code, name string, opts DialOptions, shown fu
 		return nil, err
 	}
 	opts.ServerKey = lc.ServerKey.Fingerprint()
-	conn, err := Dial(ctx, lc.Addr, opts)
+	conn, err := Dial(ctx, addr, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -310,9 +319,10 @@ func JoinLink(ctx context.Context, code, name string, opts DialOptions, shown fu
 		!bytes.Equal(st.BoxKey, req.BoxKey) || !bytes.Equal(st.SignKey, req.SignKey) || !st.Verify(lc.Master) {
 		return nil, fmt.Errorf("%w: the statement that adds this device is not the account's master key's for these keys", ErrLinkBroken)
 	}
-	if _, err := conn.LoginDevice(ctx, string(lc.User), st.DeviceID, sign, 0); err != nil {
+	login, err := conn.LoginDevice(ctx, string(lc.User), st.DeviceID, sign, 0)
+	if err != nil {
 		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
 	}
 	ok = true
-	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn}, nil
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login}, nil
 }

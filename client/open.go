@@ -27,6 +27,7 @@ type Client struct {
 	devicesMade atomic.Bool  // this account's chain exists
 	devHeads    *deviceHeads // the heads of the device chains seen
 	devLists    deviceLists  // the lists last checked, for sealing (devsealed.go)
+	acct        *account     // the account's keys beside this device's (account.go)
 	silentMu    sync.Mutex
 	silentTold  map[uint64]bool // devices EventDeviceSilent told of
 
@@ -139,6 +140,10 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 	if err != nil {
 		return nil, err
 	}
+	if _, err := cfg.Storage.Read(userRecord(canon, "account")); err == nil {
+		conn.Close()
+		return nil, ErrLinkedLogin
+	}
 	ok, err := conn.LoginWith(ctx, user, password, cfg.loginFlags())
 	if err != nil {
 		conn.Close()
@@ -207,12 +212,19 @@ func prepare(cfg *Config, user string) (string, error) {
 }
 
 func newClient(cfg Config, canon string, id *Identity, password string) (*Client, error) {
+	acct, err := loadAccount(cfg.Storage, canon, id)
+	if err != nil {
+		return nil, err
+	}
+	if acct.linked {
+		password = "" // a linked device logs in with its key: its passphrase is its own
+	}
 	ct, err := loadContacts(cfg.Storage, userRecord(canon, "contacts"), localKey(id, canon, "contacts"))
 	if err != nil {
 		return nil, err
 	}
 	c := &Client{
-		cfg: cfg, user: canon, id: id, contacts: ct,
+		cfg: cfg, user: canon, id: id, contacts: ct, acct: acct,
 		events:   newEvents(cfg.Events),
 		stop:     make(chan struct{}),
 		receipts: newReceipts(),

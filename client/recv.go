@@ -288,6 +288,9 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		r.dups.Add(1)
 		return nil, false, nil
 	}
+	if err := r.c.groupsHere(); err != nil {
+		return nil, false, fmt.Errorf("%w: a message in %s: %w", ErrRejected, termtext.Line(group), err)
+	}
 	if _, err := r.c.groups.group(ctx, group); err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}

@@ -45,7 +45,7 @@ func displayFingerprint(user string, box, sign []byte) string {
 // parties' fingerprints, the lower first, so both see the same digits.
 // It is shown in twelve groups of five.
 func (c *Client) SafetyNumber(peer *PeerKeys) string {
-	mine := displayFingerprint(c.user, c.id.Box.Public.Bytes(), c.id.PublicKeys(c.user).SignKey)
+	mine := displayFingerprint(c.user, c.acct.keys.BoxKey, c.acct.keys.SignKey) // the account's, the same on each device
 	theirs := displayFingerprint(peer.User, peer.Box.Bytes(), peer.Sign)
 	digits := mine + theirs
 	if theirs < mine {

@@ -1,0 +1,152 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"securefastchat/proto"
+)
+
+// A device's own keys (its Identity) are apart from its account's: the
+// master key that signs the account's device list, and the key record the
+// account publishes (the first device's keys, which contacts pin and
+// compare safety numbers over). On the account's first device they are
+// the same keys, and that device holds the master key. A device added
+// through a link (AddDevice) keeps, beside its own keys, the account's
+// published keys in its "account" record (sealed at rest), and never
+// holds the master key: it reads and checks the list, but does not change
+// it.
+
+// accountMagic starts the account record: published box key 32 | master
+// (published sign key) 32 | key_sig 64.
+const accountMagic = "SFCACC1"
+
+// account is what a device knows of its account beyond its own keys.
+// Static after Load.
+type account struct {
+	keys      proto.Keys         // the account's published key record
+	masterKey ed25519.PrivateKey // the master key, on the device that manages the list; else nil
+	linked    bool               // this device was added through a link
+}
+
+// master returns the account's master key: the sign key of its published
+// record.
+func (a *account) master() ed25519.PublicKey { return ed25519.PublicKey(a.keys.SignKey) }
+
+// loadAccount returns the account of the device whose keys are id: its
+// "account" record, or, on the first device (which has none), id's own.
+func loadAccount(st Storage, canon string, id *Identity) (*account, error) {
+	b, _, err := readSealed(st, localKey(id, canon, "account"), accountMagic, userRecord(canon, "account"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &account{keys: id.PublicKeys(canon), masterKey: id.Sign}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("client: reading the account record: %w", err)
+	}
+	if len(b) != proto.KeyLen+ed25519.PublicKeySize+ed25519.SignatureSize {
+		return nil, fmt.Errorf("client: the account record (%s) is damaged", where(st, userRecord(canon, "account")))
+	}
+	k := proto.Keys{BoxKey: b[:32], SignKey: b[32:64], KeySig: b[64:]}
+	if err := proto.VerifyKeys([]byte(canon), &k); err != nil {
+		return nil, fmt.Errorf("client: the account record (%s): %w", where(st, userRecord(canon, "account")), err)
+	}
+	return &account{keys: k, linked: true}, nil
+}
+
+// saveAccount writes a linked device's account record.
+func saveAccount(st Storage, canon string, id *Identity, k *proto.Keys) error {
+	b := append(append(append([]byte(nil), k.BoxKey...), k.SignKey...), k.KeySig...)
+	return writeSealed(st, localKey(id, canon, "account"), accountMagic, userRecord(canon, "account"), b)
+}
+
+// Linked reports whether this device was added to its account through a
+// link (it does not hold the master key).
+func (c *Client) Linked() bool { return c.acct.linked }
+
+// ErrGroupsOnFirstDevice: group keys are sealed for an account's first
+// device alone, so a device added through a link cannot take part in
+// groups yet.
+var ErrGroupsOnFirstDevice = errors.New("client: groups work on your account's first device only, for now: group keys are not yet sealed for each device")
+
+// ErrLinkedLogin: a device added through a link logs in with its own key
+// (Open), never with the account's password.
+var ErrLinkedLogin = errors.New("client: this device was added through a link and logs in with its own key; open it instead of logging in with the password")
+
+// groupsHere refuses group work on a linked device.
+func (c *Client) groupsHere() error {
+	if c.acct.linked {
+		return ErrGroupsOnFirstDevice
+	}
+	return nil
+}
+
+// AddDevice makes this home a new device of an existing account: it joins
+// the link whose code the account's managing device shows (see JoinLink;
+// shown gets the new device's id for the user to compare), keeps the
+// device's keys sealed with passphrase (which never goes to the server:
+// the device logs in with its key), the account's published keys, and the
+// session, and returns the device's client. The server is the one the code
+// names, at the address the code gives unless cfg.Addr is set.
+func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, shown func(deviceID uint64)) (*Client, error) {
+	lc, err := proto.ParseLinkCode(code)
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		cfg.Addr = lc.Addr
+	}
+	canon, err := prepare(&cfg, string(lc.User))
+	if err != nil {
+		return nil, err
+	}
+	if len(passphrase) < proto.MinPasswordLen {
+		return nil, fmt.Errorf("client: a passphrase for this device's keys is at least %d bytes", proto.MinPasswordLen)
+	}
+	idName := userRecord(canon, "identity")
+	if _, err := cfg.Storage.Read(idName); err == nil {
+		return nil, fmt.Errorf("client: %s already holds an identity for %s: this home is one of its devices already", where(cfg.Storage, idName), canon)
+	}
+	dev, err := joinLink(ctx, code, addr, name, cfg.dialOptions(), shown)
+	if err != nil {
+		return nil, err
+	}
+	conn := dev.Conn
+	// The account's published keys, which contacts pin: their sign key
+	// must be the master key the code names.
+	m := proto.UserReq{User: []byte(canon)}
+	t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
+	var kr proto.KeysReply
+	if err = expect(t, proto.TKeys, err); err == nil {
+		err = kr.Parse(body)
+	}
+	if err == nil && (string(kr.User) != canon || proto.VerifyKeys([]byte(canon), &kr.Keys) != nil || !bytes.Equal(kr.SignKey, dev.Master)) {
+		err = fmt.Errorf("%w: the account's published keys are not those of the master key in the code", ErrPeerKey)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("client: reading the account's keys: %w", err)
+	}
+	id := &Identity{Box: dev.Box, Sign: dev.Sign}
+	if err := saveIdentity(cfg.Storage, idName, id, []byte(passphrase), cfg.KDF); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := saveAccount(cfg.Storage, canon, id, &kr.Keys); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c, err := newClient(cfg, canon, id, "")
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.installNew(conn, dev.Login); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,137 @@
+package client_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"securefastchat/client"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+// addLaptop links a second home to alice's account as her laptop, with
+// the passphrase "laptop passphrase", and returns its client and config.
+func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Client {
+	t.Helper()
+	offer, err := alice.OfferLink(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer offer.Close()
+	type added struct {
+		c     *client.Client
+		shown uint64
+		err   error
+	}
+	res := make(chan added, 1)
+	go func() {
+		var a added
+		a.c, a.err = client.AddDevice(ctxT(t), cfg, offer.Code(), "laptop", "laptop passphrase", func(id uint64) { a.shown = id })
+		res <- a
+	}()
+	req, err := offer.Request(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := offer.Accept(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	a := <-res
+	if a.err != nil {
+		t.Fatalf("adding the laptop: %v", a.err)
+	}
+	if a.shown != req.DeviceID {
+		t.Fatalf("the laptop showed %016x, the first device %016x", a.shown, req.DeviceID)
+	}
+	t.Cleanup(func() { a.c.Close() })
+	return a.c
+}
+
+// TestAddDevice: a second home becomes alice's laptop through a link. It
+// is a client of her account like her first device: bob's messages reach
+// both; what either sends shows on the other as sent; both show bob the
+// same safety number. It keeps its own keys under a passphrase of its
+// own, logs in with its key (never the password), cannot change her list,
+// and says groups are for the first device for now.
+func TestAddDevice(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob := contacts(t, s)
+	cfg := testserver.ClientConfig(t, s)
+	cfg.Addr = "" // from the code
+	laptop := addLaptop(t, alice, cfg)
+	if !laptop.Linked() || alice.Linked() || laptop.User() != "alice" {
+		t.Fatalf("linked: laptop %v, first device %v, user %q", laptop.Linked(), alice.Linked(), laptop.User())
+	}
+
+	sent := send(t, bob, "alice", "to both of alice's devices")
+	for _, c := range []*client.Client{alice, laptop} {
+		if m := recvOne(t, c); m.Text != "to both of alice's devices" || m.From != "bob" || m.Mine {
+			t.Fatalf("one of alice's devices got %+v", m)
+		}
+	}
+	if r := <-sent; r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's receipt: %+v", r)
+	}
+	sent = send(t, laptop, "bob", "from the laptop")
+	if m := recvOne(t, bob); m.Text != "from the laptop" || m.From != "alice" {
+		t.Fatalf("bob got %+v", m)
+	}
+	if m := recvOne(t, alice); m.Text != "from the laptop" || !m.Mine || m.To != "bob" {
+		t.Fatalf("alice's first device shows %+v", m)
+	}
+	<-sent
+	sent = send(t, alice, "bob", "from the first device")
+	recvOne(t, bob)
+	if m := recvOne(t, laptop); m.Text != "from the first device" || !m.Mine || m.To != "bob" {
+		t.Fatalf("the laptop shows %+v", m)
+	}
+	<-sent
+
+	bk, err := bob.PeerKeys(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, l := alice.SafetyNumber(bk), laptop.SafetyNumber(bk); a != l {
+		t.Fatalf("safety numbers with bob: first device %s, laptop %s", a, l)
+	}
+	if _, err := laptop.RemoveDevice(ctxT(t), "first device"); !errors.Is(err, client.ErrNotManaging) {
+		t.Fatalf("the laptop removing a device: %v", err)
+	}
+	if _, err := laptop.OfferLink(ctxT(t)); !errors.Is(err, client.ErrNotManaging) {
+		t.Fatalf("the laptop offering a link: %v", err)
+	}
+	if err := laptop.CreateGroup(ctxT(t), "team"); !errors.Is(err, client.ErrGroupsOnFirstDevice) {
+		t.Fatalf("the laptop making a group: %v", err)
+	}
+
+	// Its home opens with its passphrase, not the account's password, and
+	// it logs in with its key when its session is gone.
+	laptop.Close()
+	if _, err := client.Load(withAddr(cfg, s.Addr()), "alice", pw); !errors.Is(err, client.ErrBadIdentity) {
+		t.Fatalf("the laptop's home with the account's password: %v", err)
+	}
+	if _, err := client.Login(ctxT(t), withAddr(cfg, s.Addr()), "alice", pw); !errors.Is(err, client.ErrLinkedLogin) {
+		t.Fatalf("a password login on the laptop's home: %v", err)
+	}
+	if err := os.Remove(filepath.Join(cfg.Home, "users", "alice", "session")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := client.Open(ctxT(t), withAddr(cfg, s.Addr()), "alice", "laptop passphrase")
+	if err != nil {
+		t.Fatalf("opening the laptop again: %v", err)
+	}
+	defer again.Close()
+	if _, err := bob.SendText(ctxT(t), "alice", "again"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, again); m.Text != "again" {
+		t.Fatalf("the laptop, again, got %q", m.Text)
+	}
+}
+
+func withAddr(cfg client.Config, addr string) client.Config {
+	cfg.Addr = addr
+	return cfg
+}

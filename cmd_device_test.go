@@ -1,0 +1,120 @@
+package main
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDeviceLink: 'device link' on ann's first device shows a code (text
+// and QR) and waits; 'device add --code' in a second home shows the new
+// device's id, which the first device shows too; ann answers yes, and the
+// second home is her laptop: 'recv' there gets what bob sends her, and
+// what it sends bob reaches him and shows on her first device as hers.
+// A second 'device link' answered no adds nothing.
+func TestDeviceLink(t *testing.T) {
+	addr, _, _ := serve(t, t.TempDir())
+	envs := signupAll(t, addr, "a password!", "ann", "bob")
+	ann, bob := envs["ann"], envs["bob"]
+	for _, m := range [][]string{{"ann", "bob"}, {"bob", "ann"}} {
+		if r := run(t, envs[m[0]], "send", "--server", addr, "--user", m[0], "--to", m[1], "hello "+m[1]); r.code != 0 {
+			t.Fatalf("send: %+v", r)
+		}
+	}
+	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "hello ann") {
+		t.Fatalf("ann's recv: %+v", r)
+	}
+	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
+
+	link := func(answer string) (code, shown string, done func() (string, error)) {
+		t.Helper()
+		cmd := exec.Command(binPath, "device", "link", "--server", addr, "--user", "ann")
+		cmd.Env = append(os.Environ(), ann...)
+		out, errb := &syncBuffer{}, &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, errb
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		codeRe := regexp.MustCompile(`--code (securefastchat-link:\S+)`)
+		waitFor(t, func() bool { return strings.Contains(out.String(), "Waiting for the new device") })
+		if !strings.Contains(out.String(), "█") && !strings.Contains(out.String(), "▀") {
+			t.Fatalf("no QR code shown:\n%s", out.String())
+		}
+		code = codeRe.FindStringSubmatch(out.String())[1]
+		return code, "", func() (string, error) {
+			idRe := regexp.MustCompile(`with id ([0-9a-f]{16})`)
+			waitFor(t, func() bool { return idRe.MatchString(out.String()) })
+			io.WriteString(in, answer+"\n")
+			err := cmd.Wait()
+			return idRe.FindStringSubmatch(out.String())[1] + "\n" + out.String() + errb.String(), err
+		}
+	}
+
+	code, _, answer := link("yes")
+	added := make(chan result, 1)
+	go func() { added <- run(t, laptop, "device", "add", "--code", code, "--name", "laptop") }()
+	firstOut, err := answer()
+	if err != nil {
+		t.Fatalf("device link: %v\n%s", err, firstOut)
+	}
+	r := <-added
+	firstID := strings.SplitN(firstOut, "\n", 2)[0]
+	if r.code != 0 || !strings.Contains(r.stdout, "This device's id is "+firstID) || !strings.Contains(r.stdout, "is now ann's device \"laptop\"") {
+		t.Fatalf("device add (the first device showed %s): %+v", firstID, r)
+	}
+	if !strings.Contains(firstOut, "Added laptop ("+firstID+")") {
+		t.Fatalf("device link:\n%s", firstOut)
+	}
+	if r := run(t, ann, "device", "list", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "ann has 2 device(s)") || !strings.Contains(r.stdout, firstID+"  laptop") {
+		t.Fatalf("ann's devices: %+v", r)
+	}
+
+	// The laptop is a device of ann's like the first.
+	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "to both of ann's devices"); r.code != 0 {
+		t.Fatalf("bob's send: %+v", r)
+	}
+	for name, env := range map[string][]string{"the first device": ann, "the laptop": laptop} {
+		if r := run(t, env, "recv", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "bob: to both of ann's devices") {
+			t.Fatalf("recv on %s: %+v", name, r)
+		}
+	}
+	if r := run(t, laptop, "send", "--server", addr, "--user", "ann", "--to", "bob", "from the laptop"); r.code != 0 {
+		t.Fatalf("the laptop's send: %+v", r)
+	}
+	if r := run(t, bob, "recv", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "ann: from the laptop") {
+		t.Fatalf("bob's recv: %+v", r)
+	}
+	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "you, to bob from another device: from the laptop") {
+		t.Fatalf("recv on ann's first device: %+v", r)
+	}
+	if r := run(t, laptop, "device", "link", "--server", addr, "--user", "ann"); r.code != 1 || !strings.Contains(r.stderr, "does not manage") {
+		t.Fatalf("device link on the laptop: %+v", r)
+	}
+
+	// Answered no: nothing added, and the new device is told.
+	code, _, answer = link("n")
+	added = make(chan result, 1)
+	go func() {
+		added <- run(t, []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=tablet passphrase"}, "device", "add", "--code", code, "--name", "tablet")
+	}()
+	if out, err := answer(); err == nil || !strings.Contains(out, "not added") {
+		t.Fatalf("device link answered no: %v\n%s", err, out)
+	}
+	if r := <-added; r.code != 1 || !strings.Contains(r.stderr, "refused") {
+		t.Fatalf("device add, refused: %+v", r)
+	}
+	if r := run(t, ann, "device", "list", "--server", addr, "--user", "ann"); !strings.Contains(r.stdout, "ann has 2 device(s)") {
+		t.Fatalf("ann's devices after a refusal: %+v", r)
+	}
+	if r := run(t, laptop, "device", "add", "--name", "x"); r.code != 2 || !strings.Contains(r.stderr, "--code") {
+		t.Fatalf("device add without a code: %+v", r)
+	}
+}

@@ -153,4 +153,17 @@ func TestChatKeys(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+
+	// /verify marks bob's keys verified in ann's account, not only in this
+	// chat: her other programs, and devices she links later, see it.
+	ann.typeLine("/verify bob")
+	ann.waitFor(`bob is marked verified`)
+	vc, err := client.Load(client.Config{Addr: srv.Addr, Home: annHome}, "ann", chatPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	if fp := vc.VerifiedFingerprint("bob"); !strings.HasPrefix(fp, "SHA256:") {
+		t.Fatalf("ann's account has bob verified as %q", fp)
+	}
 }

@@ -246,7 +246,7 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			m.info = []string{
 				"Server " + a.addr + ": " + c.ServerKey().Fingerprint(),
 				"Compare it with the operator's 'securefastchat fingerprint'.",
-				"Your keys: " + proto.Fingerprint(append(c.Identity().Box.Public.Bytes(), c.Identity().PublicKeys(c.User()).SignKey...)),
+				"Your keys: " + c.Fingerprint(),
 			}
 			return nil, false
 		}

@@ -209,6 +209,17 @@ func (m *model) load() {
 	if v, _ := m.a.h.Meta("verified"); v != nil {
 		_ = json.Unmarshal(v, &m.verified)
 	}
+	// The account's marks are the client's (a new device gets them when it
+	// is linked); marks this chat kept before are given to it once.
+	marks := m.a.c.VerifiedContacts()
+	for u, fp := range m.verified {
+		if _, ok := marks[u]; !ok {
+			_ = m.a.c.MarkVerified(u, fp)
+		}
+	}
+	for u, fp := range marks {
+		m.verified[u] = fp
+	}
 	if v, _ := m.a.h.Meta("requests"); v != nil {
 		_ = json.Unmarshal(v, &m.requests)
 	}
@@ -980,6 +991,10 @@ func (m *model) accept(a acceptMsg) {
 	if a.verify {
 		m.verified[a.user] = a.fingerprint
 		m.saveMeta("verified", m.verified)
+		if err := m.a.c.MarkVerified(a.user, a.fingerprint); err != nil {
+			m.status = "marking " + a.user + " verified: " + err.Error()
+			return
+		}
 		m.status = a.user + " is marked verified (" + a.fingerprint + ")"
 	} else {
 		m.status = "accepted " + a.user + "'s key " + a.fingerprint

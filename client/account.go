@@ -145,6 +145,11 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 		conn.Close()
 		return nil, err
 	}
+	if err := c.contacts.adopt(dev.Contacts); err != nil {
+		conn.Close()
+		c.Close()
+		return nil, err
+	}
 	if err := c.installNew(conn, dev.Login); err != nil {
 		return nil, err
 	}

@@ -58,11 +58,48 @@ func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Cl
 func TestAddDevice(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, bob := contacts(t, s)
+	// alice verified bob's keys; dave's changed (he made his account
+	// again) and she has not accepted the change.
+	bobKeys, err := alice.PeerKeys(ctxT(t), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.MarkVerified("bob", bobKeys.Fingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	dave := testserver.Signup(t, s, "dave")
+	if _, err := alice.SendText(ctxT(t), "dave", "hi dave"); err != nil {
+		t.Fatal(err)
+	}
+	dave.Close()
+	if err := s.Store.DeleteUser("dave"); err != nil {
+		t.Fatal(err)
+	}
+	s.Set.Kick("dave")
+	testserver.Signup(t, s, "dave")
+	waitFor(t, func() bool { _, held := alice.KeyChangeHeld("dave"); return held })
+	oldDave, _ := alice.KeyChangeHeld("dave")
+
 	cfg := testserver.ClientConfig(t, s)
 	cfg.Addr = "" // from the code
+	cfg.HoldOnKeyChange = true
 	laptop := addLaptop(t, alice, cfg)
 	if !laptop.Linked() || alice.Linked() || laptop.User() != "alice" {
 		t.Fatalf("linked: laptop %v, first device %v, user %q", laptop.Linked(), alice.Linked(), laptop.User())
+	}
+	// It starts where the first device stands: bob's keys verified, the
+	// change of dave's held.
+	if fp := laptop.VerifiedFingerprint("bob"); fp != bobKeys.Fingerprint() {
+		t.Fatalf("the laptop has bob's keys verified as %q, want %q", fp, bobKeys.Fingerprint())
+	}
+	if old, held := laptop.KeyChangeHeld("dave"); !held || old != oldDave {
+		t.Fatalf("on the laptop, dave's change is held %v (from %q), want held from %q", held, old, oldDave)
+	}
+	if _, err := laptop.SendText(ctxT(t), "dave", "hi"); !errors.As(err, new(*client.KeyChangeHeldError)) {
+		t.Fatalf("the laptop writing to dave: %v, want held", err)
+	}
+	if laptop.Fingerprint() != alice.Fingerprint() {
+		t.Fatalf("the account's fingerprint: laptop %s, first device %s", laptop.Fingerprint(), alice.Fingerprint())
 	}
 
 	sent := send(t, bob, "alice", "to both of alice's devices")
@@ -89,11 +126,11 @@ func TestAddDevice(t *testing.T) {
 	}
 	<-sent
 
-	bk, err := bob.PeerKeys(ctxT(t), "bob")
+	bk, err := laptop.PeerKeys(ctxT(t), "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, l := alice.SafetyNumber(bk), laptop.SafetyNumber(bk); a != l {
+	if a, l := alice.SafetyNumber(bobKeys), laptop.SafetyNumber(bk); a != l || bk.Changed {
 		t.Fatalf("safety numbers with bob: first device %s, laptop %s", a, l)
 	}
 	if _, err := laptop.RemoveDevice(ctxT(t), "first device"); !errors.Is(err, client.ErrNotManaging) {

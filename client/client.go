@@ -352,6 +352,39 @@ func (c *Client) AcceptKeyChange(user string) error {
 	return c.contacts.accept(canon)
 }
 
+// MarkVerified records that the user verified user's keys of fingerprint
+// (PeerKeys.Fingerprint), having compared safety numbers out of band. The
+// mark holds while the keys pinned for user have that fingerprint, and
+// goes to the account's new devices when they are linked.
+func (c *Client) MarkVerified(user, fingerprint string) error {
+	canon, err := proto.CanonicalUsername(user)
+	if err != nil {
+		return err
+	}
+	return c.contacts.markVerified(canon, fingerprint)
+}
+
+// VerifiedFingerprint returns the fingerprint of user's keys the user
+// verified, or "" if none.
+func (c *Client) VerifiedFingerprint(user string) string {
+	canon, err := proto.CanonicalUsername(user)
+	if err != nil {
+		return ""
+	}
+	return c.contacts.verifiedFor(canon)
+}
+
+// VerifiedContacts returns each contact whose keys the user verified,
+// with the fingerprint verified (a mark ends when the contact's keys
+// change).
+func (c *Client) VerifiedContacts() map[string]string { return c.contacts.verifiedAll() }
+
+// Fingerprint returns the fingerprint of this account's published keys:
+// the same on each of its devices.
+func (c *Client) Fingerprint() string {
+	return proto.Fingerprint(append(append([]byte(nil), c.acct.keys.BoxKey...), c.acct.keys.SignKey...))
+}
+
 // SendText seals text for user and sends it. It returns once the
 // receiver's client has the message.
 func (c *Client) SendText(ctx context.Context, to, text string) (*Receipt, error) {

@@ -41,6 +41,13 @@ func (k *PeerKeys) Fingerprint() string {
 //
 // so that every program on the account (a chat, a script's send) holds
 // messages to them until the user accepts.
+//
+// The keys the user verified (compared safety numbers out of band) are in
+// a third (path + ".verified", sealed "SFCVRF1"), one line per user:
+//
+//	name <fingerprint verified>
+//
+// A mark holds while the pinned keys have that fingerprint.
 type contacts struct {
 	st   Storage
 	name string    // the record; the changed keys are name + ".changed"
@@ -50,17 +57,22 @@ type contacts struct {
 	pinned     map[string]*PeerKeys
 	fetch      map[string]*PeerKeys // fetched and checked during this session
 	unaccepted map[string]string    // user -> the fingerprint pinned before the change
+	verified   map[string]string    // user -> the fingerprint the user verified
 }
 
 // Magics of the sealed files.
 const (
 	contactsMagic = "SFCCON1"
 	changedMagic  = "SFCCHG1"
+	verifiedMagic = "SFCVRF1"
 )
 
 func loadContacts(st Storage, name string, key *[32]byte) (*contacts, error) {
-	ct := &contacts{st: st, name: name, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}}
+	ct := &contacts{st: st, name: name, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}, verified: map[string]string{}}
 	if err := ct.loadUnaccepted(); err != nil {
+		return nil, err
+	}
+	if err := ct.loadMarks(ct.name+".verified", verifiedMagic, ct.verified); err != nil {
 		return nil, err
 	}
 	content, plain, err := readSealed(st, key, contactsMagic, name)
@@ -133,6 +145,12 @@ func (ct *contacts) pin(k *PeerKeys) (old string, changed bool, err error) {
 		if err := ct.saveUnaccepted(); err != nil {
 			return "", false, err
 		}
+		if _, ok := ct.verified[k.User]; ok { // verified were the keys before
+			delete(ct.verified, k.User)
+			if err := ct.saveMarks(ct.name+".verified", verifiedMagic, ct.verified); err != nil {
+				return "", false, err
+			}
+		}
 	}
 	ct.pinned[k.User] = k
 	return old, changed, ct.save()
@@ -159,27 +177,113 @@ func (ct *contacts) accept(user string) error {
 }
 
 func (ct *contacts) loadUnaccepted() error {
-	b, _, err := readSealed(ct.st, ct.key, changedMagic, ct.name+".changed")
+	return ct.loadMarks(ct.name+".changed", changedMagic, ct.unaccepted)
+}
+
+func (ct *contacts) saveUnaccepted() error {
+	return ct.saveMarks(ct.name+".changed", changedMagic, ct.unaccepted)
+}
+
+// loadMarks reads a record of lines "name fingerprint" into m.
+func (ct *contacts) loadMarks(name, magic string, m map[string]string) error {
+	b, _, err := readSealed(ct.st, ct.key, magic, name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("client: reading changed keys: %w", err)
+		return fmt.Errorf("client: reading %s: %w", where(ct.st, name), err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) == 2 {
-			ct.unaccepted[f[0]] = f[1]
+			m[f[0]] = f[1]
 		}
 	}
 	return nil
 }
 
-func (ct *contacts) saveUnaccepted() error {
+func (ct *contacts) saveMarks(name, magic string, m map[string]string) error {
 	var b strings.Builder
-	for name, old := range ct.unaccepted {
-		fmt.Fprintf(&b, "%s %s\n", name, old)
+	for user, fp := range m {
+		fmt.Fprintf(&b, "%s %s\n", user, fp)
 	}
-	return writeSealed(ct.st, ct.key, changedMagic, ct.name+".changed", []byte(b.String()))
+	return writeSealed(ct.st, ct.key, magic, name, []byte(b.String()))
+}
+
+// markVerified records that the user verified user's keys of fingerprint.
+func (ct *contacts) markVerified(user, fingerprint string) error {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.verified[user] == fingerprint {
+		return nil
+	}
+	ct.verified[user] = fingerprint
+	return ct.saveMarks(ct.name+".verified", verifiedMagic, ct.verified)
+}
+
+// verifiedAll returns the verification marks of the keys pinned now.
+func (ct *contacts) verifiedAll() map[string]string {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	out := make(map[string]string, len(ct.verified))
+	for u, fp := range ct.verified {
+		if p := ct.pinned[u]; p != nil && p.Fingerprint() == fp {
+			out[u] = fp
+		}
+	}
+	return out
+}
+
+// verifiedFor returns the fingerprint the user verified for user, if any.
+func (ct *contacts) verifiedFor(user string) string {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.verified[user]
+}
+
+// snapshot returns the pinned contacts, each with whether its pinned keys
+// are the ones verified, for a new device of the account.
+func (ct *contacts) snapshot(self string) []proto.LinkContact {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	out := make([]proto.LinkContact, 0, len(ct.pinned))
+	for user, k := range ct.pinned {
+		if user == self {
+			continue
+		}
+		out = append(out, proto.LinkContact{User: []byte(user), BoxKey: k.Box.Bytes(), SignKey: append([]byte(nil), k.Sign...),
+			Verified: ct.verified[user] != "" && ct.verified[user] == k.Fingerprint(), Held: []byte(ct.unaccepted[user])})
+	}
+	return out
+}
+
+// adopt pins the contacts another device of the account sent, with their
+// verification marks: a new device starts with the keys the account
+// already trusts.
+func (ct *contacts) adopt(cs []proto.LinkContact) error {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	for _, c := range cs {
+		box, err := proto.ParsePublicKey(c.BoxKey)
+		if err != nil {
+			return fmt.Errorf("client: the keys synced for %s: %w", c.User, err)
+		}
+		k := &PeerKeys{User: string(c.User), Box: box, Sign: append([]byte(nil), c.SignKey...),
+			ID: proto.KeyRecordID(&proto.Keys{BoxKey: c.BoxKey, SignKey: c.SignKey})}
+		ct.pinned[k.User] = k
+		if c.Verified {
+			ct.verified[k.User] = k.Fingerprint()
+		}
+		if len(c.Held) > 0 {
+			ct.unaccepted[k.User] = strings.Join(strings.Fields(string(c.Held)), "")
+		}
+	}
+	if err := ct.save(); err != nil {
+		return err
+	}
+	if err := ct.saveUnaccepted(); err != nil {
+		return err
+	}
+	return ct.saveMarks(ct.name+".verified", verifiedMagic, ct.verified)
 }
 
 // save rewrites the file atomically.

@@ -217,7 +217,22 @@ func (o *LinkOffer) Accept(ctx context.Context) error {
 		}
 	}
 	ans := proto.LinkAnswer{Statement: st.Append(nil)}
-	return o.peer.send(ans.Append(nil))
+	if err := o.peer.send(ans.Append(nil)); err != nil {
+		return err
+	}
+	// What the new device needs to start where this one stands: the keys
+	// pinned for each contact, with the user's verification marks.
+	cs := c.contacts.snapshot(c.user)
+	for {
+		n := min(len(cs), proto.LinkSyncPerFrame)
+		sync := proto.LinkSync{More: n < len(cs), Contacts: cs[:n]}
+		if err := o.peer.send(sync.Append(nil)); err != nil {
+			return err
+		}
+		if cs = cs[n:]; len(cs) == 0 {
+			return nil
+		}
+	}
 }
 
 // Refuse tells the new device it is not added.
@@ -240,6 +255,9 @@ type LinkedDevice struct {
 	// session Login.
 	Conn  *Conn
 	Login *proto.LoginOK
+	// Contacts are the keys the existing device pinned for the account's
+	// contacts, and whether its user verified them.
+	Contacts []proto.LinkContact
 }
 
 // DeviceID returns the device's id in the account's list.
@@ -319,10 +337,22 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		!bytes.Equal(st.BoxKey, req.BoxKey) || !bytes.Equal(st.SignKey, req.SignKey) || !st.Verify(lc.Master) {
 		return nil, fmt.Errorf("%w: the statement that adds this device is not the account's master key's for these keys", ErrLinkBroken)
 	}
+	var contacts []proto.LinkContact
+	for more := true; more; {
+		plain, err := peer.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var sync proto.LinkSync
+		if err := sync.Parse(plain); err != nil {
+			return nil, fmt.Errorf("%w: the existing device's contacts: %v", ErrLinkBroken, err)
+		}
+		contacts, more = append(contacts, sync.Contacts...), sync.More
+	}
 	login, err := conn.LoginDevice(ctx, string(lc.User), st.DeviceID, sign, 0)
 	if err != nil {
 		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
 	}
 	ok = true
-	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login}, nil
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts}, nil
 }

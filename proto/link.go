@@ -39,15 +39,23 @@ import (
 //	link request = kind u8 (1) | name str8 | box_key 32 | sign_key 32 | sig 64
 //	link accept  = kind u8 (2) | statement str16
 //	link refuse  = kind u8 (3) | reason str16
+//	link sync    = kind u8 (4) | more u8 | count u16
+//	               | (user str8 | box_key 32 | sign_key 32 | verified u8 | held str8) x count
 //
 // N sends the request: its name and the keys it made, signed by its sign
 // key over LinkRequestContext, the channel id and every byte before sig
 // (so it holds that key). E, once its user agrees, appends a statement
 // adding N to the account's device list (signed by the master key) and
-// sends it back: N checks it against the master key in the code.
+// sends it back: N checks it against the master key in the code. Then E
+// sends what N needs to start where E stands, in sync frames (the last with
+// more 0): the keys E pinned for each contact, whether its user verified
+// them (compared safety numbers), and, if they changed and the user has not
+// accepted the change, the fingerprint from before (held: messages to them
+// wait), so N trusts the same keys and not whatever the server shows it
+// first. (Code version 1 had no sync.)
 const (
 	LinkCodePrefix     = "securefastchat-link:"
-	LinkCodeVersion    = 1
+	LinkCodeVersion    = 2
 	LinkSecretLen      = 32
 	LinkChannelLen     = 16
 	LinkChannelInfo    = "securefastchat v1 link channel"
@@ -68,6 +76,7 @@ const (
 	LinkKindRequest uint8 = 1
 	LinkKindAccept  uint8 = 2
 	LinkKindRefuse  uint8 = 3
+	LinkKindSync    uint8 = 4
 )
 
 // ErrBadLinkCode is the error for a code that does not parse.
@@ -268,6 +277,62 @@ func (m *LinkAnswer) Parse(b []byte) error {
 		m.Refusal = d.str16()
 	default:
 		return fmt.Errorf("%w: link frame kind %d, want an answer", ErrMalformed, k)
+	}
+	return d.done()
+}
+
+// LinkContact is one contact in a sync frame: the keys pinned for them
+// and whether the user verified those keys.
+type LinkContact struct {
+	User     []byte
+	BoxKey   []byte // 32
+	SignKey  []byte // 32
+	Verified bool
+	Held     []byte // the fingerprint before a change not accepted; empty if none
+}
+
+// LinkSync is a sync frame: contacts, and whether more frames follow.
+type LinkSync struct {
+	More     bool
+	Contacts []LinkContact
+}
+
+// linkContactMax is the most a contact takes in a sync frame.
+const linkContactMax = 1 + MaxUsernameLen + KeyLen + ed25519.PublicKeySize + 1 + 1 + 255
+
+// LinkSyncPerFrame is how many contacts a sync frame carries at most, so
+// that it fits a link frame.
+const LinkSyncPerFrame = (MaxLinkData - 64) / linkContactMax
+
+// Append appends the frame's plaintext.
+func (m *LinkSync) Append(b []byte) []byte {
+	b = append(b, LinkKindSync, boolByte(m.More))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Contacts)))
+	for _, c := range m.Contacts {
+		b = append(append(appendStr8(b, c.User), c.BoxKey...), c.SignKey...)
+		b = appendStr8(append(b, boolByte(c.Verified)), c.Held)
+	}
+	return b
+}
+
+// Parse decodes a sync frame's plaintext.
+func (m *LinkSync) Parse(b []byte) error {
+	d := dec{b: b}
+	if k := d.u8(); d.err == nil && k != LinkKindSync {
+		return fmt.Errorf("%w: link frame kind %d, want a sync", ErrMalformed, k)
+	}
+	m.More = d.bool()
+	n := int(d.u16())
+	if d.err == nil && n > LinkSyncPerFrame {
+		return fmt.Errorf("%w: %d contacts in a sync frame", ErrMalformed, n)
+	}
+	m.Contacts = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		c := LinkContact{User: d.str8(), BoxKey: d.fixed(KeyLen), SignKey: d.fixed(ed25519.PublicKeySize), Verified: d.bool(), Held: d.str8()}
+		if d.err == nil && !ValidUsername(c.User) {
+			return fmt.Errorf("%w: a contact's name", ErrMalformed)
+		}
+		m.Contacts = append(m.Contacts, c)
 	}
 	return d.done()
 }

@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -114,6 +116,8 @@ func seedLinkFrames(t testing.TB) [][]byte {
 		(&LinkAnswer{Statement: seedDeviceStatements()[0]}).Append(nil),
 		(&LinkAnswer{Refusal: []byte("not mine")}).Append(nil),
 		[]byte(testLinkCode(t).String()),
+		(&LinkSync{More: true, Contacts: []LinkContact{{User: []byte("bob"), BoxKey: box.Public.Bytes(), SignKey: pub, Verified: true}, {User: []byte("carol"), BoxKey: box.Public.Bytes(), SignKey: pub, Held: []byte("SHA256:old")}}}).Append(nil),
+		(&LinkSync{}).Append(nil),
 	}
 }
 
@@ -142,5 +146,30 @@ func FuzzLinkFrames(f *testing.F) {
 		if a.Parse(in) == nil && !bytes.Equal(a.Append(nil), in) {
 			t.Fatal("round trip changed the answer")
 		}
+		var y LinkSync
+		if y.Parse(in) == nil && !bytes.Equal(y.Append(nil), in) {
+			t.Fatal("round trip changed the sync frame")
+		}
 	})
+}
+
+// A full sync frame fits a link frame, as PROTOCOL.md says (173 contacts
+// of the longest names and held fingerprints).
+func TestLinkSyncFits(t *testing.T) {
+	if LinkSyncPerFrame != 173 {
+		t.Fatalf("a sync frame carries %d contacts; docs/PROTOCOL.md says 173", LinkSyncPerFrame)
+	}
+	c := LinkContact{User: bytes.Repeat([]byte{'a'}, MaxUsernameLen), BoxKey: make([]byte, KeyLen), SignKey: make([]byte, ed25519.PublicKeySize), Held: bytes.Repeat([]byte{'h'}, 255)}
+	cs := make([]LinkContact, LinkSyncPerFrame)
+	for i := range cs {
+		cs[i] = c
+	}
+	b := (&LinkSync{More: true, Contacts: cs}).Append(nil)
+	if len(b)+chacha20poly1305.Overhead > MaxLinkData {
+		t.Fatalf("a full sync frame is %d bytes sealed, over %d", len(b)+chacha20poly1305.Overhead, MaxLinkData)
+	}
+	var back LinkSync
+	if err := back.Parse(b); err != nil || len(back.Contacts) != LinkSyncPerFrame {
+		t.Fatal(err)
+	}
 }

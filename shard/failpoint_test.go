@@ -40,6 +40,14 @@ func TestInjectedPanics(t *testing.T) {
 		t.Fatal("the victim's send went through")
 	}
 	vcancel()
+	// From here only routing to the victim panics, so the connection its
+	// client makes again (which asks things of the server as it starts)
+	// stays up to be routed to.
+	shard.SetFailpoint(func(where, user string) {
+		if user == "victim" && where == "route" {
+			panic("injected at " + where)
+		}
+	})
 	// The victim's client reconnects by itself.
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Set.Online() < 3 && time.Now().Before(deadline) {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/skip2/go-qrcode"
-
 	"securefastchat/client"
 	"securefastchat/proto"
 	"securefastchat/shard"
@@ -119,8 +117,8 @@ func deviceLink(cf *clientFlags) error {
 	defer offer.Close()
 	code := offer.Code()
 	fmt.Printf("On the new device, run:\n\n  securefastchat device add --name NAME --code %s\n\n", code)
-	if q, err := qrcode.New(code, qrcode.Medium); err == nil {
-		fmt.Printf("or scan it:\n\n%s\n", q.ToSmallString(false))
+	if q := termtext.QR(code); q != nil {
+		fmt.Printf("or scan it:\n\n%s\n\n", strings.Join(q, "\n"))
 	}
 	fmt.Printf("The code holds a secret: whoever has it can ask to be %s's device. It works once, for %d minutes.\n", c.User(), int(shard.LinkTTL/time.Minute))
 	fmt.Println("Waiting for the new device...")

@@ -41,6 +41,7 @@ var commands = []command{
 	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
 	{"/blocked", "", "list whom you block"},
 	{"/devices", "[USER | remove NAME]", "your devices, or USER's, as the signed device list proves them; remove one of yours (its sessions end, your groups get new keys)"},
+	{"/link", "[yes | no]", "show a code for a new device ('securefastchat device add' there), then add it (yes) or not (no)"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},
@@ -322,6 +323,8 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			}
 			return joinedMsg{group: g}
 		}), false
+	case "/link":
+		return m.linkCommand(arg), false
 	case "/devices":
 		if name, ok := strings.CutPrefix(arg, "remove "); ok {
 			name = strings.TrimSpace(name)

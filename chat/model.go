@@ -90,6 +90,8 @@ type transfer struct {
 type model struct {
 	a *app
 
+	link *linking // a link offered for a new device (/link), if any
+
 	width, height int
 	convs         map[string]*conv
 	open          string
@@ -385,6 +387,8 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case acceptMsg:
 		m.accept(msg)
+	case linkMsg:
+		cmds = append(cmds, m.linkChanged(msg))
 	case broadcastSentMsg:
 		m.add(&history.Entry{Conv: "!broadcast", ID: client.NewMsgID(), From: m.a.c.User(), Mine: true, Plain: true,
 			Text: msg.text, Time: time.Now(), Status: history.Sent})

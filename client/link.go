@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // Linking a new device to an account (proto link.go). The existing device
@@ -230,9 +231,19 @@ func (o *LinkOffer) Accept(ctx context.Context) error {
 			return err
 		}
 		if cs = cs[n:]; len(cs) == 0 {
-			return nil
+			break
 		}
 	}
+	// The new device says when it has it all, so leaving now loses it
+	// nothing.
+	plain, err := o.peer.next(ctx)
+	if err != nil {
+		return fmt.Errorf("client: the device is on your list, but it did not confirm it was set up (remove it with 'device remove %s' unless it works): %w", termtext.Line(string(o.req.Name)), err)
+	}
+	if err := proto.ParseLinkDone(plain); err != nil {
+		return fmt.Errorf("%w: %v", ErrLinkBroken, err)
+	}
+	return nil
 }
 
 // Refuse tells the new device it is not added.
@@ -348,6 +359,9 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 			return nil, fmt.Errorf("%w: the existing device's contacts: %v", ErrLinkBroken, err)
 		}
 		contacts, more = append(contacts, sync.Contacts...), sync.More
+	}
+	if err := peer.send(proto.LinkDone); err != nil {
+		return nil, err
 	}
 	login, err := conn.LoginDevice(ctx, string(lc.User), st.DeviceID, sign, 0)
 	if err != nil {

@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/ed25519"
 	"crypto/hkdf"
@@ -41,6 +42,7 @@ import (
 //	link refuse  = kind u8 (3) | reason str16
 //	link sync    = kind u8 (4) | more u8 | count u16
 //	               | (user str8 | box_key 32 | sign_key 32 | verified u8 | held str8) x count
+//	link done    = kind u8 (5)
 //
 // N sends the request: its name and the keys it made, signed by its sign
 // key over LinkRequestContext, the channel id and every byte before sig
@@ -52,7 +54,8 @@ import (
 // them (compared safety numbers), and, if they changed and the user has not
 // accepted the change, the fingerprint from before (held: messages to them
 // wait), so N trusts the same keys and not whatever the server shows it
-// first. (Code version 1 had no sync.)
+// first. N answers the last with done: E then knows N has it all, and may
+// leave. (Code version 1 had no sync.)
 const (
 	LinkCodePrefix     = "securefastchat-link:"
 	LinkCodeVersion    = 2
@@ -77,6 +80,7 @@ const (
 	LinkKindAccept  uint8 = 2
 	LinkKindRefuse  uint8 = 3
 	LinkKindSync    uint8 = 4
+	LinkKindDone    uint8 = 5
 )
 
 // ErrBadLinkCode is the error for a code that does not parse.
@@ -98,10 +102,10 @@ func (l *LinkCode) String() string {
 	return LinkCodePrefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// ParseLinkCode reads a code made by LinkCode.String (spaces and line
-// breaks around it, as a copy may add, are ignored).
+// ParseLinkCode reads a code made by LinkCode.String. Spaces and line
+// breaks in it, as a copy off a screen may add, are ignored.
 func ParseLinkCode(s string) (*LinkCode, error) {
-	s = strings.TrimSpace(s)
+	s = strings.Join(strings.Fields(s), "")
 	rest, ok := strings.CutPrefix(s, LinkCodePrefix)
 	if !ok {
 		return nil, fmt.Errorf("%w: it starts with %q", ErrBadLinkCode, LinkCodePrefix)
@@ -335,6 +339,17 @@ func (m *LinkSync) Parse(b []byte) error {
 		m.Contacts = append(m.Contacts, c)
 	}
 	return d.done()
+}
+
+// LinkDone is the new device's last frame: it has the sync.
+var LinkDone = []byte{LinkKindDone}
+
+// ParseLinkDone checks a done frame's plaintext.
+func ParseLinkDone(b []byte) error {
+	if !bytes.Equal(b, LinkDone) {
+		return fmt.Errorf("%w: want the new device's done", ErrMalformed)
+	}
+	return nil
 }
 
 // Messages to and from the server.

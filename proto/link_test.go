@@ -38,6 +38,9 @@ func TestLinkCode(t *testing.T) {
 	if string(got.User) != "alice" || got.Addr != l.Addr || !got.ServerKey.Equal(l.ServerKey) || !bytes.Equal(got.Master, l.Master) || got.Secret != l.Secret {
 		t.Fatalf("read back %+v", got)
 	}
+	if cut, err := ParseLinkCode(s[:50] + "\n  " + s[50:120] + "\r\n" + s[120:]); err != nil || cut.Secret != l.Secret {
+		t.Fatalf("a code cut in lines, as copied off a screen: %v", err)
+	}
 	if got.Channel() != l.Channel() || got.Channel() == LinkChannel([LinkSecretLen]byte{}) {
 		t.Fatal("the channel does not follow the secret")
 	}
@@ -118,6 +121,7 @@ func seedLinkFrames(t testing.TB) [][]byte {
 		[]byte(testLinkCode(t).String()),
 		(&LinkSync{More: true, Contacts: []LinkContact{{User: []byte("bob"), BoxKey: box.Public.Bytes(), SignKey: pub, Verified: true}, {User: []byte("carol"), BoxKey: box.Public.Bytes(), SignKey: pub, Held: []byte("SHA256:old")}}}).Append(nil),
 		(&LinkSync{}).Append(nil),
+		LinkDone,
 	}
 }
 
@@ -149,6 +153,9 @@ func FuzzLinkFrames(f *testing.F) {
 		var y LinkSync
 		if y.Parse(in) == nil && !bytes.Equal(y.Append(nil), in) {
 			t.Fatal("round trip changed the sync frame")
+		}
+		if ParseLinkDone(in) == nil && !bytes.Equal(in, LinkDone) {
+			t.Fatal("a done frame that is not one parsed")
 		}
 	})
 }

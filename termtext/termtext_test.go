@@ -51,3 +51,20 @@ func TestEscapeJSON(t *testing.T) {
 		t.Fatalf("round trip: %q %v", back["text"], err)
 	}
 }
+
+// A link code (about 200 characters) fits a QR code, drawn two modules a
+// line, each line as wide as the next.
+func TestQR(t *testing.T) {
+	lines := QR("securefastchat-link:" + strings.Repeat("A", 200))
+	if len(lines) < 10 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	for _, l := range lines {
+		if len([]rune(l)) != len([]rune(lines[0])) {
+			t.Fatalf("uneven lines: %q", lines)
+		}
+	}
+	if QR(strings.Repeat("x", 5000)) != nil {
+		t.Fatal("text too long for a code drew one")
+	}
+}

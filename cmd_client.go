@@ -247,6 +247,40 @@ func cmdSignup(args []string) error {
 	return nil
 }
 
+func cmdRecover(args []string) error {
+	cf := newClientFlags("recover", "recover --server ADDR --user NAME",
+		"Starts your account again from this home when all its devices are lost:\n"+
+			"new keys, with this device the first and only one of your list. Your\n"+
+			"other devices' sessions end and what waited for them is dropped; your\n"+
+			"contacts see a key change and hold what they write to you until they\n"+
+			"accept it (compare safety numbers with them again). Your name, contacts,\n"+
+			"blocks and groups stay; rekey your groups from here.")
+	if err := cf.parse(args); err != nil {
+		return err
+	}
+	if cf.fs.NArg() != 0 {
+		return usagef("recover takes no arguments")
+	}
+	cfg := cf.config()
+	if err := cf.meetServer(cfg); err != nil {
+		return err
+	}
+	pw, err := password(false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	c, err := client.Recover(ctx, cfg, *cf.user, pw)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Printf("%s starts again from this device, with new keys (%s) saved in %s.\n", c.Display(), c.Fingerprint(), client.IdentityPath(*cf.home, c.User()))
+	fmt.Println("Your other devices are off your list. Your contacts see a key change: compare safety numbers with them again.")
+	return nil
+}
+
 // login opens the user's identity with the password and connects,
 // resuming the session kept in the home (sealed) and logging in with the
 // password only when there is none or the server refuses it: scripts cost

@@ -118,3 +118,33 @@ func TestDeviceLink(t *testing.T) {
 		t.Fatalf("device add without a code: %+v", r)
 	}
 }
+
+// TestRecoverCommand: ann, her devices lost, starts again from a new home
+// with her password; bob's recv says her keys changed, and his send is
+// held until he accepts; the old home's send fails.
+func TestRecoverCommand(t *testing.T) {
+	addr, _, _ := serve(t, t.TempDir())
+	envs := signupAll(t, addr, "a password!", "ann", "bob")
+	ann, bob := envs["ann"], envs["bob"]
+	for _, m := range [][]string{{"ann", "bob"}, {"bob", "ann"}} {
+		if r := run(t, envs[m[0]], "send", "--server", addr, "--user", m[0], "--to", m[1], "hello "+m[1]); r.code != 0 {
+			t.Fatalf("send: %+v", r)
+		}
+	}
+	fresh := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=a password!"}
+	if r := run(t, fresh, "recover", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "starts again from this device") {
+		t.Fatalf("recover: %+v", r)
+	}
+	if r := run(t, ann, "recover", "--server", addr, "--user", "ann"); r.code != 1 || !strings.Contains(r.stderr, "already holds an identity") {
+		t.Fatalf("recover in a home that holds ann's identity: %+v", r)
+	}
+	if r := run(t, fresh, "device", "list", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") {
+		t.Fatalf("ann's devices after the recovery: %+v", r)
+	}
+	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "are you there?"); r.code == 0 || !strings.Contains(r.stderr, "ann's keys have CHANGED") {
+		t.Fatalf("bob's send after ann's recovery: %+v", r)
+	}
+	if r := run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "bob", "from the lost phone"); r.code != 1 || !strings.Contains(r.stderr, "recovered on another device") {
+		t.Fatalf("the old home's send after the recovery: %+v", r)
+	}
+}

@@ -25,6 +25,7 @@ var commands = []command{
 	{name: "serve", synopsis: "[--listen ADDR] [--data DIR] [--shards N] [--strategy S] ...", run: cmdServe},
 	{name: "fingerprint", synopsis: "[--data DIR]", run: cmdFingerprint},
 	{name: "signup", synopsis: "--server ADDR --user NAME", run: cmdSignup},
+	{name: "recover", synopsis: "--server ADDR --user NAME", run: cmdRecover},
 	{name: "chat", synopsis: "--server ADDR --user NAME [--downloads DIR] [--no-read-receipts] [--no-typing]", run: cmdChat},
 	{name: "send", synopsis: "--server ADDR --user NAME --to PEER TEXT... | --file PATH | --group NAME TEXT...", run: cmdSend},
 	{name: "group", synopsis: groupUsage[len("group "):], run: cmdGroup},

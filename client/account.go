@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"securefastchat/proto"
 )
@@ -152,6 +153,62 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 	}
 	if err := c.installNew(conn, dev.Login); err != nil {
 		return nil, err
+	}
+	return c, nil
+}
+
+// Recover starts user's account again from this home when all its devices
+// are lost: it makes new keys, and with the account's password makes them
+// the account's published keys and this device its first (and only) one.
+// The server drops the old devices' sessions and what waits for them;
+// contacts see a key change, as when an account is made again, and hold
+// what they write until they accept it. Name, contacts, blocks and groups
+// stay. The home must not hold an identity for user.
+func Recover(ctx context.Context, cfg Config, user, password string) (*Client, error) {
+	canon, err := prepare(&cfg, user)
+	if err != nil {
+		return nil, err
+	}
+	idName := userRecord(canon, "identity")
+	if _, err := cfg.Storage.Read(idName); err == nil {
+		return nil, fmt.Errorf("client: %s already holds an identity for %s: recover from a new home (this one can log in)", where(cfg.Storage, idName), canon)
+	}
+	id, err := NewIdentity()
+	if err != nil {
+		return nil, err
+	}
+	keys := id.PublicKeys(canon)
+	st := &proto.DeviceStatement{User: []byte(canon), Op: proto.DeviceAdd, DeviceID: proto.KeyRecordID(&keys),
+		Name: []byte(cfg.DeviceName), BoxKey: keys.BoxKey, SignKey: keys.SignKey, Time: time.Now().Unix()}
+	st.Sign(id.Sign)
+	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
+	if err != nil {
+		return nil, err
+	}
+	if conn.Version() < 4 {
+		conn.Close()
+		return nil, fmt.Errorf("client: the server cannot recover accounts (it speaks version %d; 4 is needed): upgrade it", conn.Version())
+	}
+	m := proto.Recover{User: []byte(user), Password: []byte(password), Keys: keys, Statement: st.Append(nil)}
+	ok, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := saveIdentity(cfg.Storage, idName, id, []byte(password), cfg.KDF); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c, err := newClient(cfg, canon, id, password)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.installNew(conn, ok); err != nil {
+		return nil, err
+	}
+	if _, err := c.ensureDevices(ctx); err == nil {
+		c.devicesMade.Store(true)
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"securefastchat/client"
 	"securefastchat/internal/testserver"
@@ -171,4 +172,79 @@ func TestAddDevice(t *testing.T) {
 func withAddr(cfg client.Config, addr string) client.Config {
 	cfg.Addr = addr
 	return cfg
+}
+
+// TestRecover: alice loses every device. From a new home, her password
+// starts the account again: new keys, a list of one device, her old
+// sessions ended and her old device key refused. bob's client sees her key
+// change and holds what he writes until he accepts it; then they talk. A
+// wrong password changes nothing.
+func TestRecover(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob := contacts(t, s)
+	old := alice.Identity()
+	oldFP := alice.Fingerprint()
+	changed := make(chan client.Event, 4)
+	testserver.OnEvent(bob, func(ev client.Event) {
+		if ev.Kind == client.EventKeyChange {
+			changed <- ev
+		}
+	})
+
+	cfg := testserver.ClientConfig(t, s)
+	cfg.DeviceName = "new phone"
+	if _, err := client.Recover(ctxT(t), cfg, "alice", "not her password"); !errors.Is(err, proto.CodeInvalidCredentials) {
+		t.Fatalf("recovering with a wrong password: %v", err)
+	}
+	if fp := alice.Fingerprint(); fp != oldFP {
+		t.Fatal("a refused recovery changed something")
+	}
+	again, err := client.Recover(ctxT(t), cfg, "alice", pw)
+	if err != nil {
+		t.Fatalf("recovering: %v", err)
+	}
+	defer again.Close()
+	if again.Fingerprint() == oldFP {
+		t.Fatal("the recovered account has its old keys")
+	}
+	list, err := again.Devices(ctxT(t), "alice")
+	if err != nil || len(list.Devices) != 1 || list.Devices[0].Name != "new phone" {
+		t.Fatalf("alice's devices after the recovery: %+v %v", list, err)
+	}
+	// The old device's session is over, and its key does not log in.
+	select {
+	case <-alice.Conn().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old device's session did not end")
+	}
+	conn, err := client.Dial(ctxT(t), s.Addr(), client.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.LoginDevice(ctxT(t), "alice", old.KeyID("alice"), old.Sign, 0); !errors.Is(err, proto.CodeInvalidCredentials) {
+		t.Fatalf("the old device's key logging in: %v", err)
+	}
+
+	// bob is told, and what he writes is held until he accepts.
+	select {
+	case ev := <-changed:
+		if ev.User != "alice" || ev.OldFingerprint != oldFP || ev.Fingerprint != again.Fingerprint() {
+			t.Fatalf("bob was told %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob was not told of alice's new keys")
+	}
+	if old, held := bob.KeyChangeHeld("alice"); !held || old != oldFP {
+		t.Fatalf("bob holds alice's change: %v (from %q)", held, old)
+	}
+	if err := bob.AcceptKeyChange("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.SendText(ctxT(t), "alice", "welcome back"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvOne(t, again); m.Text != "welcome back" || m.From != "bob" {
+		t.Fatalf("alice, recovered, got %+v", m)
+	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -55,7 +56,10 @@ type session struct {
 	serve    func(*Conn) // called with mu held for each new connection
 	// device returns this device's id and sign key if the account's
 	// device list has it, for a login without the password.
-	device    func() (id uint64, key ed25519.PrivateKey, ok bool)
+	device func() (id uint64, key ed25519.PrivateKey, ok bool)
+	// ownKeys returns the account's published keys as this device knows
+	// them, checked after a password login.
+	ownKeys   func() proto.Keys
 	goTracked func(func())
 	stop      <-chan struct{}
 
@@ -148,7 +152,37 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 		conn.Close()
 		return nil, nil, err
 	}
+	// A password login is bound to the account's first device: this must
+	// be it (an account recovered elsewhere has another).
+	if s.ownKeys != nil {
+		if err := checkOwnKeys(ctx, conn, s.user, s.ownKeys()); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
 	return conn, ok, nil
+}
+
+// ErrAccountRecovered: the account's keys on the server are not this
+// device's account's: it was recovered (or made again) with new keys
+// elsewhere, and this home's keys no longer open what is sent to it.
+var ErrAccountRecovered = errors.New("client: the account's keys on the server are not this home's: it was recovered on another device (or made again), so this home can no longer use it")
+
+// checkOwnKeys checks that the account's published keys are want.
+func checkOwnKeys(ctx context.Context, conn *Conn, user string, want proto.Keys) error {
+	m := proto.UserReq{User: []byte(user)}
+	t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, proto.TGetKeys, id) })
+	if err := expect(t, proto.TKeys, err); err != nil {
+		return err
+	}
+	var r proto.KeysReply
+	if err := r.Parse(body); err != nil {
+		return fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	if !bytes.Equal(r.BoxKey, want.BoxKey) || !bytes.Equal(r.SignKey, want.SignKey) {
+		return ErrAccountRecovered
+	}
+	return nil
 }
 
 // install makes conn the client's connection and starts serving it; the

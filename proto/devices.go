@@ -364,3 +364,32 @@ func (m *DeviceSeenReply) Parse(body []byte) error {
 	}
 	return d.done()
 }
+
+// TRecover starts an account again from a new first device when all its
+// devices are lost (version 4): before any login, with the account's
+// password, the new published keys (whose sign key is the new master key)
+// and the statement that makes the new device the first of a new device
+// list, signed by that key. Answered with LoginOK for the new device.
+const TRecover MsgType = 0x1E // user str8 | password str16 | box_key 32 | sign_key 32 | key_sig 64 | statement str16 (version 4)
+
+// Recover is an account's recovery.
+type Recover struct {
+	User, Password []byte
+	Keys
+	Statement []byte
+}
+
+// Append appends the message to b.
+func (m *Recover) Append(b []byte, id uint32) []byte {
+	b = appendStr16(appendStr8(AppendHeader(b, TRecover, id), m.User), m.Password)
+	return appendStr16(m.Keys.append(b), m.Statement)
+}
+
+// Parse decodes a body.
+func (m *Recover) Parse(body []byte) error {
+	d := dec{b: body}
+	m.User, m.Password = d.str8(), d.str16()
+	m.Keys.parse(&d)
+	m.Statement = d.str16()
+	return d.done()
+}

@@ -44,6 +44,7 @@
 //	0x1B  LinkData            link.go (v3)
 //	0x1C  DeviceSeen          devices.go (v3)
 //	0x1D  SendDMDevices       devsealed.go (v4)
+//	0x1E  Recover             devices.go (v4)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go

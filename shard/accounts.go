@@ -37,6 +37,10 @@ type Accounts interface {
 	// LoginDevice logs a device of user in: the device must be in the
 	// account's device list and verify must accept its sign key.
 	LoginDevice(addr string, user []byte, deviceID uint64, verify func(signKey ed25519.PublicKey) bool) (*Session, error)
+	// Recover starts an account again from a new first device (all its
+	// devices lost) with its password: new keys, a new device list, no
+	// sessions or inboxes of the old devices; the new device's session.
+	Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*Session, error)
 	// Devices returns the devices a message to a canonical name goes to,
 	// or nil if there is no such account.
 	Devices(canon string) (*DeviceSet, error)

@@ -199,6 +199,10 @@ func (a benchAccounts) Resume(addr string, user, token []byte) (*Session, error)
 	return benchSession(a.Service.Resume(addr, user, token))
 }
 
+func (a benchAccounts) Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*Session, error) {
+	return benchSession(a.Service.Recover(ctx, addr, user, password, keys, statement))
+}
+
 func (a benchAccounts) LoginDevice(addr string, user []byte, deviceID uint64, verify func(ed25519.PublicKey) bool) (*Session, error) {
 	return benchSession(a.Service.LoginDevice(addr, user, deviceID, verify))
 }

@@ -250,7 +250,7 @@ func (c *conn) handle(msg []byte) bool {
 	c.frameDL = false
 	failpoint("handle", c.user)
 	switch t {
-	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume, proto.TLoginWith, proto.TResumeWith, proto.TLoginDevice:
+	case proto.TSignup, proto.TSignupInvite, proto.TLogin, proto.TResume, proto.TLoginWith, proto.TResumeWith, proto.TLoginDevice, proto.TRecover:
 		if c.authed {
 			c.replyErr(id, proto.CodeAlreadyLoggedIn, "this connection is logged in")
 			return true
@@ -430,6 +430,17 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 				res, err = o.Accounts.LoginDevice(c.ip, m.User, m.DeviceID, func(k ed25519.PublicKey) bool { return m.Verify(k, binding) })
 			}
 		}
+	case proto.TRecover:
+		var m proto.Recover
+		if c.sess.Version < 4 {
+			err = proto.CodeUnsupported
+		} else if err = m.Parse(body); err == nil {
+			if res, err = o.Accounts.Recover(ctx, c.ip, m.User, m.Password, &m.Keys, m.Statement); err == nil {
+				keys = &m.Keys
+				// The old devices' sessions end now, as a revocation's.
+				c.set.endSessions(res.User, "the account was recovered on a new device")
+			}
+		}
 	case proto.TResume, proto.TResumeWith:
 		var m proto.Resume
 		if err = m.ParseAs(t, body); err == nil {
@@ -502,6 +513,8 @@ func loginKind(t proto.MsgType) string {
 		return "resume"
 	case proto.TLoginDevice:
 		return "device"
+	case proto.TRecover:
+		return "recover"
 	}
 	return "password"
 }

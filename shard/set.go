@@ -380,11 +380,15 @@ func (s *Set) IsOnline(user string) bool { return s.dir.online([]byte(user)) }
 // sessions were revoked. It reports whether there was one. What was
 // delivered but not acknowledged stays queued. The account's devices are
 // looked up again (it may have been deleted, or made again).
-func (s *Set) Kick(user string) bool {
+func (s *Set) Kick(user string) bool { return s.endSessions(user, "sessions revoked by an admin") }
+
+// endSessions closes every connection of user (Close revoked) and forgets
+// its device set; it reports whether there was one.
+func (s *Set) endSessions(user, why string) bool {
 	s.devsets.drop(user)
 	cs := s.dir.sessions(user)
 	for _, c := range cs {
-		c.logger().Info("closing: sessions revoked by an admin")
+		c.logger().Info("closing: " + why)
 		c.closeGraceful(CloseRevoked)
 	}
 	return len(cs) > 0

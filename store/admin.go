@@ -219,3 +219,57 @@ func deletePrefix(b *bolt.Bucket, prefix []byte) error {
 	}
 	return nil
 }
+
+// RecoverAccount starts an account again from a new first device, all its
+// devices lost: in one transaction, its published keys become keys
+// (box, sign and the signature over them: the sign key is the new master
+// key), its device chain is only first (statement 0, for the new device),
+// every session and every device's inbox (what was sealed for the devices
+// that are gone) is dropped, and ss, the new device's session, is kept.
+// The account's name, password, contacts, blocks and groups stay.
+// ErrNotFound if there is no such user.
+func (s *Store) RecoverAccount(name string, boxKey, signKey, keySig, first []byte, ss *Session) error {
+	return s.update(func(tx *bolt.Tx) error {
+		ub := tx.Bucket(bucketUsers)
+		v := ub.Get([]byte(name))
+		if v == nil {
+			return ErrNotFound
+		}
+		u, err := unmarshalUser(name, v)
+		if err != nil {
+			return err
+		}
+		u.BoxKey, u.SignKey, u.KeySig = boxKey, signKey, keySig
+		if err := ub.Put([]byte(name), u.marshal()); err != nil {
+			return err
+		}
+		if _, err := deleteSessionsOf(tx, name); err != nil {
+			return err
+		}
+		if err := deleteDevices(tx, name); err != nil {
+			return err
+		}
+		inboxes, err := inboxesOf(tx, name)
+		if err != nil {
+			return err
+		}
+		for _, in := range inboxes {
+			if _, err := deleteInbox(tx, in.key()); err != nil {
+				return err
+			}
+		}
+		for _, b := range [][]byte{bucketQStats, bucketQSenders, bucketDeviceSeen} {
+			if err := deletePrefix(tx.Bucket(b), inboxPrefix(name)); err != nil {
+				return err
+			}
+		}
+		db, err := tx.Bucket(bucketDevices).CreateBucket([]byte(name))
+		if err != nil {
+			return err
+		}
+		if err := db.Put(seqKey(0), first); err != nil {
+			return err
+		}
+		return putSession(tx, ss)
+	})
+}

@@ -1,7 +1,10 @@
 package account
 
 import (
+	"bytes"
+	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -365,4 +368,70 @@ func (s *Service) DropRemovedInboxes() (int64, error) {
 		}
 	}
 	return dropped, nil
+}
+
+// Recover starts user's account again from a new first device, all its
+// devices lost: the password is checked as a login's is (same throttles),
+// the new keys must be well formed and signed, and statement must add the
+// device of those keys as the first of a new chain, signed by their sign
+// key (the new master key). The account's keys, chain, sessions and
+// inboxes are replaced at once (store.RecoverAccount); the result is the
+// new device's session. Contacts see a new key, as for an account made
+// again.
+func (s *Service) Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*Result, error) {
+	if err := ratelimit.Refuse(s.loginIP.Take(addr), "too many password logins from this address"); err != nil {
+		return nil, err
+	}
+	canon, err := proto.AppendCanonicalUsername(nil, user)
+	if err != nil || len(password) > proto.MaxPasswordLen {
+		if _, _, err := s.hasher.Verify(ctx, "", password[:min(len(password), proto.MaxPasswordLen)]); err != nil {
+			return nil, err
+		}
+		return nil, proto.CodeInvalidCredentials
+	}
+	name := string(canon)
+	u, err := s.st.GetUser(name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("account: recover: %w", err)
+	}
+	phc := ""
+	if u != nil {
+		phc = u.PasswordHash
+	}
+	ok, _, err := s.hasher.Verify(ctx, phc, password)
+	if err != nil {
+		return nil, fmt.Errorf("account: verifying: %w", err)
+	}
+	if s.failures.Throttled(name) {
+		return nil, proto.CodeInvalidCredentials
+	}
+	if !ok || u == nil || u.Disabled {
+		s.failures.Fail(name)
+		return nil, proto.CodeInvalidCredentials
+	}
+	s.failures.Succeed(name)
+	if err := proto.VerifyKeys(canon, keys); err != nil {
+		return nil, proto.CodeInvalidKey
+	}
+	var st proto.DeviceStatement
+	if err := st.Parse(statement); err != nil {
+		return nil, &proto.RemoteError{Code: proto.CodeBadRequest, Message: err.Error()}
+	}
+	if string(st.User) != name || st.DeviceID != proto.KeyRecordID(keys) || !bytes.Equal(st.BoxKey, keys.BoxKey) || !bytes.Equal(st.SignKey, keys.SignKey) {
+		return nil, &proto.RemoteError{Code: proto.CodeBadRequest, Message: "the statement must add the device of the new keys"}
+	}
+	if _, err := proto.ReplayDevices([]*proto.DeviceStatement{&st}, ed25519.PublicKey(keys.SignKey)); err != nil {
+		return nil, &proto.RemoteError{Code: proto.CodeBadRequest, Message: err.Error()}
+	}
+	token := make([]byte, proto.TokenLen)
+	if _, err := rand.Read(token); err != nil {
+		return nil, fmt.Errorf("account: reading randomness: %w", err)
+	}
+	now := s.now()
+	ss := &store.Session{TokenHash: store.HashToken(token), User: name, Created: now, LastSeen: now, Device: st.DeviceID}
+	if err := s.st.RecoverAccount(name, keys.BoxKey, keys.SignKey, keys.KeySig, statement, ss); err != nil {
+		return nil, storageErr("recover", err)
+	}
+	// (The cached device list is the old master key's: it is not used.)
+	return &Result{User: name, Display: u.Display, Token: token, Expires: expiry(now, now), KeyID: proto.KeyRecordID(keys), Device: st.DeviceID}, nil
 }

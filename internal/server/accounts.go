@@ -46,6 +46,10 @@ func (a shardAccounts) LoginDevice(addr string, user []byte, deviceID uint64, ve
 	return session(a.Service.LoginDevice(addr, user, deviceID, verify))
 }
 
+func (a shardAccounts) Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*shard.Session, error) {
+	return session(a.Service.Recover(ctx, addr, user, password, keys, statement))
+}
+
 func (a shardAccounts) Devices(canon string) (*shard.DeviceSet, error) {
 	key, all, ids, ok, err := a.Service.Devices(canon)
 	if err != nil || !ok {

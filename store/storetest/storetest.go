@@ -13,6 +13,7 @@
 package storetest
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -26,6 +27,7 @@ type Store interface {
 	CreateUser(u *store.User) error
 	GetUser(name string) (*store.User, error)
 	DeleteUser(name string) error
+	RecoverAccount(name string, boxKey, signKey, keySig, first []byte, ss *store.Session) error
 	PutSession(ss *store.Session) error
 	GetSession(h [32]byte) (*store.Session, error)
 	AppendDevice(user string, seq uint32, statement []byte) error
@@ -37,6 +39,7 @@ type Store interface {
 	QueueLen(user string) (count, bytes int64, err error)
 	InboxLen(in store.Inbox) (count, bytes int64, err error)
 	DeleteInbox(in store.Inbox) (int64, error)
+	Inboxes(user string) ([]store.Inbox, error)
 	DevicesSeen(user string) (map[uint64]time.Time, error)
 	MaxServerID() (uint64, error)
 
@@ -450,6 +453,45 @@ var steps = []step{
 					r.fatal("%s after the crash: %+v %v", want.in, q, err)
 				}
 			}
+		},
+	},
+	{
+		name: "recover an account (new keys, a new first device, nothing of the old devices)",
+		do: func(r *run) {
+			in := store.Inbox{User: "carol", Device: 3}
+			if err := r.s.PutSession(&store.Session{TokenHash: store.HashToken([]byte("carol's old session")), User: "carol", Created: r.now, LastSeen: r.now, Device: 3}); err != nil {
+				r.fatal("carol's old session: %v", err)
+			}
+			if n, _, err := r.s.InboxLen(in); err != nil || n == 0 {
+				r.fatal("carol's old device's inbox before: %d %v", n, err)
+			}
+			ss := &store.Session{TokenHash: store.HashToken([]byte("carol's new session")), User: "carol", Created: r.now, LastSeen: r.now, Device: 9}
+			box, sign, sig := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), bytes.Repeat([]byte{3}, 64)
+			if err := r.s.RecoverAccount("carol", box, sign, sig, []byte("carol's new first device"), ss); err != nil {
+				r.fatal("recover carol: %v", err)
+			}
+			if err := r.s.RecoverAccount("nobody", box, sign, sig, []byte("x"), ss); !errors.Is(err, store.ErrNotFound) {
+				r.fatal("recover an account that does not exist: %v", err)
+			}
+		},
+		check: func(r *run) {
+			u, err := r.s.GetUser("carol")
+			if err != nil || !bytes.Equal(u.BoxKey, bytes.Repeat([]byte{1}, 32)) || !bytes.Equal(u.SignKey, bytes.Repeat([]byte{2}, 32)) {
+				r.fatal("carol's keys after the recovery: %+v %v", u, err)
+			}
+			if _, err := r.s.GetSession(store.HashToken([]byte("carol's old session"))); !errors.Is(err, store.ErrNotFound) {
+				r.fatal("carol's old session after the recovery: %v", err)
+			}
+			if ss, err := r.s.GetSession(store.HashToken([]byte("carol's new session"))); err != nil || ss.Device != 9 {
+				r.fatal("carol's new session: %+v %v", ss, err)
+			}
+			if c, _, err := r.s.DeviceChain("carol", 0, 1<<20); err != nil || len(c) != 1 || string(c[0]) != "carol's new first device" {
+				r.fatal("carol's chain after the recovery: %q %v", c, err)
+			}
+			if in, err := r.s.Inboxes("carol"); err != nil || len(in) != 0 {
+				r.fatal("carol's inboxes after the recovery: %v %v", in, err)
+			}
+			r.wantTotal("carol", 0)
 		},
 	},
 }

@@ -278,6 +278,10 @@ func cmdRecover(args []string) error {
 	defer c.Close()
 	fmt.Printf("%s starts again from this device, with new keys (%s) saved in %s.\n", c.Display(), c.Fingerprint(), client.IdentityPath(*cf.home, c.User()))
 	fmt.Println("Your other devices are off your list. Your contacts see a key change: compare safety numbers with them again.")
+	if groups, err := c.Groups(ctx); err == nil && len(groups) > 0 {
+		fmt.Printf("You are in %d group(s): %s. What you signed in them was signed with your old key, which their members' clients\n"+
+			"cannot check when they read a group from its start; make them again, and leave these.\n", len(groups), termtext.Line(strings.Join(groups, ", ")))
+	}
 	return nil
 }
 

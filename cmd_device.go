@@ -12,7 +12,6 @@ import (
 
 	"securefastchat/client"
 	"securefastchat/proto"
-	"securefastchat/shard"
 	"securefastchat/termtext"
 )
 
@@ -108,7 +107,7 @@ func deviceLink(cf *clientFlags) error {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), shard.LinkTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), proto.LinkTTL)
 	defer cancel()
 	offer, err := c.OfferLink(ctx)
 	if err != nil {
@@ -120,7 +119,7 @@ func deviceLink(cf *clientFlags) error {
 	if q := termtext.QR(code); q != nil {
 		fmt.Printf("or scan it:\n\n%s\n\n", strings.Join(q, "\n"))
 	}
-	fmt.Printf("The code holds a secret: whoever has it can ask to be %s's device. It works once, for %d minutes.\n", c.User(), int(shard.LinkTTL/time.Minute))
+	fmt.Printf("The code holds a secret: whoever has it can ask to be %s's device. It works once, for %d minutes.\n", c.User(), int(proto.LinkTTL/time.Minute))
 	fmt.Println("Waiting for the new device...")
 	req, err := offer.Request(ctx)
 	if err != nil {
@@ -165,7 +164,7 @@ func deviceAdd(cf *clientFlags, code, name string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), shard.LinkTTL)
+	ctx, cancel := context.WithTimeout(context.Background(), proto.LinkTTL)
 	defer cancel()
 	c, err := client.AddDevice(ctx, cfg, code, name, pass, func(id uint64) {
 		fmt.Printf("This device's id is %016x: check that your first device shows the same, and answer yes there.\n", id)

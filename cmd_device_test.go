@@ -131,8 +131,12 @@ func TestRecoverCommand(t *testing.T) {
 			t.Fatalf("send: %+v", r)
 		}
 	}
+	if r := run(t, ann, "group", "create", "team", "--server", addr, "--user", "ann"); r.code != 0 {
+		t.Fatalf("group create: %+v", r)
+	}
 	fresh := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=a password!"}
-	if r := run(t, fresh, "recover", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "starts again from this device") {
+	if r := run(t, fresh, "recover", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "starts again from this device") ||
+		!strings.Contains(r.stdout, "You are in 1 group(s): team.") {
 		t.Fatalf("recover: %+v", r)
 	}
 	if r := run(t, ann, "recover", "--server", addr, "--user", "ann"); r.code != 1 || !strings.Contains(r.stderr, "already holds an identity") {

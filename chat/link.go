@@ -7,7 +7,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"securefastchat/client"
-	"securefastchat/shard"
+	"securefastchat/proto"
 	"securefastchat/termtext"
 )
 
@@ -87,7 +87,7 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 	}
 	switch {
 	case msg.offer != nil:
-		ctx, cancel := context.WithTimeout(m.a.ctx, shard.LinkTTL)
+		ctx, cancel := context.WithTimeout(m.a.ctx, proto.LinkTTL)
 		m.link = &linking{offer: msg.offer, done: cancel}
 		code := msg.offer.Code()
 		// The code in lines short enough for any pane, so that none is
@@ -99,7 +99,7 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 			m.info, rest = append(m.info, rest[:n]), rest[n:]
 		}
 		m.info = append(append(m.info, "It holds a secret: whoever has it can ask to be your device. It works once, for "+
-			fmt.Sprintf("%d minutes; /link no ends it. Or scan it:", int(shard.LinkTTL.Minutes()))), termtext.QR(code)...)
+			fmt.Sprintf("%d minutes; /link no ends it. Or scan it:", int(proto.LinkTTL.Minutes()))), termtext.QR(code)...)
 		o := msg.offer
 		return func() tea.Msg {
 			req, err := o.Request(ctx)

@@ -195,16 +195,8 @@ func Recover(ctx context.Context, cfg Config, user, password string) (*Client, e
 		conn.Close()
 		return nil, err
 	}
-	if err := saveIdentity(cfg.Storage, idName, id, []byte(password), cfg.KDF); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	c, err := newClient(cfg, canon, id, password)
+	c, err := keepFirstDevice(cfg, canon, id, password, conn, ok)
 	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := c.installNew(conn, ok); err != nil {
 		return nil, err
 	}
 	if _, err := c.ensureDevices(ctx); err == nil {

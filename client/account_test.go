@@ -248,3 +248,27 @@ func TestRecover(t *testing.T) {
 		t.Fatalf("alice, recovered, got %+v", m)
 	}
 }
+
+// TestRecoveredOldHome: after alice's account is recovered on a new device,
+// her old home still has the password. Logging in with it, the old home
+// finds the account's keys are not its own and stops, without ever taking
+// the new device's place as the receiver.
+func TestRecoveredOldHome(t *testing.T) {
+	s := testserver.Start(t, nil)
+	oldCfg := testserver.ClientConfig(t, s)
+	old := signup(t, oldCfg, "alice")
+	old.Close()
+	again, err := client.Recover(ctxT(t), testserver.ClientConfig(t, s), "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	conn := again.Conn()
+	if _, err := client.Open(ctxT(t), oldCfg, "alice", pw); !errors.Is(err, client.ErrAccountRecovered) {
+		t.Fatalf("the old home opening: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if again.Conn() != conn || conn.Err() != nil {
+		t.Fatalf("the new device's receiving session was taken: %v", conn.Err())
+	}
+}

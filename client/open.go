@@ -106,16 +106,8 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		conn.Close()
 		return nil, err
 	}
-	if err := saveIdentity(cfg.Storage, idName, id, []byte(pw), cfg.KDF); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	c, err := newClient(cfg, canon, id, pw)
+	c, err := keepFirstDevice(cfg, canon, id, pw, conn, ok)
 	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := c.installNew(conn, ok); err != nil {
 		return nil, err
 	}
 	// The account's device list, with this device first, from the start;
@@ -126,6 +118,22 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		}
 	}
 	return c, nil
+}
+
+// keepFirstDevice keeps the identity of an account's new first device in
+// the home, sealed with password, and returns its client on conn, logged
+// in (ok). conn is closed if that fails.
+func keepFirstDevice(cfg Config, canon string, id *Identity, password string, conn *Conn, ok *proto.LoginOK) (*Client, error) {
+	if err := saveIdentity(cfg.Storage, userRecord(canon, "identity"), id, []byte(password), cfg.KDF); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	c, err := newClient(cfg, canon, id, password)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, c.installNew(conn, ok)
 }
 
 // Login logs in with the password (one argon2 hash on the server), opens

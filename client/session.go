@@ -147,20 +147,42 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 		}
 		return nil, nil, ErrNeedPassword
 	}
-	ok, err := conn.LoginWith(ctx, s.user, string(s.password), flags)
+	// A password login is bound to the account's first device: this must
+	// be it (an account recovered elsewhere has another). It is checked
+	// on a session that takes no deliveries, so a home that is not the
+	// first device never takes the first device's place; then the new
+	// session is resumed as asked.
+	check := s.ownKeys != nil && conn.Version() >= 3
+	lflags := flags
+	if check {
+		lflags |= proto.LoginNoDeliveries
+	}
+	ok, err := conn.LoginWith(ctx, s.user, string(s.password), lflags)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
-	// A password login is bound to the account's first device: this must
-	// be it (an account recovered elsewhere has another).
-	if s.ownKeys != nil {
-		if err := checkOwnKeys(ctx, conn, s.user, s.ownKeys()); err != nil {
-			conn.Close()
-			return nil, nil, err
-		}
+	if !check {
+		return conn, ok, nil
 	}
-	return conn, ok, nil
+	if err := checkOwnKeys(ctx, conn, s.user, s.ownKeys()); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if lflags == flags {
+		return conn, ok, nil
+	}
+	conn.Close()
+	if conn, err = Dial(ctx, s.cfg.Addr, s.cfg.dialOptions()); err != nil {
+		return nil, nil, err
+	}
+	rok, err := conn.ResumeWith(ctx, s.user, ok.Token, flags)
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	rok.Token = ok.Token // (a resume keeps the token it was given)
+	return conn, rok, nil
 }
 
 // ErrAccountRecovered: the account's keys on the server are not this

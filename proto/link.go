@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -66,6 +67,9 @@ const (
 	LinkRequestContext = "securefastchat v1 link request"
 	// MaxLinkData is the largest sealed frame a device may relay.
 	MaxLinkData = 60 << 10
+	// LinkTTL is how long a link lives from its offer: the server ends it
+	// then, and the devices wait no longer.
+	LinkTTL = 10 * time.Minute
 )
 
 // Link roles (LinkOpen).

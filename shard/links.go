@@ -15,7 +15,7 @@ import (
 // join gets link_unknown, and the offer stays for the right one.
 const (
 	// LinkTTL is how long a link lives from its offer.
-	LinkTTL = 10 * time.Minute
+	LinkTTL = proto.LinkTTL
 	// LinkMaxOffers is how many links one account may offer at once.
 	LinkMaxOffers = 2
 	// LinkMaxFrames and LinkMaxBytes bound what one link relays.

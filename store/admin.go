@@ -52,29 +52,7 @@ func (s *Store) DeleteUser(name string) error {
 		if err := ub.Delete([]byte(name)); err != nil {
 			return err
 		}
-		if _, err := deleteSessionsOf(tx, name); err != nil {
-			return err
-		}
-		if err := deleteDevices(tx, name); err != nil {
-			return err
-		}
-		inboxes, err := inboxesOf(tx, name)
-		if err != nil {
-			return err
-		}
-		for _, in := range inboxes {
-			if _, err := deleteInbox(tx, in.key()); err != nil {
-				return err
-			}
-		}
-		// Counts of inboxes already empty.
-		if err := deletePrefix(tx.Bucket(bucketQStats), inboxPrefix(name)); err != nil {
-			return err
-		}
-		if err := deletePrefix(tx.Bucket(bucketQSenders), inboxPrefix(name)); err != nil {
-			return err
-		}
-		if err := deletePrefix(tx.Bucket(bucketDeviceSeen), inboxPrefix(name)); err != nil {
+		if err := dropDevices(tx, name); err != nil {
 			return err
 		}
 		prefix := contactKey(name, "")
@@ -100,6 +78,34 @@ func (s *Store) DeleteUser(name string) error {
 		// new account under it may be the same person).
 		return deletePrefix(tx.Bucket(bucketBlocked), prefix)
 	})
+}
+
+// dropDevices deletes what an account keeps of its devices: its sessions,
+// its device chain, every device's inbox with its counts and senders'
+// shares, and when each device last logged in.
+func dropDevices(tx *bolt.Tx, name string) error {
+	if _, err := deleteSessionsOf(tx, name); err != nil {
+		return err
+	}
+	if err := deleteDevices(tx, name); err != nil {
+		return err
+	}
+	inboxes, err := inboxesOf(tx, name)
+	if err != nil {
+		return err
+	}
+	for _, in := range inboxes {
+		if _, err := deleteInbox(tx, in.key()); err != nil {
+			return err
+		}
+	}
+	// Counts of inboxes already empty.
+	for _, b := range [][]byte{bucketQStats, bucketQSenders, bucketDeviceSeen} {
+		if err := deletePrefix(tx.Bucket(b), inboxPrefix(name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteSessionsOf deletes a user's sessions and returns how many.
@@ -243,25 +249,8 @@ func (s *Store) RecoverAccount(name string, boxKey, signKey, keySig, first []byt
 		if err := ub.Put([]byte(name), u.marshal()); err != nil {
 			return err
 		}
-		if _, err := deleteSessionsOf(tx, name); err != nil {
+		if err := dropDevices(tx, name); err != nil {
 			return err
-		}
-		if err := deleteDevices(tx, name); err != nil {
-			return err
-		}
-		inboxes, err := inboxesOf(tx, name)
-		if err != nil {
-			return err
-		}
-		for _, in := range inboxes {
-			if _, err := deleteInbox(tx, in.key()); err != nil {
-				return err
-			}
-		}
-		for _, b := range [][]byte{bucketQStats, bucketQSenders, bucketDeviceSeen} {
-			if err := deletePrefix(tx.Bucket(b), inboxPrefix(name)); err != nil {
-				return err
-			}
 		}
 		db, err := tx.Bucket(bucketDevices).CreateBucket([]byte(name))
 		if err != nil {

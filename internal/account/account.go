@@ -251,6 +251,18 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 
 // Login checks a password and opens a session.
 func (s *Service) Login(ctx context.Context, addr string, user, password []byte) (*Result, error) {
+	u, err := s.checkPassword(ctx, addr, user, password)
+	if err != nil {
+		return nil, err
+	}
+	return s.newSession(u, KeyID(u))
+}
+
+// checkPassword returns the account whose password this is: within the
+// address's rate, at the same cost whether the name exists or not, and
+// held by the account's failure throttle. A hash made with older
+// parameters is made again.
+func (s *Service) checkPassword(ctx context.Context, addr string, user, password []byte) (*store.User, error) {
 	if err := ratelimit.Refuse(s.loginIP.Take(addr), "too many password logins from this address"); err != nil {
 		return nil, err
 	}
@@ -288,7 +300,7 @@ func (s *Service) Login(ctx context.Context, addr string, user, password []byte)
 			_ = s.st.SetPasswordHash(name, phc) // best effort: the old hash still works
 		}
 	}
-	return s.newSession(u, KeyID(u))
+	return u, nil
 }
 
 // Resume checks a session token presented after a fresh handshake.

@@ -379,38 +379,12 @@ func (s *Service) DropRemovedInboxes() (int64, error) {
 // new device's session. Contacts see a new key, as for an account made
 // again.
 func (s *Service) Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*Result, error) {
-	if err := ratelimit.Refuse(s.loginIP.Take(addr), "too many password logins from this address"); err != nil {
+	u, err := s.checkPassword(ctx, addr, user, password)
+	if err != nil {
 		return nil, err
 	}
-	canon, err := proto.AppendCanonicalUsername(nil, user)
-	if err != nil || len(password) > proto.MaxPasswordLen {
-		if _, _, err := s.hasher.Verify(ctx, "", password[:min(len(password), proto.MaxPasswordLen)]); err != nil {
-			return nil, err
-		}
-		return nil, proto.CodeInvalidCredentials
-	}
-	name := string(canon)
-	u, err := s.st.GetUser(name)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("account: recover: %w", err)
-	}
-	phc := ""
-	if u != nil {
-		phc = u.PasswordHash
-	}
-	ok, _, err := s.hasher.Verify(ctx, phc, password)
-	if err != nil {
-		return nil, fmt.Errorf("account: verifying: %w", err)
-	}
-	if s.failures.Throttled(name) {
-		return nil, proto.CodeInvalidCredentials
-	}
-	if !ok || u == nil || u.Disabled {
-		s.failures.Fail(name)
-		return nil, proto.CodeInvalidCredentials
-	}
-	s.failures.Succeed(name)
-	if err := proto.VerifyKeys(canon, keys); err != nil {
+	name := u.Name
+	if err := proto.VerifyKeys([]byte(name), keys); err != nil {
 		return nil, proto.CodeInvalidKey
 	}
 	var st proto.DeviceStatement

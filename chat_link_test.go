@@ -75,6 +75,25 @@ func TestChatLink(t *testing.T) {
 	ann.typeLine("/devices")
 	ann.waitFor(id + `\s+laptop`)
 
+	// The laptop runs a chat of its own: what bob sends reaches both
+	// chats, and what the laptop writes to bob shows in ann's first chat
+	// as hers.
+	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	lp := startChatPane(t, socket, "laptop", laptop, "--server", srv.Addr, "--user", "ann")
+	lp.waitFor(`● connected`)
+	if r := run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "to each of ann's devices"); r.code != 0 {
+		t.Fatalf("bob's send: %+v", r)
+	}
+	ann.typeLine("/dm bob")
+	ann.waitFor(`to each of ann's devices`)
+	lp.typeLine("/dm bob")
+	lp.waitFor(`to each of ann's devices`)
+	lp.typeLine("hello from the laptop")
+	ann.waitFor(`hello from the laptop`)
+	if r := run(t, users["bob"], "recv", "--server", srv.Addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "ann: hello from the laptop") {
+		t.Fatalf("bob's recv: %+v", r)
+	}
+
 	// /link no: nothing is added, and the new device is told.
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
 	ann.typeLine("/link")

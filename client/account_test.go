@@ -143,6 +143,14 @@ func TestAddDevice(t *testing.T) {
 	if err := laptop.CreateGroup(ctxT(t), "team"); !errors.Is(err, client.ErrGroupsOnFirstDevice) {
 		t.Fatalf("the laptop making a group: %v", err)
 	}
+	// It reads the groups alice is in: her statements check against the
+	// account's key, not the laptop's.
+	if err := alice.CreateGroup(ctxT(t), "crew"); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := laptop.GroupMembers(ctxT(t), "crew"); err != nil || len(ms) != 1 || ms[0].Name != "alice" {
+		t.Fatalf("the laptop reading alice's group: %+v %v", ms, err)
+	}
 
 	// Its home opens with its passphrase, not the account's password, and
 	// it logs in with its key when its session is gone.

@@ -27,6 +27,7 @@ const wrapsPerPart = 300
 type groupBook struct {
 	user  string // canonical
 	id    *Identity
+	self  ed25519.PublicKey // the account's sign key: what the user's statements are signed with
 	s     *session
 	peers func(ctx context.Context, user string) (*PeerKeys, error)
 	send  func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
@@ -273,7 +274,7 @@ const DefaultChangeGrace = 2 * time.Minute
 func (gb *groupBook) signKeyFunc(ctx context.Context) proto.SignKeyFunc {
 	return func(user string) ed25519.PublicKey {
 		if user == gb.user {
-			return gb.id.Sign.Public().(ed25519.PublicKey)
+			return gb.self
 		}
 		pk, err := gb.peers(ctx, user)
 		if err != nil {

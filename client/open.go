@@ -244,7 +244,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		ownKeys: func() proto.Keys { return acct.keys },
 		display: canon, changed: make(chan struct{}),
 	}
-	c.groups = &groupBook{user: canon, id: id, s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
+	c.groups = &groupBook{user: canon, id: id, self: acct.master(), s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
 	c.devHeads = &deviceHeads{st: cfg.Storage, name: userRecord(canon, "devices"), key: c.LocalKey("devices")}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {

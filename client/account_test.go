@@ -10,6 +10,7 @@ import (
 	"securefastchat/client"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
+	"securefastchat/store"
 )
 
 // addLaptop links a second home to alice's account as her laptop, with
@@ -150,6 +151,40 @@ func TestAddDevice(t *testing.T) {
 	}
 	if ms, err := laptop.GroupMembers(ctxT(t), "crew"); err != nil || len(ms) != 1 || ms[0].Name != "alice" {
 		t.Fatalf("the laptop reading alice's group: %+v %v", ms, err)
+	}
+	// What bob writes in it reaches the laptop, which says once that only
+	// alice's first device opens the group's messages.
+	if err := alice.AddMember(ctxT(t), "crew", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, bob, "crew")
+	rejected := make(chan client.Event, 8)
+	testserver.OnEvent(laptop, func(ev client.Event) {
+		if ev.Kind == client.EventRejected {
+			rejected <- ev
+		}
+	})
+	for _, text := range []string{"one", "two", "three"} {
+		if _, err := bob.SendGroupText(ctxT(t), "crew", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case ev := <-rejected:
+		if !errors.Is(ev.Err, client.ErrGroupsOnFirstDevice) {
+			t.Fatalf("the laptop was told %v", ev.Err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the laptop did not say it cannot open the group's messages")
+	}
+	waitFor(t, func() bool {
+		n, _, _ := s.Store.InboxLen(store.Inbox{User: "alice", Device: laptop.Identity().KeyID("alice")})
+		return n == 0
+	})
+	select {
+	case ev := <-rejected:
+		t.Fatalf("the laptop said it again: %v", ev.Err)
+	case <-time.After(300 * time.Millisecond):
 	}
 
 	// Its home opens with its passphrase, not the account's password, and

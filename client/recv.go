@@ -76,6 +76,9 @@ type receiver struct {
 	// refetched: when each sender's keys were last fetched again after a
 	// message from it did not open.
 	refetched map[string]time.Time
+	// groupsTold: the groups whose messages a linked device was told it
+	// cannot open (once each per run; the rest are acknowledged quietly).
+	groupsTold map[string]bool
 }
 
 // maxRefused bounds the refused file ids remembered.
@@ -83,7 +86,7 @@ const maxRefused = 1024
 
 func newReceiver(c *Client, seen *seenLog) *receiver {
 	return &receiver{c: c, seen: seen, files: map[[proto.MsgIDLen]byte]*incomingFile{}, partials: loadPartials(c.cfg.Downloads, time.Now(), c.LocalKey("partials")),
-		refused: map[[proto.MsgIDLen]byte]bool{}, refetched: map[string]time.Time{}}
+		refused: map[[proto.MsgIDLen]byte]bool{}, refetched: map[string]time.Time{}, groupsTold: map[string]bool{}}
 }
 
 // run serves one connection's deliveries until it ends or the client stops.
@@ -289,7 +292,16 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		return nil, false, nil
 	}
 	if err := r.c.groupsHere(); err != nil {
-		return nil, false, fmt.Errorf("%w: a message in %s: %w", ErrRejected, termtext.Line(group), err)
+		r.mu.Lock()
+		told := r.groupsTold[group]
+		if !told && len(r.groupsTold) < maxRefused {
+			r.groupsTold[group] = true
+		}
+		r.mu.Unlock()
+		if told {
+			return nil, false, nil // said once for the group
+		}
+		return nil, false, fmt.Errorf("%w: messages in %s reach this device, but only your first device opens them: %w", ErrRejected, termtext.Line(group), err)
 	}
 	if _, err := r.c.groups.group(ctx, group); err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)

@@ -31,9 +31,9 @@ func (c discardConn) SetDeadline(time.Time) error      { return nil }
 func (c discardConn) SetReadDeadline(time.Time) error  { return nil }
 func (c discardConn) SetWriteDeadline(time.Time) error { return nil }
 
-// benchPair builds a set with two logged-in connections on different
-// shards, each with the client side of its session.
-func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *proto.Session) {
+// benchSet builds a set of two shards on a fresh store, with no message
+// limits, and returns it with its store and static key.
+func benchSet(b *testing.B) (*Set, *store.Store, proto.KeyPair) {
 	st, err := store.Open(filepath.Join(b.TempDir(), "db"), nil)
 	if err != nil {
 		b.Fatal(err)
@@ -44,12 +44,19 @@ func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *prot
 		b.Fatal(err)
 	}
 	static, _ := proto.NewKeyPair(rand.Reader)
-	s, err = New(Options{Shards: 2, Static: &static, Accounts: benchAccounts{account.New(st, account.Options{Hasher: h})}, Store: st,
+	s, err := New(Options{Shards: 2, Static: &static, Accounts: benchAccounts{account.New(st, account.Options{Hasher: h})}, Store: st,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: Limits{MsgEvery: -1}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s, st, static
+}
+
+// benchPair builds a set with two logged-in connections on different
+// shards, each with the client side of its session.
+func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *proto.Session) {
+	s, st, static := benchSet(b)
 	mk := func(shard int, user string) (*conn, *proto.Session) {
 		ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public})
 		reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: &static}, ch.Hello())

@@ -1,19 +1,13 @@
 package shard
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
-	"securefastchat/internal/account"
-	"securefastchat/internal/passwd"
 	"securefastchat/proto"
 	"securefastchat/store"
 )
@@ -31,22 +25,7 @@ type devicesBench struct {
 }
 
 func newDevicesBench(b *testing.B, v uint8, devices int) *devicesBench {
-	st, err := store.Open(filepath.Join(b.TempDir(), "db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { st.Close() })
-	h, err := passwd.NewHasher(passwd.Weak, 1, true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	static, _ := proto.NewKeyPair(rand.Reader)
-	s, err := New(Options{Shards: 2, Static: &static, Accounts: benchAccounts{account.New(st, account.Options{Hasher: h})}, Store: st,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Limits: Limits{MsgEvery: -1}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	s, st, static := benchSet(b)
 	session := func(v uint8) (*proto.Session, *proto.Session) {
 		ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public, MaxVersion: v})
 		reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: &static}, ch.Hello())

@@ -241,7 +241,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		cfg: &c.cfg, user: canon, password: []byte(password),
 		tokens: &sessionFile{st: cfg.Storage, name: userRecord(canon, "session"), key: c.LocalKey("session")},
 		post:   c.post, serve: c.serve, device: c.thisDevice, goTracked: c.goTracked, stop: c.stop,
-		ownKeys: func() proto.Keys { return acct.keys },
+		ownKeys: func() proto.Keys { return acct.keys }, linked: acct.linked,
 		display: canon, changed: make(chan struct{}),
 	}
 	c.groups = &groupBook{user: canon, id: id, self: acct.master(), s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
@@ -314,7 +314,7 @@ func (c *Client) installNew(conn *Conn, ok *proto.LoginOK) error {
 // final reports errors that connecting again cannot fix.
 func final(err error) bool {
 	for _, e := range []error{ErrServerKeyChanged, ErrUnknownServer, ErrNotServer, proto.ErrUnsupportedVersion,
-		ErrNeedPassword, proto.CodeInvalidCredentials, proto.CodeInvalidToken, proto.CodeUnsupportedFeature, ErrAccountRecovered} {
+		ErrNeedPassword, proto.CodeInvalidCredentials, proto.CodeInvalidToken, proto.CodeUnsupportedFeature, ErrAccountRecovered, ErrDeviceRemoved} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -59,7 +59,10 @@ type session struct {
 	device func() (id uint64, key ed25519.PrivateKey, ok bool)
 	// ownKeys returns the account's published keys as this device knows
 	// them, checked after a password login.
-	ownKeys   func() proto.Keys
+	ownKeys func() proto.Keys
+	// linked: the device was added through a link; it logs in with its
+	// key alone.
+	linked    bool
 	goTracked func(func())
 	stop      <-chan struct{}
 
@@ -130,6 +133,7 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 	}
 	// This device's own key, if the account's device list has it: the
 	// password does not go to the server.
+	refused := false
 	if id, key, ok := s.device(); ok && conn.Version() >= 3 {
 		lok, err := conn.LoginDevice(ctx, s.user, id, key, flags)
 		if err == nil {
@@ -139,9 +143,13 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 			conn.Close()
 			return nil, nil, err
 		}
+		refused = true
 	}
 	if len(s.password) == 0 {
 		conn.Close()
+		if refused && s.linked {
+			return nil, nil, ErrDeviceRemoved
+		}
 		if tokErr != nil {
 			return nil, nil, tokErr
 		}
@@ -184,6 +192,10 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 	rok.Token = ok.Token // (a resume keeps the token it was given)
 	return conn, rok, nil
 }
+
+// ErrDeviceRemoved: a device added through a link is no longer on its
+// account's list (removed, or the account was recovered).
+var ErrDeviceRemoved = errors.New("client: this device is no longer on the account's device list (it was removed, or the account recovered elsewhere): link it again with 'securefastchat device add'")
 
 // ErrAccountRecovered: the account's keys on the server are not this
 // device's account's: it was recovered (or made again) with new keys

@@ -128,6 +128,12 @@ func keepFirstDevice(cfg Config, canon string, id *Identity, password string, co
 		conn.Close()
 		return nil, err
 	}
+	return clientOn(cfg, canon, id, password, conn, ok)
+}
+
+// clientOn makes the client of identity id on conn, logged in (ok); conn
+// is closed if that fails.
+func clientOn(cfg Config, canon string, id *Identity, password string, conn *Conn, ok *proto.LoginOK) (*Client, error) {
 	c, err := newClient(cfg, canon, id, password)
 	if err != nil {
 		conn.Close()
@@ -162,12 +168,7 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 		conn.Close()
 		return nil, err
 	}
-	c, err := newClient(cfg, canon, id, password)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return c, c.installNew(conn, ok)
+	return clientOn(cfg, canon, id, password, conn, ok)
 }
 
 // Load opens the user's identity in the home directory with the password,

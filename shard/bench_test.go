@@ -53,32 +53,46 @@ func benchSet(b *testing.B) (*Set, *store.Store, proto.KeyPair) {
 	return s, st, static
 }
 
+// benchUser makes an account with fresh keys and returns it with its sign
+// key.
+func benchUser(b *testing.B, st *store.Store, name string) (*store.User, ed25519.PrivateKey) {
+	keys, _ := proto.NewKeyPair(rand.Reader)
+	_, sign, _ := ed25519.GenerateKey(rand.Reader)
+	u := &store.User{Name: name, Display: name, BoxKey: keys.Public.Bytes(), SignKey: sign.Public().(ed25519.PublicKey), KeySig: make([]byte, 64)}
+	if err := st.CreateUser(u); err != nil {
+		b.Fatal(err)
+	}
+	return u, sign
+}
+
+// benchLogin makes a connection of user's device dev on a shard of s,
+// logged in with an empty queue, speaking version v (0: the newest), and
+// returns it with the client side of its session.
+func benchLogin(b *testing.B, s *Set, static *proto.KeyPair, shard int, user string, dev uint64, v uint8) (*conn, *proto.Session) {
+	ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public, MaxVersion: v})
+	reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: static}, ch.Hello())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs, _, err := ch.Finish(reply)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
+	c.sess, c.authed, c.user, c.dev = ss, true, user, dev
+	c.seq = s.seqs.of(c.box())
+	c.backlog, c.barrier = false, false // logged in with an empty queue
+	s.dir.register(c)
+	return c, cs
+}
+
 // benchPair builds a set with two logged-in connections on different
 // shards, each with the client side of its session.
 func benchPair(b *testing.B) (s *Set, sender, receiver *conn, sendC, recvC *proto.Session) {
 	s, st, static := benchSet(b)
 	mk := func(shard int, user string) (*conn, *proto.Session) {
-		ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public})
-		reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: &static}, ch.Hello())
-		if err != nil {
-			b.Fatal(err)
-		}
-		cs, _, err := ch.Finish(reply)
-		if err != nil {
-			b.Fatal(err)
-		}
-		keys, _ := proto.NewKeyPair(rand.Reader)
-		_, sign, _ := ed25519.GenerateKey(rand.Reader)
-		u := &store.User{Name: user, Display: user, BoxKey: keys.Public.Bytes(), SignKey: sign.Public().(ed25519.PublicKey), KeySig: make([]byte, 64)}
-		if err := st.CreateUser(u); err != nil {
-			b.Fatal(err)
-		}
-		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
-		c.sess, c.authed, c.user, c.dev = ss, true, user, store.FirstDevice(u)
-		c.seq = s.seqs.of(c.box())
-		c.backlog, c.barrier = false, false // logged in with an empty queue
-		s.dir.register(c)
-		return c, cs
+		u, _ := benchUser(b, st, user)
+		return benchLogin(b, s, &static, shard, user, store.FirstDevice(u), 0)
 	}
 	sender, sendC = mk(0, "alice")
 	receiver, recvC = mk(1, "bob")

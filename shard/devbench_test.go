@@ -26,36 +26,10 @@ type devicesBench struct {
 
 func newDevicesBench(b *testing.B, v uint8, devices int) *devicesBench {
 	s, st, static := benchSet(b)
-	session := func(v uint8) (*proto.Session, *proto.Session) {
-		ch, _ := proto.NewClientHandshake(proto.ClientConfig{ServerKey: &static.Public, MaxVersion: v})
-		reply, ss, err := proto.ServerHandshake(proto.ServerConfig{Static: &static}, ch.Hello())
-		if err != nil {
-			b.Fatal(err)
-		}
-		cs, _, err := ch.Finish(reply)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return ss, cs
-	}
 	login := func(shard int, user string, dev uint64, v uint8) (*conn, *proto.Session) {
-		ss, cs := session(v)
-		c := newConn(s.shards[shard], discardConn{closed: make(chan struct{})}, "127.0.0.1")
-		c.sess, c.authed, c.user, c.dev = ss, true, user, dev
-		c.seq = s.seqs.of(c.box())
-		c.backlog, c.barrier = false, false
-		s.dir.register(c)
-		return c, cs
+		return benchLogin(b, s, &static, shard, user, dev, v)
 	}
-	user := func(name string) (*store.User, ed25519.PrivateKey) {
-		keys, _ := proto.NewKeyPair(rand.Reader)
-		_, sign, _ := ed25519.GenerateKey(rand.Reader)
-		u := &store.User{Name: name, Display: name, BoxKey: keys.Public.Bytes(), SignKey: sign.Public().(ed25519.PublicKey), KeySig: make([]byte, 64)}
-		if err := st.CreateUser(u); err != nil {
-			b.Fatal(err)
-		}
-		return u, sign
-	}
+	user := func(name string) (*store.User, ed25519.PrivateKey) { return benchUser(b, st, name) }
 	d := &devicesBench{s: s}
 	alice, _ := user("alice")
 	d.sender, d.sendC = login(0, "alice", store.FirstDevice(alice), v)

@@ -579,7 +579,7 @@ func printReceived(m *client.Message, asJSON bool, told map[string]bool) error {
 	}
 	j := recvJSON{ID: m.ServerID, Sender: m.From, Group: m.Group, Kind: "text", Text: m.Text,
 		Time: m.ServerTime.UTC().Format(time.RFC3339Nano), Sent: m.SentAt.UTC().Format(time.RFC3339Nano), KeyChanged: m.PeerKeyChanged, Request: m.Request}
-	if m.Mine {
+	if m.Mine && m.Group == "" {
 		j.To = m.To
 	}
 	if m.File != nil {
@@ -603,6 +603,10 @@ func printMessage(w io.Writer, m *client.Message) {
 	text := strings.ReplaceAll(termtext.Clean(m.Text), "\n", "\n    ")
 	group := termtext.Line(m.Group)
 	switch {
+	case m.Mine && m.Group != "" && m.File != nil:
+		fmt.Fprintf(w, "[%s] you, in %s from another device, sent a file: %s (%d bytes), saved as %s\n", ts, group, termtext.Line(m.File.Name), m.File.Size, termtext.Line(m.File.Path))
+	case m.Mine && m.Group != "":
+		fmt.Fprintf(w, "[%s] you, in %s from another device: %s\n", ts, group, text)
 	case m.Mine && m.File != nil:
 		fmt.Fprintf(w, "[%s] you, to %s from another device, sent a file: %s (%d bytes), saved as %s\n", ts, m.To, termtext.Line(m.File.Name), m.File.Size, termtext.Line(m.File.Path))
 	case m.Mine:

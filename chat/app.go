@@ -243,7 +243,9 @@ func entryOf(m *client.Message) *history.Entry {
 	e := &history.Entry{ID: m.MsgID, From: m.From, Time: m.ServerTime, Unread: true, Text: m.Text, Before: m.BeforeChange}
 	switch {
 	case m.Group != "":
-		e.Conv = "#" + m.Group
+		// In the group; what the user wrote from another device shows
+		// as their own.
+		e.Conv, e.Mine, e.Unread = "#"+m.Group, m.Mine, !m.Mine
 	case m.Mine:
 		// What the user sent from another device: in the conversation
 		// with its receiver, as their own.

@@ -20,4 +20,13 @@ func TestEntryOfMine(t *testing.T) {
 	if theirs.Conv != "@bob" || theirs.Mine || !theirs.Unread {
 		t.Fatalf("a message from bob: %+v", theirs)
 	}
+	// In a group: in the group's conversation either way.
+	mine = entryOf(&client.Message{From: "alice", To: "alice", Group: "team", Text: "from the laptop", ServerTime: at, Mine: true})
+	if mine.Conv != "#team" || !mine.Mine || mine.Unread {
+		t.Fatalf("a group message sent from another device: %+v", mine)
+	}
+	theirs = entryOf(&client.Message{From: "bob", To: "alice", Group: "team", Text: "hello team", ServerTime: at})
+	if theirs.Conv != "#team" || theirs.Mine || !theirs.Unread {
+		t.Fatalf("a group message from bob: %+v", theirs)
+	}
 }

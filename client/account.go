@@ -68,18 +68,30 @@ func saveAccount(st Storage, canon string, id *Identity, k *proto.Keys) error {
 // link (it does not hold the master key).
 func (c *Client) Linked() bool { return c.acct.linked }
 
-// ErrGroupsOnFirstDevice: group keys are sealed for an account's first
-// device alone, so a device added through a link cannot take part in
-// groups yet.
-var ErrGroupsOnFirstDevice = errors.New("client: groups work on your account's first device only, for now: group keys are not yet sealed for each device")
+// ErrGroupsOnFirstDevice: what only the account's first device does in
+// groups: membership changes (create, add, remove, promote, leave), which
+// the account's key signs and only that device holds; and, with a server
+// before protocol version 5, which keeps group keys for each member's
+// first device alone, everything.
+var ErrGroupsOnFirstDevice = errors.New("client: this is done on your account's first device: group membership changes are signed by the account's key, which only it holds (and a server before protocol version 5 keeps group keys for first devices only)")
 
 // ErrLinkedLogin: a device added through a link logs in with its own key
 // (Open), never with the account's password.
 var ErrLinkedLogin = errors.New("client: this device was added through a link and logs in with its own key; open it instead of logging in with the password")
 
-// groupsHere refuses group work on a linked device.
-func (c *Client) groupsHere() error {
-	if c.acct.linked {
+// groupsHere refuses group work on a linked device when the server (conn,
+// if known) keeps group keys for each member's first device only.
+func (c *Client) groupsHere(conn *Conn) error {
+	if c.acct.linked && conn != nil && conn.Version() < 5 {
+		return ErrGroupsOnFirstDevice
+	}
+	return nil
+}
+
+// membershipHere refuses a group membership change on a device without
+// the account's key, which signs them.
+func (c *Client) membershipHere() error {
+	if c.acct.masterKey == nil {
 		return ErrGroupsOnFirstDevice
 	}
 	return nil

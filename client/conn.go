@@ -338,13 +338,13 @@ func (c *Conn) readLoop() {
 			return
 		}
 		switch t {
-		case proto.TDeliver, proto.TDeliverRequest, proto.TDeliverGroup, proto.TDeliverDevices:
+		case proto.TDeliver, proto.TDeliverRequest, proto.TDeliverGroup, proto.TDeliverGroupV2, proto.TDeliverDevices:
 			var dl *Delivery
 			if c.onDelivery != nil {
 				dl = &fast.dl
 				*dl = Delivery{}
 				switch t {
-				case proto.TDeliverGroup:
+				case proto.TDeliverGroup, proto.TDeliverGroupV2:
 					dl.Group = &fast.group
 				case proto.TDeliverDevices:
 					dl.Devices = &fast.devs
@@ -355,7 +355,7 @@ func (c *Conn) readLoop() {
 				dl = new(Delivery)
 				body = append([]byte(nil), body...)
 				switch t {
-				case proto.TDeliverGroup:
+				case proto.TDeliverGroup, proto.TDeliverGroupV2:
 					dl.Group = new(proto.DeliverGroup)
 				case proto.TDeliverDevices:
 					dl.Devices = new(proto.DeliverDevices)
@@ -365,7 +365,7 @@ func (c *Conn) readLoop() {
 			}
 			switch {
 			case dl.Group != nil:
-				err = dl.Group.Parse(body)
+				err = dl.Group.ParseAs(t, body)
 				dl.ServerID = dl.Group.ServerID
 			case dl.Devices != nil:
 				err = dl.Devices.Parse(body)

@@ -409,9 +409,19 @@ func (c *Client) RemoveDevice(ctx context.Context, which string) (*proto.Device,
 	if err != nil {
 		return nil, err
 	}
+	c.devLists.drop(c.user)
+	if err := c.rekeyGroups(ctx); err != nil {
+		return d, fmt.Errorf("%w (the server takes no message under their old keys; rekey them with 'securefastchat group rekey'): %w", ErrRekeyAfterRemove, err)
+	}
+	return d, nil
+}
+
+// rekeyGroups makes a new key epoch in every group the user is in, for
+// the members' devices as their lists stand.
+func (c *Client) rekeyGroups(ctx context.Context) error {
 	groups, err := c.Groups(ctx)
 	if err != nil {
-		return d, fmt.Errorf("%w: listing your groups: %v", ErrRekeyAfterRemove, err)
+		return fmt.Errorf("listing your groups: %w", err)
 	}
 	var failed []error
 	for _, g := range groups {
@@ -419,10 +429,7 @@ func (c *Client) RemoveDevice(ctx context.Context, which string) (*proto.Device,
 			failed = append(failed, fmt.Errorf("%s: %w", g, err))
 		}
 	}
-	if len(failed) > 0 {
-		return d, fmt.Errorf("%w (rekey them with 'securefastchat group rekey'): %w", ErrRekeyAfterRemove, errors.Join(failed...))
-	}
-	return d, nil
+	return errors.Join(failed...)
 }
 
 // ErrRekeyAfterRemove: a device was removed, and some of the user's groups

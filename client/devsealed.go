@@ -99,6 +99,32 @@ func (c *Client) listOf(ctx context.Context, canon string, fresh bool) (*proto.D
 	return c.Devices(ctx, canon)
 }
 
+// memberDevices returns canon's devices as its checked list proves them
+// (fresh: read again), or, for an account without a list yet, its
+// account keys as its one device (its first).
+func (c *Client) memberDevices(ctx context.Context, canon string, fresh bool) ([]proto.Device, error) {
+	list, err := c.listOf(ctx, canon, fresh)
+	if err == nil {
+		return list.Devices, nil
+	}
+	if !errors.Is(err, ErrNoDeviceChain) {
+		return nil, err
+	}
+	keys := c.acct.keys
+	if canon != c.user {
+		pk, err := c.PeerKeys(ctx, canon)
+		if err != nil {
+			return nil, err
+		}
+		keys = proto.Keys{BoxKey: pk.Box.Bytes(), SignKey: pk.Sign}
+	}
+	box, err := proto.ParsePublicKey(keys.BoxKey)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s's box key: %w", canon, err)
+	}
+	return []proto.Device{{ID: proto.KeyRecordID(&keys), BoxKey: box, SignKey: keys.SignKey}}, nil
+}
+
 // selfDevice is this device's id.
 func (c *Client) selfDevice() uint64 { return c.id.KeyID(c.user) }
 

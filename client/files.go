@@ -60,7 +60,7 @@ func (c *Client) SendFileAs(ctx context.Context, to, path string, id [proto.MsgI
 // sealed with the group's key and signed, like its messages. The id names
 // it in receipts.
 func (c *Client) SendGroupFileAs(ctx context.Context, group, path string, id [proto.MsgIDLen]byte, progress func(done, total int64)) (*FileReceipt, error) {
-	if err := c.groupsHere(); err != nil {
+	if err := c.groupsHere(c.s.Conn()); err != nil {
 		return nil, err
 	}
 

@@ -67,30 +67,31 @@ func evilRekey(t *testing.T, m *client.Client, group string, commitTo *[proto.Gr
 	}
 	last := chain[len(chain)-1]
 	epoch := current + 1
+	// Made by m's device (its first), wrapped for every member's devices.
+	self := m.Identity().PublicKeys(m.User())
 	es := proto.EpochStatement{Group: []byte(group), Epoch: epoch, RosterSeq: last.Seq, Head: last.Hash(),
-		Commit: proto.KeyCommitment(commitTo, []byte(group), epoch), Maker: []byte(m.User())}
+		Commit: proto.KeyCommitment(commitTo, []byte(group), epoch), Maker: []byte(m.User()), Device: proto.KeyRecordID(&self)}
 	es.Sign(m.Identity().Sign)
 	var wraps []proto.WrappedFor
 	for _, mb := range members {
-		var w []byte
-		if k := wrapFor(mb.Name); k != nil {
-			shared := proto.SharedKey(&m.Identity().Box.Private, m.Identity().Box.Public)
-			if mb.Name != m.User() {
-				pk, err := m.PeerKeys(ctx, mb.Name)
-				if err != nil {
+		list, err := m.Devices(ctx, mb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range list.Devices {
+			var w []byte
+			if k := wrapFor(mb.Name); k != nil {
+				shared := proto.SharedKey(&m.Identity().Box.Private, d.BoxKey)
+				if w, err = proto.WrapGroupKey(k, []byte(group), epoch, []byte(mb.Name), d.ID, shared, nil); err != nil {
 					t.Fatal(err)
 				}
-				shared = proto.SharedKey(&m.Identity().Box.Private, pk.Box)
+			} else {
+				w = make([]byte, 120) // junk the server cannot tell from a wrapped key
 			}
-			if w, err = proto.WrapGroupKey(k, []byte(group), epoch, []byte(mb.Name), shared, nil); err != nil {
-				t.Fatal(err)
-			}
-		} else {
-			w = make([]byte, 120) // junk the server cannot tell from a wrapped key
+			wraps = append(wraps, proto.WrappedFor{Member: []byte(mb.Name), Device: d.ID, Wrapped: w})
 		}
-		wraps = append(wraps, proto.WrappedFor{Member: []byte(mb.Name), Wrapped: w})
 	}
-	msg := proto.GroupChange{Group: []byte(group), EpochStmt: es.Append(nil), Epoch: epoch, RosterSeq: last.Seq, Part: 1, Parts: 1, Keys: wraps}
+	msg := proto.GroupChange{PerDevice: true, Group: []byte(group), EpochStmt: es.Append(nil), Epoch: epoch, RosterSeq: last.Seq, Part: 1, Parts: 1, Keys: wraps}
 	typ, _, err := m.Conn().Request(ctx, func(b []byte, id uint32) []byte { return msg.Append(b, id) })
 	if err != nil || typ != proto.TOK {
 		t.Fatalf("the bad rekey was refused by the server (%#x, %v): it cannot tell, so it must take it", typ, err)

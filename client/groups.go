@@ -25,14 +25,21 @@ const wrapsPerPart = 300
 // Owner: the Client. The fields above mu are set once; mu guards views
 // (and the views in it) and shown; changeMu lets one change run at a time.
 type groupBook struct {
-	user  string // canonical
-	id    *Identity
-	self  ed25519.PublicKey // the account's sign key: what the user's statements are signed with
-	s     *session
-	peers func(ctx context.Context, user string) (*PeerKeys, error)
-	send  func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
-	post  func(Event)
-	grace time.Duration // Config.ChangeGrace
+	user   string // canonical
+	id     *Identity
+	self   ed25519.PublicKey  // the account's sign key: what the user's statements are signed with
+	master ed25519.PrivateKey // its private half, on the device that holds it (the first); else nil
+	device uint64             // this device's id: what its copies of keys are wrapped for
+	s      *session
+	// devices returns a user's devices as its checked list proves them
+	// (fresh: read again), or its account keys as its one device if it
+	// has no list; shared the box key this device shares with a device.
+	devices func(ctx context.Context, user string, fresh bool) ([]proto.Device, error)
+	shared  func(dev proto.PublicKey) *[32]byte
+	peers   func(ctx context.Context, user string) (*PeerKeys, error)
+	send    func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
+	post    func(Event)
+	grace   time.Duration // Config.ChangeGrace
 
 	mu       sync.Mutex
 	views    map[string]*groupView
@@ -53,6 +60,8 @@ type groupView struct {
 	// upgrade makes a new one).
 	committed map[uint32]bool
 	bad       map[uint32]BadEpoch // epochs known bad: no sends under them
+	refused   map[uint32]bool     // epochs the server refused a send under (rekey_needed): a member's devices changed
+	unchecked map[uint32]string   // epochs that cannot be checked (their maker's device is gone), and why
 	fetched   uint32              // the highest epoch fetched
 	current   uint32              // the server's current epoch, as last fetched
 	sent      map[uint32]int      // messages this client sent under each epoch
@@ -84,12 +93,12 @@ func (g *groupView) roster() *proto.Roster { return g.rosters[len(g.rosters)-1] 
 func (g *groupView) usable(epoch uint32) bool {
 	_, have := g.keys[epoch]
 	_, bad := g.bad[epoch]
-	return have && !bad && g.committed[epoch] && g.epochSeq[epoch] == g.roster().Seq
+	return have && !bad && !g.refused[epoch] && g.committed[epoch] && g.epochSeq[epoch] == g.roster().Seq
 }
 
 // BadEpochs returns the epochs of a group this client knows to be bad.
 func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error) {
-	if err := c.groupsHere(); err != nil {
+	if err := c.groupsHere(c.s.Conn()); err != nil {
 		return nil, err
 	}
 
@@ -109,7 +118,7 @@ func (c *Client) BadEpochs(ctx context.Context, group string) ([]BadEpoch, error
 // CreateGroup creates a group with this user as its admin and a first key
 // wrapped for itself.
 func (c *Client) CreateGroup(ctx context.Context, name string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.membershipHere(); err != nil {
 		return err
 	}
 
@@ -123,7 +132,7 @@ func (c *Client) CreateGroup(ctx context.Context, name string) error {
 // AddMember adds user to the group (admins only) under a new key, so the
 // new member cannot read what came before.
 func (c *Client) AddMember(ctx context.Context, group, user string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.membershipHere(); err != nil {
 		return err
 	}
 
@@ -133,7 +142,7 @@ func (c *Client) AddMember(ctx context.Context, group, user string) error {
 // RemoveMember removes user (admins only) under a new key wrapped for the
 // remaining members only.
 func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.membershipHere(); err != nil {
 		return err
 	}
 
@@ -142,7 +151,7 @@ func (c *Client) RemoveMember(ctx context.Context, group, user string) error {
 
 // Promote makes user an admin.
 func (c *Client) Promote(ctx context.Context, group, user string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.membershipHere(); err != nil {
 		return err
 	}
 
@@ -152,7 +161,7 @@ func (c *Client) Promote(ctx context.Context, group, user string) error {
 // LeaveGroup leaves the group. The next member to send makes the new key:
 // whoever leaves must not know it.
 func (c *Client) LeaveGroup(ctx context.Context, group string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.membershipHere(); err != nil {
 		return err
 	}
 
@@ -161,7 +170,7 @@ func (c *Client) LeaveGroup(ctx context.Context, group string) error {
 
 // Rekey makes a new key epoch for the group's current, verified roster.
 func (c *Client) Rekey(ctx context.Context, group string) error {
-	if err := c.groupsHere(); err != nil {
+	if err := c.groupsHere(c.s.Conn()); err != nil {
 		return err
 	}
 
@@ -199,7 +208,7 @@ func (c *Client) GroupMembers(ctx context.Context, group string) ([]proto.Roster
 
 // GroupKey returns this member's key of an epoch, if it has it.
 func (c *Client) GroupKey(ctx context.Context, group string, epoch uint32) (*[proto.GroupKeyLen]byte, error) {
-	if err := c.groupsHere(); err != nil {
+	if err := c.groupsHere(c.s.Conn()); err != nil {
 		return nil, err
 	}
 
@@ -255,7 +264,7 @@ func (c *Client) SendGroupText(ctx context.Context, group, text string) (*Receip
 // SendGroupTextAs is SendGroupText with the message id chosen by the
 // caller (see PrepareAs).
 func (c *Client) SendGroupTextAs(ctx context.Context, group, text string, id [proto.MsgIDLen]byte) (*Receipt, error) {
-	if err := c.groupsHere(); err != nil {
+	if err := c.groupsHere(c.s.Conn()); err != nil {
 		return nil, err
 	}
 
@@ -298,7 +307,7 @@ func (gb *groupBook) group(ctx context.Context, name string) (*groupView, error)
 	g := gb.views[name]
 	if g == nil {
 		g = &groupView{keys: map[uint32]*[proto.GroupKeyLen]byte{}, epochSeq: map[uint32]uint32{},
-			created: map[uint32]time.Time{}, sent: map[uint32]int{}, committed: map[uint32]bool{}, bad: map[uint32]BadEpoch{}}
+			created: map[uint32]time.Time{}, sent: map[uint32]int{}, committed: map[uint32]bool{}, bad: map[uint32]BadEpoch{}, refused: map[uint32]bool{}, unchecked: map[uint32]string{}}
 	}
 	if err := gb.fetchChain(ctx, g, name); err != nil {
 		return nil, err
@@ -373,7 +382,10 @@ func (gb *groupBook) fetchKeys(ctx context.Context, g *groupView, name string, f
 	for {
 		req := proto.GroupReq{Group: []byte(name), From: from}
 		t, body, err := gb.s.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) })
-		if err := expect(t, proto.TGroupKeysReplyV2, err); err != nil {
+		if err == nil && t != proto.TGroupKeysReplyV3 {
+			err = expect(t, proto.TGroupKeysReplyV2, nil)
+		}
+		if err != nil {
 			return nil, err
 		}
 		var r proto.GroupKeysReply
@@ -399,6 +411,14 @@ func (gb *groupBook) fetchKeys(ctx context.Context, g *groupView, name string, f
 				continue // found bad already, and said so
 			}
 			key, committed, why, err := gb.checkEpoch(ctx, g, name, &k)
+			if errors.Is(err, errNotOnList) {
+				// Made by a device its user has removed since: it cannot
+				// be checked any more, and nothing new is sent under it
+				// (the server took a new epoch at the removal). Its
+				// messages are rejected, saying so.
+				g.unchecked[k.Epoch] = fmt.Sprintf("its key was made by a device %s has removed since", k.Wrapper)
+				continue
+			}
 			if err != nil {
 				g.fetched = min(g.fetched, k.Epoch-1) // fetched again next time
 				return nil, err
@@ -433,8 +453,9 @@ func (gb *groupBook) fetchKeys(ctx context.Context, g *groupView, name string, f
 }
 
 // epochKey returns this member's key of an older epoch of a group and the
-// roster it was made for, fetching it if this client has not yet.
-func (gb *groupBook) epochKey(ctx context.Context, name string, epoch uint32) (*[proto.GroupKeyLen]byte, uint32, bool, error) {
+// roster it was made for, fetching it if this client has not yet. Without
+// the key it returns why, if this client knows.
+func (gb *groupBook) epochKey(ctx context.Context, name string, epoch uint32) (*[proto.GroupKeyLen]byte, uint32, bool, string, error) {
 	var events []Event
 	defer func() {
 		for _, ev := range events {
@@ -445,35 +466,46 @@ func (gb *groupBook) epochKey(ctx context.Context, name string, epoch uint32) (*
 	defer gb.mu.Unlock()
 	g := gb.views[name]
 	if g == nil {
-		return nil, 0, false, fmt.Errorf("client: no view of %s", name)
+		return nil, 0, false, "", fmt.Errorf("client: no view of %s", name)
 	}
 	if _, ok := g.epochSeq[epoch]; !ok && epoch < g.fetched {
 		evs, err := gb.fetchKeys(ctx, g, name, epoch, false)
 		events = evs
 		if err != nil {
-			return nil, 0, false, err
+			return nil, 0, false, "", err
 		}
 	}
 	seq, ok := g.epochSeq[epoch]
-	return g.keys[epoch], seq, ok, nil
+	return g.keys[epoch], seq, ok, g.unchecked[epoch], nil
 }
 
-// checkEpoch checks one epoch as this member got it: its signed statement
-// (made by a member of the roster it names, for that roster's head), this
-// member's wrapped copy, and the copy against the statement's commitment.
-// It returns the key (nil if it does not open), whether it is committed,
-// and why the epoch is bad ("" if it is not). An epoch from before
-// statements has none: its key is kept for the messages sent under it,
-// uncommitted.
+// checkEpoch checks one epoch as this member device got it: its signed
+// statement (made by a member of the roster it names, for that roster's
+// head, signed by the device that made it), this device's wrapped copy,
+// and the copy against the statement's commitment. It returns the key
+// (nil if it does not open), whether it is committed, and why the epoch is
+// bad ("" if it is not). An epoch from before statements has none: its
+// key is kept for the messages sent under it, uncommitted. An epoch from
+// before devices (WrapperDevice 0) was made with the maker's account keys
+// and wrapped for this user's.
 func (gb *groupBook) checkEpoch(ctx context.Context, g *groupView, name string, k *proto.EpochKeyMsg) (*[proto.GroupKeyLen]byte, bool, string, error) {
 	wrapper := string(k.Wrapper)
 	if g.rosters[k.RosterSeq].Index(wrapper) < 0 || g.rosters[k.RosterSeq].Index(gb.user) < 0 {
 		return nil, false, fmt.Sprintf("it was made by %s for a roster that did not have both of you", wrapper), nil
 	}
 	// The maker's keys: a failure to fetch them says nothing of the epoch.
-	shared := proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public)
-	signKey := gb.id.Sign.Public().(ed25519.PublicKey)
-	if wrapper != gb.user {
+	var shared *[32]byte
+	var signKey ed25519.PublicKey
+	switch {
+	case k.WrapperDevice != 0:
+		dev, err := gb.deviceOf(ctx, wrapper, k.WrapperDevice)
+		if err != nil {
+			return nil, false, "", fmt.Errorf("client: the device of %s that made epoch %d of %s: %w", wrapper, k.Epoch, name, err)
+		}
+		shared, signKey = gb.shared(dev.BoxKey), dev.SignKey
+	case wrapper == gb.user:
+		shared, signKey = proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public), gb.self
+	default:
 		pk, err := gb.peers(ctx, wrapper)
 		if err != nil {
 			return nil, false, "", fmt.Errorf("client: keys of %s, who made epoch %d of %s: %w", wrapper, k.Epoch, name, err)
@@ -487,13 +519,17 @@ func (gb *groupBook) checkEpoch(ctx context.Context, g *groupView, name string, 
 		switch {
 		case stmt.Parse(k.Stmt) != nil:
 			return nil, false, "its epoch statement does not parse", nil
-		case string(stmt.Group) != name || stmt.Epoch != k.Epoch || stmt.RosterSeq != k.RosterSeq || stmt.Head != roster.Last || string(stmt.Maker) != wrapper:
+		case string(stmt.Group) != name || stmt.Epoch != k.Epoch || stmt.RosterSeq != k.RosterSeq || stmt.Head != roster.Last || string(stmt.Maker) != wrapper || stmt.Device != k.WrapperDevice:
 			return nil, false, "its epoch statement names another group, epoch, roster or maker", nil
 		case !stmt.Verify(signKey):
 			return nil, false, "its epoch statement is not signed by " + wrapper, nil
 		}
 	}
-	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(gb.user), shared)
+	var dev uint64
+	if k.WrapperDevice != 0 {
+		dev = gb.device
+	}
+	key, err := proto.UnwrapGroupKey(k.Wrapped, []byte(name), k.Epoch, []byte(gb.user), dev, shared)
 	if err != nil {
 		return nil, false, "the copy wrapped for you does not open", nil
 	}
@@ -506,6 +542,27 @@ func (gb *groupBook) checkEpoch(ctx context.Context, g *groupView, name string, 
 	return key, true, "", nil
 }
 
+// errNotOnList: a device named by a group key or message is not on its
+// user's list (removed since, or never there).
+var errNotOnList = errors.New("client: the device is not on its user's device list")
+
+// deviceOf returns one of user's devices, reading the list again once if
+// the one held does not have it (added since).
+func (gb *groupBook) deviceOf(ctx context.Context, user string, id uint64) (*proto.Device, error) {
+	for _, fresh := range []bool{false, true} {
+		devs, err := gb.devices(ctx, user, fresh)
+		if err != nil {
+			return nil, err
+		}
+		for i := range devs {
+			if devs[i].ID == id {
+				return &devs[i], nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w (%s, %016x)", errNotOnList, user, id)
+}
+
 // checkReport checks a member's report that an epoch is bad: signed by a
 // member of the roster the epoch was made for. It returns the reporter,
 // or "" if there is no report it can believe.
@@ -515,7 +572,13 @@ func (gb *groupBook) checkReport(ctx context.Context, g *groupView, name string,
 		return ""
 	}
 	key := gb.signKeyFunc(ctx)(rep)
-	if key == nil || !ed25519.Verify(key, proto.BadEpochSigned([]byte(name), k.Epoch, []byte(rep)), k.BadSig) {
+	if k.BadDevice != 0 {
+		key = nil
+		if dev, err := gb.deviceOf(ctx, rep, k.BadDevice); err == nil {
+			key = dev.SignKey
+		}
+	}
+	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, proto.BadEpochSigned([]byte(name), k.Epoch, []byte(rep), k.BadDevice), k.BadSig) {
 		return ""
 	}
 	return rep
@@ -525,10 +588,17 @@ func (gb *groupBook) checkReport(ctx context.Context, g *groupView, name string,
 // member's copy of an epoch is bad, signed. The server then refuses sends
 // under it, and the next sender makes a new one.
 func (gb *groupBook) reportBadEpoch(ctx context.Context, name string, epoch uint32) {
-	m := proto.BadEpoch{Group: []byte(name), Epoch: epoch, Sig: ed25519.Sign(gb.id.Sign, proto.BadEpochSigned([]byte(name), epoch, []byte(gb.user)))}
-	if conn := gb.s.Conn(); conn != nil {
-		_ = conn.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, func(proto.MsgType, []byte, error) {})
+	conn := gb.s.Conn()
+	if conn == nil {
+		return
 	}
+	// Signed by this device (version 5), or by the account key before.
+	m := proto.BadEpoch{Group: []byte(name), Epoch: epoch}
+	if conn.Version() >= 5 {
+		m.Device = gb.device
+	}
+	m.Sig = ed25519.Sign(gb.id.Sign, proto.BadEpochSigned([]byte(name), epoch, []byte(gb.user), m.Device))
+	_ = conn.Go(func(b []byte, id uint32) []byte { return m.Append(b, id) }, func(proto.MsgType, []byte, error) {})
 }
 
 // change signs a statement (if op != 0) and sends it with a new epoch
@@ -572,6 +642,31 @@ func (gb *groupBook) rekeyIfNeeded(ctx context.Context, name string, rotate bool
 }
 
 func (gb *groupBook) changeLocked(ctx context.Context, name string, op uint8, target string, withEpoch bool) error {
+	for attempt := 0; ; attempt++ {
+		err := gb.changeOnce(ctx, name, op, target, withEpoch, attempt > 0)
+		var mm *devicesMismatchError
+		if errors.Is(err, proto.CodeUnsupportedFeature) && attempt < 2 {
+			// Made in the form before devices, which the server takes
+			// only while every member has one: a member has more than
+			// this client knew. Read the lists again.
+			continue
+		}
+		if !errors.As(err, &mm) || attempt == 2 {
+			return err
+		}
+		// A member's devices changed since this client read its list:
+		// read the lists named again and make the epoch again.
+		for _, u := range mm.users {
+			if _, err := gb.devices(ctx, u, true); err != nil && !errors.Is(err, proto.CodeNoSuchUser) {
+				return fmt.Errorf("client: %s's devices: %w", u, err)
+			}
+		}
+	}
+}
+
+// changeOnce makes one change (changeLocked); fresh reads the members'
+// device lists again.
+func (gb *groupBook) changeOnce(ctx context.Context, name string, op uint8, target string, withEpoch, fresh bool) error {
 	var g *groupView
 	var roster *proto.Roster
 	var epoch uint32 = 1
@@ -585,14 +680,24 @@ func (gb *groupBook) changeLocked(ctx context.Context, name string, op uint8, ta
 		epoch = g.current + 1
 		gb.mu.Unlock()
 	}
+	conn, err := gb.s.liveConn(ctx) // every part goes on one connection
+	if err != nil {
+		return err
+	}
+	perDevice := conn.Version() >= 5
 	var raw []byte
 	rosterSeq := uint32(0)
 	if op != 0 {
+		// Roster statements are signed by the account's key, which only
+		// the device that holds it has.
+		if gb.master == nil {
+			return ErrGroupsOnFirstDevice
+		}
 		s := &proto.Statement{Group: []byte(name), Op: op, Target: []byte(target), Signer: []byte(gb.user)}
 		if roster != nil {
 			s.Seq, s.Prev = roster.Seq+1, roster.Last
 		}
-		s.Sign(gb.id.Sign)
+		s.Sign(gb.master)
 		next, err := roster.Apply(s, gb.signKeyFunc(ctx))
 		if err != nil {
 			return err // refused locally: the server would refuse it too
@@ -608,42 +713,118 @@ func (gb *groupBook) changeLocked(ctx context.Context, name string, op uint8, ta
 		if err != nil {
 			return err
 		}
-		es := proto.EpochStatement{Group: []byte(name), Epoch: epoch, RosterSeq: rosterSeq, Head: roster.Last,
-			Commit: proto.KeyCommitment(key, []byte(name), epoch), Maker: []byte(gb.user)}
-		es.Sign(gb.id.Sign)
-		epochStmt = es.Append(nil)
-		for _, m := range roster.Names() {
-			shared := proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public)
-			if m != gb.user {
-				pk, err := gb.peers(ctx, m)
-				if err != nil {
-					return err
-				}
-				shared = pk.shared
-			}
-			w, err := proto.WrapGroupKey(key, []byte(name), epoch, []byte(m), shared, nil)
-			if err != nil {
+		var devs map[string][]proto.Device
+		if perDevice {
+			if devs, err = gb.memberDevices(ctx, roster, fresh); err != nil {
 				return err
 			}
-			wraps = append(wraps, proto.WrappedFor{Member: []byte(m), Wrapped: w})
+			// While every member has its first device alone, the form
+			// before devices serves, and older clients keep reading.
+			perDevice = !gb.firstDevicesOnly(ctx, devs)
+		}
+		es := proto.EpochStatement{Group: []byte(name), Epoch: epoch, RosterSeq: rosterSeq, Head: roster.Last,
+			Commit: proto.KeyCommitment(key, []byte(name), epoch), Maker: []byte(gb.user)}
+		if perDevice {
+			es.Device = gb.device
+		} else if gb.master == nil {
+			return ErrGroupsOnFirstDevice // the server keeps keys for each member's first device only
+		}
+		es.Sign(gb.id.Sign)
+		epochStmt = es.Append(nil)
+		if wraps, err = gb.wrapFor(ctx, roster, devs, key, name, epoch, perDevice); err != nil {
+			return err
 		}
 	} else {
 		epoch = 0
 	}
-	parts := max(1, (len(wraps)+wrapsPerPart-1)/wrapsPerPart)
-	conn, err := gb.s.liveConn(ctx) // every part goes on one connection
-	if err != nil {
-		return err
+	per := wrapsPerPart
+	if perDevice {
+		per = proto.MaxWrapsPerPart
 	}
+	parts := max(1, (len(wraps)+per-1)/per)
 	for p := 0; p < parts; p++ {
-		m := proto.GroupChange{Group: []byte(name), Statement: raw, EpochStmt: epochStmt, Epoch: epoch, RosterSeq: rosterSeq, Part: uint16(p + 1), Parts: uint16(parts)}
-		m.Keys = wraps[p*wrapsPerPart : min(len(wraps), (p+1)*wrapsPerPart)]
-		t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		m := proto.GroupChange{PerDevice: perDevice, Group: []byte(name), Statement: raw, EpochStmt: epochStmt, Epoch: epoch, RosterSeq: rosterSeq, Part: uint16(p + 1), Parts: uint16(parts)}
+		m.Keys = wraps[p*per : min(len(wraps), (p+1)*per)]
+		t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+		if err == nil && t == proto.TDevicesMismatch {
+			return parseMismatch(body)
+		}
 		if err := expect(t, proto.TOK, err); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// memberDevices returns the devices of each member of roster (fresh: read
+// again). A member whose account is gone has none.
+func (gb *groupBook) memberDevices(ctx context.Context, roster *proto.Roster, fresh bool) (map[string][]proto.Device, error) {
+	out := map[string][]proto.Device{}
+	for _, m := range roster.Names() {
+		devs, err := gb.devices(ctx, m, fresh)
+		if errors.Is(err, proto.CodeNoSuchUser) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("client: %s's devices: %w", m, err)
+		}
+		out[m] = devs
+	}
+	return out, nil
+}
+
+// firstDevicesOnly reports whether every member has one device, the one
+// its account keys name (its first).
+func (gb *groupBook) firstDevicesOnly(ctx context.Context, devs map[string][]proto.Device) bool {
+	for m, ds := range devs {
+		if len(ds) != 1 {
+			return false
+		}
+		if m == gb.user {
+			if gb.master == nil {
+				return false // a linked device: the account has two
+			}
+			continue
+		}
+		pk, err := gb.peers(ctx, m)
+		if err != nil || pk.ID != ds[0].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// wrapFor wraps an epoch's key for every device of every member of
+// roster (perDevice: devs), or for each member's account keys (the form
+// before devices).
+func (gb *groupBook) wrapFor(ctx context.Context, roster *proto.Roster, devs map[string][]proto.Device, key *[proto.GroupKeyLen]byte, name string, epoch uint32, perDevice bool) ([]proto.WrappedFor, error) {
+	var wraps []proto.WrappedFor
+	for _, m := range roster.Names() {
+		if !perDevice {
+			shared := proto.SharedKey(&gb.id.Box.Private, gb.id.Box.Public)
+			if m != gb.user {
+				pk, err := gb.peers(ctx, m)
+				if err != nil {
+					return nil, err
+				}
+				shared = pk.shared
+			}
+			w, err := proto.WrapGroupKey(key, []byte(name), epoch, []byte(m), 0, shared, nil)
+			if err != nil {
+				return nil, err
+			}
+			wraps = append(wraps, proto.WrappedFor{Member: []byte(m), Wrapped: w})
+			continue
+		}
+		for _, d := range devs[m] {
+			w, err := proto.WrapGroupKey(key, []byte(name), epoch, []byte(m), d.ID, gb.shared(d.BoxKey), nil)
+			if err != nil {
+				return nil, err
+			}
+			wraps = append(wraps, proto.WrappedFor{Member: []byte(m), Device: d.ID, Wrapped: w})
+		}
+	}
+	return wraps, nil
 }
 
 func (gb *groupBook) rosterOp(ctx context.Context, group, user string, op uint8, epoch bool) error {
@@ -710,7 +891,13 @@ func (gb *groupBook) sendGroup(ctx context.Context, group string, kind uint8, bo
 			Sig: ed25519.Sign(gb.id.Sign, proto.GroupMsgSigned([]byte(name), current, msgID, sealed))}
 		r, err := gb.send(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
 		if errors.Is(err, proto.CodeRekeyNeeded) && attempt < 3 {
-			continue // the roster moved under us: refresh and send again (same id)
+			// The roster moved under us, or a member's devices changed
+			// since the epoch was made: refresh, make a new epoch if it
+			// is still this one, and send again (same id).
+			gb.mu.Lock()
+			g.refused[current] = true
+			gb.mu.Unlock()
+			continue
 		}
 		if err == nil {
 			gb.mu.Lock()

@@ -188,7 +188,19 @@ func (o *LinkOffer) Request(ctx context.Context) (*LinkRequestInfo, error) {
 
 // Accept adds the new device to the account's device list, signed by the
 // master key, and sends it the statement. Request must have returned.
+// Then every group the user is in gets a new key epoch, which reaches the
+// new device; a group whose rekey fails here gets one with its next
+// message (the server takes none under an epoch made before the device).
 func (o *LinkOffer) Accept(ctx context.Context) error {
+	if err := o.accept(ctx); err != nil {
+		return err
+	}
+	o.c.devLists.drop(o.c.user)
+	_ = o.c.rekeyGroups(ctx)
+	return nil
+}
+
+func (o *LinkOffer) accept(ctx context.Context) error {
 	if o.req == nil {
 		return errors.New("client: no device has asked to join yet")
 	}

@@ -245,7 +245,8 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		ownKeys: func() proto.Keys { return acct.keys }, linked: acct.linked,
 		display: canon, changed: make(chan struct{}),
 	}
-	c.groups = &groupBook{user: canon, id: id, self: acct.master(), s: c.s, peers: c.PeerKeys, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
+	c.groups = &groupBook{user: canon, id: id, self: acct.master(), master: acct.masterKey, device: c.selfDevice(), s: c.s, peers: c.PeerKeys,
+		devices: c.memberDevices, shared: c.sharedWith, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
 	c.devHeads = &deviceHeads{st: cfg.Storage, name: userRecord(canon, "devices"), key: c.LocalKey("devices")}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {

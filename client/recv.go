@@ -40,8 +40,9 @@ type Message struct {
 	// Request: a direct message from someone this user has not accepted
 	// (see Client.Accept); nothing is sent back for it.
 	Request bool
-	// Mine: a direct message this user sent from another of their devices
-	// (From is the user, To its receiver).
+	// Mine: a message this user sent from another of their devices: a
+	// direct message (From is the user, To its receiver), or a group
+	// message (From is the user, Group the group).
 	Mine bool
 }
 
@@ -291,7 +292,7 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		r.dups.Add(1)
 		return nil, false, nil
 	}
-	if err := r.c.groupsHere(); err != nil {
+	if err := r.c.groupsHere(r.c.s.Conn()); err != nil {
 		r.mu.Lock()
 		told := r.groupsTold[group]
 		if !told && len(r.groupsTold) < maxRefused {
@@ -306,15 +307,28 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if _, err := r.c.groups.group(ctx, group); err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
-	key, seq, ok, err := r.c.groups.epochKey(ctx, group, d.Epoch)
+	key, seq, ok, why, err := r.c.groups.epochKey(ctx, group, d.Epoch)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: group %s: %w", ErrRejected, group, err)
 	}
 	if key == nil || !ok {
+		if why != "" {
+			return nil, false, fmt.Errorf("%w: epoch %d of %s: %s", ErrRejected, d.Epoch, group, why)
+		}
 		return nil, false, fmt.Errorf("%w: no key for epoch %d of %s", ErrRejected, d.Epoch, group)
 	}
+	// Signed by the sending device (named by the server, and on the
+	// sender's checked list), or, from the sender's first device or before
+	// devices, by the account key.
 	signKey := r.c.groups.signKeyFunc(ctx)(from)
-	if signKey == nil || !ed25519.Verify(signKey, proto.GroupMsgSigned(d.Group, d.Epoch, d.MsgID, d.Body), d.Sig) {
+	if d.FromDevice != 0 {
+		dev, err := r.c.groups.deviceOf(ctx, from, d.FromDevice)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: from a device that is not on %s's list (removed since, or never there): %v", ErrRejected, from, err)
+		}
+		signKey = dev.SignKey
+	}
+	if len(signKey) != ed25519.PublicKeySize || !ed25519.Verify(signKey, proto.GroupMsgSigned(d.Group, d.Epoch, d.MsgID, d.Body), d.Sig) {
 		return nil, false, fmt.Errorf("%w: the signature is not %s's", ErrRejected, from)
 	}
 	plain, err := proto.OpenGroup(d.Body, key)
@@ -333,7 +347,7 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 		return nil, false, err
 	}
 	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind,
-		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), BeforeChange: before}
+		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), BeforeChange: before, Mine: from == r.c.user}
 	copy(msg.MsgID[:], in.MsgID)
 	if in.Kind == proto.KindFile {
 		f, err := r.fileChunk(from, in.Body)

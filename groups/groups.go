@@ -6,6 +6,14 @@
 // someone they have not accepted is only invited). It keeps its state in
 // the store; the shards reach it through shard.GroupRules, and a change's
 // transport (its parts, the replies, telling the members) stays there.
+//
+// From protocol version 5 an epoch's key is wrapped for every device of
+// every member (as each member's device list stands when the epoch is
+// planned), by a device, whose key signs the epoch statement; a change to
+// a member's devices makes the current epoch stale until a new one is
+// made (the store counts the changes). The form before, one key per
+// member for its account keys, is taken only while every member has its
+// first device alone.
 package groups
 
 import (
@@ -13,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"securefastchat/proto"
@@ -46,6 +55,10 @@ type Options struct {
 	ChangeEvery time.Duration
 	MaxOwned    int          // groups one user may be an admin of
 	Logger      *slog.Logger // nil: slog.Default()
+	// Devices returns a user's devices with their keys, as its device
+	// list proves them, and its first device's id; none for no such
+	// user (account.Service.DeviceKeys). Required.
+	Devices func(user string) (first uint64, devs []proto.Device, err error)
 }
 
 // Rules enforces the group rules. It is safe for concurrent use.
@@ -131,9 +144,25 @@ func toRoster(g *store.GroupState) *proto.Roster {
 	return r
 }
 
+// deviceKey returns the sign key of one of user's devices, nil if it is
+// not on the user's list.
+func (r *Rules) deviceKey(user string, device uint64) ed25519.PublicKey {
+	_, devs, err := r.o.Devices(user)
+	if err != nil {
+		return nil
+	}
+	for _, d := range devs {
+		if d.ID == device {
+			return d.SignKey
+		}
+	}
+	return nil
+}
+
 // Plan is a checked change waiting for its keys: the state it was
 // checked against (the commit fails if that changed meanwhile), the state
-// after it, and the members its epoch must be wrapped for.
+// after it, and the member devices its epoch must be wrapped for (device
+// 0: the member's account keys, the form before devices).
 type Plan struct {
 	group     string
 	cur       *store.GroupState // nil for a create
@@ -142,7 +171,8 @@ type Plan struct {
 	stmt      *proto.Statement // nil for a rekey only
 	epoch     *store.Epoch     // nil for a change with no new epoch
 	rosterSeq uint32
-	wrapsFor  map[string]bool
+	members   map[string]bool
+	wrapsFor  map[store.WrapFor]bool
 }
 
 // Group is the group the change is to.
@@ -159,8 +189,49 @@ func (p *Plan) Epoch() uint32 {
 // RosterSeq is the roster statement the change's epoch is for.
 func (p *Plan) RosterSeq() uint32 { return p.rosterSeq }
 
-// Wraps reports whether the new epoch's key is to be wrapped for member.
-func (p *Plan) Wraps(member string) bool { return p.wrapsFor[member] }
+// Member reports whether the new epoch's key is to be wrapped for
+// member's devices.
+func (p *Plan) Member(member string) bool { return p.members[member] }
+
+// Mismatch returns, for the members whose devices keys does not match
+// (a key missing for a device on the list, or one for a device that is
+// not), what is missing and extra; nil if they match. At most 255
+// members are named: the client reads their lists again and retries.
+func (p *Plan) Mismatch(keys map[store.WrapFor][]byte) []proto.DevicesDiff {
+	diffs := map[string]*proto.DevicesDiff{}
+	var order []string
+	diff := func(m string) *proto.DevicesDiff {
+		d := diffs[m]
+		if d == nil {
+			d = &proto.DevicesDiff{User: []byte(m)}
+			diffs[m] = d
+			order = append(order, m)
+		}
+		return d
+	}
+	for f := range p.wrapsFor {
+		if _, ok := keys[f]; !ok {
+			d := diff(f.Member)
+			d.Missing = append(d.Missing, f.Device)
+		}
+	}
+	for f := range keys {
+		if !p.wrapsFor[f] {
+			d := diff(f.Member)
+			d.Extra = append(d.Extra, f.Device)
+		}
+	}
+	slices.Sort(order)
+	var out []proto.DevicesDiff
+	for _, m := range order[:min(len(order), 255)] {
+		d := diffs[m]
+		d.Missing, d.Extra = d.Missing[:min(len(d.Missing), 255)], d.Extra[:min(len(d.Extra), 255)]
+		slices.Sort(d.Missing)
+		slices.Sort(d.Extra)
+		out = append(out, *d)
+	}
+	return out
+}
 
 // Change is what a committed change did, for telling the members.
 type Change struct {
@@ -171,9 +242,9 @@ type Change struct {
 	Gone     string // a member this change removed, or who left
 }
 
-// Plan checks user's change to group against its roster, the epoch rules
-// and the user's limits, at its first part.
-func (r *Rules) Plan(user, group string, m *proto.GroupChange) (*Plan, *proto.RemoteError) {
+// Plan checks user's change to group, sent from device, against its
+// roster, the epoch rules and the user's limits, at its first part.
+func (r *Rules) Plan(user string, device uint64, group string, m *proto.GroupChange) (*Plan, *proto.RemoteError) {
 	st := r.o.Store
 	cur, err := st.Group(group)
 	if errors.Is(err, store.ErrNotFound) {
@@ -276,27 +347,68 @@ func (r *Rules) Plan(user, group string, m *proto.GroupChange) (*Plan, *proto.Re
 		if string(es.Group) != group || es.Epoch != m.Epoch || es.RosterSeq != m.RosterSeq || es.Head != p.next.Last || string(es.Maker) != user {
 			return nil, refuse(proto.CodeBadRequest, "the epoch statement does not name this group, epoch, roster and maker")
 		}
-		if !es.Verify(r.signKey(user)) {
-			return nil, refuse(proto.CodeInvalidKey, "the epoch statement's signature does not verify")
+		if refusal := r.planWraps(p, device, m.PerDevice, &es); refusal != nil {
+			return nil, refusal
 		}
-		p.epoch = &store.Epoch{N: m.Epoch, RosterSeq: m.RosterSeq, Created: r.o.Now(), Wrapper: user, Stmt: append([]byte(nil), m.EpochStmt...)}
-		p.wrapsFor = map[string]bool{}
-		for _, mb := range p.next.Members {
-			p.wrapsFor[mb.Name] = true
-		}
+		p.epoch = &store.Epoch{N: m.Epoch, RosterSeq: m.RosterSeq, Created: r.o.Now(), Wrapper: user, WrapperDevice: es.Device, Stmt: append([]byte(nil), m.EpochStmt...)}
 		p.next.Epoch, p.next.EpochSeq, p.next.EpochBad = m.Epoch, m.RosterSeq, false
+		if cur != nil {
+			p.next.EpochDevGen = cur.DevGen // the commit fails if a device changes meanwhile
+		}
 	}
 	return p, nil
 }
 
+// planWraps checks an epoch's statement and says whom its key is to be
+// wrapped for. Per device (perDevice), the statement is signed by the
+// uploading device, and the key goes to every device on each member's
+// list. In the form before devices, the maker's account key signs it and
+// the key goes to each member's account keys, which only serves while
+// every member has its first device alone.
+func (r *Rules) planWraps(p *Plan, device uint64, perDevice bool, es *proto.EpochStatement) *proto.RemoteError {
+	user := string(es.Maker)
+	p.members, p.wrapsFor = map[string]bool{}, map[store.WrapFor]bool{}
+	for _, mb := range p.next.Members {
+		p.members[mb.Name] = true
+		first, devs, err := r.o.Devices(mb.Name)
+		if err != nil {
+			return refuse(proto.CodeInternal, "reading a member's devices failed")
+		}
+		if !perDevice {
+			if len(devs) > 1 || len(devs) == 1 && devs[0].ID != first {
+				return refuse(proto.CodeUnsupportedFeature, mb.Name+" uses several devices, and group keys must reach each of them: upgrade securefastchat (protocol version 5)")
+			}
+			p.wrapsFor[store.WrapFor{Member: mb.Name}] = true
+			continue
+		}
+		for _, d := range devs {
+			p.wrapsFor[store.WrapFor{Member: mb.Name, Device: d.ID}] = true
+		}
+	}
+	key := r.signKey(user)
+	switch {
+	case perDevice && es.Device != device:
+		return refuse(proto.CodeBadRequest, "an epoch statement is signed by the device that sends it")
+	case perDevice:
+		key = r.deviceKey(user, device)
+	case es.Device != 0:
+		return refuse(proto.CodeBadRequest, "an epoch statement signed by a device comes with keys wrapped for devices")
+	}
+	if !es.Verify(key) {
+		return refuse(proto.CodeInvalidKey, "the epoch statement's signature does not verify")
+	}
+	return nil
+}
+
 // Commit stores a planned change by user with its wrapped keys, unless the
-// group changed since it was planned. A member added by someone they have
-// not accepted is only invited.
-func (r *Rules) Commit(user string, p *Plan, keys map[string][]byte) (*Change, *proto.RemoteError) {
+// group changed since it was planned (its roster, its epoch or its
+// members' devices). A member added by someone they have not accepted is
+// only invited.
+func (r *Rules) Commit(user string, p *Plan, keys map[store.WrapFor][]byte) (*Change, *proto.RemoteError) {
 	st := r.o.Store
 	if p.epoch != nil {
-		if len(keys) != len(p.wrapsFor) {
-			return nil, refuse(proto.CodeBadRequest, "the new key must be wrapped for exactly the members")
+		if len(keys) != len(p.wrapsFor) || p.Mismatch(keys) != nil {
+			return nil, refuse(proto.CodeBadRequest, "the new key must be wrapped for exactly the members' devices")
 		}
 		p.epoch.Keys = keys
 	}
@@ -339,15 +451,24 @@ func (r *Rules) Commit(user string, p *Plan, keys map[string][]byte) (*Change, *
 }
 
 // ReportBad takes member user's signed report that its copy of an epoch's
-// key of group g does not open or does not match the epoch statement.
-func (r *Rules) ReportBad(user string, g *store.GroupState, m *proto.BadEpoch) *proto.RemoteError {
-	if !ed25519.Verify(r.signKey(user), proto.BadEpochSigned(m.Group, m.Epoch, []byte(user)), m.Sig) {
+// key of group g does not open or does not match the epoch statement: one
+// signed by the device that sends it (m.Device), or, in the form before
+// devices, by the user's account key.
+func (r *Rules) ReportBad(user string, device uint64, g *store.GroupState, m *proto.BadEpoch) *proto.RemoteError {
+	key := r.signKey(user)
+	if m.Device != 0 {
+		if m.Device != device {
+			return refuse(proto.CodeBadRequest, "a report is signed by the device that sends it")
+		}
+		key = r.deviceKey(user, device)
+	}
+	if len(key) != ed25519.PublicKeySize || !ed25519.Verify(key, proto.BadEpochSigned(m.Group, m.Epoch, []byte(user), m.Device), m.Sig) {
 		return refuse(proto.CodeInvalidKey, "the report's signature does not verify")
 	}
 	if err := r.charge(user, g.Name, false); err != nil {
 		return err
 	}
-	if err := r.o.Store.MarkEpochBad(g.Name, m.Epoch, user, m.Sig); err != nil {
+	if err := r.o.Store.MarkEpochBad(g.Name, m.Epoch, user, m.Device, m.Sig); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return refuse(proto.CodeBadRequest, "no such epoch")
 		}

@@ -118,7 +118,7 @@ const (
 	// is not the device list as it stands.
 	TSendDMDevices MsgType = 0x1D // to str8 | msg_id 16 | kind u8 | to_count u8 | copy x to_count | own_count u8 | copy x own_count | payload str16 (version 4)
 	// TDevicesMismatch refuses a send whose devices are not the lists'.
-	TDevicesMismatch MsgType = 0x9C // count u8 | (user str8 | missing_count u8 | device_id u64 x missing_count | extra_count u8 | device_id u64 x extra_count) x count (version 4)
+	TDevicesMismatch MsgType = 0x9C // count u8 (1..255) | (user str8 | missing_count u8 | device_id u64 x missing_count | extra_count u8 | device_id u64 x extra_count) x count (version 4)
 	// TDeliverDevices pushes one device's copy of a device-sealed direct
 	// message. to is the message's receiver: the device's own user, or,
 	// on a copy of what the user sent from another device, the one they
@@ -195,8 +195,9 @@ type DevicesDiff struct {
 	Missing, Extra []uint64
 }
 
-// DevicesMismatch refuses a SendDMDevices: the accounts whose lists it
-// did not match (the receiver, the sender, or both).
+// DevicesMismatch refuses a SendDMDevices (naming the receiver, the
+// sender, or both) or a group epoch wrapped per device (TGroupChangeV3:
+// naming up to 255 members): the accounts whose lists it did not match.
 type DevicesMismatch struct{ Users []DevicesDiff }
 
 func appendIDs(b []byte, ids []uint64) []byte {
@@ -232,8 +233,8 @@ func (m *DevicesMismatch) Append(b []byte, id uint32) []byte {
 func (m *DevicesMismatch) Parse(body []byte) error {
 	d := dec{b: body}
 	n := int(d.u8())
-	if d.err == nil && (n == 0 || n > 2) {
-		return fmt.Errorf("%w: a mismatch names 1 or 2 accounts, not %d", ErrMalformed, n)
+	if d.err == nil && n == 0 {
+		return fmt.Errorf("%w: a mismatch names no account", ErrMalformed)
 	}
 	m.Users = nil
 	for i := 0; i < n && d.err == nil; i++ {

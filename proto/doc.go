@@ -57,6 +57,8 @@
 //	0x47  GroupBadEpoch       groupmsg.go (v2)
 //	0x48  GroupJoin           requests.go (v2)
 //	0x49  GroupInvites        requests.go (v2)
+//	0x4A  GroupChangeV3       groupmsg.go (v5)
+//	0x4B  GroupBadEpochV2     groupmsg.go (v5)
 //	0x80  OK                  messages.go
 //	0x81  Error               messages.go
 //	0x82  LoginOK             messages.go
@@ -87,6 +89,8 @@
 //	0x9B  DeviceSeenReply     devices.go (v3)
 //	0x9C  DevicesMismatch     devsealed.go (v4)
 //	0x9D  DeliverDevices      devsealed.go (v4)
+//	0x9E  GroupKeysReplyV3    groupmsg.go (v5)
+//	0x9F  DeliverGroupV2      groupmsg.go (v5)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

@@ -50,9 +50,21 @@ const Magic = "SCH1"
 //	   one is closed with CloseUpgrade, and its messages wait for a
 //	   version 4 client. A version 4 server serves the versions before as
 //	   they were.
+//	5: groups per device: an epoch's key is wrapped for every device of
+//	   every member (GroupChangeV3, refused with DevicesMismatch when its
+//	   devices are not the lists'), by a device whose key signs the epoch
+//	   statement (version 2); each device fetches its own copy
+//	   (GroupKeysReplyV3); reports of bad epochs (GroupBadEpochV2) and
+//	   group messages are signed by devices, and a group message names the
+//	   device it came from (DeliverGroupV2). A member's device list
+//	   changing makes its groups' current epochs stale: the next send is
+//	   refused (rekey_needed) until an epoch covers the new devices. A
+//	   version 4 session keeps the forms before while every member of the
+//	   group has one device; one sent a message from another device is
+//	   closed with CloseUpgrade, as in version 4.
 const (
 	MinVersion = 1
-	MaxVersion = 4
+	MaxVersion = 5
 	// ClientMinVersion is the oldest server version this package's
 	// clients accept.
 	ClientMinVersion = 2

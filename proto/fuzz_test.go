@@ -121,13 +121,13 @@ func reencode(msg []byte) ([]byte, error) {
 		var m GroupChange
 		err = m.ParseAs(t, body)
 		return m.AppendV1(nil, id), err
-	case TGroupChangeV2:
+	case TGroupChangeV2, TGroupChangeV3:
 		var m GroupChange
 		err = m.ParseAs(t, body)
 		return m.Append(nil, id), err
-	case TGroupBadEpoch:
+	case TGroupBadEpoch, TGroupBadEpochV2:
 		var m BadEpoch
-		err = m.Parse(body)
+		err = m.ParseAs(t, body)
 		return m.Append(nil, id), err
 	case TGroupChain, TGroupKeys, TGroupChanged:
 		var m GroupReq
@@ -192,13 +192,13 @@ func reencode(msg []byte) ([]byte, error) {
 		var m DeliverDevices
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TGroupKeysReply, TGroupKeysReplyV2:
+	case TGroupKeysReply, TGroupKeysReplyV2, TGroupKeysReplyV3:
 		var m GroupKeysReply
 		err = m.ParseAs(t, body)
 		return m.Append(nil, t, id), err
-	case TDeliverGroup:
+	case TDeliverGroup, TDeliverGroupV2:
 		var m DeliverGroup
-		err = m.Parse(body)
+		err = m.ParseAs(t, body)
 		return m.Append(nil, id), err
 	case TSignal:
 		var m Signal
@@ -270,7 +270,10 @@ func seedMessages() [][]byte {
 			Keys: []WrappedFor{{Member: []byte("ann"), Wrapped: []byte("w1")}, {Member: []byte("bob"), Wrapped: []byte("w2")}}}).AppendV1(nil, 15),
 		(&GroupChange{Group: []byte("team"), Statement: []byte("stmt"), EpochStmt: []byte("epoch statement"), Epoch: 2, RosterSeq: 1, Part: 1, Parts: 1,
 			Keys: []WrappedFor{{Member: []byte("ann"), Wrapped: []byte("w1")}, {Member: []byte("bob"), Wrapped: []byte("w2")}}}).Append(nil, 15),
+		(&GroupChange{PerDevice: true, Group: []byte("team"), Statement: []byte("stmt"), EpochStmt: []byte("epoch statement"), Epoch: 2, RosterSeq: 1, Part: 1, Parts: 2,
+			Keys: []WrappedFor{{Member: []byte("ann"), Device: 7, Wrapped: []byte("w1")}, {Member: []byte("ann"), Device: 9, Wrapped: []byte("w2")}}}).Append(nil, 15),
 		(&BadEpoch{Group: []byte("team"), Epoch: 3, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 27),
+		(&BadEpoch{Group: []byte("team"), Epoch: 3, Device: 7, Sig: bytes.Repeat([]byte{6}, 64)}).Append(nil, 27),
 		AppendEmpty(nil, TGroupList, 16),
 		(&GroupReq{Group: []byte("team"), From: 3}).Append(nil, TGroupChain, 17),
 		(&GroupReq{Group: []byte("team"), From: 1}).Append(nil, TGroupKeys, 18),
@@ -303,7 +306,10 @@ func seedMessages() [][]byte {
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w")}}}).Append(nil, TGroupKeysReply, 22),
 		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), Wrapped: []byte("w"),
 			Stmt: []byte("statement"), BadBy: []byte("bob"), BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV2, 22),
+		(&GroupKeysReply{Group: []byte("team"), Current: 2, Keys: []EpochKeyMsg{{Epoch: 2, RosterSeq: 1, Created: 1700000000000, Wrapper: []byte("ann"), WrapperDevice: 7, Wrapped: []byte("w"),
+			Stmt: []byte("statement"), BadBy: []byte("bob"), BadDevice: 9, BadSig: bytes.Repeat([]byte{7}, 64)}}}).Append(nil, TGroupKeysReplyV3, 22),
 		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
+		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), FromDevice: 7, Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
 		(&Signal{To: []byte("bob"), Body: []byte("sealed")}).Append(nil, 23),
 		(&SignalMsg{From: []byte("alice"), Body: []byte("sealed")}).Append(nil, 0),
 		(&Presence{Reset: true, Entries: []PresenceEntry{{User: []byte("ann"), Online: true}, {User: []byte("bob")}}}).Append(nil, 0),
@@ -374,7 +380,9 @@ func seedInner() [][]byte {
 
 func seedEpochStatements() [][]byte {
 	st := EpochStatement{Group: []byte("team"), Epoch: 4, RosterSeq: 2, Head: [32]byte{5}, Commit: [32]byte{6}, Maker: []byte("ann"), Sig: bytes.Repeat([]byte{7}, 64)}
-	return [][]byte{st.Append(nil)}
+	byDevice := st
+	byDevice.Device = 9
+	return [][]byte{st.Append(nil), byDevice.Append(nil)}
 }
 
 func FuzzEpochStatement(f *testing.F) {

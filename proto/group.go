@@ -239,33 +239,44 @@ func NewGroupKey(r io.Reader) (*[GroupKeyLen]byte, error) {
 	return &k, nil
 }
 
-// wrapInfo binds a wrapped key to its group, epoch and member, so a wrap
-// cannot be replayed into another group or epoch.
-func wrapInfo(group []byte, epoch uint32, member []byte) []byte {
-	b := appendStr8(append([]byte("securefastchat v1 group key"), 0), group)
+// wrapInfo binds a wrapped key to its group, epoch and member (and, from
+// version 5, the member's device), so a wrap cannot be replayed into
+// another group, epoch or device. Device 0 is the form before devices: a
+// wrap for the member's account keys.
+func wrapInfo(group []byte, epoch uint32, member []byte, device uint64) []byte {
+	ctx := "securefastchat v1 group key"
+	if device != 0 {
+		ctx = "securefastchat v2 group key"
+	}
+	b := appendStr8(append([]byte(ctx), 0), group)
 	b = binary.BigEndian.AppendUint32(b, epoch)
-	return appendStr8(b, member)
+	b = appendStr8(b, member)
+	if device != 0 {
+		b = binary.BigEndian.AppendUint64(b, device)
+	}
+	return b
 }
 
-// WrapGroupKey seals a group key for one member: box from the wrapper's
-// box key to the member's, over info || key.
+// WrapGroupKey seals a group key for one member device: box from the
+// wrapping device's box key to the member device's, over info || key.
+// Device 0 wraps for the member's account keys (the form before devices).
 //
 //	wrapped = nonce(24) | box(info || key)
-func WrapGroupKey(key *[GroupKeyLen]byte, group []byte, epoch uint32, member []byte, shared *[32]byte, r io.Reader) ([]byte, error) {
-	plain := append(wrapInfo(group, epoch, member), key[:]...)
+func WrapGroupKey(key *[GroupKeyLen]byte, group []byte, epoch uint32, member []byte, device uint64, shared *[32]byte, r io.Reader) ([]byte, error) {
+	plain := append(wrapInfo(group, epoch, member, device), key[:]...)
 	return SealBody(nil, plain, shared, r)
 }
 
 // UnwrapGroupKey opens a wrapped key and checks it was made for this
-// group, epoch and member.
-func UnwrapGroupKey(wrapped, group []byte, epoch uint32, member []byte, shared *[32]byte) (*[GroupKeyLen]byte, error) {
+// group, epoch, member and device.
+func UnwrapGroupKey(wrapped, group []byte, epoch uint32, member []byte, device uint64, shared *[32]byte) (*[GroupKeyLen]byte, error) {
 	plain, err := OpenBody(nil, wrapped, shared)
 	if err != nil {
 		return nil, err
 	}
-	info := wrapInfo(group, epoch, member)
+	info := wrapInfo(group, epoch, member, device)
 	if len(plain) != len(info)+GroupKeyLen || !bytes.Equal(plain[:len(info)], info) {
-		return nil, fmt.Errorf("%w: wrapped key for another group, epoch or member", ErrDecrypt)
+		return nil, fmt.Errorf("%w: wrapped key for another group, epoch, member or device", ErrDecrypt)
 	}
 	var k [GroupKeyLen]byte
 	copy(k[:], plain[len(info):])
@@ -299,10 +310,16 @@ func OpenGroup(sealed []byte, key *[GroupKeyLen]byte) ([]byte, error) {
 //
 //	epoch_stmt = version u8 (1) | group str8 | epoch u32 | roster_seq u32
 //	             | roster_head 32 | commit 32 | maker str8 | sig 64
+//	epoch_stmt = version u8 (2) | group str8 | epoch u32 | roster_seq u32
+//	             | roster_head 32 | commit 32 | maker str8
+//	             | maker_device u64 | sig 64
 //	commit     = HKDF-SHA256(ikm = key, salt = none,
 //	                         info = "securefastchat key-check" || str8(group) || epoch u32)
 //
-// sig is Ed25519 by maker over EpochStmtContext and every byte before sig.
+// sig is Ed25519 over EpochStmtContext and every byte before sig: by the
+// maker's account key in version 1, by the maker's device (maker_device,
+// on the maker's device list) in version 2, which version 5 sessions
+// make.
 type EpochStatement struct {
 	Group     []byte
 	Epoch     uint32
@@ -310,15 +327,18 @@ type EpochStatement struct {
 	Head      [32]byte // the roster statement's hash at RosterSeq
 	Commit    [32]byte
 	Maker     []byte
+	Device    uint64 // the maker's device; 0: version 1, signed by the account key
 	Sig       []byte // 64
 }
 
 // Epoch statement constants.
 const (
-	EpochStmtVersion = 1
+	EpochStmtVersion = 2
 	EpochStmtContext = "securefastchat v1 epoch statement"
 	keyCheckInfo     = "securefastchat key-check"
 	BadEpochContext  = "securefastchat v1 bad epoch"
+	// BadEpochContextV2 is the context of a report signed by a device.
+	BadEpochContextV2 = "securefastchat v2 bad epoch"
 )
 
 // KeyCommitment is the commitment an epoch statement makes to its key.
@@ -332,17 +352,26 @@ func KeyCommitment(key *[GroupKeyLen]byte, group []byte, epoch uint32) [32]byte 
 }
 
 func (s *EpochStatement) appendUnsigned(b []byte) []byte {
-	b = appendStr8(append(b, EpochStmtVersion), s.Group)
+	v := byte(1)
+	if s.Device != 0 {
+		v = EpochStmtVersion
+	}
+	b = appendStr8(append(b, v), s.Group)
 	b = binary.BigEndian.AppendUint32(b, s.Epoch)
 	b = binary.BigEndian.AppendUint32(b, s.RosterSeq)
 	b = append(append(b, s.Head[:]...), s.Commit[:]...)
-	return appendStr8(b, s.Maker)
+	b = appendStr8(b, s.Maker)
+	if s.Device != 0 {
+		b = binary.BigEndian.AppendUint64(b, s.Device)
+	}
+	return b
 }
 
 // Append appends the statement (signature included) to b.
 func (s *EpochStatement) Append(b []byte) []byte { return append(s.appendUnsigned(b), s.Sig...) }
 
-// Sign signs the statement with the maker's Ed25519 key.
+// Sign signs the statement with the maker's Ed25519 key (its device's,
+// with Device set).
 func (s *EpochStatement) Sign(key ed25519.PrivateKey) {
 	s.Sig = ed25519.Sign(key, s.appendUnsigned([]byte(EpochStmtContext)))
 }
@@ -355,17 +384,22 @@ func (s *EpochStatement) Verify(key ed25519.PublicKey) bool {
 // Parse decodes a statement.
 func (s *EpochStatement) Parse(b []byte) error {
 	d := dec{b: b}
-	if v := d.u8(); d.err == nil && v != EpochStmtVersion {
+	v := d.u8()
+	if d.err == nil && v != 1 && v != EpochStmtVersion {
 		return fmt.Errorf("%w: epoch statement version %d", ErrBadStatement, v)
 	}
 	s.Group, s.Epoch, s.RosterSeq = d.str8(), d.u32(), d.u32()
 	copy(s.Head[:], d.fixed(32))
 	copy(s.Commit[:], d.fixed(32))
-	s.Maker, s.Sig = d.str8(), d.fixed(ed25519.SignatureSize)
+	s.Maker, s.Device = d.str8(), 0
+	if v == 2 {
+		s.Device = d.u64()
+	}
+	s.Sig = d.fixed(ed25519.SignatureSize)
 	if err := d.done(); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadStatement, err)
 	}
-	if !ValidUsername(s.Group) || !ValidUsername(s.Maker) || s.Epoch == 0 {
+	if !ValidUsername(s.Group) || !ValidUsername(s.Maker) || s.Epoch == 0 || v == 2 && s.Device == 0 {
 		return fmt.Errorf("%w: epoch statement names or epoch", ErrBadStatement)
 	}
 	return nil
@@ -373,7 +407,17 @@ func (s *EpochStatement) Parse(b []byte) error {
 
 // BadEpochSigned is what a member signs to report an epoch bad: its copy
 // of the key did not open, or did not match the statement's commitment.
-func BadEpochSigned(group []byte, epoch uint32, reporter []byte) []byte {
-	b := appendStr8([]byte(BadEpochContext), group)
-	return appendStr8(binary.BigEndian.AppendUint32(b, epoch), reporter)
+// From version 5 the reporter's device signs it, and it names the device
+// (device 0: the form before, signed by the account key).
+func BadEpochSigned(group []byte, epoch uint32, reporter []byte, device uint64) []byte {
+	ctx := BadEpochContext
+	if device != 0 {
+		ctx = BadEpochContextV2
+	}
+	b := appendStr8([]byte(ctx), group)
+	b = appendStr8(binary.BigEndian.AppendUint32(b, epoch), reporter)
+	if device != 0 {
+		b = binary.BigEndian.AppendUint64(b, device)
+	}
+	return b
 }

@@ -134,23 +134,29 @@ func TestGroupKeyWrap(t *testing.T) {
 	bob, _ := NewKeyPair(&detRand{seed: "bob box"})
 	key, _ := NewGroupKey(nil)
 	shared := SharedKey(&ann.Private, bob.Public)
-	w, err := WrapGroupKey(key, []byte("team"), 3, []byte("bob"), shared, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	back := SharedKey(&bob.Private, ann.Public)
-	got, err := UnwrapGroupKey(w, []byte("team"), 3, []byte("bob"), back)
-	if err != nil || *got != *key {
-		t.Fatalf("unwrap: %v", err)
-	}
-	// Replayed into another epoch, group or member, it does not open.
-	for _, c := range []struct {
-		g string
-		e uint32
-		m string
-	}{{"team", 4, "bob"}, {"other", 3, "bob"}, {"team", 3, "eve"}} {
-		if _, err := UnwrapGroupKey(w, []byte(c.g), c.e, []byte(c.m), back); err == nil {
-			t.Fatalf("wrap opened as %+v", c)
+	// For bob's account keys (device 0, the form before devices) and for
+	// his device 7.
+	for _, dev := range []uint64{0, 7} {
+		w, err := WrapGroupKey(key, []byte("team"), 3, []byte("bob"), dev, shared, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := UnwrapGroupKey(w, []byte("team"), 3, []byte("bob"), dev, back)
+		if err != nil || *got != *key {
+			t.Fatalf("unwrap: %v", err)
+		}
+		// Replayed into another epoch, group, member or device, it does
+		// not open.
+		for _, c := range []struct {
+			g string
+			e uint32
+			m string
+			d uint64
+		}{{"team", 4, "bob", dev}, {"other", 3, "bob", dev}, {"team", 3, "eve", dev}, {"team", 3, "bob", dev ^ 9}} {
+			if _, err := UnwrapGroupKey(w, []byte(c.g), c.e, []byte(c.m), c.d, back); err == nil {
+				t.Fatalf("wrap for device %d opened as %+v", dev, c)
+			}
 		}
 	}
 	sealed, _ := SealGroup([]byte("hello group"), key, nil)
@@ -180,4 +186,42 @@ func FuzzStatement(f *testing.F) {
 		// Applying it never panics, whatever it says.
 		(*Roster)(nil).Apply(&st, s.pub)
 	})
+}
+
+// An epoch wrapped for every device of a full group fits its parts: the
+// parts cover MaxGroupDevices keys, and a part of MaxWrapsPerPart keys of
+// the longest names and wraps (with the longest statements) fits one
+// frame. Device 0 keys are refused in the per-device form.
+func TestGroupChangePerDeviceLimits(t *testing.T) {
+	if MaxEpochPartsV3*MaxWrapsPerPart < MaxGroupDevices {
+		t.Fatalf("%d parts of %d keys do not cover %d member devices", MaxEpochPartsV3, MaxWrapsPerPart, MaxGroupDevices)
+	}
+	name := bytes.Repeat([]byte{'a'}, MaxUsernameLen)
+	key, _ := NewGroupKey(nil)
+	var shared [32]byte
+	w, err := WrapGroupKey(key, name, 1<<31, name, 1<<63, &shared, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := GroupChange{PerDevice: true, Group: name, Statement: make([]byte, 250), EpochStmt: make([]byte, 260), Epoch: 1 << 31, Part: MaxEpochPartsV3, Parts: MaxEpochPartsV3}
+	for i := 0; i < MaxWrapsPerPart; i++ {
+		m.Keys = append(m.Keys, WrappedFor{Member: name, Device: uint64(i + 1), Wrapped: w})
+	}
+	b := m.Append(nil, 1)
+	if len(b) > MaxPlaintextLen {
+		t.Fatalf("a full part is %d bytes, more than a frame's %d", len(b), MaxPlaintextLen)
+	}
+	var back GroupChange
+	if err := back.ParseAs(TGroupChangeV3, b[MsgHeaderLen:]); err != nil || len(back.Keys) != MaxWrapsPerPart {
+		t.Fatalf("a full part does not parse: %v", err)
+	}
+	m.Keys = append(m.Keys, m.Keys[0])
+	if err := back.ParseAs(TGroupChangeV3, m.Append(nil, 1)[MsgHeaderLen:]); err == nil {
+		t.Fatal("a part with one key too many parsed")
+	}
+	m.Keys = m.Keys[:1]
+	m.Keys[0].Device = 0
+	if err := back.ParseAs(TGroupChangeV3, m.Append(nil, 1)[MsgHeaderLen:]); err == nil {
+		t.Fatal("a key for device 0 parsed in the per-device form")
+	}
 }

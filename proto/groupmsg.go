@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"fmt"
+	"slices"
 )
 
 // Group message types.
@@ -33,21 +34,41 @@ const (
 	TGroupChangeV2    MsgType = 0x46 // group str8 | statement str16 | epoch_stmt str16 | epoch u32 | roster_seq u32 | part u16 | parts u16 | count u16 | (member str8 | wrapped str8) x count
 	TGroupBadEpoch    MsgType = 0x47 // group str8 | epoch u32 | sig 64 (BadEpochSigned, by the reporter)
 	TGroupKeysReplyV2 MsgType = 0x92 // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 | wrapper str8 | wrapped str8 | epoch_stmt str16 | bad_by str8 | bad_sig str8) x count
+
+	// Version 5: an epoch's key is wrapped for every device of every
+	// member, by a device (its epoch statement is version 2, signed by
+	// that device); a member device gets its own copy; reports of a bad
+	// epoch and group messages are signed by devices, and a group message
+	// names the device that sent it. Device 0 in a key, report or message
+	// stands for the account's keys: the forms before devices.
+	TGroupChangeV3    MsgType = 0x4A // as TGroupChangeV2, with (member str8 | device u64 | wrapped str8) x count
+	TGroupBadEpochV2  MsgType = 0x4B // group str8 | epoch u32 | device u64 | sig 64 (BadEpochSigned with the device)
+	TGroupKeysReplyV3 MsgType = 0x9E // group str8 | epoch u32 (current) | count u16 | (epoch u32 | roster_seq u32 | created i64 | wrapper str8 | wrapper_device u64 | wrapped str8 | epoch_stmt str16 | bad_by str8 | bad_device u64 | bad_sig str8) x count
+	TDeliverGroupV2   MsgType = 0x9F // server_id u64 | time i64 | group str8 | from str8 | from_device u64 | epoch u32 | msg_id 16 | body str16 | sig 64
 )
 
 // Group limits.
 const (
 	// MaxGroupMembers caps a group's roster.
 	MaxGroupMembers = 1024
-	// MaxEpochParts caps the parts of one epoch upload.
+	// MaxEpochParts caps the parts of one epoch upload (TGroupChangeV2).
 	MaxEpochParts = 16
+	// MaxGroupDevices is how many member devices one epoch's key is
+	// wrapped for at most: every member with every device. An upload
+	// per device (TGroupChangeV3) carries at most MaxWrapsPerPart keys a
+	// part, in at most MaxEpochPartsV3 parts.
+	MaxGroupDevices = MaxGroupMembers * MaxDevices
+	MaxWrapsPerPart = 250
+	MaxEpochPartsV3 = (MaxGroupDevices + MaxWrapsPerPart - 1) / MaxWrapsPerPart
 	// MaxWrappedLen bounds one wrapped key.
 	MaxWrappedLen = 255
 )
 
-// WrappedFor is one member's wrapped key in an upload.
+// WrappedFor is one member device's wrapped key in an upload (Device 0:
+// the member's account keys, in a TGroupChangeV2).
 type WrappedFor struct {
 	Member  []byte
+	Device  uint64
 	Wrapped []byte
 }
 
@@ -56,9 +77,12 @@ type WrappedFor struct {
 // server checks each part as it comes and applies the change when the last
 // one arrives, answering the others with OK. A create is a change whose
 // statement is the create statement, with epoch 1. It is sent as
-// TGroupChangeV2, whose epoch travels with its signed EpochStmt; TGroupChange
-// is the version 1 form, without it, which servers now refuse.
+// TGroupChangeV3 if PerDevice (its keys wrapped for member devices), else
+// as TGroupChangeV2 (for members' account keys), whose epoch travels with
+// its signed EpochStmt; TGroupChange is the version 1 form, without it,
+// which servers now refuse.
 type GroupChange struct {
+	PerDevice bool
 	Group     []byte
 	Statement []byte // empty: a rekey only
 	EpochStmt []byte // the epoch's signed EpochStatement; empty with epoch 0
@@ -69,9 +93,14 @@ type GroupChange struct {
 	Keys      []WrappedFor
 }
 
-// Append appends the message to b as TGroupChangeV2.
+// Append appends the message to b as TGroupChangeV3 (PerDevice) or
+// TGroupChangeV2.
 func (m *GroupChange) Append(b []byte, id uint32) []byte {
-	b = appendStr16(appendStr8(AppendHeader(b, TGroupChangeV2, id), m.Group), m.Statement)
+	t := TGroupChangeV2
+	if m.PerDevice {
+		t = TGroupChangeV3
+	}
+	b = appendStr16(appendStr8(AppendHeader(b, t, id), m.Group), m.Statement)
 	return m.appendRest(appendStr16(b, m.EpochStmt))
 }
 
@@ -87,27 +116,45 @@ func (m *GroupChange) appendRest(b []byte) []byte {
 	b = binary.BigEndian.AppendUint16(b, m.Parts)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Keys)))
 	for _, k := range m.Keys {
-		b = appendStr8(appendStr8(b, k.Member), k.Wrapped)
+		b = appendStr8(b, k.Member)
+		if m.PerDevice {
+			b = binary.BigEndian.AppendUint64(b, k.Device)
+		}
+		b = appendStr8(b, k.Wrapped)
 	}
 	return b
 }
 
-// ParseAs decodes a body of type t: TGroupChangeV2 or TGroupChange.
+// ParseAs decodes a body of type t: TGroupChangeV3, TGroupChangeV2 or
+// TGroupChange.
 func (m *GroupChange) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
+	m.PerDevice = t == TGroupChangeV3
 	m.Group, m.Statement, m.EpochStmt = d.str8(), d.str16(), nil
-	if t == TGroupChangeV2 {
+	if t == TGroupChangeV2 || m.PerDevice {
 		m.EpochStmt = d.str16()
 	}
 	m.Epoch, m.RosterSeq = d.u32(), d.u32()
 	m.Part, m.Parts = d.u16(), d.u16()
 	n := int(d.u16())
-	if d.err == nil && (m.Parts == 0 || m.Part == 0 || m.Part > m.Parts || m.Parts > MaxEpochParts || n > MaxGroupMembers) {
+	maxParts, maxKeys := MaxEpochParts, MaxGroupMembers
+	if m.PerDevice {
+		maxParts, maxKeys = MaxEpochPartsV3, MaxWrapsPerPart
+	}
+	if d.err == nil && (m.Parts == 0 || m.Part == 0 || m.Part > m.Parts || int(m.Parts) > maxParts || n > maxKeys) {
 		d.err = fmt.Errorf("%w: part %d of %d, %d keys", ErrMalformed, m.Part, m.Parts, n)
 	}
 	m.Keys = m.Keys[:0]
 	for i := 0; i < n && d.err == nil; i++ {
-		m.Keys = append(m.Keys, WrappedFor{Member: d.str8(), Wrapped: d.str8()})
+		k := WrappedFor{Member: d.str8()}
+		if m.PerDevice {
+			k.Device = d.u64()
+		}
+		k.Wrapped = d.str8()
+		m.Keys = append(m.Keys, k)
+	}
+	if d.err == nil && m.PerDevice && slices.ContainsFunc(m.Keys, func(k WrappedFor) bool { return k.Device == 0 }) {
+		d.err = fmt.Errorf("%w: a key wrapped for device 0", ErrMalformed)
 	}
 	return d.done()
 }
@@ -216,12 +263,18 @@ type EpochKeyMsg struct {
 	RosterSeq uint32
 	Created   int64 // unix ms, the server's clock
 	Wrapper   []byte
-	Wrapped   []byte
+	// WrapperDevice is the device that made the epoch and wrapped it
+	// (version 5); 0: the wrapper's account keys.
+	WrapperDevice uint64
+	Wrapped       []byte
 	// Version 2: the epoch's signed statement (empty for an epoch made
 	// before statements), and a member's report that it is bad.
 	Stmt   []byte
 	BadBy  []byte
 	BadSig []byte
+	// BadDevice is the reporter's device that signed the report (version
+	// 5); 0: the reporter's account key.
+	BadDevice uint64
 }
 
 // GroupKeysReply returns the requester's wrapped keys and the current epoch.
@@ -231,8 +284,9 @@ type GroupKeysReply struct {
 	Keys    []EpochKeyMsg
 }
 
-// Append appends the message to b as type t: TGroupKeysReplyV2, or the
-// version 1 form TGroupKeysReply (without statements and reports).
+// Append appends the message to b as type t: TGroupKeysReplyV3,
+// TGroupKeysReplyV2 (without devices), or the version 1 form
+// TGroupKeysReply (without statements and reports either).
 func (m *GroupKeysReply) Append(b []byte, t MsgType, id uint32) []byte {
 	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.Current)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Keys)))
@@ -240,24 +294,40 @@ func (m *GroupKeysReply) Append(b []byte, t MsgType, id uint32) []byte {
 		b = binary.BigEndian.AppendUint32(b, k.Epoch)
 		b = binary.BigEndian.AppendUint32(b, k.RosterSeq)
 		b = binary.BigEndian.AppendUint64(b, uint64(k.Created))
-		b = appendStr8(appendStr8(b, k.Wrapper), k.Wrapped)
-		if t == TGroupKeysReplyV2 {
+		b = appendStr8(b, k.Wrapper)
+		if t == TGroupKeysReplyV3 {
+			b = binary.BigEndian.AppendUint64(b, k.WrapperDevice)
+		}
+		b = appendStr8(b, k.Wrapped)
+		switch t {
+		case TGroupKeysReplyV2:
 			b = appendStr8(appendStr8(appendStr16(b, k.Stmt), k.BadBy), k.BadSig)
+		case TGroupKeysReplyV3:
+			b = binary.BigEndian.AppendUint64(appendStr8(appendStr16(b, k.Stmt), k.BadBy), k.BadDevice)
+			b = appendStr8(b, k.BadSig)
 		}
 	}
 	return b
 }
 
-// ParseAs decodes a body of type t (TGroupKeysReplyV2 or TGroupKeysReply).
+// ParseAs decodes a body of type t (TGroupKeysReplyV3, TGroupKeysReplyV2
+// or TGroupKeysReply).
 func (m *GroupKeysReply) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
 	m.Group, m.Current = d.str8(), d.u32()
 	n := int(d.u16())
 	m.Keys = nil
 	for i := 0; i < n && d.err == nil; i++ {
-		k := EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Created: int64(d.u64()), Wrapper: d.str8(), Wrapped: d.str8()}
-		if t == TGroupKeysReplyV2 {
+		k := EpochKeyMsg{Epoch: d.u32(), RosterSeq: d.u32(), Created: int64(d.u64()), Wrapper: d.str8()}
+		if t == TGroupKeysReplyV3 {
+			k.WrapperDevice = d.u64()
+		}
+		k.Wrapped = d.str8()
+		switch t {
+		case TGroupKeysReplyV2:
 			k.Stmt, k.BadBy, k.BadSig = d.str16(), d.str8(), d.str8()
+		case TGroupKeysReplyV3:
+			k.Stmt, k.BadBy, k.BadDevice, k.BadSig = d.str16(), d.str8(), d.u64(), d.str8()
 		}
 		m.Keys = append(m.Keys, k)
 	}
@@ -265,23 +335,39 @@ func (m *GroupKeysReply) ParseAs(t MsgType, body []byte) error {
 }
 
 // BadEpoch reports that the reporter's copy of an epoch's key does not
-// open, or does not match the epoch statement's key commitment.
+// open, or does not match the epoch statement's key commitment. With
+// Device set (TGroupBadEpochV2) the reporter's device signs it.
 type BadEpoch struct {
-	Group []byte
-	Epoch uint32
-	Sig   []byte // 64: the reporter's Ed25519 signature over BadEpochSigned
+	Group  []byte
+	Epoch  uint32
+	Device uint64
+	Sig    []byte // 64: the reporter's Ed25519 signature over BadEpochSigned
 }
 
-// Append appends the message to b.
+// Append appends the message to b: TGroupBadEpochV2 if Device is set,
+// else TGroupBadEpoch.
 func (m *BadEpoch) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, TGroupBadEpoch, id), m.Group), m.Epoch)
+	t := TGroupBadEpoch
+	if m.Device != 0 {
+		t = TGroupBadEpochV2
+	}
+	b = binary.BigEndian.AppendUint32(appendStr8(AppendHeader(b, t, id), m.Group), m.Epoch)
+	if m.Device != 0 {
+		b = binary.BigEndian.AppendUint64(b, m.Device)
+	}
 	return append(b, m.Sig...)
 }
 
-// Parse decodes a body.
-func (m *BadEpoch) Parse(body []byte) error {
+// ParseAs decodes a body of type t (TGroupBadEpochV2 or TGroupBadEpoch).
+func (m *BadEpoch) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
-	m.Group, m.Epoch, m.Sig = d.str8(), d.u32(), d.fixed(ed25519.SignatureSize)
+	m.Group, m.Epoch, m.Device = d.str8(), d.u32(), 0
+	if t == TGroupBadEpochV2 {
+		if m.Device = d.u64(); d.err == nil && m.Device == 0 {
+			d.err = fmt.Errorf("%w: a report by device 0", ErrMalformed)
+		}
+	}
+	m.Sig = d.fixed(ed25519.SignatureSize)
 	return d.done()
 }
 
@@ -321,31 +407,49 @@ func SetDeliverID(msg []byte, id uint64) []byte {
 	return msg
 }
 
-// DeliverGroup pushes a group message to a member.
+// DeliverGroup pushes a group message to a member device. FromDevice is
+// the sender's device that signed it (TDeliverGroupV2); 0 (TDeliverGroup)
+// says the sender's account key signed it.
 type DeliverGroup struct {
-	ServerID uint64
-	Time     int64
-	Group    []byte
-	From     []byte
-	Epoch    uint32
-	MsgID    []byte
-	Body     []byte
-	Sig      []byte
+	ServerID   uint64
+	Time       int64
+	Group      []byte
+	From       []byte
+	FromDevice uint64
+	Epoch      uint32
+	MsgID      []byte
+	Body       []byte
+	Sig        []byte
 }
 
-// Append appends the message to b.
+// Append appends the message to b: TDeliverGroupV2 if FromDevice is set,
+// else TDeliverGroup.
 func (m *DeliverGroup) Append(b []byte, id uint32) []byte {
-	b = binary.BigEndian.AppendUint64(AppendHeader(b, TDeliverGroup, id), m.ServerID)
+	t := TDeliverGroup
+	if m.FromDevice != 0 {
+		t = TDeliverGroupV2
+	}
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, t, id), m.ServerID)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
-	b = binary.BigEndian.AppendUint32(appendStr8(appendStr8(b, m.Group), m.From), m.Epoch)
+	b = appendStr8(appendStr8(b, m.Group), m.From)
+	if m.FromDevice != 0 {
+		b = binary.BigEndian.AppendUint64(b, m.FromDevice)
+	}
+	b = binary.BigEndian.AppendUint32(b, m.Epoch)
 	return append(appendStr16(append(b, m.MsgID...), m.Body), m.Sig...)
 }
 
-// Parse decodes a body.
-func (m *DeliverGroup) Parse(body []byte) error {
+// ParseAs decodes a body of type t (TDeliverGroupV2 or TDeliverGroup).
+func (m *DeliverGroup) ParseAs(t MsgType, body []byte) error {
 	d := dec{b: body}
 	m.ServerID, m.Time = d.u64(), int64(d.u64())
-	m.Group, m.From, m.Epoch, m.MsgID = d.str8(), d.str8(), d.u32(), d.fixed(MsgIDLen)
+	m.Group, m.From, m.FromDevice = d.str8(), d.str8(), 0
+	if t == TDeliverGroupV2 {
+		if m.FromDevice = d.u64(); d.err == nil && m.FromDevice == 0 {
+			d.err = fmt.Errorf("%w: a message from device 0", ErrMalformed)
+		}
+	}
+	m.Epoch, m.MsgID = d.u32(), d.fixed(MsgIDLen)
 	m.Body, m.Sig = d.bytes16(MaxBodyLen), d.fixed(64)
 	return d.done()
 }

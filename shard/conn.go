@@ -110,7 +110,14 @@ type readerState struct {
 	closeRecv bool         // the peer sent Close
 	checked   []byte       // the canonical name this connection found free (CheckUsername)
 	upload    *groupUpload // a multi-part group change under way
+	// looked are the users whose keys this session has looked up (and
+	// been charged for): their device list costs nothing more, as one
+	// lookup is a user's keys and devices together. At most maxLooked.
+	looked map[string]struct{}
 }
+
+// maxLooked bounds readerState.looked; past it the set starts again.
+const maxLooked = 512
 
 // box names the device's inbox.
 func (c *conn) box() store.Inbox { return store.Inbox{User: c.user, Device: c.dev} }
@@ -288,7 +295,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeGraceful(CloseNormal)
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TAck,
-		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupBadEpoch, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
+		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3, proto.TGroupBadEpoch, proto.TGroupBadEpochV2, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
 		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen:
 		if !c.authed {
@@ -308,10 +315,10 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.sendDM(t, id, body)
 	case proto.TSendDMDevices:
 		c.sendDMDevices(id, body)
-	case proto.TGroupChange, proto.TGroupChangeV2:
+	case proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3:
 		c.groupChange(t, id, body)
-	case proto.TGroupBadEpoch:
-		c.badEpoch(id, body)
+	case proto.TGroupBadEpoch, proto.TGroupBadEpochV2:
+		c.badEpoch(t, id, body)
 	case proto.TGroupList, proto.TGroupChain, proto.TGroupKeys:
 		c.groupRead(t, id, body)
 	case proto.TSendGroup, proto.TSendGroupFile:
@@ -371,6 +378,7 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 			c.replyFailure(id, err)
 			return true
 		}
+		c.lookedUp(u.Name)
 		c.replyKeys(id, proto.TKeys, u)
 	case proto.TLogout:
 		if err := proto.ParseEmpty(body); err != nil {

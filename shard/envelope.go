@@ -39,7 +39,8 @@ type envelope struct {
 	sig   []byte // in frame
 	// A copy of a message sealed for devices (version 4): the sending
 	// device, this device's wrap, and the message's receiver on a copy
-	// for another device of the sender.
+	// for another device of the sender. A group message from a device
+	// other than its sender's first (version 5) names the device too.
 	fromDevice uint64
 	wrap       []byte // in frame
 	peer       string
@@ -168,15 +169,36 @@ func (c *conn) devicesEnvelope(m *proto.SendDM, id uint32, now int64, n int) *en
 	return e
 }
 
-// groupEnvelope makes the shared envelope of a group message; out
-// collects its members' outcomes.
-func groupEnvelope(from string, m *proto.SendGroup, now int64, out outcome) *envelope {
-	d := proto.DeliverGroup{Time: now, Group: m.Group, From: []byte(from), Epoch: m.Epoch, MsgID: m.MsgID, Body: m.Body, Sig: m.Sig}
+// groupEnvelope makes the shared envelope of a group message from
+// fromDevice (0: the sender's first device, whose key is the account's);
+// out collects its members' outcomes.
+func groupEnvelope(from string, fromDevice uint64, m *proto.SendGroup, now int64, out outcome) *envelope {
+	d := proto.DeliverGroup{Time: now, Group: m.Group, From: []byte(from), FromDevice: fromDevice, Epoch: m.Epoch, MsgID: m.MsgID, Body: m.Body, Sig: m.Sig}
 	f := d.Append(nil, 0)
 	end := len(f) - len(m.Sig)
 	n := end - len(m.Body)
-	return &envelope{frame: f, shared: true, from: from, kind: proto.KindText, time: now,
+	return &envelope{frame: f, shared: true, from: from, fromDevice: fromDevice, kind: proto.KindText, time: now,
 		msgID: f[n-2-proto.MsgIDLen : n-2], body: f[n:end], group: string(m.Group), epoch: m.Epoch, sig: f[end:], out: out}
+}
+
+// minVersion is the oldest protocol version that can take the envelope
+// (versionFor).
+func (e *envelope) minVersion() uint8 { return versionFor(e.wrap != nil, e.group, e.fromDevice) }
+
+// storedMinVersion is minVersion for a stored message.
+func storedMinVersion(q *store.Queued) uint8 { return versionFor(q.Wrap != nil, q.Group, q.FromDevice) }
+
+// versionFor is the oldest protocol version that can take a message: 4
+// for a copy sealed for devices (wrapped), 5 for a group message from a
+// device other than its sender's first, else any.
+func versionFor(wrapped bool, group string, fromDevice uint64) uint8 {
+	switch {
+	case wrapped:
+		return 4
+	case group != "" && fromDevice != 0:
+		return 5
+	}
+	return 0
 }
 
 // frameFor returns the frame for one receiver, numbered id in its
@@ -197,6 +219,7 @@ func (e *envelope) record(to store.Inbox, stored time.Time) *store.Queued {
 	if e.group != "" {
 		q.SentID, q.Kind = 0, 0
 		q.Sig = append([]byte(nil), e.sig...)
+		q.FromDevice = e.fromDevice
 	}
 	if e.wrap != nil {
 		q.FromDevice, q.Peer, q.Wrap = e.fromDevice, e.peer, append([]byte(nil), e.wrap...)
@@ -230,7 +253,7 @@ func appendStored(b []byte, q *store.Queued, request bool) []byte {
 		return d.Append(b, 0)
 	}
 	if q.Group != "" {
-		d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
+		d := proto.DeliverGroup{ServerID: q.ServerID, Time: q.Time, Group: []byte(q.Group), From: []byte(q.From), FromDevice: q.FromDevice, Epoch: q.Epoch, MsgID: q.MsgID[:], Body: q.Body, Sig: q.Sig}
 		return d.Append(b, 0)
 	}
 	d := proto.Deliver{ServerID: q.ServerID, Time: q.Time, From: []byte(q.From), MsgID: q.MsgID[:], Kind: q.Kind, Body: q.Body, Request: request}

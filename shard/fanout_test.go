@@ -45,7 +45,7 @@ func ackingReceiver(r *raw, count *atomic.Int64, stop <-chan struct{}) {
 			continue
 		}
 		var d proto.DeliverGroup
-		if d.Parse(body) == nil {
+		if d.ParseAs(t, body) == nil {
 			ids = append(ids, d.ServerID)
 			count.Add(1)
 		}

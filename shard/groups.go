@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,17 +26,19 @@ const (
 // at its first part, each later part checked as it comes, committed at its
 // last. Owned by the connection's reader.
 type groupUpload struct {
-	plan    GroupPlan
-	parts   uint16
-	got     uint16
-	keys    map[string][]byte
-	started time.Time
+	plan      GroupPlan
+	perDevice bool
+	parts     uint16
+	got       uint16
+	keys      map[store.WrapFor][]byte
+	started   time.Time
 }
 
 // An upload under way must end within Options.GroupUploadTimeout of its
-// first part, and the keys it carries are bounded by the roster they are
-// for (MaxGroupMembers, each at most MaxWrappedLen): what one connection
-// holds of it is bounded in time and size.
+// first part, and the keys it carries are bounded by its parts (at most
+// MaxEpochPartsV3 of MaxWrapsPerPart keys, each at most MaxWrappedLen,
+// for the members of the roster they are for): what one connection holds
+// of it is bounded in time and size.
 
 // canonicalGroup checks a group name; group names follow the user-name
 // rule and must be sent in canonical form.
@@ -66,16 +69,16 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 	up := c.upload
 	if m.Part == 1 {
 		c.upload = nil
-		plan, refusal := c.set.opts.Groups.Plan(c.user, group, &m)
+		plan, refusal := c.set.opts.Groups.Plan(c.user, c.dev, group, &m)
 		if refusal != nil {
 			c.replyErr(id, refusal.Code, refusal.Message)
 			return
 		}
-		up = &groupUpload{plan: plan, parts: m.Parts, keys: map[string][]byte{}, started: c.set.opts.Now()}
+		up = &groupUpload{plan: plan, perDevice: m.PerDevice, parts: m.Parts, keys: map[store.WrapFor][]byte{}, started: c.set.opts.Now()}
 		c.upload = up
 	}
 	switch {
-	case up == nil || up.plan.Group() != group || up.plan.Epoch() != m.Epoch || up.plan.RosterSeq() != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1:
+	case up == nil || up.plan.Group() != group || up.plan.Epoch() != m.Epoch || up.plan.RosterSeq() != m.RosterSeq || up.parts != m.Parts || m.Part != up.got+1 || up.perDevice != m.PerDevice:
 		c.upload = nil
 		c.replyErr(id, proto.CodeBadRequest, "group change parts out of order")
 		return
@@ -86,20 +89,29 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 	}
 	up.got = m.Part
 	for _, k := range m.Keys {
-		member := string(k.Member)
-		_, dup := up.keys[member]
-		if !up.plan.Wraps(member) || dup {
+		f := store.WrapFor{Member: string(k.Member), Device: k.Device}
+		_, dup := up.keys[f]
+		if !up.plan.Member(f.Member) || dup {
 			c.upload = nil
-			c.replyErr(id, proto.CodeBadRequest, fmt.Sprintf("a key wrapped for %q, who is not in the roster it is for (or twice)", k.Member))
+			c.replyErr(id, proto.CodeBadRequest, fmt.Sprintf("a key wrapped for %q, who is not in the roster it is for (or twice for one device)", k.Member))
 			return
 		}
-		up.keys[member] = append([]byte(nil), k.Wrapped...)
+		up.keys[f] = append([]byte(nil), k.Wrapped...)
 	}
 	if up.got < up.parts {
 		c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 		return
 	}
 	c.upload = nil
+	if up.perDevice {
+		// Wrapped for devices that are not the lists' (a list changed, or
+		// the client's copy is old): nothing is stored, and the client
+		// reads the lists named again and makes the epoch again.
+		if diffs := up.plan.Mismatch(up.keys); diffs != nil {
+			c.reply((&proto.DevicesMismatch{Users: diffs}).Append(nil, id))
+			return
+		}
+	}
 	if refusal := c.commitGroupChange(up.plan, up.keys); refusal != nil {
 		c.replyErr(id, refusal.Code, refusal.Message)
 		return
@@ -110,7 +122,7 @@ func (c *conn) groupChange(t proto.MsgType, id uint32, body []byte) {
 // commitGroupChange stores a planned change with its wrapped keys (the
 // group rules decide), then links a member added with the members online
 // and tells every member online to fetch and check what changed.
-func (c *conn) commitGroupChange(p GroupPlan, keys map[string][]byte) *proto.RemoteError {
+func (c *conn) commitGroupChange(p GroupPlan, keys map[store.WrapFor][]byte) *proto.RemoteError {
 	ch, refusal := c.set.opts.Groups.Commit(c.user, p, keys)
 	if refusal != nil {
 		return refusal
@@ -207,19 +219,37 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 		if from == 0 { // the current epoch only
 			from, max = g.Epoch, 1
 		}
-		keys, err := st.MemberKeys(g.Name, c.user, from, max)
+		ds, err := c.set.devices([]byte(c.user), c.set.opts.Now().UnixMilli())
+		if err != nil || ds == nil {
+			c.replyFailure(id, fmt.Errorf("shard: %s's devices: %w", c.user, cmp.Or(err, store.ErrNotFound)))
+			return
+		}
+		// The device's own copies, and, on the account's first device,
+		// those wrapped for the account keys before devices. A session
+		// before version 5 opens only those.
+		dev, first := c.dev, c.dev == ds.Key
+		var keys []store.EpochKey
+		switch {
+		case c.sess.Version >= 5:
+			keys, err = st.MemberKeys(g.Name, c.user, dev, first, from, max)
+		case first:
+			keys, err = st.MemberKeys(g.Name, c.user, 0, true, from, max)
+		}
 		if err != nil {
 			c.replyFailure(id, err)
 			return
 		}
 		r := proto.GroupKeysReply{Group: m.Group, Current: g.Epoch}
 		for _, k := range keys {
-			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), Wrapped: k.Wrapped,
-				Stmt: k.Stmt, BadBy: []byte(k.BadBy), BadSig: k.BadSig})
+			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), WrapperDevice: k.WrapperDevice,
+				Wrapped: k.Wrapped, Stmt: k.Stmt, BadBy: []byte(k.BadBy), BadDevice: k.BadDevice, BadSig: k.BadSig})
 		}
-		t := proto.TGroupKeysReplyV2
-		if c.sess.Version < 2 {
+		t := proto.TGroupKeysReplyV3
+		switch {
+		case c.sess.Version < 2:
 			t = proto.TGroupKeysReply
+		case c.sess.Version < 5:
+			t = proto.TGroupKeysReplyV2
 		}
 		c.reply(r.Append(nil, t, id))
 	}
@@ -247,26 +277,17 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		c.replyErr(id, proto.CodeForbidden, "you are invited to "+g.Name+" and have not joined: join it first (or leave it to decline)")
 		return
 	}
-	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq || g.EpochBad {
-		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members (or a member reported it bad): fetch it, make a new one, and send again")
+	if m.Epoch != g.Epoch || g.EpochSeq != g.Seq || g.EpochBad || g.DevicesStale() {
+		c.replyErr(id, proto.CodeRekeyNeeded, "the group's key is not current for its members and their devices (or a member reported it bad): fetch it, make a new one, and send again")
 		return
 	}
-	// Each member device's copy gets the device's number as it is
-	// written (or stored); the sender's receipt its own.
+	// Where each member's copies go: their devices, and the sender's
+	// other devices.
 	now := c.set.opts.Now().UnixMilli()
-	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: now}
-	env := groupEnvelope(c.user, &m, now, ack)
-	if ob := c.set.opts.Observer; ob != nil {
-		ob.FannedOut(len(g.Members) - 1)
-	}
-	if len(g.Members) == 1 {
-		c.reply((&proto.Sent{ServerID: ack.sentID, Time: now, Status: proto.StatusDelivered}).Append(nil, id))
-		return
-	}
-	// Where each member's copies go: their devices.
 	sets := make([]*DeviceSet, len(g.Members))
+	var fromDevice uint64
 	for i, mem := range g.Members {
-		if _, invited := g.Pending[mem.Name]; invited || mem.Name == c.user {
+		if _, invited := g.Pending[mem.Name]; invited {
 			continue
 		}
 		ds, err := c.set.devices([]byte(mem.Name), now)
@@ -275,15 +296,22 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 			return
 		}
 		sets[i] = ds
+		if mem.Name == c.user && ds != nil && c.dev != ds.Key {
+			fromDevice = c.dev
+		}
+	}
+	// Each member device's copy gets the device's number as it is
+	// written (or stored); the sender's receipt its own.
+	ack := &groupAck{from: c, reqID: id, sentID: c.seq.Add(1), time: now}
+	env := groupEnvelope(c.user, fromDevice, &m, now, ack)
+	if ob := c.set.opts.Observer; ob != nil {
+		ob.FannedOut(len(g.Members) - 1)
 	}
 	// One outcome is held until every copy is on its way, so the last
 	// copy's cannot answer the sender early.
 	ack.remaining.Store(1)
 	byShard := map[*Shard][]*conn{}
 	for i, mem := range g.Members {
-		if mem.Name == c.user {
-			continue
-		}
 		if _, invited := g.Pending[mem.Name]; invited {
 			// Not joined: nothing reaches or waits for them (the sender
 			// cannot tell).
@@ -298,6 +326,9 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 		}
 		name := []byte(mem.Name)
 		for _, dev := range sets[i].IDs {
+			if mem.Name == c.user && dev == c.dev {
+				continue
+			}
 			ack.remaining.Add(1)
 			ep := deviceEndpoint(name, dev)
 			rc := c.set.router.find(ep)
@@ -327,9 +358,9 @@ func (c *conn) sendGroup(id uint32, body []byte, file bool) {
 // stored with the epoch (every member's client sees who made the bad key
 // and who reported it), sends under it stop if it is the current epoch,
 // and the members online are told to fetch.
-func (c *conn) badEpoch(id uint32, body []byte) {
+func (c *conn) badEpoch(t proto.MsgType, id uint32, body []byte) {
 	var m proto.BadEpoch
-	if err := m.Parse(body); err != nil {
+	if err := m.ParseAs(t, body); err != nil {
 		c.replyBad(id, err)
 		return
 	}
@@ -341,13 +372,22 @@ func (c *conn) badEpoch(id uint32, body []byte) {
 		c.replyErr(id, proto.CodeUnsupportedFeature, "this server keeps no groups")
 		return
 	}
-	if refusal := c.set.opts.Groups.ReportBad(c.user, g, &m); refusal != nil {
+	if refusal := c.set.opts.Groups.ReportBad(c.user, c.dev, g, &m); refusal != nil {
 		c.replyErr(id, refusal.Code, refusal.Message)
 		return
 	}
 	c.logger().Info("group epoch reported bad", "group", g.Name, "epoch", m.Epoch)
 	c.set.groupChanged(g.Name, 0, g.Members, "")
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+}
+
+// lookedUp notes that this session looked up user's keys (a canonical
+// name); owned by the reader.
+func (c *conn) lookedUp(user string) {
+	if c.looked == nil || len(c.looked) >= maxLooked {
+		c.looked = map[string]struct{}{}
+	}
+	c.looked[user] = struct{}{}
 }
 
 // freeLookup reports whether looking up user's keys costs the requester
@@ -366,6 +406,9 @@ func (c *conn) freeLookup(user []byte) bool {
 	}
 	if c.inGroupWith(canon, false) {
 		return true // a member's keys, which every member needs to wrap keys for them
+	}
+	if _, ok := c.looked[string(canon)]; ok {
+		return true // looked up before on this session: its device list comes with it
 	}
 	accepted, wrote := c.relation(canon)
 	return accepted || wrote

@@ -46,7 +46,7 @@ func (sh *Shard) deliver(rc *conn, env *envelope) {
 		sh.persist(rc, env)
 		return
 	}
-	if env.wrap != nil && rc.sess.Version < 4 {
+	if rc.sess.Version < env.minVersion() {
 		sh.persist(rc, env)
 		sh.tooOld(rc)
 		return
@@ -126,7 +126,7 @@ func (sh *Shard) fetch(c *conn) {
 				sh.set.Stats.dropped(DropExpired)
 				continue
 			}
-			if q.Wrap != nil && c.sess.Version < 4 {
+			if c.sess.Version < storedMinVersion(q) {
 				sh.tooOld(c) // it stays queued for a client that can open it
 				return
 			}
@@ -145,11 +145,12 @@ func (sh *Shard) fetch(c *conn) {
 	}
 }
 
-// tooOld closes a connection of a version before 4 whose device has been
-// sent a message sealed for devices, which it cannot open: its client is
-// told to upgrade, and the message waits in the device's inbox.
+// tooOld closes a connection whose device has been sent a message its
+// version cannot take (sealed for devices, before 4; a group message
+// from another device, before 5): its client is told to upgrade, and the
+// message waits in the device's inbox.
 func (sh *Shard) tooOld(c *conn) {
-	sh.set.closeLog.log(c.logger(), CloseUpgrade, "closing: a message sealed for devices waits for this device, and its client speaks a version before 4", "version", c.sess.Version)
+	sh.set.closeLog.log(c.logger(), CloseUpgrade, "closing: a message this device's client cannot open waits for it (sealed for devices, or a group message from another device): its version is too old", "version", c.sess.Version)
 	c.closeGraceful(CloseUpgrade)
 }
 

@@ -235,6 +235,12 @@ func deletePrefix(b *bolt.Bucket, prefix []byte) error {
 // The account's name, password, contacts, blocks and groups stay.
 // ErrNotFound if there is no such user.
 func (s *Store) RecoverAccount(name string, boxKey, signKey, keySig, first []byte, ss *Session) error {
+	var changed []string
+	defer func() {
+		for _, g := range changed {
+			s.groups.drop(g)
+		}
+	}()
 	return s.update(func(tx *bolt.Tx) error {
 		ub := tx.Bucket(bucketUsers)
 		v := ub.Get([]byte(name))
@@ -257,6 +263,9 @@ func (s *Store) RecoverAccount(name string, boxKey, signKey, keySig, first []byt
 			return err
 		}
 		if err := db.Put(seqKey(0), first); err != nil {
+			return err
+		}
+		if changed, err = devicesChanged(tx, name); err != nil {
 			return err
 		}
 		return putSession(tx, ss)

@@ -29,8 +29,16 @@ func (s *Store) DeviceChain(user string, from uint32, maxBytes int) ([][]byte, b
 // AppendDevice appends statement seq to user's device chain, if the chain
 // has exactly seq statements (compare-and-set on its length): ErrConflict
 // if another statement took that place first, ErrNotFound if the user
-// does not exist.
+// does not exist. A statement after the first (which names the device the
+// account already had) changes the user's devices: each of the user's
+// groups needs a new key epoch (GroupState.DevicesStale).
 func (s *Store) AppendDevice(user string, seq uint32, statement []byte) error {
+	var changed []string
+	defer func() {
+		for _, g := range changed {
+			s.groups.drop(g)
+		}
+	}()
 	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketUsers).Get([]byte(user)) == nil {
 			return ErrNotFound
@@ -46,7 +54,13 @@ func (s *Store) AppendDevice(user string, seq uint32, statement []byte) error {
 		if n != seq {
 			return ErrConflict
 		}
-		return db.Put(seqKey(seq), statement)
+		if err := db.Put(seqKey(seq), statement); err != nil {
+			return err
+		}
+		if seq > 0 {
+			changed, err = devicesChanged(tx, user)
+		}
+		return err
 	})
 }
 

@@ -35,12 +35,21 @@ type GroupState struct {
 	Epoch    uint32   // the current key epoch (0: none yet)
 	EpochSeq uint32   // the roster statement the current epoch was wrapped for
 	EpochBad bool     // a member reported the current epoch bad: no sends under it
-	Created  time.Time
-	Members  []GroupMember // join order
+	// DevGen counts changes to the members' device lists (a device added
+	// or removed, an account recovered); EpochDevGen is the count the
+	// current epoch was made at. While they differ, a member device may
+	// lack the current key (or a removed one hold it): no sends under it.
+	DevGen, EpochDevGen uint32
+	Created             time.Time
+	Members             []GroupMember // join order
 	// Pending are the members only invited (member -> who added them;
 	// invites.go), as Group reads them; not part of the record.
 	Pending map[string]string
 }
+
+// DevicesStale reports whether a member's devices changed since the
+// current epoch was made.
+func (g *GroupState) DevicesStale() bool { return g.DevGen != g.EpochDevGen }
 
 // Member reports whether name is a member and whether an admin.
 func (g *GroupState) Member(name string) (member, admin bool) {
@@ -52,34 +61,48 @@ func (g *GroupState) Member(name string) (member, admin bool) {
 	return false, false
 }
 
-// Epoch is one group key epoch: the key wrapped for each member of the
-// roster at statement RosterSeq, by Wrapper.
+// Epoch is one group key epoch: the key wrapped for each member device
+// of the roster at statement RosterSeq, by WrapperDevice of Wrapper.
 type Epoch struct {
-	N         uint32
-	RosterSeq uint32
-	Created   time.Time
-	Wrapper   string
-	Stmt      []byte            // the signed epoch statement (none before statements existed)
-	Keys      map[string][]byte // member -> wrapped key
+	N             uint32
+	RosterSeq     uint32
+	Created       time.Time
+	Wrapper       string
+	WrapperDevice uint64 // 0: the wrapper's account keys (before devices)
+	Stmt          []byte // the signed epoch statement (none before statements existed)
+	Keys          map[WrapFor][]byte
 }
 
-// EpochKey is one member's wrapped key of one epoch.
+// WrapFor names whom a wrapped key is for: a member's device, or, with
+// Device 0, the member's account keys (the form before devices, which the
+// account's first device opens).
+type WrapFor struct {
+	Member string
+	Device uint64
+}
+
+// EpochKey is one member device's wrapped key of one epoch.
 type EpochKey struct {
-	Epoch     uint32
-	RosterSeq uint32
-	Created   time.Time
-	Wrapper   string
-	Wrapped   []byte
-	Stmt      []byte
-	BadBy     string // a member who reported the epoch bad, and its signature
-	BadSig    []byte
+	Epoch         uint32
+	RosterSeq     uint32
+	Created       time.Time
+	Wrapper       string
+	WrapperDevice uint64
+	Device        uint64 // the device it is wrapped for; 0: the account keys
+	Wrapped       []byte
+	Stmt          []byte
+	BadBy         string // a member who reported the epoch bad, its device and its signature
+	BadDevice     uint64
+	BadSig        []byte
 }
 
-// state record: version u8 (2) | seq u32 | last 32 | epoch u32 | epoch_seq u32
-// | created i64 | flags u8 (bit 0: epoch bad) | count u32 | (name str8 | admin u8) x count
-// Version 1 has no flags byte; it is read as flags 0.
+// state record: version u8 (3) | seq u32 | last 32 | epoch u32 | epoch_seq u32
+// | created i64 | flags u8 (bit 0: epoch bad) | dev_gen u32 | epoch_dev_gen u32
+// | count u32 | (name str8 | admin u8) x count
+// Version 2 has no device counts (read as 0 and 0); version 1 no flags
+// byte either (read as flags 0).
 func (g *GroupState) marshal() []byte {
-	b := []byte{2}
+	b := []byte{3}
 	b = binary.BigEndian.AppendUint32(b, g.Seq)
 	b = append(b, g.Last[:]...)
 	b = binary.BigEndian.AppendUint32(b, g.Epoch)
@@ -90,6 +113,8 @@ func (g *GroupState) marshal() []byte {
 		flags |= 1
 	}
 	b = append(b, flags)
+	b = binary.BigEndian.AppendUint32(b, g.DevGen)
+	b = binary.BigEndian.AppendUint32(b, g.EpochDevGen)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(g.Members)))
 	for _, m := range g.Members {
 		b = append(append(b, byte(len(m.Name))), m.Name...)
@@ -105,10 +130,15 @@ func (g *GroupState) marshal() []byte {
 func unmarshalGroup(name string, v []byte) (*GroupState, error) {
 	bad := fmt.Errorf("%w: group record %q", ErrCorrupt, name)
 	head := 1 + 4 + 32 + 4 + 4 + 8 + 4
-	if len(v) < 1 || v[0] == 2 {
+	switch {
+	case len(v) < 1:
+		return nil, bad
+	case v[0] == 2:
 		head++ // the flags byte
+	case v[0] == 3:
+		head += 1 + 8 // and the device counts
 	}
-	if len(v) < head || v[0] != 1 && v[0] != 2 {
+	if len(v) < head || v[0] < 1 || v[0] > 3 {
 		return nil, bad
 	}
 	g := &GroupState{Name: name, Seq: binary.BigEndian.Uint32(v[1:])}
@@ -116,11 +146,14 @@ func unmarshalGroup(name string, v []byte) (*GroupState, error) {
 	g.Epoch = binary.BigEndian.Uint32(v[37:])
 	g.EpochSeq = binary.BigEndian.Uint32(v[41:])
 	g.Created = time.Unix(0, int64(binary.BigEndian.Uint64(v[45:])))
-	if v[0] == 2 {
+	if v[0] >= 2 {
 		if v[53]&^1 != 0 {
 			return nil, bad // flags this build does not know
 		}
 		g.EpochBad = v[53]&1 != 0
+	}
+	if v[0] == 3 {
+		g.DevGen, g.EpochDevGen = binary.BigEndian.Uint32(v[54:]), binary.BigEndian.Uint32(v[58:])
 	}
 	n := int(binary.BigEndian.Uint32(v[head-4:]))
 	v = v[head:]
@@ -152,29 +185,48 @@ func putEpoch(tx *bolt.Tx, group string, e *Epoch) error {
 	if err != nil {
 		return err
 	}
-	hdr := (&epochHeader{rosterSeq: e.RosterSeq, created: e.Created, wrapper: e.Wrapper, stmt: e.Stmt}).marshal()
+	hdr := (&epochHeader{rosterSeq: e.RosterSeq, created: e.Created, wrapper: e.Wrapper, wrapperDevice: e.WrapperDevice, stmt: e.Stmt}).marshal()
 	if err := kb.Put(append(seqKey(e.N), 0), hdr); err != nil {
 		return err
 	}
-	for m, w := range e.Keys {
-		if err := kb.Put(append(seqKey(e.N), m...), w); err != nil {
+	for f, w := range e.Keys {
+		if err := kb.Put(wrapKey(e.N, f), w); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// wrapKey is where an epoch's key wrapped for f is kept:
+//
+//	epoch u32 | member            (device 0: for the account keys)
+//	epoch u32 | member | 0 | device u64
+//
+// Names never hold a 0 byte, and an epoch's header (epoch u32 | 0) sorts
+// before its keys.
+func wrapKey(epoch uint32, f WrapFor) []byte {
+	k := append(seqKey(epoch), f.Member...)
+	if f.Device != 0 {
+		k = binary.BigEndian.AppendUint64(append(k, 0), f.Device)
+	}
+	return k
+}
+
 // epochHeader is what is stored of an epoch besides its wrapped keys:
 //
-//	roster_seq u32 | created i64 | wrapper str8 [ | stmt str16 | bad_by str8 | bad_sig str8 ]
+//	roster_seq u32 | created i64 | wrapper str8 [ | stmt str16 | bad_by str8 | bad_sig str8
+//	[ | wrapper_device u64 | bad_device u64 ] ]
 //
-// Headers written before epoch statements end after wrapper.
+// Headers written before epoch statements end after wrapper; those
+// written before devices (schema 7), after bad_sig.
 type epochHeader struct {
 	rosterSeq     uint32
 	created       time.Time
 	wrapper       string
+	wrapperDevice uint64
 	stmt          []byte
 	badBy         string
+	badDevice     uint64
 	badSig        []byte
 	withStatement bool // the long form
 }
@@ -186,7 +238,9 @@ func (h *epochHeader) marshal() []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(h.stmt)))
 	b = append(b, h.stmt...)
 	b = append(append(b, byte(len(h.badBy))), h.badBy...)
-	return append(append(b, byte(len(h.badSig))), h.badSig...)
+	b = append(append(b, byte(len(h.badSig))), h.badSig...)
+	b = binary.BigEndian.AppendUint64(b, h.wrapperDevice)
+	return binary.BigEndian.AppendUint64(b, h.badDevice)
 }
 
 func parseEpochHeader(v []byte) (*epochHeader, bool) {
@@ -209,10 +263,17 @@ func parseEpochHeader(v []byte) (*epochHeader, bool) {
 		return nil, false
 	}
 	h.badBy, rest = string(rest[1:1+int(rest[0])]), rest[1+int(rest[0]):]
-	if len(rest) < 1 || len(rest) != 1+int(rest[0]) {
+	if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
 		return nil, false
 	}
-	h.badSig = copyBytes(rest[1:])
+	h.badSig, rest = copyBytes(rest[1:1+int(rest[0])]), rest[1+int(rest[0]):]
+	switch len(rest) {
+	case 0: // from before devices
+	case 16:
+		h.wrapperDevice, h.badDevice = binary.BigEndian.Uint64(rest), binary.BigEndian.Uint64(rest[8:])
+	default:
+		return nil, false
+	}
 	return h, true
 }
 
@@ -272,7 +333,9 @@ func (s *Store) CreateGroup(g *GroupState, statement []byte, first *Epoch) error
 
 // ChangeGroup applies a roster change atomically: the statement, the new
 // state and, if not nil, a new epoch. It fails with ErrConflict unless the
-// stored state still has seq expectSeq and epoch expectEpoch.
+// stored state still has seq expectSeq and epoch expectEpoch, and, with a
+// new epoch, the members' devices have not changed since next.EpochDevGen
+// (the count the epoch was planned at). The stored DevGen stays.
 //
 // If invite is set, that member (added by this change, by by) is only
 // invited (invites.go); members who are gone lose their invitations.
@@ -288,8 +351,12 @@ func (s *Store) ChangeGroup(next *GroupState, expectSeq, expectEpoch uint32, sta
 		if err != nil {
 			return err
 		}
-		if cur.Seq != expectSeq || cur.Epoch != expectEpoch {
+		if cur.Seq != expectSeq || cur.Epoch != expectEpoch || epoch != nil && cur.DevGen != next.EpochDevGen {
 			return ErrConflict
+		}
+		next.DevGen = cur.DevGen
+		if epoch == nil {
+			next.EpochDevGen = cur.EpochDevGen
 		}
 		if statement != nil {
 			if err := tx.Bucket(bucketGroupChain).Bucket([]byte(next.Name)).Put(seqKey(next.Seq), statement); err != nil {
@@ -378,11 +445,13 @@ func chainPage(b *bolt.Bucket, from uint32, maxBytes int) (out [][]byte, more bo
 	return out, false
 }
 
-// MemberKeys returns member's wrapped keys of the epochs from fromEpoch
-// on, at most max of them (0: no limit). It visits one header per epoch
-// (seeking past each epoch's member keys), so its cost grows with the
-// epochs returned, not with the group's history or size.
-func (s *Store) MemberKeys(name, member string, fromEpoch uint32, max int) ([]EpochKey, error) {
+// MemberKeys returns a member device's wrapped keys of the epochs from
+// fromEpoch on, at most max of them (0: no limit): those wrapped for the
+// device, and, for the account's first device (first), those wrapped for
+// the member's account keys before devices. It visits one header per
+// epoch (seeking past each epoch's member keys), so its cost grows with
+// the epochs returned, not with the group's history or size.
+func (s *Store) MemberKeys(name, member string, device uint64, first bool, fromEpoch uint32, max int) ([]EpochKey, error) {
 	var out []EpochKey
 	err := s.db.View(func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(name))
@@ -391,9 +460,14 @@ func (s *Store) MemberKeys(name, member string, fromEpoch uint32, max int) ([]Ep
 		}
 		eachEpoch(kb, fromEpoch, func(n uint32, v []byte) bool {
 			h, ok := parseEpochHeader(v)
-			if w := kb.Get(append(seqKey(n), member...)); w != nil && ok {
-				out = append(out, EpochKey{Epoch: n, RosterSeq: h.rosterSeq, Created: h.created, Wrapper: h.wrapper, Wrapped: copyBytes(w),
-					Stmt: h.stmt, BadBy: h.badBy, BadSig: h.badSig})
+			dev := device
+			w := kb.Get(wrapKey(n, WrapFor{member, device}))
+			if w == nil && first {
+				w, dev = kb.Get(wrapKey(n, WrapFor{Member: member})), 0
+			}
+			if w != nil && ok {
+				out = append(out, EpochKey{Epoch: n, RosterSeq: h.rosterSeq, Created: h.created, Wrapper: h.wrapper, WrapperDevice: h.wrapperDevice,
+					Device: dev, Wrapped: copyBytes(w), Stmt: h.stmt, BadBy: h.badBy, BadDevice: h.badDevice, BadSig: h.badSig})
 			}
 			return max == 0 || len(out) < max
 		})
@@ -420,10 +494,10 @@ func eachEpoch(kb *bolt.Bucket, from uint32, fn func(n uint32, header []byte) bo
 	}
 }
 
-// MarkEpochBad records a member's report that an epoch is bad (the first
-// report stands); if it is the current epoch, sends under it stop until a
-// new one is made.
-func (s *Store) MarkEpochBad(name string, epoch uint32, reporter string, sig []byte) error {
+// MarkEpochBad records a member's report (signed by its device; 0: by
+// its account key) that an epoch is bad (the first report stands); if it
+// is the current epoch, sends under it stop until a new one is made.
+func (s *Store) MarkEpochBad(name string, epoch uint32, reporter string, device uint64, sig []byte) error {
 	defer s.groups.drop(name)
 	return s.update(func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bucketGroupKeys).Bucket([]byte(name))
@@ -438,7 +512,7 @@ func (s *Store) MarkEpochBad(name string, epoch uint32, reporter string, sig []b
 			return ErrNotFound
 		}
 		if h.badBy == "" {
-			h.badBy, h.badSig = reporter, copyBytes(sig)
+			h.badBy, h.badDevice, h.badSig = reporter, device, copyBytes(sig)
 			if err := kb.Put(hk, h.marshal()); err != nil {
 				return err
 			}
@@ -501,6 +575,39 @@ func (s *Store) PruneEpochs(cutoff time.Time) (int, error) {
 		}
 	}
 	return total, nil
+}
+
+// devicesChanged counts a change of user's devices in each group the user
+// is in (GroupState.DevGen) and returns those groups, whose cached states
+// the caller drops once the transaction commits.
+func devicesChanged(tx *bolt.Tx, user string) ([]string, error) {
+	b := tx.Bucket(bucketUserGroups).Bucket([]byte(user))
+	if b == nil {
+		return nil, nil
+	}
+	var names []string
+	if err := b.ForEach(func(k, _ []byte) error {
+		names = append(names, string(k))
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	gb := tx.Bucket(bucketGroups)
+	for _, name := range names {
+		v := gb.Get([]byte(name))
+		if v == nil {
+			continue
+		}
+		g, err := unmarshalGroup(name, v)
+		if err != nil {
+			return nil, err
+		}
+		g.DevGen++
+		if err := gb.Put([]byte(name), g.marshal()); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
 }
 
 // UserGroups returns the groups a user is a member of.

@@ -51,7 +51,7 @@ func TestMigrateSchema1(t *testing.T) {
 		t.Fatalf("group: %+v %v", g, err)
 	}
 	// An epoch from before epoch statements reads with none.
-	if ks, err := s.MemberKeys("team", "bob", 0, 0); err != nil || len(ks) != 1 || ks[0].Stmt != nil || string(ks[0].Wrapped) != "wrapped for bob" {
+	if ks, err := s.MemberKeys("team", "bob", 0, true, 0, 0); err != nil || len(ks) != 1 || ks[0].Stmt != nil || string(ks[0].Wrapped) != "wrapped for bob" {
 		t.Fatalf("an epoch from before statements: %+v %v", ks, err)
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
@@ -286,5 +286,38 @@ func TestMigrateSchema5(t *testing.T) {
 	items, err = s.Peek(alices, 0, 10)
 	if err != nil || len(items) != 3 || items[2].FromDevice != 5 || len(items[2].Wrap) != 104 {
 		t.Fatalf("alice's inbox with a message sealed for devices: %+v %v", items, err)
+	}
+}
+
+// A schema 6 store (testdata/schema6.db, written by a running server of
+// that build: alice made team with bob and carol made pair with dave, a
+// message was sent in each, then alice added a laptop) opens as schema 7:
+// team, whose member alice has had a second device, needs a new epoch
+// before the next message; pair does not; and the keys wrapped before
+// devices are served to each member's first device.
+func TestMigrateSchema6(t *testing.T) {
+	s, _ := openCopy(t, "schema6.db")
+	defer s.Close()
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte("schema")); len(v) != 1 || v[0] != schemaVersion {
+			t.Errorf("schema after opening: %v", v)
+		}
+		return nil
+	})
+	team, err := s.Group("team")
+	if err != nil || !team.DevicesStale() || team.Epoch == 0 {
+		t.Fatalf("team: %+v %v", team, err)
+	}
+	pair, err := s.Group("pair")
+	if err != nil || pair.DevicesStale() || pair.Epoch == 0 {
+		t.Fatalf("pair: %+v %v", pair, err)
+	}
+	bobs := firstInbox(t, s, "bob")
+	ks, err := s.MemberKeys("team", "bob", bobs.Device, true, 0, 0)
+	if err != nil || len(ks) == 0 || ks[len(ks)-1].Epoch != team.Epoch || ks[0].Device != 0 || ks[0].WrapperDevice != 0 || ks[0].Wrapper != "alice" || len(ks[0].Stmt) == 0 {
+		t.Fatalf("bob's keys of team: %+v %v", ks, err)
+	}
+	if ks, _ := s.MemberKeys("team", "bob", bobs.Device, false, 0, 0); len(ks) != 0 {
+		t.Fatalf("keys from before devices served to a device that is not the first: %+v", ks)
 	}
 }

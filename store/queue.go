@@ -32,7 +32,8 @@ type Queued struct {
 	Stored time.Time // when it entered the queue; expiry counts from here
 	Body   []byte
 	// A group message also carries its group, epoch and the sender's
-	// signature.
+	// signature, and (from protocol version 5) the sending device, if not
+	// the sender's first (FromDevice; 0: signed by the account key).
 	Group string
 	Epoch uint32
 	Sig   []byte
@@ -51,14 +52,17 @@ func (q *Queued) size() int64 {
 	return int64(len(q.Body) + len(q.From) + len(q.Group) + len(q.Sig) + len(q.Peer) + len(q.Wrap) + 64)
 }
 
-// queued record: version u8 (1: direct, 2: group, 3: sealed for devices)
+// queued record: version u8 (1: direct, 2: group, 3: sealed for devices,
+// 4: group, from a device)
 // | time i64 | stored i64 | from str8 | msg_id 16 | kind u8
-// | [2: group str8 | epoch u32 | sig 64]
+// | [2, 4: group str8 | epoch u32 | sig 64] | [4: from_device u64]
 // | [3: from_device u64 | peer str8 | wrap str8]
 // | body (to the end)
 func (q *Queued) marshal() []byte {
 	b := make([]byte, 0, 1+8+8+1+len(q.From)+16+1+len(q.Body)+1+len(q.Group)+4+len(q.Sig)+8+2+len(q.Peer)+len(q.Wrap))
 	switch {
+	case q.Group != "" && q.FromDevice != 0:
+		b = append(b, 4)
 	case q.Group != "":
 		b = append(b, 2)
 	case q.Wrap != nil:
@@ -76,6 +80,9 @@ func (q *Queued) marshal() []byte {
 		b = append(append(b, byte(len(q.Group))), q.Group...)
 		b = binary.BigEndian.AppendUint32(b, q.Epoch)
 		b = append(b, q.Sig...)
+		if q.FromDevice != 0 {
+			b = binary.BigEndian.AppendUint64(b, q.FromDevice)
+		}
 	} else if q.Wrap != nil {
 		b = binary.BigEndian.AppendUint64(b, q.FromDevice)
 		b = append(append(b, byte(len(q.Peer))), q.Peer...)
@@ -89,7 +96,7 @@ func (q *Queued) inbox() Inbox { return Inbox{User: q.To, Device: q.Device} }
 
 func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
 	bad := fmt.Errorf("%w: queued record for %s", ErrCorrupt, in)
-	if len(key) != 8 || len(v) < 18 || v[0] < 1 || v[0] > 3 || len(v) < 18+int(v[17])+17 {
+	if len(key) != 8 || len(v) < 18 || v[0] < 1 || v[0] > 4 || len(v) < 18+int(v[17])+17 {
 		return nil, bad
 	}
 	n := int(v[17])
@@ -104,7 +111,7 @@ func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
 	copy(q.MsgID[:], v[18+n:])
 	q.Kind = v[18+n+16]
 	rest := v[18+n+17:]
-	if v[0] == 2 {
+	if v[0] == 2 || v[0] == 4 {
 		if len(rest) < 1 || len(rest) < 1+int(rest[0])+4+64 || rest[0] == 0 {
 			return nil, bad
 		}
@@ -113,6 +120,12 @@ func unmarshalQueued(in Inbox, key, v []byte) (*Queued, error) {
 		q.Epoch = binary.BigEndian.Uint32(rest[1+g:])
 		q.Sig = copyBytes(rest[1+g+4 : 1+g+4+64])
 		rest = rest[1+g+4+64:]
+		if v[0] == 4 {
+			if len(rest) < 8 || binary.BigEndian.Uint64(rest) == 0 {
+				return nil, bad
+			}
+			q.FromDevice, rest = binary.BigEndian.Uint64(rest), rest[8:]
+		}
 	}
 	if v[0] == 3 {
 		if len(rest) < 8+1 || len(rest) < 8+1+int(rest[8])+1 {

@@ -101,7 +101,15 @@ var (
 //	   message's receiver on a copy of what its user sent). A schema 5 file
 //	   needs nothing rewritten; the version says an older build must not
 //	   serve it (it could not read those records).
-const schemaVersion = 6
+//	7: group keys per device: an epoch's keys are kept per member device
+//	   (epoch | member | 0 | device; those before stay, for the member's
+//	   first device), its header names the devices that made it and
+//	   reported it bad, and a group's state counts its members' device
+//	   changes (state record version 3). A schema 6 file is migrated in
+//	   place: the groups of every account that has had a device besides
+//	   its first are counted as changed once, so the next message to
+//	   them waits for a key that reaches every device.
+const schemaVersion = 7
 
 // DefaultLockTimeout is how long Open waits for another process to release
 // the file lock.
@@ -198,12 +206,43 @@ func (s *Store) init() error {
 				return fmt.Errorf("migrating schema 4 to 5: %w", err)
 			}
 		}
+		if v != nil && v[0] < 7 {
+			if err := migrate6to7(tx); err != nil {
+				return fmt.Errorf("migrating schema 6 to 7: %w", err)
+			}
+		}
 		return meta.Put([]byte("schema"), []byte{schemaVersion})
 	})
 	if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNewer) {
 		return fmt.Errorf("store: initialising: %w", err)
 	}
 	return err
+}
+
+// migrate6to7 counts a device change in the groups of every account whose
+// device chain holds more than its first statement: a device was added
+// (or removed) before group keys reached every device, so the groups'
+// current epochs may miss one.
+func migrate6to7(tx *bolt.Tx) error {
+	var users []string
+	err := tx.Bucket(bucketDevices).ForEachBucket(func(user []byte) error {
+		c := tx.Bucket(bucketDevices).Bucket(user).Cursor()
+		if k, _ := c.First(); k != nil {
+			if k, _ := c.Next(); k != nil {
+				users = append(users, string(user))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, u := range users {
+		if _, err := devicesChanged(tx, u); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // migrate1to2 rebuilds the per-sender queue counts from the queues, and

@@ -267,6 +267,34 @@ func (s *Service) Devices(canon string) (key uint64, all, ids []uint64, ok bool,
 	return KeyID(u), all, ids, true, nil
 }
 
+// DeviceKeys returns the devices of a canonical name's account with their
+// keys, as its device list proves them (or its first device, from its key
+// record, if it has no list yet), and its first device's id; no devices if
+// there is no such account (or it is disabled).
+func (s *Service) DeviceKeys(canon string) (first uint64, devs []proto.Device, err error) {
+	u, err := s.st.GetUser(canon)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, nil
+	} else if err != nil {
+		return 0, nil, fmt.Errorf("account: devices: %w", err)
+	}
+	if u.Disabled {
+		return 0, nil, nil
+	}
+	list, err := s.deviceList(u.Name, u.SignKey)
+	if err != nil {
+		return 0, nil, err
+	}
+	if list == nil {
+		box, err := proto.ParsePublicKey(u.BoxKey)
+		if err != nil {
+			return 0, nil, fmt.Errorf("account: %s's box key: %w", u.Name, err)
+		}
+		return KeyID(u), []proto.Device{{ID: KeyID(u), BoxKey: box, SignKey: u.SignKey}}, nil
+	}
+	return KeyID(u), list.Devices, nil
+}
+
 // devicesSeen returns when each device of list last logged in (or was
 // added, if it has not logged in since).
 func (s *Service) devicesSeen(user string, list *proto.DeviceList) (map[uint64]time.Time, error) {

@@ -13,15 +13,15 @@ type shardGroups struct{ *groups.Rules }
 
 var _ shard.GroupRules = shardGroups{}
 
-func (g shardGroups) Plan(user, group string, m *proto.GroupChange) (shard.GroupPlan, *proto.RemoteError) {
-	p, refusal := g.Rules.Plan(user, group, m)
+func (g shardGroups) Plan(user string, device uint64, group string, m *proto.GroupChange) (shard.GroupPlan, *proto.RemoteError) {
+	p, refusal := g.Rules.Plan(user, device, group, m)
 	if refusal != nil {
 		return nil, refusal
 	}
 	return p, nil
 }
 
-func (g shardGroups) Commit(user string, p shard.GroupPlan, keys map[string][]byte) (*shard.GroupChange, *proto.RemoteError) {
+func (g shardGroups) Commit(user string, p shard.GroupPlan, keys map[store.WrapFor][]byte) (*shard.GroupChange, *proto.RemoteError) {
 	ch, refusal := g.Rules.Commit(user, p.(*groups.Plan), keys)
 	if refusal != nil {
 		return nil, refusal
@@ -29,6 +29,6 @@ func (g shardGroups) Commit(user string, p shard.GroupPlan, keys map[string][]by
 	return &shard.GroupChange{Group: ch.Group, ChainLen: ch.ChainLen, Members: ch.Members, Added: ch.Added, Gone: ch.Gone}, nil
 }
 
-func (g shardGroups) ReportBad(user string, gs *store.GroupState, m *proto.BadEpoch) *proto.RemoteError {
-	return g.Rules.ReportBad(user, gs, m)
+func (g shardGroups) ReportBad(user string, device uint64, gs *store.GroupState, m *proto.BadEpoch) *proto.RemoteError {
+	return g.Rules.ReportBad(user, device, gs, m)
 }

@@ -52,8 +52,8 @@ type Store interface {
 	ChangeGroup(next *store.GroupState, expectSeq, expectEpoch uint32, statement []byte, epoch *store.Epoch, invite, by string) error
 	Group(name string) (*store.GroupState, error)
 	GroupChain(name string, from uint32, maxBytes int) ([][]byte, bool, error)
-	MemberKeys(name, member string, fromEpoch uint32, max int) ([]store.EpochKey, error)
-	MarkEpochBad(name string, epoch uint32, reporter string, sig []byte) error
+	MemberKeys(name, member string, device uint64, first bool, fromEpoch uint32, max int) ([]store.EpochKey, error)
+	MarkEpochBad(name string, epoch uint32, reporter string, device uint64, sig []byte) error
 
 	Close() error
 }
@@ -331,7 +331,7 @@ var steps = []step{
 	{
 		name: "create a group (compare: absent)",
 		do: func(r *run) {
-			e := &store.Epoch{N: 1, RosterSeq: 0, Wrapper: "alice", Created: r.now, Keys: map[string][]byte{"alice": []byte("a1")}}
+			e := &store.Epoch{N: 1, RosterSeq: 0, Wrapper: "alice", Created: r.now, Keys: map[store.WrapFor][]byte{{Member: "alice"}: []byte("a1")}}
 			if err := r.s.CreateGroup(team(0, 1, ann), []byte("statement 0"), e); err != nil {
 				r.fatal("create group: %v", err)
 			}
@@ -349,7 +349,7 @@ var steps = []step{
 	{
 		name: "change a group (compare-and-set on its state)",
 		do: func(r *run) {
-			e := &store.Epoch{N: 2, RosterSeq: 1, Wrapper: "alice", Created: r.now, Keys: map[string][]byte{"alice": []byte("a2"), "bob": []byte("b2")}}
+			e := &store.Epoch{N: 2, RosterSeq: 1, Wrapper: "alice", Created: r.now, Keys: map[store.WrapFor][]byte{{Member: "alice"}: []byte("a2"), {Member: "bob"}: []byte("b2")}}
 			if err := r.s.ChangeGroup(team(1, 2, ann, bob), 0, 1, []byte("statement 1"), e, "", ""); err != nil {
 				r.fatal("change: %v", err)
 			}
@@ -363,7 +363,7 @@ var steps = []step{
 			if err != nil || len(chain) != 2 || string(chain[1]) != "statement 1" {
 				r.fatal("the chain after the crash: %q %v", chain, err)
 			}
-			if k, err := r.s.MemberKeys("team", "bob", 0, 0); err != nil || len(k) != 1 || string(k[0].Wrapped) != "b2" {
+			if k, err := r.s.MemberKeys("team", "bob", 0, true, 0, 0); err != nil || len(k) != 1 || string(k[0].Wrapped) != "b2" {
 				r.fatal("bob's keys after the crash: %+v %v", k, err)
 			}
 			// A change planned on the state before loses.
@@ -375,7 +375,7 @@ var steps = []step{
 	{
 		name: "mark an epoch bad",
 		do: func(r *run) {
-			if err := r.s.MarkEpochBad("team", 2, "bob", []byte("bob's signature")); err != nil {
+			if err := r.s.MarkEpochBad("team", 2, "bob", 0, []byte("bob's signature")); err != nil {
 				r.fatal("mark bad: %v", err)
 			}
 		},
@@ -384,7 +384,7 @@ var steps = []step{
 			if err != nil || !g.EpochBad {
 				r.fatal("the bad flag after the crash: %+v %v", g, err)
 			}
-			k, err := r.s.MemberKeys("team", "alice", 2, 0)
+			k, err := r.s.MemberKeys("team", "alice", 0, true, 2, 0)
 			if err != nil || len(k) != 1 || k[0].BadBy != "bob" {
 				r.fatal("the report after the crash: %+v %v", k, err)
 			}

@@ -41,37 +41,56 @@ func linkCodeOn(t *testing.T, screen string) string {
 	return ""
 }
 
-// TestChatLink: /link in ann's chat shows a code and a QR code; a new home
-// joins with 'device add'; the chat shows the id the new device says,
-// which is the one it shows; /link yes adds it, and /devices lists it.
-func TestChatLink(t *testing.T) {
-	tmuxOrSkip(t)
-	srv := newChild(t)
-	srv.Start()
-	users := signupAll(t, srv.Addr, chatPassword, "ann", "bob")
-	socket := fmt.Sprintf("sfc-link-%d", os.Getpid())
-	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })
-	ann := startChatPane(t, socket, "ann", users["ann"], "--server", srv.Addr, "--user", "ann")
-	ann.waitFor(`● connected`)
-
-	ann.typeLine("/link")
-	ann.waitFor(`Or scan it:`)
-	if s := ann.screen(); !strings.Contains(s, "▀") && !strings.Contains(s, "▄") {
+// linkFromChat links a new home as a device named name of the chat's
+// user: /link in the chat shows a code and a QR code, 'device add' in the
+// new home joins with the code and shows its id, the chat shows the same
+// id, and /link yes adds it. It returns the new home's environment and
+// the device's id.
+func linkFromChat(t *testing.T, chat *screenTerm, name string) ([]string, string) {
+	t.Helper()
+	chat.typeLine("/link")
+	chat.waitFor(`Or scan it:`)
+	if s := chat.screen(); !strings.Contains(s, "▀") && !strings.Contains(s, "▄") {
 		t.Fatalf("no QR code drawn:\n%s", s)
 	}
-	code := linkCodeOn(t, ann.screen())
-	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
+	code := linkCodeOn(t, chat.screen())
+	home := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=" + name + " passphrase"}
 	added := make(chan result, 1)
-	go func() { added <- run(t, laptop, "device", "add", "--code", code, "--name", "laptop") }()
-	ann.waitFor(`asks to be added, with id [0-9a-f]{16}`)
-	id := regexp.MustCompile(`with id ([0-9a-f]{16})`).FindStringSubmatch(ann.screen())[1]
-	ann.typeLine("/link yes")
+	go func() { added <- run(t, home, "device", "add", "--code", code, "--name", name) }()
+	chat.waitFor(`asks to be added, with id [0-9a-f]{16}`)
+	id := regexp.MustCompile(`with id ([0-9a-f]{16})`).FindStringSubmatch(chat.screen())[1]
+	chat.typeLine("/link yes")
 	r := <-added
 	if r.code != 0 || !strings.Contains(r.stdout, "This device's id is "+id) {
 		t.Fatalf("device add (the chat showed %s): %+v", id, r)
 	}
-	ann.waitFor(`Added laptop \(` + id + `\)`)
-	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	chat.waitFor(`Added ` + name + ` \(` + id + `\)`)
+	chat.tmux("send-keys", "-t", chat.name, "Escape")
+	return home, id
+}
+
+// annChat starts a server, signs ann and bob up, and runs ann's chat in a
+// tmux pane on a socket named from prefix, connected.
+func annChat(t *testing.T, prefix string) (*child, map[string][]string, string, *screenTerm) {
+	t.Helper()
+	tmuxOrSkip(t)
+	srv := newChild(t)
+	srv.Start()
+	users := signupAll(t, srv.Addr, chatPassword, "ann", "bob")
+	socket := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })
+	ann := startChatPane(t, socket, "ann", users["ann"], "--server", srv.Addr, "--user", "ann")
+	ann.waitFor(`● connected`)
+	return srv, users, socket, ann
+}
+
+// TestChatLink: /link in ann's chat shows a code and a QR code; a new home
+// joins with 'device add'; the chat shows the id the new device says,
+// which is the one it shows; /link yes adds it, and /devices lists it.
+func TestChatLink(t *testing.T) {
+	srv, users, socket, ann := annChat(t, "sfc-link")
+
+	laptop, id := linkFromChat(t, ann, "laptop")
 	ann.typeLine("/devices")
 	ann.waitFor(id + `\s+laptop`)
 
@@ -98,7 +117,8 @@ func TestChatLink(t *testing.T) {
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
 	ann.typeLine("/link")
 	ann.waitFor(`Or scan it:`)
-	code = linkCodeOn(t, ann.screen())
+	code := linkCodeOn(t, ann.screen())
+	added := make(chan result, 1)
 	go func() {
 		added <- run(t, []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=tablet passphrase"}, "device", "add", "--code", code, "--name", "tablet")
 	}()
@@ -106,5 +126,70 @@ func TestChatLink(t *testing.T) {
 	ann.typeLine("/link no")
 	if r := <-added; r.code != 1 || !strings.Contains(r.stderr, "refused") {
 		t.Fatalf("device add, refused: %+v", r)
+	}
+}
+
+// TestThreeDevices: ann has three devices: the chat on her first home, a
+// script's home (linked, used by send and recv) and a laptop (linked).
+// Her group team was made before the links. What bob sends to her, and in
+// team, reaches all three; what the script sends shows in the chat and
+// on the laptop as hers; removing the laptop from the chat stops delivery
+// to it at once and gives team a new key that the laptop does not get.
+func TestThreeDevices(t *testing.T) {
+	srv, users, _, ann := annChat(t, "sfc-three")
+	ok := func(r result, what string) result {
+		t.Helper()
+		if r.code != 0 {
+			t.Fatalf("%s: %+v", what, r)
+		}
+		return r
+	}
+	ok(run(t, users["ann"], "send", "--server", srv.Addr, "--user", "ann", "--to", "bob", "hi bob"), "ann's first message")
+	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "hi ann"), "bob's reply")
+	ann.typeLine("/create team")
+	ann.waitFor(`team: 1 member`)
+	ann.typeLine("/add bob")
+	ann.waitFor(`team: 2 members`) // bob, a contact, is a member at once
+	ann.tmux("send-keys", "-t", ann.name, "Escape")
+
+	script, _ := linkFromChat(t, ann, "script")
+	laptop, _ := linkFromChat(t, ann, "laptop")
+	recvAs := func(user string, home []string, want ...string) {
+		t.Helper()
+		r := ok(run(t, home, "recv", "--server", srv.Addr, "--user", user), "recv")
+		for _, w := range want {
+			if !strings.Contains(r.stdout, w) {
+				t.Fatalf("recv shows no %q:\n%s", w, r.stdout)
+			}
+		}
+	}
+
+	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "to all three"), "bob's message")
+	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--group", "team", "in team, to all three"), "bob's group message")
+	recvAs("ann", script, "bob: to all three", "bob in team: in team, to all three")
+	recvAs("ann", laptop, "bob: to all three", "bob in team: in team, to all three")
+	ann.typeLine("/group team")
+	ann.waitFor(`in team, to all three`)
+	ann.typeLine("/dm bob")
+	ann.waitFor(`to all three`)
+
+	ok(run(t, script, "send", "--server", srv.Addr, "--user", "ann", "--to", "bob", "from the script"), "the script's message")
+	ok(run(t, script, "send", "--server", srv.Addr, "--user", "ann", "--group", "team", "the script, in team"), "the script's group message")
+	ann.waitFor(`from the script`)
+	ann.typeLine("/group team")
+	ann.waitFor(`the script, in team`)
+	recvAs("ann", laptop, "you, to bob from another device: from the script", "you, in team from another device: the script, in team")
+	recvAs("bob", users["bob"], "ann: from the script", "ann in team: the script, in team")
+
+	ann.typeLine("/devices remove laptop")
+	ann.waitFor(`Every group you are in has a new key, which it does not get.`)
+	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "after the laptop"), "bob's message after")
+	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--group", "team", "in team, after the laptop"), "bob's group message after")
+	recvAs("ann", script, "bob: after the laptop", "bob in team: in team, after the laptop")
+	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	ann.typeLine("/group team")
+	ann.waitFor(`in team, after the laptop`)
+	if r := run(t, laptop, "recv", "--server", srv.Addr, "--user", "ann"); r.code == 0 || strings.Contains(r.stdout, "after the laptop") || !strings.Contains(r.stderr, "removed") {
+		t.Fatalf("the removed laptop's recv: %+v", r)
 	}
 }

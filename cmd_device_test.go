@@ -27,6 +27,14 @@ func TestDeviceLink(t *testing.T) {
 	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "hello ann") {
 		t.Fatalf("ann's recv: %+v", r)
 	}
+	// bob holds his contacts' new devices: ann's first device is trusted
+	// as he sees it now.
+	if r := run(t, bob, "contact", "hold", "on", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "Holding your contacts' new devices") {
+		t.Fatalf("contact hold on: %+v", r)
+	}
+	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "before ann's laptop"); r.code != 0 {
+		t.Fatalf("bob's send with the hold on: %+v", r)
+	}
 	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
 
 	link := func(answer string) (code, shown string, done func() (string, error)) {
@@ -75,6 +83,19 @@ func TestDeviceLink(t *testing.T) {
 	}
 	if r := run(t, ann, "device", "list", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "ann has 2 device(s)") || !strings.Contains(r.stdout, firstID+"  laptop") {
 		t.Fatalf("ann's devices: %+v", r)
+	}
+	// bob's messages to ann wait until he approves the laptop.
+	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "held"); r.code != 1 || !strings.Contains(r.stderr, "ann has a device you have not approved: laptop ("+firstID+")") || !strings.Contains(r.stderr, "securefastchat contact approve ann") {
+		t.Fatalf("bob's send with ann's laptop held: %+v", r)
+	}
+	if r := run(t, bob, "contact", "devices", "ann", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, firstID+"  laptop") || !strings.Contains(r.stdout, "held: not approved") {
+		t.Fatalf("contact devices ann: %+v", r)
+	}
+	if r := run(t, bob, "contact", "approve", "ann", "--server", addr, "--user", "bob"); r.code != 0 || !strings.Contains(r.stdout, "Approved ann's 2 device(s)") {
+		t.Fatalf("contact approve ann: %+v", r)
+	}
+	if r := run(t, bob, "contact", "devices", "ann", "--server", addr, "--user", "bob"); r.code != 0 || strings.Contains(r.stdout, "held") {
+		t.Fatalf("contact devices ann, approved: %+v", r)
 	}
 
 	// The laptop is a device of ann's like the first.

@@ -228,7 +228,11 @@ func (a *app) event(ev client.Event) {
 		a.setWarned(ev.User, true)
 		a.send(keyChangeMsg{user: ev.User, old: ev.OldFingerprint, new: ev.Fingerprint})
 	case client.EventDevice:
-		a.send(noticeMsg{text: deviceText(ev), conv: "@" + ev.User})
+		text := deviceText(ev)
+		if ev.Op == proto.DeviceAdd && a.c.HoldNewDevices() {
+			text += "; you hold new devices: nothing of yours goes to " + ev.User + " until you check its id with them and /devices approve " + ev.User
+		}
+		a.send(noticeMsg{text: text, conv: "@" + ev.User})
 	case client.EventDeviceSilent:
 		a.send(noticeMsg{text: silentText(ev)})
 	case client.EventFileProgress:
@@ -352,6 +356,7 @@ func permanent(err error) bool {
 func (o *outbox) send(j job) {
 	a := o.a
 	wait := time.Second
+	heldTold := false
 	for {
 		var r *client.Receipt
 		var err error
@@ -390,7 +395,15 @@ func (o *outbox) send(j job) {
 		if errors.Is(err, client.ErrPeerKeysChanged) {
 			continue // the new keys are pinned and warned of: this holds it
 		}
-		a.send(noticeMsg{text: fmt.Sprintf("not sent yet (%v); trying again", err)})
+		switch {
+		case errors.Is(err, client.ErrDevicesHeld) && heldTold:
+			// Said once: it goes once the user approves the device.
+		case errors.Is(err, client.ErrDevicesHeld):
+			heldTold = true
+			a.send(noticeMsg{text: fmt.Sprintf("held, not sent: %v; it goes once you do", err), conv: j.conv})
+		default:
+			a.send(noticeMsg{text: fmt.Sprintf("not sent yet (%v); trying again", err)})
+		}
 		select {
 		case <-time.After(wait):
 		case <-a.ctx.Done():

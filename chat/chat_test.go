@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,17 +128,24 @@ func TestTypedWordsThatNameKeys(t *testing.T) {
 	}
 }
 
+// runOutbox runs the chat's outbox until the test ends, and returns what
+// it tells the interface.
+func runOutbox(t *testing.T, m *model) <-chan tea.Msg {
+	got := make(chan tea.Msg, 10)
+	m.a.send = func(msg tea.Msg) { got <- msg }
+	m.a.wg.Add(1)
+	go m.a.outbox.run()
+	t.Cleanup(func() { m.a.cancel(); m.a.wg.Wait() })
+	return got
+}
+
 // TestOutboxSends: the outbox sends a typed message with the id it was
 // stored under, and reports the server's answer.
 func TestOutboxSends(t *testing.T) {
 	m, c, signup := testModel(t)
 	bob := signup("bob")
 	testserver.Acquaint(t, c, bob) // (a stranger's message is stored first, and said "queued")
-	got := make(chan tea.Msg, 10)
-	m.a.send = func(msg tea.Msg) { got <- msg }
-	m.a.wg.Add(1)
-	go m.a.outbox.run()
-	defer func() { m.a.cancel(); m.a.wg.Wait() }()
+	got := runOutbox(t, m)
 	m.openConv("@bob")
 	m.typeLine("through the outbox")
 	e := m.convs["@bob"].entries[0]
@@ -161,6 +169,59 @@ func TestOutboxSends(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the outbox reported nothing")
+	}
+}
+
+// TestOutboxHoldsForDevices: with the hold on, what ann writes to bob
+// once he has a device she has not approved is held: the chat says so
+// once, in the conversation, and sends it when she approves the device.
+func TestOutboxHoldsForDevices(t *testing.T) {
+	m, c, signup := testModel(t)
+	bob := signup("bob")
+	testserver.Acquaint(t, c, bob)
+	if err := c.SetHoldNewDevices(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendText(context.Background(), "bob", "bob's devices as they are"); err != nil {
+		t.Fatal(err)
+	}
+	<-testserver.Messages(bob)
+	phone, _ := testserver.AddDevice(t, bob, "phone", nil)
+	got := runOutbox(t, m)
+	m.openConv("@bob")
+	m.typeLine("wait for my approval")
+	select {
+	case msg := <-got:
+		n, ok := msg.(noticeMsg)
+		if !ok || n.conv != "@bob" || !strings.Contains(n.text, "held, not sent") || !strings.Contains(n.text, fmt.Sprintf("phone (%016x)", phone.DeviceID)) {
+			t.Fatalf("the chat said %+v", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the chat said nothing of the held message")
+	}
+	if _, err := c.ApproveDevices(context.Background(), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-testserver.Messages(bob):
+		if msg.Text != "wait for my approval" {
+			t.Fatalf("bob got %+v", msg)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the held message did not go once the device was approved")
+	}
+	for {
+		select {
+		case msg := <-got:
+			if _, ok := msg.(noticeMsg); ok {
+				t.Fatalf("the chat said it again: %+v", msg)
+			}
+			if s, ok := msg.(sentMsg); ok && s.err == nil {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the outbox reported nothing")
+		}
 	}
 }
 
@@ -271,7 +332,7 @@ func TestDeviceNotice(t *testing.T) {
 // cannot act on the terminal.
 func TestDevicesCommand(t *testing.T) {
 	m, _, signup := testModel(t)
-	signup("bob")
+	bob := signup("bob")
 	run := func(line string) resultMsg {
 		t.Helper()
 		cmd := m.typeLine(line)
@@ -310,8 +371,31 @@ func TestDevicesCommand(t *testing.T) {
 		t.Fatalf("/devices remove phone: %+v", r)
 	}
 	l := &proto.DeviceList{User: "eve", Devices: []proto.Device{{ID: 1, Name: "evil\x1b[2J"}}}
-	if got := strings.Join(deviceLines(l), "\n"); strings.Contains(got, "\x1b") {
+	if got := strings.Join(deviceLines(l, l.Devices), "\n"); strings.Contains(got, "\x1b") {
 		t.Fatalf("a raw escape in the list: %q", got)
+	}
+
+	// With the hold on, a device bob adds after ann saw his list is held
+	// until she approves it.
+	if r := run("/devices hold on"); r.err != nil || !strings.Contains(r.note, "Holding your contacts' new devices") {
+		t.Fatalf("/devices hold on: %+v", r)
+	}
+	if r := run("/devices bob"); r.err != nil || strings.Contains(strings.Join(r.info, "\n"), "held") {
+		t.Fatalf("/devices bob, as first seen with the hold on: %+v", r)
+	}
+	phone, _ := testserver.AddDevice(t, bob, "phone", nil)
+	r = run("/devices bob")
+	if got := strings.Join(r.info, "\n"); r.err != nil || !strings.Contains(got, fmt.Sprintf("%016x  phone", phone.DeviceID)) || !strings.Contains(got, "held: not approved") || !strings.Contains(got, "/devices approve bob") {
+		t.Fatalf("/devices bob with his phone held: %+v", r)
+	}
+	if r := run("/devices approve bob"); r.err != nil || !strings.Contains(r.note, "Approved bob's 2 device(s)") {
+		t.Fatalf("/devices approve bob: %+v", r)
+	}
+	if r := run("/devices bob"); r.err != nil || strings.Contains(strings.Join(r.info, "\n"), "held") {
+		t.Fatalf("/devices bob, approved: %+v", r)
+	}
+	if r := run("/devices hold off"); r.err != nil || !strings.Contains(r.note, "Not holding") {
+		t.Fatalf("/devices hold off: %+v", r)
 	}
 }
 

@@ -40,7 +40,7 @@ var commands = []command{
 	{"/decline", "USER", "decline USER's message request: block them and close the conversation"},
 	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
 	{"/blocked", "", "list whom you block"},
-	{"/devices", "[USER | remove NAME]", "your devices, or USER's, as the signed device list proves them; remove one of yours (its sessions end, your groups get new keys)"},
+	{"/devices", "[USER | remove NAME | approve USER | hold on|off]", "your devices, or USER's, as the signed device list proves them; remove one of yours (its sessions end, your groups get new keys); hold contacts' new devices until you approve them"},
 	{"/link", "[yes | no]", "show a code for a new device ('securefastchat device add' there), then add it (yes) or not (no)"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
@@ -342,6 +342,28 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 				return resultMsg{info: info}
 			}), false
 		}
+		if user, ok := strings.CutPrefix(arg, "approve "); ok {
+			user = strings.TrimSpace(user)
+			return a.do(func(ctx context.Context) tea.Msg {
+				devs, err := c.ApproveDevices(ctx, user)
+				if err != nil {
+					return resultMsg{err: fmt.Errorf("/devices approve: %w", err)}
+				}
+				return resultMsg{note: fmt.Sprintf("Approved %s's %d device(s): what you send them is sealed for each from now on.", user, len(devs))}
+			}), false
+		}
+		if arg == "hold on" || arg == "hold off" {
+			on := arg == "hold on"
+			return a.do(func(ctx context.Context) tea.Msg {
+				if err := c.SetHoldNewDevices(on); err != nil {
+					return resultMsg{err: fmt.Errorf("/devices %s: %w", arg, err)}
+				}
+				if on {
+					return resultMsg{note: "Holding your contacts' new devices: a device added after you next see their list gets nothing of yours until /devices approve USER."}
+				}
+				return resultMsg{note: "Not holding new devices: what you send is sealed for every device on your contacts' lists."}
+			}), false
+		}
 		of := arg
 		if of == "" {
 			of = c.User()
@@ -351,7 +373,11 @@ func (m *model) enter(line string) (tea.Cmd, bool) {
 			if err != nil {
 				return resultMsg{err: fmt.Errorf("/devices: %w", err)}
 			}
-			return resultMsg{info: deviceLines(l)}
+			held, err := c.HeldDevices(ctx, of)
+			if err != nil {
+				return resultMsg{err: fmt.Errorf("/devices: %w", err)}
+			}
+			return resultMsg{info: deviceLines(l, held)}
 		}), false
 	case "/blocked":
 		return a.do(func(ctx context.Context) tea.Msg {
@@ -556,10 +582,17 @@ func (m *model) sendFile(path string) tea.Cmd {
 }
 
 // deviceLines shows a device list in the info panel.
-func deviceLines(l *proto.DeviceList) []string {
+func deviceLines(l *proto.DeviceList, held []proto.Device) []string {
 	info := []string{fmt.Sprintf("%s has %d device(s), as the list signed by their master key proves (Esc closes this):", l.User, len(l.Devices))}
 	for _, d := range l.Devices {
-		info = append(info, fmt.Sprintf("  %016x  %s  added %s", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04")))
+		mark := ""
+		if slices.ContainsFunc(held, func(h proto.Device) bool { return h.ID == d.ID }) {
+			mark = "  held: not approved"
+		}
+		info = append(info, fmt.Sprintf("  %016x  %s  added %s%s", d.ID, termtext.Line(d.Name), time.Unix(d.Added, 0).Local().Format("2006-01-02 15:04"), mark))
+	}
+	if len(held) > 0 {
+		info = append(info, fmt.Sprintf("Nothing of yours is sealed for %s until you check the held devices' ids with them and /devices approve %s.", l.User, l.User))
 	}
 	return info
 }

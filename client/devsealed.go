@@ -56,6 +56,14 @@ func (l *deviceLists) put(user string, list *proto.DeviceList) {
 	l.lists[user], l.at[user] = list, time.Now()
 }
 
+// reset forgets every list (the shared keys stay: they follow from the
+// keys alone).
+func (l *deviceLists) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lists, l.at = nil, nil
+}
+
 // drop forgets user's list.
 func (l *deviceLists) drop(user string) {
 	l.mu.Lock()
@@ -146,6 +154,9 @@ func (c *Client) deviceForm(ctx context.Context, pk *PeerKeys, force bool) (to, 
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: %s's devices: %w", pk.User, err)
+	}
+	if err := c.checkHeld(pk.User, to.Devices); err != nil {
+		return nil, nil, err // nothing sealed for a device the user has not approved
 	}
 	own = to
 	if pk.User != c.user {

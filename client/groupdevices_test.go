@@ -282,12 +282,16 @@ func TestGroupOlderClient(t *testing.T) {
 	if err != nil || typ != proto.TGroupKeysReplyV2 || keys.ParseAs(typ, body) != nil || len(keys.Keys) != 1 {
 		t.Fatalf("carol's keys on a version 4 session: %#x %+v %v", typ, keys, err)
 	}
-	if _, err := alice.SendGroupText(ctx, "team", "from alice's first device"); err != nil {
-		t.Fatal(err)
-	}
+	// (Sent in the background: the server answers alice once carol's
+	// session acknowledges it.)
+	sent := make(chan error, 1)
+	go func() { _, err := alice.SendGroupText(ctx, "team", "from alice's first device"); sent <- err }()
 	if d := delivery(t, old); d.Group == nil || d.Group.FromDevice != 0 {
 		t.Fatalf("the version 4 session got %+v", d)
 	} else if err := old.Ack(d.ServerID); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
 	laptop := addLaptop(t, alice, testserver.ClientConfig(t, s))
@@ -309,5 +313,80 @@ func TestGroupOlderClient(t *testing.T) {
 	carol = login(t, carolCfg, "carol")
 	if m := recvGroup(t, carol); m.Text != "from alice's laptop" || m.From != "alice" {
 		t.Fatalf("carol's upgraded client got %+v", m)
+	}
+}
+
+// TestHoldNewDevices: with the hold on, alice trusts bob's devices as she
+// first sees them; a device he adds after that gets nothing of hers (no
+// direct message, no group message or key) until she approves it, across
+// a restart of her client; approved, it gets what she sends. With the
+// hold off, a new device gets her messages at once.
+func TestHoldNewDevices(t *testing.T) {
+	s := testserver.Start(t, nil)
+	aliceCfg := testserver.ClientConfig(t, s)
+	alice := signup(t, aliceCfg, "alice")
+	bob := testserver.Signup(t, s, "bob")
+	testserver.Acquaint(t, alice, bob)
+	ctx := ctxT(t)
+	if err := alice.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddMember(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, bob, "team")
+	if err := alice.SetHoldNewDevices(true); err != nil || !alice.HoldNewDevices() {
+		t.Fatalf("turning the hold on: %v", err)
+	}
+	if _, err := alice.SendText(ctx, "bob", "bob's devices as they are"); err != nil {
+		t.Fatal(err)
+	}
+	recvOne(t, bob)
+
+	phone, _ := testserver.AddDevice(t, bob, "phone", nil)
+	held := func(c *client.Client) {
+		t.Helper()
+		_, err := c.SendText(ctx, "bob", "held")
+		var he *client.DevicesHeldError
+		if !errors.As(err, &he) || !errors.Is(err, client.ErrDevicesHeld) || he.User != "bob" || len(he.Devices) != 1 || he.Devices[0].ID != phone.DeviceID {
+			t.Fatalf("a message to bob with his phone held: %v", err)
+		}
+		if _, err := c.SendGroupText(ctx, "team", "held"); !errors.Is(err, client.ErrDevicesHeld) {
+			t.Fatalf("a group message with bob's phone held: %v", err)
+		}
+		if ds, err := c.HeldDevices(ctx, "bob"); err != nil || len(ds) != 1 || ds[0].ID != phone.DeviceID {
+			t.Fatalf("bob's held devices: %+v %v", ds, err)
+		}
+		if n := inboxLen(t, s, "bob", phone.DeviceID); n != 0 {
+			t.Fatalf("bob's phone's inbox holds %d", n)
+		}
+	}
+	held(alice)
+	alice.Close()
+	alice = login(t, aliceCfg, "alice")
+	held(alice)
+
+	if _, err := alice.ApproveDevices(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendText(ctx, "bob", "approved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroupText(ctx, "team", "approved, in team"); err != nil {
+		t.Fatal(err)
+	}
+	if n := inboxLen(t, s, "bob", phone.DeviceID); n != 2 {
+		t.Fatalf("bob's phone's inbox holds %d, want both messages", n)
+	}
+
+	if err := alice.SetHoldNewDevices(false); err != nil {
+		t.Fatal(err)
+	}
+	tablet, _ := testserver.AddDevice(t, bob, "tablet", nil)
+	if _, err := alice.SendText(ctx, "bob", "no hold"); err != nil {
+		t.Fatal(err)
+	}
+	if n := inboxLen(t, s, "bob", tablet.DeviceID); n != 1 {
+		t.Fatalf("bob's tablet's inbox holds %d", n)
 	}
 }

@@ -36,10 +36,14 @@ type groupBook struct {
 	// has no list; shared the box key this device shares with a device.
 	devices func(ctx context.Context, user string, fresh bool) ([]proto.Device, error)
 	shared  func(dev proto.PublicKey) *[32]byte
-	peers   func(ctx context.Context, user string) (*PeerKeys, error)
-	send    func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
-	post    func(Event)
-	grace   time.Duration // Config.ChangeGrace
+	// held refuses a member's devices while one is held (hold.go), and
+	// holdOn says whether the hold is on.
+	held   func(user string, devs []proto.Device) error
+	holdOn func() bool
+	peers  func(ctx context.Context, user string) (*PeerKeys, error)
+	send   func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
+	post   func(Event)
+	grace  time.Duration // Config.ChangeGrace
 
 	mu       sync.Mutex
 	views    map[string]*groupView
@@ -718,6 +722,11 @@ func (gb *groupBook) changeOnce(ctx context.Context, name string, op uint8, targ
 			if devs, err = gb.memberDevices(ctx, roster, fresh); err != nil {
 				return err
 			}
+			for _, m := range roster.Names() {
+				if err := gb.held(m, devs[m]); err != nil {
+					return err // nothing sealed for a device the user has not approved
+				}
+			}
 			// While every member has its first device alone, the form
 			// before devices serves, and older clients keep reading.
 			perDevice = !gb.firstDevicesOnly(ctx, devs)
@@ -877,6 +886,23 @@ func (gb *groupBook) sendGroup(ctx context.Context, group string, kind uint8, bo
 				return nil, err
 			}
 			continue
+		}
+		if gb.holdOn() {
+			// The current key may have reached a member's new device
+			// (whoever made it wrapped it for every device): nothing is
+			// sent while one is held.
+			gb.mu.Lock()
+			roster := g.roster().Clone()
+			gb.mu.Unlock()
+			devs, err := gb.memberDevices(ctx, roster, false)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range roster.Names() {
+				if err := gb.held(m, devs[m]); err != nil {
+					return nil, err
+				}
+			}
 		}
 		in := proto.Inner{Kind: kind, From: []byte(gb.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body, Roster: &pos}
 		plain, err := in.Append(nil)

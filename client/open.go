@@ -26,6 +26,7 @@ type Client struct {
 	devMu       sync.Mutex   // one device chain made at a time (devices.go)
 	devicesMade atomic.Bool  // this account's chain exists
 	devHeads    *deviceHeads // the heads of the device chains seen
+	hold        *deviceHold  // the hold on contacts' new devices
 	devLists    deviceLists  // the lists last checked, for sealing (devsealed.go)
 	acct        *account     // the account's keys beside this device's (account.go)
 	silentMu    sync.Mutex
@@ -246,8 +247,9 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		display: canon, changed: make(chan struct{}),
 	}
 	c.groups = &groupBook{user: canon, id: id, self: acct.master(), master: acct.masterKey, device: c.selfDevice(), s: c.s, peers: c.PeerKeys,
-		devices: c.memberDevices, shared: c.sharedWith, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
+		devices: c.memberDevices, shared: c.sharedWith, held: c.checkHeld, holdOn: c.HoldNewDevices, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
 	c.devHeads = &deviceHeads{st: cfg.Storage, name: userRecord(canon, "devices"), key: c.LocalKey("devices")}
+	c.hold = &deviceHold{st: cfg.Storage, name: userRecord(canon, "devicehold"), key: c.LocalKey("devicehold")}
 	c.live.ch = make(chan push, liveQueue)
 	if !cfg.SendOnly {
 		seen, err := openSeenLog(cfg.Storage, userRecord(canon, "seen"), localKey(id, canon, "seen"))
@@ -267,6 +269,9 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 // sends, the receiver.
 func (c *Client) serve(conn *Conn) {
 	conn.OnPush(c.onPush)
+	// A list change pushed while no connection was up was missed: the
+	// lists are read again as they are next needed.
+	c.devLists.reset()
 	c.makeDevicesOnConnect(conn)
 	c.checkSilentDevices(conn)
 	if c.recv != nil {

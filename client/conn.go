@@ -96,7 +96,7 @@ type push struct {
 const maxEarlyPushes = 256
 
 // OnPush sets the function that receives live pushes: TPresence,
-// TSignalMsg, TBroadcastMsg, TKeysChanged, TGroupChanged and TDevicesChanged
+// TSignalMsg, TSignalDevicesMsg, TBroadcastMsg, TKeysChanged, TGroupChanged and TDevicesChanged
 // bodies. It runs on the connection's reader
 // goroutine, so it must not block; body is valid only during the call.
 // Pushes that arrived before it was set (the presence list follows the
@@ -393,7 +393,7 @@ func (c *Conn) readLoop() {
 			case <-c.closed:
 				return
 			}
-		case proto.TPresence, proto.TSignalMsg, proto.TBroadcastMsg, proto.TGroupChanged, proto.TDevicesChanged,
+		case proto.TPresence, proto.TSignalMsg, proto.TSignalDevicesMsg, proto.TBroadcastMsg, proto.TGroupChanged, proto.TDevicesChanged,
 			proto.TLinkJoined, proto.TLinkRelay, proto.TLinkClosed:
 			c.pushed(t, body)
 		case proto.TKeysChanged:

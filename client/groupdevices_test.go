@@ -390,3 +390,45 @@ func TestHoldNewDevices(t *testing.T) {
 		t.Fatalf("bob's tablet's inbox holds %d", n)
 	}
 }
+
+// TestTypingOnEveryDevice: typing reaches each device of its receiver,
+// and a linked device's typing reaches its contact: bob's typing shows on
+// alice's first device and on her laptop, and neither rejects it; the
+// laptop's typing shows on bob's client, in a direct conversation and in
+// a group.
+func TestTypingOnEveryDevice(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob, _ := aliceTeam(t, s, "bob")
+	laptop := addLaptop(t, alice, testserver.ClientConfig(t, s))
+	ctx := ctxT(t)
+	aliceEv, laptopEv, bobEv := make(events, 64), make(events, 64), make(events, 64)
+	testserver.OnEvent(alice, aliceEv.on)
+	testserver.OnEvent(laptop, laptopEv.on)
+	testserver.OnEvent(bob, bobEv.on)
+	if err := bob.SendTyping(ctx, "alice", "", true); err != nil {
+		t.Fatal(err)
+	}
+	bobTyping := func(ev client.Event) bool {
+		if ev.Kind == client.EventRejected {
+			t.Fatalf("rejected: %v", ev.Err)
+		}
+		return ev.Kind == client.EventTyping && ev.User == "bob" && ev.Typing && ev.Group == ""
+	}
+	aliceEv.wait(t, "bob typing, on alice's first device", bobTyping)
+	laptopEv.wait(t, "bob typing, on alice's laptop", bobTyping)
+	if err := laptop.SendTyping(ctx, "bob", "", true); err != nil {
+		t.Fatal(err)
+	}
+	bobEv.wait(t, "alice typing on her laptop", func(ev client.Event) bool {
+		if ev.Kind == client.EventRejected {
+			t.Fatalf("rejected: %v", ev.Err)
+		}
+		return ev.Kind == client.EventTyping && ev.User == "alice" && ev.Typing && ev.Group == ""
+	})
+	if err := laptop.SendTyping(ctx, "", "team", false); err != nil {
+		t.Fatal(err)
+	}
+	bobEv.wait(t, "alice stopped typing in team", func(ev client.Event) bool {
+		return ev.Kind == client.EventTyping && ev.User == "alice" && !ev.Typing && ev.Group == "team"
+	})
+}

@@ -88,7 +88,19 @@ func (c *Client) handlePush(p push) error {
 		if err := m.Parse(p.body); err != nil {
 			return fmt.Errorf("%w: signal: %v", ErrProtocol, err)
 		}
+		if c.acct.linked {
+			// Sealed for the account keys, by a sender who read this
+			// account's list before this device was on it: for the first
+			// device, which alone opens it.
+			return nil
+		}
 		return c.openSignal(string(m.From), m.Body)
+	case proto.TSignalDevicesMsg:
+		var m proto.SignalDevicesMsg
+		if err := m.Parse(p.body); err != nil {
+			return fmt.Errorf("%w: signal: %v", ErrProtocol, err)
+		}
+		return c.openSignalDevices(&m)
 	case proto.TKeysChanged:
 		// A contact's key record changed: check and pin it now, so nothing
 		// more is sealed to the old keys (a change posts EventKeyChange).
@@ -110,8 +122,8 @@ func (c *Client) handlePush(p push) error {
 	return nil
 }
 
-// openSignal opens a typing signal and checks it like a direct message:
-// the sealed sender and receiver match, and it is recent.
+// openSignal opens a typing signal sealed for the account keys (the
+// form for first devices) and checks it (typing).
 func (c *Client) openSignal(from string, body []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -123,6 +135,35 @@ func (c *Client) openSignal(from string, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("%w: a signal does not open with %s's key", ErrRejected, from)
 	}
+	return c.typing(ctx, from, plain)
+}
+
+// openSignalDevices opens this device's copy of a typing signal sealed
+// for devices: from a device on the sender's list, for this device, for
+// the payload it came with; then checks it (typing).
+func (c *Client) openSignalDevices(m *proto.SignalDevicesMsg) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	from := string(m.From)
+	dev, err := c.groups.deviceOf(ctx, from, m.FromDevice)
+	if err != nil {
+		return fmt.Errorf("%w: a signal from a device that is not on %s's list: %v", ErrRejected, from, err)
+	}
+	k, err := proto.OpenWrap(m.Wrap, m.Payload, c.sharedWith(dev.BoxKey))
+	if err != nil {
+		return fmt.Errorf("%w: a signal's wrap does not open with %s's device key", ErrRejected, from)
+	}
+	plain, err := proto.OpenPayload(nil, m.Payload, k)
+	if err != nil {
+		return fmt.Errorf("%w: a signal does not open with its key", ErrRejected)
+	}
+	return c.typing(ctx, from, plain)
+}
+
+// typing checks an opened typing signal like a direct message (the sealed
+// sender and receiver match, and it is recent; in a group, the sender is a
+// member) and tells the application.
+func (c *Client) typing(ctx context.Context, from string, plain []byte) error {
 	var in proto.Inner
 	if err := in.Parse(plain); err != nil {
 		return fmt.Errorf("%w: signal: %v", ErrRejected, err)
@@ -206,7 +247,10 @@ func (c *Client) SendTyping(ctx context.Context, to, group string, active bool) 
 	return errors.Join(errs...)
 }
 
-// signal seals a typing body for one user and sends it as a Signal.
+// signal seals a typing body for one user and sends it: sealed for the
+// devices on their list this user trusts (SignalDevices) when this is a
+// linked device or they have more than one, else for their account keys
+// (Signal), which their first device opens.
 func (c *Client) signal(ctx context.Context, to string, body []byte) error {
 	pk, err := c.PeerKeys(ctx, to)
 	if err != nil {
@@ -221,15 +265,53 @@ func (c *Client) signal(ctx context.Context, to string, body []byte) error {
 	if err != nil {
 		return err
 	}
-	sealed, err := proto.SealBody(nil, plain, pk.shared, nil)
-	if err != nil {
-		return err
-	}
 	conn := c.Conn()
 	if conn == nil {
 		return ErrNotConnected // a signal is for now or never
 	}
+	if conn.Version() >= 5 {
+		list, err := c.listOf(ctx, pk.User, false)
+		switch {
+		case err == nil && (c.acct.linked || len(list.Devices) > 1 || list.Devices[0].ID != pk.ID):
+			return c.signalDevices(conn, pk.User, list.Devices, plain)
+		case err != nil && !errors.Is(err, ErrNoDeviceChain):
+			return fmt.Errorf("client: %s's devices: %w", pk.User, err)
+		}
+	}
+	sealed, err := proto.SealBody(nil, plain, pk.shared, nil)
+	if err != nil {
+		return err
+	}
 	return conn.SendRaw((&proto.Signal{To: []byte(pk.User), Body: sealed}).Append(nil, 0))
+}
+
+// signalDevices seals a typing inner for user's devices devs, leaving out
+// any the user holds (hold.go), and sends it.
+func (c *Client) signalDevices(conn *Conn, user string, devs []proto.Device, plain []byte) error {
+	held, err := c.hold.check(user, devs)
+	if err != nil {
+		return err
+	}
+	payload, k, err := proto.SealPayload(plain, nil)
+	if err != nil {
+		return err
+	}
+	hash := proto.PayloadHash(payload)
+	m := proto.SignalDevices{To: []byte(user), Payload: payload}
+	for _, d := range devs {
+		if slices.ContainsFunc(held, func(h proto.Device) bool { return h.ID == d.ID }) {
+			continue
+		}
+		w, err := proto.WrapKey(nil, k, &hash, c.sharedWith(d.BoxKey), nil)
+		if err != nil {
+			return err
+		}
+		m.Copies = append(m.Copies, proto.DeviceCopy{Device: d.ID, Wrap: w})
+	}
+	if len(m.Copies) == 0 {
+		return nil // every device held: nothing to tell
+	}
+	return conn.SendRaw(m.Append(nil, 0))
 }
 
 // Broadcast sends text to everyone online and returns how many it

@@ -45,6 +45,7 @@
 //	0x1C  DeviceSeen          devices.go (v3)
 //	0x1D  SendDMDevices       devsealed.go (v4)
 //	0x1E  Recover             devices.go (v4)
+//	0x1F  SignalDevices       live.go (v5)
 //	0x20  Ping                messages.go
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
@@ -91,6 +92,7 @@
 //	0x9D  DeliverDevices      devsealed.go (v4)
 //	0x9E  GroupKeysReplyV3    groupmsg.go (v5)
 //	0x9F  DeliverGroupV2      groupmsg.go (v5)
+//	0xA0  SignalDevicesMsg    live.go (v5)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

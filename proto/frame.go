@@ -61,7 +61,8 @@ const Magic = "SCH1"
 //	   refused (rekey_needed) until an epoch covers the new devices. A
 //	   version 4 session keeps the forms before while every member of the
 //	   group has one device; one sent a message from another device is
-//	   closed with CloseUpgrade, as in version 4.
+//	   closed with CloseUpgrade, as in version 4. Typing signals are
+//	   sealed for devices too (SignalDevices, SignalDevicesMsg).
 const (
 	MinVersion = 1
 	MaxVersion = 5

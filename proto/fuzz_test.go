@@ -208,6 +208,14 @@ func reencode(msg []byte) ([]byte, error) {
 		var m SignalMsg
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TSignalDevices:
+		var m SignalDevices
+		err = m.Parse(body)
+		return m.Append(nil, id), err
+	case TSignalDevicesMsg:
+		var m SignalDevicesMsg
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TPresence:
 		var m Presence
 		err = m.Parse(body)
@@ -312,6 +320,8 @@ func seedMessages() [][]byte {
 		(&DeliverGroup{ServerID: 9, Time: 8, Group: []byte("team"), From: []byte("ann"), FromDevice: 7, Epoch: 2, MsgID: id16, Body: []byte("sealed"), Sig: bytes.Repeat([]byte{5}, 64)}).Append(nil, 0),
 		(&Signal{To: []byte("bob"), Body: []byte("sealed")}).Append(nil, 23),
 		(&SignalMsg{From: []byte("alice"), Body: []byte("sealed")}).Append(nil, 0),
+		(&SignalDevices{To: []byte("bob"), Copies: []DeviceCopy{{Device: 7, Wrap: bytes.Repeat([]byte{8}, WrapLen)}, {Device: 9, Wrap: bytes.Repeat([]byte{9}, WrapLen)}}, Payload: []byte("sealed")}).Append(nil, 0),
+		(&SignalDevicesMsg{From: []byte("alice"), FromDevice: 3, Wrap: bytes.Repeat([]byte{8}, WrapLen), Payload: []byte("sealed")}).Append(nil, 0),
 		(&Presence{Reset: true, Entries: []PresenceEntry{{User: []byte("ann"), Online: true}, {User: []byte("bob")}}}).Append(nil, 0),
 		(&Presence{Entries: []PresenceEntry{{User: []byte("ann")}}}).Append(nil, 0),
 		(&Broadcast{Text: []byte("fire drill at 3 \u00e9")}).Append(nil, 24),

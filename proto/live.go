@@ -83,6 +83,65 @@ func (m *SignalMsg) Parse(body []byte) error {
 	return d.done()
 }
 
+// Typing signals sealed for devices (version 5), as direct messages are
+// (devsealed.go): the payload once, its key wrapped for each device of
+// the receiver (those the sender trusts). The server passes each device
+// of the receiver online its own wrap (sessions from version 5 on), and
+// drops the signal for the others; nothing is checked against the list,
+// and nothing is stored.
+const (
+	TSignalDevices    MsgType = 0x1F // to str8 | count u8 (1..MaxDevices) | (device_id u64 | wrap 104) x count | payload str16 (<= MaxSignalLen)
+	TSignalDevicesMsg MsgType = 0xA0 // from str8 | from_device u64 | wrap 104 | payload str16
+)
+
+// SignalDevices is a signal sealed for devices.
+type SignalDevices struct {
+	To      []byte
+	Copies  []DeviceCopy
+	Payload []byte
+}
+
+// Append appends the message to b.
+func (m *SignalDevices) Append(b []byte, id uint32) []byte {
+	b = appendCopies(appendStr8(AppendHeader(b, TSignalDevices, id), m.To), m.Copies)
+	return appendStr16(b, m.Payload)
+}
+
+// Parse decodes a body.
+func (m *SignalDevices) Parse(body []byte) error {
+	d := dec{b: body}
+	m.To, m.Copies, m.Payload = d.str8(), d.copies(MaxDevices), d.str16()
+	switch {
+	case d.err != nil:
+	case len(m.Copies) == 0:
+		d.err = fmt.Errorf("%w: a signal for no device", ErrMalformed)
+	case len(m.Payload) > MaxSignalLen:
+		return fmt.Errorf("%w: signal of %d bytes, limit %d", ErrTooLarge, len(m.Payload), MaxSignalLen)
+	}
+	return d.done()
+}
+
+// SignalDevicesMsg is one device's copy of a signal sealed for devices.
+type SignalDevicesMsg struct {
+	From       []byte
+	FromDevice uint64
+	Wrap       []byte // WrapLen
+	Payload    []byte
+}
+
+// Append appends the message to b.
+func (m *SignalDevicesMsg) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(appendStr8(AppendHeader(b, TSignalDevicesMsg, id), m.From), m.FromDevice)
+	return appendStr16(append(b, m.Wrap...), m.Payload)
+}
+
+// Parse decodes a body.
+func (m *SignalDevicesMsg) Parse(body []byte) error {
+	d := dec{b: body}
+	m.From, m.FromDevice, m.Wrap, m.Payload = d.str8(), d.u64(), d.fixed(WrapLen), d.str16()
+	return d.done()
+}
+
 // PresenceEntry is one user's state.
 type PresenceEntry struct {
 	User   []byte

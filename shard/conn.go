@@ -296,7 +296,7 @@ func (c *conn) handle(msg []byte) bool {
 		return false
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3, proto.TGroupBadEpoch, proto.TGroupBadEpochV2, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
-		proto.TSignal, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
+		proto.TSignal, proto.TSignalDevices, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
 		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
@@ -323,6 +323,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.groupRead(t, id, body)
 	case proto.TSendGroup, proto.TSendGroupFile:
 		c.sendGroup(id, body, t == proto.TSendGroupFile)
+	case proto.TSignalDevices:
+		c.signalDevices(id, body)
 	case proto.TSignal:
 		c.signal(id, body)
 	case proto.TBroadcast:

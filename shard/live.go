@@ -299,23 +299,8 @@ func (c *conn) signal(id uint32, body []byte) {
 		c.replyBad(id, err)
 		return
 	}
-	if wait := c.set.signals.Take(c.user); wait > 0 {
-		if id != 0 {
-			c.replyFailure(id, ratelimit.Refuse(wait, "signalling too fast"))
-		}
-		return
-	}
-	to, err := proto.AppendCanonicalUsername(nil, m.To)
-	if err != nil {
-		return
-	}
-	// Dropped silently when the user is away (a signal is never queued,
-	// and its sender learns nothing it could not see from presence), and
-	// unless each has accepted the other (contacts, or members of a
-	// shared group): a stranger cannot make "typing..." appear, and the
-	// receiver of a request shows nothing back before accepting.
-	if accepted, wrote := c.relation(to); !accepted || !wrote && !c.sharesGroup(to) {
-		c.set.Stats.dropped(DropNotAccepted)
+	to, ok := c.signalTo(id, m.To)
+	if !ok {
 		return
 	}
 	var msg []byte
@@ -327,6 +312,61 @@ func (c *conn) signal(id uint32, body []byte) {
 			c.set.Stats.Signals.Add(1)
 		}
 	}
+}
+
+// signalDevices passes a signal sealed for devices to each device of its
+// receiver online now that it has a wrap for (a session of version 5 or
+// later), with that wrap.
+func (c *conn) signalDevices(id uint32, body []byte) {
+	var m proto.SignalDevices
+	if err := m.Parse(body); err != nil {
+		c.replyBad(id, err)
+		return
+	}
+	to, ok := c.signalTo(id, m.To)
+	if !ok {
+		return
+	}
+	for _, rc := range c.set.dir.receivers(to) {
+		if rc.sess.Version < 5 {
+			continue
+		}
+		for _, cp := range m.Copies {
+			if cp.Device != rc.dev {
+				continue
+			}
+			msg := (&proto.SignalDevicesMsg{From: []byte(c.user), FromDevice: c.dev, Wrap: cp.Wrap, Payload: m.Payload}).Append(nil, 0)
+			if rc.enqueueLive(msg) {
+				c.set.Stats.Signals.Add(1)
+			}
+			break
+		}
+	}
+}
+
+// signalTo checks a signal's rate and receiver: its canonical name, and
+// false if the signal is dropped.
+func (c *conn) signalTo(id uint32, rawTo []byte) ([]byte, bool) {
+	if wait := c.set.signals.Take(c.user); wait > 0 {
+		if id != 0 {
+			c.replyFailure(id, ratelimit.Refuse(wait, "signalling too fast"))
+		}
+		return nil, false
+	}
+	to, err := proto.AppendCanonicalUsername(nil, rawTo)
+	if err != nil {
+		return nil, false
+	}
+	// Dropped silently when the user is away (a signal is never queued,
+	// and its sender learns nothing it could not see from presence), and
+	// unless each has accepted the other (contacts, or members of a
+	// shared group): a stranger cannot make "typing..." appear, and the
+	// receiver of a request shows nothing back before accepting.
+	if accepted, wrote := c.relation(to); !accepted || !wrote && !c.sharesGroup(to) {
+		c.set.Stats.dropped(DropNotAccepted)
+		return nil, false
+	}
+	return to, true
 }
 
 // broadcast sends a text to everyone online but its sender.

@@ -31,8 +31,14 @@ type deviceLists struct {
 	mu     sync.Mutex
 	lists  map[string]*proto.DeviceList
 	at     map[string]time.Time // when each list was checked
+	none   map[string]time.Time // accounts found with no list yet, and when
 	shared map[proto.PublicKey]*[32]byte
 }
+
+// noListFor is how long an account found with no device list is taken
+// to have none before it is asked again (its client makes the list on its
+// next connection to a server that keeps lists).
+const noListFor = time.Minute
 
 // maxSharedKeys bounds the shared keys kept; past it they are made again.
 const maxSharedKeys = 4096
@@ -54,6 +60,26 @@ func (l *deviceLists) put(user string, list *proto.DeviceList) {
 		l.lists, l.at = map[string]*proto.DeviceList{}, map[string]time.Time{}
 	}
 	l.lists[user], l.at[user] = list, time.Now()
+	delete(l.none, user)
+}
+
+// noList reports whether user was found with no list after since, within
+// noListFor.
+func (l *deviceLists) noList(user string, since time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.none[user]
+	return ok && !at.Before(since) && time.Since(at) < noListFor
+}
+
+// putNoList records that user has no list yet.
+func (l *deviceLists) putNoList(user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.none == nil || len(l.none) >= maxSharedKeys {
+		l.none = map[string]time.Time{}
+	}
+	l.none[user] = time.Now()
 }
 
 // reset forgets every list (the shared keys stay: they follow from the
@@ -61,7 +87,7 @@ func (l *deviceLists) put(user string, list *proto.DeviceList) {
 func (l *deviceLists) reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lists, l.at = nil, nil
+	l.lists, l.at, l.none = nil, nil, nil
 }
 
 // drop forgets user's list.
@@ -70,6 +96,7 @@ func (l *deviceLists) drop(user string) {
 	defer l.mu.Unlock()
 	delete(l.lists, user)
 	delete(l.at, user)
+	delete(l.none, user)
 }
 
 // sharedWith returns the box key this device shares with a device's box
@@ -96,15 +123,26 @@ func (c *Client) listOf(ctx context.Context, canon string, fresh bool) (*proto.D
 	if fresh {
 		since = time.Now()
 	}
+	noList := fmt.Errorf("%w: %s's client makes it on its next connection", ErrNoDeviceChain, canon)
 	if l := c.devLists.get(canon, since); l != nil {
 		return l, nil
+	}
+	if c.devLists.noList(canon, since) {
+		return nil, noList
 	}
 	c.devLists.fetching.Lock()
 	defer c.devLists.fetching.Unlock()
 	if l := c.devLists.get(canon, since); l != nil {
 		return l, nil // read by the caller before
 	}
-	return c.Devices(ctx, canon)
+	if c.devLists.noList(canon, since) {
+		return nil, noList
+	}
+	l, err := c.Devices(ctx, canon)
+	if errors.Is(err, ErrNoDeviceChain) {
+		c.devLists.putNoList(canon)
+	}
+	return l, err
 }
 
 // memberDevices returns canon's devices as its checked list proves them
@@ -118,19 +156,18 @@ func (c *Client) memberDevices(ctx context.Context, canon string, fresh bool) ([
 	if !errors.Is(err, ErrNoDeviceChain) {
 		return nil, err
 	}
-	keys := c.acct.keys
 	if canon != c.user {
 		pk, err := c.PeerKeys(ctx, canon)
 		if err != nil {
 			return nil, err
 		}
-		keys = proto.Keys{BoxKey: pk.Box.Bytes(), SignKey: pk.Sign}
+		return []proto.Device{{ID: pk.ID, BoxKey: pk.Box, SignKey: pk.Sign}}, nil
 	}
-	box, err := proto.ParsePublicKey(keys.BoxKey)
+	box, err := proto.ParsePublicKey(c.acct.keys.BoxKey)
 	if err != nil {
-		return nil, fmt.Errorf("client: %s's box key: %w", canon, err)
+		return nil, fmt.Errorf("client: your box key: %w", err)
 	}
-	return []proto.Device{{ID: proto.KeyRecordID(&keys), BoxKey: box, SignKey: keys.SignKey}}, nil
+	return []proto.Device{{ID: proto.KeyRecordID(&c.acct.keys), BoxKey: box, SignKey: c.acct.keys.SignKey}}, nil
 }
 
 // selfDevice is this device's id.

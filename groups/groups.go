@@ -55,10 +55,14 @@ type Options struct {
 	ChangeEvery time.Duration
 	MaxOwned    int          // groups one user may be an admin of
 	Logger      *slog.Logger // nil: slog.Default()
-	// Devices returns a user's devices with their keys, as its device
-	// list proves them, and its first device's id; none for no such
-	// user (account.Service.DeviceKeys). Required.
-	Devices func(user string) (first uint64, devs []proto.Device, err error)
+	// DeviceIDs returns a user's devices as its device list proves them,
+	// and its first device's id; none for no such user
+	// (account.Service.DeviceIDs). Required.
+	DeviceIDs func(user string) (first uint64, all []uint64, err error)
+	// DeviceSignKey returns the sign key of one of a user's devices, nil
+	// if it is not on the user's list (account.Service.DeviceSignKey).
+	// Required.
+	DeviceSignKey func(user string, device uint64) (ed25519.PublicKey, error)
 }
 
 // Rules enforces the group rules. It is safe for concurrent use.
@@ -147,16 +151,11 @@ func toRoster(g *store.GroupState) *proto.Roster {
 // deviceKey returns the sign key of one of user's devices, nil if it is
 // not on the user's list.
 func (r *Rules) deviceKey(user string, device uint64) ed25519.PublicKey {
-	_, devs, err := r.o.Devices(user)
+	k, err := r.o.DeviceSignKey(user, device)
 	if err != nil {
 		return nil
 	}
-	for _, d := range devs {
-		if d.ID == device {
-			return d.SignKey
-		}
-	}
-	return nil
+	return k
 }
 
 // Plan is a checked change waiting for its keys: the state it was
@@ -370,19 +369,19 @@ func (r *Rules) planWraps(p *Plan, device uint64, perDevice bool, es *proto.Epoc
 	p.members, p.wrapsFor = map[string]bool{}, map[store.WrapFor]bool{}
 	for _, mb := range p.next.Members {
 		p.members[mb.Name] = true
-		first, devs, err := r.o.Devices(mb.Name)
+		first, devs, err := r.o.DeviceIDs(mb.Name)
 		if err != nil {
 			return refuse(proto.CodeInternal, "reading a member's devices failed")
 		}
 		if !perDevice {
-			if len(devs) > 1 || len(devs) == 1 && devs[0].ID != first {
+			if len(devs) > 1 || len(devs) == 1 && devs[0] != first {
 				return refuse(proto.CodeUnsupportedFeature, mb.Name+" uses several devices, and group keys must reach each of them: upgrade securefastchat (protocol version 5)")
 			}
 			p.wrapsFor[store.WrapFor{Member: mb.Name}] = true
 			continue
 		}
 		for _, d := range devs {
-			p.wrapsFor[store.WrapFor{Member: mb.Name, Device: d.ID}] = true
+			p.wrapsFor[store.WrapFor{Member: mb.Name, Device: d}] = true
 		}
 	}
 	key := r.signKey(user)

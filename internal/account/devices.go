@@ -267,32 +267,55 @@ func (s *Service) Devices(canon string) (key uint64, all, ids []uint64, ok bool,
 	return KeyID(u), all, ids, true, nil
 }
 
-// DeviceKeys returns the devices of a canonical name's account with their
-// keys, as its device list proves them (or its first device, from its key
-// record, if it has no list yet), and its first device's id; no devices if
-// there is no such account (or it is disabled).
-func (s *Service) DeviceKeys(canon string) (first uint64, devs []proto.Device, err error) {
+// DeviceIDs returns the devices on a canonical name's device list (or
+// its first device, from its key record, if it has no list yet) and its
+// first device's id; none if there is no such account (or it is
+// disabled).
+func (s *Service) DeviceIDs(canon string) (first uint64, all []uint64, err error) {
+	u, list, err := s.enabledList(canon)
+	if u == nil || err != nil {
+		return 0, nil, err
+	}
+	return KeyID(u), listIDs(u, list), nil
+}
+
+// DeviceSignKey returns the sign key of one device of a canonical name's
+// account as its device list proves it (the account's key for its first
+// device when it has no list yet); nil if it is not on the list.
+func (s *Service) DeviceSignKey(canon string, device uint64) (ed25519.PublicKey, error) {
+	u, list, err := s.enabledList(canon)
+	if u == nil || err != nil {
+		return nil, err
+	}
+	if list == nil {
+		if device == KeyID(u) {
+			return u.SignKey, nil
+		}
+		return nil, nil
+	}
+	if i := list.Index(device); i >= 0 {
+		return list.Devices[i].SignKey, nil
+	}
+	return nil, nil
+}
+
+// enabledList returns an enabled account and its device list (nil if it
+// has none); no account if there is none or it is disabled.
+func (s *Service) enabledList(canon string) (*store.User, *proto.DeviceList, error) {
 	u, err := s.st.GetUser(canon)
 	if errors.Is(err, store.ErrNotFound) {
-		return 0, nil, nil
+		return nil, nil, nil
 	} else if err != nil {
-		return 0, nil, fmt.Errorf("account: devices: %w", err)
+		return nil, nil, fmt.Errorf("account: devices: %w", err)
 	}
 	if u.Disabled {
-		return 0, nil, nil
+		return nil, nil, nil
 	}
 	list, err := s.deviceList(u.Name, u.SignKey)
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
-	if list == nil {
-		box, err := proto.ParsePublicKey(u.BoxKey)
-		if err != nil {
-			return 0, nil, fmt.Errorf("account: %s's box key: %w", u.Name, err)
-		}
-		return KeyID(u), []proto.Device{{ID: KeyID(u), BoxKey: box, SignKey: u.SignKey}}, nil
-	}
-	return KeyID(u), list.Devices, nil
+	return u, list, nil
 }
 
 // devicesSeen returns when each device of list last logged in (or was

@@ -162,7 +162,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	acc := account.New(st, account.Options{Hasher: hasher, Limits: cfg.Limits, Now: cfg.Shard.Now, Signup: cfg.Signup, Logger: cfg.Logger})
 	so := cfg.Shard
 	gopts := cfg.Groups
-	gopts.Store, gopts.Now, gopts.Logger, gopts.Devices = st, cfg.Shard.Now, cfg.Logger, acc.DeviceKeys
+	gopts.Store, gopts.Now, gopts.Logger, gopts.DeviceIDs, gopts.DeviceSignKey = st, cfg.Shard.Now, cfg.Logger, acc.DeviceIDs, acc.DeviceSignKey
 	so.Static, so.Accounts, so.Store, so.Logger = key, shardAccounts{acc}, st, cfg.Logger
 	so.Groups = shardGroups{groups.New(gopts)}
 	so.Retention = cfg.Retention

@@ -260,7 +260,8 @@ func equalIDs(a, b []uint64) bool {
 // working in a group while every member has one device (the forms before
 // devices); once a group message from another device of a member waits
 // for it, it is closed with CloseUpgrade and the message waits in its
-// inbox for a client that can check it.
+// inbox for a client that can check it; and asking for the group's key,
+// now wrapped per device, it is told to upgrade.
 func TestGroupOlderClient(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, carol, carolCfg := aliceTeam(t, s, "carol")
@@ -302,6 +303,19 @@ func TestGroupOlderClient(t *testing.T) {
 	case <-old.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the version 4 session was not closed")
+	}
+	// Its group's key now reaches each device: a version 4 session asking
+	// for it is told to upgrade, not handed nothing.
+	again, err := client.Dial(ctx, s.Addr(), client.DialOptions{MaxVersion: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if _, err := again.LoginWith(ctx, "carol", pw, proto.LoginNoDeliveries); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := again.Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) }); !errors.Is(err, proto.CodeUnsupportedFeature) || !strings.Contains(err.Error(), "upgrade") {
+		t.Fatalf("a version 4 session asking for the key wrapped per device: %v", err)
 	}
 	var ce *client.ClosedError
 	if !errors.As(old.Err(), &ce) || ce.Reason != proto.CloseUpgrade {

@@ -239,6 +239,12 @@ func (c *conn) groupRead(t proto.MsgType, id uint32, body []byte) {
 			c.replyFailure(id, err)
 			return
 		}
+		if c.sess.Version < 5 && m.From == 0 && g.Epoch > 0 && len(keys) == 0 {
+			// The current key reaches each device of each member, in a
+			// form this session cannot open: say so, rather than nothing.
+			c.replyErr(id, proto.CodeUnsupportedFeature, "this group's key is wrapped for each device of its members (protocol version 5): upgrade securefastchat to read and write in it")
+			return
+		}
 		r := proto.GroupKeysReply{Group: m.Group, Current: g.Epoch}
 		for _, k := range keys {
 			r.Keys = append(r.Keys, proto.EpochKeyMsg{Epoch: k.Epoch, RosterSeq: k.RosterSeq, Created: k.Created.UnixMilli(), Wrapper: []byte(k.Wrapper), WrapperDevice: k.WrapperDevice,

@@ -169,9 +169,10 @@ func TestGroupsPerDevice(t *testing.T) {
 
 // TestGroupEpochAttacks: a member cannot make an epoch that leaves out a
 // device of another member, one wrapped for a device that is not on a
-// list, or one in the form before devices once a member has several; nor
-// sign an epoch or a report as a device other than its own. Each time the
-// server refuses it and keeps the epoch it had.
+// list (one, or hundreds, which the refusal names a bounded few of), or
+// one in the form before devices once a member has several; nor sign an
+// epoch or a report as a device other than its own. Each time the server
+// refuses it and keeps the epoch it had.
 func TestGroupEpochAttacks(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, bob, _ := aliceTeam(t, s, "bob")
@@ -223,6 +224,16 @@ func TestGroupEpochAttacks(t *testing.T) {
 	mismatch("a device that is not bob's", proto.GroupChange{PerDevice: true, EpochStmt: statement(aliceDev),
 		Keys: []proto.WrappedFor{wrap("alice", aliceDev), wrap("bob", bobFirst), wrap("bob", phone.DeviceID), wrap("bob", 12345)}}, nil, []uint64{12345})
 	all := []proto.WrappedFor{wrap("alice", aliceDev), wrap("bob", bobFirst), wrap("bob", phone.DeviceID)}
+	// Many made-up devices: the answer names a bounded few and parses.
+	many := append([]proto.WrappedFor(nil), all...)
+	var fake []uint64
+	for i := uint64(1); i <= 200; i++ {
+		many = append(many, wrap("bob", 1000+i))
+		if i <= proto.MaxDevices {
+			fake = append(fake, 1000+i)
+		}
+	}
+	mismatch("200 devices that are not bob's", proto.GroupChange{PerDevice: true, EpochStmt: statement(aliceDev), Keys: many}, nil, fake)
 	if _, _, err := upload(proto.GroupChange{EpochStmt: statement(0), Keys: []proto.WrappedFor{wrap("alice", 0), wrap("bob", 0)}}); !errors.Is(err, proto.CodeUnsupportedFeature) {
 		t.Fatalf("the form before devices, with bob on two: %v", err)
 	}

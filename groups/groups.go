@@ -195,7 +195,8 @@ func (p *Plan) Member(member string) bool { return p.members[member] }
 // Mismatch returns, for the members whose devices keys does not match
 // (a key missing for a device on the list, or one for a device that is
 // not), what is missing and extra; nil if they match. At most 255
-// members are named: the client reads their lists again and retries.
+// members, and MaxDevices ids of each kind for each, are named: the
+// client reads their lists again and retries.
 func (p *Plan) Mismatch(keys map[store.WrapFor][]byte) []proto.DevicesDiff {
 	diffs := map[string]*proto.DevicesDiff{}
 	var order []string
@@ -224,9 +225,12 @@ func (p *Plan) Mismatch(keys map[store.WrapFor][]byte) []proto.DevicesDiff {
 	var out []proto.DevicesDiff
 	for _, m := range order[:min(len(order), 255)] {
 		d := diffs[m]
-		d.Missing, d.Extra = d.Missing[:min(len(d.Missing), 255)], d.Extra[:min(len(d.Extra), 255)]
+		// A member has at most MaxDevices devices, so as many missing;
+		// extra ones beyond that are named up to the same bound, which
+		// keeps the reply within a frame (255 members of 20 ids each).
 		slices.Sort(d.Missing)
 		slices.Sort(d.Extra)
+		d.Missing, d.Extra = d.Missing[:min(len(d.Missing), proto.MaxDevices)], d.Extra[:min(len(d.Extra), proto.MaxDevices)]
 		out = append(out, *d)
 	}
 	return out

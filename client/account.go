@@ -163,6 +163,11 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 		c.Close()
 		return nil, err
 	}
+	if err := c.hold.adopt(&dev.Hold); err != nil {
+		conn.Close()
+		c.Close()
+		return nil, err
+	}
 	if err := c.installNew(conn, dev.Login); err != nil {
 		return nil, err
 	}

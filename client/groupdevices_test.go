@@ -344,8 +344,9 @@ func TestGroupOlderClient(t *testing.T) {
 // TestHoldNewDevices: with the hold on, alice trusts bob's devices as she
 // first sees them; a device he adds after that gets nothing of hers (no
 // direct message, no group message or key) until she approves it, across
-// a restart of her client; approved, it gets what she sends. With the
-// hold off, a new device gets her messages at once.
+// a restart of her client; approved, it gets what she sends. A laptop she
+// links gets the hold and the approvals. With the hold off, a new device
+// gets her messages at once.
 func TestHoldNewDevices(t *testing.T) {
 	s := testserver.Start(t, nil)
 	aliceCfg := testserver.ClientConfig(t, s)
@@ -404,6 +405,17 @@ func TestHoldNewDevices(t *testing.T) {
 		t.Fatalf("bob's phone's inbox holds %d, want both messages", n)
 	}
 
+	// A new device of alice's gets the hold and the approvals through
+	// the link: her laptop writes to bob's phone, and holds what comes
+	// after, on its own.
+	laptop := addLaptop(t, alice, testserver.ClientConfig(t, s))
+	if !laptop.HoldNewDevices() {
+		t.Fatal("the laptop does not hold new devices")
+	}
+	if _, err := laptop.SendText(ctx, "bob", "from the laptop, to bob's approved devices"); err != nil {
+		t.Fatal(err)
+	}
+
 	if err := alice.SetHoldNewDevices(false); err != nil {
 		t.Fatal(err)
 	}
@@ -413,6 +425,10 @@ func TestHoldNewDevices(t *testing.T) {
 	}
 	if n := inboxLen(t, s, "bob", tablet.DeviceID); n != 1 {
 		t.Fatalf("bob's tablet's inbox holds %d", n)
+	}
+	var he *client.DevicesHeldError
+	if _, err := laptop.SendText(ctx, "bob", "held on the laptop"); !errors.As(err, &he) || len(he.Devices) != 1 || he.Devices[0].ID != tablet.DeviceID {
+		t.Fatalf("the laptop writing to bob after his tablet: %v", err)
 	}
 }
 

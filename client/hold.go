@@ -188,11 +188,42 @@ func (h *deviceHold) approveLocked(user string, devs []proto.Device) error {
 			ids = append(ids, d.ID)
 		}
 	}
-	if len(ids) > proto.MaxDevices*4 {
+	if len(ids) > proto.MaxHoldApproved {
 		// Removed devices are kept only so far: the list's own come last.
-		ids = ids[len(ids)-proto.MaxDevices*4:]
+		ids = ids[len(ids)-proto.MaxHoldApproved:]
 	}
 	h.approved[user] = ids
+	return h.writeLocked()
+}
+
+// snapshot returns the setting and the devices approved, for a new device
+// of the account (link.go).
+func (h *deviceHold) snapshot() (bool, []proto.LinkHoldContact, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.loadLocked(); err != nil {
+		return false, nil, err
+	}
+	var out []proto.LinkHoldContact
+	for u, ids := range h.approved {
+		out = append(out, proto.LinkHoldContact{User: []byte(u), Approved: ids[max(0, len(ids)-proto.MaxHoldApproved):]})
+	}
+	slices.SortFunc(out, func(a, b proto.LinkHoldContact) int { return strings.Compare(string(a.User), string(b.User)) })
+	return h.on, out, nil
+}
+
+// adopt takes the setting and the devices approved from the account's
+// existing device, on a new device (AddDevice).
+func (h *deviceHold) adopt(m *proto.LinkHold) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.loadLocked(); err != nil {
+		return err
+	}
+	h.on = m.On
+	for _, c := range m.Contacts {
+		h.approved[string(c.User)] = append([]uint64(nil), c.Approved...)
+	}
 	return h.writeLocked()
 }
 

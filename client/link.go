@@ -246,6 +246,21 @@ func (o *LinkOffer) accept(ctx context.Context) error {
 			break
 		}
 	}
+	// And whether it holds contacts' new devices, with those approved.
+	on, hs, err := c.hold.snapshot()
+	if err != nil {
+		return err
+	}
+	for {
+		n := min(len(hs), proto.LinkHoldPerFrame)
+		h := proto.LinkHold{More: n < len(hs), On: on, Contacts: hs[:n]}
+		if err := o.peer.send(h.Append(nil)); err != nil {
+			return err
+		}
+		if hs = hs[n:]; len(hs) == 0 {
+			break
+		}
+	}
 	// The new device says when it has it all, so leaving now loses it
 	// nothing.
 	plain, err := o.peer.next(ctx)
@@ -281,6 +296,9 @@ type LinkedDevice struct {
 	// Contacts are the keys the existing device pinned for the account's
 	// contacts, and whether its user verified them.
 	Contacts []proto.LinkContact
+	// Hold is whether the existing device holds contacts' new devices,
+	// and the devices it approved (from a code of version 3).
+	Hold proto.LinkHold
 }
 
 // DeviceID returns the device's id in the account's list.
@@ -372,6 +390,18 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		}
 		contacts, more = append(contacts, sync.Contacts...), sync.More
 	}
+	var hold proto.LinkHold
+	for more := lc.Version >= 3; more; {
+		plain, err := peer.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var h proto.LinkHold
+		if err := h.Parse(plain); err != nil {
+			return nil, fmt.Errorf("%w: the existing device's hold on new devices: %v", ErrLinkBroken, err)
+		}
+		hold.On, hold.Contacts, more = h.On, append(hold.Contacts, h.Contacts...), h.More
+	}
 	if err := peer.send(proto.LinkDone); err != nil {
 		return nil, err
 	}
@@ -380,5 +410,5 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
 	}
 	ok = true
-	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts}, nil
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts, Hold: hold}, nil
 }

@@ -25,7 +25,7 @@ import (
 // server that relays the channel can neither read nor alter it, and
 // nobody without the code can join it.
 //
-//	link code  = LinkCodePrefix base64url(version u8 (1) | user str8 | addr str8
+//	link code  = LinkCodePrefix base64url(version u8 (3) | user str8 | addr str8
 //	             | server_key 32 | master 32 | secret 32)
 //	channel id = HKDF-SHA256(secret, info LinkChannelInfo), 16 bytes
 //	keys       = HKDF-SHA256(secret, info LinkKeyInfo "existing to new" or
@@ -44,6 +44,8 @@ import (
 //	link sync    = kind u8 (4) | more u8 | count u16
 //	               | (user str8 | box_key 32 | sign_key 32 | verified u8 | held str8) x count
 //	link done    = kind u8 (5)
+//	link hold    = kind u8 (6) | more u8 | on u8 | count u16
+//	               | (user str8 | n u8 (<= MaxHoldApproved) | device_id u64 x n) x count
 //
 // N sends the request: its name and the keys it made, signed by its sign
 // key over LinkRequestContext, the channel id and every byte before sig
@@ -55,11 +57,14 @@ import (
 // them (compared safety numbers), and, if they changed and the user has not
 // accepted the change, the fingerprint from before (held: messages to them
 // wait), so N trusts the same keys and not whatever the server shows it
-// first. N answers the last with done: E then knows N has it all, and may
-// leave. (Code version 1 had no sync.)
+// first. From code version 3, hold frames follow (the last with more 0):
+// whether the user holds contacts' new devices, and the devices approved
+// of each contact, so N holds what E holds. N answers the last frame with
+// done: E then knows N has it all, and may leave. (Code version 1 had no
+// sync, version 2 no hold frames; N reads codes of version 2 and 3.)
 const (
 	LinkCodePrefix     = "securefastchat-link:"
-	LinkCodeVersion    = 2
+	LinkCodeVersion    = 3
 	LinkSecretLen      = 32
 	LinkChannelLen     = 16
 	LinkChannelInfo    = "securefastchat v1 link channel"
@@ -85,6 +90,7 @@ const (
 	LinkKindRefuse  uint8 = 3
 	LinkKindSync    uint8 = 4
 	LinkKindDone    uint8 = 5
+	LinkKindHold    uint8 = 6
 )
 
 // ErrBadLinkCode is the error for a code that does not parse.
@@ -92,6 +98,7 @@ var ErrBadLinkCode = errors.New("proto: not a securefastchat link code")
 
 // LinkCode is what a link carries from the existing device to the new one.
 type LinkCode struct {
+	Version   uint8  // 0: LinkCodeVersion
 	User      []byte // canonical
 	Addr      string // the server, host:port
 	ServerKey PublicKey
@@ -101,7 +108,11 @@ type LinkCode struct {
 
 // String returns the code as text (for a QR code or to copy).
 func (l *LinkCode) String() string {
-	b := appendStr8(appendStr8([]byte{LinkCodeVersion}, l.User), []byte(l.Addr))
+	v := l.Version
+	if v == 0 {
+		v = LinkCodeVersion
+	}
+	b := appendStr8(appendStr8([]byte{v}, l.User), []byte(l.Addr))
 	b = append(append(append(b, l.ServerKey.Bytes()...), l.Master...), l.Secret[:]...)
 	return LinkCodePrefix + base64.RawURLEncoding.EncodeToString(b)
 }
@@ -119,10 +130,11 @@ func ParseLinkCode(s string) (*LinkCode, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadLinkCode, err)
 	}
 	d := dec{b: b}
-	if v := d.u8(); d.err == nil && v != LinkCodeVersion {
-		return nil, fmt.Errorf("%w: version %d (this build reads %d); update securefastchat on this device", ErrBadLinkCode, v, LinkCodeVersion)
+	v := d.u8()
+	if d.err == nil && (v < 2 || v > LinkCodeVersion) {
+		return nil, fmt.Errorf("%w: version %d (this build reads 2 to %d); update securefastchat on both devices", ErrBadLinkCode, v, LinkCodeVersion)
 	}
-	l := &LinkCode{User: d.str8(), Addr: string(d.str8())}
+	l := &LinkCode{Version: v, User: d.str8(), Addr: string(d.str8())}
 	sk := d.fixed(KeyLen)
 	l.Master = ed25519.PublicKey(d.fixed(ed25519.PublicKeySize))
 	copy(l.Secret[:], d.fixed(LinkSecretLen))
@@ -337,6 +349,62 @@ func (m *LinkSync) Parse(b []byte) error {
 	m.Contacts = nil
 	for i := 0; i < n && d.err == nil; i++ {
 		c := LinkContact{User: d.str8(), BoxKey: d.fixed(KeyLen), SignKey: d.fixed(ed25519.PublicKeySize), Verified: d.bool(), Held: d.str8()}
+		if d.err == nil && !ValidUsername(c.User) {
+			return fmt.Errorf("%w: a contact's name", ErrMalformed)
+		}
+		m.Contacts = append(m.Contacts, c)
+	}
+	return d.done()
+}
+
+// MaxHoldApproved bounds the devices approved of one contact that a hold
+// frame carries (the most recent).
+const MaxHoldApproved = 4 * MaxDevices
+
+// LinkHoldContact is the devices approved of one contact.
+type LinkHoldContact struct {
+	User     []byte
+	Approved []uint64
+}
+
+// LinkHold is a hold frame: whether contacts' new devices are held, the
+// devices approved, and whether more frames follow.
+type LinkHold struct {
+	More     bool
+	On       bool
+	Contacts []LinkHoldContact
+}
+
+// linkHoldMax is the most a contact takes in a hold frame.
+const linkHoldMax = 1 + MaxUsernameLen + 1 + 8*MaxHoldApproved
+
+// LinkHoldPerFrame is how many contacts a hold frame carries at most.
+const LinkHoldPerFrame = (MaxLinkData - 64) / linkHoldMax
+
+// Append appends the frame's plaintext.
+func (m *LinkHold) Append(b []byte) []byte {
+	b = append(b, LinkKindHold, boolByte(m.More), boolByte(m.On))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Contacts)))
+	for _, c := range m.Contacts {
+		b = appendIDs(appendStr8(b, c.User), c.Approved)
+	}
+	return b
+}
+
+// Parse decodes a hold frame's plaintext.
+func (m *LinkHold) Parse(b []byte) error {
+	d := dec{b: b}
+	if k := d.u8(); d.err == nil && k != LinkKindHold {
+		return fmt.Errorf("%w: link frame kind %d, want a hold", ErrMalformed, k)
+	}
+	m.More, m.On = d.bool(), d.bool()
+	n := int(d.u16())
+	if d.err == nil && n > LinkHoldPerFrame {
+		return fmt.Errorf("%w: %d contacts in a hold frame", ErrMalformed, n)
+	}
+	m.Contacts = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		c := LinkHoldContact{User: d.str8(), Approved: d.ids(MaxHoldApproved)}
 		if d.err == nil && !ValidUsername(c.User) {
 			return fmt.Errorf("%w: a contact's name", ErrMalformed)
 		}

@@ -49,6 +49,39 @@ func TestLinkCode(t *testing.T) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
+	// A code of version 2 (from a device before hold frames) reads as
+	// such; one newer than this build is refused, saying to update.
+	old := *l
+	old.Version = 2
+	if got, err := ParseLinkCode(old.String()); err != nil || got.Version != 2 || got.Secret != l.Secret {
+		t.Fatalf("a version 2 code: %+v %v", got, err)
+	}
+	if got.Version != LinkCodeVersion {
+		t.Fatalf("a new code reads as version %d", got.Version)
+	}
+	newer := *l
+	newer.Version = LinkCodeVersion + 1
+	if _, err := ParseLinkCode(newer.String()); !errors.Is(err, ErrBadLinkCode) || !strings.Contains(err.Error(), "update securefastchat") {
+		t.Fatalf("a newer code: %v", err)
+	}
+}
+
+// A full hold frame fits a link frame.
+func TestLinkHoldFits(t *testing.T) {
+	ids := make([]uint64, MaxHoldApproved)
+	c := LinkHoldContact{User: bytes.Repeat([]byte{'a'}, MaxUsernameLen), Approved: ids}
+	cs := make([]LinkHoldContact, LinkHoldPerFrame)
+	for i := range cs {
+		cs[i] = c
+	}
+	b := (&LinkHold{More: true, On: true, Contacts: cs}).Append(nil)
+	if len(b)+chacha20poly1305.Overhead > MaxLinkData {
+		t.Fatalf("a full hold frame is %d bytes sealed, over %d", len(b)+chacha20poly1305.Overhead, MaxLinkData)
+	}
+	var back LinkHold
+	if err := back.Parse(b); err != nil || len(back.Contacts) != LinkHoldPerFrame || !back.On || !back.More {
+		t.Fatal(err)
+	}
 }
 
 // TestLinkCipher: each device opens the other's frames in order, and a
@@ -121,6 +154,9 @@ func seedLinkFrames(t testing.TB) [][]byte {
 		[]byte(testLinkCode(t).String()),
 		(&LinkSync{More: true, Contacts: []LinkContact{{User: []byte("bob"), BoxKey: box.Public.Bytes(), SignKey: pub, Verified: true}, {User: []byte("carol"), BoxKey: box.Public.Bytes(), SignKey: pub, Held: []byte("SHA256:old")}}}).Append(nil),
 		(&LinkSync{}).Append(nil),
+		(&LinkHold{More: true, On: true, Contacts: []LinkHoldContact{{User: []byte("bob"), Approved: []uint64{7, 9}}, {User: []byte("carol")}}}).Append(nil),
+		(&LinkHold{}).Append(nil),
+		[]byte((&LinkCode{Version: 2, User: []byte("alice"), Addr: "chat.example.org:7878", ServerKey: box.Public, Master: pub}).String()),
 		LinkDone,
 	}
 }
@@ -153,6 +189,10 @@ func FuzzLinkFrames(f *testing.F) {
 		var y LinkSync
 		if y.Parse(in) == nil && !bytes.Equal(y.Append(nil), in) {
 			t.Fatal("round trip changed the sync frame")
+		}
+		var h LinkHold
+		if h.Parse(in) == nil && !bytes.Equal(h.Append(nil), in) {
+			t.Fatal("round trip changed the hold frame")
 		}
 		if ParseLinkDone(in) == nil && !bytes.Equal(in, LinkDone) {
 			t.Fatal("a done frame that is not one parsed")

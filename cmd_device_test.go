@@ -9,21 +9,31 @@ import (
 	"testing"
 )
 
-// TestDeviceLink: 'device link' on ann's first device shows a code (text
-// and QR) and waits; 'device add --code' in a second home shows the new
-// device's id, which the first device shows too; ann answers yes, and the
-// second home is her laptop: 'recv' there gets what bob sends her, and
-// what it sends bob reaches him and shows on her first device as hers.
-// A second 'device link' answered no adds nothing.
-func TestDeviceLink(t *testing.T) {
-	addr, _, _ := serve(t, t.TempDir())
+// annAndBob starts a server and signs ann and bob up with the CLI, each
+// in a home of their own, as contacts (each wrote to the other). It
+// returns the server's address and their homes' environments.
+func annAndBob(t *testing.T) (addr string, ann, bob []string) {
+	t.Helper()
+	addr, _, _ = serve(t, t.TempDir())
 	envs := signupAll(t, addr, "a password!", "ann", "bob")
-	ann, bob := envs["ann"], envs["bob"]
 	for _, m := range [][]string{{"ann", "bob"}, {"bob", "ann"}} {
 		if r := run(t, envs[m[0]], "send", "--server", addr, "--user", m[0], "--to", m[1], "hello "+m[1]); r.code != 0 {
 			t.Fatalf("send: %+v", r)
 		}
 	}
+	return addr, envs["ann"], envs["bob"]
+}
+
+// TestDeviceLink: 'device link' on ann's first device shows a code (text
+// and QR) and waits; 'device add --code' in a second home shows the new
+// device's id, which the first device shows too; ann answers yes, and the
+// second home is her laptop: 'recv' there gets what bob sends her, and
+// what it sends bob reaches him and shows on her first device as hers.
+// bob, holding his contacts' new devices, has his message to ann held
+// until he approves the laptop. A second 'device link' answered no adds
+// nothing.
+func TestDeviceLink(t *testing.T) {
+	addr, ann, bob := annAndBob(t)
 	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "hello ann") {
 		t.Fatalf("ann's recv: %+v", r)
 	}
@@ -144,14 +154,7 @@ func TestDeviceLink(t *testing.T) {
 // with her password; bob's recv says her keys changed, and his send is
 // held until he accepts; the old home's send fails.
 func TestRecoverCommand(t *testing.T) {
-	addr, _, _ := serve(t, t.TempDir())
-	envs := signupAll(t, addr, "a password!", "ann", "bob")
-	ann, bob := envs["ann"], envs["bob"]
-	for _, m := range [][]string{{"ann", "bob"}, {"bob", "ann"}} {
-		if r := run(t, envs[m[0]], "send", "--server", addr, "--user", m[0], "--to", m[1], "hello "+m[1]); r.code != 0 {
-			t.Fatalf("send: %+v", r)
-		}
-	}
+	addr, ann, bob := annAndBob(t)
 	if r := run(t, ann, "group", "create", "team", "--server", addr, "--user", "ann"); r.code != 0 {
 		t.Fatalf("group create: %+v", r)
 	}

@@ -369,7 +369,7 @@ func TestHoldNewDevices(t *testing.T) {
 	}
 	recvOne(t, bob)
 
-	phone, _ := testserver.AddDevice(t, bob, "phone", nil)
+	phone, phoneKey := testserver.AddDevice(t, bob, "phone", nil)
 	held := func(c *client.Client) {
 		t.Helper()
 		_, err := c.SendText(ctx, "bob", "held")
@@ -388,6 +388,29 @@ func TestHoldNewDevices(t *testing.T) {
 		}
 	}
 	held(alice)
+	// Her typing reaches bob's first device, and nothing of it his held
+	// phone, online.
+	pc, err := deviceConn(t, s, "bob", phone, phoneKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed := make(chan proto.MsgType, 16)
+	pc.OnPush(func(t proto.MsgType, _ []byte) { pushed <- t })
+	bobEv := make(events, 64)
+	testserver.OnEvent(bob, bobEv.on)
+	if err := alice.SendTyping(ctx, "bob", "", true); err != nil {
+		t.Fatal(err)
+	}
+	bobEv.wait(t, "alice typing, on bob's first device", func(ev client.Event) bool {
+		return ev.Kind == client.EventTyping && ev.User == "alice" && ev.Typing
+	})
+	time.Sleep(200 * time.Millisecond) // the phone's copy would have come with the other
+	for len(pushed) > 0 {
+		if typ := <-pushed; typ == proto.TSignalDevicesMsg || typ == proto.TSignalMsg {
+			t.Fatalf("bob's held phone got alice's typing (%#x)", typ)
+		}
+	}
+	pc.Close()
 	alice.Close()
 	alice = login(t, aliceCfg, "alice")
 	held(alice)

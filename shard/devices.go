@@ -30,13 +30,16 @@ func (c *conn) appendDevice(id uint32, body []byte) {
 		c.replyFailure(id, err)
 		return
 	}
-	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
-	// Messages to the account go to the new list from now on.
+	// Messages to the account go to the new list from now on: before the
+	// answer, so that whatever the device that changed the list does next
+	// finds it (a message right after a device is added reaches it), and a
+	// removed device's sessions are over by then.
 	c.set.devsets.drop(c.user)
 	var st proto.DeviceStatement
 	if st.Parse(m.Statement) == nil && st.Op == proto.DeviceRemove {
 		c.set.endDevice(c.user, st.DeviceID)
 	}
+	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
 	c.set.devicesChanged(c.user, seq)
 }
 

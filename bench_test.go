@@ -46,8 +46,9 @@ func sum(v []int64) (s int64) {
 	return s
 }
 
-// TestBenchDevices: with --devices 3 each receiver has three devices
-// online, and every message reaches each of them.
+// TestBenchDevices: with --devices 3 each receiver (each member of the
+// fan-out group) has three devices online, and every message reaches each
+// of them.
 func TestBenchDevices(t *testing.T) {
 	rs := benchJSON(t, "--argon2", "t=1,m=64,p=1", "--shards", "2", "--scenario", "dm", "--clients", "40", "--devices", "3")
 	if len(rs) != 1 {
@@ -58,8 +59,19 @@ func TestBenchDevices(t *testing.T) {
 	if r.Devices != 3 || r.Queued != 0 || r.OtherDevicesReceived != 2*r.Received {
 		t.Errorf("%d devices: the first received %d (%d acknowledged queued), the others %d; want twice as many", r.Devices, r.Received, r.Queued, r.OtherDevicesReceived)
 	}
-	if r := run(t, nil, "bench", "--scenario", "fanout", "--devices", "2"); r.code != 2 || !strings.Contains(r.stderr, "--devices is for the dm and latency scenarios") {
-		t.Errorf("--devices with fanout: %+v", r)
+	// In a group, each member's three devices get every message: the
+	// group's keys are wrapped for each.
+	rs = benchJSON(t, "--argon2", "t=1,m=64,p=1", "--shards", "2", "--scenario", "fanout", "--clients", "20", "--devices", "3")
+	if len(rs) != 1 {
+		t.Fatalf("%d results", len(rs))
+	}
+	r = rs[0]
+	checkSane(t, r)
+	if r.Devices != 3 || r.Received == 0 || r.OtherDevicesReceived != 2*r.Received {
+		t.Errorf("fanout, %d devices: the first devices received %d, the others %d; want twice as many", r.Devices, r.Received, r.OtherDevicesReceived)
+	}
+	if r := run(t, nil, "bench", "--scenario", "idle", "--devices", "2"); r.code != 2 || !strings.Contains(r.stderr, "--devices is for the dm, latency and fanout scenarios") {
+		t.Errorf("--devices with idle: %+v", r)
 	}
 }
 

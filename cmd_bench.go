@@ -37,7 +37,7 @@ func cmdBench(args []string) error {
 	window := fs.Int("window", 0, "messages in flight per sender (default 64; mixed 16)")
 	rate := fs.Int("rate", 0, "latency: messages per second in all (default 100)")
 	procs := fs.Int("procs", 0, "idle: load processes holding the connections (default one per 9,000)")
-	devices := fs.Int("devices", 1, "dm and latency, embedded server: devices each receiver has online; every message goes to each")
+	devices := fs.Int("devices", 1, "dm, latency and fanout, embedded server: devices each receiver (each member) has online; every message goes to each")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	serverLog := fs.Bool("server-log", false, "copy the embedded server's log to standard error")

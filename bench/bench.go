@@ -52,8 +52,8 @@ type Config struct {
 	Window   int // messages in flight per sender
 	Rate     int // latency: messages per second in all
 	Procs    int // idle: load processes (0: one per 9,000 connections)
-	// Devices is how many devices each receiver has online (dm and
-	// latency, embedded server): a message goes to every one of them.
+	// Devices is how many devices each receiver has online (dm, latency
+	// and fanout, embedded server): a message goes to every one of them.
 	Devices int
 
 	// Progress receives a progress line now and then; nil for none.
@@ -198,8 +198,8 @@ func (c *Config) setDefaults() error {
 	if c.Devices < 1 || c.Devices > proto.MaxDevices {
 		return fmt.Errorf("%w: --devices must be 1 to %d", ErrBadConfig, proto.MaxDevices)
 	}
-	if c.Devices > 1 && (c.Scenario != "dm" && c.Scenario != "latency" || c.Server != "") {
-		return fmt.Errorf("%w: --devices is for the dm and latency scenarios on the embedded server", ErrBadConfig)
+	if c.Devices > 1 && (c.Scenario != "dm" && c.Scenario != "latency" && c.Scenario != "fanout" || c.Server != "") {
+		return fmt.Errorf("%w: --devices is for the dm, latency and fanout scenarios on the embedded server", ErrBadConfig)
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second

@@ -19,6 +19,7 @@ import (
 type member struct {
 	u        *user
 	c        *client.Conn
+	others   []*member // the member's other devices (--devices)
 	g        *fanGroup
 	n        int64 // deliveries seen, on the reader goroutine only
 	received atomic.Int64
@@ -172,6 +173,15 @@ func (r *run) makeGroup(ctx context.Context, owner *client.Client, name string, 
 		if err != nil {
 			return err
 		}
+		// The member's other devices (--devices), each on a connection
+		// of its own, opening what it gets as the first does.
+		for _, d := range m.u.devices {
+			o := &member{u: d, g: g}
+			if o.c, err = r.t.login(ctx, first+i, d, client.DialOptions{OnDelivery: o.onDelivery}); err != nil {
+				return err
+			}
+			m.others = append(m.others, o)
+		}
 		// The owner is a stranger to the members: each accepts the
 		// invitation, as people joining a group do.
 		j := proto.GroupJoin{Group: []byte(name)}
@@ -195,6 +205,9 @@ func closeMembers(ms []*member) {
 	for _, m := range ms {
 		if m != nil && m.c != nil {
 			m.c.Close()
+		}
+		if m != nil {
+			closeMembers(m.others)
 		}
 	}
 }
@@ -250,10 +263,19 @@ func (r *run) fanout(ctx context.Context, res *Result) error {
 	r.measure(ctx, res, total, g.phase.Store)
 	close(stop)
 	wg.Wait()
+	var others int64
 	for _, m := range ms {
 		res.Count += m.inWindow.Load()
+		for _, o := range m.others {
+			others += o.received.Load()
+		}
 	}
 	res.Sent, res.Delivered, res.Queued, res.Received, res.Errors = sent.Load(), delivered.Load(), queued.Load(), total(), g.errs.Load()
+	if cfg.Devices > 1 {
+		res.Devices, res.OtherDevicesReceived = cfg.Devices, others
+		res.Notes = append(res.Notes, fmt.Sprintf("each member has %d devices online, and the group's keys are wrapped for each; the figures count the first's, and the others received %d in all (%.2f per delivery to a first device)",
+			cfg.Devices, others, float64(others)/float64(max(1, res.Received))))
+	}
 	hmu.Lock()
 	res.Latency = h.latency()
 	hmu.Unlock()

@@ -209,7 +209,11 @@ func (r *run) seed(ctx context.Context, t *target, n int, params passwd.Params) 
 		return nil
 	}
 	ss = ss[:0]
-	for i := 1; i < n; i += 2 { // the receivers of the dm pairs
+	first, step := 1, 2 // the receivers of the dm pairs
+	if r.cfg.Scenario == "fanout" {
+		first, step = 0, 1 // every member
+	}
+	for i := first; i < n; i += step {
 		extra, err := seedDevices(st, t.users[i], r.cfg.Devices, now)
 		if err != nil {
 			return err

@@ -720,12 +720,7 @@ func (gb *groupBook) changeOnce(ctx context.Context, name string, op uint8, targ
 		var devs map[string][]proto.Device
 		if perDevice {
 			if devs, err = gb.memberDevices(ctx, roster, fresh); err != nil {
-				return err
-			}
-			for _, m := range roster.Names() {
-				if err := gb.held(m, devs[m]); err != nil {
-					return err // nothing sealed for a device the user has not approved
-				}
+				return err // nothing sealed for a device the user has not approved
 			}
 			// While every member has its first device alone, the form
 			// before devices serves, and older clients keep reading.
@@ -766,7 +761,8 @@ func (gb *groupBook) changeOnce(ctx context.Context, name string, op uint8, targ
 }
 
 // memberDevices returns the devices of each member of roster (fresh: read
-// again). A member whose account is gone has none.
+// again). A member whose account is gone has none. A member with a device
+// the user holds (hold.go) is an error: nothing is sealed for it.
 func (gb *groupBook) memberDevices(ctx context.Context, roster *proto.Roster, fresh bool) (map[string][]proto.Device, error) {
 	out := map[string][]proto.Device{}
 	for _, m := range roster.Names() {
@@ -776,6 +772,9 @@ func (gb *groupBook) memberDevices(ctx context.Context, roster *proto.Roster, fr
 		}
 		if err != nil {
 			return nil, fmt.Errorf("client: %s's devices: %w", m, err)
+		}
+		if err := gb.held(m, devs); err != nil {
+			return nil, err
 		}
 		out[m] = devs
 	}
@@ -894,14 +893,8 @@ func (gb *groupBook) sendGroup(ctx context.Context, group string, kind uint8, bo
 			gb.mu.Lock()
 			roster := g.roster().Clone()
 			gb.mu.Unlock()
-			devs, err := gb.memberDevices(ctx, roster, false)
-			if err != nil {
+			if _, err := gb.memberDevices(ctx, roster, false); err != nil {
 				return nil, err
-			}
-			for _, m := range roster.Names() {
-				if err := gb.held(m, devs[m]); err != nil {
-					return nil, err
-				}
 			}
 		}
 		in := proto.Inner{Kind: kind, From: []byte(gb.user), To: []byte(name), MsgID: msgID, SentAt: time.Now().UnixNano(), Body: body, Roster: &pos}

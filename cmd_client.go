@@ -124,6 +124,8 @@ func (c *senderClient) tell(keyChanges bool) {
 			warnKeyChange(ev)
 		case ev.Kind == client.EventRejected:
 			warnRejected(ev)
+		case ev.Kind == client.EventPasswordMoved:
+			fmt.Fprintln(os.Stderr, ev.Text)
 		}
 	}
 }
@@ -176,25 +178,31 @@ func defaultHome() string {
 
 // password reads SFC_PASSWORD, or prompts on a terminal (twice if confirm).
 func password(confirm bool) (string, error) {
-	if p, ok := os.LookupEnv("SFC_PASSWORD"); ok {
+	return secret("SFC_PASSWORD", "Password", confirm)
+}
+
+// secret reads the environment variable env, or prompts on a terminal
+// with label (twice if confirm).
+func secret(env, label string, confirm bool) (string, error) {
+	if p, ok := os.LookupEnv(env); ok {
 		return p, nil
 	}
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return "", errors.New("no password: set SFC_PASSWORD or run on a terminal")
+		return "", fmt.Errorf("no %s: set %s or run on a terminal", strings.ToLower(label), env)
 	}
-	fmt.Fprint(os.Stderr, "Password: ")
+	fmt.Fprintf(os.Stderr, "%s: ", label)
 	p, err := term.ReadPassword(fd)
 	fmt.Fprintln(os.Stderr)
 	if err != nil {
-		return "", fmt.Errorf("reading password: %w", err)
+		return "", fmt.Errorf("reading %s: %w", strings.ToLower(label), err)
 	}
 	if confirm {
-		fmt.Fprint(os.Stderr, "Password again: ")
+		fmt.Fprintf(os.Stderr, "%s again: ", label)
 		q, err := term.ReadPassword(fd)
 		fmt.Fprintln(os.Stderr)
 		if err != nil {
-			return "", fmt.Errorf("reading password: %w", err)
+			return "", fmt.Errorf("reading %s: %w", strings.ToLower(label), err)
 		}
 		if string(p) != string(q) {
 			return "", errors.New("the passwords do not match")
@@ -255,6 +263,7 @@ func cmdRecover(args []string) error {
 			"contacts see a key change and hold what they write to you until they\n"+
 			"accept it (compare safety numbers with them again). Your name, contacts,\n"+
 			"blocks and groups stay; rekey your groups from here.")
+	asIs := cf.fs.Bool("password-as-is", false, "send the password itself, for an account not used since before login keys (then change it: 'securefastchat password')")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
@@ -271,17 +280,64 @@ func cmdRecover(args []string) error {
 	}
 	ctx, cancel := timeout()
 	defer cancel()
-	c, err := client.Recover(ctx, cfg, *cf.user, pw)
+	recoverWith := client.Recover
+	if *asIs {
+		recoverWith = client.RecoverPasswordAsIs
+	}
+	c, err := recoverWith(ctx, cfg, *cf.user, pw)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	fmt.Printf("%s starts again from this device, with new keys (%s) saved in %s.\n", c.Display(), c.Fingerprint(), client.IdentityPath(*cf.home, c.User()))
 	fmt.Println("Your other devices are off your list. Your contacts see a key change: compare safety numbers with them again.")
+	if *asIs {
+		fmt.Println("The server has seen your password: change it now ('securefastchat password').")
+	}
 	if groups, err := c.Groups(ctx); err == nil && len(groups) > 0 {
 		fmt.Printf("You are in %d group(s): %s. What you signed in them was signed with your old key, which their members' clients\n"+
 			"cannot check when they read a group from its start; make them again, and leave these.\n", len(groups), termtext.Line(strings.Join(groups, ", ")))
 	}
+	return nil
+}
+
+func cmdPassword(args []string) error {
+	cf := newClientFlags("password", "password --server ADDR --user NAME",
+		"Changes your account's password, from its first device: on the server,\n"+
+			"which is sent only a key made from it and never the password, and in\n"+
+			"this home, which opens with the new password from then on. The new\n"+
+			"password comes from SFC_NEW_PASSWORD or, on a terminal, a prompt\n"+
+			"(twice). Other sessions' tokens are revoked: your devices log in\n"+
+			"again with their own keys when they next connect.")
+	if err := cf.parse(args); err != nil {
+		return err
+	}
+	if cf.fs.NArg() != 0 {
+		return usagef("password takes no arguments")
+	}
+	cfg := cf.config()
+	if err := cf.meetServer(cfg); err != nil {
+		return err
+	}
+	current, err := password(false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := timeout()
+	defer cancel()
+	c, err := client.Open(ctx, cfg, *cf.user, current)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	next, err := secret("SFC_NEW_PASSWORD", "New password", true)
+	if err != nil {
+		return err
+	}
+	if err := c.ChangePassword(ctx, current, next); err != nil {
+		return err
+	}
+	fmt.Printf("Password changed for %s. This home opens with the new password from now on.\n", c.Display())
 	return nil
 }
 
@@ -528,6 +584,8 @@ func cmdRecv(args []string) error {
 				warnDevice(ev)
 			case client.EventDeviceSilent:
 				fmt.Fprintf(os.Stderr, "your device %s: %s\n", termtext.Line(ev.Text), client.DeviceSilence(ev.Text, ev.Idle))
+			case client.EventPasswordMoved:
+				fmt.Fprintln(os.Stderr, ev.Text)
 			case client.EventConnection:
 				// A recv that waits reconnects by itself and goes on; it
 				// stops when another program takes the session, or when

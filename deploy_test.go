@@ -10,7 +10,7 @@ import (
 // TestDocsNameRealVariables: every SFC_ variable the operator documents is
 // a serve flag's or one the programs read.
 func TestDocsNameRealVariables(t *testing.T) {
-	known := map[string]bool{"SFC_ADMIN_TOKEN": true, "SFC_HOME": true, "SFC_PASSWORD": true, "SFC_REQUIRE_TMUX": true, "SFC_TEST_LOGS": true}
+	known := map[string]bool{"SFC_ADMIN_TOKEN": true, "SFC_HOME": true, "SFC_PASSWORD": true, "SFC_NEW_PASSWORD": true, "SFC_REQUIRE_TMUX": true, "SFC_TEST_LOGS": true}
 	r := run(t, nil, "serve", "--help")
 	for _, m := range regexp.MustCompile(`env (SFC_[A-Z0-9_]+)`).FindAllStringSubmatch(r.stderr+r.stdout, -1) {
 		known[m[1]] = true

@@ -235,6 +235,9 @@ func (a *app) event(ev client.Event) {
 		a.send(noticeMsg{text: text, conv: "@" + ev.User})
 	case client.EventDeviceSilent:
 		a.send(noticeMsg{text: silentText(ev)})
+	case client.EventPasswordMoved:
+		// (the status line is one line: the event's text is for stderr)
+		a.send(noticeMsg{text: "change your password now: securefastchat password"})
 	case client.EventFileProgress:
 		a.send(progressMsg{id: ev.File.ID, name: ev.File.Name, peer: ev.User, done: ev.Got, total: ev.File.Size})
 	default:

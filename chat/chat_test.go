@@ -399,6 +399,22 @@ func TestDevicesCommand(t *testing.T) {
 	}
 }
 
+// TestPasswordMovedNotice: the chat says that the account's password was
+// moved to its login key, and to change it.
+func TestPasswordMovedNotice(t *testing.T) {
+	m, _, _ := testModel(t)
+	var got []tea.Msg
+	m.a.send = func(msg tea.Msg) { got = append(got, msg) }
+	m.a.event(client.Event{Kind: client.EventPasswordMoved, Text: "your password no longer goes to the server; change it ('securefastchat password')"})
+	if len(got) != 1 {
+		t.Fatalf("sent %v", got)
+	}
+	m.Update(got[0])
+	if v := m.View(); !strings.Contains(v, "change your password now: securefastchat password") {
+		t.Fatalf("the chat shows:\n%s", v)
+	}
+}
+
 // TestSilentDeviceNotice: the chat warns of one of the user's own devices
 // going silent, with what to do, and the device's name cannot act on the
 // terminal.

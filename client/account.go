@@ -153,7 +153,7 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 		conn.Close()
 		return nil, err
 	}
-	c, err := newClient(cfg, canon, id, "")
+	c, err := newClient(cfg, canon, id, nil)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -181,7 +181,27 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 // contacts see a key change, as when an account is made again, and hold
 // what they write until they accept it. Name, contacts, blocks and groups
 // stay. The home must not hold an identity for user.
+//
+// The password goes as its login key. An account whose password the
+// server still knows itself (not used from a client of protocol version 6
+// since before login keys) refuses it as invalid_credentials; the error
+// says to use RecoverPasswordAsIs.
 func Recover(ctx context.Context, cfg Config, user, password string) (*Client, error) {
+	return recoverAccount(ctx, cfg, user, password, false)
+}
+
+// RecoverPasswordAsIs is Recover for an account whose server still knows
+// the password itself: the password goes as it is, and then, on a server
+// of protocol version 6, the account moves to its login key at once. The
+// server has seen the password: change it afterwards (ChangePassword).
+func RecoverPasswordAsIs(ctx context.Context, cfg Config, user, password string) (*Client, error) {
+	return recoverAccount(ctx, cfg, user, password, true)
+}
+
+// ErrPasswordRefused: a recovery's password was refused, as its login key.
+var ErrPasswordRefused = errors.New("client: the server refused the password. If the account has not been used since before login keys (protocol version 6), its server still knows the password itself: recover with the password as it is ('recover --password-as-is'), then change it")
+
+func recoverAccount(ctx context.Context, cfg Config, user, password string, asIs bool) (*Client, error) {
 	canon, err := prepare(&cfg, user)
 	if err != nil {
 		return nil, err
@@ -206,13 +226,22 @@ func Recover(ctx context.Context, cfg Config, user, password string) (*Client, e
 		conn.Close()
 		return nil, fmt.Errorf("client: the server cannot recover accounts (it speaks version %d; 4 is needed): upgrade it", conn.Version())
 	}
-	m := proto.Recover{User: []byte(user), Password: []byte(password), Keys: keys, Statement: st.Append(nil)}
+	pw := &accountPassword{canon: canon, kdf: cfg.KDF, raw: []byte(password), v1: asIs}
+	m := proto.Recover{User: []byte(user), Password: pw.secret(), Keys: keys, Statement: st.Append(nil)}
 	ok, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 	if err != nil {
 		conn.Close()
+		if !asIs && errors.Is(err, proto.CodeInvalidCredentials) {
+			err = fmt.Errorf("%w (%w)", ErrPasswordRefused, err)
+		}
 		return nil, err
 	}
-	c, err := keepFirstDevice(cfg, canon, id, password, conn, ok)
+	if asIs && conn.Version() >= 6 {
+		if err := changePassword(ctx, conn, pw.secret(), pw.loginKey()); err == nil {
+			pw.moved()
+		} // else the next connection moves it
+	}
+	c, err := keepFirstDevice(cfg, canon, id, pw, conn, ok)
 	if err != nil {
 		return nil, err
 	}

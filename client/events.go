@@ -76,6 +76,10 @@ const (
 	// proto.DeviceSilentAfter, or past it (it is sent nothing more).
 	// Told once per device per client (DeviceSilence words it).
 	EventDeviceSilent
+	// EventPasswordMoved: the account's password, which the server knew
+	// (an account from before login keys), is now its login key there,
+	// and Text says to change it (Client.ChangePassword). Told once.
+	EventPasswordMoved
 )
 
 // Event is one thing the client tells the application; Kind says which,

@@ -15,6 +15,8 @@ var fuzzKey = [32]byte{1, 2, 3}
 // ErrBadIdentity, never a key.
 func FuzzHomeFiles(f *testing.F) {
 	f.Add(uint8(0), []byte("SFCID1\x00\x00\x00\x01\x00\x00\x00\x40\x01"))
+	f.Add(uint8(0), []byte("SFCID2\x00\x00\x00\x01\x00\x00\x00\x40\x01"))
+	f.Add(uint8(0), []byte("SFCID3\x00\x00\x00\x01\x00\x00\x00\x40\x01"))
 	f.Add(uint8(1), []byte("127.0.0.1:7878 x25519:0900000000000000000000000000000000000000000000000000000000000000 SHA256:x\n"))
 	f.Add(uint8(2), []byte("bob x25519:0900000000000000000000000000000000000000000000000000000000000000 ed25519:00\n"))
 	f.Add(uint8(3), []byte("1700000000 alice 00112233445566778899aabbccddeeff\n"))
@@ -33,12 +35,12 @@ func FuzzHomeFiles(f *testing.F) {
 			// The file names its own argon2 cost (up to 64 passes of 4 GiB):
 			// costs above a test's are parsed but not run, or one input
 			// stalls the fuzzer for seconds.
-			if o := len(identityMagic); len(b) >= o+9 && bytes.HasPrefix(b, []byte(identityMagic)) &&
+			if o := len(identityMagic); len(b) >= o+9 && bytes.HasPrefix(b, []byte(identityMagic[:o-1])) &&
 				(binary.BigEndian.Uint32(b[o:]) > 2 || binary.BigEndian.Uint32(b[o+4:]) > 1<<10) {
 				b = append(b[:o:o], make([]byte, len(b)-o)...)
 				st["f"] = b
 			}
-			if id, err := loadIdentity(st, "f", []byte("password")); err == nil && id == nil {
+			if id, _, err := loadIdentity(st, "f", []byte("password")); err == nil && id == nil {
 				t.Fatal("no identity and no error")
 			}
 		case 1:

@@ -284,7 +284,11 @@ func TestGroupOlderClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	if _, err := old.Login(ctx, "carol", pw); err != nil {
+	carolKey, err := client.LoginKey("carol", pw, carolCfg.KDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Login(ctx, "carol", carolKey); err != nil {
 		t.Fatal(err)
 	}
 	// The key for carol's account keys, in the version 4 form.
@@ -322,7 +326,7 @@ func TestGroupOlderClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer again.Close()
-	if _, err := again.LoginWith(ctx, "carol", pw, proto.LoginNoDeliveries); err != nil {
+	if _, err := again.LoginWith(ctx, "carol", carolKey, proto.LoginNoDeliveries); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := again.Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupKeys, id) }); !errors.Is(err, proto.CodeUnsupportedFeature) || !strings.Contains(err.Error(), "upgrade") {

@@ -66,9 +66,26 @@ var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
 
 // Identity file layout:
 //
-//	magic "SFCID1" | t u32 | m u32 | p u8 | salt 16 | nonce 24
+//	magic "SFCID2" | t u32 | m u32 | p u8 | salt 16 | nonce 24
 //	| secretbox(box private 32 | ed25519 seed 32, argon2id(password, salt))
-const identityMagic = "SFCID1"
+//
+// Version 2 says that the account's password goes to the server only as
+// its login key (loginKey, with the file's argon2 parameters), so the
+// key the file is sealed with comes from nothing the server has seen. A
+// version 1 file ("SFCID1", the same bytes) is of an account whose
+// password went to the server as it is: the client moves the account to
+// its login key (movePassword) and the file to version 2. A later
+// version is refused.
+const (
+	identityMagic   = "SFCID2"
+	identityMagicV1 = "SFCID1"
+)
+
+// identityFile is what an identity file says besides the keys.
+type identityFile struct {
+	kdf KDFParams // its argon2id parameters, also its login key's
+	v1  bool      // version 1: the server knows the password itself
+}
 
 func (p KDFParams) key(password, salt []byte) *[32]byte {
 	var k [32]byte
@@ -84,21 +101,40 @@ func SaveIdentity(path string, id *Identity, password []byte, p KDFParams) error
 
 // LoadIdentity opens the identity file at path with password.
 func LoadIdentity(path string, password []byte) (*Identity, error) {
-	return loadIdentity(Dir(filepath.Dir(path)), filepath.Base(path), password)
+	id, _, err := loadIdentity(Dir(filepath.Dir(path)), filepath.Base(path), password)
+	return id, err
 }
 
 // saveIdentity makes the record name in st: id, encrypted with a key
 // derived from password. It refuses to replace one.
 func saveIdentity(st Storage, name string, id *Identity, password []byte, p KDFParams) error {
+	return saveIdentityAs(st, name, identityMagic, id, password, p)
+}
+
+// saveIdentityAs is saveIdentity in the version magic says.
+func saveIdentityAs(st Storage, name, magic string, id *Identity, password []byte, p KDFParams) error {
+	b, err := sealIdentity(magic, id, password, p)
+	if err != nil {
+		return err
+	}
+	if err := st.Create(name, b); err != nil {
+		return fmt.Errorf("client: saving identity: %w", err)
+	}
+	return nil
+}
+
+// sealIdentity is the identity file of id under password, in the
+// version magic says.
+func sealIdentity(magic string, id *Identity, password []byte, p KDFParams) ([]byte, error) {
 	salt := make([]byte, 16)
 	var nonce [24]byte
 	if _, err := rand.Read(salt); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := rand.Read(nonce[:]); err != nil {
-		return err
+		return nil, err
 	}
-	b := []byte(identityMagic)
+	b := []byte(magic)
 	b = binary.BigEndian.AppendUint32(b, p.Time)
 	b = binary.BigEndian.AppendUint32(b, p.MemoryKiB)
 	b = append(b, p.Threads)
@@ -107,24 +143,51 @@ func saveIdentity(st Storage, name string, id *Identity, password []byte, p KDFP
 	secret := append(id.Box.Private.Bytes(), id.Sign.Seed()...)
 	b = secretbox.Seal(b, secret, &nonce, p.key(password, salt))
 	clear(secret)
-	if err := st.Create(name, b); err != nil {
-		return fmt.Errorf("client: saving identity: %w", err)
-	}
-	return nil
+	return b, nil
 }
 
+// identityHead is the length of an identity file before its sealed keys.
+const identityHead = len(identityMagic) + 4 + 4 + 1 + 16 + 24
+
 // loadIdentity opens the identity record name in st with password.
-func loadIdentity(st Storage, name string, password []byte) (*Identity, error) {
+func loadIdentity(st Storage, name string, password []byte) (*Identity, identityFile, error) {
+	b, f, err := readIdentity(st, name)
+	if err != nil {
+		return nil, f, err
+	}
+	o := len(identityMagic)
+	salt := b[o+9 : o+25]
+	var nonce [24]byte
+	copy(nonce[:], b[o+25:identityHead])
+	secret, ok := secretbox.Open(nil, b[identityHead:], &nonce, f.kdf.key(password, salt))
+	if !ok {
+		return nil, identityFile{}, ErrBadIdentity
+	}
+	defer clear(secret)
+	box, err := proto.KeyPairFromPrivate(secret[:32])
+	if err != nil {
+		return nil, identityFile{}, ErrBadIdentity
+	}
+	return &Identity{Box: box, Sign: ed25519.NewKeyFromSeed(secret[32:])}, f, nil
+}
+
+// readIdentity reads the identity record name in st and what it says,
+// without opening it.
+func readIdentity(st Storage, name string) ([]byte, identityFile, error) {
 	b, err := st.Read(name)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w (%s)", ErrNoIdentity, where(st, name))
+		return nil, identityFile{}, fmt.Errorf("%w (%s)", ErrNoIdentity, where(st, name))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("client: reading identity: %w", err)
+		return nil, identityFile{}, fmt.Errorf("client: reading identity: %w", err)
 	}
-	const head = len(identityMagic) + 4 + 4 + 1 + 16 + 24
-	if len(b) != head+64+secretbox.Overhead || !bytes.HasPrefix(b, []byte(identityMagic)) {
-		return nil, ErrBadIdentity
+	family := identityMagic[:len(identityMagic)-1]
+	if bytes.HasPrefix(b, []byte(family)) && len(b) > len(family) && b[len(family)] > identityMagic[len(family)] && b[len(family)] <= '9' {
+		return nil, identityFile{}, fmt.Errorf("%w: %s", ErrNewerFile, where(st, name))
+	}
+	v1 := bytes.HasPrefix(b, []byte(identityMagicV1))
+	if len(b) != identityHead+64+secretbox.Overhead || !v1 && !bytes.HasPrefix(b, []byte(identityMagic)) {
+		return nil, identityFile{}, ErrBadIdentity
 	}
 	o := len(identityMagic)
 	p := KDFParams{
@@ -133,19 +196,25 @@ func loadIdentity(st Storage, name string, password []byte) (*Identity, error) {
 		Threads:   b[o+8],
 	}
 	if p.Time == 0 || p.Time > 64 || p.MemoryKiB == 0 || p.MemoryKiB > 4<<20 || p.Threads == 0 {
-		return nil, ErrBadIdentity
+		return nil, identityFile{}, ErrBadIdentity
 	}
-	salt := b[o+9 : o+25]
-	var nonce [24]byte
-	copy(nonce[:], b[o+25:head])
-	secret, ok := secretbox.Open(nil, b[head:], &nonce, p.key(password, salt))
-	if !ok {
-		return nil, ErrBadIdentity
-	}
-	defer clear(secret)
-	box, err := proto.KeyPairFromPrivate(secret[:32])
+	return b, identityFile{kdf: p, v1: v1}, nil
+}
+
+// markIdentityV2 turns the version 1 identity record name into version
+// 2, once the account's password is its login key on the server: the
+// same sealed keys under the same password.
+func markIdentityV2(st Storage, name string) error {
+	b, err := st.Read(name)
 	if err != nil {
-		return nil, ErrBadIdentity
+		return fmt.Errorf("client: reading identity: %w", err)
 	}
-	return &Identity{Box: box, Sign: ed25519.NewKeyFromSeed(secret[32:])}, nil
+	if !bytes.HasPrefix(b, []byte(identityMagicV1)) {
+		return nil
+	}
+	b = append([]byte(identityMagic), b[len(identityMagicV1):]...)
+	if err := st.Replace(name, b); err != nil {
+		return fmt.Errorf("client: saving identity: %w", err)
+	}
+	return nil
 }

@@ -312,7 +312,7 @@ func TestDisconnectMidDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lm := proto.Login{User: []byte("bob"), Password: []byte(pw)}
+	lm := proto.Login{User: []byte("bob"), Password: []byte(testserver.LoginKey(t, "bob"))}
 	if _, _, err := conn.Request(ctxT(t), func(b []byte, id uint32) []byte { return lm.Append(b, id) }); err != nil {
 		t.Fatal(err)
 	}

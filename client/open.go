@@ -83,8 +83,8 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		}
 	}
 	pw, err := password()
-	if err == nil && (len(pw) < proto.MinPasswordLen || len(pw) > proto.MaxPasswordLen) {
-		err = &proto.RemoteError{Code: proto.CodeInvalidPassword, Message: fmt.Sprintf("a password is %d to %d bytes", proto.MinPasswordLen, proto.MaxPasswordLen)}
+	if err == nil {
+		err = checkPasswordLen(pw)
 	}
 	if err != nil {
 		conn.Close()
@@ -102,12 +102,13 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 		conn.Close()
 		return nil, err
 	}
-	ok, err := conn.SignupInvite(ctx, user, pw, id.PublicKeys(canon), cfg.Invite)
+	apw := &accountPassword{canon: canon, kdf: cfg.KDF, raw: []byte(pw)}
+	ok, err := conn.SignupInvite(ctx, user, string(apw.loginKey()), id.PublicKeys(canon), cfg.Invite)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	c, err := keepFirstDevice(cfg, canon, id, pw, conn, ok)
+	c, err := keepFirstDevice(cfg, canon, id, apw, conn, ok)
 	if err != nil {
 		return nil, err
 	}
@@ -122,20 +123,24 @@ func signup(ctx context.Context, cfg Config, user string, check bool, password f
 }
 
 // keepFirstDevice keeps the identity of an account's new first device in
-// the home, sealed with password, and returns its client on conn, logged
-// in (ok). conn is closed if that fails.
-func keepFirstDevice(cfg Config, canon string, id *Identity, password string, conn *Conn, ok *proto.LoginOK) (*Client, error) {
-	if err := saveIdentity(cfg.Storage, userRecord(canon, "identity"), id, []byte(password), cfg.KDF); err != nil {
+// the home, sealed with its password (pw, made with cfg.KDF), and returns
+// its client on conn, logged in (ok). conn is closed if that fails.
+func keepFirstDevice(cfg Config, canon string, id *Identity, pw *accountPassword, conn *Conn, ok *proto.LoginOK) (*Client, error) {
+	magic := identityMagic
+	if pw.unmoved() {
+		magic = identityMagicV1
+	}
+	if err := saveIdentityAs(cfg.Storage, userRecord(canon, "identity"), magic, id, pw.raw, cfg.KDF); err != nil {
 		conn.Close()
 		return nil, err
 	}
-	return clientOn(cfg, canon, id, password, conn, ok)
+	return clientOn(cfg, canon, id, pw, conn, ok)
 }
 
 // clientOn makes the client of identity id on conn, logged in (ok); conn
 // is closed if that fails.
-func clientOn(cfg Config, canon string, id *Identity, password string, conn *Conn, ok *proto.LoginOK) (*Client, error) {
-	c, err := newClient(cfg, canon, id, password)
+func clientOn(cfg Config, canon string, id *Identity, pw *accountPassword, conn *Conn, ok *proto.LoginOK) (*Client, error) {
+	c, err := newClient(cfg, canon, id, pw)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -159,17 +164,31 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 		conn.Close()
 		return nil, ErrLinkedLogin
 	}
-	ok, err := conn.LoginWith(ctx, user, password, cfg.loginFlags())
+	// What the home's identity file says of the password (its form, its
+	// argon2 parameters) decides what goes to the server; the file opens
+	// only after the login, as it did before login keys. Without one the
+	// login key is made as a new home's.
+	name := userRecord(canon, "identity")
+	_, f, err := readIdentity(cfg.Storage, name)
+	if errors.Is(err, ErrNoIdentity) {
+		f, err = identityFile{kdf: cfg.KDF}, nil
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	id, err := loadIdentity(cfg.Storage, userRecord(canon, "identity"), []byte(password))
+	pw := newAccountPassword(canon, password, f)
+	ok, err := conn.LoginWith(ctx, user, string(pw.secret()), cfg.loginFlags())
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	return clientOn(cfg, canon, id, password, conn, ok)
+	id, _, err := loadIdentity(cfg.Storage, name, []byte(password))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return clientOn(cfg, canon, id, pw, conn, ok)
 }
 
 // Load opens the user's identity in the home directory with the password,
@@ -181,11 +200,11 @@ func Load(cfg Config, user, password string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, err := loadIdentity(cfg.Storage, userRecord(canon, "identity"), []byte(password))
+	id, f, err := loadIdentity(cfg.Storage, userRecord(canon, "identity"), []byte(password))
 	if err != nil {
 		return nil, err
 	}
-	c, err := newClient(cfg, canon, id, password)
+	c, err := newClient(cfg, canon, id, newAccountPassword(canon, password, f))
 	if err != nil {
 		return nil, err
 	}
@@ -221,13 +240,13 @@ func prepare(cfg *Config, user string) (string, error) {
 	return canon, nil
 }
 
-func newClient(cfg Config, canon string, id *Identity, password string) (*Client, error) {
+func newClient(cfg Config, canon string, id *Identity, pw *accountPassword) (*Client, error) {
 	acct, err := loadAccount(cfg.Storage, canon, id)
 	if err != nil {
 		return nil, err
 	}
 	if acct.linked {
-		password = "" // a linked device logs in with its key: its passphrase is its own
+		pw = nil // a linked device logs in with its key: its passphrase is its own
 	}
 	ct, err := loadContacts(cfg.Storage, userRecord(canon, "contacts"), localKey(id, canon, "contacts"))
 	if err != nil {
@@ -240,7 +259,7 @@ func newClient(cfg Config, canon string, id *Identity, password string) (*Client
 		receipts: newReceipts(),
 	}
 	c.s = &session{
-		cfg: &c.cfg, user: canon, password: []byte(password),
+		cfg: &c.cfg, user: canon, password: pw,
 		tokens: &sessionFile{st: cfg.Storage, name: userRecord(canon, "session"), key: c.LocalKey("session")},
 		post:   c.post, serve: c.serve, device: c.thisDevice, goTracked: c.goTracked, stop: c.stop,
 		ownKeys: func() proto.Keys { return acct.keys }, linked: acct.linked,
@@ -274,6 +293,7 @@ func (c *Client) serve(conn *Conn) {
 	c.devLists.reset()
 	c.makeDevicesOnConnect(conn)
 	c.checkSilentDevices(conn)
+	c.movePassword(conn)
 	if c.recv != nil {
 		c.goTracked(func() { c.recv.run(conn) })
 	}

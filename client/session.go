@@ -49,9 +49,9 @@ func (s ConnState) String() string {
 // receiver, the pushes) and closes it. The fields above mu are set once.
 type session struct {
 	cfg      *Config
-	user     string       // canonical
-	password []byte       // for a password login when the token is refused; nil if unknown
-	tokens   *sessionFile // session tokens kept in the home, sealed
+	user     string           // canonical
+	password *accountPassword // for a password login when the token is refused; nil if unknown
+	tokens   *sessionFile     // session tokens kept in the home, sealed
 	post     func(Event)
 	serve    func(*Conn) // called with mu held for each new connection
 	// device returns this device's id and sign key if the account's
@@ -145,7 +145,7 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 		}
 		refused = true
 	}
-	if len(s.password) == 0 {
+	if !s.password.known() {
 		conn.Close()
 		if refused && s.linked {
 			return nil, nil, ErrDeviceRemoved
@@ -165,7 +165,7 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 	if check {
 		lflags |= proto.LoginNoDeliveries
 	}
-	ok, err := conn.LoginWith(ctx, s.user, string(s.password), lflags)
+	ok, err := conn.LoginWith(ctx, s.user, string(s.password.secret()), lflags)
 	if err != nil {
 		conn.Close()
 		return nil, nil, err

@@ -47,6 +47,7 @@
 //	0x1E  Recover             devices.go (v4)
 //	0x1F  SignalDevices       live.go (v5)
 //	0x20  Ping                messages.go
+//	0x21  ChangePassword      messages.go (v6)
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
 //	0x41  GroupList           groupmsg.go

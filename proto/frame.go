@@ -63,9 +63,15 @@ const Magic = "SCH1"
 //	   group has one device; one sent a message from another device is
 //	   closed with CloseUpgrade, as in version 4. Typing signals are
 //	   sealed for devices too (SignalDevices, SignalDevicesMsg).
+//	6: ChangePassword replaces the account's password on a logged-in
+//	   session, given the current one. Clients of this version send, where
+//	   a password goes (Signup, Login, Recover, ChangePassword), a login
+//	   key derived from it (docs/PROTOCOL.md §5) and never the password
+//	   itself; the server keeps and checks it as it did the password, so
+//	   nothing changes for the versions before.
 const (
 	MinVersion = 1
-	MaxVersion = 5
+	MaxVersion = 6
 	// ClientMinVersion is the oldest server version this package's
 	// clients accept.
 	ClientMinVersion = 2

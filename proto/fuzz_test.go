@@ -180,6 +180,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Recover
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TChangePassword:
+		var m ChangePassword
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TSendDMDevices:
 		var m SendDMDevices
 		err = m.Parse(body)
@@ -308,6 +312,7 @@ func seedMessages() [][]byte {
 		(&SendDMDevices{To: []byte("bob"), MsgID: id16, Kind: KindFile, Copies: []DeviceCopy{{Device: 7, Wrap: bytes.Repeat([]byte{8}, WrapLen)}}, Payload: []byte("chunk")}).Append(nil, 32),
 		(&Recover{User: []byte("ann"), Password: []byte("the password"), Keys: Keys{BoxKey: bytes.Repeat([]byte{1}, 32), SignKey: bytes.Repeat([]byte{2}, 32), KeySig: bytes.Repeat([]byte{3}, 64)},
 			Statement: seedDeviceStatements()[0]}).Append(nil, 33),
+		(&ChangePassword{Old: []byte("the old login key"), New: []byte("the new login key")}).Append(nil, 34),
 		(&DevicesMismatch{Users: []DevicesDiff{{User: []byte("bob"), Missing: []uint64{7}, Extra: []uint64{9, 10}}, {User: []byte("ann"), Extra: []uint64{3}}}}).Append(nil, 31),
 		(&DeliverDevices{ServerID: 5, Time: 1700000000000, Flags: DeliverFlagRequest, From: []byte("ann"), FromDevice: 3, To: []byte("bob"), MsgID: id16, Kind: KindText,
 			Wrap: bytes.Repeat([]byte{8}, WrapLen), Payload: []byte("sealed")}).Append(nil, 0),

@@ -217,6 +217,30 @@ func (m *Login) ParseV1(body []byte) error {
 	return d.done()
 }
 
+// TChangePassword replaces the account's password (version 6), on a
+// logged-in session, given the current one: old and new are what a
+// login sends (a client's login key, docs/PROTOCOL.md §5). Answered
+// OK, invalid_credentials if old is not the password, invalid_password
+// if new is out of bounds.
+const TChangePassword MsgType = 0x21 // old str16 | new str16 (version 6)
+
+// ChangePassword is a password change.
+type ChangePassword struct {
+	Old, New []byte
+}
+
+// Append appends the message to b.
+func (m *ChangePassword) Append(b []byte, id uint32) []byte {
+	return appendStr16(appendStr16(AppendHeader(b, TChangePassword, id), m.Old), m.New)
+}
+
+// Parse decodes a body.
+func (m *ChangePassword) Parse(body []byte) error {
+	d := dec{b: body}
+	m.Old, m.New = d.str16(), d.str16()
+	return d.done()
+}
+
 // Resume authenticates with a session token after a fresh handshake. It
 // is sent as TResumeWith; TResume is its version 1 form, without flags.
 type Resume struct {

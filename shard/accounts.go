@@ -41,6 +41,10 @@ type Accounts interface {
 	// devices lost) with its password: new keys, a new device list, no
 	// sessions or inboxes of the old devices; the new device's session.
 	Recover(ctx context.Context, addr string, user, password []byte, keys *proto.Keys, statement []byte) (*Session, error)
+	// ChangePassword replaces the password of user (canonical, logged
+	// in on the session of token) with next, given the current one, old,
+	// and revokes the user's other sessions.
+	ChangePassword(ctx context.Context, addr, user string, token, old, next []byte) error
 	// Devices returns the devices a message to a canonical name goes to,
 	// or nil if there is no such account.
 	Devices(canon string) (*DeviceSet, error)

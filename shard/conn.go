@@ -297,7 +297,7 @@ func (c *conn) handle(msg []byte) bool {
 	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3, proto.TGroupBadEpoch, proto.TGroupBadEpochV2, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TSignalDevices, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
-		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen:
+		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen, proto.TChangePassword:
 		if !c.authed {
 			c.replyErr(id, proto.CodeUnauthenticated, "log in first")
 			return true
@@ -339,6 +339,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 		c.appendDevice(id, body)
 	case proto.TDeviceSeen:
 		c.devicesSeen(id, body)
+	case proto.TChangePassword:
+		c.changePassword(id, body)
 	case proto.TGroupInvites:
 		if err := proto.ParseEmpty(body); err != nil {
 			c.replyBad(id, err)

@@ -324,7 +324,7 @@ func TestSessionCapAndSweep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := conn.Login(ctxT(t), "bob", pw)
+		res, err := conn.Login(ctxT(t), "bob", testserver.LoginKey(t, "bob"))
 		if err != nil {
 			t.Fatalf("login %d: %v", i, err)
 		}

@@ -110,16 +110,27 @@ func dropDevices(tx *bolt.Tx, name string) error {
 
 // deleteSessionsOf deletes a user's sessions and returns how many.
 func deleteSessionsOf(tx *bolt.Tx, user string) (int, error) {
+	return deleteSessionsBut(tx, user, [32]byte{})
+}
+
+// deleteSessionsBut deletes user's sessions but the one of keep, and
+// returns how many.
+func deleteSessionsBut(tx *bolt.Tx, user string, keep [32]byte) (int, error) {
 	all, err := sessionsOf(tx, user)
 	if err != nil {
 		return 0, err
 	}
+	n := 0
 	for _, ss := range all {
+		if ss.TokenHash == keep {
+			continue
+		}
 		if err := deleteSession(tx, ss.TokenHash); err != nil {
 			return 0, err
 		}
+		n++
 	}
-	return len(all), nil
+	return n, nil
 }
 
 func inviteKey(code string) []byte { h := sha256.Sum256([]byte(code)); return h[:] }

@@ -115,6 +115,40 @@ func TestSessions(t *testing.T) {
 	}
 }
 
+// TestChangePassword: a password change replaces the hash and revokes
+// the user's sessions but the one kept, not another user's.
+func TestChangePassword(t *testing.T) {
+	s := openTemp(t)
+	now := time.Unix(1_700_000_000, 0)
+	if err := s.CreateUser(&User{Name: "alice", Display: "alice", PasswordHash: "old", BoxKey: make([]byte, 32), SignKey: make([]byte, 32), KeySig: make([]byte, 64), Created: now}); err != nil {
+		t.Fatal(err)
+	}
+	var hashes [][32]byte
+	for i, user := range []string{"alice", "alice", "bob", "alice"} {
+		h := HashToken([]byte(fmt.Sprint("token", i)))
+		hashes = append(hashes, h)
+		if err := s.PutSession(&Session{TokenHash: h, User: user, Created: now, LastSeen: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.ChangePassword("alice", "new", hashes[1])
+	if err != nil || n != 2 {
+		t.Fatalf("revoked %d, %v", n, err)
+	}
+	for i, h := range hashes {
+		_, err := s.GetSession(h)
+		if (i == 1 || i == 2) != (err == nil) {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	if u, err := s.GetUser("alice"); err != nil || u.PasswordHash != "new" {
+		t.Fatalf("alice: %+v %v", u, err)
+	}
+	if _, err := s.ChangePassword("nobody", "new", hashes[1]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("no such user: %v", err)
+	}
+}
+
 // F4: a second opener of the same file gets ErrLocked after the timeout,
 // and the first is unaffected.
 func TestLockedByAnother(t *testing.T) {

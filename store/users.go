@@ -144,25 +144,44 @@ func (s *Store) SetPasswordHash(name, phc string) error {
 	return s.updateUser(name, func(u *User) { u.PasswordHash = phc })
 }
 
+// ChangePassword replaces a user's password hash and revokes every
+// session of the user but keep (the one that made the change), in one
+// transaction, and returns how many it revoked.
+func (s *Store) ChangePassword(name, phc string, keep [32]byte) (int, error) {
+	n := 0
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := updateUserTx(tx, name, func(u *User) { u.PasswordHash = phc }); err != nil {
+			return err
+		}
+		var err error
+		n, err = deleteSessionsBut(tx, name, keep)
+		return err
+	})
+	return n, err
+}
+
 // SetDisabled disables or enables a user.
 func (s *Store) SetDisabled(name string, disabled bool) error {
 	return s.updateUser(name, func(u *User) { u.Disabled = disabled })
 }
 
 func (s *Store) updateUser(name string, fn func(*User)) error {
-	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketUsers)
-		v := b.Get([]byte(name))
-		if v == nil {
-			return ErrNotFound
-		}
-		u, err := unmarshalUser(name, v)
-		if err != nil {
-			return err
-		}
-		fn(u)
-		return b.Put([]byte(name), u.marshal())
-	})
+	return s.update(func(tx *bolt.Tx) error { return updateUserTx(tx, name, fn) })
+}
+
+// updateUserTx applies fn to the user name in tx.
+func updateUserTx(tx *bolt.Tx, name string, fn func(*User)) error {
+	b := tx.Bucket(bucketUsers)
+	v := b.Get([]byte(name))
+	if v == nil {
+		return ErrNotFound
+	}
+	u, err := unmarshalUser(name, v)
+	if err != nil {
+		return err
+	}
+	fn(u)
+	return b.Put([]byte(name), u.marshal())
 }
 
 // Session is a login session, found by the SHA-256 of its token. The

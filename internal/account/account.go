@@ -303,6 +303,30 @@ func (s *Service) checkPassword(ctx context.Context, addr string, user, password
 	return u, nil
 }
 
+// ChangePassword replaces the password of user (canonical, logged in on
+// the session of token) with next, given the current one: checked as a
+// login's is, within the address's password rate and the account's
+// failure throttle, so a session cannot guess the password faster than a
+// login could. Every other session's token is revoked with it: a
+// connection open on one goes on, and its next login is by a device key
+// or the new password.
+func (s *Service) ChangePassword(ctx context.Context, addr, user string, token, old, next []byte) error {
+	if len(next) < proto.MinPasswordLen || len(next) > proto.MaxPasswordLen {
+		return proto.CodeInvalidPassword
+	}
+	if _, err := s.checkPassword(ctx, addr, []byte(user), old); err != nil {
+		return err
+	}
+	phc, err := s.hasher.Hash(ctx, next)
+	if err != nil {
+		return fmt.Errorf("account: hashing: %w", err)
+	}
+	if _, err := s.st.ChangePassword(user, phc, store.HashToken(token)); err != nil {
+		return storageErr("change password", err)
+	}
+	return nil
+}
+
 // Resume checks a session token presented after a fresh handshake.
 func (s *Service) Resume(addr string, user, token []byte) (*Result, error) {
 	if err := ratelimit.Refuse(s.resumeIP.Take(addr), "too many logins from this address"); err != nil {

@@ -86,6 +86,9 @@ func CheckNoLeaks(t testing.TB) {
 	}
 }
 
+// testKDF is the clients' cheap argon2 setting.
+var testKDF = client.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}
+
 // ClientConfig returns a client configuration for s with its own home
 // directory and cheap identity-file hashing.
 func ClientConfig(t testing.TB, s *server.Server) client.Config {
@@ -93,7 +96,7 @@ func ClientConfig(t testing.TB, s *server.Server) client.Config {
 		Addr:         s.Addr(),
 		Home:         t.TempDir(),
 		OutDir:       t.TempDir(),
-		KDF:          client.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+		KDF:          testKDF,
 		PingInterval: -1,
 	}
 }
@@ -113,13 +116,28 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Password is the password Signup signs up with.
+const Password = "correct horse battery"
+
+// LoginKey returns what a client sends for user's Password (with
+// ClientConfig's hashing): for a test that logs in on a raw connection
+// to an account a client signed up.
+func LoginKey(t testing.TB, user string) string {
+	t.Helper()
+	k, err := client.LoginKey(user, Password, testKDF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // Signup signs up user with a fresh home directory and fails the test on
 // error.
 func Signup(t testing.TB, s *server.Server, user string) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Signup(ctx, ClientConfig(t, s), user, "correct horse battery")
+	c, err := client.Signup(ctx, ClientConfig(t, s), user, Password)
 	if err != nil {
 		t.Fatalf("signup %s: %v", user, err)
 	}

@@ -45,10 +45,10 @@ func linkCodeOn(t *testing.T, screen string) string {
 // user: /link in the chat shows a code and a QR code, 'device add' in the
 // new home joins with the code and shows its id, the chat shows the same
 // id, and /link yes adds it. It returns the new home's environment and
-// the device's id.
-func linkFromChat(t *testing.T, chat *screenTerm, name string) ([]string, string) {
+// the device's id. how is what follows /link ("manage", or nothing).
+func linkFromChat(t *testing.T, chat *screenTerm, name string, how ...string) ([]string, string) {
 	t.Helper()
-	chat.typeLine("/link")
+	chat.typeLine(strings.Join(append([]string{"/link"}, how...), " "))
 	chat.waitFor(`Or scan it:`)
 	if s := chat.screen(); !strings.Contains(s, "▀") && !strings.Contains(s, "▄") {
 		t.Fatalf("no QR code drawn:\n%s", s)
@@ -65,6 +65,12 @@ func linkFromChat(t *testing.T, chat *screenTerm, name string) ([]string, string
 		t.Fatalf("device add (the chat showed %s): %+v", id, r)
 	}
 	chat.waitFor(`Added ` + name + ` \(` + id + `\)`)
+	if len(how) > 0 && how[0] == "manage" {
+		chat.waitFor(`manages your devices too: it holds`)
+		if !strings.Contains(r.stdout, "It manages your devices") {
+			t.Fatalf("device add, managing: %+v", r)
+		}
+	}
 	chat.tmux("send-keys", "-t", chat.name, "Escape")
 	return home, id
 }
@@ -126,6 +132,14 @@ func TestChatLink(t *testing.T) {
 	ann.typeLine("/link no")
 	if r := <-added; r.code != 1 || !strings.Contains(r.stderr, "refused") {
 		t.Fatalf("device add, refused: %+v", r)
+	}
+
+	// /link manage: the new device gets the master key, and removes the
+	// laptop from the account's list.
+	ann.tmux("send-keys", "-t", ann.name, "Escape")
+	desk, _ := linkFromChat(t, ann, "desk", "manage")
+	if r := run(t, desk, "device", "remove", "laptop", "--server", srv.Addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "removed "+id+" laptop") {
+		t.Fatalf("the desk removing the laptop: %+v", r)
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 	"securefastchat/termtext"
 )
 
-const deviceUsage = `device list [USER] | device remove NAME|ID | device link | device add --code CODE --name NAME`
+const deviceUsage = `device list [USER] | device remove NAME|ID | device link [--manage] | device add --code CODE --name NAME`
 
 func cmdDevice(args []string) error {
 	cf := newClientFlags("device", deviceUsage+" [--server ADDR --user NAME]",
@@ -24,11 +24,15 @@ func cmdDevice(args []string) error {
 			"checks against the key it pinned and against the list it saw before. For\n"+
 			"your own, when each last logged in: a device silent for 30 days is sent\n"+
 			"nothing more (while another of yours logs in) until it logs in again.\n"+
-			"remove: takes a device off your list (from the device that manages it, your\n"+
-			"first): its sessions end at once, nothing more is sent to it, and every group\n"+
-			"you are in gets a new key.\n"+
-			"link: on your first device, shows a code (as text and as a QR code) for a new\n"+
-			"device, waits for it, shows the id it says, and adds it once you answer yes.\n"+
+			"remove: takes a device off your list (from a device that manages it: your\n"+
+			"first, or one linked with --manage): its sessions end at once, nothing more is\n"+
+			"sent to it, and every group you are in gets a new key.\n"+
+			"link: on a device that manages your list, shows a code (as text and as a QR\n"+
+			"code) for a new device, waits for it, shows the id it says, and adds it once\n"+
+			"you answer yes. With --manage the new device gets your account's master key\n"+
+			"through the link and manages your devices too (it can add and remove any of\n"+
+			"them, and change your group memberships): only for a device you keep as\n"+
+			"safely as this one.\n"+
 			"add: on the new device, with the code: makes this home's keys, shows their id\n"+
 			"(compare it with the first device's screen), and keeps them under a passphrase\n"+
 			"of this device's own (from SFC_PASSWORD or a prompt; it never goes to the\n"+
@@ -36,6 +40,7 @@ func cmdDevice(args []string) error {
 			"the code (--server overrides the address).")
 	code := cf.fs.String("code", "", "add: the code 'device link' shows on your first device")
 	name := cf.fs.String("name", "", "add: this device's name, as your devices list it")
+	manage := cf.fs.Bool("manage", false, "link: the new device manages your devices too (it gets the master key)")
 	rest, err := cf.parseWords(args)
 	if err != nil {
 		return err
@@ -47,7 +52,7 @@ func cmdDevice(args []string) error {
 		return usagef("--user is required")
 	}
 	if len(rest) == 1 && rest[0] == "link" {
-		return deviceLink(cf)
+		return deviceLink(cf, *manage)
 	}
 	list := len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2
 	if !list && (len(rest) != 2 || rest[0] != "remove") {
@@ -98,9 +103,10 @@ func cmdDevice(args []string) error {
 	return nil
 }
 
-// deviceLink offers a link for a new device from this one (the account's
-// first), and adds the device that joins once the user says yes.
-func deviceLink(cf *clientFlags) error {
+// deviceLink offers a link for a new device from this one (one that
+// manages the account's devices), and adds the device that joins once the
+// user says yes; with manage, the new device manages them too.
+func deviceLink(cf *clientFlags, manage bool) error {
 	cfg := cf.senderConfig()
 	c, err := login(cf, cfg)
 	if err != nil {
@@ -109,7 +115,11 @@ func deviceLink(cf *clientFlags) error {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), proto.LinkTTL)
 	defer cancel()
-	offer, err := c.OfferLink(ctx)
+	offerLink := c.OfferLink
+	if manage {
+		offerLink = c.OfferManagingLink
+	}
+	offer, err := offerLink(ctx)
 	if err != nil {
 		return err
 	}
@@ -136,6 +146,9 @@ func deviceLink(cf *clientFlags) error {
 		return err
 	}
 	fmt.Printf("Added %s (%016x) to %s's devices; your contacts are told.\n", termtext.Line(req.Name), req.DeviceID, c.User())
+	if manage {
+		fmt.Printf("%s manages your devices too: it holds your account's master key.\n", termtext.Line(req.Name))
+	}
 	return nil
 }
 
@@ -175,5 +188,8 @@ func deviceAdd(cf *clientFlags, code, name string) error {
 	defer c.Close()
 	fmt.Printf("This home is now %s's device %q. Its keys are in %s.\n", c.User(), termtext.Line(name), client.IdentityPath(cfg.Home, c.User()))
 	fmt.Printf("Use it with --user %s --server %s; it logs in with its own key.\n", c.User(), cfg.Addr)
+	if c.Manages() {
+		fmt.Println("It manages your devices: it holds your account's master key, so keep it as safely as your first device.")
+	}
 	return nil
 }

@@ -24,6 +24,39 @@ func annAndBob(t *testing.T) (addr string, ann, bob []string) {
 	return addr, envs["ann"], envs["bob"]
 }
 
+// startLink runs 'device link' for ann (env) with extra flags, and
+// returns the code it shows and a function that, once the new device has
+// asked, gives answer and waits for the command: the id it showed, a
+// line, then all it printed.
+func startLink(t *testing.T, addr string, env []string, answer string, extra ...string) (code string, done func() (string, error)) {
+	t.Helper()
+	cmd := exec.Command(binPath, append([]string{"device", "link", "--server", addr, "--user", "ann"}, extra...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, errb := &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	codeRe := regexp.MustCompile(`--code (securefastchat-link:\S+)`)
+	waitFor(t, func() bool { return strings.Contains(out.String(), "Waiting for the new device") })
+	if !strings.Contains(out.String(), "█") && !strings.Contains(out.String(), "▀") {
+		t.Fatalf("no QR code shown:\n%s", out.String())
+	}
+	code = codeRe.FindStringSubmatch(out.String())[1]
+	return code, func() (string, error) {
+		idRe := regexp.MustCompile(`with id ([0-9a-f]{16})`)
+		waitFor(t, func() bool { return idRe.MatchString(out.String()) })
+		io.WriteString(in, answer+"\n")
+		err := cmd.Wait()
+		return idRe.FindStringSubmatch(out.String())[1] + "\n" + out.String() + errb.String(), err
+	}
+}
+
 // TestDeviceLink: 'device link' on ann's first device shows a code (text
 // and QR) and waits; 'device add --code' in a second home shows the new
 // device's id, which the first device shows too; ann answers yes, and the
@@ -47,36 +80,7 @@ func TestDeviceLink(t *testing.T) {
 	}
 	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
 
-	link := func(answer string) (code, shown string, done func() (string, error)) {
-		t.Helper()
-		cmd := exec.Command(binPath, "device", "link", "--server", addr, "--user", "ann")
-		cmd.Env = append(os.Environ(), ann...)
-		out, errb := &syncBuffer{}, &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, errb
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		codeRe := regexp.MustCompile(`--code (securefastchat-link:\S+)`)
-		waitFor(t, func() bool { return strings.Contains(out.String(), "Waiting for the new device") })
-		if !strings.Contains(out.String(), "█") && !strings.Contains(out.String(), "▀") {
-			t.Fatalf("no QR code shown:\n%s", out.String())
-		}
-		code = codeRe.FindStringSubmatch(out.String())[1]
-		return code, "", func() (string, error) {
-			idRe := regexp.MustCompile(`with id ([0-9a-f]{16})`)
-			waitFor(t, func() bool { return idRe.MatchString(out.String()) })
-			io.WriteString(in, answer+"\n")
-			err := cmd.Wait()
-			return idRe.FindStringSubmatch(out.String())[1] + "\n" + out.String() + errb.String(), err
-		}
-	}
-
-	code, _, answer := link("yes")
+	code, answer := startLink(t, addr, ann, "yes")
 	added := make(chan result, 1)
 	go func() { added <- run(t, laptop, "device", "add", "--code", code, "--name", "laptop") }()
 	firstOut, err := answer()
@@ -131,7 +135,7 @@ func TestDeviceLink(t *testing.T) {
 	}
 
 	// Answered no: nothing added, and the new device is told.
-	code, _, answer = link("n")
+	code, answer = startLink(t, addr, ann, "n")
 	added = make(chan result, 1)
 	go func() {
 		added <- run(t, []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=tablet passphrase"}, "device", "add", "--code", code, "--name", "tablet")
@@ -174,5 +178,37 @@ func TestRecoverCommand(t *testing.T) {
 	}
 	if r := run(t, ann, "send", "--server", addr, "--user", "ann", "--to", "bob", "from the lost phone"); r.code != 1 || !strings.Contains(r.stderr, "recovered on another device") {
 		t.Fatalf("the old home's send after the recovery: %+v", r)
+	}
+}
+
+// TestDeviceLinkManage: 'device link --manage' makes ann's laptop a device
+// that manages her devices: from the laptop she removes her first device
+// (lost), which is then told so when it opens, even with the password.
+func TestDeviceLinkManage(t *testing.T) {
+	addr, ann, _ := annAndBob(t)
+	first := run(t, ann, "device", "list", "--server", addr, "--user", "ann")
+	firstID := regexp.MustCompile(`([0-9a-f]{16})  `).FindStringSubmatch(first.stdout)
+	if first.code != 0 || firstID == nil {
+		t.Fatalf("device list: %+v", first)
+	}
+	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
+	code, answer := startLink(t, addr, ann, "yes", "--manage")
+	added := make(chan result, 1)
+	go func() { added <- run(t, laptop, "device", "add", "--code", code, "--name", "laptop") }()
+	out, err := answer()
+	if err != nil || !strings.Contains(out, "laptop manages your devices too") {
+		t.Fatalf("device link --manage: %v\n%s", err, out)
+	}
+	if r := <-added; r.code != 0 || !strings.Contains(r.stdout, "It manages your devices") {
+		t.Fatalf("device add: %+v", r)
+	}
+	if r := run(t, laptop, "device", "remove", firstID[1], "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "removed "+firstID[1]) {
+		t.Fatalf("the laptop removing the first device: %+v", r)
+	}
+	if r := run(t, laptop, "device", "list", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") {
+		t.Fatalf("ann's devices: %+v", r)
+	}
+	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code == 0 || !strings.Contains(r.stderr, "first device was removed") {
+		t.Fatalf("the removed first device's recv: %+v", r)
 	}
 }

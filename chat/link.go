@@ -22,37 +22,43 @@ const linkCodeLine = 40
 
 // linking is a link offered from this chat.
 type linking struct {
-	offer *client.LinkOffer
-	req   *client.LinkRequestInfo // the device that asked, once it has
-	done  context.CancelFunc      // ends the wait for it
+	offer  *client.LinkOffer
+	manage bool                    // the new device gets the master key
+	req    *client.LinkRequestInfo // the device that asked, once it has
+	done   context.CancelFunc      // ends the wait for it
 }
 
 // linkMsg is what became of a link: offered, asked for by a device,
 // answered, or ended.
 type linkMsg struct {
-	from  *client.LinkOffer // the link it is about (a wait's or an answer's)
-	offer *client.LinkOffer
-	req   *client.LinkRequestInfo
-	added bool   // the device was added
-	info  string // said when it ended
-	err   error
+	from   *client.LinkOffer // the link it is about (a wait's or an answer's)
+	offer  *client.LinkOffer
+	manage bool // the offer makes the new device manage
+	req    *client.LinkRequestInfo
+	added  bool   // the device was added
+	info   string // said when it ended
+	err    error
 }
 
 // linkCommand runs /link, /link yes and /link no.
 func (m *model) linkCommand(arg string) tea.Cmd {
 	a, l := m.a, m.link
 	switch arg {
-	case "":
+	case "", "manage":
 		if l != nil {
 			m.status = "a link is open already: /link no ends it"
 			return nil
 		}
+		offerLink := a.c.OfferLink
+		if arg == "manage" {
+			offerLink = a.c.OfferManagingLink
+		}
 		return a.do(func(ctx context.Context) tea.Msg {
-			o, err := a.c.OfferLink(ctx)
+			o, err := offerLink(ctx)
 			if err != nil {
 				return linkMsg{err: fmt.Errorf("/link: %w", err)}
 			}
-			return linkMsg{offer: o}
+			return linkMsg{offer: o, manage: arg == "manage"}
 		})
 	case "yes", "no":
 		if l == nil {
@@ -73,10 +79,14 @@ func (m *model) linkCommand(arg string) tea.Cmd {
 			if err := l.offer.Accept(ctx); err != nil {
 				return linkMsg{from: l.offer, err: fmt.Errorf("/link yes: %w", err)}
 			}
-			return linkMsg{from: l.offer, added: true, info: fmt.Sprintf("Added %s (%016x) to your devices; your contacts are told.", l.req.Name, l.req.DeviceID)}
+			info := fmt.Sprintf("Added %s (%016x) to your devices; your contacts are told.", termtext.Line(l.req.Name), l.req.DeviceID)
+			if l.manage {
+				info += " It manages your devices too: it holds your account's master key."
+			}
+			return linkMsg{from: l.offer, added: true, info: info}
 		})
 	}
-	m.status = "/link takes nothing, yes or no"
+	m.status = "/link takes nothing, manage, yes or no"
 	return nil
 }
 
@@ -88,7 +98,7 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 	switch {
 	case msg.offer != nil:
 		ctx, cancel := context.WithTimeout(m.a.ctx, proto.LinkTTL)
-		m.link = &linking{offer: msg.offer, done: cancel}
+		m.link = &linking{offer: msg.offer, manage: msg.manage, done: cancel}
 		code := msg.offer.Code()
 		// The code in lines short enough for any pane, so that none is
 		// broken where the pane would choose (the new device reads it
@@ -97,6 +107,9 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 		for rest := code; rest != ""; {
 			n := min(len(rest), linkCodeLine)
 			m.info, rest = append(m.info, rest[:n]), rest[n:]
+		}
+		if msg.manage {
+			m.info = append(m.info, "The new device will manage your devices: it gets your account's master key.")
 		}
 		m.info = append(append(m.info, "It holds a secret: whoever has it can ask to be your device. It works once, for "+
 			fmt.Sprintf("%d minutes; /link no ends it. Or scan it:", int(proto.LinkTTL.Minutes()))), termtext.QR(code)...)

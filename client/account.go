@@ -18,13 +18,19 @@ import (
 // compare safety numbers over). On the account's first device they are
 // the same keys, and that device holds the master key. A device added
 // through a link (AddDevice) keeps, beside its own keys, the account's
-// published keys in its "account" record (sealed at rest), and never
-// holds the master key: it reads and checks the list, but does not change
+// published keys in its "account" record (sealed at rest). It holds the
+// master key only if the link made it manage the account's devices (code
+// version 4); otherwise it reads and checks the list, but does not change
 // it.
 
-// accountMagic starts the account record: published box key 32 | master
-// (published sign key) 32 | key_sig 64.
-const accountMagic = "SFCACC1"
+// The account record: published box key 32 | master (published sign key)
+// 32 | key_sig 64, and in version 2, the master key's seed 32 (a device
+// that manages the account's devices). A device that does not manage
+// keeps writing version 1, which the build before reads.
+const (
+	accountMagic   = "SFCACC1"
+	accountMagicV2 = "SFCACC2"
+)
 
 // account is what a device knows of its account beyond its own keys.
 // Static after Load.
@@ -41,31 +47,61 @@ func (a *account) master() ed25519.PublicKey { return ed25519.PublicKey(a.keys.S
 // loadAccount returns the account of the device whose keys are id: its
 // "account" record, or, on the first device (which has none), id's own.
 func loadAccount(st Storage, canon string, id *Identity) (*account, error) {
-	b, _, err := readSealed(st, localKey(id, canon, "account"), accountMagic, userRecord(canon, "account"))
+	name := userRecord(canon, "account")
+	magic, size := accountMagic, proto.KeyLen+ed25519.PublicKeySize+ed25519.SignatureSize
+	if raw, err := st.Read(name); err == nil && bytes.HasPrefix(raw, []byte(accountMagicV2)) {
+		magic, size = accountMagicV2, size+ed25519.SeedSize
+	}
+	b, _, err := readSealed(st, localKey(id, canon, "account"), magic, name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &account{keys: id.PublicKeys(canon), masterKey: id.Sign}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: reading the account record: %w", err)
 	}
-	if len(b) != proto.KeyLen+ed25519.PublicKeySize+ed25519.SignatureSize {
-		return nil, fmt.Errorf("client: the account record (%s) is damaged", where(st, userRecord(canon, "account")))
+	if len(b) != size {
+		return nil, fmt.Errorf("client: the account record (%s) is damaged", where(st, name))
 	}
-	k := proto.Keys{BoxKey: b[:32], SignKey: b[32:64], KeySig: b[64:]}
+	k := proto.Keys{BoxKey: b[:32], SignKey: b[32:64], KeySig: b[64:128]}
 	if err := proto.VerifyKeys([]byte(canon), &k); err != nil {
-		return nil, fmt.Errorf("client: the account record (%s): %w", where(st, userRecord(canon, "account")), err)
+		return nil, fmt.Errorf("client: the account record (%s): %w", where(st, name), err)
 	}
-	return &account{keys: k, linked: true}, nil
+	a := &account{keys: k, linked: true}
+	if len(b) > 128 {
+		m := proto.LinkManage{Seed: b[128:]}
+		if a.masterKey, err = m.Key(a.master()); err != nil {
+			return nil, fmt.Errorf("client: the account record (%s): %w", where(st, name), err)
+		}
+	}
+	return a, nil
 }
 
-// saveAccount writes a linked device's account record.
-func saveAccount(st Storage, canon string, id *Identity, k *proto.Keys) error {
+// saveAccount writes a linked device's account record, with the master
+// key if the device manages the account's devices (else nil).
+func saveAccount(st Storage, canon string, id *Identity, k *proto.Keys, master ed25519.PrivateKey) error {
 	b := append(append(append([]byte(nil), k.BoxKey...), k.SignKey...), k.KeySig...)
-	return writeSealed(st, localKey(id, canon, "account"), accountMagic, userRecord(canon, "account"), b)
+	magic := accountMagic
+	if master != nil {
+		b, magic = append(b, master.Seed()...), accountMagicV2
+	}
+	err := writeSealed(st, localKey(id, canon, "account"), magic, userRecord(canon, "account"), b)
+	clear(b)
+	return err
 }
+
+// manages reports whether this device manages the account's devices,
+// whose list is list: it holds the master key and is on the list.
+func (c *Client) manages(list *proto.DeviceList) bool {
+	return c.acct.masterKey != nil && list.Index(c.selfDevice()) >= 0
+}
+
+// Manages reports whether this device holds the account's master key:
+// it adds and removes devices, and changes group memberships.
+func (c *Client) Manages() bool { return c.acct.masterKey != nil }
 
 // Linked reports whether this device was added to its account through a
-// link (it does not hold the master key).
+// link (it holds the master key only if the link made it manage: see
+// Manages).
 func (c *Client) Linked() bool { return c.acct.linked }
 
 // ErrGroupsOnFirstDevice: what only the account's first device does in
@@ -73,7 +109,7 @@ func (c *Client) Linked() bool { return c.acct.linked }
 // the account's key signs and only that device holds; and, with a server
 // before protocol version 5, which keeps group keys for each member's
 // first device alone, everything.
-var ErrGroupsOnFirstDevice = errors.New("client: this is done on your account's first device: group membership changes are signed by the account's key, which only it holds (and a server before protocol version 5 keeps group keys for first devices only)")
+var ErrGroupsOnFirstDevice = errors.New("client: this is done on your account's first device, or one linked with 'device link --manage': group membership changes are signed by the account's key, which only those hold (and a server before protocol version 5 keeps group keys for first devices only)")
 
 // ErrLinkedLogin: a device added through a link logs in with its own key
 // (Open), never with the account's password.
@@ -149,7 +185,7 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 		conn.Close()
 		return nil, err
 	}
-	if err := saveAccount(cfg.Storage, canon, id, &kr.Keys); err != nil {
+	if err := saveAccount(cfg.Storage, canon, id, &kr.Keys, dev.MasterKey); err != nil {
 		conn.Close()
 		return nil, err
 	}

@@ -16,7 +16,18 @@ import (
 // the passphrase "laptop passphrase", and returns its client and config.
 func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Client {
 	t.Helper()
-	offer, err := alice.OfferLink(ctxT(t))
+	return linkDevice(t, alice, cfg, "laptop", false)
+}
+
+// linkDevice links a new device named name, in cfg's home, from the
+// managing device from, which makes it manage too if manage.
+func linkDevice(t *testing.T, from *client.Client, cfg client.Config, name string, manage bool) *client.Client {
+	t.Helper()
+	offerLink := from.OfferLink
+	if manage {
+		offerLink = from.OfferManagingLink
+	}
+	offer, err := offerLink(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +40,7 @@ func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Cl
 	res := make(chan added, 1)
 	go func() {
 		var a added
-		a.c, a.err = client.AddDevice(ctxT(t), cfg, offer.Code(), "laptop", "laptop passphrase", func(id uint64) { a.shown = id })
+		a.c, a.err = client.AddDevice(ctxT(t), cfg, offer.Code(), name, name+" passphrase", func(id uint64) { a.shown = id })
 		res <- a
 	}()
 	req, err := offer.Request(ctxT(t))
@@ -41,10 +52,10 @@ func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Cl
 	}
 	a := <-res
 	if a.err != nil {
-		t.Fatalf("adding the laptop: %v", a.err)
+		t.Fatalf("adding the %s: %v", name, a.err)
 	}
 	if a.shown != req.DeviceID {
-		t.Fatalf("the laptop showed %016x, the first device %016x", a.shown, req.DeviceID)
+		t.Fatalf("the %s showed %016x, the offering device %016x", name, a.shown, req.DeviceID)
 	}
 	t.Cleanup(func() { a.c.Close() })
 	return a.c

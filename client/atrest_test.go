@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -141,4 +142,39 @@ func mustHex(s string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestAccountRecordVersions: a linked device's account record is version
+// 1 without the master key and version 2 with it, both read back; a
+// version 2 record whose key is not the account's master key is refused,
+// and a newer version is refused saying so.
+func TestAccountRecordVersions(t *testing.T) {
+	first, dev := fuzzID(), fuzzID()
+	dev.Sign = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, 32))
+	keys := first.PublicKeys("alice")
+	for _, master := range []ed25519.PrivateKey{nil, first.Sign} {
+		st := memStorage{}
+		if err := saveAccount(st, "alice", dev, &keys, master); err != nil {
+			t.Fatal(err)
+		}
+		b := st[userRecord("alice", "account")]
+		if want := map[bool]string{false: accountMagic, true: accountMagicV2}[master != nil]; !bytes.HasPrefix(b, []byte(want)) {
+			t.Fatalf("master %v: the record starts %q", master != nil, b[:7])
+		}
+		a, err := loadAccount(st, "alice", dev)
+		if err != nil || !a.linked || !a.masterKey.Equal(master) && (a.masterKey != nil || master != nil) {
+			t.Fatalf("master %v: loaded %+v %v", master != nil, a, err)
+		}
+	}
+	st := memStorage{}
+	if err := saveAccount(st, "alice", dev, &keys, dev.Sign); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadAccount(st, "alice", dev); err == nil {
+		t.Fatal("a record with another key than the master key loaded")
+	}
+	st[userRecord("alice", "account")] = []byte("SFCACC3\nwhatever comes after")
+	if _, err := loadAccount(st, "alice", dev); !errors.Is(err, ErrNewerFile) {
+		t.Fatalf("a newer record: %v", err)
+	}
 }

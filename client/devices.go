@@ -341,7 +341,7 @@ func (c *Client) checkSilentDevices(conn *Conn) {
 			return
 		}
 		list, err := c.Devices(ctx, c.user)
-		if err != nil || list.Index(self) != 0 {
+		if err != nil || !c.manages(list) {
 			return
 		}
 		idle, err := c.DevicesSeen(ctx)

@@ -2,9 +2,18 @@ package client
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/binary"
 	"testing"
+
+	"securefastchat/proto"
 )
+
+// fuzzID is the identity whose local keys seal the fuzzed account records.
+func fuzzID() *Identity {
+	box, _ := proto.KeyPairFromPrivate(bytes.Repeat([]byte{7}, 32))
+	return &Identity{Box: box, Sign: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, 32))}
+}
 
 // fuzzKey is the local key the fuzz target opens sealed files with.
 var fuzzKey = [32]byte{1, 2, 3}
@@ -28,9 +37,20 @@ func FuzzHomeFiles(f *testing.F) {
 	f.Add(uint8(4), []byte("bob\nreport.pdf\n100000\n4\n1000\n"))
 	sealed, _ = sealAtRest(&fuzzKey, stateMagic, []byte("bob\nreport.pdf\n100000\n4\n1000\n"))
 	f.Add(uint8(4), sealed)
+	// Account records (a linked device's), sealed as fuzzID's.
+	id := fuzzID()
+	keys := id.PublicKeys("alice")
+	plainAcct := append(append(append([]byte(nil), keys.BoxKey...), keys.SignKey...), keys.KeySig...)
+	for _, c := range []struct {
+		magic   string
+		content []byte
+	}{{accountMagic, plainAcct}, {accountMagicV2, append(plainAcct, id.Sign.Seed()...)}, {accountMagicV2, append(plainAcct, make([]byte, 32)...)}, {accountMagic, plainAcct[:100]}} {
+		sealed, _ = sealAtRest(localKey(id, "alice", "account"), c.magic, c.content)
+		f.Add(uint8(5), sealed)
+	}
 	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
 		st := memStorage{"f": b, knownServers: b}
-		switch kind % 5 {
+		switch kind % 6 {
 		case 0:
 			// The file names its own argon2 cost (up to 64 passes of 4 GiB):
 			// costs above a test's are parsed but not run, or one input
@@ -54,6 +74,11 @@ func FuzzHomeFiles(f *testing.F) {
 		case 4:
 			if content, err := readState(memDownloads{memStorage: st}, &fuzzKey, "f"); err == nil {
 				stateHead(content)
+			}
+		case 5:
+			st := memStorage{userRecord("alice", "account"): b}
+			if a, err := loadAccount(st, "alice", id); err == nil && (a == nil || a.masterKey != nil && !a.masterKey.Public().(ed25519.PublicKey).Equal(a.master())) {
+				t.Fatalf("an account record gave %+v", a)
 			}
 		}
 	})

@@ -29,7 +29,7 @@ var (
 	ErrLinkBroken = errors.New("client: the link broke")
 	// ErrNotManaging: this device does not hold the account's master key,
 	// so it cannot add devices.
-	ErrNotManaging = errors.New("client: this device does not manage the account's devices")
+	ErrNotManaging = errors.New("client: this device does not manage the account's devices: do it from your first device, or one linked with 'device link --manage'")
 )
 
 // linkPeer is one device's end of a link channel: its connection and the
@@ -104,9 +104,23 @@ type LinkOffer struct {
 
 // OfferLink offers a link for a new device, on a connection of its own,
 // and returns it: show its Code to the user, then wait for the new device
-// with Request. Only a device holding the account's master key (its first
-// device) may offer one.
+// with Request. Only a device that manages the account's devices (holds
+// its master key: its first device, or one it made manage) may offer one.
 func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
+	return c.offerLink(ctx, false)
+}
+
+// OfferManagingLink is OfferLink for a new device that will manage the
+// account's devices too: once accepted, it gets the account's master key
+// through the link (code version 4), and adds and removes devices and
+// changes group memberships as this device does. Whoever holds a managing
+// device can remove every other device: offer it only for a device the
+// user keeps as safely as this one.
+func (c *Client) OfferManagingLink(ctx context.Context) (*LinkOffer, error) {
+	return c.offerLink(ctx, true)
+}
+
+func (c *Client) offerLink(ctx context.Context, manage bool) (*LinkOffer, error) {
 	if _, _, ok := c.thisDevice(); !ok {
 		return nil, fmt.Errorf("client: the account's device list is not known yet; connect first")
 	}
@@ -115,7 +129,7 @@ func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
 		return nil, err
 	}
 	master := c.acct.master()
-	if c.acct.masterKey == nil || list.Index(c.selfDevice()) != 0 {
+	if !c.manages(list) {
 		return nil, ErrNotManaging
 	}
 	if len(list.Devices) >= proto.MaxDevices {
@@ -133,7 +147,10 @@ func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
 		conn.Close()
 		return nil, err
 	}
-	code := &proto.LinkCode{User: []byte(c.user), Addr: c.cfg.Addr, ServerKey: conn.ServerKey(), Master: master}
+	code := &proto.LinkCode{Version: 3, User: []byte(c.user), Addr: c.cfg.Addr, ServerKey: conn.ServerKey(), Master: master}
+	if manage {
+		code.Version = 4
+	}
 	if _, err := rand.Read(code.Secret[:]); err != nil {
 		conn.Close()
 		return nil, err
@@ -261,6 +278,13 @@ func (o *LinkOffer) accept(ctx context.Context) error {
 			break
 		}
 	}
+	// A device made to manage gets the master key, last.
+	if o.code.Version >= 4 {
+		m := proto.LinkManage{Seed: c.acct.masterKey.Seed()}
+		if err := o.peer.send(m.Append(nil)); err != nil {
+			return err
+		}
+	}
 	// The new device says when it has it all, so leaving now loses it
 	// nothing.
 	plain, err := o.peer.next(ctx)
@@ -299,6 +323,9 @@ type LinkedDevice struct {
 	// Hold is whether the existing device holds contacts' new devices,
 	// and the devices it approved (from a code of version 3).
 	Hold proto.LinkHold
+	// MasterKey is the account's master key, when the link made this
+	// device manage the account's devices (a code of version 4); else nil.
+	MasterKey ed25519.PrivateKey
 }
 
 // DeviceID returns the device's id in the account's list.
@@ -402,6 +429,20 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		}
 		hold.On, hold.Contacts, more = h.On, append(hold.Contacts, h.Contacts...), h.More
 	}
+	var masterKey ed25519.PrivateKey
+	if lc.Version >= 4 {
+		plain, err := peer.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var m proto.LinkManage
+		if err := m.Parse(plain); err != nil {
+			return nil, fmt.Errorf("%w: the account's master key: %v", ErrLinkBroken, err)
+		}
+		if masterKey, err = m.Key(lc.Master); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrLinkBroken, err)
+		}
+	}
 	if err := peer.send(proto.LinkDone); err != nil {
 		return nil, err
 	}
@@ -410,5 +451,5 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
 	}
 	ok = true
-	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts, Hold: hold}, nil
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts, Hold: hold, MasterKey: masterKey}, nil
 }

@@ -181,7 +181,7 @@ func Login(ctx context.Context, cfg Config, user, password string) (*Client, err
 	ok, err := conn.LoginWith(ctx, user, string(pw.secret()), cfg.loginFlags())
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, firstDeviceLogin(err)
 	}
 	id, _, err := loadIdentity(cfg.Storage, name, []byte(password))
 	if err != nil {
@@ -341,7 +341,7 @@ func (c *Client) installNew(conn *Conn, ok *proto.LoginOK) error {
 // final reports errors that connecting again cannot fix.
 func final(err error) bool {
 	for _, e := range []error{ErrServerKeyChanged, ErrUnknownServer, ErrNotServer, proto.ErrUnsupportedVersion,
-		ErrNeedPassword, proto.CodeInvalidCredentials, proto.CodeInvalidToken, proto.CodeUnsupportedFeature, ErrAccountRecovered, ErrDeviceRemoved} {
+		ErrNeedPassword, proto.CodeInvalidCredentials, proto.CodeInvalidToken, proto.CodeUnsupportedFeature, ErrAccountRecovered, ErrDeviceRemoved, ErrFirstDeviceRemoved} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -168,7 +168,7 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 	ok, err := conn.LoginWith(ctx, s.user, string(s.password.secret()), lflags)
 	if err != nil {
 		conn.Close()
-		return nil, nil, err
+		return nil, nil, firstDeviceLogin(err)
 	}
 	if !check {
 		return conn, ok, nil
@@ -191,6 +191,19 @@ func (s *session) connect(ctx context.Context) (*Conn, *proto.LoginOK, error) {
 	}
 	rok.Token = ok.Token // (a resume keeps the token it was given)
 	return conn, rok, nil
+}
+
+// ErrFirstDeviceRemoved: this home is its account's first device, and a
+// device that manages the account removed it from the list.
+var ErrFirstDeviceRemoved = errors.New("client: this home was the account's first device, and a device that manages the account removed it from the list: use a device on the list, or make this machine a device again with 'securefastchat device add' in a new home")
+
+// firstDeviceLogin is err of a password login, which is the first
+// device's: ErrFirstDeviceRemoved if the server refused it for that.
+func firstDeviceLogin(err error) error {
+	if errors.Is(err, proto.CodeForbidden) {
+		return fmt.Errorf("%w (%w)", ErrFirstDeviceRemoved, err)
+	}
+	return err
 }
 
 // ErrDeviceRemoved: a device added through a link is no longer on its

@@ -46,6 +46,7 @@ import (
 //	link done    = kind u8 (5)
 //	link hold    = kind u8 (6) | more u8 | on u8 | count u16
 //	               | (user str8 | n u8 (<= MaxHoldApproved) | device_id u64 x n) x count
+//	link manage  = kind u8 (7) | master_seed 32
 //
 // N sends the request: its name and the keys it made, signed by its sign
 // key over LinkRequestContext, the channel id and every byte before sig
@@ -59,12 +60,18 @@ import (
 // wait), so N trusts the same keys and not whatever the server shows it
 // first. From code version 3, hold frames follow (the last with more 0):
 // whether the user holds contacts' new devices, and the devices approved
-// of each contact, so N holds what E holds. N answers the last frame with
-// done: E then knows N has it all, and may leave. (Code version 1 had no
-// sync, version 2 no hold frames; N reads codes of version 2 and 3.)
+// of each contact, so N holds what E holds. A code of version 4 makes N a
+// device that manages the account's devices: after the hold frames E
+// sends one manage frame, the seed of the account's master key, which N
+// checks against the master key in the code and keeps (the key goes to
+// another device only this way, and only when E's user asked for it).
+// N answers the last frame with done: E then knows N has it all, and may
+// leave. (Code version 1 had no sync, version 2 no hold frames; N reads
+// codes of versions 2 to 4, and E makes version 3 unless asked to make
+// the new device manage, so a new device of the build before reads it.)
 const (
 	LinkCodePrefix     = "securefastchat-link:"
-	LinkCodeVersion    = 3
+	LinkCodeVersion    = 4 // the newest read; a code that does not make a managing device is 3
 	LinkSecretLen      = 32
 	LinkChannelLen     = 16
 	LinkChannelInfo    = "securefastchat v1 link channel"
@@ -91,6 +98,7 @@ const (
 	LinkKindSync    uint8 = 4
 	LinkKindDone    uint8 = 5
 	LinkKindHold    uint8 = 6
+	LinkKindManage  uint8 = 7
 )
 
 // ErrBadLinkCode is the error for a code that does not parse.
@@ -411,6 +419,35 @@ func (m *LinkHold) Parse(b []byte) error {
 		m.Contacts = append(m.Contacts, c)
 	}
 	return d.done()
+}
+
+// LinkManage is the frame that gives the new device the account's
+// master key (code version 4).
+type LinkManage struct {
+	Seed []byte // ed25519.SeedSize
+}
+
+// Append appends the frame to b.
+func (m *LinkManage) Append(b []byte) []byte { return append(append(b, LinkKindManage), m.Seed...) }
+
+// Parse decodes a manage frame.
+func (m *LinkManage) Parse(b []byte) error {
+	d := dec{b: b}
+	if k := d.u8(); d.err == nil && k != LinkKindManage {
+		return fmt.Errorf("%w: link frame kind %d, want the master key", ErrMalformed, k)
+	}
+	m.Seed = d.fixed(ed25519.SeedSize)
+	return d.done()
+}
+
+// Key returns the master key the frame carries, once its public half is
+// master.
+func (m *LinkManage) Key(master ed25519.PublicKey) (ed25519.PrivateKey, error) {
+	k := ed25519.NewKeyFromSeed(m.Seed)
+	if !bytes.Equal(k.Public().(ed25519.PublicKey), master) {
+		return nil, fmt.Errorf("%w: the key in the manage frame is not the account's master key", ErrBadSignature)
+	}
+	return k, nil
 }
 
 // LinkDone is the new device's last frame: it has the sync.

@@ -157,7 +157,32 @@ func seedLinkFrames(t testing.TB) [][]byte {
 		(&LinkHold{More: true, On: true, Contacts: []LinkHoldContact{{User: []byte("bob"), Approved: []uint64{7, 9}}, {User: []byte("carol")}}}).Append(nil),
 		(&LinkHold{}).Append(nil),
 		[]byte((&LinkCode{Version: 2, User: []byte("alice"), Addr: "chat.example.org:7878", ServerKey: box.Public, Master: pub}).String()),
+		[]byte((&LinkCode{Version: 4, User: []byte("alice"), Addr: "chat.example.org:7878", ServerKey: box.Public, Master: pub}).String()),
+		(&LinkManage{Seed: priv.Seed()}).Append(nil),
 		LinkDone,
+	}
+}
+
+// TestLinkManage: a manage frame reads back, and gives its key only for
+// the master key it belongs to.
+func TestLinkManage(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	var m LinkManage
+	if err := m.Parse((&LinkManage{Seed: priv.Seed()}).Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := m.Key(pub); err != nil || !k.Equal(priv) {
+		t.Fatalf("the key back: %v", err)
+	}
+	if _, err := m.Key(other); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("another account's master key: %v", err)
+	}
+	if err := m.Parse(append([]byte{LinkKindManage}, priv.Seed()[:31]...)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a short seed: %v", err)
+	}
+	if err := m.Parse(LinkDone); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("another frame: %v", err)
 	}
 }
 
@@ -193,6 +218,10 @@ func FuzzLinkFrames(f *testing.F) {
 		var h LinkHold
 		if h.Parse(in) == nil && !bytes.Equal(h.Append(nil), in) {
 			t.Fatal("round trip changed the hold frame")
+		}
+		var m LinkManage
+		if m.Parse(in) == nil && !bytes.Equal(m.Append(nil), in) {
+			t.Fatal("round trip changed the manage frame")
 		}
 		if ParseLinkDone(in) == nil && !bytes.Equal(in, LinkDone) {
 			t.Fatal("a done frame that is not one parsed")

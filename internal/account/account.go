@@ -249,11 +249,22 @@ func (s *Service) Signup(ctx context.Context, addr string, user, password []byte
 	return s.newSession(u, KeyID(u))
 }
 
-// Login checks a password and opens a session.
+// ErrFirstDeviceRemoved: a password login, which is the account's first
+// device's, for an account whose managing device removed that device.
+var ErrFirstDeviceRemoved = &proto.RemoteError{Code: proto.CodeForbidden,
+	Message: "this account's first device was removed from its device list: log in on a device on the list, with its own key, or recover the account"}
+
+// Login checks a password and opens a session for the account's first
+// device, while that device is on the account's list.
 func (s *Service) Login(ctx context.Context, addr string, user, password []byte) (*Result, error) {
 	u, err := s.checkPassword(ctx, addr, user, password)
 	if err != nil {
 		return nil, err
+	}
+	if on, err := s.onList(u, KeyID(u)); err != nil {
+		return nil, storageErr("login", err)
+	} else if !on {
+		return nil, ErrFirstDeviceRemoved
 	}
 	return s.newSession(u, KeyID(u))
 }

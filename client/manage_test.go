@@ -1,0 +1,110 @@
+package client_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"securefastchat/client"
+	"securefastchat/internal/testserver"
+	"securefastchat/proto"
+)
+
+// TestManagingDevice: alice's first device links her laptop as a device
+// that manages her account's devices. The laptop, through a link of its
+// own, adds a tablet, which does not manage; then alice's first device is
+// lost, and the laptop removes it. bob's messages reach the laptop and the
+// tablet, bob is told of each change, and the laptop makes a group with
+// bob, signed by the master key it got through the link.
+func TestManagingDevice(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob := contacts(t, s)
+	ctx := ctxT(t)
+	bobEv := make(events, 64)
+	testserver.OnEvent(bob, bobEv.on)
+	laptop := linkDevice(t, alice, withAddr(testserver.ClientConfig(t, s), s.Addr()), "laptop", true)
+	if !laptop.Linked() || !laptop.Manages() {
+		t.Fatalf("the laptop: linked %v, manages %v", laptop.Linked(), laptop.Manages())
+	}
+	tablet := linkDevice(t, laptop, withAddr(testserver.ClientConfig(t, s), s.Addr()), "tablet", false)
+	if tablet.Manages() {
+		t.Fatal("the tablet, linked plainly, manages")
+	}
+	if _, err := tablet.OfferLink(ctx); !errors.Is(err, client.ErrNotManaging) {
+		t.Fatalf("the tablet offering a link: %v", err)
+	}
+	if _, err := tablet.RemoveDevice(ctx, "laptop"); !errors.Is(err, client.ErrNotManaging) {
+		t.Fatalf("the tablet removing the laptop: %v", err)
+	}
+	bobEv.wait(t, "the tablet added", func(e client.Event) bool {
+		return e.Kind == client.EventDevice && e.Op == proto.DeviceAdd && e.Text == "tablet"
+	})
+
+	first := alice.Identity().KeyID("alice")
+	alice.Close()
+	if _, err := laptop.RemoveDevice(ctx, fmt.Sprintf("%016x", first)); err != nil {
+		t.Fatalf("the laptop removing the first device: %v", err)
+	}
+	bobEv.wait(t, "the first device removed", func(e client.Event) bool {
+		return e.Kind == client.EventDevice && e.Op == proto.DeviceRemove
+	})
+	list, err := bob.Devices(ctx, "alice")
+	if err != nil || len(list.Devices) != 2 || list.Index(first) >= 0 {
+		t.Fatalf("alice's devices as bob sees them: %+v %v", list, err)
+	}
+	if r, err := bob.SendText(ctx, "alice", "after the phone"); err != nil || r.Status != proto.StatusDelivered {
+		t.Fatalf("bob's message: %+v %v", r, err)
+	}
+	for _, c := range []*client.Client{laptop, tablet} {
+		if m := recvOne(t, c); m.From != "bob" || m.Text != "after the phone" {
+			t.Fatalf("got %+v", m)
+		}
+	}
+
+	// A group made on the laptop: the roster is signed by the master key.
+	if err := laptop.CreateGroup(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if err := laptop.AddMember(ctx, "team", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, bob, "team")
+	if _, err := laptop.SendGroupText(ctx, "team", "from the laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, bob); m.From != "alice" || m.Text != "from the laptop" {
+		t.Fatalf("bob got %+v", m)
+	}
+	if m := recvGroup(t, tablet); !m.Mine || m.Text != "from the laptop" {
+		t.Fatalf("the tablet got %+v", m)
+	}
+}
+
+// TestFirstDeviceRemoved: a first device that a managing device removed
+// (lost, then found) is told so when it opens, even with the password,
+// and takes nothing of the account's.
+func TestFirstDeviceRemoved(t *testing.T) {
+	s := testserver.Start(t, nil)
+	cfg := testserver.ClientConfig(t, s)
+	alice := signup(t, cfg, "alice")
+	laptop := linkDevice(t, alice, withAddr(testserver.ClientConfig(t, s), s.Addr()), "laptop", true)
+	first := alice.Identity().KeyID("alice")
+	alice.Close()
+	if _, err := laptop.RemoveDevice(ctxT(t), fmt.Sprintf("%016x", first)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Open(ctxT(t), cfg, "alice", pw); !errors.Is(err, client.ErrFirstDeviceRemoved) {
+		t.Fatalf("the removed first device opening: %v", err)
+	}
+	if _, err := client.Login(ctxT(t), cfg, "alice", pw); !errors.Is(err, client.ErrFirstDeviceRemoved) {
+		t.Fatalf("the removed first device logging in with the password: %v", err)
+	}
+	// Nor on a raw connection: the password is right, the device is gone.
+	if err := rawLogin(t, s, "alice", testserver.LoginKey(t, "alice")); !errors.Is(err, proto.CodeForbidden) {
+		t.Fatalf("a raw password login: %v", err)
+	}
+	// The laptop goes on.
+	if _, err := laptop.Devices(ctxT(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -361,8 +361,16 @@ func login(cf *clientFlags, cfg client.Config) (*client.Client, error) {
 // loginSender is login for a command that only sends and asks
 // (senderConfig); with keyChanges, a contact's key change is warned of.
 func loginSender(cf *clientFlags, keyChanges bool) (*senderClient, error) {
+	return loginSenderWith(cf, keyChanges, nil)
+}
+
+// loginSenderWith is loginSender with set changing the configuration.
+func loginSenderWith(cf *clientFlags, keyChanges bool, set func(*client.Config)) (*senderClient, error) {
 	cfg := cf.senderConfig()
 	cfg.HoldOnKeyChange = !keyChanges
+	if set != nil {
+		set(&cfg)
+	}
 	c, err := login(cf, cfg)
 	if err != nil {
 		return nil, err
@@ -379,6 +387,7 @@ func cmdSend(args []string) error {
 	group := cf.fs.String("group", "", "send TEXT to this group instead")
 	file := cf.fs.String("file", "", "send this file instead of text")
 	acceptChange := cf.fs.Bool("accept-key-change", false, "send even though the receiver's keys changed (after comparing safety numbers with them): accepts their new keys")
+	perDevice := cf.fs.Bool("per-device", false, "say what became of a text on each of the receiver's devices (delivered, stored, refused, or not sent to a device silent for 30 days)")
 	if err := cf.parse(args); err != nil {
 		return err
 	}
@@ -427,7 +436,7 @@ func cmdSend(args []string) error {
 	}
 	// A change of the receiver's keys holds the message: the error says
 	// so, with what to do.
-	c, err := loginSender(cf, false)
+	c, err := loginSenderWith(cf, false, func(cfg *client.Config) { cfg.PerDevice = *perDevice })
 	if err != nil {
 		return err
 	}
@@ -453,9 +462,40 @@ func cmdSend(args []string) error {
 	}
 	if r.Status == proto.StatusQueued {
 		fmt.Printf("Queued for %s (id %d): stored on the server until their client takes it (they are away, or have not written to you yet).\n", *to, r.ServerID)
+	} else {
+		fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
+	}
+	if *perDevice {
+		return printPerDevice(ctx, c.Client, *to, r)
+	}
+	return nil
+}
+
+// printPerDevice says what became of a sent message on each of to's
+// devices, by name.
+func printPerDevice(ctx context.Context, c *client.Client, to string, r *client.Receipt) error {
+	if r.Devices == nil {
+		fmt.Printf("  %s has one device, or the server is older than protocol version 6: that is all it says.\n", to)
 		return nil
 	}
-	fmt.Printf("Delivered to %s (id %d).\n", *to, r.ServerID)
+	names := map[uint64]string{}
+	if l, err := c.Devices(ctx, to); err == nil {
+		for _, d := range l.Devices {
+			names[d.ID] = d.Name
+		}
+	}
+	for _, d := range r.Devices {
+		what := map[uint8]string{
+			proto.StatusDelivered: "delivered",
+			proto.StatusQueued:    "stored for it until it connects",
+			proto.StatusRefused:   "refused: its queue is full",
+			proto.StatusNotSent:   "not sent: it has not connected for 30 days",
+		}[d.Status]
+		if what == "" {
+			what = fmt.Sprintf("status %d", d.Status)
+		}
+		fmt.Printf("  %016x  %-20s %s\n", d.Device, termtext.Line(names[d.Device]), what)
+	}
 	return nil
 }
 

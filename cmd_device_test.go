@@ -113,7 +113,10 @@ func TestDeviceLink(t *testing.T) {
 	}
 
 	// The laptop is a device of ann's like the first.
-	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "to both of ann's devices"); r.code != 0 {
+	// (--per-device: neither is online, so the message is stored for each.)
+	if r := run(t, bob, "send", "--server", addr, "--user", "bob", "--to", "ann", "--per-device", "to both of ann's devices"); r.code != 0 ||
+		!regexp.MustCompile(`(?m)^  [0-9a-f]{16}  first device +stored for it until it connects$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^  `+firstID+`  laptop +stored for it until it connects$`).MatchString(r.stdout) {
 		t.Fatalf("bob's send: %+v", r)
 	}
 	for name, env := range map[string][]string{"the first device": ann, "the laptop": laptop} {

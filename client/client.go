@@ -68,6 +68,10 @@ type Config struct {
 	// session elsewhere, and it does not show the user online. Commands
 	// that only send or ask use it; Events then carries no messages.
 	SendOnly bool
+	// PerDevice asks, of a server of protocol version 6, what became of
+	// each direct message sealed for devices on every device of its
+	// receiver (Receipt.Devices).
+	PerDevice bool
 }
 
 // loginFlags are the flags of this client's logins.
@@ -142,6 +146,12 @@ type Receipt struct {
 	ServerID uint64
 	Time     time.Time
 	Status   uint8
+	// Devices says, with Config.PerDevice, for a direct message sealed
+	// for devices on a server of protocol version 6, what became of it on
+	// each device of the receiver's list (proto.StatusDelivered,
+	// StatusQueued, StatusRefused or StatusNotSent); Status is delivered if
+	// one device has it. Otherwise it is nil.
+	Devices []proto.DeviceStatus
 }
 
 func (cfg *Config) dialOptions() DialOptions {
@@ -488,7 +498,11 @@ func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 	for try := 1; ; try++ {
 		var build func(b []byte, id uint32) []byte
 		if out.copies != nil {
-			m := proto.SendDMDevices{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Copies: out.copies, Own: out.own, Payload: out.payload}
+			m := proto.SendDMDevices{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Copies: out.copies, Own: out.own, Payload: out.payload,
+				Detail: c.cfg.PerDevice}
+			if conn := c.Conn(); conn != nil && conn.Version() < 6 {
+				m.Detail = false // (a server before version 6 is told nothing new)
+			}
 			build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
 		} else {
 			m := proto.SendDM{To: []byte(out.To), KeyID: out.keyID, MsgID: out.MsgID, Kind: out.Kind, Body: out.body}
@@ -523,14 +537,14 @@ func (c *Client) sendRequest(ctx context.Context, build func(b []byte, id uint32
 		}
 		return nil, &KeysChangedError{User: pk.User, Fingerprint: pk.Fingerprint()}
 	}
-	if err := expect(t, proto.TSent, err); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	var s proto.Sent
-	if err := s.Parse(rb); err != nil {
+	s, err := proto.ParseSent(t, rb)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
-	return &Receipt{ServerID: s.ServerID, Time: time.UnixMilli(s.Time), Status: s.Status}, nil
+	return &Receipt{ServerID: s.ServerID, Time: time.UnixMilli(s.Time), Status: s.Status, Devices: s.Devices}, nil
 }
 
 // MaxTextLen is the longest text one message can carry for this pair of

@@ -3,6 +3,7 @@ package client_test
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -210,22 +211,30 @@ func send(t *testing.T, from *client.Client, to, text string) <-chan *client.Rec
 }
 
 // TestDeviceInboxesOneFull: a full queue on one device never refuses the
-// message for the others.
+// message for the others; the sender is told which device refused it.
 func TestDeviceInboxesOneFull(t *testing.T) {
 	s := testserver.Start(t, func(cfg *server.Config) {
 		cfg.Shard.QueueLimits = store.QueueLimits{Count: 4, ContactShare: 1}
 	})
-	alice, bob := contacts(t, s)
+	alice, _ := contacts(t, s)
+	carol := perDeviceSender(t, s, "carol", alice)
 	laptop, _ := testserver.AddDevice(t, alice, "laptop", nil)
 	// The laptop never logs in: its queue fills; alice's client reads
 	// everything.
 	for i := range 8 {
-		r, err := bob.SendText(ctxT(t), "alice", "message "+string(rune('a'+i)))
+		r, err := carol.SendText(ctxT(t), "alice", "message "+string(rune('a'+i)))
 		if err != nil {
 			t.Fatalf("message %d, with the laptop's queue full: %v", i, err)
 		}
 		if r.Status != proto.StatusDelivered {
 			t.Fatalf("message %d: status %d, want delivered", i, r.Status)
+		}
+		laptopStatus := proto.StatusQueued
+		if i >= 4 {
+			laptopStatus = proto.StatusRefused
+		}
+		if want := []proto.DeviceStatus{{Device: alice.Identity().KeyID("alice"), Status: proto.StatusDelivered}, {Device: laptop.DeviceID, Status: laptopStatus}}; !slices.Equal(r.Devices, want) {
+			t.Fatalf("message %d: carol's receipt says %+v, want %+v", i, r.Devices, want)
 		}
 		if m := recvOne(t, alice); m.Text != "message "+string(rune('a'+i)) {
 			t.Fatalf("alice got %q", m.Text)
@@ -384,6 +393,7 @@ func TestSilentDevice(t *testing.T) {
 	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
 	s := testserver.Start(t, func(c *server.Config) { c.Shard.Now = clock; c.Limits.LoginBurst = 100 })
 	alice, bob := contacts(t, s)
+	carol := perDeviceSender(t, s, "carol", alice)
 	laptop, laptopKey, lc := laptopOnline(t, s, alice)
 	var err error
 	lc.Close()
@@ -395,7 +405,7 @@ func TestSilentDevice(t *testing.T) {
 			silent <- ev
 		}
 	})
-	for _, c := range []*client.Client{alice, bob} {
+	for _, c := range []*client.Client{alice, bob, carol} {
 		if err := c.Reconnect(ctxT(t)); err != nil { // each logs in again, a month on
 			t.Fatal(err)
 		}
@@ -406,6 +416,15 @@ func TestSilentDevice(t *testing.T) {
 	if m := recvOne(t, alice); m.Text != "a month on" {
 		t.Fatalf("alice got %q", m.Text)
 	}
+	// carol, who asks, is told the laptop was sent nothing.
+	r, err := carol.SendText(ctxT(t), "alice", "from carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []proto.DeviceStatus{{Device: alice.Identity().KeyID("alice"), Status: proto.StatusDelivered}, {Device: laptop.DeviceID, Status: proto.StatusNotSent}}; !slices.Equal(r.Devices, want) {
+		t.Fatalf("carol's receipt says %+v, want %+v", r.Devices, want)
+	}
+	recvOne(t, alice)
 	if n := inboxLen(t, s, "alice", laptop.DeviceID); n != 0 {
 		t.Fatalf("the silent laptop's inbox holds %d", n)
 	}

@@ -3,9 +3,11 @@ package client_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"securefastchat/client"
+	"securefastchat/internal/server"
 	"securefastchat/internal/testserver"
 	"securefastchat/proto"
 )
@@ -107,4 +109,42 @@ func TestFirstDeviceRemoved(t *testing.T) {
 	if _, err := laptop.Devices(ctxT(t), "alice"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// perDeviceSender signs user up as a contact of c, asking for each
+// message's outcome on every device (Config.PerDevice).
+func perDeviceSender(t *testing.T, s *server.Server, user string, c *client.Client) *client.Client {
+	t.Helper()
+	cfg := testserver.ClientConfig(t, s)
+	cfg.PerDevice = true
+	u := signup(t, cfg, user)
+	t.Cleanup(func() { u.Close() })
+	testserver.Acquaint(t, u, c)
+	return u
+}
+
+// TestDeliveryPerDevice: "delivered" means one of the receiver's devices
+// has the message; a sender who asks is told, device by device, which
+// acknowledged it and for which it is stored. One who does not ask is
+// told as before.
+func TestDeliveryPerDevice(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob := contacts(t, s)
+	carol := perDeviceSender(t, s, "carol", alice)
+	laptop := addLaptop(t, alice, withAddr(testserver.ClientConfig(t, s), s.Addr()))
+	laptopID := laptop.Identity().KeyID("alice")
+	laptop.Close()
+	if r, err := bob.SendText(ctxT(t), "alice", "bob does not ask"); err != nil || r.Status != proto.StatusDelivered || r.Devices != nil {
+		t.Fatalf("bob's receipt: %+v %v", r, err)
+	}
+	recvOne(t, alice)
+	r, err := carol.SendText(ctxT(t), "alice", "to the phone now, the laptop later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []proto.DeviceStatus{{Device: alice.Identity().KeyID("alice"), Status: proto.StatusDelivered}, {Device: laptopID, Status: proto.StatusQueued}}
+	if r.Status != proto.StatusDelivered || !slices.Equal(r.Devices, want) {
+		t.Fatalf("carol's receipt: %d %+v, want delivered, %+v", r.Status, r.Devices, want)
+	}
+	recvOne(t, alice)
 }

@@ -117,6 +117,8 @@ const (
 	// sender. The server refuses it with TDevicesMismatch if either set
 	// is not the device list as it stands.
 	TSendDMDevices MsgType = 0x1D // to str8 | msg_id 16 | kind u8 | to_count u8 | copy x to_count | own_count u8 | copy x own_count | payload str16 (version 4)
+	// TSendDMDevicesDetail is SendDMDevices answered with SentDevices.
+	TSendDMDevicesDetail MsgType = 0x22 // as SendDMDevices (version 6)
 	// TDevicesMismatch refuses a send whose devices are not the lists'.
 	TDevicesMismatch MsgType = 0x9C // count u8 (1..255) | (user str8 | missing_count u8 | device_id u64 x missing_count | extra_count u8 | device_id u64 x extra_count) x count (version 4)
 	// TDeliverDevices pushes one device's copy of a device-sealed direct
@@ -144,6 +146,9 @@ type SendDMDevices struct {
 	Copies  []DeviceCopy // the receiver's devices
 	Own     []DeviceCopy // the sender's other devices
 	Payload []byte       // at most MaxBodyLen
+	// Detail sends it as SendDMDevicesDetail (version 6): answered
+	// SentDevices, what became of it on each of the receiver's devices.
+	Detail bool
 }
 
 func appendCopies(b []byte, cs []DeviceCopy) []byte {
@@ -168,14 +173,19 @@ func (d *dec) copies(max int) []DeviceCopy {
 
 // Append appends the message to b.
 func (m *SendDMDevices) Append(b []byte, id uint32) []byte {
-	b = appendStr8(AppendHeader(b, TSendDMDevices, id), m.To)
+	t := TSendDMDevices
+	if m.Detail {
+		t = TSendDMDevicesDetail
+	}
+	b = appendStr8(AppendHeader(b, t, id), m.To)
 	b = append(append(b, m.MsgID...), m.Kind)
 	b = appendCopies(appendCopies(b, m.Copies), m.Own)
 	return appendStr16(b, m.Payload)
 }
 
-// Parse decodes a body. A message has at least one copy for the
-// receiver, and at most MaxCopies in all.
+// Parse decodes a body (of either type; Detail is left as it is). A
+// message has at least one copy for the receiver, and at most MaxCopies
+// in all.
 func (m *SendDMDevices) Parse(body []byte) error {
 	d := dec{b: body}
 	m.To, m.MsgID, m.Kind = d.str8(), d.fixed(MsgIDLen), d.u8()

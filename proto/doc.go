@@ -48,6 +48,7 @@
 //	0x1F  SignalDevices       live.go (v5)
 //	0x20  Ping                messages.go
 //	0x21  ChangePassword      messages.go (v6)
+//	0x22  SendDMDevicesDetail devsealed.go (v6)
 //	0x3F  Close               messages.go
 //	0x40  GroupChange         groupmsg.go
 //	0x41  GroupList           groupmsg.go
@@ -94,6 +95,7 @@
 //	0x9E  GroupKeysReplyV3    groupmsg.go (v5)
 //	0x9F  DeliverGroupV2      groupmsg.go (v5)
 //	0xA0  SignalDevicesMsg    live.go (v5)
+//	0xA1  SentDevices         messages.go (v6)
 //
 // Versions and what each added: the changelog on MaxVersion (frame.go).
 //

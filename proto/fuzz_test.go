@@ -91,6 +91,10 @@ func reencode(msg []byte) ([]byte, error) {
 		var m Sent
 		err = m.Parse(body)
 		return m.Append(nil, id), err
+	case TSentDevices:
+		var m SentDevices
+		err = m.Parse(body)
+		return m.Append(nil, id), err
 	case TDeliver, TDeliverRequest:
 		m := Deliver{Request: t == TDeliverRequest}
 		err = m.Parse(body)
@@ -184,8 +188,8 @@ func reencode(msg []byte) ([]byte, error) {
 		var m ChangePassword
 		err = m.Parse(body)
 		return m.Append(nil, id), err
-	case TSendDMDevices:
-		var m SendDMDevices
+	case TSendDMDevices, TSendDMDevicesDetail:
+		m := SendDMDevices{Detail: t == TSendDMDevicesDetail}
 		err = m.Parse(body)
 		return m.Append(nil, id), err
 	case TDevicesMismatch:
@@ -313,6 +317,8 @@ func seedMessages() [][]byte {
 		(&Recover{User: []byte("ann"), Password: []byte("the password"), Keys: Keys{BoxKey: bytes.Repeat([]byte{1}, 32), SignKey: bytes.Repeat([]byte{2}, 32), KeySig: bytes.Repeat([]byte{3}, 64)},
 			Statement: seedDeviceStatements()[0]}).Append(nil, 33),
 		(&ChangePassword{Old: []byte("the old login key"), New: []byte("the new login key")}).Append(nil, 34),
+		(&SendDMDevices{To: []byte("bob"), MsgID: id16, Kind: KindText, Copies: []DeviceCopy{{Device: 7, Wrap: bytes.Repeat([]byte{8}, WrapLen)}}, Payload: []byte("sealed"), Detail: true}).Append(nil, 36),
+		(&SentDevices{Sent: Sent{ServerID: 9, Time: 1700000000000, Status: StatusDelivered}, Devices: []DeviceStatus{{Device: 7, Status: StatusDelivered}, {Device: 8, Status: StatusQueued}, {Device: 9, Status: StatusNotSent}}}).Append(nil, 35),
 		(&DevicesMismatch{Users: []DevicesDiff{{User: []byte("bob"), Missing: []uint64{7}, Extra: []uint64{9, 10}}, {User: []byte("ann"), Extra: []uint64{3}}}}).Append(nil, 31),
 		(&DeliverDevices{ServerID: 5, Time: 1700000000000, Flags: DeliverFlagRequest, From: []byte("ann"), FromDevice: 3, To: []byte("bob"), MsgID: id16, Kind: KindText,
 			Wrap: bytes.Repeat([]byte{8}, WrapLen), Payload: []byte("sealed")}).Append(nil, 0),

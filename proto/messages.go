@@ -522,6 +522,73 @@ func (m *Sent) Parse(body []byte) error {
 	return d.done()
 }
 
+// TSentDevices answers SendDMDevicesDetail (version 6): the Sent fields,
+// then what became of the message on each device of the receiver's
+// list, in the list's order.
+const TSentDevices MsgType = 0xA1 // server_id u64 | time i64 | status u8 | count u8 (<= MaxDevices) | (device_id u64 | status u8) x count (version 6)
+
+// Per-device statuses (SentDevices), besides StatusDelivered (that
+// device's client acknowledged it) and StatusQueued (stored for it).
+const (
+	// StatusRefused: the device's queue is full; nothing was stored for
+	// it (the others have the message).
+	StatusRefused uint8 = 3
+	// StatusNotSent: the device has not logged in for DeviceSilentAfter
+	// while another of its account's has: it is sent nothing.
+	StatusNotSent uint8 = 4
+)
+
+// DeviceStatus is what became of a message on one device.
+type DeviceStatus struct {
+	Device uint64
+	Status uint8
+}
+
+// SentDevices acknowledges a SendDMDevices, per device.
+type SentDevices struct {
+	Sent
+	Devices []DeviceStatus
+}
+
+// Append appends the message to b.
+func (m *SentDevices) Append(b []byte, id uint32) []byte {
+	b = binary.BigEndian.AppendUint64(AppendHeader(b, TSentDevices, id), m.ServerID)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
+	b = append(b, m.Status, uint8(len(m.Devices)))
+	for _, d := range m.Devices {
+		b = append(binary.BigEndian.AppendUint64(b, d.Device), d.Status)
+	}
+	return b
+}
+
+// Parse decodes a body.
+func (m *SentDevices) Parse(body []byte) error {
+	d := dec{b: body}
+	m.ServerID, m.Time, m.Status = d.u64(), int64(d.u64()), d.u8()
+	n := int(d.u8())
+	if d.err == nil && n > MaxDevices {
+		return fmt.Errorf("%w: %d devices", ErrMalformed, n)
+	}
+	m.Devices = nil
+	for i := 0; i < n && d.err == nil; i++ {
+		m.Devices = append(m.Devices, DeviceStatus{Device: d.u64(), Status: d.u8()})
+	}
+	return d.done()
+}
+
+// ParseSent decodes the answer to a message, of type t: Sent, or
+// SentDevices (its devices are nil for a Sent).
+func ParseSent(t MsgType, body []byte) (*SentDevices, error) {
+	var m SentDevices
+	switch t {
+	case TSent:
+		return &m, m.Sent.Parse(body)
+	case TSentDevices:
+		return &m, m.Parse(body)
+	}
+	return nil, fmt.Errorf("%w: answer %#x to a message", ErrMalformed, uint8(t))
+}
+
 // Deliver pushes a message to its receiver.
 type Deliver struct {
 	ServerID uint64

@@ -294,7 +294,7 @@ func (c *conn) handle(msg []byte) bool {
 		c.closeRecv = true
 		c.closeGraceful(CloseNormal)
 		return false
-	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TAck,
+	case proto.TLogout, proto.TGetKeys, proto.TSendDM, proto.TSendDMFor, proto.TSendDMDevices, proto.TSendDMDevicesDetail, proto.TAck,
 		proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3, proto.TGroupBadEpoch, proto.TGroupBadEpochV2, proto.TGroupList, proto.TGroupChain, proto.TGroupKeys, proto.TSendGroup, proto.TSendGroupFile,
 		proto.TSignal, proto.TSignalDevices, proto.TBroadcast, proto.TRelation, proto.TBlockedList, proto.TGroupJoin, proto.TGroupInvites,
 		proto.TDeviceChain, proto.TDeviceAppend, proto.TDeviceSeen, proto.TChangePassword:
@@ -313,8 +313,8 @@ func (c *conn) handleAuthed(t proto.MsgType, id uint32, body []byte) bool {
 	switch t {
 	case proto.TSendDM, proto.TSendDMFor:
 		c.sendDM(t, id, body)
-	case proto.TSendDMDevices:
-		c.sendDMDevices(id, body)
+	case proto.TSendDMDevices, proto.TSendDMDevicesDetail:
+		c.sendDMDevices(id, body, t == proto.TSendDMDevicesDetail)
 	case proto.TGroupChange, proto.TGroupChangeV2, proto.TGroupChangeV3:
 		c.groupChange(t, id, body)
 	case proto.TGroupBadEpoch, proto.TGroupBadEpochV2:

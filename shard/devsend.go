@@ -2,6 +2,7 @@ package shard
 
 import (
 	"bytes"
+	"slices"
 
 	"securefastchat/proto"
 )
@@ -14,10 +15,12 @@ import (
 // on the list, is refused with the difference, and the sender's client
 // reads the lists again and resends.
 
-// sendDMDevices is the path of a message sealed for devices.
-func (c *conn) sendDMDevices(id uint32, body []byte) {
-	if c.sess.Version < 4 {
-		c.replyErr(id, proto.CodeUnsupported, "a message sealed for devices needs protocol version 4")
+// sendDMDevices is the path of a message sealed for devices; with
+// detail (SendDMDevicesDetail), the sender is told what became of it on
+// each device.
+func (c *conn) sendDMDevices(id uint32, body []byte, detail bool) {
+	if c.sess.Version < 4 || detail && c.sess.Version < 6 {
+		c.replyErr(id, proto.CodeUnsupported, "a message sealed for devices needs protocol version 4, and its outcome per device 6")
 		return
 	}
 	var m proto.SendDMDevices
@@ -53,11 +56,24 @@ func (c *conn) sendDMDevices(id uint32, body []byte) {
 	// stored: those are stored first (and delivered in order from there),
 	// so the sender does not wait on its own devices.
 	r := &devicesReply{directReply: directReply{from: c, reqID: id, sentID: c.seq.Add(1), time: now}}
+	var outs []deviceOutcome // a sender who asks is told each device's
+	if detail {
+		r.detail = make([]proto.DeviceStatus, len(ds.All))
+		outs = make([]deviceOutcome, len(ds.All))
+		for i, dev := range ds.All {
+			r.detail[i] = proto.DeviceStatus{Device: dev, Status: proto.StatusNotSent}
+			outs[i] = deviceOutcome{r: r, status: &r.detail[i].Status}
+		}
+	}
 	targets := make([]*envelope, 0, len(m.Copies)+len(own))
 	eps := make([]endpoint, 0, cap(targets))
 	for i := range m.Copies {
 		if cp := &m.Copies[i]; sends(ds.IDs, cp.Device) {
-			targets = append(targets, c.copyEnvelope(&m, to, nil, cp, r, r, now))
+			var out outcome = r
+			if outs != nil {
+				out = &outs[slices.Index(ds.All, cp.Device)] // (checkCopies: it is on the list)
+			}
+			targets = append(targets, c.copyEnvelope(&m, to, nil, cp, r, out, now))
 			eps = append(eps, deviceEndpoint(to, cp.Device))
 		}
 	}
@@ -173,6 +189,23 @@ func devicesDiff(user []byte, list []uint64, skip uint64, copies []proto.DeviceC
 		}
 	}
 	return d
+}
+
+// deviceOutcome is the outcome of the copy for one device of the
+// receiver, for a sender told each device's: it notes the device's
+// status, then counts as devicesReply does.
+type deviceOutcome struct {
+	r      *devicesReply
+	status *uint8 // the device's entry in r.detail
+}
+
+func (o *deviceOutcome) delivered(sh *Shard) { *o.status = proto.StatusDelivered; o.r.delivered(sh) }
+
+func (o *deviceOutcome) queued(sentID uint64) { *o.status = proto.StatusQueued; o.r.queued(sentID) }
+
+func (o *deviceOutcome) refused(code proto.ErrorCode, why string) {
+	*o.status = proto.StatusRefused
+	o.r.refused(code, why)
 }
 
 // ownCopy is the outcome of a copy for another device of the sender: the

@@ -92,12 +92,18 @@ func (r *directReply) refused(code proto.ErrorCode, why string) {
 // that refuses it (its queue is full) does not refuse it for the others:
 // only if every device refused is the sender refused, with the first
 // refusal.
+//
+// A sender who asked (SendDMDevicesDetail) is answered SentDevices: what
+// became of the message on each device of the receiver's list (detail,
+// one entry per device, each written once by that device's outcome
+// before it counts down).
 type devicesReply struct {
 	remaining atomic.Int32
 	acked     atomic.Bool // one device acknowledged it
 	taken     atomic.Bool // one device has it (acknowledged or stored)
 	mu        sync.Mutex
 	refusal   *proto.RemoteError // the first refusal
+	detail    []proto.DeviceStatus
 	directReply
 }
 
@@ -125,11 +131,18 @@ func (r *devicesReply) done() {
 	if r.remaining.Add(-1) != 0 || r.from == nil {
 		return
 	}
+	status := proto.StatusQueued
 	switch {
 	case r.acked.Load():
-		_ = r.from.enqueue((&proto.Sent{ServerID: r.sentID, Time: r.time, Status: proto.StatusDelivered}).Append(nil, r.reqID))
+		status = proto.StatusDelivered
+		fallthrough
 	case r.taken.Load():
-		_ = r.from.enqueue((&proto.Sent{ServerID: r.sentID, Time: r.time, Status: proto.StatusQueued}).Append(nil, r.reqID))
+		sent := proto.Sent{ServerID: r.sentID, Time: r.time, Status: status}
+		if r.detail != nil {
+			_ = r.from.enqueue((&proto.SentDevices{Sent: sent, Devices: r.detail}).Append(nil, r.reqID))
+		} else {
+			_ = r.from.enqueue(sent.Append(nil, r.reqID))
+		}
 	default:
 		r.mu.Lock()
 		e := r.refusal

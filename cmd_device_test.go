@@ -211,7 +211,7 @@ func TestDeviceLinkManage(t *testing.T) {
 	if r := run(t, laptop, "device", "list", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "ann has 1 device(s)") {
 		t.Fatalf("ann's devices: %+v", r)
 	}
-	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code == 0 || !strings.Contains(r.stderr, "first device was removed") {
+	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code == 0 || !strings.Contains(r.stderr, "removed it from the list") {
 		t.Fatalf("the removed first device's recv: %+v", r)
 	}
 }

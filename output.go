@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"securefastchat/client"
 	"securefastchat/proto"
@@ -70,6 +71,10 @@ func describe(err error) string {
 		return err.Error()[len("client: "):] + "; check --server"
 	case errors.Is(err, client.ErrConnect):
 		return err.Error() + " (is the server running, and is --server right?)"
+	case errors.Is(err, client.ErrPasswordRefused):
+		return "wrong user name or password (or the account is temporarily throttled after failed attempts). " + strings.TrimPrefix(client.ErrPasswordRefused.Error(), "client: the server refused the password. ")
+	case errors.Is(err, client.ErrFirstDeviceRemoved):
+		return strings.TrimPrefix(client.ErrFirstDeviceRemoved.Error(), "client: ")
 	case errors.Is(err, proto.CodeInvalidCredentials):
 		return "wrong user name or password (or the account is temporarily throttled after failed attempts)"
 	case errors.Is(err, proto.CodeUsernameTaken):

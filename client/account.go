@@ -48,13 +48,17 @@ func (a *account) master() ed25519.PublicKey { return ed25519.PublicKey(a.keys.S
 // "account" record, or, on the first device (which has none), id's own.
 func loadAccount(st Storage, canon string, id *Identity) (*account, error) {
 	name := userRecord(canon, "account")
-	magic, size := accountMagic, proto.KeyLen+ed25519.PublicKeySize+ed25519.SignatureSize
-	if raw, err := st.Read(name); err == nil && bytes.HasPrefix(raw, []byte(accountMagicV2)) {
-		magic, size = accountMagicV2, size+ed25519.SeedSize
-	}
-	b, _, err := readSealed(st, localKey(id, canon, "account"), magic, name)
+	raw, err := st.Read(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &account{keys: id.PublicKeys(canon), masterKey: id.Sign}, nil
+	}
+	magic, size := accountMagic, proto.KeyLen+ed25519.PublicKeySize+ed25519.SignatureSize
+	if bytes.HasPrefix(raw, []byte(accountMagicV2)) {
+		magic, size = accountMagicV2, size+ed25519.SeedSize
+	}
+	var b []byte
+	if err == nil {
+		b, _, err = openAtRest(localKey(id, canon, "account"), magic, raw, where(st, name))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("client: reading the account record: %w", err)

@@ -8,8 +8,9 @@
 // A Client is a user's end of the service. Its state is split by owner:
 //
 //   - session (session.go): the one session with the server. It owns the
-//     connection, the login (the session token sealed in the home, or the
-//     password), reconnecting with backoff, the connection's state, and
+//     connection, the login (the session token sealed in the home, the
+//     device's key, or the password's login key: password.go),
+//     reconnecting with backoff, the connection's state, and
 //     requests that wait for a connection and are sent again after a
 //     reconnect. Its mutex guards the connection and the state.
 //   - groupBook (groups.go): what the client knows of its groups, each

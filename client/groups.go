@@ -359,6 +359,12 @@ func (gb *groupBook) fetchChain(ctx context.Context, g *groupView, name string) 
 				prev = g.roster()
 			}
 			next, err := prev.Apply(s, keys)
+			if errors.Is(err, proto.ErrBadSignature) {
+				// The likeliest honest cause: the signer started their
+				// account again since, with a new key.
+				return fmt.Errorf("%w: %s: %v (if %s recovered their account since, this was signed with their old key, which cannot be checked any more: the group has to be made again)",
+					ErrGroupChain, name, err, s.Signer)
+			}
 			if err != nil || next.Group != name {
 				return fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"securefastchat/client"
@@ -147,4 +148,33 @@ func TestDeliveryPerDevice(t *testing.T) {
 		t.Fatalf("carol's receipt: %d %+v, want delivered, %+v", r.Status, r.Devices, want)
 	}
 	recvOne(t, alice)
+}
+
+// TestGroupAfterRecoveryTold: what alice signed in her group before she
+// recovered her account was signed with a key that is gone. A member who
+// accepted her new key, reading the group afresh, cannot check it, and is
+// told so with the likely cause and what to do, rather than a bare
+// signature failure.
+func TestGroupAfterRecoveryTold(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, bob, bobCfg := aliceTeam(t, s, "bob")
+	alice.Close()
+	again, err := client.Recover(ctxT(t), testserver.ClientConfig(t, s), "alice", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	bob.Close()
+	bob = login(t, bobCfg, "bob")
+	defer bob.Close()
+	if _, err := bob.PeerKeys(ctxT(t), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.AcceptKeyChange("alice"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.GroupMembers(ctxT(t), "team")
+	if !errors.Is(err, client.ErrGroupChain) || !strings.Contains(err.Error(), "if alice recovered their account since") || !strings.Contains(err.Error(), "made again") {
+		t.Fatalf("bob reading team: %v", err)
+	}
 }

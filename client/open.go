@@ -25,6 +25,7 @@ type Client struct {
 
 	devMu       sync.Mutex   // one device chain made at a time (devices.go)
 	devicesMade atomic.Bool  // this account's chain exists
+	moveTried   atomic.Bool  // movePassword ran (once a client)
 	devHeads    *deviceHeads // the heads of the device chains seen
 	hold        *deviceHold  // the hold on contacts' new devices
 	devLists    deviceLists  // the lists last checked, for sealing (devsealed.go)

@@ -198,10 +198,13 @@ func (c *Client) ChangePassword(ctx context.Context, old, next string) error {
 // takes the login key for the password, and the identity file says so
 // from then on. An earlier run may have moved the server and not the
 // file: then the login key is already the password. If the move fails,
-// the next connection tries again.
+// the next client of the home tries again.
 func (c *Client) movePassword(conn *Conn) {
 	pw := c.s.password
-	if !pw.unmoved() || conn.Version() < 6 {
+	// Once a client: a move the server refuses (both forms of the
+	// password wrong) would otherwise count a failed login at every
+	// reconnect.
+	if !pw.unmoved() || conn.Version() < 6 || !c.moveTried.CompareAndSwap(false, true) {
 		return
 	}
 	c.onConnectTask(func(ctx context.Context) {

@@ -8,8 +8,11 @@
 // loop and events), inbox.go (what the loop does for one connection:
 // deliver, persist, fetch, ack), conn.go (a connection's reader: the
 // handshake, login and requests), outq.go (its output), envelope.go and
-// router.go (the message path), groups.go, live.go, requests.go,
-// directory.go (who is online where, and the admission gate), reasons.go.
+// router.go (the message path), devsend.go (messages sealed for devices),
+// groups.go, live.go, requests.go, devices.go and password.go (device
+// lists and password changes, carried to Accounts), links.go (device
+// links), directory.go (who is online where, and the admission gate),
+// reasons.go.
 //
 // # Connections
 //

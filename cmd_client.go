@@ -262,7 +262,8 @@ func cmdRecover(args []string) error {
 			"other devices' sessions end and what waited for them is dropped; your\n"+
 			"contacts see a key change and hold what they write to you until they\n"+
 			"accept it (compare safety numbers with them again). Your name, contacts,\n"+
-			"blocks and groups stay; rekey your groups from here.")
+			"blocks and groups stay: each group is told that your key changed, naming\n"+
+			"the one before, so its members still check what you signed in it.")
 	asIs := cf.fs.Bool("password-as-is", false, "send the password itself, for an account not used since before login keys (then change it: 'securefastchat password')")
 	if err := cf.parse(args); err != nil {
 		return err
@@ -294,9 +295,17 @@ func cmdRecover(args []string) error {
 	if *asIs {
 		fmt.Println("The server has seen your password: change it now ('securefastchat password').")
 	}
-	if groups, err := c.Groups(ctx); err == nil && len(groups) > 0 {
-		fmt.Printf("You are in %d group(s): %s. What you signed in them was signed with your old key, which their members' clients\n"+
-			"cannot check when they read a group from its start; make them again, and leave these.\n", len(groups), termtext.Line(strings.Join(groups, ", ")))
+	told, failed := c.GroupsToldOfRecovery()
+	if len(told) > 0 {
+		fmt.Printf("Your groups were told that your key changed, with the one before, so their members still check what you signed in them: %s.\n", termtext.Line(strings.Join(told, ", ")))
+	}
+	if err := failed[""]; err != nil {
+		fmt.Printf("Your groups could not be listed (%v): what you signed in them was signed with your old key; run 'recover' again later, or make them again.\n", err)
+	}
+	for g, err := range failed {
+		if g != "" {
+			fmt.Printf("%s: not told that your key changed (%v): make it again, and leave it.\n", termtext.Line(g), err)
+		}
 	}
 	return nil
 }

@@ -158,8 +158,9 @@ func TestDeviceLink(t *testing.T) {
 }
 
 // TestRecoverCommand: ann, her devices lost, starts again from a new home
-// with her password; bob's recv says her keys changed, and his send is
-// held until he accepts; the old home's send fails.
+// with her password, and her group is told that her key changed; bob's
+// recv says her keys changed, and his send is held until he accepts; the
+// old home's send fails.
 func TestRecoverCommand(t *testing.T) {
 	addr, ann, bob := annAndBob(t)
 	if r := run(t, ann, "group", "create", "team", "--server", addr, "--user", "ann"); r.code != 0 {
@@ -167,8 +168,12 @@ func TestRecoverCommand(t *testing.T) {
 	}
 	fresh := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=a password!"}
 	if r := run(t, fresh, "recover", "--server", addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "starts again from this device") ||
-		!strings.Contains(r.stdout, "You are in 1 group(s): team.") {
+		!strings.Contains(r.stdout, "Your groups were told that your key changed, with the one before, so their members still check what you signed in them: team.") {
 		t.Fatalf("recover: %+v", r)
+	}
+	// Her group goes on from the new home: its chain checks from the start.
+	if r := run(t, fresh, "send", "--server", addr, "--user", "ann", "--group", "team", "after the recovery"); r.code != 0 {
+		t.Fatalf("ann's group send after the recovery: %+v", r)
 	}
 	if r := run(t, ann, "recover", "--server", addr, "--user", "ann"); r.code != 1 || !strings.Contains(r.stderr, "already holds an identity") {
 		t.Fatalf("recover in a home that holds ann's identity: %+v", r)

@@ -415,6 +415,22 @@ func TestPasswordMovedNotice(t *testing.T) {
 	}
 }
 
+// TestKeyChangedNotice: a member's key change in a group, said by their
+// recovery, shows in the group.
+func TestKeyChangedNotice(t *testing.T) {
+	m, _, _ := testModel(t)
+	var got []tea.Msg
+	m.a.send = func(msg tea.Msg) { got = append(got, msg) }
+	m.a.event(client.Event{Kind: client.EventGroup, Group: "team", User: "alice", Op: proto.OpKeyChanged, Target: "alice"})
+	for _, msg := range got {
+		m.Update(msg)
+	}
+	m.openConv("#team")
+	if v := m.View(); !strings.Contains(v, "alice recovered their account") {
+		t.Fatalf("the chat shows:\n%s", v)
+	}
+}
+
 // TestSilentDeviceNotice: the chat warns of one of the user's own devices
 // going silent, with what to do, and the device's name cannot act on the
 // terminal.

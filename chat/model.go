@@ -815,6 +815,11 @@ func (m *model) groupEvent(ev client.Event) {
 		text = who(ev.Target) + " left"
 	case proto.OpPromote:
 		text = who(ev.User) + " made " + who(ev.Target) + " an admin"
+	case proto.OpKeyChanged:
+		text = who(ev.User) + " recovered their account: what they signed here before is checked with their key from before"
+		if ev.User == me {
+			text = "you said here that your key changed (you recovered your account)"
+		}
 	case 0:
 		delete(m.invites, ev.Group)
 		if m.leaving[ev.Group] {

@@ -220,7 +220,10 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 // The server drops the old devices' sessions and what waits for them;
 // contacts see a key change, as when an account is made again, and hold
 // what they write until they accept it. Name, contacts, blocks and groups
-// stay. The home must not hold an identity for user.
+// stay: before the recovery the account's key until now is read (with the
+// password), and after it each group is told that the key changed, naming
+// that one (GroupsToldOfRecovery says which were). The home must not hold
+// an identity for user.
 //
 // The password goes as its login key. An account whose password the
 // server still knows itself (not used from a client of protocol version 6
@@ -267,14 +270,22 @@ func recoverAccount(ctx context.Context, cfg Config, user, password string, asIs
 		return nil, fmt.Errorf("client: the server cannot recover accounts (it speaks version %d; 4 is needed): upgrade it", conn.Version())
 	}
 	pw := &accountPassword{canon: canon, kdf: cfg.KDF, raw: []byte(password), v1: asIs}
+	refused := func(err error) error {
+		if !asIs && errors.Is(err, proto.CodeInvalidCredentials) {
+			err = fmt.Errorf("%w (%w)", ErrPasswordRefused, err)
+		}
+		return err
+	}
+	former, err := formerKey(ctx, cfg, canon, pw)
+	if errors.Is(err, proto.CodeInvalidCredentials) {
+		conn.Close()
+		return nil, refused(err)
+	}
 	m := proto.Recover{User: []byte(user), Password: pw.secret(), Keys: keys, Statement: st.Append(nil)}
 	ok, err := loginRequest(ctx, conn, func(b []byte, rid uint32) []byte { return m.Append(b, rid) })
 	if err != nil {
 		conn.Close()
-		if !asIs && errors.Is(err, proto.CodeInvalidCredentials) {
-			err = fmt.Errorf("%w (%w)", ErrPasswordRefused, err)
-		}
-		return nil, err
+		return nil, refused(err)
 	}
 	if asIs && conn.Version() >= 6 {
 		if err := changePassword(ctx, conn, pw.secret(), pw.loginKey()); err == nil {
@@ -288,5 +299,66 @@ func recoverAccount(ctx context.Context, cfg Config, user, password string, asIs
 	if _, err := c.ensureDevices(ctx); err == nil {
 		c.devicesMade.Store(true)
 	}
+	c.tellGroupsKeyChanged(ctx, former)
 	return c, nil
+}
+
+// formerKey reads, before a recovery replaces them, the account's
+// published sign key (its master key until now): with the password, on a
+// session that takes no deliveries. nil if there is none to read (the
+// account's first device was removed, so no password login, or the
+// server is older); an error only when the password is refused.
+func formerKey(ctx context.Context, cfg Config, canon string, pw *accountPassword) (ed25519.PublicKey, error) {
+	conn, err := Dial(ctx, cfg.Addr, cfg.dialOptions())
+	if err != nil {
+		return nil, nil
+	}
+	defer conn.Close()
+	if conn.Version() < 6 {
+		return nil, nil
+	}
+	if _, err := conn.LoginWith(ctx, canon, string(pw.secret()), proto.LoginNoDeliveries); err != nil {
+		if errors.Is(err, proto.CodeInvalidCredentials) {
+			return nil, err
+		}
+		return nil, nil
+	}
+	req := proto.UserReq{User: []byte(canon)}
+	t, body, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGetKeys, id) })
+	var kr proto.KeysReply
+	if expect(t, proto.TKeys, err) != nil || kr.Parse(body) != nil || string(kr.User) != canon || proto.VerifyKeys([]byte(canon), &kr.Keys) != nil {
+		return nil, nil
+	}
+	return ed25519.PublicKey(kr.SignKey), nil
+}
+
+// tellGroupsKeyChanged says, in each group the recovered user is in, that
+// their key changed from former (announceKeyChange), and keeps what came
+// of it for GroupsToldOfRecovery.
+func (c *Client) tellGroupsKeyChanged(ctx context.Context, former ed25519.PublicKey) {
+	groups, err := c.Groups(ctx)
+	c.recovered.failed = map[string]error{}
+	for _, g := range groups {
+		err := errors.New("client: the account's key before the recovery could not be read (its first device was removed, or the server is older)")
+		if former != nil {
+			err = c.groups.announceKeyChange(ctx, g, former)
+		}
+		if err != nil {
+			c.recovered.failed[g] = err
+		} else {
+			c.recovered.told = append(c.recovered.told, g)
+		}
+	}
+	if err != nil {
+		c.recovered.failed[""] = fmt.Errorf("client: listing your groups: %w", err)
+	}
+}
+
+// GroupsToldOfRecovery returns, after Recover, the groups in which the
+// recovered account said that its key changed (so their members check
+// what it signed before), and those it could not, with why (under "" if
+// the groups could not be listed). Each of the latter has to be made
+// again.
+func (c *Client) GroupsToldOfRecovery() (told []string, failed map[string]error) {
+	return c.recovered.told, c.recovered.failed
 }

@@ -48,6 +48,16 @@ func (k *PeerKeys) Fingerprint() string {
 //	name <fingerprint verified>
 //
 // A mark holds while the pinned keys have that fingerprint.
+//
+// The sign keys a contact had before a key change are in a fourth (path
+// + ".former", sealed "SFCFMR1"), one line per user, the keys in hex
+// joined by commas:
+//
+//	name <key>,<key>
+//
+// A group's chain may say that a member's key changed, naming the one
+// before (proto.OpKeyChanged): it must be one of these, when this client
+// knew the member's key before.
 type contacts struct {
 	st   Storage
 	name string    // the record; the changed keys are name + ".changed"
@@ -58,6 +68,7 @@ type contacts struct {
 	fetch      map[string]*PeerKeys // fetched and checked during this session
 	unaccepted map[string]string    // user -> the fingerprint pinned before the change
 	verified   map[string]string    // user -> the fingerprint the user verified
+	former     map[string]string    // user -> the sign keys pinned before, hex, comma-joined
 }
 
 // Magics of the sealed files.
@@ -65,11 +76,15 @@ const (
 	contactsMagic = "SFCCON1"
 	changedMagic  = "SFCCHG1"
 	verifiedMagic = "SFCVRF1"
+	formerMagic   = "SFCFMR1"
 )
 
 func loadContacts(st Storage, name string, key *[32]byte) (*contacts, error) {
-	ct := &contacts{st: st, name: name, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}, verified: map[string]string{}}
+	ct := &contacts{st: st, name: name, key: key, pinned: map[string]*PeerKeys{}, fetch: map[string]*PeerKeys{}, unaccepted: map[string]string{}, verified: map[string]string{}, former: map[string]string{}}
 	if err := ct.loadUnaccepted(); err != nil {
+		return nil, err
+	}
+	if err := ct.loadMarks(ct.name+".former", formerMagic, ct.former); err != nil {
 		return nil, err
 	}
 	if err := ct.loadMarks(ct.name+".verified", verifiedMagic, ct.verified); err != nil {
@@ -151,9 +166,35 @@ func (ct *contacts) pin(k *PeerKeys) (old string, changed bool, err error) {
 				return "", false, err
 			}
 		}
+		if string(p.Sign) != string(k.Sign) && !ct.wasKey(k.User, p.Sign) {
+			ct.former[k.User] = strings.TrimPrefix(ct.former[k.User]+","+hex.EncodeToString(p.Sign), ",")
+			if err := ct.saveMarks(ct.name+".former", formerMagic, ct.former); err != nil {
+				return "", false, err
+			}
+		}
 	}
 	ct.pinned[k.User] = k
 	return old, changed, ct.save()
+}
+
+// wasKey reports whether key was one of user's sign keys before a key
+// change this client saw. ct.mu is held.
+func (ct *contacts) wasKey(user string, key []byte) bool {
+	for _, k := range strings.Split(ct.former[user], ",") {
+		if k != "" && k == hex.EncodeToString(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// formerKey reports whether key may be what user's key was before a
+// change: one this client saw user's key change from, or any key if it
+// never saw one (it knew no key of user's before the current one).
+func (ct *contacts) formerKey(user string, key []byte) bool {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	return ct.former[user] == "" || ct.wasKey(user, key)
 }
 
 // heldFor reports whether user's keys changed and the change was not

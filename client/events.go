@@ -40,9 +40,10 @@ const (
 	EventReceipt
 	// EventGroup: Group's roster changed: User (the signer, checked
 	// against the signed chain) did Op (proto.OpCreate, OpAdd, OpRemove,
-	// OpLeave, OpPromote) to Target. Op 0 means this user is no longer a
-	// member (removed or left): the server no longer shows the group, so
-	// who did it cannot be checked.
+	// OpLeave, OpPromote) to Target, or said its key changed
+	// (OpKeyChanged). Op 0 means this user is no longer a member (removed
+	// or left): the server no longer shows the group, so who did it
+	// cannot be checked.
 	EventGroup
 	// EventGroupBadKey: in Group, the key of Epoch that User made did not
 	// open or did not match its commitment for Target (this user, or a

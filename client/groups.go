@@ -41,6 +41,9 @@ type groupBook struct {
 	held   func(user string, devs []proto.Device) error
 	holdOn func() bool
 	peers  func(ctx context.Context, user string) (*PeerKeys, error)
+	// former says whether key may be what user's key was before a key
+	// change (contacts.formerKey).
+	former func(user string, key []byte) bool
 	send   func(ctx context.Context, build func(b []byte, id uint32) []byte) (*Receipt, error)
 	post   func(Event)
 	grace  time.Duration // Config.ChangeGrace
@@ -338,47 +341,120 @@ func (gb *groupBook) group(ctx context.Context, name string) (*groupView, error)
 // fetchChain fetches and verifies the statements of a group past those
 // the view has. b.mu is held.
 func (gb *groupBook) fetchChain(ctx context.Context, g *groupView, name string) error {
-	keys := gb.signKeyFunc(ctx)
-	for {
-		req := proto.GroupReq{Group: []byte(name), From: uint32(len(g.chain))}
-		t, body, err := gb.s.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
-		if err := expect(t, proto.TGroupChainReply, err); err != nil {
-			return err
+	stmts, err := gb.readChain(ctx, name, uint32(len(g.chain)))
+	if err != nil {
+		return err
+	}
+	var prev *proto.Roster
+	if len(g.rosters) > 0 {
+		prev = g.roster()
+	}
+	rosters, err := prev.ApplyChain(stmts, gb.signKeyFunc(ctx))
+	if errors.Is(err, proto.ErrBadSignature) {
+		// The likeliest honest cause: the signer started their account
+		// again since, with a new key, and did not say so in the group.
+		return fmt.Errorf("%w: %s: %v (if %s recovered their account since, this was signed with their old key, which cannot be checked any more: the group has to be made again)",
+			ErrGroupChain, name, err, stmts[len(rosters)].Signer)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
+	}
+	for i, s := range stmts {
+		if rosters[i].Group != name {
+			return fmt.Errorf("%w: %s: a statement of group %s", ErrGroupChain, name, rosters[i].Group)
 		}
-		var r proto.GroupChainReply
-		if err := r.Parse(body); err != nil {
-			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		if s.Op == proto.OpKeyChanged && !gb.former(string(s.Signer), s.OldKey) {
+			return fmt.Errorf("%w: %s: %s's key change names a key before it that is not the one you knew for %s (the server may be tampering with the group)",
+				ErrGroupChain, name, s.Signer, s.Signer)
 		}
-		for _, raw := range r.Statements {
-			s := new(proto.Statement)
-			if err := s.Parse(raw); err != nil {
-				return fmt.Errorf("%w: %v", ErrGroupChain, err)
-			}
-			var prev *proto.Roster
-			if len(g.rosters) > 0 {
-				prev = g.roster()
-			}
-			next, err := prev.Apply(s, keys)
-			if errors.Is(err, proto.ErrBadSignature) {
-				// The likeliest honest cause: the signer started their
-				// account again since, with a new key.
-				return fmt.Errorf("%w: %s: %v (if %s recovered their account since, this was signed with their old key, which cannot be checked any more: the group has to be made again)",
-					ErrGroupChain, name, err, s.Signer)
-			}
-			if err != nil || next.Group != name {
-				return fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
-			}
-			g.chain = append(g.chain, s)
-			g.rosters = append(g.rosters, next)
-			g.learned = append(g.learned, time.Now())
-		}
-		if !r.More {
-			break
-		}
+	}
+	g.chain = append(g.chain, stmts...)
+	g.rosters = append(g.rosters, rosters...)
+	for range stmts {
+		g.learned = append(g.learned, time.Now())
 	}
 	if len(g.rosters) == 0 {
 		return fmt.Errorf("%w: %s has no statements", ErrGroupChain, name)
 	}
+	return nil
+}
+
+// readChain reads a group's statements from seq from on, unchecked.
+func (gb *groupBook) readChain(ctx context.Context, name string, from uint32) ([]*proto.Statement, error) {
+	var out []*proto.Statement
+	for {
+		req := proto.GroupReq{Group: []byte(name), From: from + uint32(len(out))}
+		t, body, err := gb.s.request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
+		if err := expect(t, proto.TGroupChainReply, err); err != nil {
+			return nil, err
+		}
+		var r proto.GroupChainReply
+		if err := r.Parse(body); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		for _, raw := range r.Statements {
+			s := new(proto.Statement)
+			if err := s.Parse(raw); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrGroupChain, err)
+			}
+			out = append(out, s)
+		}
+		if !r.More || len(r.Statements) == 0 {
+			return out, nil
+		}
+	}
+}
+
+// announceKeyChange says in group name that this user's key changed
+// (proto.OpKeyChanged), old being the key that signed their statements
+// before: from the device that holds the new master key, once the account
+// was recovered. The chain is checked with old standing for the user's
+// key, as it stood before; then every member who checks the chain from
+// its start finds the user's earlier statements by the key the change
+// names. The next message in the group makes a new key epoch, as after any
+// roster statement.
+func (gb *groupBook) announceKeyChange(ctx context.Context, name string, old ed25519.PublicKey) error {
+	gb.changeMu.Lock()
+	defer gb.changeMu.Unlock()
+	if gb.master == nil {
+		return ErrGroupsOnFirstDevice
+	}
+	stmts, err := gb.readChain(ctx, name, 0)
+	if err != nil {
+		return err
+	}
+	keys := gb.signKeyFunc(ctx)
+	rosters, err := (*proto.Roster)(nil).ApplyChain(stmts, func(u string) ed25519.PublicKey {
+		if u == gb.user {
+			return old
+		}
+		return keys(u)
+	})
+	if err == nil && len(rosters) == 0 {
+		err = proto.ErrBadChain
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrGroupChain, name, err)
+	}
+	head := rosters[len(rosters)-1]
+	s := &proto.Statement{Group: []byte(name), Seq: head.Seq + 1, Prev: head.Last, Op: proto.OpKeyChanged,
+		Target: []byte(gb.user), Signer: []byte(gb.user), OldKey: old}
+	s.Sign(gb.master)
+	conn, err := gb.s.liveConn(ctx)
+	if err != nil {
+		return err
+	}
+	if conn.Version() < 6 {
+		return fmt.Errorf("client: the server speaks protocol version %d; saying in a group that your key changed needs 6: upgrade it", conn.Version())
+	}
+	m := proto.GroupChange{PerDevice: true, Group: []byte(name), Statement: s.Append(nil), RosterSeq: s.Seq, Part: 1, Parts: 1}
+	t, _, err := conn.Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err := expect(t, proto.TOK, err); err != nil {
+		return err
+	}
+	gb.mu.Lock()
+	delete(gb.views, name)
+	gb.mu.Unlock()
 	return nil
 }
 

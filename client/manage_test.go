@@ -1,6 +1,8 @@
 package client_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -150,20 +152,40 @@ func TestDeliveryPerDevice(t *testing.T) {
 	recvOne(t, alice)
 }
 
-// TestGroupAfterRecoveryTold: what alice signed in her group before she
-// recovered her account was signed with a key that is gone. A member who
-// accepted her new key, reading the group afresh, cannot check it, and is
-// told so with the likely cause and what to do, rather than a bare
-// signature failure.
-func TestGroupAfterRecoveryTold(t *testing.T) {
+// TestGroupAfterRecovery: alice makes team with bob, then loses her
+// devices and recovers her account. Her recovery says in team that her key
+// changed, naming the one before, so bob (a fresh client, once he accepts
+// her new key) checks the group from its start and writes in it, alice
+// writes in it again, and dave, added afterwards, who never knew her old
+// key, reads it too. mallory, a member speaking the protocol, saying that
+// her own key changed when it did not, locks nobody out; and a key change
+// naming a key bob never knew for alice is caught.
+func TestGroupAfterRecovery(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, bob, bobCfg := aliceTeam(t, s, "bob")
+	mallory := signup(t, testserver.ClientConfig(t, s), "mallory")
+	defer mallory.Close()
+	testserver.Acquaint(t, alice, mallory)
+	if err := alice.AddMember(ctxT(t), "team", "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, mallory, "team")
+	if _, err := bob.SendGroupText(ctxT(t), "team", "before"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, mallory); m.Text != "before" {
+		t.Fatalf("mallory got %+v", m)
+	}
 	alice.Close()
 	again, err := client.Recover(ctxT(t), testserver.ClientConfig(t, s), "alice", pw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer again.Close()
+	if told, failed := again.GroupsToldOfRecovery(); !slices.Equal(told, []string{"team"}) || len(failed) != 0 {
+		t.Fatalf("told %v, failed %v", told, failed)
+	}
+
 	bob.Close()
 	bob = login(t, bobCfg, "bob")
 	defer bob.Close()
@@ -173,8 +195,95 @@ func TestGroupAfterRecoveryTold(t *testing.T) {
 	if err := bob.AcceptKeyChange("alice"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = bob.GroupMembers(ctxT(t), "team")
-	if !errors.Is(err, client.ErrGroupChain) || !strings.Contains(err.Error(), "if alice recovered their account since") || !strings.Contains(err.Error(), "made again") {
-		t.Fatalf("bob reading team: %v", err)
+	if ms, err := bob.GroupMembers(ctxT(t), "team"); err != nil || len(ms) != 3 {
+		t.Fatalf("bob reading team: %+v %v", ms, err)
 	}
+	if _, err := again.SendGroupText(ctxT(t), "team", "alice again"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, bob); m.From != "alice" || m.Text != "alice again" {
+		t.Fatalf("bob got %+v", m)
+	}
+	if _, err := bob.SendGroupText(ctxT(t), "team", "welcome back"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, again); m.From != "bob" || m.Text != "welcome back" {
+		t.Fatalf("alice got %+v", m)
+	}
+	dave := signup(t, testserver.ClientConfig(t, s), "dave")
+	defer dave.Close()
+	testserver.Acquaint(t, again, dave)
+	if err := again.AddMember(ctxT(t), "team", "dave"); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Join(t, dave, "team")
+	if _, err := again.SendGroupText(ctxT(t), "team", "hello dave"); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvGroup(t, dave); m.Text != "hello dave" {
+		t.Fatalf("dave got %+v", m)
+	}
+
+	// mallory says her key changed, naming the one it still is: refused.
+	if err := sayKeyChanged(t, mallory, "team", mallory.Identity().Sign.Public().(ed25519.PublicKey)); !errors.Is(err, proto.CodeBadRequest) {
+		t.Fatalf("mallory's key change naming her key: %v", err)
+	}
+	// Then naming one that signed nothing: taken, and harmless.
+	keyChange(t, mallory, "team", bytes.Repeat([]byte{7}, 32))
+	fresh := login(t, bobCfg, "bob")
+	if _, err := fresh.GroupMembers(ctxT(t), "team"); err != nil {
+		t.Fatalf("after mallory's key change: %v", err)
+	}
+	fresh.Close()
+	// A key change for alice naming a key bob never knew for her.
+	keyChange(t, again, "team", bytes.Repeat([]byte{9}, 32))
+	fresh = login(t, bobCfg, "bob")
+	defer fresh.Close()
+	if _, err := fresh.GroupMembers(ctxT(t), "team"); !errors.Is(err, client.ErrGroupChain) || !strings.Contains(err.Error(), "not the one you knew") {
+		t.Fatalf("a key change naming a key bob never knew: %v", err)
+	}
+}
+
+// keyChange has c, speaking the protocol, append to group a statement
+// that its user's key changed from old.
+func keyChange(t *testing.T, c *client.Client, group string, old []byte) {
+	t.Helper()
+	if err := sayKeyChanged(t, c, group, old); err != nil {
+		t.Fatalf("%s's key change: %v", c.User(), err)
+	}
+}
+
+// sayKeyChanged is keyChange, returning the server's answer.
+func sayKeyChanged(t *testing.T, c *client.Client, group string, old []byte) error {
+	t.Helper()
+	ctx := ctxT(t)
+	var raw []*proto.Statement
+	for from := uint32(0); ; {
+		req := proto.GroupReq{Group: []byte(group), From: from}
+		typ, body, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return req.Append(b, proto.TGroupChain, id) })
+		var r proto.GroupChainReply
+		if err != nil || typ != proto.TGroupChainReply || r.Parse(body) != nil {
+			t.Fatalf("the chain: %#x %v", uint8(typ), err)
+		}
+		for _, b := range r.Statements {
+			st := new(proto.Statement)
+			if err := st.Parse(b); err != nil {
+				t.Fatal(err)
+			}
+			raw = append(raw, st)
+		}
+		from += uint32(len(r.Statements))
+		if !r.More {
+			break
+		}
+	}
+	last := raw[len(raw)-1]
+	st := &proto.Statement{Group: []byte(group), Seq: last.Seq + 1, Prev: last.Hash(), Op: proto.OpKeyChanged, Target: []byte(c.User()), Signer: []byte(c.User()), OldKey: old}
+	st.Sign(c.Identity().Sign)
+	m := proto.GroupChange{PerDevice: true, Group: []byte(group), Statement: st.Append(nil), RosterSeq: st.Seq, Part: 1, Parts: 1}
+	typ, _, err := c.Conn().Request(ctx, func(b []byte, id uint32) []byte { return m.Append(b, id) })
+	if err == nil && typ != proto.TOK {
+		err = fmt.Errorf("answered %#x", uint8(typ))
+	}
+	return err
 }

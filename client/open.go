@@ -23,15 +23,20 @@ type Client struct {
 
 	groups *groupBook // views of the groups, and changes to them
 
-	devMu       sync.Mutex   // one device chain made at a time (devices.go)
-	devicesMade atomic.Bool  // this account's chain exists
-	moveTried   atomic.Bool  // movePassword ran (once a client)
-	devHeads    *deviceHeads // the heads of the device chains seen
-	hold        *deviceHold  // the hold on contacts' new devices
-	devLists    deviceLists  // the lists last checked, for sealing (devsealed.go)
-	acct        *account     // the account's keys beside this device's (account.go)
-	silentMu    sync.Mutex
-	silentTold  map[uint64]bool // devices EventDeviceSilent told of
+	devMu       sync.Mutex  // one device chain made at a time (devices.go)
+	devicesMade atomic.Bool // this account's chain exists
+	moveTried   atomic.Bool // movePassword ran (once a client)
+	// recovered is what Recover told the user's groups (account.go).
+	recovered struct {
+		told   []string
+		failed map[string]error
+	}
+	devHeads   *deviceHeads // the heads of the device chains seen
+	hold       *deviceHold  // the hold on contacts' new devices
+	devLists   deviceLists  // the lists last checked, for sealing (devsealed.go)
+	acct       *account     // the account's keys beside this device's (account.go)
+	silentMu   sync.Mutex
+	silentTold map[uint64]bool // devices EventDeviceSilent told of
 
 	requestsMu sync.Mutex      // guards requests
 	requests   map[string]bool // senders of unaccepted requests (requests.go)
@@ -266,7 +271,7 @@ func newClient(cfg Config, canon string, id *Identity, pw *accountPassword) (*Cl
 		ownKeys: func() proto.Keys { return acct.keys }, linked: acct.linked,
 		display: canon, changed: make(chan struct{}),
 	}
-	c.groups = &groupBook{user: canon, id: id, self: acct.master(), master: acct.masterKey, device: c.selfDevice(), s: c.s, peers: c.PeerKeys,
+	c.groups = &groupBook{user: canon, id: id, self: acct.master(), master: acct.masterKey, device: c.selfDevice(), s: c.s, peers: c.PeerKeys, former: c.contacts.formerKey,
 		devices: c.memberDevices, shared: c.sharedWith, held: c.checkHeld, holdOn: c.HoldNewDevices, send: c.sendRequest, post: c.post, grace: cfg.ChangeGrace}
 	c.devHeads = &deviceHeads{st: cfg.Storage, name: userRecord(canon, "devices"), key: c.LocalKey("devices")}
 	c.hold = &deviceHold{st: cfg.Storage, name: userRecord(canon, "devicehold"), key: c.LocalKey("devicehold")}

@@ -17,6 +17,7 @@
 package groups
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -276,6 +277,9 @@ func (r *Rules) Plan(user string, device uint64, group string, m *proto.GroupCha
 		}
 		if stmt.Op == proto.OpAdd && r.signKey(string(stmt.Target)) == nil {
 			return nil, refuse(proto.CodeNoSuchUser, "no such user")
+		}
+		if stmt.Op == proto.OpKeyChanged && bytes.Equal(stmt.OldKey, r.signKey(user)) {
+			return nil, refuse(proto.CodeBadRequest, "a key change names the key that signs it: your key has not changed")
 		}
 		ro, err := toRoster(cur).Apply(stmt, r.signKey)
 		switch {

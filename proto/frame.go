@@ -66,7 +66,9 @@ const Magic = "SCH1"
 //	6: ChangePassword replaces the account's password on a logged-in
 //	   session, given the current one. A message sealed for devices sent
 //	   as SendDMDevicesDetail is answered SentDevices: what became of it
-//	   on each of the receiver's devices. Clients of this version send, where
+//	   on each of the receiver's devices. A group's chain may hold key
+//	   changes (statement version 2, OpKeyChanged): a recovered member
+//	   names the key that signed its statements before. Clients of this version send, where
 //	   a password goes (Signup, Login, Recover, ChangePassword), a login
 //	   key derived from it (docs/PROTOCOL.md §5) and never the password
 //	   itself; the server keeps and checks it as it did the password, so

@@ -20,14 +20,21 @@ import (
 //
 //	statement = version u8 (1) | group str8 | seq u32 | prev 32 | op u8
 //	            | target str8 | signer str8 | sig 64
+//	          | version u8 (2) | group str8 | seq u32 | prev 32 | op u8 (6)
+//	            | target str8 | signer str8 | old_key 32 | sig 64
 //
 // prev is the SHA-256 of the previous statement's bytes (zero for seq 0);
 // sig is Ed25519 by signer over GroupSigContext and every byte before sig.
+// Version 2 is the key-change statement (OpKeyChanged): a member who
+// started their account again with a new key says, signed by it, which
+// key signed their statements before, so the chain still checks from its
+// start (ApplyChain).
 const (
-	StatementVersion = 1
-	GroupSigContext  = "securefastchat v1 group statement"
-	GroupMsgContext  = "securefastchat v1 group message"
-	GroupKeyLen      = 32
+	StatementVersion          = 1
+	StatementVersionKeyChange = 2
+	GroupSigContext           = "securefastchat v1 group statement"
+	GroupMsgContext           = "securefastchat v1 group message"
+	GroupKeyLen               = 32
 )
 
 // Roster operations.
@@ -37,6 +44,10 @@ const (
 	OpRemove  uint8 = 3 // an admin removes target (not the last admin)
 	OpLeave   uint8 = 4 // target leaves (signer == target)
 	OpPromote uint8 = 5 // an admin makes target an admin
+	// OpKeyChanged (statement version 2): target (the signer) has a new
+	// key since its account was recovered; its statements before this
+	// one, back to its previous key change, were signed by OldKey.
+	OpKeyChanged uint8 = 6
 )
 
 // Roster errors.
@@ -55,14 +66,23 @@ type Statement struct {
 	Op     uint8
 	Target []byte
 	Signer []byte
+	OldKey []byte // OpKeyChanged: the signer's key before (32)
 	Sig    []byte // 64
 }
 
 func (s *Statement) appendUnsigned(b []byte) []byte {
-	b = appendStr8(append(b, StatementVersion), s.Group)
+	v := byte(StatementVersion)
+	if s.Op == OpKeyChanged {
+		v = StatementVersionKeyChange
+	}
+	b = appendStr8(append(b, v), s.Group)
 	b = binary.BigEndian.AppendUint32(b, s.Seq)
 	b = append(append(b, s.Prev[:]...), s.Op)
-	return appendStr8(appendStr8(b, s.Target), s.Signer)
+	b = appendStr8(appendStr8(b, s.Target), s.Signer)
+	if s.Op == OpKeyChanged {
+		b = append(b, s.OldKey...)
+	}
+	return b
 }
 
 // signedBytes is what the signer signs.
@@ -82,16 +102,26 @@ func (s *Statement) Sign(key ed25519.PrivateKey) { s.Sig = ed25519.Sign(key, s.s
 // Parse decodes a statement. Names must be valid user or group names.
 func (s *Statement) Parse(b []byte) error {
 	d := dec{b: b}
-	if v := d.u8(); d.err == nil && v != StatementVersion {
-		return fmt.Errorf("%w: version %d", ErrBadStatement, v)
+	v := d.u8()
+	if d.err == nil && v != StatementVersion && v != StatementVersionKeyChange {
+		return fmt.Errorf("%w: version %d (a newer securefastchat wrote it: upgrade)", ErrBadStatement, v)
 	}
 	s.Group, s.Seq = d.str8(), d.u32()
 	copy(s.Prev[:], d.fixed(32))
-	s.Op, s.Target, s.Signer, s.Sig = d.u8(), d.str8(), d.str8(), d.fixed(ed25519.SignatureSize)
+	s.Op, s.Target, s.Signer = d.u8(), d.str8(), d.str8()
+	s.OldKey = nil
+	if v == StatementVersionKeyChange {
+		s.OldKey = d.fixed(ed25519.PublicKeySize)
+	}
+	s.Sig = d.fixed(ed25519.SignatureSize)
 	if err := d.done(); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadStatement, err)
 	}
-	if !ValidUsername(s.Group) || !ValidUsername(s.Target) || !ValidUsername(s.Signer) || s.Op < OpCreate || s.Op > OpPromote {
+	ops := s.Op >= OpCreate && s.Op <= OpPromote
+	if v == StatementVersionKeyChange {
+		ops = s.Op == OpKeyChanged
+	}
+	if !ValidUsername(s.Group) || !ValidUsername(s.Target) || !ValidUsername(s.Signer) || !ops {
 		return fmt.Errorf("%w: names or op", ErrBadStatement)
 	}
 	return nil
@@ -199,6 +229,10 @@ func (r *Roster) Apply(s *Statement, keys SignKeyFunc) (*Roster, error) {
 				return nil, fmt.Errorf("%w: %s cannot promote %s", ErrNotAllowed, signer, target)
 			}
 			next.Members[ti].Admin = true
+		case OpKeyChanged:
+			if signer != target || ti < 0 || len(s.OldKey) != ed25519.PublicKeySize {
+				return nil, fmt.Errorf("%w: only a member says that its own key changed", ErrNotAllowed)
+			}
 		default:
 			return nil, fmt.Errorf("%w: op %d after create", ErrBadChain, s.Op)
 		}
@@ -213,18 +247,52 @@ func (r *Roster) Apply(s *Statement, keys SignKeyFunc) (*Roster, error) {
 
 // ReplayRoster applies a whole chain from the create statement.
 func ReplayRoster(chain []*Statement, keys SignKeyFunc) (*Roster, error) {
-	var r *Roster
-	for i, s := range chain {
-		next, err := r.Apply(s, keys)
-		if err != nil {
-			return nil, fmt.Errorf("statement %d: %w", i, err)
-		}
-		r = next
+	rs, err := (*Roster)(nil).ApplyChain(chain, keys)
+	if err != nil {
+		return nil, err
 	}
-	if r == nil {
+	if len(rs) == 0 {
 		return nil, fmt.Errorf("%w: empty chain", ErrBadChain)
 	}
-	return r, nil
+	return rs[len(rs)-1], nil
+}
+
+// ApplyChain applies chain after r (nil before the create statement) and
+// returns the roster after each statement. A member's statement is
+// checked against the key that member's next key-change statement in
+// chain names as its old one, if there is one (or else against keys, so
+// that a key change naming a key that signed nothing changes nothing);
+// else against keys. So what a member signed before starting their
+// account again still checks, with the key they themselves name (signed
+// by their new key), and nothing signed by that old key after their key
+// change does.
+func (r *Roster) ApplyChain(chain []*Statement, keys SignKeyFunc) ([]*Roster, error) {
+	before := make([]ed25519.PublicKey, len(chain)) // the key statement i is checked with, if not keys'
+	later := map[string]ed25519.PublicKey{}
+	for i := len(chain) - 1; i >= 0; i-- {
+		s := chain[i]
+		before[i] = later[string(s.Signer)]
+		if s.Op == OpKeyChanged && len(s.OldKey) == ed25519.PublicKeySize {
+			later[string(s.Signer)] = ed25519.PublicKey(s.OldKey)
+		}
+	}
+	out := make([]*Roster, 0, len(chain))
+	for i, s := range chain {
+		var next *Roster
+		err := ErrBadSignature
+		if key := before[i]; key != nil {
+			next, err = r.Apply(s, func(string) ed25519.PublicKey { return key })
+		}
+		if errors.Is(err, ErrBadSignature) {
+			next, err = r.Apply(s, keys)
+		}
+		if err != nil {
+			return out, fmt.Errorf("statement %d: %w", s.Seq, err)
+		}
+		out = append(out, next)
+		r = next
+	}
+	return out, nil
 }
 
 // NewGroupKey makes a random group key.

@@ -172,8 +172,13 @@ func TestGroupKeyWrap(t *testing.T) {
 func FuzzStatement(f *testing.F) {
 	s := newSigners("ann", "bob")
 	st := s.stmt(nil, OpCreate, "ann", "ann")
+	r, _ := (*Roster)(nil).Apply(st, s.pub)
+	kc := s.stmt(r, OpKeyChanged, "ann", "ann")
+	kc.OldKey = s.pub("bob")
+	kc.Sign(s.keys["ann"])
 	f.Add(st.Append(nil))
-	writeCorpus(f, "FuzzStatement", [][]byte{st.Append(nil)})
+	f.Add(kc.Append(nil))
+	writeCorpus(f, "FuzzStatement", [][]byte{st.Append(nil), kc.Append(nil)})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var st Statement
 		if st.Parse(in) != nil {
@@ -186,6 +191,85 @@ func FuzzStatement(f *testing.F) {
 		// Applying it never panics, whatever it says.
 		(*Roster)(nil).Apply(&st, s.pub)
 	})
+}
+
+// TestKeyChangedChain: ann makes team and adds bob; she loses her devices
+// and starts again with a new key, and says so in team. The whole chain
+// checks against her new key: what she signed before with the key her
+// key change names. Nothing signed by the old key after her key change
+// checks, nor a key change by somebody else for her; a key change naming
+// a key that signed nothing leaves the statements before checked against
+// the signer's key.
+func TestKeyChangedChain(t *testing.T) {
+	s := newSigners("ann", "bob", "cat", "newann")
+	var chain []*Statement
+	var r *Roster
+	add := func(st *Statement) {
+		t.Helper()
+		next, err := r.Apply(st, func(u string) ed25519.PublicKey {
+			if u == "ann" && len(chain) >= 2 {
+				return s.pub("newann")
+			}
+			return s.pub(u)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, r = append(chain, st), next
+	}
+	add(s.stmt(nil, OpCreate, "ann", "ann"))
+	add(s.stmt(r, OpAdd, "bob", "ann"))
+	kc := s.stmt(r, OpKeyChanged, "ann", "ann")
+	kc.OldKey = s.pub("ann")
+	kc.Sign(s.keys["newann"])
+	var back Statement
+	if err := back.Parse(kc.Append(nil)); err != nil || !bytes.Equal(back.OldKey, kc.OldKey) || back.Op != OpKeyChanged {
+		t.Fatalf("the key change back: %+v %v", back, err)
+	}
+	add(kc)
+	after := &Statement{Group: []byte("team"), Seq: r.Seq + 1, Prev: r.Last, Op: OpAdd, Target: []byte("cat"), Signer: []byte("ann")}
+	after.Sign(s.keys["newann"])
+	add(after)
+
+	annNow := func(u string) ed25519.PublicKey {
+		if u == "ann" {
+			return s.pub("newann")
+		}
+		return s.pub(u)
+	}
+	got, err := ReplayRoster(chain, annNow)
+	if err != nil || len(got.Members) != 3 {
+		t.Fatalf("the chain with ann's new key: %+v %v", got, err)
+	}
+	// Without the key change, her statements before do not check.
+	if _, err := ReplayRoster(chain[:2], annNow); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("before the key change, with her new key: %v", err)
+	}
+	// The old key signing after the key change: refused.
+	forged := &Statement{Group: []byte("team"), Seq: r.Seq + 1, Prev: r.Last, Op: OpAdd, Target: []byte("dan"), Signer: []byte("ann")}
+	forged.Sign(s.keys["ann"])
+	if _, err := r.ApplyChain([]*Statement{forged}, annNow); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("the old key after the change: %v", err)
+	}
+	// bob cannot say ann's key changed.
+	other := &Statement{Group: []byte("team"), Seq: r.Seq + 1, Prev: r.Last, Op: OpKeyChanged, Target: []byte("ann"), Signer: []byte("bob"), OldKey: s.pub("cat")}
+	other.Sign(s.keys["bob"])
+	if _, err := r.ApplyChain([]*Statement{other}, annNow); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("bob's key change for ann: %v", err)
+	}
+	// bob, whose key never changed, says it did, naming cat's: his
+	// statements before (none here but the chain's) still check.
+	bogus := &Statement{Group: []byte("team"), Seq: r.Seq + 1, Prev: r.Last, Op: OpKeyChanged, Target: []byte("bob"), Signer: []byte("bob"), OldKey: s.pub("cat")}
+	bogus.Sign(s.keys["bob"])
+	if _, err := ReplayRoster(append(append([]*Statement(nil), chain...), bogus), annNow); err != nil {
+		t.Fatalf("a key change naming a key that signed nothing: %v", err)
+	}
+	// A version 2 statement is a key change, and a key change version 2.
+	b := after.Append(nil)
+	b[0] = StatementVersionKeyChange
+	if err := back.Parse(b); !errors.Is(err, ErrBadStatement) {
+		t.Fatalf("a version 2 add: %v", err)
+	}
 }
 
 // An epoch wrapped for every device of a full group fits its parts: the

@@ -152,7 +152,7 @@ func TestChangePassword(t *testing.T) {
 // guesses at the current password spend the address's password-login
 // budget, as logins would.
 func TestChangePasswordAttacks(t *testing.T) {
-	s := testserver.Start(t, func(c *server.Config) { c.Limits.LoginBurst = 4 })
+	s := testserver.Start(t, func(c *server.Config) { c.Limits.LoginBurst, c.Limits.LoginEvery = 4, time.Hour })
 	testserver.Signup(t, s, "alice").Close()
 	testserver.Signup(t, s, "mallory").Close()
 	ask := func(conn *client.Conn, old, next string) error {

@@ -480,6 +480,14 @@ func cmdSend(args []string) error {
 	return nil
 }
 
+// deviceStatusText words what became of a message on one device.
+var deviceStatusText = map[uint8]string{
+	proto.StatusDelivered: "delivered",
+	proto.StatusQueued:    "stored for it until it connects",
+	proto.StatusRefused:   "refused: its queue is full",
+	proto.StatusNotSent:   "not sent: it has not connected for 30 days",
+}
+
 // printPerDevice says what became of a sent message on each of to's
 // devices, by name.
 func printPerDevice(ctx context.Context, c *client.Client, to string, r *client.Receipt) error {
@@ -494,12 +502,7 @@ func printPerDevice(ctx context.Context, c *client.Client, to string, r *client.
 		}
 	}
 	for _, d := range r.Devices {
-		what := map[uint8]string{
-			proto.StatusDelivered: "delivered",
-			proto.StatusQueued:    "stored for it until it connects",
-			proto.StatusRefused:   "refused: its queue is full",
-			proto.StatusNotSent:   "not sent: it has not connected for 30 days",
-		}[d.Status]
+		what := deviceStatusText[d.Status]
 		if what == "" {
 			what = fmt.Sprintf("status %d", d.Status)
 		}

@@ -500,8 +500,10 @@ func (c *Client) Send(ctx context.Context, out *Outgoing) (*Receipt, error) {
 		if out.copies != nil {
 			m := proto.SendDMDevices{To: []byte(out.To), MsgID: out.MsgID, Kind: out.Kind, Copies: out.copies, Own: out.own, Payload: out.payload,
 				Detail: c.cfg.PerDevice}
-			if conn := c.Conn(); conn != nil && conn.Version() < 6 {
-				m.Detail = false // (a server before version 6 is told nothing new)
+			if m.Detail {
+				if conn := c.Conn(); conn != nil && conn.Version() < 6 {
+					m.Detail = false // (a server before version 6 is told nothing new)
+				}
 			}
 			build = func(b []byte, id uint32) []byte { return m.Append(b, id) }
 		} else {

@@ -483,8 +483,9 @@ func (c *conn) login(t proto.MsgType, id uint32, body []byte) bool {
 	c.log.Store(c.logger().With("user", c.user))
 	c.set.gate.release(c)
 	_ = c.nc.SetReadDeadline(time.Time{})
-	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
+	// Counted before the answer, so whoever got the answer sees it counted.
 	c.set.Stats.LoginsOK.Add(1)
+	c.reply((&proto.LoginOK{User: []byte(res.Display), Token: res.Token, Expires: res.Expires.Unix()}).Append(nil, id))
 	c.loadContacts()
 	c.loadBlocks()
 	if keys != nil {

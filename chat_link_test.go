@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -65,11 +66,18 @@ func linkFromChat(t *testing.T, chat *screenTerm, name string, how ...string) ([
 		t.Fatalf("device add (the chat showed %s): %+v", id, r)
 	}
 	chat.waitFor(`Added ` + name + ` \(` + id + `\)`)
-	if len(how) > 0 && how[0] == "manage" {
+	if slices.Contains(how, "manage") {
 		chat.waitFor(`manages your devices too: it holds`)
 		if !strings.Contains(r.stdout, "It manages your devices") {
 			t.Fatalf("device add, managing: %+v", r)
 		}
+	}
+	if slices.Contains(how, "history") {
+		chat.waitFor(`It has a copy of the history: all \d+ entries`)
+	}
+	if copied := strings.Contains(r.stdout, "It has a copy of the history"); copied != slices.Contains(how, "history") ||
+		!copied && !strings.Contains(r.stdout, "No history was copied: it starts empty") {
+		t.Fatalf("device add says of the history (asked: %v): %+v", slices.Contains(how, "history"), r)
 	}
 	chat.tmux("send-keys", "-t", chat.name, "Escape")
 	return home, id
@@ -134,13 +142,19 @@ func TestChatLink(t *testing.T) {
 		t.Fatalf("device add, refused: %+v", r)
 	}
 
-	// /link manage: the new device gets the master key, and removes the
-	// laptop from the account's list.
+	// /link manage history: the new device gets the master key, and
+	// removes the laptop from the account's list; its chat shows ann's
+	// conversation with bob as her first chat kept it.
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
-	desk, _ := linkFromChat(t, ann, "desk", "manage")
+	desk, _ := linkFromChat(t, ann, "desk", "manage", "history")
 	if r := run(t, desk, "device", "remove", "laptop", "--server", srv.Addr, "--user", "ann"); r.code != 0 || !strings.Contains(r.stdout, "removed "+id+" laptop") {
 		t.Fatalf("the desk removing the laptop: %+v", r)
 	}
+	dp := startChatPane(t, socket, "desk", desk, "--server", srv.Addr, "--user", "ann")
+	dp.waitFor(`● connected`)
+	dp.typeLine("/dm bob")
+	dp.waitFor(`bob: to each of ann's devices`)
+	dp.waitFor(`ann: hello from the laptop`)
 }
 
 // TestThreeDevices: ann has three devices: the chat on her first home, a

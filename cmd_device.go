@@ -10,12 +10,14 @@ import (
 	"strings"
 	"time"
 
+	"securefastchat/chat"
 	"securefastchat/client"
+	"securefastchat/history"
 	"securefastchat/proto"
 	"securefastchat/termtext"
 )
 
-const deviceUsage = `device list [USER] | device remove NAME|ID | device link [--manage] | device add --code CODE --name NAME`
+const deviceUsage = `device list [USER] | device remove NAME|ID | device link [--manage] [--history] | device add --code CODE --name NAME`
 
 func cmdDevice(args []string) error {
 	cf := newClientFlags("device", deviceUsage+" [--server ADDR --user NAME]",
@@ -32,7 +34,10 @@ func cmdDevice(args []string) error {
 			"you answer yes. With --manage the new device gets your account's master key\n"+
 			"through the link and manages your devices too (it can add and remove any of\n"+
 			"them, and change your group memberships): only for a device you keep as\n"+
-			"safely as this one.\n"+
+			"safely as this one. With --history it gets a copy of the conversations the chat\n"+
+			"keeps on this device (the newest that fit a link, about 3 MiB; files stay here,\n"+
+			"by name only; messages still to go are this device's to send); quit the chat\n"+
+			"first, or use /link history in it. Without it, the new device starts empty.\n"+
 			"add: on the new device, with the code: makes this home's keys, shows their id\n"+
 			"(compare it with the first device's screen), and keeps them under a passphrase\n"+
 			"of this device's own (from SFC_PASSWORD or a prompt; it never goes to the\n"+
@@ -41,6 +46,7 @@ func cmdDevice(args []string) error {
 	code := cf.fs.String("code", "", "add: the code 'device link' shows on your first device")
 	name := cf.fs.String("name", "", "add: this device's name, as your devices list it")
 	manage := cf.fs.Bool("manage", false, "link: the new device manages your devices too (it gets the master key)")
+	withHistory := cf.fs.Bool("history", false, "link: the new device gets a copy of this device's conversations")
 	rest, err := cf.parseWords(args)
 	if err != nil {
 		return err
@@ -52,7 +58,7 @@ func cmdDevice(args []string) error {
 		return usagef("--user is required")
 	}
 	if len(rest) == 1 && rest[0] == "link" {
-		return deviceLink(cf, *manage)
+		return deviceLink(cf, *manage, *withHistory)
 	}
 	list := len(rest) >= 1 && rest[0] == "list" && len(rest) <= 2
 	if !list && (len(rest) != 2 || rest[0] != "remove") {
@@ -105,21 +111,35 @@ func cmdDevice(args []string) error {
 
 // deviceLink offers a link for a new device from this one (one that
 // manages the account's devices), and adds the device that joins once the
-// user says yes; with manage, the new device manages them too.
-func deviceLink(cf *clientFlags, manage bool) error {
+// user says yes; with manage, the new device manages them too, and with
+// withHistory it gets a copy of the history the chat keeps here.
+func deviceLink(cf *clientFlags, manage, withHistory bool) error {
 	cfg := cf.senderConfig()
 	c, err := login(cf, cfg)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	opts := client.LinkOptions{Manage: manage}
+	if withHistory {
+		// Held from now until the link ends, so what is copied is all
+		// there is (a chat of this user cannot start meanwhile).
+		h, err := chat.OpenHistory(c, cfg.Home)
+		if errors.Is(err, chat.ErrHistoryInUse) {
+			return fmt.Errorf("%w: the chat holds it, so link from there with /link history, or quit it first", err)
+		}
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		opts.History = func() ([]proto.LinkHistoryEntry, error) {
+			all, _, err := h.All()
+			return history.ToLink(all), err
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), proto.LinkTTL)
 	defer cancel()
-	offerLink := c.OfferLink
-	if manage {
-		offerLink = c.OfferManagingLink
-	}
-	offer, err := offerLink(ctx)
+	offer, err := c.OfferLinkWith(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -148,6 +168,9 @@ func deviceLink(cf *clientFlags, manage bool) error {
 	fmt.Printf("Added %s (%016x) to %s's devices; your contacts are told.\n", termtext.Line(req.Name), req.DeviceID, c.User())
 	if manage {
 		fmt.Printf("%s manages your devices too: it holds your account's master key.\n", termtext.Line(req.Name))
+	}
+	if h := offer.HistoryCopied(); h.Asked {
+		fmt.Println(client.HistoryCopiedText(h))
 	}
 	return nil
 }
@@ -191,5 +214,26 @@ func deviceAdd(cf *clientFlags, code, name string) error {
 	if c.Manages() {
 		fmt.Println("It manages your devices: it holds your account's master key, so keep it as safely as your first device.")
 	}
+	entries, copied := c.LinkedHistory()
+	if copied.Asked && len(entries) > 0 {
+		if err := keepLinkedHistory(c, cfg.Home, entries); err != nil {
+			return fmt.Errorf("this device is set up, but the history copied to it was not kept: %w", err)
+		}
+	}
+	fmt.Println(client.HistoryCopiedText(copied))
 	return nil
+}
+
+// keepLinkedHistory adds the history a link copied to the history the
+// chat keeps in this home (new: the home had no identity for the user).
+func keepLinkedHistory(c *client.Client, home string, entries []proto.LinkHistoryEntry) error {
+	h, err := chat.OpenHistory(c, home)
+	if err != nil {
+		return err
+	}
+	if err := h.Add(history.FromLink(entries)...); err != nil {
+		h.Close()
+		return err
+	}
+	return h.Close()
 }

@@ -1,12 +1,19 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"securefastchat/chat"
+	"securefastchat/client"
+	"securefastchat/history"
 )
 
 // annAndBob starts a server and signs ann and bob up with the CLI, each
@@ -218,5 +225,83 @@ func TestDeviceLinkManage(t *testing.T) {
 	}
 	if r := run(t, ann, "recv", "--server", addr, "--user", "ann"); r.code == 0 || !strings.Contains(r.stderr, "removed it from the list") {
 		t.Fatalf("the removed first device's recv: %+v", r)
+	}
+}
+
+// TestDeviceLinkHistory: 'device link --history' copies the conversations
+// ann's chat kept on her first device to the new one: the newest that fit
+// a link when they do not all fit, in their order, without what was still
+// to be sent; both commands say how much came. While a chat holds the
+// history, the command says to link from the chat.
+func TestDeviceLinkHistory(t *testing.T) {
+	addr, ann, _ := annAndBob(t)
+	annHome := strings.TrimPrefix(ann[0], "SFC_HOME=")
+	lc, err := client.Load(client.Config{Addr: addr, Home: annHome}, "ann", "a password!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	h, err := chat.OpenHistory(lc, annHome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-72 * time.Hour)
+	var kept []*history.Entry
+	for i := range 2500 {
+		e := &history.Entry{Conv: "@bob", ID: client.NewMsgID(), From: "bob", Text: fmt.Sprintf("message %04d %s", i, strings.Repeat("·", 800)), Time: t0.Add(time.Duration(i) * time.Second)}
+		if i%2 == 1 {
+			e.From, e.Mine, e.Status = "ann", true, history.Read
+		}
+		kept = append(kept, e)
+	}
+	kept = append(kept, &history.Entry{Conv: "@bob", ID: client.NewMsgID(), From: "ann", Mine: true, Text: "still to send", Time: time.Now(), Status: history.Sending})
+	if err := h.Add(kept...); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, ann, "device", "link", "--history", "--server", addr, "--user", "ann"); r.code == 0 || !strings.Contains(r.stderr, "/link history") {
+		t.Fatalf("device link --history while a chat holds the history: %+v", r)
+	}
+	h.Close()
+
+	laptop := []string{"SFC_HOME=" + t.TempDir(), "SFC_PASSWORD=laptop passphrase"}
+	code, answer := startLink(t, addr, ann, "yes", "--history")
+	added := make(chan result, 1)
+	go func() { added <- run(t, laptop, "device", "add", "--code", code, "--name", "laptop") }()
+	out, err := answer()
+	said := regexp.MustCompile(`It has a copy of the newest (\d+) of 2500 entries`)
+	m := said.FindStringSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("device link --history: %v\n%s", err, out)
+	}
+	if r := <-added; r.code != 0 || !strings.Contains(r.stdout, m[0]) {
+		t.Fatalf("device add (the first device said %q): %+v", m[0], r)
+	}
+	n, _ := strconv.Atoi(m[1])
+	if n < 1000 || n >= 2500 {
+		t.Fatalf("%d entries copied", n)
+	}
+
+	// The laptop's history holds the newest n, in order, as the chat
+	// there reads them.
+	lapHome := strings.TrimPrefix(laptop[0], "SFC_HOME=")
+	lp, err := client.Load(client.Config{Addr: addr, Home: lapHome}, "ann", "laptop passphrase")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lp.Close()
+	lh, err := chat.OpenHistory(lp, lapHome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lh.Close()
+	all, bad, err := lh.All()
+	if err != nil || bad != 0 || len(all) != n {
+		t.Fatalf("the laptop's history: %d entries (%d bad): %v", len(all), bad, err)
+	}
+	for i, e := range all {
+		want := kept[2500-n+i]
+		if e.ID != want.ID || e.Text != want.Text || e.Mine != want.Mine || e.Status != want.Status || !e.Time.Equal(want.Time.Truncate(time.Millisecond)) {
+			t.Fatalf("entry %d: %+v, want %+v", i, e, want)
+		}
 	}
 }

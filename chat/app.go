@@ -67,6 +67,21 @@ type app struct {
 	started time.Time
 }
 
+// OpenHistory opens the history the chat keeps for c's user in home,
+// sealed with a key from the user's identity. Only one process holds it:
+// another gives ErrHistoryInUse.
+func OpenHistory(c *client.Client, home string) (*history.History, error) {
+	hpath := filepath.Join(client.UserDir(home, c.User()), "history.db")
+	h, err := history.Open(hpath, c.LocalKey("history"))
+	switch {
+	case errors.Is(err, history.ErrInUse):
+		return nil, fmt.Errorf("%w by another chat of %s on this machine; use that one, or quit it first", ErrHistoryInUse, c.User())
+	case errors.Is(err, history.ErrDamaged):
+		return nil, fmt.Errorf("%w: %s; move it away to start a fresh history", ErrHistoryDamaged, hpath)
+	}
+	return h, err
+}
+
 // Run logs in, runs the interface until the user quits, and logs out of
 // the terminal cleanly. Messages typed but not yet accepted by the server
 // stay in the history and go out at the next start.
@@ -103,16 +118,9 @@ func Run(o Options) error {
 		return err
 	}
 	a.c = c
-	hpath := filepath.Join(client.UserDir(cfg.Home, c.User()), "history.db")
-	h, err := history.Open(hpath, c.LocalKey("history"))
+	h, err := OpenHistory(c, cfg.Home)
 	if err != nil {
 		c.Close()
-		switch {
-		case errors.Is(err, history.ErrInUse):
-			return fmt.Errorf("%w by another chat of %s on this machine; use that one, or quit it first", ErrHistoryInUse, c.User())
-		case errors.Is(err, history.ErrDamaged):
-			return fmt.Errorf("%w: %s; move it away to start a fresh history", ErrHistoryDamaged, hpath)
-		}
 		return err
 	}
 	a.h = h

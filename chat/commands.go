@@ -41,7 +41,7 @@ var commands = []command{
 	{"/unblock", "USER", "undo /block (what they send next comes as a request)"},
 	{"/blocked", "", "list whom you block"},
 	{"/devices", "[USER | remove NAME | approve USER | hold on|off]", "your devices, or USER's, as the signed device list proves them; remove one of yours (its sessions end, your groups get new keys); hold contacts' new devices until you approve them"},
-	{"/link", "[manage | yes | no]", "show a code for a new device ('securefastchat device add' there), then add it (yes) or not (no); manage: it gets your master key and manages your devices too"},
+	{"/link", "[manage] [history] | yes | no", "show a code for a new device ('securefastchat device add' there), then add it (yes) or not (no); manage: it gets your master key and manages your devices too; history: it gets a copy of your conversations"},
 	{"/broadcast", "[TEXT]", "send TEXT to everyone online (NOT end-to-end encrypted); alone, open the broadcasts"},
 	{"/search", "TEXT", "find TEXT in the history on this machine (every conversation)"},
 	{"/takeover", "", "use your account here again when another program or machine has it (Ctrl+R)"},

@@ -3,10 +3,12 @@ package chat
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	tea "github.com/charmbracelet/bubbletea"
 
 	"securefastchat/client"
+	"securefastchat/history"
 	"securefastchat/proto"
 	"securefastchat/termtext"
 )
@@ -31,34 +33,60 @@ type linking struct {
 // linkMsg is what became of a link: offered, asked for by a device,
 // answered, or ended.
 type linkMsg struct {
-	from   *client.LinkOffer // the link it is about (a wait's or an answer's)
-	offer  *client.LinkOffer
-	manage bool // the offer makes the new device manage
-	req    *client.LinkRequestInfo
-	added  bool   // the device was added
-	info   string // said when it ended
-	err    error
+	from  *client.LinkOffer // the link it is about (a wait's or an answer's)
+	offer *client.LinkOffer
+	opts  linkOpts // what the offer gives the new device
+	req   *client.LinkRequestInfo
+	added bool     // the device was added
+	info  []string // said when it ended, a line each
+	err   error
 }
 
-// linkCommand runs /link, /link yes and /link no.
+// linkOpts is what a link offered from the chat gives the new device.
+type linkOpts struct{ manage, history bool }
+
+// parseLinkOpts reads /link's words: manage, history, both or neither.
+func parseLinkOpts(arg string) (linkOpts, bool) {
+	var o linkOpts
+	for _, w := range strings.Fields(arg) {
+		switch {
+		case w == "manage" && !o.manage:
+			o.manage = true
+		case w == "history" && !o.history:
+			o.history = true
+		default:
+			return o, false
+		}
+	}
+	return o, true
+}
+
+// linkCommand runs /link [manage] [history], /link yes and /link no.
 func (m *model) linkCommand(arg string) tea.Cmd {
 	a, l := m.a, m.link
 	switch arg {
-	case "", "manage":
+	default:
+		opts, ok := parseLinkOpts(arg)
+		if !ok {
+			break
+		}
 		if l != nil {
 			m.status = "a link is open already: /link no ends it"
 			return nil
 		}
-		offerLink := a.c.OfferLink
-		if arg == "manage" {
-			offerLink = a.c.OfferManagingLink
+		lo := client.LinkOptions{Manage: opts.manage}
+		if opts.history {
+			lo.History = func() ([]proto.LinkHistoryEntry, error) {
+				all, _, err := a.h.All()
+				return history.ToLink(all), err
+			}
 		}
 		return a.do(func(ctx context.Context) tea.Msg {
-			o, err := offerLink(ctx)
+			o, err := a.c.OfferLinkWith(ctx, lo)
 			if err != nil {
 				return linkMsg{err: fmt.Errorf("/link: %w", err)}
 			}
-			return linkMsg{offer: o, manage: arg == "manage"}
+			return linkMsg{offer: o, opts: opts}
 		})
 	case "yes", "no":
 		if l == nil {
@@ -79,14 +107,17 @@ func (m *model) linkCommand(arg string) tea.Cmd {
 			if err := l.offer.Accept(ctx); err != nil {
 				return linkMsg{from: l.offer, err: fmt.Errorf("/link yes: %w", err)}
 			}
-			info := fmt.Sprintf("Added %s (%016x) to your devices; your contacts are told.", termtext.Line(l.req.Name), l.req.DeviceID)
+			info := []string{fmt.Sprintf("Added %s (%016x) to your devices; your contacts are told.", termtext.Line(l.req.Name), l.req.DeviceID)}
 			if l.manage {
-				info += " It manages your devices too: it holds your account's master key."
+				info = append(info, "It manages your devices too: it holds your account's master key.")
+			}
+			if h := l.offer.HistoryCopied(); h.Asked {
+				info = append(info, client.HistoryCopiedText(h))
 			}
 			return linkMsg{from: l.offer, added: true, info: info}
 		})
 	}
-	m.status = "/link takes nothing, manage, yes or no"
+	m.status = "/link takes nothing, manage, history (or both), yes or no"
 	return nil
 }
 
@@ -98,7 +129,7 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 	switch {
 	case msg.offer != nil:
 		ctx, cancel := context.WithTimeout(m.a.ctx, proto.LinkTTL)
-		m.link = &linking{offer: msg.offer, manage: msg.manage, done: cancel}
+		m.link = &linking{offer: msg.offer, manage: msg.opts.manage, done: cancel}
 		code := msg.offer.Code()
 		// The code in lines short enough for any pane, so that none is
 		// broken where the pane would choose (the new device reads it
@@ -108,8 +139,11 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 			n := min(len(rest), linkCodeLine)
 			m.info, rest = append(m.info, rest[:n]), rest[n:]
 		}
-		if msg.manage {
+		if msg.opts.manage {
 			m.info = append(m.info, "The new device will manage your devices: it gets your account's master key.")
+		}
+		if msg.opts.history {
+			m.info = append(m.info, "It gets a copy of your history (the newest that fits a link); it needs securefastchat of this version.")
 		}
 		m.info = append(append(m.info, "It holds a secret: whoever has it can ask to be your device. It works once, for "+
 			fmt.Sprintf("%d minutes; /link no ends it. Or scan it:", int(proto.LinkTTL.Minutes()))), termtext.QR(code)...)
@@ -129,7 +163,7 @@ func (m *model) linkChanged(msg linkMsg) tea.Cmd {
 		}
 	case msg.added:
 		m.endLink()
-		m.info = []string{msg.info}
+		m.info = msg.info
 	case msg.err != nil:
 		m.endLink()
 		m.status = "error: " + clean(msg.err.Error())

@@ -208,10 +208,20 @@ func AddDevice(ctx context.Context, cfg Config, code, name, passphrase string, s
 		c.Close()
 		return nil, err
 	}
+	c.linked.entries = dev.History
+	c.linked.copied = HistoryCopied{Asked: lc.CopiesHistory(), Copied: len(dev.History), Total: dev.HistoryTotal}
 	if err := c.installNew(conn, dev.Login); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// LinkedHistory returns the history the link copied to this new device
+// (a client AddDevice returned), oldest first, for the caller to keep
+// where it keeps conversations, and how much of the other device's
+// history that is. The client keeps no copy of its own.
+func (c *Client) LinkedHistory() ([]proto.LinkHistoryEntry, HistoryCopied) {
+	return c.linked.entries, c.linked.copied
 }
 
 // Recover starts user's account again from this home when all its devices

@@ -23,11 +23,15 @@ func addLaptop(t *testing.T, alice *client.Client, cfg client.Config) *client.Cl
 // managing device from, which makes it manage too if manage.
 func linkDevice(t *testing.T, from *client.Client, cfg client.Config, name string, manage bool) *client.Client {
 	t.Helper()
-	offerLink := from.OfferLink
-	if manage {
-		offerLink = from.OfferManagingLink
-	}
-	offer, err := offerLink(ctxT(t))
+	c, _ := linkDeviceWith(t, from, cfg, name, client.LinkOptions{Manage: manage})
+	return c
+}
+
+// linkDeviceWith is linkDevice with options; it returns the offer too,
+// ended.
+func linkDeviceWith(t *testing.T, from *client.Client, cfg client.Config, name string, opts client.LinkOptions) (*client.Client, *client.LinkOffer) {
+	t.Helper()
+	offer, err := from.OfferLinkWith(ctxT(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +62,7 @@ func linkDevice(t *testing.T, from *client.Client, cfg client.Config, name strin
 		t.Fatalf("the %s showed %016x, the offering device %016x", name, a.shown, req.DeviceID)
 	}
 	t.Cleanup(func() { a.c.Close() })
-	return a.c
+	return a.c, offer
 }
 
 // TestAddDevice: a second home becomes alice's laptop through a link. It

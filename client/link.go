@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"securefastchat/proto"
@@ -43,7 +44,9 @@ type linkPeer struct {
 }
 
 func newLinkPeer(conn *Conn, ciph *proto.LinkCipher) *linkPeer {
-	p := &linkPeer{conn: conn, ciph: ciph, joined: make(chan struct{}), frames: make(chan []byte, 4), closed: make(chan struct{})}
+	// As many frames as a link relays, so a history copied in a burst
+	// waits here rather than being dropped.
+	p := &linkPeer{conn: conn, ciph: ciph, joined: make(chan struct{}), frames: make(chan []byte, proto.LinkMaxFrames), closed: make(chan struct{})}
 	var joined, closed bool
 	conn.OnPush(func(t proto.MsgType, body []byte) {
 		switch t {
@@ -57,7 +60,7 @@ func newLinkPeer(conn *Conn, ciph *proto.LinkCipher) *linkPeer {
 			if m.Parse(body) == nil {
 				select {
 				case p.frames <- append([]byte(nil), m.Data...):
-				default: // more than a link's exchange: the other device misbehaves
+				default: // more than a link relays: the server misbehaves
 				}
 			}
 		case proto.TLinkClosed:
@@ -94,12 +97,66 @@ func (p *linkPeer) next(ctx context.Context) ([]byte, error) {
 	}
 }
 
+// nextAs waits for the other device's next frame and decodes it into m;
+// a frame that is not one, as what names it, breaks the link.
+func (p *linkPeer) nextAs(ctx context.Context, m interface{ Parse([]byte) error }, what string) error {
+	plain, err := p.next(ctx)
+	if err != nil {
+		return err
+	}
+	if err := m.Parse(plain); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrLinkBroken, what, err)
+	}
+	return nil
+}
+
 // LinkOffer is a link this device offers to a new device of its account.
 type LinkOffer struct {
-	c    *Client
-	code *proto.LinkCode
-	peer *linkPeer
-	req  *proto.LinkRequest
+	c       *Client
+	code    *proto.LinkCode
+	peer    *linkPeer
+	req     *proto.LinkRequest
+	history func() ([]proto.LinkHistoryEntry, error)
+	copied  HistoryCopied
+}
+
+// LinkOptions says what a link gives the new device beyond the account's
+// contacts, marks and holds.
+type LinkOptions struct {
+	// Manage makes the new device manage the account's devices: it gets
+	// the account's master key (see OfferManagingLink).
+	Manage bool
+	// History, if set, copies the conversations this device kept: it is
+	// called when the new device is accepted, and returns the entries,
+	// oldest first. The newest that fit a link (LinkHistoryBudget) go.
+	History func() ([]proto.LinkHistoryEntry, error)
+}
+
+// LinkHistoryBudget is how much history (bytes of history frames) a
+// link copies at most: the newest entries that fit, leaving the rest of
+// what a server relays on one link (proto.LinkMaxBytes) to the other
+// frames.
+const LinkHistoryBudget = proto.LinkMaxBytes * 3 / 4
+
+// HistoryCopied is how much of a device's history a link copied.
+type HistoryCopied struct {
+	Asked  bool // the link copies history (code version 5)
+	Copied int  // entries sent (the newest)
+	Total  int  // entries the existing device had
+}
+
+// HistoryCopiedText says in a sentence how much history a link copied,
+// for either device's user.
+func HistoryCopiedText(h HistoryCopied) string {
+	switch {
+	case !h.Asked:
+		return "No history was copied: it starts empty (a link copies history only when asked to)."
+	case h.Total == 0:
+		return "There was no history to copy."
+	case h.Copied == h.Total:
+		return fmt.Sprintf("It has a copy of the history: all %d entries.", h.Total)
+	}
+	return fmt.Sprintf("It has a copy of the newest %d of %d entries of the history (a link carries about %d MiB of it).", h.Copied, h.Total, LinkHistoryBudget>>20)
 }
 
 // OfferLink offers a link for a new device, on a connection of its own,
@@ -107,7 +164,7 @@ type LinkOffer struct {
 // with Request. Only a device that manages the account's devices (holds
 // its master key: its first device, or one it made manage) may offer one.
 func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
-	return c.offerLink(ctx, false)
+	return c.OfferLinkWith(ctx, LinkOptions{})
 }
 
 // OfferManagingLink is OfferLink for a new device that will manage the
@@ -117,10 +174,13 @@ func (c *Client) OfferLink(ctx context.Context) (*LinkOffer, error) {
 // device can remove every other device: offer it only for a device the
 // user keeps as safely as this one.
 func (c *Client) OfferManagingLink(ctx context.Context) (*LinkOffer, error) {
-	return c.offerLink(ctx, true)
+	return c.OfferLinkWith(ctx, LinkOptions{Manage: true})
 }
 
-func (c *Client) offerLink(ctx context.Context, manage bool) (*LinkOffer, error) {
+// OfferLinkWith is OfferLink with options. A link that copies history
+// has a code of version 5, which a new device of a build from before
+// history copies refuses, saying to update it.
+func (c *Client) OfferLinkWith(ctx context.Context, opts LinkOptions) (*LinkOffer, error) {
 	if _, _, ok := c.thisDevice(); !ok {
 		return nil, fmt.Errorf("client: the account's device list is not known yet; connect first")
 	}
@@ -148,7 +208,13 @@ func (c *Client) offerLink(ctx context.Context, manage bool) (*LinkOffer, error)
 		return nil, err
 	}
 	code := &proto.LinkCode{Version: 3, User: []byte(c.user), Addr: c.cfg.Addr, ServerKey: conn.ServerKey(), Master: master}
-	if manage {
+	switch {
+	case opts.History != nil:
+		code.Version, code.Flags = 5, proto.LinkFlagHistory
+		if opts.Manage {
+			code.Flags |= proto.LinkFlagManage
+		}
+	case opts.Manage:
 		code.Version = 4
 	}
 	if _, err := rand.Read(code.Secret[:]); err != nil {
@@ -162,8 +228,12 @@ func (c *Client) offerLink(ctx context.Context, manage bool) (*LinkOffer, error)
 		conn.Close()
 		return nil, fmt.Errorf("client: offering a link: %w", err)
 	}
-	return &LinkOffer{c: c, code: code, peer: peer}, nil
+	return &LinkOffer{c: c, code: code, peer: peer, history: opts.History, copied: HistoryCopied{Asked: opts.History != nil}}, nil
 }
+
+// HistoryCopied says how much history the link copied, once Accept has
+// returned.
+func (o *LinkOffer) HistoryCopied() HistoryCopied { return o.copied }
 
 // Code returns the link's code, for the new device (as text or a QR
 // code). It holds the link's secret: whoever has it can ask to join.
@@ -188,13 +258,9 @@ func (o *LinkOffer) Request(ctx context.Context) (*LinkRequestInfo, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	plain, err := o.peer.next(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var req proto.LinkRequest
-	if err := req.Parse(plain); err != nil {
-		return nil, fmt.Errorf("%w: the new device's request: %v", ErrLinkBroken, err)
+	if err := o.peer.nextAs(ctx, &req, "the new device's request"); err != nil {
+		return nil, err
 	}
 	if err := req.Verify(o.code.Channel()); err != nil {
 		return nil, fmt.Errorf("%w: the new device's request: %v", ErrLinkBroken, err)
@@ -278,10 +344,18 @@ func (o *LinkOffer) accept(ctx context.Context) error {
 			break
 		}
 	}
-	// A device made to manage gets the master key, last.
-	if o.code.Version >= 4 {
+	// A device made to manage gets the master key.
+	if o.code.Manages() {
 		m := proto.LinkManage{Seed: c.acct.masterKey.Seed()}
 		if err := o.peer.send(m.Append(nil)); err != nil {
+			return err
+		}
+	}
+	// Then the history, when asked for.
+	var historyErr error
+	if o.code.CopiesHistory() {
+		var err error
+		if historyErr, err = o.sendHistory(); err != nil {
 			return err
 		}
 	}
@@ -294,7 +368,38 @@ func (o *LinkOffer) accept(ctx context.Context) error {
 	if err := proto.ParseLinkDone(plain); err != nil {
 		return fmt.Errorf("%w: %v", ErrLinkBroken, err)
 	}
-	return nil
+	return historyErr
+}
+
+// sendHistory sends the newest entries of the history that fit
+// LinkHistoryBudget, oldest first. A history that cannot be read goes as
+// none, so the device is still set up: readErr says why (for after the
+// new device is done); err is a send's.
+func (o *LinkOffer) sendHistory() (readErr, err error) {
+	all, readErr := o.history()
+	if readErr != nil {
+		all = nil
+		readErr = fmt.Errorf("client: the device is set up, but no history was copied: reading it: %w", readErr)
+	}
+	start, budget := len(all), LinkHistoryBudget
+	for start > 0 {
+		n, ok := proto.LinkHistorySize(&all[start-1])
+		if ok && n > budget {
+			break
+		}
+		if ok {
+			budget -= n
+		}
+		start--
+	}
+	frames, skipped := proto.PackLinkHistory(all[start:], uint32(min(len(all), math.MaxUint32)))
+	for _, f := range frames {
+		if err := o.peer.send(f); err != nil {
+			return readErr, err
+		}
+	}
+	o.copied.Copied, o.copied.Total = len(all)-start-skipped, len(all)
+	return readErr, nil
 }
 
 // Refuse tells the new device it is not added.
@@ -326,6 +431,11 @@ type LinkedDevice struct {
 	// MasterKey is the account's master key, when the link made this
 	// device manage the account's devices (a code of version 4); else nil.
 	MasterKey ed25519.PrivateKey
+	// History is the existing device's history, oldest first, when the
+	// link copied it (a code of version 5 with its flag): the newest
+	// entries that fit a link, of HistoryTotal.
+	History      []proto.LinkHistoryEntry
+	HistoryTotal int
 }
 
 // DeviceID returns the device's id in the account's list.
@@ -386,13 +496,9 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 	if shown != nil {
 		shown(req.DeviceID())
 	}
-	plain, err := peer.next(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var ans proto.LinkAnswer
-	if err := ans.Parse(plain); err != nil {
-		return nil, fmt.Errorf("%w: the existing device's answer: %v", ErrLinkBroken, err)
+	if err := peer.nextAs(ctx, &ans, "the existing device's answer"); err != nil {
+		return nil, err
 	}
 	if ans.Statement == nil {
 		return nil, fmt.Errorf("%w: %s", ErrLinkRefused, ans.Refusal)
@@ -407,41 +513,38 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 	}
 	var contacts []proto.LinkContact
 	for more := true; more; {
-		plain, err := peer.next(ctx)
-		if err != nil {
-			return nil, err
-		}
 		var sync proto.LinkSync
-		if err := sync.Parse(plain); err != nil {
-			return nil, fmt.Errorf("%w: the existing device's contacts: %v", ErrLinkBroken, err)
+		if err := peer.nextAs(ctx, &sync, "the existing device's contacts"); err != nil {
+			return nil, err
 		}
 		contacts, more = append(contacts, sync.Contacts...), sync.More
 	}
 	var hold proto.LinkHold
 	for more := lc.Version >= 3; more; {
-		plain, err := peer.next(ctx)
-		if err != nil {
-			return nil, err
-		}
 		var h proto.LinkHold
-		if err := h.Parse(plain); err != nil {
-			return nil, fmt.Errorf("%w: the existing device's hold on new devices: %v", ErrLinkBroken, err)
+		if err := peer.nextAs(ctx, &h, "the existing device's hold on new devices"); err != nil {
+			return nil, err
 		}
 		hold.On, hold.Contacts, more = h.On, append(hold.Contacts, h.Contacts...), h.More
 	}
 	var masterKey ed25519.PrivateKey
-	if lc.Version >= 4 {
-		plain, err := peer.next(ctx)
-		if err != nil {
-			return nil, err
-		}
+	if lc.Manages() {
 		var m proto.LinkManage
-		if err := m.Parse(plain); err != nil {
-			return nil, fmt.Errorf("%w: the account's master key: %v", ErrLinkBroken, err)
+		if err := peer.nextAs(ctx, &m, "the account's master key"); err != nil {
+			return nil, err
 		}
 		if masterKey, err = m.Key(lc.Master); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrLinkBroken, err)
 		}
+	}
+	var history []proto.LinkHistoryEntry
+	total := 0
+	for more := lc.CopiesHistory(); more; {
+		var h proto.LinkHistory
+		if err := peer.nextAs(ctx, &h, "the existing device's history"); err != nil {
+			return nil, err
+		}
+		history, total, more = append(history, h.Entries...), int(h.Total), h.More
 	}
 	if err := peer.send(proto.LinkDone); err != nil {
 		return nil, err
@@ -451,5 +554,6 @@ func joinLink(ctx context.Context, code, addr, name string, opts DialOptions, sh
 		return nil, fmt.Errorf("client: logging in as the new device: %w", err)
 	}
 	ok = true
-	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts, Hold: hold, MasterKey: masterKey}, nil
+	return &LinkedDevice{User: string(lc.User), Master: lc.Master, Statement: &st, Box: box, Sign: sign, Conn: conn, Login: login, Contacts: contacts, Hold: hold, MasterKey: masterKey,
+		History: history, HistoryTotal: total}, nil
 }

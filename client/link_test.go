@@ -1,9 +1,12 @@
 package client_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +262,103 @@ func TestLinkLimits(t *testing.T) {
 	}
 	if j := <-res; j.err != nil {
 		t.Fatalf("a new device that waited past the login deadline: %v", j.err)
+	}
+}
+
+// TestLinkHistory: a link asked to copy history (a code of version 5)
+// brings the new device the existing device's entries, oldest first and
+// whole, in as many frames as they take, all of them when they fit and
+// the newest that fit LinkHistoryBudget when not; both devices say how
+// much came. A link not asked to copy brings none and says so.
+func TestLinkHistory(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice, _ := contacts(t, s)
+	entry := func(i, size int) proto.LinkHistoryEntry {
+		e := proto.LinkHistoryEntry{Conv: []byte("@bob"), From: []byte("bob"), Time: int64(1_790_000_000_000 + i), Text: bytes.Repeat([]byte{'a' + byte(i%26)}, size)}
+		binary.BigEndian.PutUint64(e.ID[:], uint64(i))
+		if i%3 == 0 {
+			e.From, e.Flags, e.Status, e.ReadBy = []byte("alice"), proto.HistoryMine, 5, [][]byte{[]byte("bob")}
+		}
+		return e
+	}
+	check := func(got, want []proto.LinkHistoryEntry) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%d entries came, want %d", len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.ID != w.ID || !bytes.Equal(g.Text, w.Text) || g.Time != w.Time || g.Flags != w.Flags || g.Status != w.Status || len(g.ReadBy) != len(w.ReadBy) {
+				t.Fatalf("entry %d came as %+v, want %+v", i, g, w)
+			}
+		}
+	}
+
+	// A small history comes whole.
+	var small []proto.LinkHistoryEntry
+	for i := range 500 {
+		small = append(small, entry(i, 20+i%300))
+	}
+	laptop, offer := linkDeviceWith(t, alice, testserver.ClientConfig(t, s), "laptop", client.LinkOptions{History: func() ([]proto.LinkHistoryEntry, error) { return small, nil }})
+	got, copied := laptop.LinkedHistory()
+	check(got, small)
+	if want := (client.HistoryCopied{Asked: true, Copied: 500, Total: 500}); copied != want || offer.HistoryCopied() != want {
+		t.Fatalf("the laptop says %+v, alice %+v", copied, offer.HistoryCopied())
+	}
+	if !strings.Contains(client.HistoryCopiedText(copied), "all 500") {
+		t.Fatal(client.HistoryCopiedText(copied))
+	}
+
+	// A history larger than a link carries: the newest that fit, and a
+	// managing link with it still gives the master key.
+	var big []proto.LinkHistoryEntry
+	for i := range 1500 {
+		big = append(big, entry(i, 3000))
+	}
+	tablet, offer := linkDeviceWith(t, alice, testserver.ClientConfig(t, s), "tablet", client.LinkOptions{Manage: true, History: func() ([]proto.LinkHistoryEntry, error) { return big, nil }})
+	got, copied = tablet.LinkedHistory()
+	if copied.Total != 1500 || copied.Copied < 900 || copied.Copied >= 1500 || offer.HistoryCopied() != copied {
+		t.Fatalf("the tablet says %+v, alice %+v", copied, offer.HistoryCopied())
+	}
+	check(got, big[1500-copied.Copied:])
+	if !tablet.Manages() {
+		t.Fatal("the tablet does not manage the account's devices")
+	}
+	if !strings.Contains(client.HistoryCopiedText(copied), "newest") {
+		t.Fatal(client.HistoryCopiedText(copied))
+	}
+
+	// A history that cannot be read: the device is still set up, with
+	// none, and the existing device's user is told why.
+	offer, err := alice.OfferLinkWith(ctxT(t), client.LinkOptions{History: func() ([]proto.LinkHistoryEntry, error) { return nil, errors.New("disk on fire") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer offer.Close()
+	res := make(chan error, 1)
+	var phone *client.Client
+	go func() {
+		var err error
+		phone, err = client.AddDevice(ctxT(t), testserver.ClientConfig(t, s), offer.Code(), "phone", "phone passphrase", nil)
+		res <- err
+	}()
+	if _, err := offer.Request(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := offer.Accept(ctxT(t)); err == nil || !strings.Contains(err.Error(), "the device is set up, but no history was copied") || !strings.Contains(err.Error(), "disk on fire") {
+		t.Fatalf("accepting with an unreadable history: %v", err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("the phone, with an unreadable history: %v", err)
+	}
+	defer phone.Close()
+	if got, copied := phone.LinkedHistory(); len(got) != 0 || copied != (client.HistoryCopied{Asked: true}) || !strings.Contains(client.HistoryCopiedText(copied), "no history to copy") {
+		t.Fatalf("the phone: %d entries, %+v", len(got), copied)
+	}
+
+	// Not asked: nothing comes, and the new device says it starts empty.
+	desk := linkDevice(t, alice, testserver.ClientConfig(t, s), "desk", false)
+	if got, copied := desk.LinkedHistory(); got != nil || copied.Asked || !strings.Contains(client.HistoryCopiedText(copied), "starts empty") {
+		t.Fatalf("a link without history: %d entries, %+v", len(got), copied)
 	}
 }

@@ -38,6 +38,14 @@ type Client struct {
 	silentMu   sync.Mutex
 	silentTold map[uint64]bool // devices EventDeviceSilent told of
 
+	// linked is the history a link copied to this new device (AddDevice),
+	// for its caller to keep (LinkedHistory); set before the client is
+	// returned.
+	linked struct {
+		entries []proto.LinkHistoryEntry
+		copied  HistoryCopied
+	}
+
 	requestsMu sync.Mutex      // guards requests
 	requests   map[string]bool // senders of unaccepted requests (requests.go)
 

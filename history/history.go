@@ -3,6 +3,8 @@
 // so a restart shows past conversations while the server keeps only what
 // is not yet delivered. It also keeps the client's small settings (which
 // contacts were verified, unaccepted key changes) sealed the same way.
+// When the user asks, a link copies the history to a new device of the
+// account (link.go: ToLink on the existing device, FromLink on the new).
 package history
 
 import (

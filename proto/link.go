@@ -25,8 +25,8 @@ import (
 // server that relays the channel can neither read nor alter it, and
 // nobody without the code can join it.
 //
-//	link code  = LinkCodePrefix base64url(version u8 (3) | user str8 | addr str8
-//	             | server_key 32 | master 32 | secret 32)
+//	link code  = LinkCodePrefix base64url(version u8 (3 to 5) | user str8 | addr str8
+//	             | server_key 32 | master 32 | secret 32 [| flags u8 (version 5)])
 //	channel id = HKDF-SHA256(secret, info LinkChannelInfo), 16 bytes
 //	keys       = HKDF-SHA256(secret, info LinkKeyInfo "existing to new" or
 //	             "new to existing"), 32 bytes each
@@ -47,6 +47,8 @@ import (
 //	link hold    = kind u8 (6) | more u8 | on u8 | count u16
 //	               | (user str8 | n u8 (<= MaxHoldApproved) | device_id u64 x n) x count
 //	link manage  = kind u8 (7) | master_seed 32
+//	link history = kind u8 (8) | more u8 | total u32 | count u16 | history entry x count
+//	               (linkhistory.go)
 //
 // N sends the request: its name and the keys it made, signed by its sign
 // key over LinkRequestContext, the channel id and every byte before sig
@@ -65,13 +67,17 @@ import (
 // sends one manage frame, the seed of the account's master key, which N
 // checks against the master key in the code and keeps (the key goes to
 // another device only this way, and only when E's user asked for it).
-// N answers the last frame with done: E then knows N has it all, and may
-// leave. (Code version 1 had no sync, version 2 no hold frames; N reads
-// codes of versions 2 to 4, and E makes version 3 unless asked to make
-// the new device manage, so a new device of the build before reads it.)
+// A code of version 5 says in its flags what follows the hold frames: a
+// manage frame (LinkFlagManage, as version 4), then history frames
+// (LinkFlagHistory), the conversations E kept, when E's user asked to
+// copy them. N answers the last frame with done: E then knows N has it
+// all, and may leave. (Code version 1 had no sync, version 2 no hold
+// frames; N reads codes of versions 2 to 5, and E makes version 3, or 4 to
+// make the new device manage, unless asked to copy history, so a new
+// device of an older build reads what it can.)
 const (
 	LinkCodePrefix     = "securefastchat-link:"
-	LinkCodeVersion    = 4 // the newest read; a code that does not make a managing device is 3
+	LinkCodeVersion    = 5 // the newest read; a code that copies no history is 3 or 4
 	LinkSecretLen      = 32
 	LinkChannelLen     = 16
 	LinkChannelInfo    = "securefastchat v1 link channel"
@@ -82,6 +88,10 @@ const (
 	// LinkTTL is how long a link lives from its offer: the server ends it
 	// then, and the devices wait no longer.
 	LinkTTL = 10 * time.Minute
+	// LinkMaxFrames and LinkMaxBytes bound what a server relays on one
+	// link, both ways together: past them it ends the link.
+	LinkMaxFrames = 256
+	LinkMaxBytes  = 4 << 20
 )
 
 // Link roles (LinkOpen).
@@ -99,6 +109,15 @@ const (
 	LinkKindDone    uint8 = 5
 	LinkKindHold    uint8 = 6
 	LinkKindManage  uint8 = 7
+	LinkKindHistory uint8 = 8
+)
+
+// Link code flags (version 5): what the existing device sends after the
+// hold frames.
+const (
+	LinkFlagManage  uint8 = 1 // a manage frame: the new device manages the account's devices
+	LinkFlagHistory uint8 = 2 // history frames: the conversations the existing device kept
+	linkFlagsKnown        = LinkFlagManage | LinkFlagHistory
 )
 
 // ErrBadLinkCode is the error for a code that does not parse.
@@ -112,6 +131,18 @@ type LinkCode struct {
 	ServerKey PublicKey
 	Master    ed25519.PublicKey
 	Secret    [LinkSecretLen]byte
+	Flags     uint8 // version 5
+}
+
+// Manages reports whether the code makes the new device manage the
+// account's devices (a manage frame follows the hold frames).
+func (l *LinkCode) Manages() bool {
+	return l.Version == 4 || l.Version >= 5 && l.Flags&LinkFlagManage != 0
+}
+
+// CopiesHistory reports whether history frames follow.
+func (l *LinkCode) CopiesHistory() bool {
+	return l.Version >= 5 && l.Flags&LinkFlagHistory != 0
 }
 
 // String returns the code as text (for a QR code or to copy).
@@ -122,6 +153,9 @@ func (l *LinkCode) String() string {
 	}
 	b := appendStr8(appendStr8([]byte{v}, l.User), []byte(l.Addr))
 	b = append(append(append(b, l.ServerKey.Bytes()...), l.Master...), l.Secret[:]...)
+	if v >= 5 {
+		b = append(b, l.Flags)
+	}
 	return LinkCodePrefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -146,8 +180,14 @@ func ParseLinkCode(s string) (*LinkCode, error) {
 	sk := d.fixed(KeyLen)
 	l.Master = ed25519.PublicKey(d.fixed(ed25519.PublicKeySize))
 	copy(l.Secret[:], d.fixed(LinkSecretLen))
+	if v >= 5 {
+		l.Flags = d.u8()
+	}
 	if err := d.done(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadLinkCode, err)
+	}
+	if l.Flags&^linkFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: it asks for something this build does not know (flags %#x); update securefastchat on this device", ErrBadLinkCode, l.Flags)
 	}
 	if !ValidUsername(l.User) || l.Addr == "" {
 		return nil, fmt.Errorf("%w: no user or server in it", ErrBadLinkCode)

@@ -160,7 +160,108 @@ func seedLinkFrames(t testing.TB) [][]byte {
 		[]byte((&LinkCode{Version: 4, User: []byte("alice"), Addr: "chat.example.org:7878", ServerKey: box.Public, Master: pub}).String()),
 		(&LinkManage{Seed: priv.Seed()}).Append(nil),
 		LinkDone,
+		[]byte((&LinkCode{Version: 5, Flags: LinkFlagManage | LinkFlagHistory, User: []byte("alice"), Addr: "chat.example.org:7878", ServerKey: box.Public, Master: pub}).String()),
+		(&LinkHistory{More: true, Total: 3, Entries: seedHistoryEntries()}).Append(nil),
+		(&LinkHistory{}).Append(nil),
 	}
+}
+
+func seedHistoryEntries() []LinkHistoryEntry {
+	return []LinkHistoryEntry{
+		{Conv: []byte("@bob"), ID: [16]byte{1}, From: []byte("bob"), Time: 1_790_000_000_000, Text: []byte("hello"), Flags: HistoryUnread},
+		{Conv: []byte("#team"), ID: [16]byte{2}, From: []byte("alice"), Flags: HistoryMine, Time: 1_790_000_001_000, Status: 5, Text: []byte("hi all"), ReadBy: [][]byte{[]byte("bob"), []byte("carol")}},
+		{Conv: []byte("@carol"), ID: [16]byte{3}, From: []byte("alice"), Flags: HistoryMine | HistoryFile, Status: 6, Size: 12345, Text: []byte("plans.pdf"), Error: []byte("refused")},
+	}
+}
+
+// TestLinkHistory: history frames read back; a code of version 5 says
+// with its flags what follows; PackLinkHistory keeps every frame within a
+// link frame and leaves out what cannot be carried.
+func TestLinkHistory(t *testing.T) {
+	in := LinkHistory{More: true, Total: 7, Entries: seedHistoryEntries()}
+	var got LinkHistory
+	if err := got.Parse(in.Append(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !got.More || got.Total != 7 || len(got.Entries) != 3 || string(got.Entries[1].ReadBy[1]) != "carol" || got.Entries[2].Size != 12345 ||
+		string(got.Entries[2].Error) != "refused" || got.Entries[0].Time != 1_790_000_000_000 || got.Entries[1].ID != [16]byte{2} {
+		t.Fatalf("read back %+v", got)
+	}
+	checkPrefixes(t, in.Append(nil), func(b []byte) error { var m LinkHistory; return m.Parse(b) })
+	bad := LinkHistory{Entries: []LinkHistoryEntry{{Conv: []byte("@bob"), Flags: 0x80}}}
+	if err := got.Parse(bad.Append(nil)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("an unknown flag: %v", err)
+	}
+	if err := got.Parse((&LinkManage{Seed: make([]byte, 32)}).Append(nil)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("another frame read as history: %v", err)
+	}
+
+	// Codes: version 5 carries its flags; 4 means a managing device; 3
+	// neither; an unknown flag is refused, saying to update.
+	l := testLinkCode(t)
+	l.Version, l.Flags = 5, LinkFlagHistory
+	c, err := ParseLinkCode(l.String())
+	if err != nil || !c.CopiesHistory() || c.Manages() || c.Flags != LinkFlagHistory {
+		t.Fatalf("a version 5 code for history: %+v %v", c, err)
+	}
+	l.Flags = LinkFlagHistory | LinkFlagManage
+	if c, err = ParseLinkCode(l.String()); err != nil || !c.CopiesHistory() || !c.Manages() {
+		t.Fatalf("a version 5 code for both: %+v %v", c, err)
+	}
+	l.Version, l.Flags = 4, 0
+	if c, err = ParseLinkCode(l.String()); err != nil || c.CopiesHistory() || !c.Manages() {
+		t.Fatalf("a version 4 code: %+v %v", c, err)
+	}
+	l.Version = 3
+	if c, err = ParseLinkCode(l.String()); err != nil || c.CopiesHistory() || c.Manages() {
+		t.Fatalf("a version 3 code: %+v %v", c, err)
+	}
+	l.Version, l.Flags = 5, 0x40
+	if _, err := ParseLinkCode(l.String()); !errors.Is(err, ErrBadLinkCode) || !strings.Contains(err.Error(), "update securefastchat") {
+		t.Fatalf("a code with an unknown flag: %v", err)
+	}
+
+	// Packing: many entries fill several frames, each sealed within
+	// MaxLinkData, in their order; one too large for a frame is left out.
+	var many []LinkHistoryEntry
+	for i := range 3000 {
+		many = append(many, LinkHistoryEntry{Conv: []byte("@bob"), ID: [16]byte{byte(i), byte(i >> 8)}, From: []byte("bob"), Text: bytes.Repeat([]byte("x"), 40+i%200)})
+	}
+	huge := LinkHistoryEntry{Conv: []byte("@bob"), Text: bytes.Repeat([]byte("y"), 0xFFFF)}
+	many = append(many[:10], append([]LinkHistoryEntry{huge}, many[10:]...)...)
+	frames, skipped := PackLinkHistory(many, uint32(len(many)))
+	if skipped != 1 || len(frames) < 3 {
+		t.Fatalf("%d frames, %d skipped", len(frames), skipped)
+	}
+	n := 0
+	for i, f := range frames {
+		if len(f)+chacha20poly1305.Overhead > MaxLinkData {
+			t.Fatalf("frame %d: %d bytes", i, len(f))
+		}
+		var m LinkHistory
+		if err := m.Parse(f); err != nil || m.More != (i < len(frames)-1) || m.Total != uint32(len(many)) {
+			t.Fatalf("frame %d: more %v total %d: %v", i, m.More, m.Total, err)
+		}
+		for _, e := range m.Entries {
+			if want := many[n+btoi(n >= 10)]; e.ID != want.ID {
+				t.Fatalf("entry %d out of order", n)
+			}
+			n++
+		}
+	}
+	if n != 3000 {
+		t.Fatalf("%d entries packed", n)
+	}
+	if frames, skipped := PackLinkHistory(nil, 0); len(frames) != 1 || skipped != 0 {
+		t.Fatal("no history is one empty frame")
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestLinkManage: a manage frame reads back, and gives its key only for
@@ -222,6 +323,10 @@ func FuzzLinkFrames(f *testing.F) {
 		var m LinkManage
 		if m.Parse(in) == nil && !bytes.Equal(m.Append(nil), in) {
 			t.Fatal("round trip changed the manage frame")
+		}
+		var hi LinkHistory
+		if hi.Parse(in) == nil && !bytes.Equal(hi.Append(nil), in) {
+			t.Fatal("round trip changed the history frame")
 		}
 		if ParseLinkDone(in) == nil && !bytes.Equal(in, LinkDone) {
 			t.Fatal("a done frame that is not one parsed")

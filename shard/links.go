@@ -19,8 +19,8 @@ const (
 	// LinkMaxOffers is how many links one account may offer at once.
 	LinkMaxOffers = 2
 	// LinkMaxFrames and LinkMaxBytes bound what one link relays.
-	LinkMaxFrames = 256
-	LinkMaxBytes  = 4 << 20
+	LinkMaxFrames = proto.LinkMaxFrames
+	LinkMaxBytes  = proto.LinkMaxBytes
 )
 
 // links holds the channels offered and joined. Its mutex guards every

@@ -162,9 +162,10 @@ func TestChatLink(t *testing.T) {
 // Her group team was made before the links. What bob sends to her, and in
 // team, reaches all three; what the script sends shows in the chat and
 // on the laptop as hers; removing the laptop from the chat stops delivery
-// to it at once and gives team a new key that the laptop does not get.
+// to it at once and gives team a new key that the laptop does not get,
+// while what it sent before still reaches those who were away, marked.
 func TestThreeDevices(t *testing.T) {
-	srv, users, _, ann := annChat(t, "sfc-three")
+	srv, users, socket, ann := annChat(t, "sfc-three")
 	ok := func(r result, what string) result {
 		t.Helper()
 		if r.code != 0 {
@@ -209,11 +210,22 @@ func TestThreeDevices(t *testing.T) {
 	recvAs("ann", laptop, "you, to bob from another device: from the script", "you, in team from another device: the script, in team")
 	recvAs("bob", users["bob"], "ann: from the script", "ann in team: the script, in team")
 
+	// What the laptop sent before its removal still reaches bob and the
+	// script, which were away, said to be from a device removed since.
+	ok(run(t, laptop, "send", "--server", srv.Addr, "--user", "ann", "--to", "bob", "the laptop, before its removal"), "the laptop's message")
+	ann.typeLine("/dm bob")
+	ann.waitFor(`the laptop, before its removal`)
 	ann.typeLine("/devices remove laptop")
 	ann.waitFor(`Every group you are in has a new key, which it does not get.`)
+	removedLine := `(sent from ann's device "laptop" before it was removed from the account's devices)`
+	bob := startChatPane(t, socket, "bob", users["bob"], "--server", srv.Addr, "--user", "bob")
+	bob.waitFor(`● connected`)
+	bob.typeLine("/dm ann")
+	bob.waitFor(`ann: the laptop, before its removal`)
+	bob.waitFor(`that came from ann.s device "laptop", since removed from the account.s`)
 	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "after the laptop"), "bob's message after")
 	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--group", "team", "in team, after the laptop"), "bob's group message after")
-	recvAs("ann", script, "bob: after the laptop", "bob in team: in team, after the laptop")
+	recvAs("ann", script, "you, to bob from another device: the laptop, before its removal\n    "+removedLine, "bob: after the laptop", "bob in team: in team, after the laptop")
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
 	ann.typeLine("/group team")
 	ann.waitFor(`in team, after the laptop`)

@@ -577,6 +577,9 @@ type recvJSON struct {
 	Request bool `json:"request,omitempty"`
 	// To: set on what you sent from another of your devices, to whom.
 	To string `json:"to,omitempty"`
+	// RemovedDevice: the sender's device that sent it, removed from their
+	// list since (it sent it before).
+	RemovedDevice string `json:"from_removed_device,omitempty"`
 }
 
 func cmdRecv(args []string) error {
@@ -692,6 +695,7 @@ func printReceived(m *client.Message, asJSON bool, told map[string]bool) error {
 	if m.Mine && m.Group == "" {
 		j.To = m.To
 	}
+	j.RemovedDevice = m.FromRemovedDevice
 	if m.File != nil {
 		j.Kind, j.File, j.Size = "file", m.File.Path, m.File.Size
 	}
@@ -731,5 +735,8 @@ func printMessage(w io.Writer, m *client.Message) {
 		fmt.Fprintf(w, "[%s] %s (request): %s\n", ts, m.From, text)
 	default:
 		fmt.Fprintf(w, "[%s] %s: %s\n", ts, m.From, text)
+	}
+	if m.FromRemovedDevice != "" {
+		fmt.Fprintf(w, "    (sent from %s's device %q before it was removed from the account's devices)\n", m.From, termtext.Line(m.FromRemovedDevice))
 	}
 }

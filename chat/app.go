@@ -21,6 +21,7 @@ import (
 	"securefastchat/client"
 	"securefastchat/history"
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // Options configure a chat session.
@@ -216,8 +217,15 @@ func (a *app) forwardEvents() {
 			return
 		}
 		if ev.Kind == client.EventMessage {
-			batch = append(batch, entryOf(ev.Message))
+			e := entryOf(ev.Message)
+			batch = append(batch, e)
 			requests = append(requests, ev.Message.Request)
+			if d := ev.Message.FromRemovedDevice; d != "" {
+				// Said under it, in its conversation.
+				flush()
+				a.send(noticeMsg{conv: e.Conv, text: fmt.Sprintf("that came from %s's device %q, since removed from the account's devices: it was sent before the removal",
+					ev.Message.From, termtext.Line(d))})
+			}
 			continue
 		}
 		flush() // what came before this event is shown before it

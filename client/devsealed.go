@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"securefastchat/proto"
+	"securefastchat/termtext"
 )
 
 // Direct messages sealed for devices (proto devsealed.go, version 4). Once
@@ -317,14 +318,19 @@ func (r *receiver) openDevices(d *proto.DeliverDevices) (_ *Message, seen bool, 
 		}
 		return nil, false, fmt.Errorf("%w: %s's devices: %v", ErrRejected, from, err)
 	}
-	i := list.Index(d.FromDevice)
-	if i < 0 {
+	var dev *proto.Device
+	removed := list.RemovedDevice(d.FromDevice)
+	if i := list.Index(d.FromDevice); i >= 0 {
+		dev, removed = &list.Devices[i], nil
+	} else if removed != nil {
+		dev = &removed.Device
+	} else {
 		return nil, false, fmt.Errorf("%w: it comes from a device that is not on %s's list", ErrRejected, from)
 	}
-	key, err := proto.OpenWrap(d.Wrap, d.Payload, r.c.sharedWith(list.Devices[i].BoxKey))
+	key, err := proto.OpenWrap(d.Wrap, d.Payload, r.c.sharedWith(dev.BoxKey))
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: its key does not open with %s's device %q and this device's key (it was sealed for another device, or it is not from %s)",
-			ErrRejected, from, list.Devices[i].Name, from)
+			ErrRejected, from, dev.Name, from)
 	}
 	plain, err := proto.OpenPayload(nil, d.Payload, key)
 	if err != nil {
@@ -337,5 +343,41 @@ func (r *receiver) openDevices(d *proto.DeliverDevices) (_ *Message, seen bool, 
 	if string(in.From) != from || string(in.To) != to || !bytes.Equal(in.MsgID, d.MsgID) || !envelopeHolds(d.Kind, in.Kind) || in.Roster != nil {
 		return nil, false, fmt.Errorf("%w: sealed sender, receiver, id or kind do not match the envelope", ErrRejected)
 	}
-	return r.accept(&in, d.ServerID, d.Time, d.Flags&proto.DeliverFlagRequest != 0 && !mine, pk.Changed)
+	if removed != nil {
+		if err := fromRemoved(removed, time.Unix(0, in.SentAt), time.Now()); err != nil {
+			return nil, false, fmt.Errorf("%w: it comes from %s's device %q, %v", ErrRejected, from, termtext.Line(dev.Name), err)
+		}
+	}
+	msg, seen, err := r.accept(&in, d.ServerID, d.Time, d.Flags&proto.DeliverFlagRequest != 0 && !mine, pk.Changed)
+	if msg != nil && removed != nil {
+		msg.FromRemovedDevice = dev.Name
+	}
+	return msg, seen, err
+}
+
+// RemovedDeviceGrace is how long after a device's removal what it sent
+// before is still read: the time a server keeps a message for a receiver
+// who is away (7 days by default). The removal's time is the managing
+// device's, signed by the master key; the sending time is the removed
+// device's own. So whoever holds a removed device can, with the server's
+// help (an honest server takes nothing from it once it is removed), have
+// a message read as sent before the removal, until the grace ends.
+const RemovedDeviceGrace = 7 * 24 * time.Hour
+
+// RemovedDeviceSkew is how far the removed device's clock may be ahead of
+// the managing device's: a message it says it sent up to this long after
+// the removal (which is in whole seconds) counts as sent before it.
+const RemovedDeviceSkew = 5 * time.Minute
+
+// fromRemoved says why a message sent at sent from a device removed since
+// is not read at now, or nil if it is.
+func fromRemoved(r *proto.RemovedDevice, sent, now time.Time) error {
+	at := time.Unix(r.At, 0)
+	switch {
+	case sent.After(at.Add(RemovedDeviceSkew)):
+		return fmt.Errorf("removed from the list at %s, and this was sent after that (%s)", at.UTC().Format(time.RFC3339), sent.UTC().Format(time.RFC3339))
+	case now.Sub(at) > RemovedDeviceGrace:
+		return fmt.Errorf("removed from the list at %s: what it sent before is read for %d days after", at.UTC().Format(time.RFC3339), int(RemovedDeviceGrace.Hours()/24))
+	}
+	return nil
 }

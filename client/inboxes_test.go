@@ -527,3 +527,47 @@ func TestDeviceRemovedRekeys(t *testing.T) {
 		t.Fatalf("alice got %q", m.Text)
 	}
 }
+
+// TestMessageFromRemovedDevice: what alice's laptop sent bob while he was
+// away still reaches him after she removes the laptop (within the
+// grace), marked as from a device removed since; the laptop, removed,
+// sends nothing more.
+func TestMessageFromRemovedDevice(t *testing.T) {
+	s := testserver.Start(t, nil)
+	alice := testserver.Signup(t, s, "alice")
+	bobCfg := testserver.ClientConfig(t, s)
+	bob, err := client.Signup(ctxT(t), bobCfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testserver.Acquaint(t, alice, bob)
+	testserver.Acquaint(t, bob, alice)
+	laptop := addLaptop(t, alice, testserver.ClientConfig(t, s))
+	if _, err := bob.SendText(ctxT(t), "alice", "to both of your devices"); err != nil {
+		t.Fatal(err) // bob has read alice's list with the laptop on it
+	}
+	bob.Close()
+	if r, err := laptop.SendText(ctxT(t), "bob", "sent from the laptop"); err != nil || r.Status != proto.StatusQueued {
+		t.Fatalf("the laptop's message: %+v %v", r, err)
+	}
+	if _, err := alice.RemoveDevice(ctxT(t), "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := laptop.SendText(ctxT(t), "bob", "after the removal"); err == nil {
+		t.Fatal("a removed device sent a message")
+	}
+	bob, err = client.Open(ctxT(t), bobCfg, "bob", pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	m := recvOne(t, bob)
+	if m.From != "alice" || m.Text != "sent from the laptop" || m.FromRemovedDevice != "laptop" {
+		t.Fatalf("bob got %+v", m)
+	}
+	select {
+	case m := <-testserver.Messages(bob):
+		t.Fatalf("bob got %q too", m.Text)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

@@ -44,6 +44,11 @@ type Message struct {
 	// direct message (From is the user, To its receiver), or a group
 	// message (From is the user, Group the group).
 	Mine bool
+	// FromRemovedDevice names the sender's device that sent this direct
+	// message when it has been removed from the sender's list since: sent
+	// before its removal (by its own clock) and arriving within
+	// RemovedDeviceGrace of it. Empty otherwise.
+	FromRemovedDevice string
 }
 
 // ReceivedFile is a file that arrived whole.

@@ -137,6 +137,30 @@ type DeviceList struct {
 	Seq     uint32
 	Last    [32]byte // hash of the last statement
 	Devices []Device // in the order they were added
+	// Removed are the devices the chain removed, the newest
+	// MaxRemembered, in the order they were removed: what one sent before
+	// its removal may still be waiting for a receiver.
+	Removed []RemovedDevice
+}
+
+// RemovedDevice is a device a chain removed, and when.
+type RemovedDevice struct {
+	Device
+	At int64 // unix seconds: the remove statement's time, by the signer's clock
+}
+
+// MaxRemembered is how many removed devices a list remembers.
+const MaxRemembered = 4 * MaxDevices
+
+// RemovedDevice returns a device the chain removed, or nil; a device
+// removed more than once is its last removal.
+func (l *DeviceList) RemovedDevice(id uint64) *RemovedDevice {
+	for i := len(l.Removed) - 1; i >= 0; i-- {
+		if l.Removed[i].ID == id {
+			return &l.Removed[i]
+		}
+	}
+	return nil
 }
 
 // Index returns the position of a device, or -1.
@@ -163,6 +187,7 @@ func (l *DeviceList) Apply(s *DeviceStatement, master ed25519.PublicKey) (*Devic
 			return nil, fmt.Errorf("%w: device statement %d after %d", ErrBadChain, s.Seq, l.Seq)
 		}
 		next.Devices = append([]Device(nil), l.Devices...)
+		next.Removed = append([]RemovedDevice(nil), l.Removed...)
 	}
 	box, err := ParsePublicKey(s.BoxKey)
 	if err != nil || len(s.SignKey) != ed25519.PublicKeySize || KeyRecordID(&Keys{BoxKey: s.BoxKey, SignKey: s.SignKey}) != s.DeviceID {
@@ -185,6 +210,10 @@ func (l *DeviceList) Apply(s *DeviceStatement, master ed25519.PublicKey) (*Devic
 		}
 		if len(next.Devices) == 1 {
 			return nil, fmt.Errorf("%w: the last device stays (reset the account to start again)", ErrDeviceNotAllowed)
+		}
+		next.Removed = append(next.Removed, RemovedDevice{Device: next.Devices[i], At: s.Time})
+		if len(next.Removed) > MaxRemembered {
+			next.Removed = next.Removed[len(next.Removed)-MaxRemembered:]
 		}
 		next.Devices = append(next.Devices[:i], next.Devices[i+1:]...)
 	}

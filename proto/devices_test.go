@@ -76,6 +76,12 @@ func TestDeviceChainRules(t *testing.T) {
 	if err != nil || len(l3.Devices) != 1 || l3.Devices[0].Name != "phone" {
 		t.Fatalf("remove: %+v %v", l3, err)
 	}
+	// The list remembers the removed laptop, its keys and when; the list
+	// before is unchanged.
+	if r := l3.RemovedDevice(laptop.DeviceID); r == nil || r.Name != "laptop" || !bytes.Equal(r.SignKey, laptop.SignKey) || r.At != rm.Time ||
+		l2.RemovedDevice(laptop.DeviceID) != nil || l3.RemovedDevice(first.DeviceID) != nil {
+		t.Fatalf("the removed laptop: %+v", l3.Removed)
+	}
 	if _, err := l3.Apply(deviceStmt(t, l3, DeviceRemove, "phone", master), pub); !errors.Is(err, ErrDeviceNotAllowed) {
 		t.Fatalf("removing the last device: %v", err)
 	}
@@ -88,6 +94,20 @@ func TestDeviceChainRules(t *testing.T) {
 	}
 	if _, err := full.Apply(deviceStmt(t, full, DeviceAdd, "one too many", master), pub); !errors.Is(err, ErrTooManyDevices) {
 		t.Fatalf("device %d: %v", MaxDevices+1, err)
+	}
+	// A list remembers the newest MaxRemembered removed devices.
+	churn := l3
+	for i := range MaxRemembered + 3 {
+		name := fmt.Sprint("c", i)
+		if churn, err = churn.Apply(deviceStmt(t, churn, DeviceAdd, name, master), pub); err != nil {
+			t.Fatal(err)
+		}
+		if churn, err = churn.Apply(deviceStmt(t, churn, DeviceRemove, name, master), pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(churn.Removed) != MaxRemembered || churn.Removed[MaxRemembered-1].Name != fmt.Sprint("c", MaxRemembered+2) || churn.Removed[0].Name != "c3" {
+		t.Fatalf("%d removed remembered, the oldest %q", len(churn.Removed), churn.Removed[0].Name)
 	}
 	// Replayed whole from the wire form.
 	var chain []*DeviceStatement

@@ -213,6 +213,7 @@ func TestThreeDevices(t *testing.T) {
 	// What the laptop sent before its removal still reaches bob and the
 	// script, which were away, said to be from a device removed since.
 	ok(run(t, laptop, "send", "--server", srv.Addr, "--user", "ann", "--to", "bob", "the laptop, before its removal"), "the laptop's message")
+	ok(run(t, laptop, "send", "--server", srv.Addr, "--user", "ann", "--group", "team", "the laptop in team, before its removal"), "the laptop's group message")
 	ann.typeLine("/dm bob")
 	ann.waitFor(`the laptop, before its removal`)
 	ann.typeLine("/devices remove laptop")
@@ -223,9 +224,13 @@ func TestThreeDevices(t *testing.T) {
 	bob.typeLine("/dm ann")
 	bob.waitFor(`ann: the laptop, before its removal`)
 	bob.waitFor(`that came from ann.s device "laptop", since removed from the account.s`)
+	bob.typeLine("/group team")
+	bob.waitFor(`ann: the laptop in team, before its removal`)
+	bob.waitFor(`that came from ann.s device "laptop", since removed from the account.s`)
 	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--to", "ann", "after the laptop"), "bob's message after")
 	ok(run(t, users["bob"], "send", "--server", srv.Addr, "--user", "bob", "--group", "team", "in team, after the laptop"), "bob's group message after")
-	recvAs("ann", script, "you, to bob from another device: the laptop, before its removal\n    "+removedLine, "bob: after the laptop", "bob in team: in team, after the laptop")
+	recvAs("ann", script, "you, to bob from another device: the laptop, before its removal\n    "+removedLine,
+		"you, in team from another device: the laptop in team, before its removal\n    "+removedLine, "bob: after the laptop", "bob in team: in team, after the laptop")
 	ann.tmux("send-keys", "-t", ann.name, "Escape")
 	ann.typeLine("/group team")
 	ann.waitFor(`in team, after the laptop`)

@@ -44,10 +44,10 @@ type Message struct {
 	// direct message (From is the user, To its receiver), or a group
 	// message (From is the user, Group the group).
 	Mine bool
-	// FromRemovedDevice names the sender's device that sent this direct
-	// message when it has been removed from the sender's list since: sent
-	// before its removal (by its own clock) and arriving within
-	// RemovedDeviceGrace of it. Empty otherwise.
+	// FromRemovedDevice names the sender's device that sent this message
+	// (direct or in a group) when it has been removed from the sender's
+	// list since: sent before its removal (by its own clock) and arriving
+	// within RemovedDeviceGrace of it. Empty otherwise.
 	FromRemovedDevice string
 }
 
@@ -326,10 +326,17 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	// sender's checked list), or, from the sender's first device or before
 	// devices, by the account key.
 	signKey := r.c.groups.signKeyFunc(ctx)(from)
+	var removed *proto.RemovedDevice // the device that sent it, removed since
 	if d.FromDevice != 0 {
 		dev, err := r.c.groups.deviceOf(ctx, from, d.FromDevice)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: from a device that is not on %s's list (removed since, or never there): %v", ErrRejected, from, err)
+			if list, lerr := r.c.listOf(ctx, from, false); lerr == nil {
+				removed = list.RemovedDevice(d.FromDevice)
+			}
+			if removed == nil {
+				return nil, false, fmt.Errorf("%w: from a device that is not on %s's list (never there, or removed long ago): %v", ErrRejected, from, err)
+			}
+			dev = &removed.Device
 		}
 		signKey = dev.SignKey
 	}
@@ -347,12 +354,20 @@ func (r *receiver) openGroup(d *proto.DeliverGroup) (_ *Message, seen bool, _ er
 	if string(in.From) != from || string(in.To) != group || !bytes.Equal(in.MsgID, d.MsgID) || in.Kind != proto.KindText && in.Kind != proto.KindFile {
 		return nil, false, fmt.Errorf("%w: sealed sender, group, id or kind do not match", ErrRejected)
 	}
+	if removed != nil {
+		if err := fromRemoved(removed, time.Unix(0, in.SentAt), time.Now()); err != nil {
+			return nil, false, fmt.Errorf("%w: in %s, it comes from %s's device %q, %v", ErrRejected, termtext.Line(group), from, termtext.Line(removed.Name), err)
+		}
+	}
 	before, err := r.c.groups.checkPosition(ctx, group, from, seq, in.Roster, time.Unix(0, in.SentAt))
 	if err != nil {
 		return nil, false, err
 	}
 	msg := &Message{ServerID: d.ServerID, From: from, To: r.c.user, Group: group, Epoch: d.Epoch, Kind: in.Kind,
 		SentAt: time.Unix(0, in.SentAt), ServerTime: time.UnixMilli(d.Time), BeforeChange: before, Mine: from == r.c.user}
+	if removed != nil {
+		msg.FromRemovedDevice = removed.Name
+	}
 	copy(msg.MsgID[:], in.MsgID)
 	if in.Kind == proto.KindFile {
 		f, err := r.fileChunk(from, in.Body)

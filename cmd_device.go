@@ -132,10 +132,7 @@ func deviceLink(cf *clientFlags, manage, withHistory bool) error {
 			return err
 		}
 		defer h.Close()
-		opts.History = func() ([]proto.LinkHistoryEntry, error) {
-			all, _, err := h.All()
-			return history.ToLink(all), err
-		}
+		opts.History = h.LinkEntries
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), proto.LinkTTL)
 	defer cancel()

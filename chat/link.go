@@ -8,7 +8,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"securefastchat/client"
-	"securefastchat/history"
 	"securefastchat/proto"
 	"securefastchat/termtext"
 )
@@ -76,10 +75,7 @@ func (m *model) linkCommand(arg string) tea.Cmd {
 		}
 		lo := client.LinkOptions{Manage: opts.manage}
 		if opts.history {
-			lo.History = func() ([]proto.LinkHistoryEntry, error) {
-				all, _, err := a.h.All()
-				return history.ToLink(all), err
-			}
+			lo.History = a.h.LinkEntries
 		}
 		return a.do(func(ctx context.Context) tea.Msg {
 			o, err := a.c.OfferLinkWith(ctx, lo)

@@ -319,10 +319,10 @@ func (r *receiver) openDevices(d *proto.DeliverDevices) (_ *Message, seen bool, 
 		return nil, false, fmt.Errorf("%w: %s's devices: %v", ErrRejected, from, err)
 	}
 	var dev *proto.Device
-	removed := list.RemovedDevice(d.FromDevice)
+	var removed *proto.RemovedDevice // the device that sent it, removed since
 	if i := list.Index(d.FromDevice); i >= 0 {
-		dev, removed = &list.Devices[i], nil
-	} else if removed != nil {
+		dev = &list.Devices[i]
+	} else if removed = list.RemovedDevice(d.FromDevice); removed != nil {
 		dev = &removed.Device
 	} else {
 		return nil, false, fmt.Errorf("%w: it comes from a device that is not on %s's list", ErrRejected, from)

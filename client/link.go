@@ -392,7 +392,11 @@ func (o *LinkOffer) sendHistory() (readErr, err error) {
 		}
 		start--
 	}
-	frames, skipped := proto.PackLinkHistory(all[start:], uint32(min(len(all), math.MaxUint32)))
+	total := uint32(math.MaxUint32) // (a count past it is said as it)
+	if uint64(len(all)) < uint64(total) {
+		total = uint32(len(all))
+	}
+	frames, skipped := proto.PackLinkHistory(all[start:], total)
 	for _, f := range frames {
 		if err := o.peer.send(f); err != nil {
 			return readErr, err

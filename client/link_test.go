@@ -274,7 +274,7 @@ func TestLinkHistory(t *testing.T) {
 	s := testserver.Start(t, nil)
 	alice, _ := contacts(t, s)
 	entry := func(i, size int) proto.LinkHistoryEntry {
-		e := proto.LinkHistoryEntry{Conv: []byte("@bob"), From: []byte("bob"), Time: int64(1_790_000_000_000 + i), Text: bytes.Repeat([]byte{'a' + byte(i%26)}, size)}
+		e := proto.LinkHistoryEntry{Conv: []byte("@bob"), From: []byte("bob"), Time: 1_790_000_000_000 + int64(i), Text: bytes.Repeat([]byte{'a' + byte(i%26)}, size)}
 		binary.BigEndian.PutUint64(e.ID[:], uint64(i))
 		if i%3 == 0 {
 			e.From, e.Flags, e.Status, e.ReadBy = []byte("alice"), proto.HistoryMine, 5, [][]byte{[]byte("bob")}

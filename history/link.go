@@ -49,6 +49,14 @@ func ToLink(entries []*Entry) []proto.LinkHistoryEntry {
 	return out
 }
 
+// LinkEntries returns the whole history as a link copies it (ToLink):
+// the source of client.LinkOptions.History. Records that do not open are
+// left out.
+func (h *History) LinkEntries() ([]proto.LinkHistoryEntry, error) {
+	all, _, err := h.All()
+	return ToLink(all), err
+}
+
 // FromLink returns the entries a link copied, to Add to the new device's
 // history. A sent message that was still to go on the other device (which
 // ToLink does not copy) is marked failed here, so this device never

@@ -316,8 +316,9 @@ func cmdPassword(args []string) error {
 			"which is sent only a key made from it and never the password, and in\n"+
 			"this home, which opens with the new password from then on. The new\n"+
 			"password comes from SFC_NEW_PASSWORD or, on a terminal, a prompt\n"+
-			"(twice). Other sessions' tokens are revoked: your devices log in\n"+
-			"again with their own keys when they next connect.")
+			"(twice). Other sessions' tokens are revoked and their connections\n"+
+			"closed: your devices log in again at once with their own keys, and a\n"+
+			"session that was only a token (a stolen one, say) is over.")
 	if err := cf.parse(args); err != nil {
 		return err
 	}

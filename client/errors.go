@@ -143,6 +143,8 @@ func (e *ClosedError) Error() string {
 		return "client: closed by the server: too slow reading"
 	case proto.CloseRevoked:
 		return "client: closed by the server: an admin revoked this session or disabled the account; log in again"
+	case proto.CloseLoginAgain:
+		return "client: closed by the server: the account's password changed; logging in again"
 	case proto.CloseUpgrade:
 		return "client: closed by the server: a message waits that needs a newer securefastchat; upgrade this program"
 	}

@@ -94,7 +94,7 @@ func TestChangePassword(t *testing.T) {
 	if err := laptop.ChangePassword(ctx, pw, next); !errors.Is(err, client.ErrNotFirstDevice) {
 		t.Fatalf("the laptop changing the password: %v", err)
 	}
-	laptop.Close()
+	laptopToken, laptopEvents := laptop.Token(), testserver.Events(laptop)
 	oldKey, _ := client.LoginKey("alice", pw, cfg.KDF)
 	newKey, _ := client.LoginKey("alice", next, cfg.KDF)
 	// Another session of the account, made with the old password.
@@ -103,18 +103,49 @@ func TestChangePassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok, err := other.LoginWith(ctx, "alice", oldKey, proto.LoginNoDeliveries)
-	other.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer other.Close()
 	if err := alice.ChangePassword(ctx, pw, next); err != nil {
 		t.Fatal(err)
 	}
-	// This session goes on; the other's token is revoked; the laptop logs
-	// in with its key.
+	// This session goes on; the others' tokens are revoked and their
+	// connections closed, saying to log in again: one that had only a
+	// token is out, and the laptop logs in again with its key.
 	if _, err := alice.Devices(ctx, "alice"); err != nil {
 		t.Fatalf("after the change: %v", err)
 	}
+	select {
+	case <-other.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other session's connection is still open after the change")
+	}
+	var ce *client.ClosedError
+	if !errors.As(other.Err(), &ce) || ce.Reason != proto.CloseLoginAgain {
+		t.Fatalf("the other session was closed with %v", other.Err())
+	}
+	for closed := false; ; {
+		var ev client.Event
+		select {
+		case ev = <-laptopEvents:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the laptop did not log in again after the change")
+		}
+		if ev.Kind != client.EventConnection {
+			continue
+		}
+		if errors.As(ev.Err, &ce) && ce.Reason == proto.CloseLoginAgain {
+			closed = true
+		}
+		if closed && ev.State == client.StateConnected {
+			break
+		}
+	}
+	if string(laptop.Token()) == string(laptopToken) {
+		t.Fatal("the laptop goes on with its revoked token")
+	}
+	laptop.Close()
 	alice.Close()
 	resume, err := client.Dial(ctx, s.Addr(), client.DialOptions{})
 	if err != nil {

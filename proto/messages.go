@@ -100,6 +100,7 @@ const (
 	CloseProtocol    uint8 = 5 // the peer broke the protocol
 	CloseRevoked     uint8 = 6 // an admin revoked the user's sessions or disabled the account
 	CloseUpgrade     uint8 = 7 // a message waits that this client's version cannot open: upgrade it (version 4)
+	CloseLoginAgain  uint8 = 8 // the account's password changed: this session's token is revoked; log in again (version 6)
 )
 
 // AppendHeader appends a message header.

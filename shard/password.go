@@ -8,9 +8,11 @@ import (
 
 // changePassword answers ChangePassword (version 6). The account service
 // checks the current password as a login does, keeps the new one and
-// revokes the account's other sessions' tokens (their connections go on);
-// it takes argon2 work, bounded by the login deadline, on this
-// connection's reader alone.
+// revokes the account's other sessions' tokens; their connections are
+// closed (CloseLoginAgain), so one that held a token and nothing else
+// cannot go on, while a device logs in again with its key. It takes
+// argon2 work, bounded by the login deadline, on this connection's
+// reader alone.
 func (c *conn) changePassword(id uint32, body []byte) {
 	if c.sess.Version < 6 {
 		c.replyErr(id, proto.CodeUnsupported, "password changes need protocol version 6")
@@ -28,4 +30,10 @@ func (c *conn) changePassword(id uint32, body []byte) {
 		return
 	}
 	c.reply(proto.AppendEmpty(nil, proto.TOK, id))
+	for _, o := range c.set.dir.sessions(c.user) {
+		if o != c {
+			o.logger().Info("closing: the account's password changed")
+			o.closeGraceful(CloseLoginAgain)
+		}
+	}
 }

@@ -21,19 +21,20 @@ const (
 	CloseRekey                    = CloseReason(proto.CloseRekey)
 	CloseProtocol                 = CloseReason(proto.CloseProtocol)
 	CloseRevoked                  = CloseReason(proto.CloseRevoked)
-	CloseUpgrade                  = CloseReason(proto.CloseUpgrade) // its queue holds what its version cannot open
-	CloseWriteTimeout CloseReason = iota                            // a write did not finish in time
-	CloseStuck                                                      // deliveries unacknowledged past the ack timeout
-	CloseEvicted                                                    // not logged in, closed to make room
-	ClosePeer                                                       // the peer closed, or reading failed
-	CloseWriteFailed                                                // writing failed (the peer is gone)
-	CloseSealFailed                                                 // a frame could not be sealed
-	CloseServerStop                                                 // the server stopped without waiting
+	CloseUpgrade                  = CloseReason(proto.CloseUpgrade)    // its queue holds what its version cannot open
+	CloseLoginAgain               = CloseReason(proto.CloseLoginAgain) // the account's password changed
+	CloseWriteTimeout CloseReason = iota                               // a write did not finish in time
+	CloseStuck                                                         // deliveries unacknowledged past the ack timeout
+	CloseEvicted                                                       // not logged in, closed to make room
+	ClosePeer                                                          // the peer closed, or reading failed
+	CloseWriteFailed                                                   // writing failed (the peer is gone)
+	CloseSealFailed                                                    // a frame could not be sealed
+	CloseServerStop                                                    // the server stopped without waiting
 	numCloseReasons
 )
 
 var closeNames = [numCloseReasons]string{"normal", "replaced", "shutdown", "slow_consumer", "rekey", "protocol", "revoked",
-	"upgrade", "write_timeout", "stuck", "evicted", "peer", "write_failed", "seal_failed", "server_stop"}
+	"upgrade", "login_again", "write_timeout", "stuck", "evicted", "peer", "write_failed", "seal_failed", "server_stop"}
 
 func (r CloseReason) String() string {
 	if r < numCloseReasons {

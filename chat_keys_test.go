@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,14 +26,7 @@ func TestChatKeys(t *testing.T) {
 	// 700 old messages from bob in ann's history (written as her chat
 	// would), for the scrollback.
 	annHome := strings.TrimPrefix(users["ann"][0], "SFC_HOME=")
-	lc, err := client.Load(client.Config{Addr: srv.Addr, Home: annHome}, "ann", chatPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := history.Open(filepath.Join(client.UserDir(annHome, "ann"), "history.db"), lc.LocalKey("history"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := homeHistory(t, srv.Addr, users["ann"], "ann", chatPassword)
 	t0 := time.Now().Add(-48 * time.Hour)
 	var old []*history.Entry
 	for i := 0; i < 700; i++ {
@@ -44,7 +36,6 @@ func TestChatKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	lc.Close()
 
 	socket := fmt.Sprintf("sfc-keys-%d", os.Getpid())
 	t.Cleanup(func() { exec.Command("tmux", "-L", socket, "kill-server").Run() })

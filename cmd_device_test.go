@@ -235,16 +235,7 @@ func TestDeviceLinkManage(t *testing.T) {
 // history, the command says to link from the chat.
 func TestDeviceLinkHistory(t *testing.T) {
 	addr, ann, _ := annAndBob(t)
-	annHome := strings.TrimPrefix(ann[0], "SFC_HOME=")
-	lc, err := client.Load(client.Config{Addr: addr, Home: annHome}, "ann", "a password!")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lc.Close()
-	h, err := chat.OpenHistory(lc, annHome)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := homeHistory(t, addr, ann, "ann", "a password!")
 	t0 := time.Now().Add(-72 * time.Hour)
 	var kept []*history.Entry
 	for i := range 2500 {
@@ -283,18 +274,7 @@ func TestDeviceLinkHistory(t *testing.T) {
 
 	// The laptop's history holds the newest n, in order, as the chat
 	// there reads them.
-	lapHome := strings.TrimPrefix(laptop[0], "SFC_HOME=")
-	lp, err := client.Load(client.Config{Addr: addr, Home: lapHome}, "ann", "laptop passphrase")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lp.Close()
-	lh, err := chat.OpenHistory(lp, lapHome)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lh.Close()
-	all, bad, err := lh.All()
+	all, bad, err := homeHistory(t, addr, laptop, "ann", "laptop passphrase").All()
 	if err != nil || bad != 0 || len(all) != n {
 		t.Fatalf("the laptop's history: %d entries (%d bad): %v", len(all), bad, err)
 	}
@@ -304,4 +284,24 @@ func TestDeviceLinkHistory(t *testing.T) {
 			t.Fatalf("entry %d: %+v, want %+v", i, e, want)
 		}
 	}
+}
+
+// homeHistory opens the history the chat keeps in the home of env (its
+// SFC_HOME) for user, whose identity opens with pass, as the chat would;
+// it is closed when the test ends (or before, by the caller: a second
+// Close does nothing).
+func homeHistory(t *testing.T, addr string, env []string, user, pass string) *history.History {
+	t.Helper()
+	home := strings.TrimPrefix(env[0], "SFC_HOME=")
+	c, err := client.Load(client.Config{Addr: addr, Home: home}, user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := chat.OpenHistory(c, home)
+	c.Close() // (the history has its key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }
